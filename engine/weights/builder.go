@@ -1,0 +1,139 @@
+package weights
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+)
+
+// MissingTensorsError lists every tensor a model asked for that was absent or
+// had the wrong shape.
+type MissingTensorsError struct {
+	// Problems are one line each: `missing "x"` or `"x": shape [1 2], want [2 1]`.
+	Problems []string
+}
+
+// Error summarises the problems (the first few, and a count).
+func (e *MissingTensorsError) Error() string {
+	const show = 4
+	msg := strings.Join(e.Problems[:min(show, len(e.Problems))], "; ")
+	if len(e.Problems) > show {
+		msg += fmt.Sprintf("; and %d more", len(e.Problems)-show)
+	}
+	return fmt.Sprintf("%d tensor problems: %s", len(e.Problems), msg)
+}
+
+type builderState struct {
+	src      Source
+	dev      backend.Device
+	used     map[string]bool
+	problems []string
+}
+
+// Builder uploads a model's tensors from a Source to a Device under a name
+// prefix. It never fails midway: it gathers every missing or misshaped tensor
+// into one error (Err) and records which tensors were used (Unused).
+type Builder struct {
+	st     *builderState
+	prefix string
+}
+
+// NewBuilder returns a Builder reading src and uploading to dev.
+func NewBuilder(src Source, dev backend.Device) *Builder {
+	return &Builder{st: &builderState{src: src, dev: dev, used: map[string]bool{}}}
+}
+
+// Sub returns a Builder whose names are prefixed by name + ".".
+func (b *Builder) Sub(name string) *Builder {
+	return &Builder{st: b.st, prefix: b.prefix + name + "."}
+}
+
+// Subf is Sub with a formatted name.
+func (b *Builder) Subf(format string, args ...any) *Builder {
+	return b.Sub(fmt.Sprintf(format, args...))
+}
+
+// Prefix returns the builder's full name prefix.
+func (b *Builder) Prefix() string { return b.prefix }
+
+// Has reports whether the tensor exists.
+func (b *Builder) Has(name string) bool {
+	_, ok := b.st.src.Info(b.prefix + name)
+	return ok
+}
+
+// Shape returns a tensor's stored shape.
+func (b *Builder) Shape(name string) (tensor.Shape, bool) {
+	info, ok := b.st.src.Info(b.prefix + name)
+	return info.Shape, ok
+}
+
+func squeeze(s tensor.Shape) tensor.Shape {
+	out := tensor.Shape{}
+	for _, d := range s {
+		if d != 1 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Tensor uploads the named tensor, checking its shape. A stored shape that
+// differs only by size-1 dimensions (a [C,C,1,1] conv weight used as a [C,C]
+// linear weight) is accepted and viewed with the requested shape. On a
+// problem it records it and returns nil.
+func (b *Builder) Tensor(name string, shape ...int) *backend.Tensor {
+	full := b.prefix + name
+	info, ok := b.st.src.Info(full)
+	if !ok {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("missing %q", full))
+		return nil
+	}
+	b.st.used[full] = true
+	want := tensor.Shape(shape)
+	if !info.Shape.Equal(want) && !squeeze(info.Shape).Equal(squeeze(want)) {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: shape %v, want %v", full, info.Shape, want))
+		return nil
+	}
+	raw, err := b.st.src.Raw(full)
+	if err != nil {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+		return nil
+	}
+	t, err := b.st.dev.UploadRaw(raw, info.DType, shape...)
+	if err != nil {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+		return nil
+	}
+	return t
+}
+
+// Optional uploads the tensor when present and returns nil otherwise.
+func (b *Builder) Optional(name string, shape ...int) *backend.Tensor {
+	if !b.Has(name) {
+		return nil
+	}
+	return b.Tensor(name, shape...)
+}
+
+// Err returns a *MissingTensorsError when any tensor was missing or misshaped.
+func (b *Builder) Err() error {
+	if len(b.st.problems) == 0 {
+		return nil
+	}
+	return &MissingTensorsError{Problems: slices.Clone(b.st.problems)}
+}
+
+// Unused returns the names under prefix that no Tensor call used, sorted.
+func (b *Builder) Unused(prefix string) []string {
+	var out []string
+	for _, n := range b.st.src.Names() {
+		if strings.HasPrefix(n, prefix) && !b.st.used[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,302 @@
+package cmd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+const genLong = `Generate images from a text prompt (text-to-image).
+
+The same seed, prompt and settings give the same image as ComfyUI and
+diffusers: the initial noise is drawn exactly as torch.randn does on the CPU,
+and samplers and schedulers follow ComfyUI's definitions.
+
+Prompts longer than 75 tokens are split into chunks of 75 tokens, each encoded
+separately and concatenated, as ComfyUI does (no truncation).
+
+Every PNG carries an A1111-style "parameters" text chunk (read by A1111,
+civitai and image browsers) and a "darkroom" chunk holding the exact request;
+'darkroom gen --from image.png' regenerates the image bit for bit.`
+
+const genExample = `  darkroom gen -m ~/models/v1-5-pruned-emaonly.safetensors \
+      -p "a lighthouse at dusk, watercolor" -n "blurry" -s 42 -o lighthouse.png
+  darkroom gen -m sd15 -p "a cat" --sampler dpmpp_2m --scheduler karras --steps 25 -b 4 -o cats.png
+  darkroom gen --from lighthouse.png -o again.png`
+
+type genFlags struct {
+	req    engine.Request
+	seed   string
+	output string
+	device string
+	from   string
+}
+
+func newGenCmd() *cobra.Command {
+	f := &genFlags{req: engine.DefaultRequest()}
+	c := &cobra.Command{
+		Use:     "gen",
+		Short:   "Generate images from a prompt",
+		Long:    genLong,
+		Example: genExample,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runGen(cmd, f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVarP(&f.req.Model, "model", "m", "", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory")
+	fl.StringVarP(&f.req.Prompt, "prompt", "p", "", "the prompt")
+	fl.StringVarP(&f.req.Negative, "negative", "n", "", "the negative prompt")
+	fl.StringVarP(&f.seed, "seed", "s", "", "seed (0 to 2^64-1); random when absent, and printed")
+	fl.IntVar(&f.req.Steps, "steps", f.req.Steps, "sampling steps")
+	fl.Float64Var(&f.req.CFG, "cfg", f.req.CFG, "classifier-free guidance scale (1 disables the negative prompt)")
+	fl.StringVar(&f.req.Sampler, "sampler", f.req.Sampler, "sampler: "+strings.Join(sampling.Samplers(), ", "))
+	fl.StringVar(&f.req.Scheduler, "scheduler", f.req.Scheduler, "scheduler: "+strings.Join(sampling.Schedulers(), ", "))
+	fl.IntVarP(&f.req.Width, "width", "W", f.req.Width, "image width in pixels (multiple of 8)")
+	fl.IntVarP(&f.req.Height, "height", "H", f.req.Height, "image height in pixels (multiple of 8)")
+	fl.IntVarP(&f.req.Batch, "batch", "b", f.req.Batch, "images per run (one noise tensor, as ComfyUI)")
+	fl.IntVar(&f.req.ClipSkip, "clip-skip", f.req.ClipSkip, "text encoder layer: 1 = last, 2 = penultimate (A1111 'Clip skip')")
+	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG; with --batch > 1 numbered as NAME-1.png, NAME-2.png, ...")
+	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
+	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
+	_ = c.RegisterFlagCompletionFunc("sampler", fixedCompletion(sampling.Samplers()))
+	_ = c.RegisterFlagCompletionFunc("scheduler", fixedCompletion(sampling.Schedulers()))
+	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
+	return c
+}
+
+func fixedCompletion(values []string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// parseSeed parses --seed or draws a random one.
+func parseSeed(s string) (uint64, error) {
+	if s == "" {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("draw a random seed: %w", err)
+		}
+		// Keep random seeds within 2^53 so every tool that stores seeds as
+		// float64 (JSON in JavaScript UIs) keeps them exact.
+		return binary.LittleEndian.Uint64(b[:]) >> 11, nil
+	}
+	var v uint64
+	if _, err := fmt.Sscan(s, &v); err != nil || fmt.Sprint(v) != strings.TrimLeft(s, "+") {
+		return 0, fmt.Errorf("--seed %q: want a whole number from 0 to 18446744073709551615", s)
+	}
+	return v, nil
+}
+
+// outputPaths returns the PNG paths for a batch.
+func outputPaths(output string, batch int) []string {
+	if batch == 1 {
+		return []string{output}
+	}
+	ext := filepath.Ext(output)
+	base := strings.TrimSuffix(output, ext)
+	if ext == "" {
+		ext = ".png"
+	}
+	out := make([]string, batch)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d%s", base, i+1, ext)
+	}
+	return out
+}
+
+// checkWritable fails early, before any computation, when an output file
+// cannot be created.
+func checkWritable(path string) error {
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("--output %s: directory %s does not exist", path, dir)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("--output %s: %s is not a directory", path, dir)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("--output %s: is a directory", path)
+	}
+	f, err := os.CreateTemp(dir, ".darkroom-check-*")
+	if err != nil {
+		return fmt.Errorf("--output %s: cannot write to %s", path, dir)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+func runGen(cmd *cobra.Command, f *genFlags) error {
+	req := f.req
+	if f.from != "" {
+		stored, err := engine.RequestFromPNG(f.from)
+		if err != nil {
+			return err
+		}
+		req = mergeFlags(cmd, stored, f.req)
+		if !cmd.Flags().Changed("seed") {
+			f.seed = fmt.Sprint(stored.Seed)
+		}
+	}
+	seed, err := parseSeed(f.seed)
+	if err != nil {
+		return err
+	}
+	req.Seed = seed
+	if req.Model == "" {
+		return errors.New("no model: pass -m/--model PATH (a .safetensors checkpoint or a diffusers folder)")
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	paths := outputPaths(f.output, req.Batch)
+	for _, p := range paths {
+		if err := checkWritable(p); err != nil {
+			return err
+		}
+	}
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	eng, err := engine.Open(engine.Options{Device: f.device})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	stderr := cmd.ErrOrStderr()
+	if eng.Notice != "" {
+		fmt.Fprintln(stderr, eng.Notice)
+	}
+	fmt.Fprintf(stderr, "seed: %d\n", req.Seed)
+	m, err := eng.Load(ctx, req.Model)
+	if err != nil {
+		return err
+	}
+	bar := newProgress(stderr)
+	res, err := m.Generate(ctx, req, bar.event)
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	hash, err := m.Hash()
+	if err != nil {
+		return err
+	}
+	for i, img := range res.Images {
+		if err := engine.SavePNG(paths[i], img, req, hash, m.Name); err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), paths[i])
+	}
+	return nil
+}
+
+// mergeFlags starts from a stored request and applies the flags the user
+// set explicitly.
+func mergeFlags(cmd *cobra.Command, stored, flags engine.Request) engine.Request {
+	out := stored
+	ch := cmd.Flags().Changed
+	if ch("model") {
+		out.Model = flags.Model
+	}
+	if ch("prompt") {
+		out.Prompt = flags.Prompt
+	}
+	if ch("negative") {
+		out.Negative = flags.Negative
+	}
+	if ch("steps") {
+		out.Steps = flags.Steps
+	}
+	if ch("cfg") {
+		out.CFG = flags.CFG
+	}
+	if ch("sampler") {
+		out.Sampler = flags.Sampler
+	}
+	if ch("scheduler") {
+		out.Scheduler = flags.Scheduler
+	}
+	if ch("width") {
+		out.Width = flags.Width
+	}
+	if ch("height") {
+		out.Height = flags.Height
+	}
+	if ch("batch") {
+		out.Batch = flags.Batch
+	}
+	if ch("clip-skip") {
+		out.ClipSkip = flags.ClipSkip
+	}
+	return out
+}
+
+// progress draws a one-line progress bar on a terminal and nothing otherwise.
+type progress struct {
+	w       io.Writer
+	tty     bool
+	start   time.Time
+	drawn   bool
+	lastLen int
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w, start: time.Now()}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+	}
+	return p
+}
+
+func (p *progress) event(ev engine.Event) {
+	if !p.tty {
+		return
+	}
+	var line string
+	switch ev.Phase {
+	case engine.PhaseEncode:
+		p.start = time.Now()
+		line = "encoding prompt"
+	case engine.PhaseSample:
+		el := time.Since(p.start).Seconds()
+		rate := float64(ev.Step) / max(el, 1e-9)
+		eta := time.Duration(float64(ev.Total-ev.Step) / rate * float64(time.Second)).Round(time.Second)
+		const width = 30
+		done := ev.Step * width / max(ev.Total, 1)
+		line = fmt.Sprintf("step %d/%d [%s%s] %.2f it/s ETA %s", ev.Step, ev.Total,
+			strings.Repeat("=", done), strings.Repeat(" ", width-done), rate, eta)
+	case engine.PhaseDecode:
+		line = "decoding"
+	default:
+		return
+	}
+	pad := max(p.lastLen-len(line), 0)
+	fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
+	p.lastLen = len(line)
+	p.drawn = true
+}
+
+func (p *progress) finish() {
+	if p.drawn {
+		fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.lastLen))
+	}
+}

@@ -1,0 +1,191 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/models/clip"
+	"github.com/darkroom-ai/darkroom/engine/models/unet"
+	"github.com/darkroom-ai/darkroom/engine/models/vae"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+)
+
+// Canonical (single-file LDM) prefixes of the SD1 components.
+const (
+	prefixUNet = "model.diffusion_model."
+	prefixVAE  = "first_stage_model."
+	prefixCLIP = "cond_stage_model.transformer.text_model."
+)
+
+// Model is a loaded text-to-image model, resident on one device. A Model is
+// not safe for concurrent generations; the engine runs one job at a time per
+// device.
+type Model struct {
+	// Name is the file or folder name; Path the full path.
+	Name, Path string
+	// Family is the detected model family ("SD1.x").
+	Family string
+	// Files are the weight files the model was read from.
+	Files []string
+
+	dev      backend.Device
+	tok      *tokenizer.CLIP
+	text     *clip.TextModel
+	unet     *unet.Model
+	vae      *vae.Model
+	schedule *sampling.Discrete
+	hashOnce sync.Once
+	hash     string
+	hashErr  error
+}
+
+// Device returns the device the model lives on.
+func (m *Model) Device() backend.Device { return m.dev }
+
+// TextConfig, UNetConfig and VAEConfig describe the loaded components.
+func (m *Model) TextConfig() clip.Config { return m.text.Config }
+
+// UNetConfig describes the loaded UNet.
+func (m *Model) UNetConfig() unet.Config { return m.unet.Config }
+
+// VAEConfig describes the loaded autoencoder.
+func (m *Model) VAEConfig() vae.Config { return m.vae.Config }
+
+// LatentChannels is the number of latent channels (4 for SD1).
+func (m *Model) LatentChannels() int { return m.vae.Config.ZChannels }
+
+// LatentFactor is the pixel-to-latent downsampling factor (8 for SD1).
+func (m *Model) LatentFactor() int { return m.vae.Config.Factor() }
+
+// Load opens a checkpoint (single .safetensors file or diffusers folder),
+// detects its family and uploads its weights to dev.
+func Load(ctx context.Context, path string, dev backend.Device) (*Model, error) {
+	src, err := weights.OpenModel(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := loadFrom(ctx, src, dev)
+	// Weights were converted into device memory; the mapping is not needed.
+	if cerr := src.Close(); err == nil && cerr != nil {
+		return nil, fmt.Errorf("%s: %w", path, cerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m.Path = path
+	m.Name = strings.TrimSuffix(filepath.Base(path), ".safetensors")
+	return m, nil
+}
+
+func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Model, error) {
+	fam := weights.DetectFamily(src)
+	if err := fam.Supported(); err != nil {
+		return nil, err
+	}
+	uc, err := unet.ConfigFromWeights(src, prefixUNet)
+	if err != nil {
+		return nil, err
+	}
+	vc, err := vae.ConfigFromWeights(src, prefixVAE)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := clip.ConfigFromWeights(src, prefixCLIP)
+	if err != nil {
+		return nil, err
+	}
+	if cc.Width != uc.ContextDim {
+		return nil, fmt.Errorf("text encoder width %d does not match the UNet context %d", cc.Width, uc.ContextDim)
+	}
+	if vc.ZChannels != uc.InChannels {
+		return nil, fmt.Errorf("vae has %d latent channels, the UNet takes %d", vc.ZChannels, uc.InChannels)
+	}
+	tok, err := loadTokenizer(src.TokenizerDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b := weights.NewBuilder(src, dev)
+	m := &Model{
+		Family:   string(fam.Family),
+		Files:    filePaths(src.Files),
+		dev:      dev,
+		tok:      tok,
+		text:     clip.Load(b.Sub(strings.TrimSuffix(prefixCLIP, ".")), cc),
+		unet:     unet.Load(b.Sub(strings.TrimSuffix(prefixUNet, ".")), uc),
+		vae:      vae.Load(b.Sub(strings.TrimSuffix(prefixVAE, ".")), vc),
+		schedule: sampling.DefaultDiscrete(),
+	}
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// loadTokenizer prefers a model folder's own vocabulary and falls back to the
+// bundled OpenAI CLIP vocabulary.
+func loadTokenizer(dir string) (*tokenizer.CLIP, error) {
+	if dir != "" {
+		vocab, merges := filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt")
+		if fileExists(vocab) && fileExists(merges) {
+			return tokenizer.LoadCLIP(vocab, merges)
+		}
+	}
+	return tokenizer.NewCLIP()
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// Hash returns the A1111-style model hash: the first 10 hex digits of the
+// SHA-256 of the checkpoint file (of the UNet weights for a diffusers folder).
+// It reads the whole file once and caches the result.
+func (m *Model) Hash() (string, error) {
+	m.hashOnce.Do(func() {
+		if len(m.Files) == 0 {
+			m.hashErr = fmt.Errorf("model %s: no weight files to hash", m.Name)
+			return
+		}
+		file := m.Files[0]
+		for _, f := range m.Files {
+			if strings.Contains(filepath.ToSlash(f), "/unet/") {
+				file = f
+			}
+		}
+		fh, err := os.Open(file)
+		if err != nil {
+			m.hashErr = fmt.Errorf("hash model: %w", err)
+			return
+		}
+		defer fh.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, fh); err != nil {
+			m.hashErr = fmt.Errorf("hash model: %w", err)
+			return
+		}
+		m.hash = hex.EncodeToString(h.Sum(nil))[:10]
+	})
+	return m.hash, m.hashErr
+}
+
+func filePaths(files []weights.FileInfo) []string {
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = f.Path
+	}
+	return out
+}

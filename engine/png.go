@@ -1,0 +1,273 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"image"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// PNG text chunk keywords written by darkroom.
+const (
+	// ChunkParameters holds A1111-style generation parameters, which A1111,
+	// civitai and most image browsers read.
+	ChunkParameters = "parameters"
+	// ChunkDarkroom holds the exact Request as JSON.
+	ChunkDarkroom = "darkroom"
+)
+
+var a1111Samplers = map[string]string{
+	"euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "dpm_2": "DPM2",
+	"dpm_2_ancestral": "DPM2 a", "lms": "LMS", "dpmpp_2s_ancestral": "DPM++ 2S a",
+	"dpmpp_2m": "DPM++ 2M", "dpmpp_sde": "DPM++ SDE", "dpmpp_2m_sde": "DPM++ 2M SDE",
+	"dpmpp_3m_sde": "DPM++ 3M SDE", "ddim": "DDIM", "lcm": "LCM", "uni_pc": "UniPC",
+	"ipndm": "IPNDM", "deis": "DEIS",
+}
+
+var a1111Schedules = map[string]string{
+	"normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
+	"simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
+	"linear_quadratic": "Linear Quadratic",
+}
+
+// A1111Parameters formats the A1111 "parameters" text for a request.
+// modelHash and modelName may be empty.
+func A1111Parameters(req Request, modelHash, modelName string) string {
+	var b strings.Builder
+	b.WriteString(req.Prompt)
+	if req.Negative != "" {
+		b.WriteString("\nNegative prompt: " + req.Negative)
+	}
+	sampler := a1111Samplers[req.Sampler]
+	if sampler == "" {
+		sampler = req.Sampler
+	}
+	sched := a1111Schedules[req.Scheduler]
+	if sched == "" {
+		sched = req.Scheduler
+	}
+	fmt.Fprintf(&b, "\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %d, Size: %dx%d",
+		req.Steps, sampler, sched, req.CFG, req.Seed, req.Width, req.Height)
+	if modelHash != "" {
+		fmt.Fprintf(&b, ", Model hash: %s", modelHash)
+	}
+	if modelName != "" {
+		fmt.Fprintf(&b, ", Model: %s", strings.NewReplacer(",", " ", "\n", " ").Replace(modelName))
+	}
+	if req.ClipSkip > 1 {
+		fmt.Fprintf(&b, ", Clip skip: %d", req.ClipSkip)
+	}
+	b.WriteString(", Version: darkroom")
+	return b.String()
+}
+
+// EncodePNG writes img as PNG with tEXt chunks (keyword → text, Latin-1
+// keywords; text written as UTF-8 in iTXt when it is not Latin-1).
+func EncodePNG(w io.Writer, img image.Image, text map[string]string) error {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return fmt.Errorf("encode png: %w", err)
+	}
+	data := buf.Bytes()
+	// Signature (8) + IHDR chunk (4 len + 4 type + 13 data + 4 crc) = 33 bytes.
+	const afterIHDR = 33
+	if len(data) < afterIHDR || string(data[12:16]) != "IHDR" {
+		return errors.New("encode png: unexpected encoder output")
+	}
+	if _, err := w.Write(data[:afterIHDR]); err != nil {
+		return err
+	}
+	for _, k := range sortedKeys(text) {
+		if err := writeTextChunk(w, k, text[k]); err != nil {
+			return err
+		}
+	}
+	_, err := w.Write(data[afterIHDR:])
+	return err
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	// Deterministic order: parameters first (what browsers look for), then the rest.
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if keys[j] < keys[i] {
+				keys[i], keys[j] = keys[j], keys[i]
+			}
+		}
+	}
+	return keys
+}
+
+func isLatin1(s string) bool {
+	for _, r := range s {
+		if r > 0xff {
+			return false
+		}
+	}
+	return true
+}
+
+func writeTextChunk(w io.Writer, key, value string) error {
+	var body []byte
+	typ := "tEXt"
+	if isLatin1(value) && !strings.ContainsRune(value, 0) {
+		body = append([]byte(key), 0)
+		for _, r := range value {
+			body = append(body, byte(r))
+		}
+	} else {
+		// iTXt: keyword, 0, compression flag 0, method 0, empty language, 0, empty translated keyword, 0, UTF-8 text.
+		typ = "iTXt"
+		body = append([]byte(key), 0, 0, 0, 0, 0)
+		body = append(body, value...)
+	}
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)))
+	copy(hdr[4:], typ)
+	crc := crc32.NewIEEE()
+	crc.Write(hdr[4:])
+	crc.Write(body)
+	var tail [4]byte
+	binary.BigEndian.PutUint32(tail[:], crc.Sum32())
+	for _, part := range [][]byte{hdr[:], body, tail[:]} {
+		if _, err := w.Write(part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadPNGText returns the tEXt and iTXt (uncompressed) chunks of a PNG file.
+func ReadPNGText(r io.Reader) (map[string]string, error) {
+	var sig [8]byte
+	if _, err := io.ReadFull(r, sig[:]); err != nil || string(sig[:]) != "\x89PNG\r\n\x1a\n" {
+		return nil, errors.New("not a PNG file")
+	}
+	out := map[string]string{}
+	for {
+		var hdr [8]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return nil, fmt.Errorf("read png chunk: %w", err)
+		}
+		n := binary.BigEndian.Uint32(hdr[:4])
+		typ := string(hdr[4:])
+		if n > 64<<20 {
+			return nil, fmt.Errorf("png chunk %q of %d bytes is too large", typ, n)
+		}
+		if typ == "IEND" {
+			return out, nil
+		}
+		if typ != "tEXt" && typ != "iTXt" {
+			if _, err := io.CopyN(io.Discard, r, int64(n)+4); err != nil {
+				return nil, fmt.Errorf("read png chunk %q: %w", typ, err)
+			}
+			continue
+		}
+		body := make([]byte, n+4)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, fmt.Errorf("read png chunk %q: %w", typ, err)
+		}
+		body = body[:n]
+		key, rest, ok := bytes.Cut(body, []byte{0})
+		if !ok {
+			continue
+		}
+		if typ == "tEXt" {
+			runes := make([]rune, len(rest))
+			for i, c := range rest {
+				runes[i] = rune(c)
+			}
+			out[string(key)] = string(runes)
+			continue
+		}
+		// iTXt: compression flag, method, language\0, translated keyword\0, text.
+		if len(rest) < 2 || rest[0] != 0 {
+			continue // compressed iTXt is not used by darkroom
+		}
+		rest = rest[2:]
+		if _, rest, ok = bytes.Cut(rest, []byte{0}); !ok {
+			continue
+		}
+		if _, rest, ok = bytes.Cut(rest, []byte{0}); !ok {
+			continue
+		}
+		out[string(key)] = string(rest)
+	}
+}
+
+// SavePNG writes img to path atomically (a temporary file renamed into
+// place) with the A1111 parameters and the darkroom request chunks.
+func SavePNG(path string, img image.Image, req Request, modelHash, modelName string) error {
+	reqJSON, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	text := map[string]string{
+		ChunkParameters: A1111Parameters(req, modelHash, modelName),
+		ChunkDarkroom:   string(reqJSON),
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".darkroom-*.png")
+	if err != nil {
+		return fmt.Errorf("%s: cannot write: %w", path, unwrapPathErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	if err := EncodePNG(tmp, img, text); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("%s: %w", path, unwrapPathErr(err))
+	}
+	return nil
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
+
+// RequestFromPNG reads the darkroom request stored in a PNG written by
+// SavePNG.
+func RequestFromPNG(path string) (Request, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Request{}, fmt.Errorf("%s: %w", path, unwrapPathErr(err))
+	}
+	defer f.Close()
+	text, err := ReadPNGText(f)
+	if err != nil {
+		return Request{}, fmt.Errorf("%s: %w", path, err)
+	}
+	js, ok := text[ChunkDarkroom]
+	if !ok {
+		return Request{}, fmt.Errorf("%s: no %q metadata chunk (not written by darkroom)", path, ChunkDarkroom)
+	}
+	var req Request
+	if err := json.Unmarshal([]byte(js), &req); err != nil {
+		return Request{}, fmt.Errorf("%s: bad %q metadata: %w", path, ChunkDarkroom, err)
+	}
+	return req, nil
+}

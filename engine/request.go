@@ -1,0 +1,81 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// Request is one text-to-image job: every parameter of `darkroom gen`.
+type Request struct {
+	// Model is a checkpoint path (single .safetensors file or diffusers
+	// folder) or a model name found in the engine's model directories.
+	// Empty selects the default model.
+	Model    string `json:"model"`
+	Prompt   string `json:"prompt"`
+	Negative string `json:"negative,omitempty"`
+	// Seed seeds the initial noise and the sampler's noise; image i of a
+	// batch is drawn as part of one [Batch,4,h,w] noise tensor, as ComfyUI does.
+	Seed      uint64  `json:"seed"`
+	Steps     int     `json:"steps"`
+	CFG       float64 `json:"cfg"`
+	Sampler   string  `json:"sampler"`
+	Scheduler string  `json:"scheduler"`
+	Width     int     `json:"width"`
+	Height    int     `json:"height"`
+	Batch     int     `json:"batch"`
+	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
+	// the penultimate (A1111 "Clip skip: 2").
+	ClipSkip int `json:"clip_skip,omitempty"`
+	// InitNoise selects how the initial noise is scaled: "" or "comfy"
+	// multiplies by sqrt(1+σ_max²) as ComfyUI does for txt2img; "sigma"
+	// multiplies by σ_max as k-diffusion and diffusers' Euler-family
+	// schedulers with linspace spacing do.
+	InitNoise string `json:"init_noise,omitempty"`
+}
+
+// DefaultRequest returns a request with the defaults of `darkroom gen`.
+func DefaultRequest() Request {
+	return Request{Steps: 20, CFG: 7, Sampler: "euler", Scheduler: "normal", Width: 512, Height: 512, Batch: 1, ClipSkip: 1}
+}
+
+// Limits on request sizes.
+const (
+	MinSize  = 8
+	MaxSize  = 4096
+	MaxBatch = 64
+	MaxSteps = 1000
+)
+
+// Validate checks a request and returns a one-line error naming the
+// offending flag.
+func (r *Request) Validate() error {
+	switch {
+	case r.Width%8 != 0 || r.Width < MinSize || r.Width > MaxSize:
+		return fmt.Errorf("--width %d: must be a multiple of 8 between %d and %d", r.Width, MinSize, MaxSize)
+	case r.Height%8 != 0 || r.Height < MinSize || r.Height > MaxSize:
+		return fmt.Errorf("--height %d: must be a multiple of 8 between %d and %d", r.Height, MinSize, MaxSize)
+	case r.Steps < 1 || r.Steps > MaxSteps:
+		return fmt.Errorf("--steps %d: must be between 1 and %d", r.Steps, MaxSteps)
+	case r.CFG < 0 || r.CFG != r.CFG:
+		return fmt.Errorf("--cfg %v: must be ≥ 0", r.CFG)
+	case r.Batch < 1 || r.Batch > MaxBatch:
+		return fmt.Errorf("--batch %d: must be between 1 and %d", r.Batch, MaxBatch)
+	case r.ClipSkip < 0:
+		return fmt.Errorf("--clip-skip %d: must be ≥ 1", r.ClipSkip)
+	}
+	if !slices.Contains(sampling.Samplers(), r.Sampler) {
+		return fmt.Errorf("--sampler %q: unknown; valid: %s", r.Sampler, strings.Join(sampling.Samplers(), ", "))
+	}
+	if !slices.Contains(sampling.Schedulers(), r.Scheduler) {
+		return fmt.Errorf("--scheduler %q: unknown; valid: %s", r.Scheduler, strings.Join(sampling.Schedulers(), ", "))
+	}
+	switch r.InitNoise {
+	case "", "comfy", "sigma":
+	default:
+		return fmt.Errorf("init noise %q: want comfy or sigma", r.InitNoise)
+	}
+	return nil
+}

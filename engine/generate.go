@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"math"
 	"time"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -119,6 +120,10 @@ type SampleParams struct {
 	Shape         [4]int
 	// InitNoise: "" or "comfy" (sqrt(1+σ²)), or "sigma" (σ).
 	InitNoise string
+	// RoundTimesteps feeds the UNet round(t(σ)) instead of the continuous
+	// t(σ) ComfyUI uses: the convention of diffusers' DPM-Solver and UniPC
+	// schedulers, for reproducing their outputs exactly.
+	RoundTimesteps bool
 }
 
 // Sample runs the sampler loop with classifier-free guidance and returns the
@@ -144,7 +149,7 @@ func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if err != nil {
 		return nil, err
 	}
-	den := m.denoiser(p.Cond, p.Uncond, float32(p.CFG), p.Shape)
+	den := m.denoiser(p.Cond, p.Uncond, float32(p.CFG), p.Shape, p.RoundTimesteps)
 	total := len(sigmas) - 1
 	cb := func(s sampling.StepInfo) {
 		if onEvent != nil {
@@ -160,7 +165,7 @@ func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event))
 // x/sqrt(σ²+1) at the continuous timestep t(σ) and
 // ε̂ = ε_u + cfg·(ε_c − ε_u). The conditional and unconditional halves run as
 // one batch; with cfg = 1 only the conditional half runs.
-func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int) sampling.Denoiser {
+func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, roundT bool) sampling.Denoiser {
 	dev := m.dev
 	b := shape[0]
 	per := shape[1] * shape[2] * shape[3]
@@ -196,6 +201,9 @@ func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int) 
 			}
 		}
 		t := m.schedule.Timestep(sigma)
+		if roundT {
+			t = float32(math.RoundToEven(float64(t)))
+		}
 		ts := make([]float32, rows)
 		for i := range ts {
 			ts[i] = t

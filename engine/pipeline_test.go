@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"testing"
 
@@ -88,7 +89,7 @@ func TestReferenceCases(t *testing.T) {
 
 				var steps [][]float32
 				lat, err := m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
-					Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, InitNoise: "sigma"},
+					Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, InitNoise: refInit[c.Sampler], RoundTimesteps: refVP[c.Sampler]},
 					func(ev Event) {
 						if ev.Phase == PhaseSample {
 							steps = append(steps, ev.Latent)
@@ -100,7 +101,11 @@ func TestReferenceCases(t *testing.T) {
 				if len(steps) != c.Steps {
 					t.Fatalf("%d step events, want %d", len(steps), c.Steps)
 				}
+				sig := fx["sigmas"]
 				for i, x := range steps {
+					if refVP[c.Sampler] {
+						x = toVP(x, sig[i+1])
+					}
 					check(t, fmt.Sprintf("latent_after_step_%d", i), x, fx[fmt.Sprintf("latent_after_step_%d", i)], 1e-4)
 				}
 				check(t, "final_latent", lat, fx["final_latent"], 1e-4)
@@ -115,6 +120,55 @@ func TestReferenceCases(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// diffusers' DPM-Solver schedulers work on x_t = x/sqrt(1+σ²) (variance
+// preserving), start from unit noise — k-diffusion's x starts at
+// noise·sqrt(1+σ_max²), ComfyUI's convention — and feed the UNet rounded
+// timesteps; its Euler-family schedulers work on x itself, start at
+// noise·σ_max and use continuous timesteps, as ComfyUI does.
+var (
+	refVP   = map[string]bool{"dpmpp_2m": true}
+	refInit = map[string]string{"euler": "sigma", "dpmpp_2m": "comfy"}
+)
+
+func toVP(x []float32, sigma float32) []float32 {
+	out := make([]float32, len(x))
+	s := float32(1 / math.Sqrt(float64(sigma)*float64(sigma)+1))
+	for i, v := range x {
+		out[i] = v * s
+	}
+	return out
+}
+
+// TestGenerateComfyConvention runs the public Generate path (ComfyUI's
+// sqrt(1+σ²) initial scaling, continuous timesteps) and compares with the
+// reference image made with that scaling.
+func TestGenerateComfyConvention(t *testing.T) {
+	m, err := Load(context.Background(), layouts[0].path, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := refCases(t)[0]
+	res, err := m.Generate(context.Background(), c.request(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := testref.Tensors(t, c.Name+".safetensors")["image_sqrt_1_plus_sigma_sq"]
+	img := res.Images[0]
+	got := make([]float32, 0, len(want))
+	for y := range c.Height {
+		for x := range c.Width {
+			p := img.NRGBAAt(x, y)
+			got = append(got, float32(p.R)/255, float32(p.G)/255, float32(p.B)/255)
+		}
+	}
+	// 8-bit rounding alone bounds the PSNR near 59 dB.
+	if p := testref.PSNR(got, want); p < 45 {
+		t.Errorf("image PSNR %.1f dB < 45", p)
+	} else {
+		t.Logf("image PSNR %.1f dB (8-bit output)", p)
 	}
 }
 

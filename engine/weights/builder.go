@@ -2,6 +2,8 @@ package weights
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 
@@ -31,6 +33,9 @@ type builderState struct {
 	dev      backend.Device
 	used     map[string]bool
 	problems []string
+	// random, when set, makes the builder synthesise every tensor instead of
+	// reading src (benchmarks and tests of full-size architectures).
+	random *rand.Rand
 }
 
 // Builder uploads a model's tensors from a Source to a Device under a name
@@ -44,6 +49,37 @@ type Builder struct {
 // NewBuilder returns a Builder reading src and uploading to dev.
 func NewBuilder(src Source, dev backend.Device) *Builder {
 	return &Builder{st: &builderState{src: src, dev: dev, used: map[string]bool{}}}
+}
+
+// NewRandomBuilder returns a Builder that synthesises every requested tensor
+// with seeded random values instead of reading a file: matrices and kernels
+// are N(0, 1/fan_in) so activations keep their scale through deep stacks,
+// 1-D tensors (norm scales, biases) are 1 + N(0, 0.01) for names ending in
+// "weight" and N(0, 0.01) otherwise. For timing and finiteness checks of
+// full-size architectures without their checkpoints.
+func NewRandomBuilder(dev backend.Device, seed uint64) *Builder {
+	return &Builder{st: &builderState{dev: dev, used: map[string]bool{}, random: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))}}
+}
+
+func (st *builderState) synthesise(name string, shape []int) *backend.Tensor {
+	n := tensor.Shape(shape).NumElements()
+	v := make([]float32, n)
+	if len(shape) == 1 {
+		base := float32(0)
+		if strings.HasSuffix(name, "weight") {
+			base = 1
+		}
+		for i := range v {
+			v[i] = base + 0.01*float32(st.random.NormFloat64())
+		}
+	} else {
+		fanIn := n / shape[0]
+		scale := 1 / math.Sqrt(float64(max(fanIn, 1)))
+		for i := range v {
+			v[i] = float32(st.random.NormFloat64() * scale)
+		}
+	}
+	return st.dev.Upload(v, shape...)
 }
 
 // Sub returns a Builder whose names are prefixed by name + ".".
@@ -61,12 +97,18 @@ func (b *Builder) Prefix() string { return b.prefix }
 
 // Has reports whether the tensor exists.
 func (b *Builder) Has(name string) bool {
+	if b.st.random != nil {
+		return false
+	}
 	_, ok := b.st.src.Info(b.prefix + name)
 	return ok
 }
 
 // Shape returns a tensor's stored shape.
 func (b *Builder) Shape(name string) (tensor.Shape, bool) {
+	if b.st.random != nil {
+		return nil, false
+	}
 	info, ok := b.st.src.Info(b.prefix + name)
 	return info.Shape, ok
 }
@@ -87,6 +129,10 @@ func squeeze(s tensor.Shape) tensor.Shape {
 // problem it records it and returns nil.
 func (b *Builder) Tensor(name string, shape ...int) *backend.Tensor {
 	full := b.prefix + name
+	if b.st.random != nil {
+		b.st.used[full] = true
+		return b.st.synthesise(full, shape)
+	}
 	info, ok := b.st.src.Info(full)
 	if !ok {
 		b.st.problems = append(b.st.problems, fmt.Sprintf("missing %q", full))
@@ -130,6 +176,9 @@ func (b *Builder) Err() error {
 // Unused returns the names under prefix that no Tensor call used, sorted.
 func (b *Builder) Unused(prefix string) []string {
 	var out []string
+	if b.st.src == nil {
+		return nil
+	}
 	for _, n := range b.st.src.Names() {
 		if strings.HasPrefix(n, prefix) && !b.st.used[n] {
 			out = append(out, n)

@@ -179,3 +179,20 @@ func countBlocks(has func(string) bool, prefix string) int {
 	}
 	return n
 }
+
+// SD15 is the Stable Diffusion 1.5 UNet configuration, as ConfigFromWeights
+// infers it from the released checkpoint. Tests and benchmarks use it to
+// build full-size models with random weights.
+func SD15() Config {
+	return Config{
+		InChannels: 4, OutChannels: 4, ModelChannels: 320,
+		ChannelMult:  []int{1, 2, 4, 4},
+		NumResBlocks: 2,
+		Attention:    []bool{true, true, true, false},
+		Depth:        []int{1, 1, 1, 0},
+		MidDepth:     1,
+		ContextDim:   768,
+		Heads:        SD1Heads,
+		TimeEmbedDim: 1280,
+	}
+}

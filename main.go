@@ -1,3 +1,10 @@
+// Command darkroom generates images with Stable Diffusion models.
 package main
 
-func main() {}
+import (
+	"os"
+
+	"github.com/darkroom-ai/darkroom/cmd"
+)
+
+func main() { os.Exit(cmd.Execute()) }

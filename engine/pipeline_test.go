@@ -182,4 +182,3 @@ func chwToHWC(px []float32, h, w int) []float32 {
 	}
 	return out
 }
-

@@ -1,0 +1,277 @@
+package tokenizer
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// Special tokens of the CLIP vocabulary.
+const (
+	StartOfText = "<|startoftext|>"
+	EndOfText   = "<|endoftext|>"
+	wordEnd     = "</w>"
+)
+
+// bundledVocab is OpenAI CLIP's merge list (see NOTICE.md).
+//
+//go:embed bpe_simple_vocab_16e6.txt.gz
+var bundledVocab []byte
+
+// clipMerges is how many merges of the bundled list CLIP uses: its
+// vocabulary has 49408 entries, 2*256 byte tokens, 2 special tokens and the
+// rest merges (CLIP's simple_tokenizer reads lines 1 to 49152-256-2).
+const clipMerges = 49152 - 256 - 2
+
+// maxVocab bounds the size of a loaded vocabulary, so that a hostile file
+// cannot make the loader allocate without limit.
+const maxVocab = 1 << 20
+
+// mergeKey identifies a pair of adjacent symbols by their ids.
+type mergeKey struct{ a, b int32 }
+
+// mergeVal is the priority of a merge (lower merges first) and the id of
+// the merged symbol.
+type mergeVal struct{ rank, id int32 }
+
+// tables is an immutable CLIP vocabulary: the encoder, the decoder and the
+// merge ranks. It is shared by every CLIP built from the same source.
+type tables struct {
+	encoder map[string]int32
+	decoder []string // id -> token; "" where the id is unused
+	merges  map[mergeKey]mergeVal
+	bos     int32
+	eos     int32
+	unk     int32
+	// byteSym[b] is the vocabulary id of the single-byte symbol for byte b
+	// in the middle of a word and byteSymEnd[b] at its end (-1: missing).
+	byteSym    [256]int32
+	byteSymEnd [256]int32
+}
+
+// byteRunes returns CLIP's (GPT-2's) reversible byte-to-character map: the
+// printable Latin-1 bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' stand for
+// themselves, and the other 68 bytes take the characters U+0100 onwards in
+// byte order, so that no byte maps to whitespace or a control character.
+func byteRunes() [256]rune {
+	var m [256]rune
+	next := rune(256)
+	for b := 0; b < 256; b++ {
+		if b >= '!' && b <= '~' || b >= 0xa1 && b <= 0xac || b >= 0xae && b <= 0xff {
+			m[b] = rune(b)
+		} else {
+			m[b] = next
+			next++
+		}
+	}
+	return m
+}
+
+var (
+	byteToRune = byteRunes()
+	runeToByte = func() map[rune]byte {
+		m := make(map[rune]byte, 256)
+		for b, r := range byteToRune {
+			m[r] = byte(b)
+		}
+		return m
+	}()
+)
+
+// bundledTables parses the embedded vocabulary once per process.
+var bundledTables = sync.OnceValues(func() (*tables, error) {
+	merges, err := readBundledMerges(bundledVocab, clipMerges)
+	if err != nil {
+		return nil, fmt.Errorf("bundled clip vocabulary: %w", err)
+	}
+	// The vocabulary in CLIP's order: bytes, bytes at word end, merges,
+	// then the two special tokens.
+	// CLIP lists the byte characters in the order bytes_to_unicode builds
+	// them: the printable bytes ascending, then the others ascending.
+	var order []rune
+	for _, r := range byteToRune {
+		if r < 256 {
+			order = append(order, r)
+		}
+	}
+	for _, r := range byteToRune {
+		if r >= 256 {
+			order = append(order, r)
+		}
+	}
+	vocab := make([]string, 0, 512+len(merges)+2)
+	for _, r := range order {
+		vocab = append(vocab, string(r))
+	}
+	for _, r := range order {
+		vocab = append(vocab, string(r)+wordEnd)
+	}
+	for _, m := range merges {
+		vocab = append(vocab, m[0]+m[1])
+	}
+	vocab = append(vocab, StartOfText, EndOfText)
+	encoder := make(map[string]int32, len(vocab))
+	for i, tok := range vocab {
+		encoder[tok] = int32(i)
+	}
+	t, err := newTables(encoder, merges)
+	if err != nil {
+		return nil, fmt.Errorf("bundled clip vocabulary: %w", err)
+	}
+	return t, nil
+})
+
+// readBundledMerges reads the first n merges of a gzipped CLIP merge list
+// (a header line, then one "left right" pair per line).
+func readBundledMerges(gz []byte, n int) ([][2]string, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return nil, fmt.Errorf("open gzip: %w", err)
+	}
+	defer zr.Close()
+	sc := bufio.NewScanner(zr)
+	merges := make([][2]string, 0, n)
+	line := 0
+	for len(merges) < n && sc.Scan() {
+		line++
+		if line == 1 {
+			continue // "#version: 0.2"
+		}
+		a, b, ok := splitMerge(sc.Text())
+		if !ok {
+			return nil, fmt.Errorf("line %d: malformed merge %q", line, sc.Text())
+		}
+		merges = append(merges, [2]string{a, b})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read merges: %w", err)
+	}
+	if len(merges) < n {
+		return nil, fmt.Errorf("only %d merges, want %d", len(merges), n)
+	}
+	return merges, nil
+}
+
+// splitMerge splits "left right" into its two non-empty halves.
+func splitMerge(s string) (a, b string, ok bool) {
+	a, b, ok = strings.Cut(s, " ")
+	if !ok || a == "" || b == "" || strings.Contains(b, " ") {
+		return "", "", false
+	}
+	return a, b, true
+}
+
+// loadTables builds tables from a diffusers/transformers tokenizer folder's
+// vocab.json (token -> id) and merges.txt.
+func loadTables(vocabJSON, mergesTXT []byte) (*tables, error) {
+	var encoder map[string]int32
+	if err := json.Unmarshal(vocabJSON, &encoder); err != nil {
+		return nil, fmt.Errorf("parse vocab.json: %w", err)
+	}
+	if len(encoder) == 0 {
+		return nil, errors.New("parse vocab.json: empty vocabulary")
+	}
+	if len(encoder) > maxVocab {
+		return nil, fmt.Errorf("parse vocab.json: %d tokens, more than %d", len(encoder), maxVocab)
+	}
+	merges, err := parseMerges(mergesTXT)
+	if err != nil {
+		return nil, fmt.Errorf("parse merges.txt: %w", err)
+	}
+	return newTables(encoder, merges)
+}
+
+// parseMerges reads a merges.txt: an optional "#version" first line, then
+// one "left right" pair per line; blank lines are skipped.
+func parseMerges(data []byte) ([][2]string, error) {
+	if !utf8.Valid(data) {
+		return nil, errors.New("not valid utf-8")
+	}
+	var merges [][2]string
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSuffix(line, "\r")
+		if line == "" || i == 0 && strings.HasPrefix(line, "#version") {
+			continue
+		}
+		if len(merges) >= maxVocab {
+			return nil, fmt.Errorf("more than %d merges", maxVocab)
+		}
+		a, b, ok := splitMerge(line)
+		if !ok {
+			return nil, fmt.Errorf("line %d: malformed merge %q", i+1, line)
+		}
+		merges = append(merges, [2]string{a, b})
+	}
+	return merges, nil
+}
+
+// newTables checks a vocabulary and its merges and indexes them.
+func newTables(encoder map[string]int32, merges [][2]string) (*tables, error) {
+	t := &tables{encoder: encoder, merges: make(map[mergeKey]mergeVal, len(merges))}
+	maxID := int32(-1)
+	for tok, id := range encoder {
+		if id < 0 || id >= maxVocab {
+			return nil, fmt.Errorf("token %q: id %d out of range [0, %d)", tok, id, maxVocab)
+		}
+		maxID = max(maxID, id)
+	}
+	t.decoder = make([]string, maxID+1)
+	for tok, id := range encoder {
+		if t.decoder[id] != "" {
+			return nil, fmt.Errorf("tokens %q and %q share id %d", t.decoder[id], tok, id)
+		}
+		if tok == "" {
+			return nil, fmt.Errorf("empty token with id %d", id)
+		}
+		t.decoder[id] = tok
+	}
+	var ok bool
+	if t.bos, ok = encoder[StartOfText]; !ok {
+		return nil, fmt.Errorf("vocabulary has no %s", StartOfText)
+	}
+	if t.eos, ok = encoder[EndOfText]; !ok {
+		return nil, fmt.Errorf("vocabulary has no %s", EndOfText)
+	}
+	t.unk = t.eos // CLIP's unknown token is <|endoftext|>
+	for i, m := range merges {
+		a, okA := encoder[m[0]]
+		b, okB := encoder[m[1]]
+		id, okM := encoder[m[0]+m[1]]
+		if !okA || !okB || !okM {
+			return nil, fmt.Errorf("merge %d (%q %q): token not in vocabulary", i+1, m[0], m[1])
+		}
+		// A repeated pair takes its last rank, as both CLIP's dict of ranks
+		// and the tokenizers library's merge map do.
+		t.merges[mergeKey{a, b}] = mergeVal{rank: int32(i), id: id}
+	}
+	for b, r := range byteToRune {
+		t.byteSym[b], t.byteSymEnd[b] = -1, -1
+		if id, ok := encoder[string(r)]; ok {
+			t.byteSym[b] = id
+		}
+		if id, ok := encoder[string(r)+wordEnd]; ok {
+			t.byteSymEnd[b] = id
+		}
+	}
+	return t, nil
+}
+
+// readLimited reads at most limit bytes from r, failing if there are more.
+func readLimited(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, nil
+}

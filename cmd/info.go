@@ -1,0 +1,253 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/spf13/cobra"
+)
+
+func newInfoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "info PATH",
+		Short: "Describe a checkpoint: family, components, sizes, hyperparameters",
+		Long: `Describe a model without running it.
+
+PATH is a .safetensors checkpoint (A1111 / ComfyUI layout) or a diffusers
+folder. info prints the detected family and the key that decided it, the
+layout, each component (UNet, VAE, text encoder, anything else) with its
+tensor count, parameter count, stored size and dtypes, the files with their
+sizes, and the hyperparameters inferred from tensor shapes.`,
+		Example: `  darkroom info v1-5-pruned-emaonly.safetensors
+  darkroom info ./stable-diffusion-v1-5`,
+		Args: exactArgs(1, "one PATH (a .safetensors file or a diffusers folder)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInfo(cmd.OutOrStdout(), args[0])
+		},
+	}
+}
+
+func runInfo(w io.Writer, path string) error {
+	m, err := weights.OpenModel(path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	det := weights.DetectFamily(m)
+	s := summarize(m)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "path\t%s\n", m.Path)
+	fmt.Fprintf(tw, "layout\t%s\n", m.Layout)
+	fam := det.String()
+	if err := det.Supported(); err != nil && det.Family != weights.FamilyUnknown {
+		fam += "; not supported yet"
+	}
+	fmt.Fprintf(tw, "family\t%s\n", fam)
+	fmt.Fprintf(tw, "total\t%d tensors, %s parameters, %s stored\n", s.total.tensors, humanCount(s.total.params), humanBytes(s.total.bytes))
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	rows := [][]string{{"component", "prefix", "tensors", "parameters", "stored", "dtypes"}}
+	for _, c := range s.components {
+		rows = append(rows, []string{c.label, c.prefix, fmt.Sprint(c.tensors), humanCount(c.params), humanBytes(c.bytes), c.dtypeList()})
+	}
+	writeTable(w, "", rows, []bool{false, false, true, true, true, false})
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "files")
+	rows = rows[:0]
+	for _, f := range m.Files {
+		comp := f.Component
+		if comp == "" {
+			comp = "-"
+		}
+		rows = append(rows, []string{humanBytes(f.Size), fmt.Sprintf("%d tensors", f.Tensors), comp, f.Path})
+	}
+	writeTable(w, "  ", rows, []bool{true, true, false, false})
+	if m.TokenizerDir != "" {
+		fmt.Fprintf(w, "tokenizer  %s\n", m.TokenizerDir)
+	}
+	if len(m.Metadata) > 0 {
+		keys := make([]string, 0, len(m.Metadata))
+		for k := range m.Metadata {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(w, "metadata   %d entries: %s\n", len(keys), strings.Join(keys, ", "))
+	}
+
+	lines := hyperparameters(m, det)
+	if len(lines) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "hyperparameters")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, l := range lines {
+			fmt.Fprintf(tw, "  %s\t%s\n", l.component, l.text)
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+// writeTable prints rows in columns separated by two spaces; right[i]
+// right-aligns column i. The last column is never padded.
+func writeTable(w io.Writer, indent string, rows [][]string, right []bool) {
+	var width []int
+	for _, r := range rows {
+		for i, cell := range r {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len(cell))
+		}
+	}
+	for _, r := range rows {
+		var b strings.Builder
+		b.WriteString(indent)
+		for i, cell := range r {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", width[i]-len(cell))
+			switch {
+			case right[i]:
+				b.WriteString(pad + cell)
+			case i == len(r)-1:
+				b.WriteString(cell)
+			default:
+				b.WriteString(cell + pad)
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}
+
+// hparamLine is one inferred-configuration line of darkroom info.
+type hparamLine struct{ component, text string }
+
+// stats accumulates tensor counts, parameters, bytes and dtypes.
+type stats struct {
+	label, prefix string
+	tensors       int
+	params, bytes int64
+	dtypes        map[string]int
+}
+
+func (s *stats) add(info weights.TensorInfo) {
+	s.tensors++
+	s.params += int64(info.Shape.NumElements())
+	s.bytes += info.Size
+	if s.dtypes == nil {
+		s.dtypes = map[string]int{}
+	}
+	s.dtypes[info.DType.String()]++
+}
+
+func (s *stats) dtypeList() string {
+	keys := make([]string, 0, len(s.dtypes))
+	for k := range s.dtypes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s:%d", k, s.dtypes[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+type summary struct {
+	total      stats
+	components []*stats
+}
+
+// knownComponents are the canonical prefixes reported by name; anything
+// else is grouped by its first name component.
+var knownComponents = []struct{ label, prefix string }{
+	{"UNet", "model.diffusion_model."},
+	{"VAE", "first_stage_model."},
+	{"text encoder", "cond_stage_model."},
+	{"text encoders", "conditioner.embedders."},
+	{"text encoders", "text_encoders."},
+}
+
+func componentOf(name string) (label, prefix string) {
+	for _, k := range knownComponents {
+		if strings.HasPrefix(name, k.prefix) {
+			return k.label, k.prefix
+		}
+	}
+	first, _, found := strings.Cut(name, ".")
+	if !found {
+		return "other", "(top level)"
+	}
+	return "other", first + "."
+}
+
+func summarize(src weights.Source) summary {
+	var s summary
+	byPrefix := map[string]*stats{}
+	for _, name := range src.Names() {
+		info, ok := src.Info(name)
+		if !ok {
+			continue
+		}
+		s.total.add(info)
+		label, prefix := componentOf(name)
+		c := byPrefix[prefix]
+		if c == nil {
+			c = &stats{label: label, prefix: prefix}
+			byPrefix[prefix] = c
+			s.components = append(s.components, c)
+		}
+		c.add(info)
+	}
+	rank := func(c *stats) int {
+		for i, k := range knownComponents {
+			if k.prefix == c.prefix {
+				return i
+			}
+		}
+		return len(knownComponents)
+	}
+	sort.SliceStable(s.components, func(i, j int) bool {
+		ri, rj := rank(s.components[i]), rank(s.components[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return s.components[i].prefix < s.components[j].prefix
+	})
+	return s
+}
+
+// humanCount formats a parameter count: 859520964 -> "859.5M".
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}
+
+// humanBytes formats a byte count with binary units: "1.6 GiB".
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}

@@ -81,7 +81,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	latents, err := m.Sample(ctx, SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
 		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
-		Seed: req.Seed, Noise: noise, Shape: shape, InitNoise: req.InitNoise,
+		Seed: req.Seed, Noise: noise, Shape: shape,
 	}, func(ev Event) {
 		ev.Elapsed = time.Since(start)
 		onEvent(ev)
@@ -118,13 +118,32 @@ type SampleParams struct {
 	// starting latent it is added to (img2img).
 	Noise, Latent []float32
 	Shape         [4]int
-	// InitNoise: "" or "comfy" (sqrt(1+σ²)), or "sigma" (σ).
-	InitNoise string
-	// RoundTimesteps feeds the UNet round(t(σ)) instead of the continuous
-	// t(σ) ComfyUI uses: the convention of diffusers' DPM-Solver and UniPC
-	// schedulers, for reproducing their outputs exactly.
-	RoundTimesteps bool
+	// Convention selects the numerical conventions; the zero value is
+	// ComfyUI's.
+	Convention Convention
 }
+
+// Convention is a set of numerical conventions for the discrete schedule
+// that differ between ComfyUI and diffusers. They change results by about
+// 1e-3 relative — invisible in an image, but not what "same seed, same
+// image" means.
+type Convention uint8
+
+// Conventions.
+const (
+	// ConventionComfy is ComfyUI's: the schedule built in float64, the UNet
+	// fed the nearest integer timestep in log-sigma, and txt2img noise scaled
+	// by sqrt(1+σ_max²).
+	ConventionComfy Convention = iota
+	// ConventionDiffusers is diffusers' Euler-family schedulers': the
+	// schedule in float32, continuous (log-sigma interpolated) timesteps, and
+	// noise scaled by σ_max (linspace/trailing spacing).
+	ConventionDiffusers
+	// ConventionDiffusersRounded is diffusers' DDIM/DPM-Solver/UniPC
+	// schedulers': the float32 schedule, timesteps rounded to integers, and
+	// unit noise in the variance-preserving space, i.e. sqrt(1+σ₀²) here.
+	ConventionDiffusersRounded
+)
 
 // Sample runs the sampler loop with classifier-free guidance and returns the
 // final latents. onEvent (may be nil) receives a PhaseSample event per step.
@@ -133,23 +152,33 @@ func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if len(p.Noise) != n {
 		return nil, fmt.Errorf("sample: %d noise values for latents %v", len(p.Noise), p.Shape)
 	}
+	sched := m.schedule
+	if p.Convention != ConventionComfy {
+		sched = m.scheduleDiffusers
+	}
 	sigmas := p.Sigmas
 	if sigmas == nil {
 		var err error
-		sigmas, err = sampling.SamplerSigmas(p.Sampler, p.Scheduler, m.schedule, p.Steps)
+		sigmas, err = sampling.SamplerSigmas(p.Sampler, p.Scheduler, sched, p.Steps)
 		if err != nil {
 			return nil, err
 		}
 	}
-	scale := sigmas[0]
-	if p.InitNoise != "sigma" {
-		scale = sampling.InitialNoiseScale(sigmas[0], m.schedule.SigmaMax())
+	var scale float32
+	switch p.Convention {
+	case ConventionComfy:
+		scale = sampling.InitialNoiseScale(sigmas[0], sched.SigmaMax())
+	case ConventionDiffusers:
+		scale = sigmas[0]
+	case ConventionDiffusersRounded:
+		// Unit noise in the variance-preserving space at any σ₀.
+		scale = float32(math.Sqrt(1 + float64(sigmas[0])*float64(sigmas[0])))
 	}
 	x, err := sampling.NoiseLatent(p.Noise, p.Latent, scale)
 	if err != nil {
 		return nil, err
 	}
-	den := m.denoiser(p.Cond, p.Uncond, float32(p.CFG), p.Shape, p.RoundTimesteps)
+	den := m.denoiser(p.Cond, p.Uncond, float32(p.CFG), p.Shape, sched, p.Convention)
 	total := len(sigmas) - 1
 	cb := func(s sampling.StepInfo) {
 		if onEvent != nil {
@@ -162,10 +191,10 @@ func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event))
 
 // denoiser wraps the UNet as a k-diffusion style ε-prediction denoiser with
 // classifier-free guidance: D(x, σ) = x − σ·ε̂, where the UNet sees
-// x/sqrt(σ²+1) at the continuous timestep t(σ) and
+// x/sqrt(σ²+1) at timestep t(σ) (per the convention) and
 // ε̂ = ε_u + cfg·(ε_c − ε_u). The conditional and unconditional halves run as
 // one batch; with cfg = 1 only the conditional half runs.
-func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, roundT bool) sampling.Denoiser {
+func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, sched *sampling.Discrete, conv Convention) sampling.Denoiser {
 	dev := m.dev
 	b := shape[0]
 	per := shape[1] * shape[2] * shape[3]
@@ -200,9 +229,14 @@ func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, 
 				dst[i] = v * cIn
 			}
 		}
-		t := m.schedule.Timestep(sigma)
-		if roundT {
-			t = float32(math.RoundToEven(float64(t)))
+		var t float32
+		switch conv {
+		case ConventionComfy:
+			t = float32(sched.NearestTimestep(sigma))
+		case ConventionDiffusers:
+			t = sched.Timestep(sigma)
+		case ConventionDiffusersRounded:
+			t = float32(math.RoundToEven(float64(sched.Timestep(sigma))))
 		}
 		ts := make([]float32, rows)
 		for i := range ts {

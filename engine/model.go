@@ -38,21 +38,24 @@ type Model struct {
 	// Files are the weight files the model was read from.
 	Files []string
 
-	dev      backend.Device
-	tok      *tokenizer.CLIP
-	text     *clip.TextModel
-	unet     *unet.Model
-	vae      *vae.Model
-	schedule *sampling.Discrete
-	hashOnce sync.Once
-	hash     string
-	hashErr  error
+	dev  backend.Device
+	tok  *tokenizer.CLIP
+	text *clip.TextModel
+	unet *unet.Model
+	vae  *vae.Model
+	// schedule is the SD discrete schedule as ComfyUI builds it;
+	// scheduleDiffusers as diffusers does (for ConventionDiffusers*).
+	schedule          *sampling.Discrete
+	scheduleDiffusers *sampling.Discrete
+	hashOnce          sync.Once
+	hash              string
+	hashErr           error
 }
 
 // Device returns the device the model lives on.
 func (m *Model) Device() backend.Device { return m.dev }
 
-// TextConfig, UNetConfig and VAEConfig describe the loaded components.
+// TextConfig describes the loaded text encoder.
 func (m *Model) TextConfig() clip.Config { return m.text.Config }
 
 // UNetConfig describes the loaded UNet.
@@ -129,6 +132,10 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Mod
 		schedule: sampling.DefaultDiscrete(),
 	}
 	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	m.scheduleDiffusers, err = sampling.NewDiscreteDiffusers(0.00085, 0.012, 1000, "scaled_linear")
+	if err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -89,7 +89,7 @@ func TestReferenceCases(t *testing.T) {
 
 				var steps [][]float32
 				lat, err := m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
-					Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, InitNoise: refInit[c.Sampler], RoundTimesteps: refVP[c.Sampler]},
+					Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, Convention: refConvention[c.Sampler]},
 					func(ev Event) {
 						if ev.Phase == PhaseSample {
 							steps = append(steps, ev.Latent)
@@ -129,8 +129,8 @@ func TestReferenceCases(t *testing.T) {
 // timesteps; its Euler-family schedulers work on x itself, start at
 // noise·σ_max and use continuous timesteps, as ComfyUI does.
 var (
-	refVP   = map[string]bool{"dpmpp_2m": true}
-	refInit = map[string]string{"euler": "sigma", "dpmpp_2m": "comfy"}
+	refVP         = map[string]bool{"dpmpp_2m": true}
+	refConvention = map[string]Convention{"euler": ConventionDiffusers, "dpmpp_2m": ConventionDiffusersRounded}
 )
 
 func toVP(x []float32, sigma float32) []float32 {
@@ -143,8 +143,8 @@ func toVP(x []float32, sigma float32) []float32 {
 }
 
 // TestGenerateComfyConvention runs the public Generate path (ComfyUI's
-// sqrt(1+σ²) initial scaling, continuous timesteps) and compares with the
-// reference image made with that scaling.
+// conventions: sqrt(1+σ²) initial scaling, nearest integer timesteps, float64
+// schedule) and compares with the reference image made with that scaling.
 func TestGenerateComfyConvention(t *testing.T) {
 	m, err := Load(context.Background(), layouts[0].path, cpu.New())
 	if err != nil {

@@ -29,11 +29,6 @@ type Request struct {
 	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
 	// the penultimate (A1111 "Clip skip: 2").
 	ClipSkip int `json:"clip_skip,omitempty"`
-	// InitNoise selects how the initial noise is scaled: "" or "comfy"
-	// multiplies by sqrt(1+σ_max²) as ComfyUI does for txt2img; "sigma"
-	// multiplies by σ_max as k-diffusion and diffusers' Euler-family
-	// schedulers with linspace spacing do.
-	InitNoise string `json:"init_noise,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.
@@ -71,11 +66,6 @@ func (r *Request) Validate() error {
 	}
 	if !slices.Contains(sampling.Schedulers(), r.Scheduler) {
 		return fmt.Errorf("--scheduler %q: unknown; valid: %s", r.Scheduler, strings.Join(sampling.Schedulers(), ", "))
-	}
-	switch r.InitNoise {
-	case "", "comfy", "sigma":
-	default:
-		return fmt.Errorf("init noise %q: want comfy or sigma", r.InitNoise)
 	}
 	return nil
 }

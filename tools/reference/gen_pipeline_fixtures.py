@@ -25,13 +25,13 @@ import argparse
 import json
 import os
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from diffusers import (DDIMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
-                       KDPM2DiscreteScheduler, LMSDiscreteScheduler, StableDiffusionPipeline,
+from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
+                       KDPM2DiscreteScheduler, LMSDiscreteScheduler, UNet2DConditionModel,
                        UniPCMultistepScheduler)
+from transformers import CLIPTextModel, CLIPTokenizer
 
 SD1 = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
@@ -43,7 +43,9 @@ CASES = [
     ("dpm2_karras", lambda: KDPM2DiscreteScheduler(**SD1, timestep_spacing="linspace", use_karras_sigmas=True), "dpm_2", "karras", 6, "ve"),
     ("lms_karras", lambda: LMSDiscreteScheduler(**SD1, timestep_spacing="linspace", use_karras_sigmas=True), "lms", "karras", 8, "ve"),
     ("ddim_uniform", lambda: DDIMScheduler(**SD1, timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False, clip_sample=False), "ddim", "ddim_uniform", 8, "vp"),
-    ("unipc_bh1", lambda: UniPCMultistepScheduler(**SD1, solver_type="bh1", timestep_spacing="linspace"), "uni_pc", "normal", 8, "vp"),
+    # (diffusers' UniPC with solver_type="bh1" returned NaN latents on this
+    # model in diffusers 0.40.0.dev0; bh1 is checked against ComfyUI's own
+    # code in gen_comfy_fixtures.py instead.)
     ("unipc_bh2", lambda: UniPCMultistepScheduler(**SD1, solver_type="bh2", timestep_spacing="linspace"), "uni_pc_bh2", "normal", 8, "vp"),
 ]
 
@@ -57,6 +59,47 @@ def train_sigmas():
     return acp, ((1 - acp) / acp) ** 0.5
 
 
+class Pipe:
+    """The text-to-image loop of diffusers' StableDiffusionPipeline, written
+    out (only the models and schedulers of diffusers are needed)."""
+
+    def __init__(self, path, device):
+        self.device = device
+        self.tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
+        self.text_encoder = CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder")).to(device).float().eval()
+        self.unet = UNet2DConditionModel.from_pretrained(os.path.join(path, "unet")).to(device).float().eval()
+        self.vae = AutoencoderKL.from_pretrained(os.path.join(path, "vae")).to(device).float().eval()
+        self.scheduler = None
+
+    @torch.no_grad()
+    def encode_prompt(self, text, clip_skip=None):
+        ids = self.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        out = self.text_encoder(ids.to(self.device), output_hidden_states=clip_skip is not None)
+        if clip_skip is None:
+            return out.last_hidden_state
+        h = out.hidden_states[-(clip_skip + 1)]
+        # transformers 5 flattened CLIPTextModel (no .text_model submodule).
+        tm = getattr(self.text_encoder, "text_model", self.text_encoder)
+        return tm.final_layer_norm(h)
+
+    @torch.no_grad()
+    def __call__(self, prompt, negative_prompt, num_inference_steps, guidance_scale, latents, callback):
+        sched = self.scheduler
+        sched.set_timesteps(num_inference_steps, device=self.device)
+        ctx = torch.cat([self.encode_prompt(negative_prompt), self.encode_prompt(prompt)])
+        latents = latents * sched.init_noise_sigma
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(torch.cat([latents] * 2), t)
+            eps = self.unet(inp, t, encoder_hidden_states=ctx).sample
+            eu, ec = eps.chunk(2)
+            eps = eu + guidance_scale * (ec - eu)
+            latents = sched.step(eps, t, latents).prev_sample
+            callback(latents)
+        img = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        img = (img / 2 + 0.5).clamp(0, 1)
+        return latents, img[0].permute(1, 2, 0).contiguous()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -66,9 +109,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     os.makedirs(args.out, exist_ok=True)
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False).to(args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = Pipe(args.model, args.device)
     acp, train_sig = train_sigmas()
     tensors, manifest = {}, []
     for name, make, sampler, scheduler, steps, space in CASES:
@@ -89,15 +130,13 @@ def main():
             sig = torch.cat([sig, final.reshape(1)])
         lat = []
 
-        def grab(p, i, t, kw):
-            lat.append(kw["latents"].detach().cpu().float().clone())
-            return kw
+        def grab(x):
+            lat.append(x.detach().cpu().float().clone())
 
-        out = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=cfg, width=w, height=h,
-                   latents=noise.to(args.device), output_type="np", callback_on_step_end=grab,
-                   callback_on_step_end_tensor_inputs=["latents"])
-        final_latent = lat[-1]
-        image = torch.from_numpy(np.asarray(out.images[0], dtype=np.float32))
+        pipe.scheduler = make()
+        final_latent, image = pipe(PROMPT, NEGATIVE, steps, cfg, noise.to(args.device), grab)
+        final_latent = final_latent.detach().cpu().float().clone()
+        image = image.detach().cpu().float()
         tensors[f"{name}/noise"] = noise.contiguous()
         tensors[f"{name}/sigmas"] = sig.contiguous()
         tensors[f"{name}/timesteps"] = pipe.scheduler.timesteps.detach().cpu().float().contiguous()
@@ -110,7 +149,23 @@ def main():
                              scheduler_config=dict(pipe.scheduler.config)))
         print(f"{name}: {type(pipe.scheduler).__name__} steps={steps} calls={len(lat)} init_scale={init_scale:.4f} "
               f"sigmas={[round(float(s), 4) for s in sig[:4]]}... final_rms={float(final_latent.pow(2).mean().sqrt()):.4f}")
-    save_file(tensors, os.path.join(args.out, "extra_cases.safetensors"))
+    # Clip skip: diffusers' clip_skip=1 is the penultimate layer with the final
+    # layer norm applied, darkroom's --clip-skip 2 (A1111's "Clip skip: 2").
+    with torch.no_grad():
+        emb = pipe.encode_prompt(PROMPT, clip_skip=1)
+        tensors["clip_skip_2/prompt_embeds"] = emb.detach().cpu().float().contiguous()
+        # VAE encoder: the mean of the latent distribution, scaled, for a
+        # deterministic input image in [-1, 1].
+        g = torch.Generator("cpu").manual_seed(7)
+        img = (torch.rand((1, 3, 64, 96), generator=g) * 2 - 1)
+        img = torch.nn.functional.avg_pool2d(img, 3, stride=1, padding=1)  # some spatial structure
+        mean = pipe.vae.encode(img.to(args.device)).latent_dist.mean * pipe.vae.config.scaling_factor
+        tensors["vae_encode/image"] = img.contiguous()
+        tensors["vae_encode/latent"] = mean.detach().cpu().float().contiguous()
+    manifest.append(dict(name="clip_skip_2", prompt=PROMPT, clip_skip_diffusers=1))
+    manifest.append(dict(name="vae_encode", scaling_factor=pipe.vae.config.scaling_factor))
+    save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()},
+              os.path.join(args.out, "extra_cases.safetensors"))
     with open(os.path.join(args.out, "extra_cases.json"), "w") as f:
         json.dump(manifest, f, indent=1, default=str)
 

@@ -1,0 +1,527 @@
+// Package cuda is darkroom's NVIDIA GPU backend. It needs no CUDA SDK to
+// build (CGO_ENABLED=0 works): the driver API (libcuda.so.1), cuBLAS and
+// NVML are loaded at run time with purego, driver entry points are resolved
+// with cuGetProcAddress pinned to the CUDA 12.0 ABI so CUDA 12 and 13
+// drivers both work, and the kernels come from fatbins embedded by package
+// kernels. Without a driver or GPU, Open returns an error wrapping
+// ErrNoDevice and the engine falls back to the CPU backend.
+//
+// Threading: each Device owns one goroutine locked to an OS thread
+// (runtime.LockOSThread) on which the CUDA context is current; every
+// driver and cuBLAS call of the device runs there. Device methods validate
+// their arguments on the caller's goroutine (shape misuse panics there, as
+// on the CPU), then hand a closure to the owner and wait until it has been
+// queued on the device's stream, so a Device may be used from any
+// goroutine. Kernels run asynchronously on one stream; failures (out of
+// memory, kernel faults) become a sticky error that Sync and Download
+// return.
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/kernels"
+)
+
+// stagingBytes is the size of the pinned host buffer uploads and downloads
+// go through.
+const stagingBytes = 16 << 20
+
+// Options configure Open.
+type Options struct {
+	// Ordinal is the CUDA device number (0 for the first GPU).
+	Ordinal int
+	// TF32 lets cuBLAS use TF32 tensor cores for float32 GEMMs (about 3e-4
+	// relative error instead of 1e-6). Off by default: the fp32 mode is the
+	// parity mode checked against the CPU backend.
+	TF32 bool
+}
+
+// Device is one GPU. Create it with Open; Close releases it.
+type Device struct {
+	info GPUInfo
+	drv  *driver
+	blas *cublas
+	opts Options
+
+	work chan func()
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	// Owned by the owner goroutine.
+	dev     int32
+	ctx     uintptr
+	stream  uintptr
+	handle  uintptr
+	modules []uintptr
+	funcs   map[string]uintptr
+	pool    pool
+	// im2colLimit caps the im2col buffer of Conv2D, in floats.
+	im2colLimit int
+	staging     unsafe.Pointer
+	// stagingBusy is set while an async copy may still read staging.
+	stagingBusy bool
+	// gcEvery is how many bytes of fresh cuMemAlloc trigger a background
+	// garbage collection, so unreachable tensors return to the pool.
+	gcEvery uint64
+	// launchWords and launchPtrs hold kernel arguments for cuLaunchKernel.
+	launchWords []uint64
+	launchPtrs  []unsafe.Pointer
+
+	errMu sync.Mutex
+	err   error // sticky: the first device failure
+
+	releasedMu sync.Mutex
+	// releasedBlocks are blocks of tensors the garbage collector found
+	// unreachable; the owner goroutine returns them to the pool.
+	releasedBlocks []block
+}
+
+var _ backend.Device = (*Device)(nil)
+
+// Open starts the GPU ordinal opts.Ordinal: it retains the device's primary
+// context on a dedicated OS thread, creates a stream and a cuBLAS handle,
+// and loads the kernels. The error wraps ErrNoDevice when there is no
+// driver or no such GPU.
+func Open(opts Options) (*Device, error) {
+	drv, err := driverOnce()
+	if err != nil {
+		return nil, err
+	}
+	var n int32
+	if r := drv.cuDeviceGetCount(&n); r != cudaSuccess || n == 0 {
+		return nil, fmt.Errorf("%w: the driver sees no GPU", ErrNoDevice)
+	}
+	if opts.Ordinal < 0 || opts.Ordinal >= int(n) {
+		return nil, fmt.Errorf("%w: GPU %d requested, %d present", ErrNoDevice, opts.Ordinal, n)
+	}
+	info, err := gpuInfo(drv, opts.Ordinal)
+	if err != nil {
+		return nil, err
+	}
+	blas, err := cublasOnce()
+	if err != nil {
+		return nil, err
+	}
+	mods, err := kernelModules()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	d := newDevice(info, drv, blas, opts)
+	if err := d.start(mods); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// start runs the owner goroutine and waits for its setup.
+func (d *Device) start(mods []kernels.Module) error {
+	ready := make(chan error)
+	d.wg.Add(1)
+	go d.loop(mods, ready)
+	if err := <-ready; err != nil {
+		d.wg.Wait()
+		return err
+	}
+	return nil
+}
+
+// newDevice builds an unstarted Device over loaded libraries.
+func newDevice(info GPUInfo, drv *driver, blas *cublas, opts Options) *Device {
+	return &Device{
+		info: info, drv: drv, blas: blas, opts: opts,
+		work:        make(chan func()),
+		quit:        make(chan struct{}),
+		funcs:       map[string]uintptr{},
+		pool:        pool{free: map[uint64][]uint64{}},
+		im2colLimit: im2colMaxFloats,
+		gcEvery:     gcEveryBytes,
+	}
+}
+
+// kernelModules returns the embedded fatbins, or those in the folder named
+// by DARKROOM_CUDA_KERNELS (for kernel development without a rebuild of
+// the Go binary).
+func kernelModules() ([]kernels.Module, error) {
+	if dir := os.Getenv("DARKROOM_CUDA_KERNELS"); dir != "" {
+		return kernels.ModulesFrom(os.DirFS(dir))
+	}
+	return kernels.Modules()
+}
+
+// loop is the owner goroutine: it makes the context current on its locked
+// OS thread and runs submitted work until Close.
+func (d *Device) loop(mods []kernels.Module, ready chan<- error) {
+	defer d.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := d.setup(mods); err != nil {
+		d.teardown()
+		ready <- err
+		return
+	}
+	ready <- nil
+	for {
+		select {
+		case f := <-d.work:
+			f()
+		case <-d.quit:
+			d.teardown()
+			return
+		}
+	}
+}
+
+func (d *Device) setup(mods []kernels.Module) error {
+	drv := d.drv
+	if r := drv.cuDeviceGet(&d.dev, int32(d.info.Ordinal)); r != cudaSuccess {
+		return drv.errorf("cuDeviceGet", r)
+	}
+	if r := drv.cuDevicePrimaryCtxRetain(&d.ctx, d.dev); r != cudaSuccess {
+		return drv.errorf("cuDevicePrimaryCtxRetain", r)
+	}
+	if r := drv.cuCtxSetCurrent(d.ctx); r != cudaSuccess {
+		return drv.errorf("cuCtxSetCurrent", r)
+	}
+	if r := drv.cuStreamCreate(&d.stream, 1); r != cudaSuccess { // CU_STREAM_NON_BLOCKING
+		return drv.errorf("cuStreamCreate", r)
+	}
+	if st := d.blas.create(&d.handle); st != 0 {
+		return cublasErr("cublasCreate", st)
+	}
+	if st := d.blas.setStream(d.handle, d.stream); st != 0 {
+		return cublasErr("cublasSetStream", st)
+	}
+	mode := int32(cublasDefaultMath)
+	if d.opts.TF32 {
+		mode = cublasTF32Math
+	}
+	if st := d.blas.setMathMode(d.handle, mode); st != 0 {
+		return cublasErr("cublasSetMathMode", st)
+	}
+	for _, m := range mods {
+		var h uintptr
+		if r := drv.cuModuleLoadData(&h, unsafe.Pointer(&m.Image[0])); r != cudaSuccess {
+			return fmt.Errorf("load kernel module %s for %s: %w", m.Name, d.info.Arch(), drv.errorf("cuModuleLoadData", r))
+		}
+		d.modules = append(d.modules, h)
+	}
+	// The widest attention variant needs more than the default 48 KiB of
+	// dynamic shared memory.
+	if f, err := d.function("attention_f32_d256"); err == nil {
+		drv.cuFuncSetAttribute(f, funcAttrMaxDynamicSMB, int32(attentionSharedBytes(256)))
+	}
+	var p unsafe.Pointer
+	if r := drv.cuMemHostAlloc(&p, stagingBytes, 0); r == cudaSuccess {
+		d.staging = p
+	}
+	return nil
+}
+
+func (d *Device) teardown() {
+	drv := d.drv
+	if d.stream != 0 {
+		drv.cuStreamSynchronize(d.stream)
+	}
+	d.poolRelease()
+	if d.staging != nil {
+		drv.cuMemFreeHost(d.staging)
+		d.staging = nil
+	}
+	for _, m := range d.modules {
+		drv.cuModuleUnload(m)
+	}
+	d.modules = nil
+	if d.handle != 0 {
+		d.blas.destroy(d.handle)
+		d.handle = 0
+	}
+	if d.stream != 0 {
+		drv.cuStreamDestroy(d.stream)
+		d.stream = 0
+	}
+	if d.ctx != 0 {
+		drv.cuDevicePrimaryCtxRelease(d.dev)
+		d.ctx = 0
+	}
+}
+
+// Close waits for queued work, frees the device's memory and stops the
+// owner goroutine. The Device must not be used afterwards.
+func (d *Device) Close() error {
+	err := d.Sync(context.Background())
+	close(d.quit)
+	d.wg.Wait()
+	return err
+}
+
+// run executes f on the owner goroutine and waits for it to return. The
+// tensors in keep stay reachable until f has queued its work, so the
+// garbage collector cannot recycle their memory under a pending op.
+func (d *Device) run(f func(), keep ...*backend.Tensor) {
+	done := make(chan struct{})
+	d.work <- func() {
+		defer close(done)
+		f()
+		d.drainReleased()
+	}
+	<-done
+	runtime.KeepAlive(keep)
+}
+
+// setErr records the first device failure.
+func (d *Device) setErr(err error) {
+	if err == nil {
+		return
+	}
+	d.errMu.Lock()
+	if d.err == nil {
+		d.err = err
+	}
+	d.errMu.Unlock()
+}
+
+// failed reports whether a sticky error is set; ops then queue nothing.
+func (d *Device) failed() bool {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err != nil
+}
+
+func (d *Device) stickyErr() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err
+}
+
+// Info describes the GPU.
+func (d *Device) Info() GPUInfo { return d.info }
+
+// Name describes the device.
+func (d *Device) Name() string {
+	return fmt.Sprintf("cuda:%d %s (%s, %s)", d.info.Ordinal, d.info.Name, d.info.Arch(), formatBytes(d.info.MemoryTotal))
+}
+
+// MemoryStats reports bytes held by tensors, bytes cached for reuse
+// (including tensors collected since the last op), and the number of
+// cuMemAlloc calls made so far.
+func (d *Device) MemoryStats() (inUse, cached uint64, allocs int) {
+	d.run(func() {
+		d.drainReleased()
+		inUse, cached, allocs = d.pool.inUse, d.pool.cached, d.pool.allocs
+	})
+	return
+}
+
+// ptr returns the device address of t's first element.
+func (d *Device) ptr(t *backend.Tensor) uint64 {
+	b, ok := t.Buf.(*buffer)
+	if !ok || b.dev != d {
+		panic(fmt.Sprintf("cuda: tensor %v does not live on %s", t, d.Name()))
+	}
+	if b.freed {
+		panic(fmt.Sprintf("cuda: tensor %v used after Free", t))
+	}
+	if b.ptr == 0 {
+		return 0 // failed allocation; the sticky error stops every op
+	}
+	return b.ptr + uint64(t.Offset)*4
+}
+
+// optPtr is ptr for an optional tensor (0 for nil).
+func (d *Device) optPtr(t *backend.Tensor) uint64 {
+	if t == nil {
+		return 0
+	}
+	return d.ptr(t)
+}
+
+// alloc allocates bytes on the owner goroutine; a failure becomes the
+// sticky error and returns an empty buffer.
+func (d *Device) alloc(bytes uint64) *buffer {
+	if bytes == 0 {
+		return &buffer{dev: d}
+	}
+	b, err := d.poolGet(bytes)
+	if err != nil {
+		d.setErr(err)
+		return &buffer{dev: d}
+	}
+	return b
+}
+
+// Alloc returns an uninitialised float32 tensor. An allocation failure is
+// reported by Sync; the tensor is then unusable.
+func (d *Device) Alloc(shape ...int) *backend.Tensor {
+	s := tensor.Shape(shape).Clone()
+	n := s.NumElements()
+	if n < 0 || n > math.MaxInt32 {
+		panic(fmt.Sprintf("cuda: tensor of shape %v has %d elements; the limit is 2^31-1", s, n))
+	}
+	var b *buffer
+	d.run(func() { b = d.alloc(uint64(n) * 4) })
+	if b.ptr != 0 {
+		// Memory of a tensor that becomes unreachable without Free goes
+		// back to the pool (see drainReleased).
+		b.cleanup = runtime.AddCleanup(b, d.released, block{ptr: b.ptr, size: b.size})
+	}
+	return &backend.Tensor{Shape: s, DType: tensor.F32, Buf: b}
+}
+
+// Upload copies host float32 data into a new device tensor.
+func (d *Device) Upload(data []float32, shape ...int) *backend.Tensor {
+	t := d.Alloc(shape...)
+	if len(data) != t.Len() {
+		panic(fmt.Sprintf("cuda: upload %d values into shape %v", len(data), t.Shape))
+	}
+	if len(data) > 0 {
+		d.run(func() { d.copyIn(d.ptr(t), unsafe.Slice((*byte)(unsafe.Pointer(&data[0])), 4*len(data))) }, t)
+	}
+	return t
+}
+
+// copyIn queues a host-to-device copy of src to dst through the pinned
+// staging buffer (runs on the owner goroutine). src may be reused as soon
+// as copyIn returns.
+func (d *Device) copyIn(dst uint64, src []byte) {
+	if d.failed() || dst == 0 {
+		return
+	}
+	if d.staging == nil {
+		// No pinned memory: copy straight from Go memory and wait.
+		r := d.drv.cuMemcpyHtoDAsync(dst, unsafe.Pointer(&src[0]), uint64(len(src)), d.stream)
+		if r == cudaSuccess {
+			r = d.drv.cuStreamSynchronize(d.stream)
+		}
+		d.setErr(d.drv.errorf("cuMemcpyHtoD", r))
+		return
+	}
+	stage := unsafe.Slice((*byte)(d.staging), stagingBytes)
+	for off := 0; off < len(src); off += stagingBytes {
+		if d.stagingBusy {
+			if r := d.drv.cuStreamSynchronize(d.stream); r != cudaSuccess {
+				d.setErr(d.drv.errorf("cuStreamSynchronize", r))
+				return
+			}
+		}
+		n := copy(stage, src[off:])
+		if r := d.drv.cuMemcpyHtoDAsync(dst+uint64(off), d.staging, uint64(n), d.stream); r != cudaSuccess {
+			d.setErr(d.drv.errorf("cuMemcpyHtoDAsync", r))
+			return
+		}
+		d.stagingBusy = true
+	}
+}
+
+// copyOut copies device memory into dst, waiting for all queued work.
+func (d *Device) copyOut(dst []byte, src uint64) error {
+	if err := d.stickyErr(); err != nil {
+		return err
+	}
+	if d.staging == nil {
+		r := d.drv.cuMemcpyDtoHAsync(unsafe.Pointer(&dst[0]), src, uint64(len(dst)), d.stream)
+		if r == cudaSuccess {
+			r = d.drv.cuStreamSynchronize(d.stream)
+		}
+		return d.drv.errorf("cuMemcpyDtoH", r)
+	}
+	stage := unsafe.Slice((*byte)(d.staging), stagingBytes)
+	for off := 0; off < len(dst); off += stagingBytes {
+		n := min(stagingBytes, len(dst)-off)
+		if r := d.drv.cuMemcpyDtoHAsync(d.staging, src+uint64(off), uint64(n), d.stream); r != cudaSuccess {
+			return d.drv.errorf("cuMemcpyDtoHAsync", r)
+		}
+		if r := d.drv.cuStreamSynchronize(d.stream); r != cudaSuccess {
+			return d.drv.errorf("cuStreamSynchronize", r)
+		}
+		copy(dst[off:off+n], stage)
+	}
+	d.stagingBusy = false
+	return nil
+}
+
+// UploadRaw converts stored weight bytes into a new float32 device tensor
+// (F16/BF16/F8 are widened on the host for now).
+func (d *Device) UploadRaw(raw []byte, dt tensor.DType, shape ...int) (*backend.Tensor, error) {
+	n := tensor.Shape(shape).NumElements()
+	if dt == tensor.F32 {
+		if len(raw) != 4*n {
+			return nil, fmt.Errorf("cuda: upload %d bytes of F32 into shape %v", len(raw), shape)
+		}
+		t := d.Alloc(shape...)
+		if n > 0 {
+			d.run(func() { d.copyIn(d.ptr(t), raw) }, t)
+		}
+		return t, d.stickyErr()
+	}
+	host := make([]float32, n)
+	if err := tensor.ToFloat32(dt, raw, host); err != nil {
+		return nil, fmt.Errorf("cuda: convert %v weights: %w", dt, err)
+	}
+	t := d.Upload(host, shape...)
+	return t, d.stickyErr()
+}
+
+// Download waits for queued work and copies t to host memory.
+func (d *Device) Download(t *backend.Tensor) ([]float32, error) {
+	out := make([]float32, t.Len())
+	if len(out) == 0 {
+		return out, d.stickyErr()
+	}
+	var err error
+	d.run(func() {
+		err = d.copyOut(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), 4*len(out)), d.ptr(t))
+	}, t)
+	if err != nil {
+		d.setErr(err)
+		return nil, err
+	}
+	return out, nil
+}
+
+// Free returns t's memory to the device's cache. Views made by Reshape
+// share their tensor's memory: free only one of them, once.
+func (d *Device) Free(t *backend.Tensor) {
+	b, ok := t.Buf.(*buffer)
+	if !ok || b.dev != d {
+		panic(fmt.Sprintf("cuda: free of tensor %v that does not live on %s", t, d.Name()))
+	}
+	if b.freed {
+		panic(fmt.Sprintf("cuda: tensor %v freed twice", t))
+	}
+	b.freed = true
+	if b.ptr == 0 {
+		return
+	}
+	b.cleanup.Stop()
+	d.run(func() { d.poolPut(b) })
+}
+
+// Sync waits for all queued work and returns the sticky device error, or
+// ctx's error if it ends first (the work then still completes).
+func (d *Device) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	res := make(chan error, 1)
+	go func() {
+		d.run(func() {
+			res <- d.drv.errorf("cuStreamSynchronize", d.drv.cuStreamSynchronize(d.stream))
+		})
+	}()
+	select {
+	case err := <-res:
+		d.setErr(err)
+		return d.stickyErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

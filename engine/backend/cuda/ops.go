@@ -1,0 +1,496 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+)
+
+// im2colMaxFloats caps the im2col buffer of Conv2D (256 MiB); larger
+// convolutions are done in chunks of output positions.
+const im2colMaxFloats = 64 << 20
+
+func checkSame(op string, a, b *backend.Tensor) {
+	if !a.Shape.Equal(b.Shape) {
+		panic(fmt.Sprintf("cuda %s: shape %v != %v", op, a.Shape, b.Shape))
+	}
+}
+
+// sgemm queues a row-major C[m,n] = A[m,k]·op(B) (+ beta·C) with cuBLAS:
+// B is [k,n] (ldb n) or, with transB, [n,k] (ldb k). Row-major C is
+// column-major Cᵀ, so the call computes Cᵀ = op(B)ᵀ·Aᵀ.
+func (d *Device) sgemm(transB bool, m, n, k int, a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int) {
+	if d.failed() || m == 0 || n == 0 {
+		return
+	}
+	for _, v := range []int{m, n, k, lda, ldb, ldc} {
+		if v > math.MaxInt32 {
+			panic(fmt.Sprintf("cuda sgemm: dimension %d exceeds int32", v))
+		}
+	}
+	opB := int32(cublasOpN)
+	if transB {
+		opB = cublasOpT
+	}
+	alpha := float32(1)
+	st := d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &alpha, b, int32(ldb), a, int32(lda), &beta, c, int32(ldc))
+	if st != 0 {
+		d.setErr(cublasErr(fmt.Sprintf("cublasSgemm(m=%d n=%d k=%d)", m, n, k), st))
+	}
+}
+
+// MatMul computes dst = a·b (b transposed when transB), with b shared by
+// every batch or batched like a.
+func (d *Device) MatMul(dst, a, b *backend.Tensor, transB bool) {
+	if len(a.Shape) < 2 || len(b.Shape) < 2 {
+		panic(fmt.Sprintf("cuda matmul: need rank ≥ 2, got %v and %v", a.Shape, b.Shape))
+	}
+	m, k := a.Shape[len(a.Shape)-2], a.Shape[len(a.Shape)-1]
+	batch := a.Len() / max(m*k, 1)
+	var kb, n int
+	if transB {
+		n, kb = b.Shape[len(b.Shape)-2], b.Shape[len(b.Shape)-1]
+	} else {
+		kb, n = b.Shape[len(b.Shape)-2], b.Shape[len(b.Shape)-1]
+	}
+	bBatch := b.Len() / max(kb*n, 1)
+	if kb != k || (bBatch != 1 && bBatch != batch) || dst.Len() != batch*m*n {
+		panic(fmt.Sprintf("cuda matmul: shapes %v · %v (transB=%v) -> %v", a.Shape, b.Shape, transB, dst.Shape))
+	}
+	ldb := n
+	if transB {
+		ldb = k
+	}
+	ap, bp, cp := d.ptr(a), d.ptr(b), d.ptr(dst)
+	d.run(func() {
+		if bBatch == 1 {
+			d.sgemm(transB, batch*m, n, k, ap, k, bp, ldb, 0, cp, n)
+			return
+		}
+		for i := range batch {
+			d.sgemm(transB, m, n, k, ap+uint64(i*m*k*4), k, bp+uint64(i*k*n*4), ldb, 0, cp+uint64(i*m*n*4), n)
+		}
+	}, dst, a, b)
+}
+
+// Linear computes dst = x·wᵀ + bias.
+func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
+	out, in := w.Shape[0], w.Shape[1]
+	if x.Shape[len(x.Shape)-1] != in || dst.Len() != x.Len()/in*out {
+		panic(fmt.Sprintf("cuda linear: x %v, w %v, dst %v", x.Shape, w.Shape, dst.Shape))
+	}
+	if bias != nil && bias.Len() != out {
+		panic(fmt.Sprintf("cuda linear: bias %v for %d outputs", bias.Shape, out))
+	}
+	rows := x.Len() / in
+	xp, wp, cp, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
+	d.run(func() {
+		d.sgemm(true, rows, out, in, xp, in, wp, in, 0, cp, out)
+		if bias != nil {
+			d.launch1D("bias_rows_f32", rows*out, i32(rows*out), i32(out), ptrArg(cp), ptrArg(bp))
+		}
+	}, dst, x, w, bias)
+}
+
+// Conv2D computes a 2-D convolution as im2col + SGEMM per image (1×1
+// stride-1 unpadded convolutions skip im2col), then adds the bias.
+func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams) {
+	n, c, h, wd := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	oc, kc, kh, kw := w.Shape[0], w.Shape[1], w.Shape[2], w.Shape[3]
+	oh, ow := p.OutSize(h, wd, kh, kw)
+	if kc != c || !dst.Shape.Equal(tensor.Shape{n, oc, oh, ow}) {
+		panic(fmt.Sprintf("cuda conv2d: x %v, w %v, dst %v", x.Shape, w.Shape, dst.Shape))
+	}
+	if bias != nil && bias.Len() != oc {
+		panic(fmt.Sprintf("cuda conv2d: bias %v for %d channels", bias.Shape, oc))
+	}
+	checkLen("conv2d", dst.Shape)
+	xp, wp, op, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
+	ckk := c * kh * kw
+	spatial := oh * ow
+	direct := kh == 1 && kw == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadTop == 0 && p.PadLeft == 0 && p.PadBottom == 0 && p.PadRight == 0
+	d.run(func() {
+		if direct {
+			for i := range n {
+				d.sgemm(false, oc, spatial, c, wp, c, xp+uint64(i*c*h*wd*4), spatial, 0, op+uint64(i*oc*spatial*4), spatial)
+			}
+		} else {
+			chunk := max(1, min(spatial, d.im2colLimit/ckk))
+			col := d.alloc(uint64(ckk*chunk) * 4)
+			if col.ptr == 0 {
+				return
+			}
+			for i := range n {
+				xi := xp + uint64(i*c*h*wd*4)
+				oi := op + uint64(i*oc*spatial*4)
+				for s0 := 0; s0 < spatial; s0 += chunk {
+					cnt := min(chunk, spatial-s0)
+					d.launch1D("im2col_f32", ckk*cnt, i32(ckk*cnt), ptrArg(xi), ptrArg(col.ptr),
+						i32(h), i32(wd), i32(kh), i32(kw), i32(p.StrideH), i32(p.StrideW), i32(p.PadTop), i32(p.PadLeft),
+						i32(ow), i32(s0), i32(cnt))
+					d.sgemm(false, oc, cnt, ckk, wp, ckk, col.ptr, cnt, 0, oi+uint64(s0*4), spatial)
+				}
+			}
+			d.poolPut(col)
+		}
+		if bias != nil {
+			total := n * oc * spatial
+			d.launch1D("bias_channels_f32", total, i32(total), i32(spatial), i32(oc), ptrArg(op), ptrArg(bp))
+		}
+	}, dst, x, w, bias)
+}
+
+// normThreads picks a block size (a multiple of 32, at most limit) for a
+// reduction over n elements.
+func normThreads(n, limit int) int {
+	t := (n + 31) / 32 * 32
+	return max(32, min(t, limit))
+}
+
+// GroupNorm normalises groups of channels (and fuses SiLU when asked).
+func (d *Device) GroupNorm(dst, x, gamma, beta *backend.Tensor, groups int, eps float32, silu bool) {
+	checkSame("groupnorm", dst, x)
+	n, c := x.Shape[0], x.Shape[1]
+	if groups <= 0 || c%groups != 0 {
+		panic(fmt.Sprintf("cuda groupnorm: %d channels not divisible by %d groups", c, groups))
+	}
+	checkLen("groupnorm", x.Shape)
+	spatial := x.Len() / max(n*c, 1)
+	xp, yp, gp, bp := d.ptr(x), d.ptr(dst), d.optPtr(gamma), d.optPtr(beta)
+	threads := normThreads(c/groups*spatial, 1024)
+	d.run(func() {
+		d.launch("groupnorm_f32", [3]int{n * groups, 1, 1}, threads, 0,
+			ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(c), i32(groups), i32(spatial), f32(eps), boolArg(silu))
+	}, dst, x, gamma, beta)
+}
+
+// LayerNorm normalises over the last dimension.
+func (d *Device) LayerNorm(dst, x, gamma, beta *backend.Tensor, eps float32) {
+	checkSame("layernorm", dst, x)
+	checkLen("layernorm", x.Shape)
+	dim := x.Shape[len(x.Shape)-1]
+	rows := x.Len() / max(dim, 1)
+	if rows == 0 {
+		return
+	}
+	xp, yp, gp, bp := d.ptr(x), d.ptr(dst), d.optPtr(gamma), d.optPtr(beta)
+	d.run(func() {
+		d.launch("layernorm_f32", [3]int{rows, 1, 1}, normThreads(dim, 512), 0,
+			ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(dim), f32(eps))
+	}, dst, x, gamma, beta)
+}
+
+// Softmax applies a softmax over the last dimension.
+func (d *Device) Softmax(dst, x *backend.Tensor) {
+	checkSame("softmax", dst, x)
+	checkLen("softmax", x.Shape)
+	dim := x.Shape[len(x.Shape)-1]
+	rows := x.Len() / max(dim, 1)
+	if rows == 0 {
+		return
+	}
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() {
+		d.launch("softmax_f32", [3]int{rows, 1, 1}, normThreads(dim, 512), 0, ptrArg(xp), ptrArg(yp), i32(dim))
+	}, dst, x)
+}
+
+// attentionRows and attentionKeyTile mirror ATT_ROWS and ATT_KT in
+// kernels/attention.cu.
+const (
+	attentionRows    = 8
+	attentionKeyTile = 32
+)
+
+// attentionSharedBytes is the dynamic shared memory of the attention
+// kernel for head dimension dh.
+func attentionSharedBytes(dh int) int {
+	return 4 * (attentionKeyTile*(dh+1) + attentionKeyTile*dh + attentionRows*dh)
+}
+
+// attentionKernel picks the variant whose per-lane accumulator fits dh.
+func attentionKernel(dh int) (string, bool) {
+	switch {
+	case dh <= 32:
+		return "attention_f32_d32", true
+	case dh <= 64:
+		return "attention_f32_d64", true
+	case dh <= 128:
+		return "attention_f32_d128", true
+	case dh <= 256:
+		return "attention_f32_d256", true
+	}
+	return "", false
+}
+
+// Attention computes softmax(q·kᵀ·scale)·v per head with the flash-style
+// kernel: scores are never stored.
+func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionParams) {
+	b, nq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
+	nk := k.Shape[1]
+	if p.Heads <= 0 || hd%p.Heads != 0 || !k.Shape.Equal(v.Shape) || k.Shape[0] != b || k.Shape[2] != hd || !dst.Shape.Equal(q.Shape) {
+		panic(fmt.Sprintf("cuda attention: q %v k %v v %v dst %v heads %d", q.Shape, k.Shape, v.Shape, dst.Shape, p.Heads))
+	}
+	dh := hd / p.Heads
+	name, ok := attentionKernel(dh)
+	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
+	d.run(func() {
+		if !ok {
+			d.setErr(fmt.Errorf("cuda attention: head dimension %d is over the supported 256", dh))
+			return
+		}
+		if nq == 0 || b == 0 {
+			return
+		}
+		d.launch(name, [3]int{(nq + attentionRows - 1) / attentionRows, p.Heads, b}, attentionRows*32, attentionSharedBytes(dh),
+			ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal))
+	}, dst, q, k, v)
+}
+
+// Unary applies an elementwise function.
+func (d *Device) Unary(op backend.UnaryOp, dst, x *backend.Tensor) {
+	checkSame("unary "+op.String(), dst, x)
+	if op > backend.Neg {
+		panic(fmt.Sprintf("cuda: unknown unary op %d", op))
+	}
+	checkLen("unary", x.Shape)
+	n := x.Len()
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() { d.launch1D("unary_f32", n, i32(int(op)), i32(n), ptrArg(xp), ptrArg(yp)) }, dst, x)
+}
+
+// Affine computes dst = x·alpha + beta.
+func (d *Device) Affine(dst, x *backend.Tensor, alpha, beta float32) {
+	checkSame("affine", dst, x)
+	checkLen("affine", x.Shape)
+	n := x.Len()
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() { d.launch1D("affine_f32", n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
+}
+
+// broadcastStrides returns src's element strides aligned to out's rank,
+// 0 where src broadcasts; it panics when src cannot broadcast to out.
+func broadcastStrides(src, out tensor.Shape) []int {
+	if len(src) > len(out) {
+		panic(fmt.Sprintf("cuda: cannot broadcast %v to %v", src, out))
+	}
+	st := make([]int, len(out))
+	ss := src.Strides()
+	off := len(out) - len(src)
+	for i := range src {
+		switch src[i] {
+		case out[off+i]:
+			st[off+i] = ss[i]
+		case 1:
+		default:
+			panic(fmt.Sprintf("cuda: cannot broadcast %v to %v", src, out))
+		}
+	}
+	return st
+}
+
+// Binary applies an elementwise op with NumPy broadcasting.
+func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
+	if op > backend.Div {
+		panic(fmt.Sprintf("cuda: unknown binary op %d", op))
+	}
+	checkLen("binary", dst.Shape)
+	n := dst.Len()
+	ap, bp, yp := d.ptr(a), d.ptr(b), d.ptr(dst)
+	if a.Shape.Equal(dst.Shape) && b.Shape.Equal(dst.Shape) {
+		d.run(func() { d.launch1D("binary_f32", n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp)) }, dst, a, b)
+		return
+	}
+	if len(dst.Shape) > maxDims {
+		panic(fmt.Sprintf("cuda binary: rank %d over %d", len(dst.Shape), maxDims))
+	}
+	sa, sb := broadcastStrides(a.Shape, dst.Shape), broadcastStrides(b.Shape, dst.Shape)
+	var ds dims
+	ds.rank = int32(len(dst.Shape))
+	for i, s := range dst.Shape {
+		ds.shape[i], ds.sa[i], ds.sb[i] = int32(s), int32(sa[i]), int32(sb[i])
+	}
+	d.run(func() {
+		d.launch1D("binary_bcast_f32", n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp), dimsArg(&ds))
+	}, dst, a, b)
+}
+
+// GEGLU computes a·gelu(g) for x = [a, g] along the last dimension.
+func (d *Device) GEGLU(dst, x *backend.Tensor) {
+	h := dst.Shape[len(dst.Shape)-1]
+	if x.Shape[len(x.Shape)-1] != 2*h || x.Len() != 2*dst.Len() {
+		panic(fmt.Sprintf("cuda geglu: x %v, dst %v", x.Shape, dst.Shape))
+	}
+	checkLen("geglu", x.Shape)
+	n := dst.Len()
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() { d.launch1D("geglu_f32", n, i32(n), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
+}
+
+// Upsample2x is a nearest-neighbour 2× upsample of [N, C, H, W].
+func (d *Device) Upsample2x(dst, x *backend.Tensor) {
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	if !dst.Shape.Equal(tensor.Shape{n, c, 2 * h, 2 * w}) {
+		panic(fmt.Sprintf("cuda upsample: x %v, dst %v", x.Shape, dst.Shape))
+	}
+	checkLen("upsample", dst.Shape)
+	total := dst.Len()
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() { d.launch1D("upsample2x_f32", total, i32(total), i32(h), i32(w), ptrArg(xp), ptrArg(yp)) }, dst, x)
+}
+
+// copy2D queues rows×cols float copies between strided row layouts.
+func (d *Device) copy2D(rows, cols int, src uint64, srcStride int, dst uint64, dstStride int) {
+	n := rows * cols
+	d.launch1D("copy2d_f32", n, i32(n), i32(cols), ptrArg(src), i32(srcStride), ptrArg(dst), i32(dstStride))
+}
+
+// Concat joins tensors along axis.
+func (d *Device) Concat(dst *backend.Tensor, axis int, xs ...*backend.Tensor) {
+	checkLen("concat", dst.Shape)
+	outer := 1
+	for i := range axis {
+		outer *= dst.Shape[i]
+	}
+	dstInner := dst.Len() / max(outer, 1)
+	type part struct {
+		ptr   uint64
+		inner int
+	}
+	parts := make([]part, len(xs))
+	total, pos := 0, 0
+	for i, x := range xs {
+		if len(x.Shape) != len(dst.Shape) {
+			panic(fmt.Sprintf("cuda concat: part %v into %v", x.Shape, dst.Shape))
+		}
+		parts[i] = part{d.ptr(x), x.Len() / max(outer, 1)}
+		pos += parts[i].inner
+		total += x.Shape[axis]
+	}
+	if total != dst.Shape[axis] || pos != dstInner {
+		panic(fmt.Sprintf("cuda concat: parts do not fill %v along axis %d", dst.Shape, axis))
+	}
+	yp := d.ptr(dst)
+	d.run(func() {
+		off := 0
+		for _, p := range parts {
+			d.copy2D(outer, p.inner, p.ptr, p.inner, yp+uint64(off*4), dstInner)
+			off += p.inner
+		}
+	}, dst)
+	runtime.KeepAlive(xs)
+}
+
+// Slice copies x[..., start:start+dst.Shape[axis], ...] along axis.
+func (d *Device) Slice(dst, x *backend.Tensor, axis, start int) {
+	if start < 0 || start+dst.Shape[axis] > x.Shape[axis] {
+		panic(fmt.Sprintf("cuda slice: [%d:%d] of axis %d of %v", start, start+dst.Shape[axis], axis, x.Shape))
+	}
+	checkLen("slice", x.Shape)
+	outer := 1
+	for i := range axis {
+		outer *= x.Shape[i]
+	}
+	inner := x.Len() / max(outer*x.Shape[axis], 1)
+	cols := dst.Shape[axis] * inner
+	if dst.Len() != outer*cols {
+		panic(fmt.Sprintf("cuda slice: dst %v from %v along axis %d", dst.Shape, x.Shape, axis))
+	}
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() { d.copy2D(outer, cols, xp+uint64(start*inner*4), x.Shape[axis]*inner, yp, cols) }, dst, x)
+}
+
+// Permute copies x with its dimensions reordered.
+func (d *Device) Permute(dst, x *backend.Tensor, perm ...int) {
+	rank := len(x.Shape)
+	if len(perm) != rank || len(dst.Shape) != rank || rank > maxDims {
+		panic(fmt.Sprintf("cuda permute: %v by %v (rank at most %d)", x.Shape, perm, maxDims))
+	}
+	checkLen("permute", x.Shape)
+	xs := x.Shape.Strides()
+	var ds dims
+	ds.rank = int32(rank)
+	for i, p := range perm {
+		if p < 0 || p >= rank || dst.Shape[i] != x.Shape[p] {
+			panic(fmt.Sprintf("cuda permute: %v by %v does not give %v", x.Shape, perm, dst.Shape))
+		}
+		ds.shape[i], ds.sa[i] = int32(dst.Shape[i]), int32(xs[p])
+	}
+	n := dst.Len()
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.run(func() { d.launch1D("permute_f32", n, i32(n), ptrArg(xp), ptrArg(yp), dimsArg(&ds)) }, dst, x)
+}
+
+// Embedding gathers rows of table for ids.
+func (d *Device) Embedding(dst, table *backend.Tensor, ids []int) {
+	v, dim := table.Shape[0], table.Shape[1]
+	if dst.Len() != len(ids)*dim {
+		panic(fmt.Sprintf("cuda embedding: %d ids into %v", len(ids), dst.Shape))
+	}
+	if len(ids) == 0 {
+		return
+	}
+	idx := make([]int32, len(ids))
+	for i, id := range ids {
+		if id < 0 || id >= v {
+			panic(fmt.Sprintf("cuda embedding: id %d outside vocabulary of %d", id, v))
+		}
+		idx[i] = int32(id)
+	}
+	tp, yp := d.ptr(table), d.ptr(dst)
+	n := dst.Len()
+	d.run(func() {
+		buf := d.alloc(uint64(4 * len(idx)))
+		if buf.ptr == 0 {
+			return
+		}
+		d.copyIn(buf.ptr, unsafe.Slice((*byte)(unsafe.Pointer(&idx[0])), 4*len(idx)))
+		d.launch1D("gather_rows_f32", n, i32(n), i32(dim), ptrArg(tp), ptrArg(buf.ptr), ptrArg(yp))
+		d.poolPut(buf)
+	}, dst, table)
+}
+
+// TimestepEmbedding writes sinusoidal embeddings of ts into dst. The table
+// is tiny, so it is computed on the host exactly as the CPU backend does
+// and uploaded.
+func (d *Device) TimestepEmbedding(dst *backend.Tensor, ts []float32, p backend.TimestepParams) {
+	if dst.Len() != len(ts)*p.Dim {
+		panic(fmt.Sprintf("cuda timestep embedding: %d steps of dim %d into %v", len(ts), p.Dim, dst.Shape))
+	}
+	host := timestepTable(ts, p)
+	if len(host) == 0 {
+		return
+	}
+	yp := d.ptr(dst)
+	d.run(func() { d.copyIn(yp, unsafe.Slice((*byte)(unsafe.Pointer(&host[0])), 4*len(host))) }, dst)
+}
+
+// timestepTable computes the embedding in float32 arithmetic as torch does:
+// exp(-ln(P)·j/(half-shift))·t, then cos/sin halves.
+func timestepTable(ts []float32, p backend.TimestepParams) []float32 {
+	half := p.Dim / 2
+	out := make([]float32, len(ts)*p.Dim)
+	scale := p.Scale
+	if scale == 0 {
+		scale = 1
+	}
+	for i, t := range ts {
+		row := out[i*p.Dim : (i+1)*p.Dim]
+		for j := range half {
+			exponent := float32(-math.Log(float64(p.MaxPeriod))) * float32(j) / (float32(half) - p.DownscaleFreqShift)
+			freq := float32(math.Exp(float64(exponent)))
+			arg := t * scale * freq
+			s, c := float32(math.Sin(float64(arg))), float32(math.Cos(float64(arg)))
+			if p.FlipSinToCos {
+				row[j], row[half+j] = c, s
+			} else {
+				row[j], row[half+j] = s, c
+			}
+		}
+	}
+	return out
+}

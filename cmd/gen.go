@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,10 +15,17 @@ import (
 	"golang.org/x/term"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 )
 
 const genLong = `Generate images from a text prompt (text-to-image).
+
+Without -m/--model, darkroom uses its built-in model, darkroom-digits: a tiny
+SD1-architecture model trained on handwritten digits ("a handwritten digit 7",
+"the number 3"). It makes 32×32 images, so its defaults are -W 32 -H 32
+--steps 20 --cfg 5, and the PNG is enlarged 8× with nearest-neighbour
+sampling for viewing (--view-scale 1 writes the 32×32 original).
 
 The same seed, prompt and settings give the same image as ComfyUI and
 diffusers: the initial noise is drawn exactly as torch.randn does on the CPU,
@@ -32,17 +38,19 @@ Every PNG carries an A1111-style "parameters" text chunk (read by A1111,
 civitai and image browsers) and a "darkroom" chunk holding the exact request;
 'darkroom gen --from image.png' regenerates the image bit for bit.`
 
-const genExample = `  darkroom gen -m ~/models/v1-5-pruned-emaonly.safetensors \
+const genExample = `  darkroom gen -p "a handwritten digit 7" -o seven.png      # built-in model
+  darkroom gen -m ~/models/v1-5-pruned-emaonly.safetensors \
       -p "a lighthouse at dusk, watercolor" -n "blurry" -s 42 -o lighthouse.png
   darkroom gen -m sd15 -p "a cat" --sampler dpmpp_2m --scheduler karras --steps 25 -b 4 -o cats.png
   darkroom gen --from lighthouse.png -o again.png`
 
 type genFlags struct {
-	req    engine.Request
-	seed   string
-	output string
-	device string
-	from   string
+	req       engine.Request
+	seed      string
+	output    string
+	device    string
+	from      string
+	viewScale int
 }
 
 func newGenCmd() *cobra.Command {
@@ -58,7 +66,7 @@ func newGenCmd() *cobra.Command {
 		},
 	}
 	fl := c.Flags()
-	fl.StringVarP(&f.req.Model, "model", "m", "", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory")
+	fl.StringVarP(&f.req.Model, "model", "m", "", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory (default: the built-in darkroom-digits)")
 	fl.StringVarP(&f.req.Prompt, "prompt", "p", "", "the prompt")
 	fl.StringVarP(&f.req.Negative, "negative", "n", "", "the negative prompt")
 	fl.StringVarP(&f.seed, "seed", "s", "", "seed (0 to 2^64-1); random when absent, and printed")
@@ -73,6 +81,7 @@ func newGenCmd() *cobra.Command {
 	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG; with --batch > 1 numbered as NAME-1.png, NAME-2.png, ...")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
+	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
 	_ = c.RegisterFlagCompletionFunc("sampler", fixedCompletion(sampling.Samplers()))
 	_ = c.RegisterFlagCompletionFunc("scheduler", fixedCompletion(sampling.Schedulers()))
 	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
@@ -160,8 +169,18 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		return err
 	}
 	req.Seed = seed
-	if req.Model == "" {
-		return errors.New("no model: pass -m/--model PATH (a .safetensors checkpoint or a diffusers folder)")
+	if req.Model == "" || req.Model == engine.DefaultModel {
+		req.Model = engine.DefaultModel
+		applyDemoDefaults(cmd, &req)
+	}
+	if f.viewScale == 0 {
+		f.viewScale = 1
+		if req.Model == engine.DefaultModel {
+			f.viewScale = demo.ViewScale
+		}
+	}
+	if f.viewScale < 1 || f.viewScale > 64 {
+		return fmt.Errorf("--view-scale %d: must be between 1 and 64", f.viewScale)
 	}
 	if err := req.Validate(); err != nil {
 		return err
@@ -201,12 +220,30 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		return err
 	}
 	for i, img := range res.Images {
-		if err := engine.SavePNG(paths[i], img, req, hash, m.Name); err != nil {
+		if err := engine.SavePNG(paths[i], engine.Enlarge(img, f.viewScale), req, hash, m.Name); err != nil {
 			return err
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), paths[i])
 	}
 	return nil
+}
+
+// applyDemoDefaults sets the built-in model's own defaults for the flags
+// the user did not give (its images are 32×32).
+func applyDemoDefaults(cmd *cobra.Command, req *engine.Request) {
+	ch := cmd.Flags().Changed
+	if !ch("width") && !ch("from") {
+		req.Width = demo.Width
+	}
+	if !ch("height") && !ch("from") {
+		req.Height = demo.Height
+	}
+	if !ch("steps") && !ch("from") {
+		req.Steps = demo.Steps
+	}
+	if !ch("cfg") && !ch("from") {
+		req.CFG = demo.CFG
+	}
 }
 
 // mergeFlags starts from a stored request and applies the flags the user

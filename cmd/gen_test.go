@@ -155,3 +155,26 @@ func TestGenBadInput(t *testing.T) {
 		})
 	}
 }
+
+// With no --model the built-in digits model draws the prompted digit at
+// 32×32, enlarged 8× for viewing.
+func TestGenBuiltinModel(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "seven.png")
+	_, stderr, code := runCmd(t, "gen", "-p", "a handwritten digit 7", "-s", "3", "--device", "cpu", "-o", out)
+	if code != 0 {
+		t.Fatalf("gen failed: %s", stderr)
+	}
+	img := readPNG(t, out)
+	if b := img.Bounds(); b.Dx() != 256 || b.Dy() != 256 {
+		t.Fatalf("image is %v, want 256×256 (32×32 enlarged 8×)", b)
+	}
+	f, _ := os.Open(out)
+	text, err := engine.ReadPNGText(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := text[engine.ChunkParameters]; !strings.Contains(p, "Size: 32x32") || !strings.Contains(p, "Model: darkroom-digits") {
+		t.Errorf("parameters %q", p)
+	}
+}

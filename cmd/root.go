@@ -62,6 +62,7 @@ func NewRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newInfoCmd(),
 		newGenCmd(),
+		newDevicesCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root

@@ -72,3 +72,19 @@ func ToNRGBA(px []float32, w, h int) *image.NRGBA {
 func to8(v float32) uint8 {
 	return uint8(math.Round(float64(min(max(v, 0), 1)) * 255))
 }
+
+// Enlarge returns img scaled n× with nearest-neighbour sampling (img itself
+// when n ≤ 1), for viewing small images.
+func Enlarge(img *image.NRGBA, n int) *image.NRGBA {
+	if n <= 1 {
+		return img
+	}
+	b := img.Bounds()
+	out := image.NewNRGBA(image.Rect(0, 0, b.Dx()*n, b.Dy()*n))
+	for y := range b.Dy() * n {
+		for x := range b.Dx() * n {
+			out.SetNRGBA(x, y, img.NRGBAAt(b.Min.X+x/n, b.Min.Y+y/n))
+		}
+	}
+	return out
+}

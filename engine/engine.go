@@ -13,6 +13,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
+	"github.com/darkroom-ai/darkroom/engine/demo"
 )
 
 // Options configure an Engine.
@@ -31,7 +34,8 @@ type Options struct {
 	// .safetensors and diffusers folders). ComfyUI / A1111 / SwarmUI roots
 	// are accepted: their checkpoint subfolders are searched too.
 	ModelDirs []string
-	// Device is "auto" (default), "cpu" or "cuda".
+	// Device is "auto" (default: the first NVIDIA GPU when a driver is
+	// found, else the CPU), "cpu" or "cuda".
 	Device string
 }
 
@@ -75,10 +79,26 @@ type Engine struct {
 func Open(opts Options) (*Engine, error) {
 	e := &Engine{opts: opts, models: map[string]*Model{}}
 	switch opts.Device {
-	case "", "auto", "cpu":
+	case "cpu":
 		e.dev = cpu.New()
+	case "", "auto":
+		d, err := cuda.Open(cuda.Options{})
+		switch {
+		case err == nil:
+			e.dev = d
+		case errors.Is(err, cuda.ErrNoDevice):
+			e.dev = cpu.New()
+			e.Notice = "no NVIDIA driver found; using CPU"
+		default:
+			e.dev = cpu.New()
+			e.Notice = fmt.Sprintf("CUDA unavailable (%v); using CPU", err)
+		}
 	case "cuda":
-		return nil, fmt.Errorf("--device cuda: the CUDA backend is not available in this build yet")
+		d, err := cuda.Open(cuda.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("--device cuda: %w", err)
+		}
+		e.dev = d
 	default:
 		return nil, fmt.Errorf("--device %q: want auto, cpu or cuda", opts.Device)
 	}
@@ -88,17 +108,27 @@ func Open(opts Options) (*Engine, error) {
 // Device returns the engine's compute device.
 func (e *Engine) Device() backend.Device { return e.dev }
 
-// Devices lists the compute devices the engine can use.
+// Devices lists the compute devices of this machine: the NVIDIA GPUs the
+// driver reports (with current VRAM use), then the CPU.
 func (e *Engine) Devices() []DeviceInfo {
+	var out []DeviceInfo
+	if info, err := cuda.Probe(); err == nil {
+		for _, g := range info.GPUs {
+			out = append(out, DeviceInfo{Name: g.Name, Kind: "cuda", MemoryTotal: g.MemoryTotal, MemoryFree: g.MemoryFree})
+		}
+	}
 	total, free := hostMemory()
-	return []DeviceInfo{{Name: fmt.Sprintf("CPU (%d threads, %s/%s)", runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH), Kind: "cpu", MemoryTotal: total, MemoryFree: free}}
+	return append(out, DeviceInfo{Name: fmt.Sprintf("CPU (%d threads, %s/%s)", runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH), Kind: "cpu", MemoryTotal: total, MemoryFree: free})
 }
 
-// Close releases every loaded model.
+// Close releases every loaded model and the device.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.models = map[string]*Model{}
+	if c, ok := e.dev.(interface{ Close() error }); ok {
+		return c.Close()
+	}
 	return nil
 }
 
@@ -110,12 +140,19 @@ func (e *Engine) ModelDirs() []string {
 	return e.opts.ModelDirs
 }
 
+// DefaultModel is the name of the model built into the binary
+// (demo.Name), used when a request names no model.
+const DefaultModel = demo.Name
+
 // Resolve turns a model name or path into a path: an existing path is used
 // as is; otherwise the name is looked up in the model directories (with or
-// without the .safetensors extension).
+// without the .safetensors extension). The built-in model resolves to its
+// name.
 func (e *Engine) Resolve(name string) (string, error) {
-	if name == "" {
-		return "", fmt.Errorf("no model given (use -m/--model PATH or put models in %s)", strings.Join(e.ModelDirs(), ", "))
+	if name == "" || name == DefaultModel {
+		if _, err := os.Stat(name); name == "" || err != nil {
+			return DefaultModel, nil
+		}
 	}
 	if _, err := os.Stat(name); err == nil {
 		return name, nil
@@ -135,19 +172,27 @@ func (e *Engine) Load(ctx context.Context, nameOrPath string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		abs = path
+	key := "builtin:" + path
+	if path != DefaultModel {
+		if key, err = filepath.Abs(path); err != nil {
+			key = path
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if m, ok := e.models[abs]; ok {
+	if m, ok := e.models[key]; ok {
 		return m, nil
 	}
-	m, err := Load(ctx, path, e.dev)
+	var m *Model
+	if path == DefaultModel {
+		m, err = LoadBytes(ctx, demo.Name, demo.Bytes(), e.dev)
+	} else {
+		m, err = Load(ctx, path, e.dev)
+	}
 	if err != nil {
 		return nil, err
 	}
+	abs := key
 	e.models[abs] = m
 	return m, nil
 }
@@ -178,9 +223,10 @@ type ModelEntry struct {
 // installations, searched below each model directory.
 var modelSubdirs = []string{"", "checkpoints", "models/checkpoints", "models/Stable-diffusion", "Models/Stable-Diffusion", "diffusers", "models/diffusers"}
 
-// ListModels lists the models in the model directories, sorted by name.
+// ListModels lists the built-in model, then the models in the model
+// directories, sorted by name.
 func (e *Engine) ListModels() []ModelEntry {
-	var out []ModelEntry
+	out := []ModelEntry{{Name: DefaultModel, Path: DefaultModel, Size: int64(demo.Size())}}
 	seen := map[string]bool{}
 	for _, root := range e.ModelDirs() {
 		for _, sub := range modelSubdirs {
@@ -209,6 +255,6 @@ func (e *Engine) ListModels() []ModelEntry {
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b ModelEntry) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out[1:], func(a, b ModelEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

@@ -47,9 +47,11 @@ type Model struct {
 	// scheduleDiffusers as diffusers does (for ConventionDiffusers*).
 	schedule          *sampling.Discrete
 	scheduleDiffusers *sampling.Discrete
-	hashOnce          sync.Once
-	hash              string
-	hashErr           error
+	// data is the checkpoint of a model loaded from memory (for Hash).
+	data     []byte
+	hashOnce sync.Once
+	hash     string
+	hashErr  error
 }
 
 // Device returns the device the model lives on.
@@ -87,6 +89,25 @@ func Load(ctx context.Context, path string, dev backend.Device) (*Model, error) 
 	}
 	m.Path = path
 	m.Name = strings.TrimSuffix(filepath.Base(path), ".safetensors")
+	return m, nil
+}
+
+// LoadBytes loads a single-file checkpoint held in memory (the built-in
+// model); name is used in messages and as the model's name. data must not
+// change while the model is in use.
+func LoadBytes(ctx context.Context, name string, data []byte, dev backend.Device) (*Model, error) {
+	src, err := weights.OpenBytes(name, data)
+	if err != nil {
+		return nil, err
+	}
+	m, err := loadFrom(ctx, src, dev)
+	if cerr := src.Close(); err == nil && cerr != nil {
+		return nil, fmt.Errorf("%s: %w", name, cerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	m.Name, m.Path, m.data = name, name, data
 	return m, nil
 }
 
@@ -163,6 +184,11 @@ func fileExists(p string) bool {
 // It reads the whole file once and caches the result.
 func (m *Model) Hash() (string, error) {
 	m.hashOnce.Do(func() {
+		if m.data != nil {
+			sum := sha256.Sum256(m.data)
+			m.hash = hex.EncodeToString(sum[:])[:10]
+			return
+		}
 		if len(m.Files) == 0 {
 			m.hashErr = fmt.Errorf("model %s: no weight files to hash", m.Name)
 			return

@@ -83,6 +83,26 @@ func openSingle(path string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	st, err := os.Stat(path)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return singleModel(f, path, st.Size())
+}
+
+// OpenBytes opens a single-file checkpoint held in memory (an embedded
+// model); name stands in for the path in errors and in Files. data must not
+// be modified while the model is open.
+func OpenBytes(name string, data []byte) (*Model, error) {
+	f, err := safetensors.FromBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return singleModel(f, name, int64(len(data)))
+}
+
+func singleModel(f *safetensors.File, path string, size int64) (*Model, error) {
 	renames := make([]keymap.Rename, len(f.Names()))
 	for i, name := range f.Names() {
 		renames[i] = keymap.NormalizeLDM(name)
@@ -93,16 +113,11 @@ func openSingle(path string) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	v.finish()
-	st, err := os.Stat(path)
-	if err != nil {
-		v.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	return &Model{
 		Source:   v,
 		Path:     path,
 		Layout:   SingleFile,
-		Files:    []FileInfo{{Path: path, Size: st.Size(), Tensors: len(f.Names())}},
+		Files:    []FileInfo{{Path: path, Size: size, Tensors: len(f.Names())}},
 		Metadata: f.Metadata(),
 	}, nil
 }

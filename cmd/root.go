@@ -63,6 +63,7 @@ func NewRootCmd() *cobra.Command {
 		newInfoCmd(),
 		newGenCmd(),
 		newDevicesCmd(),
+		newBenchCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root

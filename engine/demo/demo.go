@@ -16,17 +16,11 @@
 package demo
 
 import (
-	_ "embed"
 	"fmt"
 	"os"
 
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
-
-// checkpoint is a string so that the embedded bytes cannot be modified.
-//
-//go:embed darkroom-digits.safetensors
-var checkpoint string
 
 // Name is the model's name, as shown in listings and PNG metadata.
 const Name = "darkroom-digits"

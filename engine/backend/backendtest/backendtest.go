@@ -358,7 +358,7 @@ func testAttention(h *harness) {
 	for _, s := range []struct {
 		b, nq, nk, heads, dh int
 		causal               bool
-	}{{1, 1, 1, 1, 4, false}, {2, 77, 77, 1, 64, true}, {2, 130, 77, 8, 5, false}, {1, 300, 300, 2, 8, false}, {1, 65, 65, 3, 7, true}} {
+	}{{1, 1, 1, 1, 4, false}, {2, 77, 77, 1, 64, true}, {2, 130, 77, 8, 5, false}, {1, 300, 300, 2, 8, false}, {1, 65, 65, 3, 7, true}, {1, 70, 70, 1, 512, false}} {
 		hd := s.heads * s.dh
 		q, k, v := h.rand(s.b, s.nq, hd), h.rand(s.b, s.nk, hd), h.rand(s.b, s.nk, hd)
 		scale := 1 / math.Sqrt(float64(s.dh))

@@ -237,18 +237,53 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 	}
 	dh := hd / p.Heads
 	name, ok := attentionKernel(dh)
+	if !ok {
+		d.attentionComposed(dst, q, k, v, p)
+		return
+	}
 	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
 	d.run(func() {
-		if !ok {
-			d.setErr(fmt.Errorf("cuda attention: head dimension %d is over the supported 256", dh))
-			return
-		}
 		if nq == 0 || b == 0 {
 			return
 		}
 		d.launch(name, [3]int{(nq + attentionRows - 1) / attentionRows, p.Heads, b}, attentionRows*32, attentionSharedBytes(dh),
 			ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal))
 	}, dst, q, k, v)
+}
+
+// attentionScoreBytes bounds the score block of attentionComposed.
+const attentionScoreBytes = 256 << 20
+
+// attentionComposed computes attention for head dimensions the fused kernel
+// does not take (the SD VAE's single 512-wide head): per batch item, head
+// and block of query rows, scores = q·kᵀ (cuBLAS), scaled, softmax, then
+// scores·v into dst. The score block is bounded by attentionScoreBytes, so
+// memory stays linear in the sequence length for a fixed block.
+func (d *Device) attentionComposed(dst, q, k, v *backend.Tensor, p backend.AttentionParams) {
+	if p.Causal {
+		panic("cuda attention: causal masking needs a head dimension of at most 256")
+	}
+	b, nq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
+	nk := k.Shape[1]
+	dh := hd / p.Heads
+	rows := max(1, min(nq, attentionScoreBytes/(4*max(nk, 1))))
+	scores := d.Alloc(rows, nk)
+	sp, qp, kp, vp, op := d.ptr(scores), d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
+	for bi := range b {
+		for h := range p.Heads {
+			for q0 := 0; q0 < nq; q0 += rows {
+				r := min(rows, nq-q0)
+				qOff := uint64(((bi*nq+q0)*hd + h*dh) * 4)
+				kOff := uint64((bi*nk*hd + h*dh) * 4)
+				d.run(func() {
+					d.sgemm(true, r, nk, dh, qp+qOff, hd, kp+kOff, hd, 0, sp, nk)
+					d.launch1D("affine_f32", r*nk, i32(r*nk), ptrArg(sp), ptrArg(sp), f32(p.Scale), f32(0))
+					d.launch("softmax_f32", [3]int{r, 1, 1}, normThreads(nk, 512), 0, ptrArg(sp), ptrArg(sp), i32(nk))
+					d.sgemm(false, r, dh, nk, sp, nk, vp+kOff, hd, 0, op+qOff, hd)
+				}, dst, q, k, v, scores)
+			}
+		}
+	}
 }
 
 // Unary applies an elementwise function.

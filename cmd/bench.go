@@ -1,0 +1,75 @@
+package cmd
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/darkroom-ai/darkroom/engine"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		device              string
+		width, height, runs int
+		batch               int
+		vaeOnly, unetOnly   bool
+	)
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Time an SD1.5 UNet step and a VAE decode (random weights) on a device",
+		Long: `Time the SD1.5 UNet (one step, batch 2 = the two halves of CFG) and the
+SD1.x VAE decoder with random weights, so no checkpoint is needed. Prints the
+warm-up run and the median of the timed runs. Results for the record go in
+docs/performance.md with machine and date.`,
+		Example: "  darkroom bench --device cpu --runs 3\n  darkroom bench --device cuda -W 1024 -H 1024 --vae",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if width%8 != 0 || height%8 != 0 || width < 64 || height < 64 {
+				return fmt.Errorf("--width/--height %dx%d: must be multiples of 8, at least 64", width, height)
+			}
+			if runs < 1 || batch < 1 {
+				return fmt.Errorf("--runs %d, --batch %d: must be at least 1", runs, batch)
+			}
+			eng, err := engine.Open(engine.Options{Device: device})
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
+			out := cmd.OutOrStdout()
+			if eng.Notice != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), eng.Notice)
+			}
+			fmt.Fprintf(out, "device: %s\n", eng.Device().Name())
+			var results []engine.BenchResult
+			if !vaeOnly {
+				r, err := engine.BenchUNetStep(cmd.Context(), eng.Device(), width, height, batch, runs)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+			}
+			if !unetOnly {
+				r, err := engine.BenchVAEDecode(cmd.Context(), eng.Device(), width, height, runs)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+			}
+			fmt.Fprintf(out, "%-36s %12s %12s %5s\n", "benchmark", "warm-up", "median", "runs")
+			for _, r := range results {
+				fmt.Fprintf(out, "%-36s %12s %12s %5d\n", r.Name, r.Warm.Round(1e5), r.Median().Round(1e5), len(r.Runs))
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&device, "device", "auto", "compute device: auto, cpu or cuda")
+	f.IntVarP(&width, "width", "W", 512, "image width")
+	f.IntVarP(&height, "height", "H", 512, "image height")
+	f.IntVarP(&batch, "batch", "b", 2, "UNet batch (2 = one CFG step)")
+	f.IntVar(&runs, "runs", 5, "timed runs after one warm-up")
+	f.BoolVar(&vaeOnly, "vae", false, "only the VAE decode")
+	f.BoolVar(&unetOnly, "unet", false, "only the UNet step")
+	return c
+}

@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/models/unet"
+	"github.com/darkroom-ai/darkroom/engine/models/vae"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+)
+
+// BenchResult is the outcome of one benchmark: every timed run, in order.
+type BenchResult struct {
+	Name  string
+	Runs  []time.Duration
+	Warm  time.Duration // the untimed first run (allocations, caches)
+	Notes string
+}
+
+// Median returns the median timed run.
+func (r BenchResult) Median() time.Duration {
+	s := slices.Clone(r.Runs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// SD15VAE is the SD1.x autoencoder configuration (for benchmarks).
+func SD15VAE() vae.Config {
+	return vae.Config{Channels: 128, ChannelMult: []int{1, 2, 4, 4}, NumResBlocks: 2, ZChannels: 4, InChannels: 3, HasEncoder: false, ScalingFactor: vae.SD1ScalingFactor}
+}
+
+func randomValues(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// BenchUNetStep times the SD1.5 UNet (random weights) on dev for a latent of
+// width/8 × height/8 and the given batch (2 = one CFG step), runs times after
+// one warm-up run. It checks the output is finite.
+func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch, runs int) (BenchResult, error) {
+	m := unet.Load(weights.NewRandomBuilder(dev, 1), unet.SD15())
+	r := rand.New(rand.NewPCG(1, 2))
+	h, w := height/8, width/8
+	x := dev.Upload(randomValues(r, batch*4*h*w), batch, 4, h, w)
+	c := dev.Upload(randomValues(r, batch*77*768), batch, 77, 768)
+	ts := make([]float32, batch)
+	for i := range ts {
+		ts[i] = 500
+	}
+	res := BenchResult{Name: fmt.Sprintf("SD1.5 UNet step %dx%d batch %d", width, height, batch)}
+	for i := range runs + 1 {
+		start := time.Now()
+		out, err := m.Forward(ctx, dev, x, ts, c)
+		if err != nil {
+			return res, err
+		}
+		if err := dev.Sync(ctx); err != nil {
+			return res, err
+		}
+		el := time.Since(start)
+		if i == 0 {
+			res.Warm = el
+			v, err := dev.Download(out)
+			if err != nil {
+				return res, err
+			}
+			for _, f := range v {
+				if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+					return res, fmt.Errorf("bench: non-finite UNet output")
+				}
+			}
+		} else {
+			res.Runs = append(res.Runs, el)
+		}
+		dev.Free(out)
+	}
+	return res, nil
+}
+
+// BenchVAEDecode times the SD1.x VAE decoder (random weights) producing a
+// width × height image.
+func BenchVAEDecode(ctx context.Context, dev backend.Device, width, height, runs int) (BenchResult, error) {
+	m := vae.Load(weights.NewRandomBuilder(dev, 2), SD15VAE())
+	r := rand.New(rand.NewPCG(3, 4))
+	z := dev.Upload(randomValues(r, 4*(height/8)*(width/8)), 1, 4, height/8, width/8)
+	res := BenchResult{Name: fmt.Sprintf("SD1.x VAE decode %dx%d", width, height)}
+	for i := range runs + 1 {
+		start := time.Now()
+		out, err := m.Decode(ctx, dev, z)
+		if err != nil {
+			return res, err
+		}
+		if err := dev.Sync(ctx); err != nil {
+			return res, err
+		}
+		if i == 0 {
+			res.Warm = time.Since(start)
+		} else {
+			res.Runs = append(res.Runs, time.Since(start))
+		}
+		dev.Free(out)
+	}
+	return res, nil
+}

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -22,7 +21,6 @@ import (
 // machinery (allocator, staging copies, collection of dropped tensors,
 // out-of-memory reporting, launch arguments) is tested without a GPU.
 type fakeGPU struct {
-	mu       sync.Mutex
 	mem      map[uint64][]byte
 	next     uint64
 	budget   uint64

@@ -29,7 +29,13 @@ Model paths are taken as given: pass a file or a folder on the command line.
 Supported families today: SD1.x. darkroom recognises SD2.x, SDXL, SD3 and Flux
 files and says so instead of failing obscurely.`
 
-const rootExample = `  # Inspect a checkpoint: family, components, parameter counts, dtypes
+const rootExample = `  # Open the terminal UI (prompt editor, job queue, device gauges, previews)
+  darkroom --models ~/ComfyUI/models
+
+  # Generate an image (the built-in digits model, or -m CHECKPOINT)
+  darkroom gen -p "a handwritten digit 7" -o seven.png
+
+  # Inspect a checkpoint: family, components, parameter counts, dtypes
   darkroom info ~/models/v1-5-pruned-emaonly.safetensors
   darkroom info ~/models/stable-diffusion-v1-5
 
@@ -51,9 +57,11 @@ func NewRootCmd() *cobra.Command {
 		SilenceUsage:  true, // runtime errors are one line, not a usage dump
 		SilenceErrors: true, // Execute prints the error itself
 		Args:          noSubcommand,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return cmd.Help()
-		},
+	}
+	tf := &tuiFlags{}
+	addTUIFlags(root, tf)
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		return runTUI(cmd, tf)
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(flagError)

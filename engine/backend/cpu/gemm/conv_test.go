@@ -76,7 +76,7 @@ func TestConv2D(t *testing.T) {
 	short := testing.Short() || raceEnabled
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, tt := range tests {
-		if short && tt.c*tt.h*tt.w*tt.oc > 40000 {
+		if short && tt.c*tt.kh*tt.kw*tt.h*tt.w*tt.oc > 3_000_000 {
 			continue
 		}
 		name := fmt.Sprintf("n%d_c%d_%dx%d_oc%d_k%dx%d_s%dx%d_p%dx%d_bias%v", tt.n, tt.c, tt.h, tt.w, tt.oc, tt.kh, tt.kw, tt.sh, tt.sw, tt.ph, tt.pw, tt.bias)

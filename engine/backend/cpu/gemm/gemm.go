@@ -1,11 +1,13 @@
-// Package gemm provides the single-precision matrix multiply and 2-D
-// convolution used by the CPU backend.
+// Package gemm provides the single-precision matrix multiply (Sgemm,
+// SgemmStridedBatched) and 2-D convolution (Conv2D) used by the CPU backend.
 //
 // Sgemm follows the BLIS design: op(A) and op(B) are packed into panels that
 // fit the caches, and a register-blocked micro-kernel, written in assembly
 // where the CPU allows (AVX-512 or AVX2+FMA on amd64, chosen at run time),
 // computes small tiles of C. A pure-Go kernel serves every other CPU; build
-// with the purego tag to use it everywhere.
+// with the purego tag to use it everywhere. Conv2D runs as one such product
+// per image, packing its right operand straight from the image (an implicit
+// im2col). docs/performance.md has measurements.
 package gemm
 
 import (
@@ -77,7 +79,7 @@ func SgemmStridedBatched(transA, transB bool, m, n, k int, alpha float32, a []fl
 	per := workersFor(maxWorkers, m, n, k)
 	if per >= maxWorkers || batch == 1 {
 		for i := range batch {
-			sgemm(bestKernel, maxWorkers, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+			sgemm(bestKernel, maxWorkers, transA, transB, m, n, k, alpha, tail(a, i*strideA), lda, tail(b, i*strideB), ldb, beta, tail(c, i*strideC), ldc)
 		}
 		return
 	}
@@ -85,12 +87,13 @@ func SgemmStridedBatched(transA, transB bool, m, n, k int, alpha float32, a []fl
 	// workers.
 	workers := min(maxWorkers, batch)
 	parallelFor(workers, batch, func(_, i int) {
-		sgemm(bestKernel, 1, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+		sgemm(bestKernel, 1, transA, transB, m, n, k, alpha, tail(a, i*strideA), lda, tail(b, i*strideB), ldb, beta, tail(c, i*strideC), ldc)
 	})
 }
 
-// tail returns s[off:], or nil when off is past the end, so that the length
-// check that follows reports the problem.
+// tail returns s[off:], or nil when off is past the end: empty matrices may
+// lie past the end of their slice, and for others the length check reports
+// the problem.
 func tail(s []float32, off int) []float32 {
 	if off > len(s) {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -19,6 +20,7 @@ func gemmShapes(short bool) []gemmShape {
 			{1, 1, 1}, {7, 7, 7}, {17, 17, 17}, {33, 33, 33}, {65, 65, 65},
 			{1, 33, 17}, {33, 1, 7}, {7, 65, 1}, {13, 40, 33}, {65, 17, 7},
 			{24, 48, 20}, {50, 16, 9},
+			{20, 300, 16}, // several tasks along n
 		}
 	}
 	shapes := []gemmShape{
@@ -304,6 +306,7 @@ func TestSgemmStridedBatched(t *testing.T) {
 		{"shared B", 9, 13, 11, 5, true, false, true},
 		{"large items", 70, 90, 80, 2, false, false, false},
 		{"single", 5, 6, 7, 1, true, true, false},
+		{"empty", 0, 6, 7, 3, false, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,5 +368,40 @@ func TestSgemmConcurrent(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Error("concurrent results differ from sequential ones")
+	}
+}
+
+// TestSgemmSteadyState checks that repeated products reuse their packing
+// buffers and leave no goroutines behind.
+func TestSgemmSteadyState(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	const m, n, k = 300, 200, 500 // large enough to run on several workers
+	rng := rand.New(rand.NewPCG(9, 9))
+	a, b, c := randSlice(rng, m*k), randSlice(rng, k*n), make([]float32, m*n)
+	run := func() { Sgemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n) }
+	runtime.GC() // collect the earlier tests' garbage, so no cycle empties the pools below
+	run()
+	goroutines := runtime.NumGoroutine()
+	// A collection can still empty the pools now and then: take the best of
+	// a few rounds.
+	perCall := ^uint64(0)
+	for range 3 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		const calls = 20
+		for range calls {
+			run()
+		}
+		runtime.ReadMemStats(&after)
+		perCall = min(perCall, (after.TotalAlloc-before.TotalAlloc)/calls)
+	}
+	// The packed panels alone are over 600 KB; what is left is bookkeeping.
+	if perCall > 16<<10 {
+		t.Errorf("Sgemm allocates %d bytes per call in steady state, want ≤ 16 KB", perCall)
+	}
+	if got := runtime.NumGoroutine(); got > goroutines {
+		t.Errorf("%d goroutines after the calls, %d before", got, goroutines)
 	}
 }

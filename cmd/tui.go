@@ -1,0 +1,65 @@
+package cmd
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
+	"github.com/darkroom-ai/darkroom/tui"
+)
+
+// tuiFlags are the root command's flags, used when darkroom runs with no
+// subcommand in a terminal and opens the TUI.
+type tuiFlags struct {
+	models    []string
+	model     string
+	graphics  string
+	outputDir string
+	device    string
+}
+
+func addTUIFlags(root *cobra.Command, f *tuiFlags) {
+	fl := root.Flags()
+	fl.StringSliceVar(&f.models, "models", nil, "model directories for the TUI's model picker (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
+	fl.StringVarP(&f.model, "model", "m", "", "model to preselect in the TUI (a name or a path)")
+	fl.StringVar(&f.graphics, "graphics", "auto", "inline images in the TUI: auto, kitty, sixel, iterm, halfblock or none")
+	fl.StringVar(&f.outputDir, "output-dir", ".", "where the TUI writes PNGs")
+	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
+}
+
+// runTUI opens the TUI when standard input and output are terminals, and
+// prints the help otherwise.
+func runTUI(cmd *cobra.Command, f *tuiFlags) error {
+	if !term.IsTerminal(int(os.Stdin.Fd())) || !term.IsTerminal(int(os.Stdout.Fd())) {
+		return cmd.Help()
+	}
+	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	return tui.Run(cmd.Context(), tui.Options{
+		ModelDirs: f.models, Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
+		Engine: eng, GPUStats: nvmlStats{},
+	})
+}
+
+// nvmlStats feeds the TUI's device gauges from NVML.
+type nvmlStats struct{}
+
+// GPUStats samples every GPU; machines without a driver report none.
+func (nvmlStats) GPUStats() ([]tui.GPUStat, error) {
+	st, err := cuda.Stats()
+	if err != nil {
+		return nil, nil
+	}
+	out := make([]tui.GPUStat, len(st))
+	for i, g := range st {
+		out[i] = tui.GPUStat{Index: g.Index, Name: g.Name, MemUsed: g.MemoryUsed, MemTotal: g.MemoryTotal,
+			Util: float64(g.UtilizationPct), TempC: float64(g.TemperatureC), PowerW: g.PowerW, PowerLimitW: g.PowerLimitW}
+	}
+	return out, nil
+}

@@ -1,0 +1,392 @@
+package tui
+
+import (
+	"strconv"
+
+	"github.com/charmbracelet/x/ansi"
+	"os"
+	"strings"
+	"testing"
+
+	tea "charm.land/bubbletea/v2"
+	uv "github.com/charmbracelet/ultraviolet"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/tui/termimg"
+)
+
+// step lets the gated fake take n steps.
+func step(f *fakePipeline, n int) {
+	for range n {
+		f.gate <- struct{}{}
+	}
+}
+
+func TestFlowEnqueueRunCancel(t *testing.T) {
+	fake := tinyModels()
+	fake.gate = make(chan struct{})
+	h := newHarness(t, fake, harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("a red fox in the snow")
+	h.keys("ctrl+g")
+	h.fill("a lighthouse at dusk")
+	h.keys("ctrl+g")
+	if len(h.app.jobs) != 2 {
+		t.Fatalf("%d jobs, want 2", len(h.app.jobs))
+	}
+	h.waitFor("job 1 running", func(a *App) bool { return a.jobs[0].State == JobRunning })
+	if s := h.app.jobs[1].State; s != JobQueued {
+		t.Errorf("job 2 is %v, want queued while job 1 runs", s)
+	}
+	step(fake, 2)
+	h.waitFor("job 1 step 2", func(a *App) bool { return a.jobs[0].Step == 2 })
+	j := h.app.jobs[0]
+	if j.Total != 4 || j.Preview == nil || j.Preview.Bounds().Dx() != 8 {
+		t.Errorf("job 1: total %d, preview %v; want 4 and an 8×8 latent preview", j.Total, j.Preview)
+	}
+	// Elapsed 0.3 s at step 2, 0.2 s at step 1 → 10 it/s; 2 steps left → 0.2 s.
+	if j.Rate < 9.99 || j.Rate > 10.01 || j.ETA.Milliseconds() != 200 {
+		t.Errorf("rate %.3f it/s, ETA %v; want 10 it/s, 200ms", j.Rate, j.ETA)
+	}
+	scr := h.screen()
+	for _, want := range []string{"#1  running", "2/4", "10.0it/s", "ETA 0.2s", "#2  queued", "64×64 euler 4 steps", "#1 sample 2/4"} {
+		if !strings.Contains(scr, want) {
+			t.Errorf("screen lacks %q:\n%s", want, scr)
+		}
+	}
+	h.keys("ctrl+x")
+	h.waitFor("job 1 cancelled", func(a *App) bool { return a.jobs[0].State == JobCancelled })
+	h.waitFor("job 2 running", func(a *App) bool { return a.jobs[1].State == JobRunning })
+	step(fake, 4)
+	h.waitFor("job 2 done", func(a *App) bool { return a.jobs[1].State == JobDone })
+	j2 := h.app.jobs[1]
+	if len(j2.Paths) != 1 {
+		t.Fatalf("paths %v, want one PNG", j2.Paths)
+	}
+	req, err := engine.RequestFromPNG(j2.Paths[0])
+	if err != nil {
+		t.Fatalf("saved PNG: %v", err)
+	}
+	if req.Prompt != "a lighthouse at dusk" || req.Seed != 2 || req.Width != 64 || req.Steps != 4 {
+		t.Errorf("PNG parameters %+v", req)
+	}
+	if len(h.app.done) != 1 || h.app.done[0] != j2 || h.app.lastImage == nil {
+		t.Errorf("history %v, last image %v", h.app.done, h.app.lastImage)
+	}
+	if !strings.Contains(h.screen(), "#2 done in") {
+		t.Errorf("log line: %q", h.app.logMsg)
+	}
+	if h.app.inFlight() != 0 || h.app.running != nil {
+		t.Errorf("in flight %d, running %v", h.app.inFlight(), h.app.running)
+	}
+}
+
+func TestFlowFailureKeepsRunning(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("fail me")
+	h.keys("ctrl+g")
+	h.fill("fine")
+	h.keys("ctrl+g")
+	h.waitFor("both finished", func(a *App) bool { return len(a.jobs) == 2 && a.jobs[1].State == JobDone })
+	if j := h.app.jobs[0]; j.State != JobFailed || j.Err != errTest.Error() {
+		t.Errorf("job 1: %v %q", j.State, j.Err)
+	}
+	h.keys("alt+2")
+	scr := h.screen()
+	if !strings.Contains(scr, "#1  failed  out of memory") {
+		t.Errorf("failed row does not say why:\n%s", scr)
+	}
+	if _, err := os.Stat(h.app.jobs[1].Paths[0]); err != nil {
+		t.Errorf("second job's PNG: %v", err)
+	}
+}
+
+func TestQueueEditing(t *testing.T) {
+	fake := tinyModels()
+	fake.gate = make(chan struct{})
+	h := newHarness(t, fake, harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	for _, p := range []string{"one", "two", "three", "four"} {
+		h.fill(p)
+		h.keys("ctrl+g")
+	}
+	h.waitFor("job 1 running", func(a *App) bool { return a.jobs[0].State == JobRunning })
+	h.keys("alt+2", "down", "down") // select #3
+	h.keys("K")                     // move it above #2
+	if got := ids(h.app.jobs); got != "1 3 2 4" {
+		t.Errorf("after K: %s, want 1 3 2 4", got)
+	}
+	h.keys("K") // #1 is running: refused
+	if got := ids(h.app.jobs); got != "1 3 2 4" {
+		t.Errorf("moved above the running job: %s", got)
+	}
+	h.keys("down", "down", "x") // remove #4
+	if got := ids(h.app.jobs); got != "1 3 2" {
+		t.Errorf("after x: %s, want 1 3 2", got)
+	}
+	h.keys("J") // the selection is on #2, the last: nothing below
+	if got := ids(h.app.jobs); got != "1 3 2" {
+		t.Errorf("after J at end: %s", got)
+	}
+	h.keys("r") // re-run #2 with a new seed
+	if got := ids(h.app.jobs); got != "1 3 2 5" || h.app.jobs[3].Req.Prompt != "two" || h.app.jobs[3].Req.Seed == h.app.jobs[2].Req.Seed {
+		t.Errorf("re-run: %s, %+v", got, h.app.jobs[3].Req)
+	}
+	// Order of execution follows the queue.
+	step(fake, 4)
+	h.waitFor("#3 running", func(a *App) bool { return a.running != nil && a.running.ID == 3 })
+}
+
+func ids(jobs []*Job) string {
+	var s []string
+	for _, j := range jobs {
+		s = append(s, strconv.Itoa(j.ID))
+	}
+	return strings.Join(s, " ")
+}
+
+func TestHistoryLoadAndRerun(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("first")
+	h.setField(fieldCFG, "4.5")
+	h.keys("ctrl+g")
+	h.waitFor("done", func(a *App) bool { return len(a.done) == 1 })
+	h.fill("second")
+	h.keys("ctrl+g")
+	h.waitFor("done", func(a *App) bool { return len(a.done) == 2 })
+	h.keys("alt+3", "down") // history, select the older ("first")
+	img, caption := h.app.previewImage()
+	if img != h.app.done[1].Images[0] || !strings.Contains(caption, "#1") {
+		t.Errorf("preview shows %q, want history item #1", caption)
+	}
+	h.keys("enter")
+	if h.app.focus != panePrompt || h.app.prompt.prompt.Value() != "first" || h.app.prompt.text[fieldCFG] != "4.5" || h.app.prompt.text[fieldSeed] != "1" {
+		t.Errorf("loaded: focus %v prompt %q cfg %q seed %q", h.app.focus, h.app.prompt.prompt.Value(), h.app.prompt.text[fieldCFG], h.app.prompt.text[fieldSeed])
+	}
+	h.keys("alt+3", "r")
+	h.waitFor("re-run done", func(a *App) bool { return len(a.done) == 3 })
+	if r := h.app.done[0].Req; r.Prompt != "first" || r.CFG != 4.5 || r.Seed != 3 {
+		t.Errorf("re-run of the selected item: %+v", r)
+	}
+}
+
+func TestQuitAsksWithWorkInFlight(t *testing.T) {
+	fake := tinyModels()
+	fake.gate = make(chan struct{})
+	h := newHarness(t, fake, harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("slow")
+	h.keys("ctrl+g")
+	h.waitFor("running", func(a *App) bool { return a.running != nil })
+	h.keys("ctrl+c")
+	h.settle()
+	if h.quit || h.app.overlay != overlayQuit {
+		t.Fatalf("quit=%v overlay=%v; want the question", h.quit, h.app.overlay)
+	}
+	if !strings.Contains(h.screen(), "1 job(s) queued or running will be lost") {
+		t.Errorf("no question on screen:\n%s", h.screen())
+	}
+	h.keys("n")
+	h.settle()
+	if h.quit || h.app.overlay != overlayNone {
+		t.Fatalf("n: quit=%v overlay=%v", h.quit, h.app.overlay)
+	}
+	h.keys("ctrl+c", "y")
+	h.until("quit", func() bool { return h.quit })
+	h.waitFor("running job cancelled", func(a *App) bool { return a.jobs[0].State == JobCancelled })
+}
+
+func TestQuitIdleIsImmediate(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{mode: termimg.ModeHalfblock})
+	h.keys("alt+2", "q")
+	h.until("q to quit", func() bool { return h.quit })
+}
+
+func TestNoModel(t *testing.T) {
+	fake := &fakePipeline{dirs: []string{"/home/u/.local/share/darkroom/models"}}
+	h := newHarness(t, fake, harnessOpts{mode: termimg.ModeHalfblock})
+	if !strings.Contains(h.app.logMsg, "--models") || !h.app.logErr {
+		t.Errorf("log line %q does not mention --models", h.app.logMsg)
+	}
+	h.typeText("x")
+	h.keys("ctrl+g")
+	if len(h.app.jobs) != 0 || !strings.Contains(h.app.logMsg, "no model selected") {
+		t.Errorf("jobs %d, log %q", len(h.app.jobs), h.app.logMsg)
+	}
+	h.keys("ctrl+o")
+	if !strings.Contains(h.screen(), "No model found.") {
+		t.Errorf("picker:\n%s", h.screen())
+	}
+}
+
+func TestBuiltinModelOnly(t *testing.T) {
+	fake := &fakePipeline{models: []engine.ModelEntry{{Name: engine.DefaultModel, Path: engine.DefaultModel}}, dirs: []string{"/nowhere"}}
+	h := newHarness(t, fake, harnessOpts{mode: termimg.ModeHalfblock})
+	if h.app.prompt.Model() != engine.DefaultModel {
+		t.Errorf("model %q, want the built-in %q", h.app.prompt.Model(), engine.DefaultModel)
+	}
+	if !strings.Contains(h.app.logMsg, "--models") || !strings.Contains(h.app.logMsg, "/nowhere") {
+		t.Errorf("log line %q should name the folder and --models", h.app.logMsg)
+	}
+	// A user model is preferred over the built-in one.
+	fake.models = append(fake.models, engine.ModelEntry{Name: "mine", Path: "/m/mine.safetensors"})
+	h2 := newHarness(t, fake, harnessOpts{mode: termimg.ModeHalfblock})
+	if h2.app.prompt.Model() != "mine" {
+		t.Errorf("model %q, want mine", h2.app.prompt.Model())
+	}
+}
+
+func TestModelPicker(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{mode: termimg.ModeHalfblock})
+	if h.app.prompt.Model() != "sd15" || !strings.Contains(h.app.logMsg, "2 models found; using sd15") {
+		t.Errorf("two models: preselected %q (want the first, sd15), log %q", h.app.prompt.Model(), h.app.logMsg)
+	}
+	h.keys("ctrl+o", "down", "enter")
+	if h.app.prompt.Model() != "tiny" || h.app.overlay != overlayNone {
+		t.Errorf("picked %q, overlay %v", h.app.prompt.Model(), h.app.overlay)
+	}
+	h.app.prompt.Focus(fieldModel)
+	h.keys("right")
+	if h.app.prompt.Model() != "sd15" {
+		t.Errorf("→ on model: %q, want sd15 (wraps)", h.app.prompt.Model())
+	}
+}
+
+func TestInvalidRequest(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("x")
+	h.setField(fieldSize, "65x64")
+	h.keys("ctrl+g")
+	if len(h.app.jobs) != 0 || !strings.Contains(h.app.logMsg, "multiple of 8") {
+		t.Errorf("jobs %d, log %q", len(h.app.jobs), h.app.logMsg)
+	}
+}
+
+func TestGraphicsSixel(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeSixel})
+	h.fill("x")
+	h.keys("ctrl+g")
+	h.waitFor("done", func(a *App) bool { return len(a.done) == 1 })
+	h.until("a sixel", func() bool { return len(h.raw) > 0 && strings.Contains(h.raw[len(h.raw)-1], "\x1bP") })
+	h.settle()
+	last := h.raw[len(h.raw)-1]
+	_, x, y, w, hh := h.app.previewTarget()
+	cols, _ := h.app.preview.cells(h.app.lastImage, w, hh)
+	erase := "\x1b7\x1b[" + strconv.Itoa(y+1) + ";" + strconv.Itoa(x+1) + "H\x1b[" + strconv.Itoa(w) + "X"
+	want := "\x1b[" + strconv.Itoa(y+1) + ";" + strconv.Itoa(x+1+(w-cols)/2) + "H\x1bP"
+	if !strings.HasPrefix(last, erase) || !strings.Contains(last, want) || !strings.HasSuffix(last, "\x1b\\\x1b8") {
+		t.Errorf("sixel framing: %q…%q, want prefix %q and %q", last[:min(40, len(last))], last[max(0, len(last)-6):], erase, want)
+	}
+	if n := strings.Count(last[:strings.Index(last, "\x1bP")], "X"); n != hh {
+		t.Errorf("erased %d rows, want %d", n, hh)
+	}
+	// The frame leaves blank cells under the image.
+	lines := strings.Split(h.screen(), "\n")
+	if body := string([]rune(lines[y])[x : x+w]); strings.TrimSpace(body) != "" {
+		t.Errorf("preview body not blank: %q", body)
+	}
+	// Opening an overlay and closing it draws the image again.
+	n := len(h.raw)
+	h.keys("alt+2", "?")
+	h.settle()
+	h.keys("esc")
+	h.until("the redraw", func() bool { return len(h.raw) > n })
+	h.settle()
+	if len(h.raw) != n+1 {
+		t.Errorf("%d sixel writes after closing help, want 1", len(h.raw)-n)
+	}
+}
+
+func TestGraphicsKitty(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeKitty})
+	h.fill("x")
+	h.keys("ctrl+g")
+	h.waitFor("done", func(a *App) bool { return len(a.done) == 1 })
+	h.until("an upload", func() bool { return len(h.raw) > 0 && h.app.running == nil })
+	h.settle()
+	if len(h.raw) == 0 || !strings.HasPrefix(h.raw[len(h.raw)-1], "\x1b_Ga=T,U=1,f=100,i=42,") {
+		t.Fatalf("no kitty upload: %d writes", len(h.raw))
+	}
+	if !strings.Contains(h.app.View().Content, string(termimg.KittyPlaceholder)) {
+		t.Error("no placeholders in the frame")
+	}
+	for i, l := range strings.Split(h.app.View().Content, "\n") {
+		if w := ansi.StringWidth(l); w != 80 {
+			t.Errorf("line %d is %d cells wide with placeholders", i, w)
+		}
+	}
+}
+
+func TestDA1UpgradesToSixel(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{mode: termimg.ModeHalfblock, auto: true})
+	h.send(uv.PrimaryDeviceAttributesEvent{63, 1, 2, 4, 6, 9})
+	if m := h.app.preview.Mode(); m != termimg.ModeSixel {
+		t.Errorf("mode %v after DA1 with 4, want sixel", m)
+	}
+	h2 := newHarness(t, tinyModels(), harnessOpts{mode: termimg.ModeHalfblock})
+	h2.send(uv.PrimaryDeviceAttributesEvent{63, 4})
+	if m := h2.app.preview.Mode(); m != termimg.ModeHalfblock {
+		t.Errorf("explicit halfblock changed to %v", m)
+	}
+}
+
+func TestResize(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{mode: termimg.ModeHalfblock})
+	for _, sz := range [][2]int{{80, 24}, {132, 43}, {100, 30}, {79, 24}, {80, 23}, {200, 60}} {
+		h.send(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
+		lines := strings.Split(h.app.View().Content, "\n")
+		if len(lines) != sz[1] {
+			t.Errorf("%dx%d: %d lines", sz[0], sz[1], len(lines))
+		}
+		small := sz[0] < 80 || sz[1] < 24
+		if got := strings.Contains(h.screen(), "Terminal too small"); got != small {
+			t.Errorf("%dx%d: too-small message %v, want %v", sz[0], sz[1], got, small)
+		}
+	}
+}
+
+func TestMouse(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	for _, p := range []string{"one", "two", "three"} {
+		h.fill(p)
+		h.keys("ctrl+g")
+	}
+	h.waitFor("all done", func(a *App) bool { return len(a.done) == 3 })
+	click := func(x, y int) { h.send(tea.MouseClickMsg{X: x, Y: y, Button: tea.MouseLeft}) }
+	click(30, 9) // "cfg" (right half of the steps/cfg row)
+	if h.app.focus != panePrompt || h.app.prompt.focus != fieldCFG {
+		t.Errorf("click on cfg: focus %v field %v", h.app.focus, h.app.prompt.focus)
+	}
+	click(5, 15) // queue row 2 (#2): the box starts at row 13
+	if h.app.focus != paneQueue || h.app.queue.Selected() != 1 {
+		t.Errorf("click on queue row 2: focus %v sel %d", h.app.focus, h.app.queue.Selected())
+	}
+	h.send(tea.MouseWheelMsg{X: 5, Y: 15, Button: tea.MouseWheelDown})
+	if h.app.queue.Selected() != 2 {
+		t.Errorf("wheel down: sel %d, want 2", h.app.queue.Selected())
+	}
+	click(60, 5) // the preview: nothing changes
+	if h.app.focus != paneQueue {
+		t.Errorf("click on preview changed focus to %v", h.app.focus)
+	}
+	if h.app.View().MouseMode != tea.MouseModeCellMotion {
+		t.Error("mouse not enabled")
+	}
+}
+
+func TestCellSizeRedraws(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeSixel})
+	h.fill("x")
+	h.keys("ctrl+g")
+	h.waitFor("done", func(a *App) bool { return len(a.done) == 1 })
+	h.until("a sixel", func() bool { return len(h.raw) > 0 && strings.Contains(h.raw[len(h.raw)-1], "\x1bP") })
+	h.settle()
+	n := len(h.raw)
+	h.send(uv.CellSizeEvent{Width: 8, Height: 16})
+	h.until("the redraw", func() bool { return len(h.raw) > n })
+	h.settle()
+	if len(h.raw) != n+1 {
+		t.Fatalf("%d writes after the cell size changed, want 1", len(h.raw)-n)
+	}
+	// 64×64 image in a 34×15-cell body of 8×16-pixel cells: 240×240 px.
+	if !strings.Contains(h.raw[n], "\"1;1;240;240") {
+		t.Errorf("sixel not resized for 8×16 cells: %q", h.raw[n][:min(80, len(h.raw[n]))])
+	}
+}

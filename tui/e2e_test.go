@@ -1,0 +1,143 @@
+package tui_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTmuxEndToEnd runs the TUI with the real engine and the tiny
+// reference model inside tmux: it types a prompt, enqueues two jobs,
+// watches them go queued → running → done, cancels one and checks the
+// PNGs on disk.
+func TestTmuxEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Skip("tmux is not installed (apt-get install -y tmux); skipping the end-to-end TUI test")
+	}
+	model, err := filepath.Abs("../testdata/reference/sd1-tiny-a/single.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(model); err != nil {
+		t.Skipf("reference model missing: %v", err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "darkroom-e2e")
+	build := exec.Command("go", "build", "-o", bin, "./internal/e2e")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	models, out := filepath.Join(dir, "models"), filepath.Join(dir, "out")
+	if err := os.MkdirAll(models, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(model, filepath.Join(models, "tiny.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	sock := fmt.Sprintf("darkroom-e2e-%d", os.Getpid())
+	tm := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(tmux, append([]string{"-L", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	cmd := fmt.Sprintf("%s -models %s -out %s -log %s -graphics halfblock", bin, models, out, filepath.Join(dir, "tui.log"))
+	tm("-f", "/dev/null", "new-session", "-d", "-s", "e2e", "-x", "80", "-y", "24", "env TERM=xterm-256color "+cmd+"; sleep 60")
+	t.Cleanup(func() { exec.Command(tmux, "-L", sock, "kill-server").Run() })
+	screen := func() string { return tm("capture-pane", "-p", "-t", "e2e") }
+	waitFor := func(what string, cond func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s := screen()
+			if cond(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; screen:\n%s\nlog:\n%s", what, s, readFile(filepath.Join(dir, "tui.log")))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	has := func(subs ...string) func(string) bool {
+		return func(s string) bool {
+			for _, sub := range subs {
+				if !strings.Contains(s, sub) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	keys := func(k ...string) { tm(append([]string{"send-keys", "-t", "e2e"}, k...)...) }
+	text := func(s string) { tm("send-keys", "-t", "e2e", "-l", s) }
+	// setField tabs n times from the prompt, clears the field and types v.
+	setField := func(tabs int, v string) {
+		keys("M-1")
+		for range tabs {
+			keys("Tab")
+		}
+		for range 10 {
+			keys("BSpace")
+		}
+		text(v)
+	}
+
+	waitFor("the model", has("model   tiny", "Queue (0)"))
+	text("a lighthouse at dusk")
+	// Tab order from the prompt: negative, model, sampler, sched, steps, cfg, seed, size.
+	setField(5, "30") // slow enough (seconds) to watch and to cancel
+	setField(8, "128x128")
+	keys("C-g")
+	keys("C-g")
+	waitFor("#1 running, #2 queued", has("#1  running", "#2  queued"))
+	waitFor("#1 done, #2 running", has("#1  done", "#2  running"))
+	keys("C-x")
+	waitFor("#2 cancelled", has("#2  cancelled", "Cancelled #2."))
+	setField(5, "8")
+	setField(8, "64x64")
+	keys("C-g")
+	s := waitFor("#3 done", has("#3  done", "#3 done in"))
+	if !strings.Contains(s, "#1  done") {
+		t.Errorf("job 1 no longer done:\n%s", s)
+	}
+	pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	if len(pngs) != 2 {
+		t.Fatalf("PNGs %v, want jobs 1 and 3", pngs)
+	}
+	for _, want := range []string{"-001-", "-003-"} {
+		found := false
+		for _, p := range pngs {
+			if strings.Contains(filepath.Base(p), want) {
+				found = true
+				if st, err := os.Stat(p); err != nil || st.Size() < 100 {
+					t.Errorf("%s: %v", p, err)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no PNG for job %s in %v", want, pngs)
+		}
+	}
+	// Quit: nothing in flight, so q in the queue pane exits at once.
+	keys("M-2", "q")
+	waitFor("exit", func(s string) bool { return !strings.Contains(s, "Queue (") })
+	if log := readFile(filepath.Join(dir, "tui.log")); !strings.Contains(log, "job done") || !strings.Contains(log, "tui exit") {
+		t.Errorf("log file lacks job/exit records:\n%s", log)
+	}
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}

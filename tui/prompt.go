@@ -1,0 +1,290 @@
+package tui
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// field is one input of the prompt editor.
+type field int
+
+// Prompt editor fields, in Tab order.
+const (
+	fieldPrompt field = iota
+	fieldNegative
+	fieldModel
+	fieldSampler
+	fieldScheduler
+	fieldSteps
+	fieldCFG
+	fieldSeed
+	fieldSize
+	fieldBatch
+	numFields
+)
+
+var fieldLabels = [numFields]string{"Prompt", "Negative", "model", "sampler", "sched", "steps", "cfg", "seed", "size", "batch"}
+
+// promptHeight is the prompt pane's height including its frame.
+const promptHeight = 13
+
+// PromptPane edits the next job: multi-line prompt and negative prompt,
+// model, sampler, scheduler, steps, CFG, seed, size and batch.
+type PromptPane struct {
+	c                    *Common
+	prompt, negative     textEdit
+	model                string
+	sampler, scheduler   string
+	samplers, schedulers []string
+	text                 [numFields]string // steps, cfg, seed, size, batch
+	focus                field
+	focused              bool
+	width                int
+}
+
+// NewPromptPane returns an editor holding engine.DefaultRequest's values.
+func NewPromptPane(c *Common) *PromptPane {
+	p := &PromptPane{c: c, samplers: sampling.Samplers(), schedulers: sampling.Schedulers()}
+	p.prompt = newTextEdit("Describe the image…", 3, true)
+	p.negative = newTextEdit("Negative prompt (optional)", 1, false)
+	p.Load(engine.DefaultRequest())
+	p.text[fieldSeed] = "random"
+	return p
+}
+
+// SetWidth sets the pane's outer width.
+func (p *PromptPane) SetWidth(w int) {
+	p.width = w
+}
+
+// Focus puts the cursor in field f.
+func (p *PromptPane) Focus(f field) tea.Cmd {
+	p.focused = true
+	p.focus = f
+	return nil
+}
+
+// Blur takes the cursor out of the pane.
+func (p *PromptPane) Blur() {
+	p.focused = false
+}
+
+// Typing reports whether keys go into a text field (so single letters are
+// text, not commands).
+func (p *PromptPane) Typing() bool {
+	return p.focused && p.focus != fieldModel && p.focus != fieldSampler && p.focus != fieldScheduler
+}
+
+// SetModel selects the model for new jobs.
+func (p *PromptPane) SetModel(name string) { p.model = name }
+
+// Model returns the selected model.
+func (p *PromptPane) Model() string { return p.model }
+
+// Update handles a key for the focused field.
+func (p *PromptPane) Update(msg tea.Msg) tea.Cmd {
+	switch p.focus {
+	case fieldPrompt:
+		p.prompt.Update(msg, p.width-3)
+		return nil
+	case fieldNegative:
+		p.negative.Update(msg, p.width-3)
+		return nil
+	}
+	k, ok := msg.(tea.KeyPressMsg)
+	if !ok {
+		if paste, ok := msg.(tea.PasteMsg); ok && p.focus >= fieldSteps {
+			p.text[p.focus] += strings.TrimSpace(paste.Content)
+		}
+		return nil
+	}
+	keys := p.c.Keys
+	switch p.focus {
+	case fieldSampler:
+		p.sampler = cycle(p.samplers, p.sampler, keys, k)
+	case fieldScheduler:
+		p.scheduler = cycle(p.schedulers, p.scheduler, keys, k)
+	case fieldModel:
+	default:
+		switch {
+		case k.Code == tea.KeyBackspace:
+			if s := p.text[p.focus]; s != "" {
+				r := []rune(s)
+				p.text[p.focus] = string(r[:len(r)-1])
+			}
+		case k.Text != "" && len(p.text[p.focus]) < 24:
+			if p.text[p.focus] == "random" {
+				p.text[p.focus] = ""
+			}
+			p.text[p.focus] += k.Text
+		}
+	}
+	return nil
+}
+
+// cycle moves through names with left/right.
+func cycle(names []string, cur string, keys KeyMap, k tea.KeyPressMsg) string {
+	if len(names) == 0 {
+		return cur
+	}
+	i := slices.Index(names, cur)
+	switch {
+	case key.Matches(k, keys.Left):
+		i = (i - 1 + len(names)) % len(names)
+	case key.Matches(k, keys.Right), k.Code == ' ':
+		i = (i + 1) % len(names)
+	default:
+		return cur
+	}
+	return names[i]
+}
+
+// Request builds a job from the editor. An empty or "random" seed draws
+// one from randSeed.
+func (p *PromptPane) Request(randSeed func() uint64) (engine.Request, error) {
+	req := engine.DefaultRequest()
+	req.Model = p.model
+	req.Prompt = strings.TrimSpace(p.prompt.Value())
+	req.Negative = strings.TrimSpace(p.negative.Value())
+	req.Sampler, req.Scheduler = p.sampler, p.scheduler
+	if req.Model == "" {
+		return req, fmt.Errorf("no model selected (ctrl+o picks one; run with --models DIR to search a folder)")
+	}
+	var err error
+	if req.Steps, err = atoiField("steps", p.text[fieldSteps]); err != nil {
+		return req, err
+	}
+	if req.Batch, err = atoiField("batch", p.text[fieldBatch]); err != nil {
+		return req, err
+	}
+	if req.CFG, err = strconv.ParseFloat(strings.TrimSpace(p.text[fieldCFG]), 64); err != nil {
+		return req, fmt.Errorf("cfg %q: not a number", p.text[fieldCFG])
+	}
+	switch s := strings.TrimSpace(p.text[fieldSeed]); s {
+	case "", "random", "-1":
+		req.Seed = randSeed()
+	default:
+		if req.Seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return req, fmt.Errorf("seed %q: want a whole number or random", s)
+		}
+	}
+	if req.Width, req.Height, err = parseSize(p.text[fieldSize]); err != nil {
+		return req, err
+	}
+	if err := req.Validate(); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
+func atoiField(name, s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: not a whole number", name, s)
+	}
+	return n, nil
+}
+
+// parseSize parses "512x768" (or a single number for a square).
+func parseSize(s string) (w, h int, err error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	ws, hs, ok := strings.Cut(strings.ReplaceAll(s, "×", "x"), "x")
+	if !ok {
+		hs = ws
+	}
+	w, err1 := strconv.Atoi(ws)
+	h, err2 := strconv.Atoi(hs)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("size %q: want WIDTHxHEIGHT, e.g. 512x512", s)
+	}
+	return w, h, nil
+}
+
+// Load fills the editor with req's parameters (a history item's).
+func (p *PromptPane) Load(req engine.Request) {
+	p.prompt.SetValue(req.Prompt)
+	p.negative.SetValue(req.Negative)
+	if req.Model != "" {
+		p.model = req.Model
+	}
+	p.sampler, p.scheduler = req.Sampler, req.Scheduler
+	p.text[fieldSteps] = strconv.Itoa(req.Steps)
+	p.text[fieldCFG] = strconv.FormatFloat(req.CFG, 'g', -1, 64)
+	p.text[fieldSeed] = strconv.FormatUint(req.Seed, 10)
+	p.text[fieldSize] = fmt.Sprintf("%dx%d", req.Width, req.Height)
+	p.text[fieldBatch] = strconv.Itoa(req.Batch)
+}
+
+// SetSeedRandom makes the next job draw a new seed.
+func (p *PromptPane) SetSeedRandom() { p.text[fieldSeed] = "random" }
+
+// Render draws the pane, h rows high, inside its frame.
+func (p *PromptPane) Render(h int) string {
+	s := p.c.Styles
+	iw := p.width - 2
+	label := func(f field) string {
+		if p.focused && p.focus == f {
+			return s.FieldFocused.Render("▸" + fieldLabels[f])
+		}
+		return s.Label.Render(" " + fieldLabels[f])
+	}
+	value := func(f field) string {
+		var v string
+		switch f {
+		case fieldModel:
+			v = p.model
+			if v == "" {
+				v = "(none: ctrl+o, --models DIR)"
+			}
+		case fieldSampler:
+			v = p.sampler
+		case fieldScheduler:
+			v = p.scheduler
+		default:
+			v = p.text[f]
+		}
+		if p.focused && p.focus == f {
+			switch f {
+			case fieldSampler, fieldScheduler:
+				return s.FieldFocused.Render("‹" + v + "›")
+			case fieldModel:
+				return s.FieldFocused.Render(v + " ⏎")
+			}
+			return s.FieldFocused.Render(v + "▏")
+		}
+		return s.Value.Render(v)
+	}
+	pair := func(a, b field) string {
+		col := iw / 2
+		left := fitWidth(label(a)+" "+value(a), col)
+		if b == numFields {
+			return left
+		}
+		return left + label(b) + " " + value(b)
+	}
+	lines := []string{
+		label(fieldPrompt),
+		indent(p.prompt.View(iw-1, p.focused && p.focus == fieldPrompt, s)),
+		label(fieldNegative),
+		indent(p.negative.View(iw-1, p.focused && p.focus == fieldNegative, s)),
+		label(fieldModel) + "   " + value(fieldModel),
+		pair(fieldSampler, fieldScheduler),
+		pair(fieldSteps, fieldCFG),
+		pair(fieldSeed, fieldSize),
+		pair(fieldBatch, numFields),
+	}
+	return p.c.Box("Prompt", strings.Join(lines, "\n"), p.width, h, p.focused)
+}
+
+// indent shifts every line of s right by one cell, under the labels.
+func indent(s string) string {
+	return " " + strings.ReplaceAll(s, "\n", "\n ")
+}

@@ -1,0 +1,132 @@
+package tui
+
+import (
+	"strings"
+	"testing"
+
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/darkroom-ai/darkroom/engine"
+)
+
+func TestPromptRequest(t *testing.T) {
+	tests := []struct {
+		name    string
+		model   string
+		fields  map[field]string
+		want    func(r engine.Request) bool
+		wantErr string
+	}{
+		{"defaults", "tiny", nil, func(r engine.Request) bool {
+			return r.Model == "tiny" && r.Steps == 20 && r.CFG == 7 && r.Width == 512 && r.Height == 512 && r.Batch == 1 && r.Seed == 77 && r.Sampler == "euler"
+		}, ""},
+		{"explicit", "tiny", map[field]string{fieldSteps: "8", fieldCFG: "4.5", fieldSeed: "123", fieldSize: "64x96", fieldBatch: "2"}, func(r engine.Request) bool {
+			return r.Steps == 8 && r.CFG == 4.5 && r.Seed == 123 && r.Width == 64 && r.Height == 96 && r.Batch == 2
+		}, ""},
+		{"square size", "tiny", map[field]string{fieldSize: "256"}, func(r engine.Request) bool { return r.Width == 256 && r.Height == 256 }, ""},
+		{"seed -1 is random", "tiny", map[field]string{fieldSeed: "-1"}, func(r engine.Request) bool { return r.Seed == 77 }, ""},
+		{"no model", "", nil, nil, "--models"},
+		{"bad steps", "tiny", map[field]string{fieldSteps: "many"}, nil, "steps \"many\""},
+		{"bad cfg", "tiny", map[field]string{fieldCFG: "x"}, nil, "cfg \"x\""},
+		{"bad seed", "tiny", map[field]string{fieldSeed: "1.5"}, nil, "seed \"1.5\""},
+		{"bad size", "tiny", map[field]string{fieldSize: "big"}, nil, "size \"big\""},
+		{"size not /8", "tiny", map[field]string{fieldSize: "100x64"}, nil, "multiple of 8"},
+		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, nil, "--batch 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap()}
+			p := NewPromptPane(c)
+			p.SetModel(tt.model)
+			p.prompt.SetValue("  a cat \n")
+			for f, v := range tt.fields {
+				p.text[f] = v
+			}
+			r, err := p.Request(func() uint64 { return 77 })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Prompt != "a cat" || !tt.want(r) {
+				t.Errorf("request %+v", r)
+			}
+		})
+	}
+}
+
+func TestPromptLoadRoundTrip(t *testing.T) {
+	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap()}
+	p := NewPromptPane(c)
+	want := engine.Request{Model: "m", Prompt: "a\nb", Negative: "ugly", Seed: 99, Steps: 12, CFG: 5.5, Sampler: "dpmpp_2m", Scheduler: "karras", Width: 64, Height: 128, Batch: 3, ClipSkip: 1}
+	p.Load(want)
+	got, err := p.Request(func() uint64 { t.Error("random seed drawn"); return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestTextEdit(t *testing.T) {
+	k := func(s string) tea.KeyPressMsg { return tea.KeyPressMsg(parseKey(s)) }
+	te := newTextEdit("", 2, true)
+	for _, r := range "hello world" {
+		te.Update(tea.KeyPressMsg{Code: r, Text: string(r)}, 20)
+	}
+	te.Update(k("ctrl+w"), 20)
+	if te.Value() != "hello " {
+		t.Errorf("ctrl+w: %q", te.Value())
+	}
+	te.Update(k("left"), 20)
+	te.Update(k("backspace"), 20)
+	te.Update(tea.KeyPressMsg{Code: 'X', Text: "X"}, 20)
+	if te.Value() != "hellX " || te.cur != 5 {
+		t.Errorf("edit in the middle: %q cursor %d", te.Value(), te.cur)
+	}
+	te.Update(k("enter"), 20)
+	te.Update(tea.PasteMsg{Content: "line2"}, 20)
+	if te.Value() != "hellX\nline2 " {
+		t.Errorf("newline and paste: %q", te.Value())
+	}
+	te.Update(k("up"), 20)
+	if te.cur != 5 {
+		t.Errorf("up: cursor %d, want 5", te.cur)
+	}
+	one := newTextEdit("", 1, false)
+	one.Update(tea.PasteMsg{Content: "a\nb"}, 10)
+	one.Update(k("enter"), 10)
+	if one.Value() != "a b" {
+		t.Errorf("single-line: %q", one.Value())
+	}
+	// Wrapping: 25 runes with no space at width 10 (9 for text, one for
+	// the cursor) → 9+9+7; the view scrolls to the cursor.
+	w := newTextEdit("", 2, true)
+	w.SetValue(strings.Repeat("abcde", 5))
+	rows, _ := w.layout(10)
+	if len(rows) != 3 {
+		t.Errorf("%d rows, want 3", len(rows))
+	}
+	s := DefaultStyles(true)
+	if v := stripANSI(w.View(10, false, s)); v != "eabcdeabc\ndeabcde" {
+		t.Errorf("view %q", v)
+	}
+	w.Update(k("home"), 10)
+	if v := stripANSI(w.View(10, true, s)); v != "abcdeabcd\neabcdeabc" {
+		t.Errorf("view after home %q", v)
+	}
+	// Words move to the next row whole.
+	w.SetValue("a red fox in the snow")
+	if v := stripANSI(w.View(10, false, s)); v != "fox in \nthe snow" {
+		t.Errorf("word wrap %q", v)
+	}
+	rows, pos := w.layout(10)
+	if len(rows) != 3 || pos[len(w.value)] != [2]int{2, 8} {
+		t.Errorf("rows %v, end at %v", rows, pos[len(w.value)])
+	}
+}

@@ -1,0 +1,158 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/darkroom-ai/darkroom/engine"
+)
+
+// jobProgressMsg reports a step of the running job. Preview is the latent
+// preview of the first image (nil outside the sampling phase).
+type jobProgressMsg struct {
+	ID      int
+	Event   engine.Event // Denoised is dropped
+	Preview *image.NRGBA
+	At      time.Time
+}
+
+// jobDoneMsg reports the end of a job: its images and saved files, or why
+// it failed.
+type jobDoneMsg struct {
+	ID        int
+	Images    []*image.NRGBA
+	Paths     []string
+	Elapsed   time.Duration
+	Err       error
+	Cancelled bool
+}
+
+// workItem is a job handed to the worker.
+type workItem struct {
+	ID  int
+	Req engine.Request
+	Ctx context.Context
+}
+
+// worker owns the pipeline: it runs one job at a time on its own
+// goroutine and reports through out, which one goroutine forwards to the
+// program (Program.Send).
+type worker struct {
+	p      Pipeline
+	outDir string
+	log    *slog.Logger
+	save   func(path string, img image.Image, req engine.Request, hash, name string) error
+	now    func() time.Time
+	in     chan workItem
+	out    chan tea.Msg
+}
+
+func newWorker(p Pipeline, outDir string, log *slog.Logger) *worker {
+	if outDir == "" {
+		outDir = "."
+	}
+	return &worker{
+		p: p, outDir: outDir, log: log, save: engine.SavePNG, now: time.Now,
+		in: make(chan workItem, 1), out: make(chan tea.Msg, 64),
+	}
+}
+
+// submit hands a job to the worker; the app submits only while the worker
+// is idle, so it does not block.
+func (w *worker) submit(it workItem) tea.Cmd {
+	return func() tea.Msg {
+		w.in <- it
+		return nil
+	}
+}
+
+// run processes jobs until ctx is done; it closes out when it returns.
+func (w *worker) run(ctx context.Context) {
+	defer close(w.out)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-w.in:
+			msg := w.do(it)
+			select {
+			case w.out <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// do runs one job, saving its images as PNGs in the output directory.
+func (w *worker) do(it workItem) (done jobDoneMsg) {
+	done.ID = it.ID
+	start := w.now()
+	defer func() {
+		if r := recover(); r != nil {
+			done.Err = fmt.Errorf("engine panic: %v", r)
+			w.log.Error("job panicked", "id", it.ID, "panic", r)
+		}
+		done.Elapsed = w.now().Sub(start)
+	}()
+	w.log.Info("job start", "id", it.ID, "model", it.Req.Model, "seed", it.Req.Seed, "steps", it.Req.Steps)
+	res, err := w.p.Generate(it.Ctx, it.Req, func(ev engine.Event) {
+		msg := jobProgressMsg{ID: it.ID, Event: ev, At: w.now()}
+		if ev.Denoised != nil {
+			if pv, ok := w.p.(Previewer); ok {
+				msg.Preview = pv.Preview(ev.Denoised, ev.LatentShape, 0)
+			}
+			if msg.Preview == nil {
+				msg.Preview = engine.LatentPreview(ev.Denoised, ev.LatentShape, 0)
+			}
+		}
+		msg.Event.Denoised = nil
+		if ev.Phase == engine.PhaseSample {
+			select { // a slow UI drops intermediate steps, never the end
+			case w.out <- msg:
+			default:
+			}
+			return
+		}
+		select {
+		case w.out <- msg:
+		case <-it.Ctx.Done():
+		}
+	})
+	if err != nil {
+		done.Err = err
+		done.Cancelled = errors.Is(err, context.Canceled) || it.Ctx.Err() != nil
+		w.log.Info("job ended", "id", it.ID, "err", err, "cancelled", done.Cancelled)
+		return done
+	}
+	done.Images = res.Images
+	stamp := start.Format("20060102-150405")
+	for i, img := range res.Images {
+		name := fmt.Sprintf("darkroom-%s-%03d-%d.png", stamp, it.ID, it.Req.Seed+uint64(i))
+		path := filepath.Join(w.outDir, name)
+		if err := w.save(path, img, res.Request, "", modelName(it.Req.Model)); err != nil {
+			done.Err = fmt.Errorf("save image: %w", err)
+			w.log.Error("save failed", "id", it.ID, "err", err)
+			return done
+		}
+		done.Paths = append(done.Paths, path)
+	}
+	w.log.Info("job done", "id", it.ID, "files", done.Paths)
+	return done
+}
+
+// modelName is the display name of a model path or name.
+func modelName(m string) string {
+	base := filepath.Base(m)
+	if ext := filepath.Ext(base); ext == ".safetensors" || ext == ".ckpt" {
+		base = base[:len(base)-len(ext)]
+	}
+	return base
+}

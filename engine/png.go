@@ -228,6 +228,11 @@ func SavePNG(path string, img image.Image, req Request, modelHash, modelName str
 		tmp.Close()
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	// CreateTemp makes the file private; an image is an ordinary file.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}

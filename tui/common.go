@@ -57,21 +57,6 @@ func fitWidth(s string, w int) string {
 	return s
 }
 
-// fitBlock cuts or pads every line of s to w cells and the block to h
-// lines.
-func fitBlock(s string, w, h int) string {
-	lines := strings.Split(s, "\n")
-	out := make([]string, h)
-	for i := range h {
-		l := ""
-		if i < len(lines) {
-			l = lines[i]
-		}
-		out[i] = fitWidth(l, w)
-	}
-	return strings.Join(out, "\n")
-}
-
 // Gauge draws a bar of w cells filled to frac (0..1), coloured by how full
 // it is when warn is set.
 func (c *Common) Gauge(frac float64, w int, warn bool) string {

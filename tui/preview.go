@@ -39,11 +39,10 @@ type PreviewPane struct {
 	cellW, cellH int
 
 	// cache of the last half-block or placeholder rendering
-	cacheImg        *image.NRGBA
-	cacheW, cacheH  int
-	cacheMode       termimg.Mode
-	cacheText       string
-	cacheCols, cRow int
+	cacheImg       *image.NRGBA
+	cacheW, cacheH int
+	cacheMode      termimg.Mode
+	cacheText      string
 }
 
 // NewPreviewPane returns a preview pane drawing in mode.

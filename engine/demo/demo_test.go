@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
@@ -224,7 +226,29 @@ var promptForms = []struct {
 // backend and checks with an independent classifier that the image shows
 // that digit.
 func TestDigitsSemantic(t *testing.T) {
-	m := loadModel(t)
+	runSemantic(t, loadModel(t))
+}
+
+// TestGPUDigitsSemantic is the same test on the CUDA backend; it skips
+// without an NVIDIA GPU.
+func TestGPUDigitsSemantic(t *testing.T) {
+	dev, err := cuda.Open(cuda.Options{})
+	if errors.Is(err, cuda.ErrNoDevice) {
+		t.Skipf("skipping: no NVIDIA GPU/driver on this machine (%v)", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	// The checkpoint file beside this test, so nodemo builds work too.
+	m, err := engine.Load(context.Background(), demo.FileName, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSemantic(t, m)
+}
+
+func runSemantic(t *testing.T, m *engine.Model) {
 	clf := loadClassifier(t)
 	for _, form := range promptForms[:semanticForms] {
 		t.Run(form.name, func(t *testing.T) {

@@ -291,7 +291,7 @@ func runSemantic(t *testing.T, m *engine.Model) {
 				t.Logf("digit %d (%q): classified as %v, %d/%d", d, req.Prompt, got, ok, semanticBatch)
 			}
 			acc := float64(correct) / float64(total)
-			t.Logf("accuracy %d/%d = %.3f; %.0f ms of CPU generation per image (%d steps, cfg %g, batch %d)",
+			t.Logf("accuracy %d/%d = %.3f; %.0f ms of generation per image (%d steps, cfg %g, batch %d)",
 				correct, total, acc, float64(elapsed.Milliseconds())/float64(total), semanticSteps, demo.CFG, semanticBatch)
 			if acc < 0.9 {
 				t.Errorf("accuracy %.3f, want ≥ 0.9", acc)

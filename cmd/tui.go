@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -41,10 +42,21 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		return err
 	}
 	defer eng.Close()
-	return tui.Run(cmd.Context(), tui.Options{
+	opts := tui.Options{
 		ModelDirs: f.models, Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
 		Engine: eng, GPUStats: nvmlStats{},
-	})
+	}
+	// Live previews: TAESD when its decoder is in the model directories,
+	// the linear latent approximation otherwise.
+	if path := engine.FindTAESD(eng.ModelDirs()); path != "" {
+		tae, err := engine.LoadTAESD(cmd.Context(), path, eng.Device())
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "darkroom: %v; previews use the linear approximation\n", err)
+		} else {
+			opts.Previewer = tae
+		}
+	}
+	return tui.Run(cmd.Context(), opts)
 }
 
 // nvmlStats feeds the TUI's device gauges from NVML.

@@ -29,6 +29,22 @@ type Previewer interface {
 	Preview(latents []float32, shape [4]int, i int) *image.NRGBA
 }
 
+// previewPipeline is a Pipeline whose previews come from a separate
+// Previewer.
+type previewPipeline struct {
+	Pipeline
+	Previewer
+}
+
+// withPreviewer returns p drawing its previews with pv (p itself when pv is
+// nil).
+func withPreviewer(p Pipeline, pv Previewer) Pipeline {
+	if pv == nil {
+		return p
+	}
+	return previewPipeline{Pipeline: p, Previewer: pv}
+}
+
 // GPUStat is one GPU's state, as NVML reports it.
 type GPUStat struct {
 	Index int

@@ -40,6 +40,11 @@ type Options struct {
 	// GPUStats feeds the devices pane's GPU gauges (nil: host CPU and
 	// memory only).
 	GPUStats GPUStatsProvider
+	// Previewer draws the live previews (engine.TAESD when its weights are
+	// present); nil leaves them to the Engine's own Previewer, if it has
+	// one, and otherwise to engine.LatentPreview, which is also the
+	// fallback whenever Preview returns nil.
+	Previewer Previewer
 	// LogFile receives the log while the TUI runs (default
 	// $XDG_STATE_HOME/darkroom/tui.log or ~/.local/state/darkroom/tui.log).
 	LogFile string
@@ -92,6 +97,7 @@ func Run(ctx context.Context, opts Options) error {
 	} else if e, ok := p.(*engine.Engine); ok {
 		notice = e.Notice
 	}
+	p = withPreviewer(p, opts.Previewer)
 	outDir := opts.OutputDir
 	if outDir == "" {
 		outDir = "."

@@ -1,0 +1,107 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/models/taesd"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
+)
+
+// TAESDDecoderFile is the file name of the SD1 TAESD decoder
+// (madebyollin/taesd) in the layouts users have: ComfyUI keeps it in
+// models/vae_approx/. Only the .safetensors release is read; the .pth
+// files (pickles) are not supported.
+const TAESDDecoderFile = "taesd_decoder.safetensors"
+
+// taesdSubdirs are where FindTAESD looks under each model directory: the
+// directory itself, a models root, a ComfyUI root, and the sibling of a
+// checkpoints folder.
+var taesdSubdirs = []string{"", "vae_approx", filepath.Join("models", "vae_approx"), filepath.Join("..", "vae_approx")}
+
+// FindTAESD returns the path of the first TAESD decoder (TAESDDecoderFile)
+// found in dirs, each searched directly and in vae_approx/,
+// models/vae_approx/ and ../vae_approx/, or "" when there is none.
+func FindTAESD(dirs []string) string {
+	for _, dir := range dirs {
+		for _, sub := range taesdSubdirs {
+			p := filepath.Join(dir, sub, TAESDDecoderFile)
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// TAESD draws live previews with a TAESD decoder: a tiny autoencoder
+// decoder that renders denoised latents at full resolution, far closer to
+// the VAE than LatentPreview's linear approximation. It is safe for
+// concurrent use (previews are decoded one at a time).
+type TAESD struct {
+	mu  sync.Mutex // serialises decodes on dev
+	dec *taesd.Decoder
+	dev backend.Device
+}
+
+// LoadTAESD reads a TAESD decoder checkpoint (safetensors; the latent width
+// is read from its shapes) and uploads it to dev.
+func LoadTAESD(ctx context.Context, path string, dev backend.Device) (*TAESD, error) {
+	src, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load taesd: %w", err)
+	}
+	defer src.Close() // the weights are copied to dev
+	dec, err := taesd.NewDecoder(src, dev)
+	if err != nil {
+		return nil, fmt.Errorf("load taesd %s: %w", path, err)
+	}
+	if err := dev.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("load taesd: %w", err)
+	}
+	return &TAESD{dec: dec, dev: dev}, nil
+}
+
+// LatentChannels is the latent width the decoder expects (4 for SD1's TAESD).
+func (t *TAESD) LatentChannels() int { return t.dec.Config.LatentChannels }
+
+// Preview decodes batch item i of latents [shape] (sampler-space latents,
+// as Event.Denoised holds them) into an image 8× the latent size. It
+// returns nil, so that callers fall back to LatentPreview, when the latents
+// do not match the decoder's latent channels, the arguments are
+// inconsistent, or the device fails.
+func (t *TAESD) Preview(latents []float32, shape [4]int, i int) *image.NRGBA {
+	n, c, h, w := shape[0], shape[1], shape[2], shape[3]
+	if c != t.LatentChannels() || h <= 0 || w <= 0 || i < 0 || i >= n || len(latents) < n*c*h*w {
+		return nil
+	}
+	img, err := t.decode(latents[i*c*h*w:(i+1)*c*h*w], c, h, w)
+	if err != nil {
+		return nil
+	}
+	return img
+}
+
+// decode runs the decoder on one latent [c, h, w] and quantises the result.
+func (t *TAESD) decode(lat []float32, c, h, w int) (*image.NRGBA, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in := t.dev.Upload(lat, 1, c, h, w)
+	defer t.dev.Free(in)
+	out, err := t.dec.Decode(context.Background(), t.dev, in)
+	if err != nil {
+		return nil, err
+	}
+	defer t.dev.Free(out)
+	px, err := t.dev.Download(out)
+	if err != nil {
+		return nil, err
+	}
+	f := taesd.Factor
+	return ToNRGBA(px, w*f, h*f), nil // ToNRGBA clamps to 0..1
+}

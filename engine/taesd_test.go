@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+)
+
+func TestFindTAESD(t *testing.T) {
+	touch := func(t *testing.T, p string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		files []string // created under the temp dir
+		dirs  []string // searched, relative to the temp dir
+		want  string   // relative to the temp dir; "" for none
+	}{
+		{"in the dir", []string{"models/taesd_decoder.safetensors"}, []string{"models"}, "models/taesd_decoder.safetensors"},
+		{"models root", []string{"models/vae_approx/taesd_decoder.safetensors"}, []string{"models"}, "models/vae_approx/taesd_decoder.safetensors"},
+		{"comfyui root", []string{"ComfyUI/models/vae_approx/taesd_decoder.safetensors"}, []string{"ComfyUI"}, "ComfyUI/models/vae_approx/taesd_decoder.safetensors"},
+		{"checkpoints folder", []string{"m/vae_approx/taesd_decoder.safetensors", "m/checkpoints/x.safetensors"}, []string{"m/checkpoints"}, "m/vae_approx/taesd_decoder.safetensors"},
+		{"first dir wins", []string{"a/vae_approx/taesd_decoder.safetensors", "b/taesd_decoder.safetensors"}, []string{"b", "a"}, "b/taesd_decoder.safetensors"},
+		{"pth only", []string{"models/vae_approx/taesd_decoder.pth"}, []string{"models"}, ""},
+		{"encoder only", []string{"models/vae_approx/taesd_encoder.safetensors"}, []string{"models"}, ""},
+		{"a directory of that name", []string{"models/taesd_decoder.safetensors/x"}, []string{"models"}, ""},
+		{"no dirs", nil, nil, ""},
+		{"missing dir", nil, []string{"nowhere"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for _, f := range tc.files {
+				touch(t, filepath.Join(root, f))
+			}
+			var dirs []string
+			for _, d := range tc.dirs {
+				dirs = append(dirs, filepath.Join(root, d))
+			}
+			want := ""
+			if tc.want != "" {
+				want = filepath.Join(root, tc.want)
+			}
+			if got := FindTAESD(dirs); got != want {
+				t.Errorf("FindTAESD = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadTAESDErrors(t *testing.T) {
+	for _, tc := range []struct{ name, path string }{
+		{"missing file", filepath.Join(t.TempDir(), "taesd_decoder.safetensors")},
+		{"encoder checkpoint", testref.Path("taef2_encoder.safetensors")},
+		{"not a taesd", testref.Path("sd1-tiny-a", "single.safetensors")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := LoadTAESD(context.Background(), tc.path, cpu.New()); err == nil {
+				t.Error("LoadTAESD succeeded")
+			}
+		})
+	}
+}
+
+// TestTAESDPreview stands the TAEF2 decoder (32 latent channels) in for
+// SD1's TAESD: the preview of the reference latent must match torch's
+// decoded image to one 8-bit step, and latents of another width fall back.
+func TestTAESDPreview(t *testing.T) {
+	tae, err := LoadTAESD(context.Background(), testref.Path("taef2_decoder.safetensors"), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tae.LatentChannels() != 32 {
+		t.Fatalf("latent channels %d, want 32", tae.LatentChannels())
+	}
+	fx := testref.Tensors(t, "taef2_roundtrip.safetensors")
+	ref := fx["latent"] // [1, 32, 32, 32]
+	// Batch of two: zeros, then the reference latent.
+	batch := append(make([]float32, len(ref)), ref...)
+	shape := [4]int{2, 32, 32, 32}
+
+	for _, tc := range []struct {
+		name    string
+		latents []float32
+		shape   [4]int
+		i       int
+	}{
+		{"sd1 latents", make([]float32, 4*8*8), [4]int{1, 4, 8, 8}, 0},
+		{"index past batch", batch, shape, 2},
+		{"negative index", batch, shape, -1},
+		{"short slice", batch[:len(batch)-1], shape, 1},
+		{"empty", nil, [4]int{0, 32, 0, 0}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if img := tae.Preview(tc.latents, tc.shape, tc.i); img != nil {
+				t.Errorf("preview %v, want nil (fall back)", img.Bounds())
+			}
+		})
+	}
+
+	img := tae.Preview(batch, shape, 1)
+	if img == nil {
+		t.Fatal("no preview")
+	}
+	const side = 256
+	if img.Bounds().Dx() != side || img.Bounds().Dy() != side {
+		t.Fatalf("preview %v, want %d×%d", img.Bounds(), side, side)
+	}
+	want := ToNRGBA(fx["decoded"], side, side)
+	worst := 0
+	for k := range img.Pix {
+		d := int(img.Pix[k]) - int(want.Pix[k])
+		worst = max(worst, d, -d)
+	}
+	t.Logf("preview vs reference: worst 8-bit difference %d", worst)
+	if worst > 1 {
+		t.Errorf("preview differs from the reference by %d/255", worst)
+	}
+}

@@ -91,8 +91,12 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
-// previewShare is the largest fraction of a job's time its previews may take.
-const previewShare = 0.2
+// previewShare is the largest fraction of a job's time its previews may
+// take, unless each takes less than cheapPreview.
+const (
+	previewShare = 0.2
+	cheapPreview = 20 * time.Millisecond
+)
 
 // do runs one job, saving its images as PNGs in the output directory.
 func (w *worker) do(it workItem) (done jobDoneMsg) {
@@ -107,16 +111,18 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 	}()
 	w.log.Info("job start", "id", it.ID, "model", it.Req.Model, "seed", it.Req.Seed, "steps", it.Req.Steps)
 	// A slow previewer (TAESD on a CPU) may take at most previewShare of
-	// the job's time; steps over budget get the linear preview.
-	var previewSpent time.Duration
+	// the job's time; steps over budget get the linear preview. A cheap one
+	// (under cheapPreview a call, e.g. on a GPU) always runs.
+	var previewSpent, lastCost time.Duration
 	jobStart := time.Now()
 	res, err := w.p.Generate(it.Ctx, it.Req, func(ev engine.Event) {
 		msg := jobProgressMsg{ID: it.ID, Event: ev, At: w.now()}
 		if ev.Denoised != nil {
-			if pv, ok := w.p.(Previewer); ok && previewSpent <= time.Duration(previewShare*float64(time.Since(jobStart))) {
+			if pv, ok := w.p.(Previewer); ok && (lastCost < cheapPreview || previewSpent <= time.Duration(previewShare*float64(time.Since(jobStart)))) {
 				t0 := time.Now()
 				msg.Preview = pv.Preview(ev.Denoised, ev.LatentShape, 0)
-				previewSpent += time.Since(t0)
+				lastCost = time.Since(t0)
+				previewSpent += lastCost
 			}
 			if msg.Preview == nil {
 				msg.Preview = engine.LatentPreview(ev.Denoised, ev.LatentShape, 0)

@@ -133,28 +133,6 @@ func binaryScalarA(op backend.BinaryOp, dst []float32, s float32, b []float32) {
 	}
 }
 
-// broadcastStrides returns strides of src aligned to the rank of out, with 0
-// for broadcast dimensions; it panics when src cannot broadcast to out.
-func broadcastStrides(src, out tensor.Shape) []int {
-	st := make([]int, len(out))
-	if len(src) > len(out) {
-		panic(fmt.Sprintf("cpu: cannot broadcast %v to %v", src, out))
-	}
-	srcStrides := src.Strides()
-	off := len(out) - len(src)
-	for i := range src {
-		switch src[i] {
-		case out[off+i]:
-			st[off+i] = srcStrides[i]
-		case 1:
-			st[off+i] = 0
-		default:
-			panic(fmt.Sprintf("cpu: cannot broadcast %v to %v", src, out))
-		}
-	}
-	return st
-}
-
 // Binary applies an elementwise op with NumPy broadcasting.
 func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	ad, bd, od := data(a), data(b), data(dst)
@@ -164,8 +142,8 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 		})
 		return
 	}
-	sa := broadcastStrides(a.Shape, dst.Shape)
-	sb := broadcastStrides(b.Shape, dst.Shape)
+	sa := backend.BroadcastStrides(a.Shape, dst.Shape)
+	sb := backend.BroadcastStrides(b.Shape, dst.Shape)
 	rank := len(dst.Shape)
 	inner := dst.Shape[rank-1]
 	outer := len(od) / max(inner, 1)
@@ -330,33 +308,10 @@ func (d *Device) Embedding(dst, table *backend.Tensor, ids []int) {
 	}
 }
 
-// TimestepEmbedding writes sinusoidal embeddings.
+// TimestepEmbedding writes sinusoidal embeddings (backend.TimestepTable).
 func (d *Device) TimestepEmbedding(dst *backend.Tensor, ts []float32, p backend.TimestepParams) {
-	half := p.Dim / 2
 	if dst.Len() != len(ts)*p.Dim {
 		panic(fmt.Sprintf("cpu timestep embedding: %d steps of dim %d into %v", len(ts), p.Dim, dst.Shape))
 	}
-	od := data(dst)
-	scale := p.Scale
-	if scale == 0 {
-		scale = 1
-	}
-	for i, t := range ts {
-		row := od[i*p.Dim : (i+1)*p.Dim]
-		for j := range half {
-			// float32 arithmetic as torch does: exp(-ln(P)*j/(half-shift)) * t.
-			exponent := float32(-math.Log(float64(p.MaxPeriod))) * float32(j) / (float32(half) - p.DownscaleFreqShift)
-			freq := float32(math.Exp(float64(exponent)))
-			arg := t * scale * freq
-			s, c := float32(math.Sin(float64(arg))), float32(math.Cos(float64(arg)))
-			if p.FlipSinToCos {
-				row[j], row[half+j] = c, s
-			} else {
-				row[j], row[half+j] = s, c
-			}
-		}
-		if p.Dim%2 == 1 {
-			row[p.Dim-1] = 0
-		}
-	}
+	copy(data(dst), backend.TimestepTable(ts, p))
 }

@@ -152,7 +152,7 @@ func TestTimestepTableMatchesCPU(t *testing.T) {
 		c := cpu.New()
 		dst := c.Alloc(len(ts), p.Dim)
 		c.TimestepEmbedding(dst, ts, p)
-		if got := timestepTable(ts, p); !slices.Equal(got, cpu.Data(dst)) {
+		if got := backend.TimestepTable(ts, p); !slices.Equal(got, cpu.Data(dst)) {
 			t.Errorf("%+v: table differs from the CPU backend", p)
 		}
 	}

@@ -307,27 +307,6 @@ func (d *Device) Affine(dst, x *backend.Tensor, alpha, beta float32) {
 	d.run(func() { d.launch1D("affine_f32", n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
 }
 
-// broadcastStrides returns src's element strides aligned to out's rank,
-// 0 where src broadcasts; it panics when src cannot broadcast to out.
-func broadcastStrides(src, out tensor.Shape) []int {
-	if len(src) > len(out) {
-		panic(fmt.Sprintf("cuda: cannot broadcast %v to %v", src, out))
-	}
-	st := make([]int, len(out))
-	ss := src.Strides()
-	off := len(out) - len(src)
-	for i := range src {
-		switch src[i] {
-		case out[off+i]:
-			st[off+i] = ss[i]
-		case 1:
-		default:
-			panic(fmt.Sprintf("cuda: cannot broadcast %v to %v", src, out))
-		}
-	}
-	return st
-}
-
 // Binary applies an elementwise op with NumPy broadcasting.
 func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	if op > backend.Div {
@@ -343,7 +322,7 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	if len(dst.Shape) > maxDims {
 		panic(fmt.Sprintf("cuda binary: rank %d over %d", len(dst.Shape), maxDims))
 	}
-	sa, sb := broadcastStrides(a.Shape, dst.Shape), broadcastStrides(b.Shape, dst.Shape)
+	sa, sb := backend.BroadcastStrides(a.Shape, dst.Shape), backend.BroadcastStrides(b.Shape, dst.Shape)
 	var ds dims
 	ds.rank = int32(len(dst.Shape))
 	for i, s := range dst.Shape {
@@ -496,36 +475,10 @@ func (d *Device) TimestepEmbedding(dst *backend.Tensor, ts []float32, p backend.
 	if dst.Len() != len(ts)*p.Dim {
 		panic(fmt.Sprintf("cuda timestep embedding: %d steps of dim %d into %v", len(ts), p.Dim, dst.Shape))
 	}
-	host := timestepTable(ts, p)
+	host := backend.TimestepTable(ts, p)
 	if len(host) == 0 {
 		return
 	}
 	yp := d.ptr(dst)
 	d.run(func() { d.copyIn(yp, unsafe.Slice((*byte)(unsafe.Pointer(&host[0])), 4*len(host))) }, dst)
-}
-
-// timestepTable computes the embedding in float32 arithmetic as torch does:
-// exp(-ln(P)·j/(half-shift))·t, then cos/sin halves.
-func timestepTable(ts []float32, p backend.TimestepParams) []float32 {
-	half := p.Dim / 2
-	out := make([]float32, len(ts)*p.Dim)
-	scale := p.Scale
-	if scale == 0 {
-		scale = 1
-	}
-	for i, t := range ts {
-		row := out[i*p.Dim : (i+1)*p.Dim]
-		for j := range half {
-			exponent := float32(-math.Log(float64(p.MaxPeriod))) * float32(j) / (float32(half) - p.DownscaleFreqShift)
-			freq := float32(math.Exp(float64(exponent)))
-			arg := t * scale * freq
-			s, c := float32(math.Sin(float64(arg))), float32(math.Cos(float64(arg)))
-			if p.FlipSinToCos {
-				row[j], row[half+j] = c, s
-			} else {
-				row[j], row[half+j] = s, c
-			}
-		}
-	}
-	return out
 }

@@ -4,6 +4,7 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,6 +73,8 @@ func NewRootCmd() *cobra.Command {
 		newGenCmd(),
 		newDevicesCmd(),
 		newBenchCmd(),
+		newREPLCmd(),
+		newRunCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root
@@ -108,6 +111,13 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
+		var ec *exitCodeError
+		if errors.As(err, &ec) {
+			if ec.code != 0 {
+				fmt.Fprintln(stderr, FormatError(err))
+			}
+			return ec.code
+		}
 		fmt.Fprintln(stderr, FormatError(err))
 		return 1
 	}

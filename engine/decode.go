@@ -13,7 +13,13 @@ func sqrt64(x float64) float64 { return math.Sqrt(x) }
 // DecodeImages decodes latents [shape] with the VAE into 8-bit images.
 // Images are decoded one at a time to bound memory.
 func (m *Model) DecodeImages(ctx context.Context, latents []float32, shape [4]int) ([]*image.NRGBA, error) {
-	pix, err := m.Decode(ctx, latents, shape)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.decodeImages(ctx, latents, shape)
+}
+
+func (m *Model) decodeImages(ctx context.Context, latents []float32, shape [4]int) ([]*image.NRGBA, error) {
+	pix, err := m.decode(ctx, latents, shape)
 	if err != nil {
 		return nil, err
 	}
@@ -29,6 +35,12 @@ func (m *Model) DecodeImages(ctx context.Context, latents []float32, shape [4]in
 // Decode runs the VAE decoder and returns pixels [N, 3, H, W] in 0..1
 // (mapped from the decoder's [-1, 1] and clamped), float32.
 func (m *Model) Decode(ctx context.Context, latents []float32, shape [4]int) ([]float32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.decode(ctx, latents, shape)
+}
+
+func (m *Model) decode(ctx context.Context, latents []float32, shape [4]int) ([]float32, error) {
 	n := shape[0] * shape[1] * shape[2] * shape[3]
 	if len(latents) != n {
 		return nil, fmt.Errorf("decode: %d latent values for shape %v", len(latents), shape)

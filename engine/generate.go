@@ -58,17 +58,19 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if onEvent == nil {
 		onEvent = func(Event) {}
 	}
 	start := time.Now()
 	res := &Result{Request: req}
 	onEvent(Event{Phase: PhaseEncode})
-	cond, err := m.EncodePrompt(ctx, req.Prompt, req.ClipSkip)
+	cond, err := m.encodePrompt(ctx, req.Prompt, req.ClipSkip)
 	if err != nil {
 		return nil, err
 	}
-	uncond, err := m.EncodePrompt(ctx, req.Negative, req.ClipSkip)
+	uncond, err := m.encodePrompt(ctx, req.Negative, req.ClipSkip)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +80,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	shape := [4]int{req.Batch, c, req.Height / f, req.Width / f}
 	noise := rng.NewTorch(req.Seed).Randn(shape[0] * shape[1] * shape[2] * shape[3])
 	t0 := time.Now()
-	latents, err := m.Sample(ctx, SampleParams{
+	latents, err := m.sample(ctx, SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
 		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
 		Seed: req.Seed, Noise: noise, Shape: shape,
@@ -94,7 +96,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 
 	t0 = time.Now()
 	onEvent(Event{Phase: PhaseDecode, Elapsed: time.Since(start)})
-	res.Images, err = m.DecodeImages(ctx, latents, shape)
+	res.Images, err = m.decodeImages(ctx, latents, shape)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +150,12 @@ const (
 // Sample runs the sampler loop with classifier-free guidance and returns the
 // final latents. onEvent (may be nil) receives a PhaseSample event per step.
 func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event)) ([]float32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sample(ctx, p, onEvent)
+}
+
+func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event)) ([]float32, error) {
 	n := p.Shape[0] * p.Shape[1] * p.Shape[2] * p.Shape[3]
 	if len(p.Noise) != n {
 		return nil, fmt.Errorf("sample: %d noise values for latents %v", len(p.Noise), p.Shape)

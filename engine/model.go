@@ -27,9 +27,9 @@ const (
 	prefixCLIP = "cond_stage_model.transformer.text_model."
 )
 
-// Model is a loaded text-to-image model, resident on one device. A Model is
-// not safe for concurrent generations; the engine runs one job at a time per
-// device.
+// Model is a loaded text-to-image model, resident on one device. It is safe
+// for concurrent use: its generating methods (Generate, EncodePrompt,
+// Sample, Decode, DecodeImages) run one at a time.
 type Model struct {
 	// Name is the file or folder name; Path the full path.
 	Name, Path string
@@ -38,6 +38,8 @@ type Model struct {
 	// Files are the weight files the model was read from.
 	Files []string
 
+	// mu serialises the methods that run the networks.
+	mu   sync.Mutex
 	dev  backend.Device
 	tok  *tokenizer.CLIP
 	text *clip.TextModel

@@ -33,6 +33,12 @@ func (c *Conditioning) Values(dev backend.Device) ([]float32, error) { return de
 // 77), encoded separately and concatenated, as ComfyUI does; clipSkip
 // selects the layer (1 = last).
 func (m *Model) EncodePrompt(ctx context.Context, text string, clipSkip int) (*Conditioning, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.encodePrompt(ctx, text, clipSkip)
+}
+
+func (m *Model) encodePrompt(ctx context.Context, text string, clipSkip int) (*Conditioning, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,106 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/repl"
+	"github.com/darkroom-ai/darkroom/script"
+)
+
+func newREPLCmd() *cobra.Command {
+	var (
+		device, graphics, history, load string
+		models                          []string
+	)
+	c := &cobra.Command{
+		Use:   "repl",
+		Short: "Notebook-style Go REPL over the engine API (Yaegi)",
+		Long: `A notebook-style REPL: each cell is Go, run by the Yaegi interpreter with
+darkroom's engine API in scope (eng, ctx, show, generate, ...). Cells keep
+reading while the input is incomplete, state persists across cells, show(img)
+draws inline, Ctrl-C interrupts the running cell (a generation stops within a
+step) and the session keeps its state. :help lists the commands; :save FILE
+writes the session's successful cells as a recipe for 'darkroom run'.
+See docs/scripting.md.`,
+		Example: "  darkroom repl\n  darkroom repl --load recipes/seed_sweep.go",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			eng, err := engine.Open(engine.Options{ModelDirs: models, Device: device})
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
+			if eng.Notice != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), eng.Notice)
+			}
+			// The REPL handles Ctrl-C per cell itself.
+			return repl.Run(context.Background(), repl.Options{
+				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+				Engine: eng, Graphics: graphics, HistoryFile: history, Load: load,
+			})
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&device, "device", "auto", "compute device: auto, cpu or cuda")
+	f.StringVar(&graphics, "graphics", "auto", "inline images: auto, kitty, sixel, iterm, halfblock or none")
+	f.StringVar(&history, "history", "", `history file ("" = `+repl.DefaultHistoryFile()+`, "-" = none)`)
+	f.StringVar(&load, "load", "", "a script to :load before the first prompt")
+	f.StringSliceVar(&models, "models", nil, "model directories (default "+engine.DefaultModelDir()+")")
+	return c
+}
+
+func newRunCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "run RECIPE.go [ARGS...]",
+		Short: "Run a Go recipe script non-interactively",
+		Long: `Run a recipe (a Go script using the engine API, as written by the REPL's
+:save or found in recipes/) with the Yaegi interpreter. Everything after the
+file name goes to the script (dr.Args()); the exit code is the script's
+(os.Exit), 1 on an error, 130 when interrupted. Environment:
+DARKROOM_DEVICE (auto, cpu, cuda) and DARKROOM_GRAPHICS pick the device and
+how dr.Show draws.`,
+		Example:            "  darkroom run recipes/seed_sweep.go -out sweep.png",
+		Args:               cobra.MinimumNArgs(1),
+		DisableFlagParsing: true, // the recipe's flags belong to the recipe
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "-h" || args[0] == "--help" {
+				return cmd.Help()
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			graphics := os.Getenv("DARKROOM_GRAPHICS")
+			if graphics == "" {
+				graphics = "auto"
+			}
+			err := script.RunFile(ctx, args[0], args[1:], script.Options{
+				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+				EngineOptions: engine.Options{Device: os.Getenv("DARKROOM_DEVICE")},
+				Show:          repl.ShowFunc(cmd.OutOrStdout(), graphics),
+			})
+			var ee *script.ExitError
+			switch {
+			case errors.As(err, &ee):
+				return &exitCodeError{code: ee.Code, err: err}
+			case errors.Is(err, script.ErrInterrupted):
+				return &exitCodeError{code: 130, err: err}
+			}
+			return err
+		},
+	}
+}
+
+// exitCodeError carries a process exit code other than 1.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }

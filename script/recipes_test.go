@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +85,7 @@ func TestRecipes(t *testing.T) {
 			}
 			// The recipe is valid Go for the compiler too.
 			if !testing.Short() {
-				goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+				goTool := goCommand(t)
 				if b, err := exec.Command(goTool, "vet", filepath.Join("../recipes", tc.file)).CombinedOutput(); err != nil {
 					t.Errorf("go vet %s: %v\n%s", tc.file, err, b)
 				}

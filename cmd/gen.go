@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -192,9 +191,6 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		}
 	}
 	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	eng, err := engine.Open(engine.Options{Device: f.device})
 	if err != nil {
 		return err

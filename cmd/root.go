@@ -4,10 +4,12 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -110,7 +112,15 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	if err := root.Execute(); err != nil {
+	// Ctrl-C cancels the running job between steps (the REPL and the TUI
+	// handle it themselves).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := root.ExecuteContext(ctx); err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			fmt.Fprintln(stderr, "darkroom: interrupted")
+			return 130
+		}
 		var ec *exitCodeError
 		if errors.As(err, &ec) {
 			if ec.code != 0 {

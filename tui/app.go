@@ -62,6 +62,9 @@ type appConfig struct {
 	CellW, CellH int
 	Now          func() time.Time
 	RandSeed     func() uint64
+	// Engine is the engine behind the pipeline, if it is one: the `:`
+	// command line's scripts get it as eng.
+	Engine *engine.Engine
 }
 
 // App is the root model: it owns focus, layout, the job list and the
@@ -79,6 +82,8 @@ type App struct {
 	history *HistoryPane
 	devices *DevicesPane
 	preview *PreviewPane
+	script  *ScriptLine
+	sess    *scriptSession // the `:` line's interpreter, once used
 
 	focus   pane
 	tab     pane // queue or history, shown in the lower left box
@@ -94,6 +99,8 @@ type App struct {
 	running   *Job
 	nextID    int
 	lastImage *image.NRGBA
+	// shown is the image a script showed last, until a job finishes.
+	shown *image.NRGBA
 
 	logMsg string
 	logErr bool
@@ -118,6 +125,7 @@ func newApp(ctx context.Context, p Pipeline, submit func(workItem) tea.Cmd, cfg 
 		history: NewHistoryPane(c),
 		devices: NewDevicesPane(c),
 		preview: NewPreviewPane(c, cfg.Mode, cfg.Tmux),
+		script:  NewScriptLine(c),
 		tab:     paneQueue,
 		nextID:  1,
 	}
@@ -183,7 +191,9 @@ func (a *App) update(msg tea.Msg) tea.Cmd {
 	case tea.MouseWheelMsg:
 		return a.handleMouse(msg.Mouse(), true)
 	case tea.PasteMsg:
-		if a.overlay == overlayNone && a.focus == panePrompt {
+		if a.overlay == overlayNone && a.script.open {
+			a.script.edit.Update(msg, a.c.Width)
+		} else if a.overlay == overlayNone && a.focus == panePrompt {
 			return a.prompt.Update(msg)
 		}
 	case modelsMsg:
@@ -195,6 +205,17 @@ func (a *App) update(msg tea.Msg) tea.Cmd {
 		a.onProgress(msg)
 	case jobDoneMsg:
 		return a.onDone(msg)
+	case scriptDoneMsg:
+		a.onScriptDone(msg)
+	case scriptOutMsg:
+		a.script.add(a.sess.drain(), lineOutput)
+		return a.sess.listen()
+	case scriptJobMsg:
+		return tea.Batch(a.onScriptJob(msg.Job), a.sess.listen())
+	case scriptShowMsg:
+		a.shown = msg.Img
+		close(msg.Shown)
+		return a.sess.listen()
 	case gfxReadyMsg:
 		if msg.Seq == a.gfxSeq && msg.Out != "" && a.overlay == overlayNone {
 			return tea.Raw(msg.Out)

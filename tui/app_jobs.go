@@ -39,7 +39,16 @@ func (a *App) startNext() tea.Cmd {
 		if j.State != JobQueued {
 			continue
 		}
-		ctx, cancel := context.WithCancel(a.ctx)
+		parent := a.ctx
+		if j.sj != nil {
+			if j.sj.ctx.Err() != nil { // the script stopped waiting
+				j.State = JobCancelled
+				j.sj.finish(nil, fmt.Errorf("job #%d: %w", j.ID, context.Canceled))
+				continue
+			}
+			parent = j.sj.ctx
+		}
+		ctx, cancel := context.WithCancel(parent)
 		j.State, j.cancel = JobRunning, cancel
 		a.running = j
 		return a.submit(workItem{ID: j.ID, Req: j.Req, Ctx: ctx})
@@ -68,6 +77,9 @@ func (a *App) onProgress(m jobProgressMsg) {
 		return
 	}
 	j.progress(m.Event, m.Preview)
+	if j.sj != nil {
+		j.sj.progress(m.Event)
+	}
 }
 
 // onDone records a finished job and starts the next one.
@@ -85,6 +97,9 @@ func (a *App) onDone(m jobDoneMsg) tea.Cmd {
 	if a.running == j {
 		a.running = nil
 	}
+	if j.sj != nil {
+		j.sj.finish(scriptJobResult(j, m))
+	}
 	switch {
 	case m.Cancelled:
 		j.State = JobCancelled
@@ -98,7 +113,7 @@ func (a *App) onDone(m jobDoneMsg) tea.Cmd {
 		j.Images, j.Paths = m.Images, m.Paths
 		j.Preview = nil
 		if len(m.Images) > 0 {
-			a.lastImage = m.Images[0]
+			a.lastImage, a.shown = m.Images[0], nil
 		}
 		a.done = slices.Insert(a.done, 0, j)
 		a.history.Reset()
@@ -147,6 +162,9 @@ func (a *App) removeSelected() {
 	if j.State == JobRunning {
 		a.cancelRunning()
 		return
+	}
+	if j.sj != nil && j.State == JobQueued {
+		j.sj.finish(nil, fmt.Errorf("job #%d removed from the queue: %w", j.ID, context.Canceled))
 	}
 	a.jobs = slices.Delete(a.jobs, i, i+1)
 	a.queue.Clamp(len(a.jobs))

@@ -28,6 +28,14 @@ func (a *App) handleKey(k tea.KeyPressMsg) tea.Cmd {
 	case overlayPicker:
 		return a.pickerKey(k)
 	}
+	if a.script.open {
+		return a.scriptKey(k)
+	}
+	// ":" opens the command line unless it is text being typed; the alt
+	// chords work everywhere.
+	if key.Matches(k, keys.Script) && (k.String() != ":" || a.focus != panePrompt || !a.prompt.Typing()) {
+		return a.openScript()
+	}
 
 	switch {
 	case key.Matches(k, keys.Quit):
@@ -164,6 +172,9 @@ func (a *App) askQuit() tea.Cmd {
 func (a *App) quit() tea.Cmd {
 	if a.running != nil && a.running.cancel != nil {
 		a.running.cancel()
+	}
+	if a.script.cancel != nil {
+		a.script.cancel()
 	}
 	return tea.Quit
 }

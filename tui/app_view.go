@@ -18,6 +18,7 @@ type screen struct {
 	promptH, listH int
 	previewH, devH int
 	mainH          int
+	scriptH        int // the command line's output area
 }
 
 // layout recomputes the pane sizes for the terminal size.
@@ -28,7 +29,11 @@ func (a *App) layout() screen {
 		l.tooSmall = true
 		return l
 	}
-	l.mainH = h - 2 // log line and key hints
+	l.mainH = h - 2 // log line and key hints (or the command line)
+	if a.script.open {
+		l.scriptH = a.script.Rows(h)
+		l.mainH -= l.scriptH
+	}
 	l.leftW = w * 55 / 100
 	l.rightW = w - l.leftW
 	l.promptH = promptHeight
@@ -54,6 +59,9 @@ func (a *App) previewImage() (*image.NRGBA, string) {
 			return j.Preview, fmt.Sprintf("#%d %s %d/%d (latent preview)", j.ID, j.Phase, j.Step, j.Total)
 		}
 		return nil, fmt.Sprintf("#%d %s…", j.ID, j.Phase)
+	}
+	if a.shown != nil {
+		return a.shown, fmt.Sprintf("shown by the script, %d×%d", a.shown.Rect.Dx(), a.shown.Rect.Dy())
 	}
 	if a.lastImage != nil && len(a.done) > 0 {
 		return a.lastImage, fmt.Sprintf("#%d done, seed %d", a.done[0].ID, a.done[0].Req.Seed)
@@ -98,7 +106,14 @@ func (a *App) render() string {
 	hm := help.New()
 	hm.Styles = a.helpStyles()
 	hm.SetWidth(a.c.Width)
-	frame := body + "\n" + logStyle.Render(fitWidth(ansiTrunc(a.logMsg, a.c.Width), a.c.Width)) + "\n" + fitWidth(hm.ShortHelpView(a.c.Keys.ShortHelp()), a.c.Width)
+	logLine := logStyle.Render(fitWidth(ansiTrunc(a.logMsg, a.c.Width), a.c.Width))
+	var frame string
+	if a.script.open {
+		out, input := a.script.View(a.c.Width, l.scriptH)
+		frame = body + "\n" + out + "\n" + logLine + "\n" + input
+	} else {
+		frame = body + "\n" + logLine + "\n" + fitWidth(hm.ShortHelpView(a.c.Keys.ShortHelp()), a.c.Width)
+	}
 	switch a.overlay {
 	case overlayHelp:
 		frame = overlay(frame, a.helpView(), a.c.Width, a.c.Height)

@@ -13,7 +13,8 @@ import (
 // TestTmuxEndToEnd runs the TUI with the real engine and the tiny
 // reference model inside tmux: it types a prompt, enqueues two jobs,
 // watches them go queued → running → done, cancels one and checks the
-// PNGs on disk.
+// PNGs on disk; then a script on the : command line runs a job through
+// the queue.
 func TestTmuxEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
@@ -129,6 +130,18 @@ func TestTmuxEndToEnd(t *testing.T) {
 			t.Errorf("no PNG for job %s in %v", want, pngs)
 		}
 	}
+	// The : command line: a script's generate call runs as job #4 in the
+	// queue, on the real engine, and the script gets its result.
+	keys("M-2")
+	text(":")
+	waitFor("the command line", has("enter run"))
+	text(`req := engine.DefaultRequest(); req.Model, req.Prompt = "tiny", "scripted"; req.Width, req.Height, req.Steps, req.Seed = 64, 64, 4, 99`)
+	keys("Enter")
+	text(`res, err := generate(ctx, req, nil); check(err); fmt.Sprint(eng != nil, len(res.Images), res.Request.Seed)`)
+	keys("Enter")
+	waitFor("#4 done by the script", has("#4  done    s", "= true 1 99"))
+	keys("Escape")
+	waitFor("the command line closed", func(s string) bool { return !strings.Contains(s, "enter run") })
 	// Quit: nothing in flight, so q in the queue pane exits at once.
 	keys("M-2", "q")
 	waitFor("exit", func(s string) bool { return !strings.Contains(s, "Queue (") })

@@ -70,6 +70,18 @@ func TestGolden(t *testing.T) {
 			h.waitFor("running", func(a *App) bool { return a.running != nil })
 			h.keys("ctrl+c")
 		}},
+		{"Script", 80, 24, false, func(h *harness) {
+			h.fake.gate = make(chan struct{})
+			h.openScript()
+			h.eval(scriptRequest)
+			h.eval(`fmt.Println("seed", req.Seed)`)
+			h.typeText("res, err := generate(ctx, req, nil)")
+			h.keys("enter")
+			h.waitFor("running", func(a *App) bool { return a.running != nil })
+			step(h.fake, 2)
+			h.waitFor("step 2", func(a *App) bool { return a.running.Step == 2 })
+			h.typeText("len(res.Images)")
+		}},
 		{"TooSmall", 60, 20, false, func(h *harness) {}},
 		{"GPU", 120, 36, true, func(h *harness) {
 			h.fill("a cat")

@@ -105,6 +105,7 @@ type harnessOpts struct {
 	auto  bool
 	model string
 	gpu   GPUStatsProvider
+	eng   *engine.Engine // the scripts' eng (the jobs still run on the fake)
 }
 
 func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
@@ -118,7 +119,7 @@ func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
 	h.w.now = func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
 	var seed uint64
 	h.app = newApp(ctx, fake, h.w.submit, appConfig{
-		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu,
+		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng,
 		RandSeed: func() uint64 { seed++; return seed },
 	})
 	h.app.host.root = "testdata/proc"

@@ -50,10 +50,13 @@ type Job struct {
 	Images     []*image.NRGBA
 	Paths      []string
 	Cancelling bool
+	// Script marks a job submitted by a script of the `:` command line.
+	Script bool
 
 	firstStep    int
 	firstElapsed time.Duration
 	cancel       context.CancelFunc
+	sj           *scriptJob // the waiting script call, for script jobs
 }
 
 // progress applies a progress event to a running job.

@@ -29,6 +29,7 @@ type KeyMap struct {
 	Prompt   key.Binding
 	Queue    key.Binding
 	History  key.Binding
+	Script   key.Binding
 }
 
 // DefaultKeyMap returns the default bindings. Global actions use ctrl or
@@ -58,6 +59,7 @@ func DefaultKeyMap() KeyMap {
 		Prompt:   key.NewBinding(key.WithKeys("alt+1"), key.WithHelp("alt+1", "prompt text")),
 		Queue:    key.NewBinding(key.WithKeys("alt+2"), key.WithHelp("alt+2", "queue")),
 		History:  key.NewBinding(key.WithKeys("alt+3"), key.WithHelp("alt+3", "history")),
+		Script:   key.NewBinding(key.WithKeys(":", "alt+:", "alt+;"), key.WithHelp(":/alt+;", "script line")),
 	}
 }
 
@@ -69,7 +71,7 @@ func (k KeyMap) ShortHelp() []key.Binding {
 // FullHelp is the help overlay, in columns.
 func (k KeyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Enqueue, k.Cancel, k.Models, k.Next, k.Prev, k.Left, k.Prompt, k.Queue, k.History},
+		{k.Enqueue, k.Cancel, k.Models, k.Next, k.Prev, k.Left, k.Prompt, k.Queue, k.History, k.Script},
 		{k.Up, k.Down, k.MoveUp, k.MoveDown, k.Remove, k.Rerun, k.Load, k.Back, k.Help, k.Quit, k.QuitList},
 	}
 }

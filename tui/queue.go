@@ -59,6 +59,15 @@ func (q *QueuePane) row(j *Job, iw int) string {
 		name = "stopping"
 	}
 	head := fmt.Sprintf("#%-2d ", j.ID) + st.Render(fmt.Sprintf("%-7s", name)) + " "
+	// Script jobs are tagged "script", or "s" where a progress bar would
+	// not fit beside the word.
+	if j.Script {
+		tag := "script"
+		if (j.State == JobRunning || j.State == JobDone) && iw-lipgloss.Width(head)-len(tag)-1 < 24+8 {
+			tag = "s"
+		}
+		head += s.Muted.Render(tag) + " "
+	}
 	rest := iw - lipgloss.Width(head)
 	switch j.State {
 	case JobQueued:

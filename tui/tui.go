@@ -35,7 +35,8 @@ type Options struct {
 	Graphics string
 	// OutputDir receives the PNGs (default: the current directory).
 	OutputDir string
-	// Engine runs the jobs; nil opens an *engine.Engine on ModelDirs.
+	// Engine runs the jobs; nil opens an *engine.Engine on ModelDirs. When
+	// it is an *engine.Engine, it is also eng on the `:` command line.
 	Engine Pipeline
 	// GPUStats feeds the devices pane's GPU gauges (nil: host CPU and
 	// memory only).
@@ -87,15 +88,16 @@ func Run(ctx context.Context, opts Options) error {
 
 	p := opts.Engine
 	notice := ""
+	var eng *engine.Engine
 	if p == nil {
 		e, err := engine.Open(engine.Options{ModelDirs: opts.ModelDirs})
 		if err != nil {
 			return fmt.Errorf("open engine: %w", err)
 		}
 		defer e.Close()
-		p, notice = e, e.Notice
+		p, notice, eng = e, e.Notice, e
 	} else if e, ok := p.(*engine.Engine); ok {
-		notice = e.Notice
+		notice, eng = e.Notice, e
 	}
 	p = withPreviewer(p, opts.Previewer)
 	outDir := opts.OutputDir
@@ -114,7 +116,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	cfg := appConfig{
 		Model: opts.Model, Mode: mode, Auto: auto, Tmux: termimg.InTmux(getenv),
-		GPU: opts.GPUStats, Notice: notice,
+		GPU: opts.GPUStats, Notice: notice, Engine: eng,
 	}
 	if opts.Output == nil {
 		cfg.CellW, cfg.CellH = ttyCellSize(os.Stdout)

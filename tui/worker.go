@@ -32,6 +32,9 @@ type jobDoneMsg struct {
 	Elapsed   time.Duration
 	Err       error
 	Cancelled bool
+	// Result is the engine's result (nil on failure), handed to the
+	// script that submitted the job, if any.
+	Result *engine.Result
 }
 
 // workItem is a job handed to the worker.
@@ -147,7 +150,7 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 		w.log.Info("job ended", "id", it.ID, "err", err, "cancelled", done.Cancelled)
 		return done
 	}
-	done.Images = res.Images
+	done.Images, done.Result = res.Images, res
 	stamp := start.Format("20060102-150405")
 	for i, img := range res.Images {
 		name := fmt.Sprintf("darkroom-%s-%03d-%d.png", stamp, it.ID, it.Req.Seed+uint64(i))

@@ -28,9 +28,12 @@ sampling for viewing (--view-scale 1 writes the 32×32 original).
 
 The same seed, prompt and settings give the same image as ComfyUI and
 diffusers: the initial noise is drawn exactly as torch.randn does on the CPU,
-and samplers and schedulers follow ComfyUI's definitions.
+and samplers and schedulers follow ComfyUI's definitions (the SDE samplers
+draw their Brownian noise differently; see docs/sampling.md).
 
-Prompts longer than 75 tokens are split into chunks of 75 tokens, each encoded
+Prompts follow ComfyUI's syntax: "(text:1.3)" sets the weight of text,
+"(text)" multiplies it by 1.1, \( and \) are literal parentheses. Prompts
+longer than 75 tokens are split into windows of 75 tokens, each encoded
 separately and concatenated, as ComfyUI does (no truncation).
 
 Every PNG carries an A1111-style "parameters" text chunk (read by A1111,

@@ -371,13 +371,10 @@ func (c *CLIP) Decode(ids []int) string {
 	return strings.TrimSuffix(strings.ToValidUTF8(string(raw), "\uFFFD"), " ")
 }
 
-// Words splits text the way ComfyUI's SD1 tokenizer does before batching:
-// newlines become spaces, the text is split at single spaces (empty words
-// dropped), and each word is tokenized on its own, without start and end
-// tokens. As in ComfyUI, a word whose raw text plus "</w>" is itself a
-// vocabulary entry takes that id without normalization. ComfyUI's prompt
-// weighting "(word:1.2)" and "embedding:" syntax are not handled here; pass
-// the text of each weighted segment separately.
+// Words splits text at spaces and newlines (empty words dropped) and
+// tokenizes each word on its own, without start and end tokens, as older
+// ComfyUI releases batched prompts; current ComfyUI batches whole weighted
+// segments instead (WeightedChunks).
 func (c *CLIP) Words(text string) [][]int {
 	var words [][]int
 	for _, w := range strings.Split(strings.ReplaceAll(text, "\n", " "), " ") {
@@ -391,11 +388,11 @@ func (c *CLIP) Words(text string) [][]int {
 
 // Chunks77 tokenizes a prompt of any length into windows of ContextLength
 // ids the way ComfyUI does for SD1.x and SDXL's CLIP-L (padding with
-// <|endoftext|>): see Words and ChunkWords. A prompt of up to 75 tokens
-// gives one window equal to Encode77, unless ComfyUI's per-word
-// tokenization differs from whole-text tokenization (rare).
+// <|endoftext|>); see WeightedChunks, whose ids it returns. A prompt of up to
+// 75 tokens without weights gives one window equal to Encode77.
 func (c *CLIP) Chunks77(text string) [][]int {
-	return c.ChunkWords(c.Words(text), ContextLength, c.EOS())
+	ids, _ := c.WeightedChunks(text, c.EOS())
+	return ids
 }
 
 // ChunkWords batches word token groups into windows of length ids, as

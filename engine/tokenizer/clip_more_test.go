@@ -138,10 +138,11 @@ func TestChunks77(t *testing.T) {
 		}
 	})
 
-	t.Run("words stay whole", func(t *testing.T) {
-		// 74 one-token words, then "it's" (2 tokens: it 's) does not fit
-		// in the last free slot, so it moves whole to the second window.
-		p := strings.Repeat("a ", 74) + "it's"
+	t.Run("short groups move whole", func(t *testing.T) {
+		// 74 one-token words, then a parenthesised 2-token group ("it's"
+		// is it + 's) that does not fit in the last free slot: it moves
+		// whole to the second window, as in ComfyUI.
+		p := strings.Repeat("a ", 74) + "(it's:1.0)"
 		ch := c.Chunks77(p)
 		if len(ch) != 2 {
 			t.Fatalf("got %d chunks, want 2", len(ch))
@@ -152,30 +153,21 @@ func TestChunks77(t *testing.T) {
 		if got, want := ch[1][:4], []int{bos, 585, 568, eos}; !slices.Equal(got, want) {
 			t.Errorf("second chunk starts %v, want %v", got, want)
 		}
-		// Encode77 instead truncates mid-word.
-		if e := c.Encode77(p); e[75] != 585 {
-			t.Errorf("Encode77 slot 75 = %d, want 585", e[75])
-		}
 	})
 
-	t.Run("long words split", func(t *testing.T) {
-		// A 9-token word (>= 8) is split across the window boundary.
-		word := strings.Repeat("!a", 9)[1:] + "!" // tokens alternate
-		wt := c.Words(word)
-		if len(wt) != 1 || len(wt[0]) < 8 {
-			t.Fatalf("test word has %v tokens, want one word of >= 8", wt)
-		}
-		p := strings.Repeat("a ", 70) + word
+	t.Run("long segments split", func(t *testing.T) {
+		// Without parentheses the prompt is one segment of 76 tokens
+		// (>= 8), split at the window boundary.
+		p := strings.Repeat("a ", 74) + "it's"
 		ch := c.Chunks77(p)
 		if len(ch) != 2 {
 			t.Fatalf("got %d chunks, want 2", len(ch))
 		}
-		if got, want := ch[0][71:76], wt[0][:5]; !slices.Equal(got, want) {
-			t.Errorf("first chunk carries %v, want %v", got, want)
+		if ch[0][75] != 585 || ch[0][76] != eos {
+			t.Errorf("first chunk tail = %v, want ... 585 eos", ch[0][72:])
 		}
-		rest := wt[0][5:]
-		if got := ch[1][1 : 1+len(rest)]; !slices.Equal(got, rest) {
-			t.Errorf("second chunk starts %v, want %v", got, rest)
+		if got, want := ch[1][:3], []int{bos, 568, eos}; !slices.Equal(got, want) {
+			t.Errorf("second chunk starts %v, want %v", got, want)
 		}
 	})
 

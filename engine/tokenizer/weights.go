@@ -1,0 +1,158 @@
+package tokenizer
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Segment is a run of prompt text with its attention weight.
+type Segment struct {
+	Text   string
+	Weight float64
+}
+
+// Escapes for literal parentheses, \( and \), while parsing weights.
+const (
+	escClose = "\x00\x01"
+	escOpen  = "\x00\x02"
+)
+
+// ParseWeights splits a prompt into weighted segments with ComfyUI's
+// syntax: "(text)" multiplies the weight by 1.1 (nesting multiplies again),
+// "(text:1.3)" sets it to 1.3 for text (an explicit weight replaces the
+// enclosing one), and \( \) are literal parentheses. Unbalanced
+// parentheses are kept as text, as ComfyUI does.
+func ParseWeights(text string) []Segment {
+	text = strings.ReplaceAll(text, `\)`, escClose)
+	text = strings.ReplaceAll(text, `\(`, escOpen)
+	segs := tokenWeights(text, 1)
+	for i := range segs {
+		segs[i].Text = strings.ReplaceAll(strings.ReplaceAll(segs[i].Text, escClose, ")"), escOpen, "(")
+	}
+	return segs
+}
+
+// splitParentheses splits s into top-level parenthesised groups (with their
+// parentheses) and the text between them.
+func splitParentheses(s string) []string {
+	var out []string
+	var cur strings.Builder
+	depth := 0
+	for _, r := range s {
+		switch {
+		case r == '(':
+			if depth == 0 && cur.Len() > 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+			cur.WriteRune(r)
+			depth++
+		case r == ')':
+			depth--
+			cur.WriteRune(r)
+			if depth == 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+func tokenWeights(s string, weight float64) []Segment {
+	var out []Segment
+	for _, part := range splitParentheses(s) {
+		if len(part) >= 2 && part[0] == '(' && part[len(part)-1] == ')' {
+			inner := part[1 : len(part)-1]
+			w := weight * 1.1
+			if i := strings.LastIndexByte(inner, ':'); i > 0 {
+				if v, err := strconv.ParseFloat(strings.TrimSpace(inner[i+1:]), 64); err == nil {
+					w = v
+					inner = inner[:i]
+				}
+			}
+			out = append(out, tokenWeights(inner, w)...)
+			continue
+		}
+		out = append(out, Segment{Text: part, Weight: weight})
+	}
+	return out
+}
+
+// WeightedChunks tokenizes a prompt into windows of ContextLength ids and
+// the weight of each id, as ComfyUI's SD1 tokenizer does: the prompt is split
+// into weighted segments (ParseWeights), each segment is tokenized as a whole
+// and batched into windows like a word of ChunkWords (a segment of at least 8
+// tokens may be split across windows, a shorter one moves whole to the next
+// window). Start, end and padding tokens have weight 1. pad is EOS() for SD1
+// and CLIP-L.
+func (c *CLIP) WeightedChunks(text string, pad int) (ids [][]int, weights [][]float64) {
+	var groups [][]int
+	var groupWeights []float64
+	for _, seg := range ParseWeights(text) {
+		g := c.appendIDs(nil, seg.Text)
+		if len(g) == 0 {
+			continue
+		}
+		groups = append(groups, g)
+		groupWeights = append(groupWeights, seg.Weight)
+	}
+	// Tag every token with its group's weight through a parallel batching.
+	tagged := make([][]int, len(groups))
+	for i, g := range groups {
+		tagged[i] = make([]int, len(g))
+		for j := range g {
+			tagged[i][j] = i + 1 // group index + 1; 0 marks special tokens
+		}
+	}
+	ids = c.ChunkWords(groups, ContextLength, pad)
+	marks := chunkMarks(tagged, ContextLength)
+	weights = make([][]float64, len(ids))
+	for i := range ids {
+		weights[i] = make([]float64, len(ids[i]))
+		for j := range ids[i] {
+			weights[i][j] = 1
+			if m := marks[i][j]; m > 0 {
+				weights[i][j] = groupWeights[m-1]
+			}
+		}
+	}
+	return ids, weights
+}
+
+// chunkMarks batches group marks exactly as ChunkWords batches ids, with 0
+// for the start, end and padding positions.
+func chunkMarks(groups [][]int, length int) [][]int {
+	var chunks [][]int
+	batch := []int{0}
+	closeBatch := func() {
+		batch = append(batch, 0)
+		for len(batch) < length {
+			batch = append(batch, 0)
+		}
+		chunks = append(chunks, batch)
+		batch = []int{0}
+	}
+	for _, g := range groups {
+		large := len(g) >= maxWordTokens
+		for len(g) > 0 {
+			if len(batch)+len(g) <= length-1 {
+				batch = append(batch, g...)
+				break
+			}
+			if large || len(batch) == 1 {
+				n := length - 1 - len(batch)
+				batch = append(batch, g[:n]...)
+				g = g[n:]
+			}
+			closeBatch()
+		}
+	}
+	closeBatch()
+	return chunks
+}

@@ -10,6 +10,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 )
 
@@ -83,8 +84,24 @@ func (p *PromptPane) Typing() bool {
 	return p.focused && p.focus != fieldModel && p.focus != fieldSampler && p.focus != fieldScheduler
 }
 
-// SetModel selects the model for new jobs.
-func (p *PromptPane) SetModel(name string) { p.model = name }
+// SetModel selects the model for new jobs. Selecting the built-in
+// darkroom-digits model sets its own size, steps and cfg (its images are
+// 32×32); leaving it restores the defaults when they are still its own.
+func (p *PromptPane) SetModel(name string) {
+	builtinSize := fmt.Sprintf("%dx%d", demo.Width, demo.Height)
+	switch {
+	case name == engine.DefaultModel && p.model != engine.DefaultModel:
+		p.text[fieldSize] = builtinSize
+		p.text[fieldSteps] = strconv.Itoa(demo.Steps)
+		p.text[fieldCFG] = strconv.FormatFloat(demo.CFG, 'g', -1, 64)
+	case name != engine.DefaultModel && p.model == engine.DefaultModel && p.text[fieldSize] == builtinSize:
+		d := engine.DefaultRequest()
+		p.text[fieldSize] = fmt.Sprintf("%dx%d", d.Width, d.Height)
+		p.text[fieldSteps] = strconv.Itoa(d.Steps)
+		p.text[fieldCFG] = strconv.FormatFloat(d.CFG, 'g', -1, 64)
+	}
+	p.model = name
+}
 
 // Model returns the selected model.
 func (p *PromptPane) Model() string { return p.model }

@@ -130,3 +130,27 @@ func TestTextEdit(t *testing.T) {
 		t.Errorf("rows %v, end at %v", rows, pos[len(w.value)])
 	}
 }
+
+// Selecting the built-in model sets its 32×32 defaults; selecting a user
+// model afterwards restores the usual ones.
+func TestPromptBuiltinModelDefaults(t *testing.T) {
+	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap()}
+	p := NewPromptPane(c)
+	p.SetModel(engine.DefaultModel)
+	r, err := p.Request(func() uint64 { return 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Width != 32 || r.Height != 32 || r.Steps != 20 || r.CFG != 5 {
+		t.Errorf("built-in model request %dx%d, %d steps, cfg %g", r.Width, r.Height, r.Steps, r.CFG)
+	}
+	p.SetModel("sd15")
+	r, err = p.Request(func() uint64 { return 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := engine.DefaultRequest()
+	if r.Width != d.Width || r.Height != d.Height || r.Steps != d.Steps || r.CFG != d.CFG {
+		t.Errorf("user model request %dx%d, %d steps, cfg %g", r.Width, r.Height, r.Steps, r.CFG)
+	}
+}

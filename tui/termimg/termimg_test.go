@@ -291,19 +291,45 @@ func TestSixel(t *testing.T) {
 	if b := dec.Bounds(); b.Dx() != 64 || b.Dy() < 64 || b.Dy() > 66 {
 		t.Fatalf("decoded %v, want 64×64 (height rounded to sixel rows)", b)
 	}
-	// Every pixel is within half a palette step of the source.
-	maxDiff := 0
+	// Every pixel is no farther from the source than the nearest colour of
+	// the 6×6×6 cube, i.e. within half a cube step (25.5) in each channel:
+	// squared RGB distance ≤ 3·26².
+	maxDist := 0
 	for y := range 64 {
 		for x := range 64 {
 			r, g, b, _ := dec.At(x, y).RGBA()
 			s := img.NRGBAAt(x, y)
-			for _, d := range []int{int(r>>8) - int(s.R), int(g>>8) - int(s.G), int(b>>8) - int(s.B)} {
-				maxDiff = max(maxDiff, abs(d))
+			d := 0
+			for _, c := range []int{int(r>>8) - int(s.R), int(g>>8) - int(s.G), int(b>>8) - int(s.B)} {
+				d += c * c
 			}
+			maxDist = max(maxDist, d)
 		}
 	}
-	if maxDiff > 27 {
-		t.Errorf("max channel error %d, want ≤ 27 (half a palette step)", maxDiff)
+	if maxDist > 3*26*26 {
+		t.Errorf("max squared colour error %d, want ≤ %d (half a cube step per channel)", maxDist, 3*26*26)
+	}
+	// Greys stay neutral and within half a step of the 36-grey ramp (3.5)
+	// plus the rounding of sixel's percent colour registers (1.3).
+	grey := image.NewNRGBA(image.Rect(0, 0, 64, 8))
+	for x := range 64 {
+		for y := range 8 {
+			v := uint8(x * 4)
+			grey.SetNRGBA(x, y, color.NRGBA{v, v, v, 255})
+		}
+	}
+	var gdec image.Image
+	if err := sixel.NewDecoder(strings.NewReader(RenderOptions(grey, 8, 1, o))).Decode(&gdec); err != nil {
+		t.Fatalf("decode greys: %v", err)
+	}
+	for x := range 64 {
+		r, g, b, _ := gdec.At(x, 0).RGBA()
+		if r != g || g != b {
+			t.Fatalf("grey %d decoded as (%d,%d,%d), not neutral", x*4, r>>8, g>>8, b>>8)
+		}
+		if d := abs(int(r>>8) - x*4); d > 5 {
+			t.Errorf("grey %d decoded as %d, want within 5", x*4, r>>8)
+		}
 	}
 	if c, r := CellSizeOptions(img, 10, 4, o); c != 8 || r != 4 {
 		t.Errorf("CellSize = %dx%d, want 8x4", c, r)

@@ -218,6 +218,9 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	if err != nil {
 		return err
 	}
+	if res.PeakMemory > 0 {
+		fmt.Fprintf(stderr, "peak device memory: %.0f MiB\n", float64(res.PeakMemory)/(1<<20))
+	}
 	for i, img := range res.Images {
 		if err := engine.SavePNG(paths[i], engine.Enlarge(img, f.viewScale), req, hash, m.Name); err != nil {
 			return err

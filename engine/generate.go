@@ -49,6 +49,10 @@ type Result struct {
 	Latents []float32
 	// Timings of each phase.
 	EncodeTime, SampleTime, DecodeTime time.Duration
+	// PeakMemory is the most device memory the job's tensors held at once,
+	// in bytes, on devices that track it (CUDA); 0 otherwise. Weights
+	// uploaded before the job count too.
+	PeakMemory uint64
 }
 
 // Generate runs one text-to-image request on the model. onEvent (may be nil)
@@ -65,6 +69,11 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	}
 	start := time.Now()
 	res := &Result{Request: req}
+	peak, hasPeak := m.dev.(backend.PeakMemoryReporter)
+	if hasPeak {
+		peak.ResetPeakMemory()
+		defer func() { res.PeakMemory = peak.PeakMemory() }()
+	}
 	onEvent(Event{Phase: PhaseEncode})
 	cond, err := m.encodePrompt(ctx, req.Prompt, req.ClipSkip)
 	if err != nil {

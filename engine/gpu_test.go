@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -98,6 +99,12 @@ func TestGPUMatchesCPUOnDemo(t *testing.T) {
 			t.Fatal(err)
 		}
 		lat[i] = res.Latents
+		if d == dev {
+			if res.PeakMemory == 0 {
+				t.Error("no peak memory reported on the GPU")
+			}
+			t.Logf("GPU job peak memory %.1f MiB", float64(res.PeakMemory)/(1<<20))
+		}
 	}
 	if e := testref.RelErr(lat[1], lat[0]); e > 1e-4 {
 		t.Fatalf("GPU vs CPU latents: relative error %.3g > 1e-4", e)
@@ -132,3 +139,50 @@ func TestGPUBench(t *testing.T) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// TestGPUCancel cancels a job after its second step: Generate returns the
+// context's error, and once the job's tensors are collected the memory in
+// use returns to what the model's weights hold.
+func TestGPUCancel(t *testing.T) {
+	dev := openGPU(t)
+	d := dev.(*cuda.Device)
+	ctx := context.Background()
+	m, err := Load(ctx, "demo/darkroom-digits.safetensors", dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	before, _, _ := d.MemoryStats()
+	req := DefaultRequest()
+	req.Prompt, req.Width, req.Height, req.Steps = "a handwritten digit 2", 256, 256, 50
+	jctx, cancel := context.WithCancel(ctx)
+	steps := 0
+	_, err = m.Generate(jctx, req, func(ev Event) {
+		if ev.Phase == PhaseSample {
+			steps++
+			if steps == 2 {
+				cancel()
+			}
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if steps > 3 {
+		t.Errorf("%d steps ran after the cancel at step 2", steps-2)
+	}
+	// Dropped tensors go back to the pool through runtime cleanups, which
+	// run soon after a collection.
+	var after, cached uint64
+	for range 20 {
+		runtime.GC()
+		time.Sleep(50 * time.Millisecond)
+		if after, cached, _ = d.MemoryStats(); after <= before+(1<<20) {
+			break
+		}
+	}
+	t.Logf("in use before %d MiB, after cancel %d MiB (cached for reuse %d MiB)", before>>20, after>>20, cached>>20)
+	if after > before+(1<<20) {
+		t.Errorf("the cancelled job left %d bytes in use", after-before)
+	}
+}

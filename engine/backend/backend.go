@@ -138,6 +138,15 @@ type AttentionParams struct {
 	Causal bool
 }
 
+// PeakMemoryReporter is implemented by devices that track their peak
+// memory use (the CUDA backend): the engine reports each job's peak.
+type PeakMemoryReporter interface {
+	// ResetPeakMemory starts a new measurement.
+	ResetPeakMemory()
+	// PeakMemory returns the most bytes held at once since the reset.
+	PeakMemory() uint64
+}
+
 // Device is a compute backend. All ops write into dst, which the caller
 // allocated with the right shape on the same device, and never modify their
 // inputs. Ops may run asynchronously; Download and Sync wait for them.

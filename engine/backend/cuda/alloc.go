@@ -131,6 +131,7 @@ type pool struct {
 	free   map[uint64][]uint64
 	cached uint64 // bytes in free lists
 	inUse  uint64 // bytes handed out
+	peak   uint64 // largest inUse since the last ResetPeakMemory
 	allocs int    // cuMemAlloc calls, for tests and stats
 	// sinceGC counts fresh cuMemAlloc bytes since the last triggered GC.
 	sinceGC uint64
@@ -145,6 +146,7 @@ func (d *Device) poolGet(n uint64) (*buffer, error) {
 		p.free[size] = l[:len(l)-1]
 		p.cached -= size
 		p.inUse += size
+		p.peak = max(p.peak, p.inUse)
 		return &buffer{dev: d, ptr: ptr, size: size}, nil
 	}
 	var ptr uint64
@@ -165,6 +167,7 @@ func (d *Device) poolGet(n uint64) (*buffer, error) {
 	}
 	p.allocs++
 	p.inUse += size
+	p.peak = max(p.peak, p.inUse)
 	p.sinceGC += size
 	if d.gcEvery > 0 && p.sinceGC >= d.gcEvery {
 		p.sinceGC = 0

@@ -321,6 +321,22 @@ func (d *Device) MemoryStats() (inUse, cached uint64, allocs int) {
 	return
 }
 
+// ResetPeakMemory starts a new peak measurement at the bytes in use now.
+func (d *Device) ResetPeakMemory() {
+	d.run(func() {
+		d.drainReleased()
+		d.pool.peak = d.pool.inUse
+	})
+}
+
+// PeakMemory returns the most bytes of device memory darkroom's tensors
+// held at once since ResetPeakMemory (or since the device opened).
+func (d *Device) PeakMemory() uint64 {
+	var p uint64
+	d.run(func() { p = d.pool.peak })
+	return p
+}
+
 // ptr returns the device address of t's first element.
 func (d *Device) ptr(t *backend.Tensor) uint64 {
 	b, ok := t.Buf.(*buffer)

@@ -185,4 +185,8 @@ func TestGPUCancel(t *testing.T) {
 	if after > before+(1<<20) {
 		t.Errorf("the cancelled job left %d bytes in use", after-before)
 	}
+	if after+(1<<20) < before {
+		t.Errorf("memory in use fell below the model's weights (%d < %d)", after, before)
+	}
+	runtime.KeepAlive(m) // the weights must stay resident through the checks
 }

@@ -64,6 +64,9 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.checkRequest(req); err != nil {
+		return nil, err
+	}
 	if onEvent == nil {
 		onEvent = func(Event) {}
 	}
@@ -164,7 +167,40 @@ func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	return m.sample(ctx, p, onEvent)
 }
 
+// checkRequest checks what depends on the model: the image size against the
+// UNet's downsampling, and clip skip against the text encoder's depth.
+func (m *Model) checkRequest(req Request) error {
+	f := m.LatentFactor() << (m.unet.Config.Levels() - 1)
+	if req.Width%f != 0 {
+		return fmt.Errorf("--width %d: this model needs a multiple of %d", req.Width, f)
+	}
+	if req.Height%f != 0 {
+		return fmt.Errorf("--height %d: this model needs a multiple of %d", req.Height, f)
+	}
+	if req.ClipSkip > m.text.Config.Layers {
+		return fmt.Errorf("--clip-skip %d: the text encoder has %d layers", req.ClipSkip, m.text.Config.Layers)
+	}
+	return nil
+}
+
+func (m *Model) checkShape(shape [4]int) error {
+	f := 1 << (m.unet.Config.Levels() - 1)
+	if shape[0] < 1 || shape[1] != m.LatentChannels() || shape[2] < 1 || shape[3] < 1 || shape[2]%f != 0 || shape[3]%f != 0 {
+		return fmt.Errorf("latent shape %v: want [batch ≥ 1, %d, h, w] with h and w multiples of %d", shape, m.LatentChannels(), f)
+	}
+	return nil
+}
+
 func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event)) ([]float32, error) {
+	if err := m.checkShape(p.Shape); err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	if p.Cond == nil || (p.Uncond == nil && p.CFG != 1) {
+		return nil, fmt.Errorf("sample: a conditioning is missing (the negative one is needed unless cfg is 1)")
+	}
+	if p.Sigmas != nil && len(p.Sigmas) < 2 {
+		return nil, fmt.Errorf("sample: %d sigmas; want at least a start and an end", len(p.Sigmas))
+	}
 	n := p.Shape[0] * p.Shape[1] * p.Shape[2] * p.Shape[3]
 	if len(p.Noise) != n {
 		return nil, fmt.Errorf("sample: %d noise values for latents %v", len(p.Noise), p.Shape)
@@ -217,13 +253,12 @@ func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, 
 	per := shape[1] * shape[2] * shape[3]
 	useUncond := cfg != 1
 	// Contexts of different lengths are repeated to their least common multiple.
-	ct, ut := cond.Tensor(), uncond.Tensor()
-	if useUncond {
-		l := ct.Shape[1] / gcd(ct.Shape[1], ut.Shape[1]) * ut.Shape[1]
-		ct, ut = repeatTo(dev, ct, l), repeatTo(dev, ut, l)
-	}
+	ct := cond.Tensor()
 	var parts []*backend.Tensor
 	if useUncond {
+		ut := uncond.Tensor()
+		l := ct.Shape[1] / gcd(ct.Shape[1], ut.Shape[1]) * ut.Shape[1]
+		ct, ut = repeatTo(dev, ct, l), repeatTo(dev, ut, l)
 		for range b {
 			parts = append(parts, ut)
 		}

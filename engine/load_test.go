@@ -73,3 +73,88 @@ func TestLoadReportsMissingTensors(t *testing.T) {
 		}
 	}
 }
+
+// copyWith writes the tiny checkpoint plus extra tensors to a temp file.
+func copyWith(t *testing.T, extra map[string]safetensors.Tensor) string {
+	t.Helper()
+	f, err := safetensors.Open(layouts[0].path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tensors := map[string]safetensors.Tensor{}
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		raw, _ := f.Raw(n)
+		tensors[n] = safetensors.Tensor{DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)}
+	}
+	for k, v := range extra {
+		tensors[k] = v
+	}
+	path := filepath.Join(t.TempDir(), "variant.safetensors")
+	if err := safetensors.Write(path, tensors, nil); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Variants the SD1 models do not build are refused, not run as something
+// else.
+func TestLoadRefusesVariants(t *testing.T) {
+	small := safetensors.Tensor{DType: tensor.F16, Shape: []int{2}, Data: make([]byte, 4)}
+	for _, c := range []struct {
+		name  string
+		extra map[string]safetensors.Tensor
+		want  string
+	}{
+		{"v-prediction marker", map[string]safetensors.Tensor{"v_pred": small}, `v-prediction model (found key "v_pred")`},
+		{"deeper up-path transformer", map[string]safetensors.Tensor{
+			"model.diffusion_model.output_blocks.3.1.transformer_blocks.1.norm1.weight": {DType: tensor.F16, Shape: []int{32}, Data: make([]byte, 64)},
+		}, "tensors this SD1 architecture does not use"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load(context.Background(), copyWith(t, c.extra), cpu.New())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+// The parts of the API report bad arguments as errors, never panics.
+func TestSampleDecodeArguments(t *testing.T) {
+	ctx := context.Background()
+	m, err := Load(ctx, layouts[0].path, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond, err := m.EncodePrompt(ctx, "x", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := [4]int{1, 4, 8, 8}
+	noise := make([]float32, 256)
+	for _, c := range []struct {
+		name string
+		p    SampleParams
+	}{
+		{"no conditioning", SampleParams{CFG: 7, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: shape}},
+		{"no negative with cfg", SampleParams{Cond: cond, CFG: 7, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: shape}},
+		{"empty sigmas", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Sigmas: []float32{}, Noise: noise, Shape: shape}},
+		{"zero batch", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Shape: [4]int{0, 4, 8, 8}}},
+		{"wrong channels", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: [4]int{1, 3, 8, 8}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := m.Sample(ctx, c.p, nil); err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
+	// cfg 1 needs no negative conditioning.
+	if _, err := m.Sample(ctx, SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: shape}, nil); err != nil {
+		t.Fatalf("cfg 1 without negative: %v", err)
+	}
+	if _, err := m.Decode(ctx, nil, [4]int{0, 4, 8, 8}); err == nil {
+		t.Fatal("Decode accepted an empty batch")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -134,7 +135,19 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Mod
 		return nil, fmt.Errorf("text encoder width %d does not match the UNet context %d", cc.Width, uc.ContextDim)
 	}
 	if vc.ZChannels != uc.InChannels {
+		if uc.InChannels == vc.ZChannels*2+1 {
+			return nil, fmt.Errorf("looks like an inpainting model (the UNet takes %d channels); inpainting is not supported yet", uc.InChannels)
+		}
 		return nil, fmt.Errorf("vae has %d latent channels, the UNet takes %d", vc.ZChannels, uc.InChannels)
+	}
+	if uc.OutChannels != vc.ZChannels {
+		return nil, fmt.Errorf("the UNet predicts %d channels, the latents have %d", uc.OutChannels, vc.ZChannels)
+	}
+	if vc.InChannels != 3 {
+		return nil, fmt.Errorf("the VAE decodes %d image channels; only RGB (3) is supported", vc.InChannels)
+	}
+	if err := checkEpsilonPrediction(src); err != nil {
+		return nil, err
 	}
 	tok, err := loadTokenizer(src.TokenizerDir)
 	if err != nil {
@@ -156,6 +169,20 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Mod
 	}
 	if err := b.Err(); err != nil {
 		return nil, err
+	}
+	// A tensor nothing used means a structure the models did not build
+	// (say, deeper transformers in the up path): refuse rather than run a
+	// different network.
+	var unused []string
+	for _, p := range []string{prefixUNet, prefixVAE, prefixCLIP} {
+		for _, n := range b.Unused(p) {
+			if !strings.HasSuffix(n, "position_ids") {
+				unused = append(unused, n)
+			}
+		}
+	}
+	if len(unused) > 0 {
+		return nil, fmt.Errorf("%d tensors this SD1 architecture does not use, e.g. %q: unsupported variant", len(unused), unused[0])
 	}
 	m.scheduleDiffusers, err = sampling.NewDiscreteDiffusers(0.00085, 0.012, 1000, "scaled_linear")
 	if err != nil {
@@ -223,4 +250,31 @@ func filePaths(files []weights.FileInfo) []string {
 		out[i] = f.Path
 	}
 	return out
+}
+
+// checkEpsilonPrediction refuses models marked as v-prediction (SD1/SD2
+// v-prediction and zero-terminal-SNR fine-tunes), which darkroom does not run
+// yet: ComfyUI's "v_pred" marker tensor, the modelspec metadata of a single
+// file, or a diffusers scheduler config.
+func checkEpsilonPrediction(src *weights.Model) error {
+	for _, marker := range []string{"v_pred", "ztsnr"} {
+		if _, ok := src.Info(marker); ok {
+			return fmt.Errorf("v-prediction model (found key %q); v-prediction is not supported yet", marker)
+		}
+	}
+	if pt := src.Metadata["modelspec.prediction_type"]; pt != "" && pt != "epsilon" {
+		return fmt.Errorf("%s model (metadata modelspec.prediction_type); only epsilon prediction is supported yet", pt)
+	}
+	if src.Layout == weights.Diffusers {
+		data, err := os.ReadFile(filepath.Join(src.Path, "scheduler", "scheduler_config.json"))
+		if err == nil {
+			var cfg struct {
+				PredictionType string `json:"prediction_type"`
+			}
+			if json.Unmarshal(data, &cfg) == nil && cfg.PredictionType != "" && cfg.PredictionType != "epsilon" {
+				return fmt.Errorf("%s model (scheduler/scheduler_config.json); only epsilon prediction is supported yet", cfg.PredictionType)
+			}
+		}
+	}
+	return nil
 }

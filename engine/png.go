@@ -163,8 +163,8 @@ func ReadPNGText(r io.Reader) (map[string]string, error) {
 		}
 		n := binary.BigEndian.Uint32(hdr[:4])
 		typ := string(hdr[4:])
-		if n > 64<<20 {
-			return nil, fmt.Errorf("png chunk %q of %d bytes is too large", typ, n)
+		if n > 64<<20 && (typ == "tEXt" || typ == "iTXt") {
+			return nil, fmt.Errorf("png text chunk of %d bytes is too large", n)
 		}
 		if typ == "IEND" {
 			return out, nil

@@ -42,6 +42,7 @@ const (
 	MaxSize  = 4096
 	MaxBatch = 64
 	MaxSteps = 1000
+	MaxCFG   = 100
 )
 
 // Validate checks a request and returns a one-line error naming the
@@ -54,12 +55,12 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("--height %d: must be a multiple of 8 between %d and %d", r.Height, MinSize, MaxSize)
 	case r.Steps < 1 || r.Steps > MaxSteps:
 		return fmt.Errorf("--steps %d: must be between 1 and %d", r.Steps, MaxSteps)
-	case r.CFG < 0 || r.CFG != r.CFG:
-		return fmt.Errorf("--cfg %v: must be ≥ 0", r.CFG)
+	case !(r.CFG >= 0 && r.CFG <= MaxCFG):
+		return fmt.Errorf("--cfg %v: must be between 0 and %d", r.CFG, MaxCFG)
 	case r.Batch < 1 || r.Batch > MaxBatch:
 		return fmt.Errorf("--batch %d: must be between 1 and %d", r.Batch, MaxBatch)
 	case r.ClipSkip < 0:
-		return fmt.Errorf("--clip-skip %d: must be ≥ 1", r.ClipSkip)
+		return fmt.Errorf("--clip-skip %d: must be ≥ 1 (0 means 1)", r.ClipSkip)
 	}
 	if !slices.Contains(sampling.Samplers(), r.Sampler) {
 		return fmt.Errorf("--sampler %q: unknown; valid: %s", r.Sampler, strings.Join(sampling.Samplers(), ", "))

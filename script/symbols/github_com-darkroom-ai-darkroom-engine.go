@@ -30,6 +30,7 @@ func init() {
 		"LoadBytes":                  reflect.ValueOf(engine.LoadBytes),
 		"LoadTAESD":                  reflect.ValueOf(engine.LoadTAESD),
 		"MaxBatch":                   reflect.ValueOf(constant.MakeFromLiteral("64", token.INT, 0)),
+		"MaxCFG":                     reflect.ValueOf(constant.MakeFromLiteral("100", token.INT, 0)),
 		"MaxSize":                    reflect.ValueOf(constant.MakeFromLiteral("4096", token.INT, 0)),
 		"MaxSteps":                   reflect.ValueOf(constant.MakeFromLiteral("1000", token.INT, 0)),
 		"MinSize":                    reflect.ValueOf(constant.MakeFromLiteral("8", token.INT, 0)),

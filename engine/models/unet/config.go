@@ -169,6 +169,15 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 	if !has(fmt.Sprintf("output_blocks.%d.0.in_layers.0.weight", wantOut-1)) || has(fmt.Sprintf("output_blocks.%d.0.in_layers.0.weight", wantOut)) {
 		return Config{}, fmt.Errorf("unet: expected %d output blocks", wantOut)
 	}
+	for lvl, mult := range c.ChannelMult {
+		w := c.ModelChannels * mult
+		if w%groups != 0 {
+			return Config{}, fmt.Errorf("unet: level %d width %d is not a multiple of the %d GroupNorm groups", lvl, w, groups)
+		}
+		if c.Attention[lvl] && w%c.headsFor(w) != 0 {
+			return Config{}, fmt.Errorf("unet: level %d width %d does not split into %d attention heads", lvl, w, c.headsFor(w))
+		}
+	}
 	return c, nil
 }
 

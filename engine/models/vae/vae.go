@@ -97,6 +97,11 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 		c.HasEncoder = true
 		c.Channels = in[0]
 	}
+	for _, w := range append([]int{c.Channels}, widths...) {
+		if w%groups != 0 {
+			return Config{}, fmt.Errorf("vae: width %d is not a multiple of the %d GroupNorm groups", w, groups)
+		}
+	}
 	for _, w := range widths {
 		if w%c.Channels != 0 {
 			return Config{}, fmt.Errorf("vae: level width %d not a multiple of %d", w, c.Channels)

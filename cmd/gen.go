@@ -71,7 +71,7 @@ func newGenCmd() *cobra.Command {
 	fl.StringVarP(&f.req.Model, "model", "m", "", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory (default: the built-in darkroom-digits)")
 	fl.StringVarP(&f.req.Prompt, "prompt", "p", "", "the prompt")
 	fl.StringVarP(&f.req.Negative, "negative", "n", "", "the negative prompt")
-	fl.StringVarP(&f.seed, "seed", "s", "", "seed (0 to 2^64-1); random when absent, and printed")
+	fl.StringVarP(&f.seed, "seed", "s", "", "seed (0 to 2^64-1); random when absent or -1, and printed")
 	fl.IntVar(&f.req.Steps, "steps", f.req.Steps, "sampling steps")
 	fl.Float64Var(&f.req.CFG, "cfg", f.req.CFG, "classifier-free guidance scale (1 disables the negative prompt)")
 	fl.StringVar(&f.req.Sampler, "sampler", f.req.Sampler, "sampler: "+strings.Join(sampling.Samplers(), ", "))
@@ -98,7 +98,7 @@ func fixedCompletion(values []string) func(*cobra.Command, []string, string) ([]
 
 // parseSeed parses --seed or draws a random one.
 func parseSeed(s string) (uint64, error) {
-	if s == "" {
+	if s == "" || s == "-1" { // -1: random, as in A1111 and stable-diffusion.cpp
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {
 			return 0, fmt.Errorf("draw a random seed: %w", err)
@@ -142,8 +142,8 @@ func checkWritable(path string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("--output %s: %s is not a directory", path, dir)
 	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return fmt.Errorf("--output %s: is a directory", path)
+	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("--output %s: exists and is not a regular file", path)
 	}
 	f, err := os.CreateTemp(dir, ".darkroom-check-*")
 	if err != nil {
@@ -183,6 +183,18 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	}
 	if f.viewScale < 1 || f.viewScale > 64 {
 		return fmt.Errorf("--view-scale %d: must be between 1 and 64", f.viewScale)
+	}
+	const maxSide = 16384
+	if max(req.Width, req.Height)*f.viewScale > maxSide {
+		return fmt.Errorf("--view-scale %d: a %dx%d image would be enlarged past %d pixels a side", f.viewScale, req.Width, req.Height, maxSide)
+	}
+	if req.Model != engine.DefaultModel {
+		// Store an absolute path, so that --from works from any directory.
+		if _, err := os.Stat(req.Model); err == nil {
+			if abs, err := filepath.Abs(req.Model); err == nil {
+				req.Model = abs
+			}
+		}
 	}
 	if err := req.Validate(); err != nil {
 		return err

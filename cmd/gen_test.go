@@ -135,6 +135,8 @@ func TestGenBadInput(t *testing.T) {
 		{"infinite cfg", []string{"--cfg", "inf"}, "--cfg +Inf: must be between 0 and 100"},
 		{"size not fitting the UNet", []string{"-W", "40"}, "--width 40: this model needs a multiple of 16"},
 		{"clip skip too deep", []string{"--clip-skip", "9"}, "--clip-skip 9: the text encoder has 3 layers"},
+		{"output is a device", []string{"-o", "/dev/null"}, "--output /dev/null: exists and is not a regular file"},
+		{"enlarged past the limit", []string{"-W", "512", "--view-scale", "64"}, "--view-scale 64: a 512x32 image would be enlarged past 16384 pixels"},
 		{"unknown sampler", []string{"--sampler", "nope"}, `--sampler "nope": unknown; valid: ddim,`},
 		{"unknown scheduler", []string{"--scheduler", "nope"}, `--scheduler "nope": unknown; valid: beta,`},
 		{"bad seed", []string{"-s", "-3"}, `--seed "-3": want a whole number`},

@@ -105,6 +105,11 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	}
 	res.SampleTime = time.Since(t0)
 	res.Latents = latents
+	for _, v := range latents {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("sampling produced non-finite values (NaN or Inf): the model's weights or the settings are broken")
+		}
+	}
 
 	t0 = time.Now()
 	onEvent(Event{Phase: PhaseDecode, Elapsed: time.Since(start)})

@@ -115,6 +115,17 @@ func LoadBytes(ctx context.Context, name string, data []byte, dev backend.Device
 }
 
 func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Model, error) {
+	if src.Layout == weights.Diffusers {
+		have := map[string]bool{}
+		for _, f := range src.Files {
+			have[f.Component] = true
+		}
+		for _, c := range []string{"unet", "vae", "text_encoder"} {
+			if !have[c] {
+				return nil, fmt.Errorf("diffusers folder has no %s/ weights", c)
+			}
+		}
+	}
 	fam := weights.DetectFamily(src)
 	if err := fam.Supported(); err != nil {
 		return nil, err

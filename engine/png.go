@@ -270,7 +270,7 @@ func RequestFromPNG(path string) (Request, error) {
 	if !ok {
 		return Request{}, fmt.Errorf("%s: no %q metadata chunk (not written by darkroom)", path, ChunkDarkroom)
 	}
-	var req Request
+	req := DefaultRequest() // fields the chunk lacks keep their defaults
 	if err := json.Unmarshal([]byte(js), &req); err != nil {
 		return Request{}, fmt.Errorf("%s: bad %q metadata: %w", path, ChunkDarkroom, err)
 	}

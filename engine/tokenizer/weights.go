@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"math"
 	"strconv"
 	"strings"
 )
@@ -21,11 +22,13 @@ const (
 // syntax: "(text)" multiplies the weight by 1.1 (nesting multiplies again),
 // "(text:1.3)" sets it to 1.3 for text (an explicit weight replaces the
 // enclosing one), and \( \) are literal parentheses. Unbalanced
-// parentheses are kept as text, as ComfyUI does.
+// parentheses are kept as text, as ComfyUI does. Unlike ComfyUI, weights
+// that are not finite numbers stay text, weights are clamped to ±100, and
+// groups nested deeper than 32 levels are kept as text.
 func ParseWeights(text string) []Segment {
 	text = strings.ReplaceAll(text, `\)`, escClose)
 	text = strings.ReplaceAll(text, `\(`, escOpen)
-	segs := tokenWeights(text, 1)
+	segs := tokenWeights(text, 1, 0)
 	for i := range segs {
 		segs[i].Text = strings.ReplaceAll(strings.ReplaceAll(segs[i].Text, escClose, ")"), escOpen, "(")
 	}
@@ -64,19 +67,32 @@ func splitParentheses(s string) []string {
 	return out
 }
 
-func tokenWeights(s string, weight float64) []Segment {
+// maxWeightNesting bounds the parenthesis depth that is parsed for weights
+// (deeper groups are kept as text), so hostile prompts cannot make parsing
+// quadratic; ComfyUI users nest a handful of levels.
+const maxWeightNesting = 32
+
+// maxWeight bounds a segment's weight: beyond it the text encoder's
+// output is meaningless (1.1^1000 overflows).
+const maxWeight = 100
+
+func tokenWeights(s string, weight float64, depth int) []Segment {
 	var out []Segment
+	if depth >= maxWeightNesting {
+		return []Segment{{Text: s, Weight: weight}}
+	}
 	for _, part := range splitParentheses(s) {
 		if len(part) >= 2 && part[0] == '(' && part[len(part)-1] == ')' {
 			inner := part[1 : len(part)-1]
 			w := weight * 1.1
 			if i := strings.LastIndexByte(inner, ':'); i > 0 {
-				if v, err := strconv.ParseFloat(strings.TrimSpace(inner[i+1:]), 64); err == nil {
+				if v, err := strconv.ParseFloat(strings.TrimSpace(inner[i+1:]), 64); err == nil && !math.IsNaN(v) && !math.IsInf(v, 0) {
 					w = v
 					inner = inner[:i]
 				}
 			}
-			out = append(out, tokenWeights(inner, w)...)
+			w = max(-maxWeight, min(maxWeight, w))
+			out = append(out, tokenWeights(inner, w, depth+1)...)
 			continue
 		}
 		out = append(out, Segment{Text: part, Weight: weight})

@@ -3,7 +3,9 @@ package tokenizer
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseWeights(t *testing.T) {
@@ -20,6 +22,9 @@ func TestParseWeights(t *testing.T) {
 		{`\(literal\) x`, []Segment{{"(literal) x", 1}}},
 		{"(a:b)", []Segment{{"a:b", 1.1}}}, // not a number: the colon is text
 		{"a (b", []Segment{{"a ", 1}, {"(b", 1}}},
+		{"(x:inf)", []Segment{{"x:inf", 1.1}}}, // not a finite weight: text
+		{"(x:1e39)", []Segment{{"x", 100}}},    // clamped
+		{"(x:NaN)", []Segment{{"x:NaN", 1.1}}},
 		{"", nil},
 	} {
 		t.Run(c.in, func(t *testing.T) {
@@ -56,5 +61,21 @@ func TestWeightedChunks(t *testing.T) {
 	ids, _ = c.WeightedChunks(plain, c.EOS())
 	if fmt.Sprint(ids[0]) != fmt.Sprint(c.Encode77(plain)) {
 		t.Errorf("plain prompt: %v", ids[0][:12])
+	}
+}
+
+// Deep nesting is bounded: a hostile prompt parses in linear-ish time and
+// the weight stays finite.
+func TestParseWeightsDeepNesting(t *testing.T) {
+	p := strings.Repeat("(", 100000) + "x" + strings.Repeat(")", 100000)
+	start := time.Now()
+	segs := ParseWeights(p)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("parsing took %v", d)
+	}
+	for _, s := range segs {
+		if math.IsInf(s.Weight, 0) || math.IsNaN(s.Weight) || s.Weight > maxWeight {
+			t.Fatalf("weight %v", s.Weight)
+		}
 	}
 }

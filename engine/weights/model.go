@@ -73,6 +73,10 @@ func OpenModel(path string) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if !st.IsDir() {
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx":
+			return nil, &notModelError{path, "not a safetensors file (" + filepath.Ext(path) + " checkpoints are not supported; convert to .safetensors)"}
+		}
 		return openSingle(path)
 	}
 	return openDiffusers(path)

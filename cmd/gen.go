@@ -47,6 +47,7 @@ const genExample = `  darkroom gen -p "a handwritten digit 7" -o seven.png      
   darkroom gen --from lighthouse.png -o again.png`
 
 type genFlags struct {
+	models    []string
 	req       engine.Request
 	seed      string
 	output    string
@@ -82,6 +83,7 @@ func newGenCmd() *cobra.Command {
 	fl.IntVar(&f.req.ClipSkip, "clip-skip", f.req.ClipSkip, "text encoder layer: 1 = last, 2 = penultimate (A1111 'Clip skip')")
 	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG; with --batch > 1 numbered as NAME-1.png, NAME-2.png, ...")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
+	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
 	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
 	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
 	_ = c.RegisterFlagCompletionFunc("sampler", fixedCompletion(sampling.Samplers()))
@@ -206,7 +208,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		}
 	}
 	ctx := cmd.Context()
-	eng, err := engine.Open(engine.Options{Device: f.device})
+	eng, err := engine.Open(engine.Options{Device: f.device, ModelDirs: f.models})
 	if err != nil {
 		return err
 	}

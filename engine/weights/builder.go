@@ -25,7 +25,11 @@ func (e *MissingTensorsError) Error() string {
 	if len(e.Problems) > show {
 		msg += fmt.Sprintf("; and %d more", len(e.Problems)-show)
 	}
-	return fmt.Sprintf("%d tensor problems: %s", len(e.Problems), msg)
+	noun := "problems"
+	if len(e.Problems) == 1 {
+		noun = "problem"
+	}
+	return fmt.Sprintf("%d tensor %s: %s", len(e.Problems), noun, msg)
 }
 
 type builderState struct {

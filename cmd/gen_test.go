@@ -76,6 +76,18 @@ func TestGenReproducesReference(t *testing.T) {
 	} else {
 		t.Logf("PSNR vs diffusers PNG %.1f dB", p)
 	}
+	// The second reference case, through the CLI as well.
+	out2 := filepath.Join(t.TempDir(), "b.png")
+	if _, stderr, code := runCmd(t, "gen", "-m", tinyModel, "-p", "A watercolor painting of a lighthouse at dusk",
+		"-s", "42", "--steps", "10", "--cfg", "5.5", "--sampler", "dpmpp_2m", "--scheduler", "karras",
+		"-W", "96", "-H", "64", "-o", out2); code != 0 {
+		t.Fatalf("gen failed: %s", stderr)
+	}
+	if p := psnr8(readPNG(t, out2), readPNG(t, filepath.Join("..", "testdata", "reference", "a_dpmpp2m_karras.png"))); p < 45 {
+		t.Errorf("a_dpmpp2m_karras: PSNR vs diffusers PNG %.1f dB < 45", p)
+	} else {
+		t.Logf("a_dpmpp2m_karras: PSNR vs diffusers PNG %.1f dB", p)
+	}
 
 	// The PNG carries A1111 parameters and the exact request.
 	f, err := os.Open(out)

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/png"
 	"math"
@@ -145,7 +146,6 @@ func TestGenBadInput(t *testing.T) {
 		{"steps zero", []string{"--steps", "0"}, "--steps 0: must be between 1"},
 		{"negative cfg", []string{"--cfg", "-1"}, "--cfg -1: must be between 0 and 100"},
 		{"infinite cfg", []string{"--cfg", "inf"}, "--cfg +Inf: must be between 0 and 100"},
-		{"size not fitting the UNet", []string{"-W", "40"}, "--width 40: this model needs a multiple of 16"},
 		{"clip skip too deep", []string{"--clip-skip", "9"}, "--clip-skip 9: the text encoder has 3 layers"},
 		{"output is a device", []string{"-o", "/dev/null"}, "--output /dev/null: exists and is not a regular file"},
 		{"enlarged past the limit", []string{"-W", "512", "--view-scale", "64"}, "--view-scale 64: a 512x32 image would be enlarged past 16384 pixels"},
@@ -193,5 +193,21 @@ func TestGenBuiltinModel(t *testing.T) {
 	}
 	if p := text[engine.ChunkParameters]; !strings.Contains(p, "Size: 32x32") || !strings.Contains(p, "Model: darkroom-digits") {
 		t.Errorf("parameters %q", p)
+	}
+}
+
+// Sizes that are multiples of 8 but not of the UNet's 2^(levels-1)·8 work,
+// as in ComfyUI (the up path resizes to the skip connections).
+func TestGenOddLatentSizes(t *testing.T) {
+	for _, size := range [][2]string{{"40", "40"}, {"72", "24"}, {"8", "8"}} {
+		out := filepath.Join(t.TempDir(), "odd.png")
+		_, stderr, code := runCmd(t, "gen", "-m", tinyModel, "-p", "x", "-s", "1", "--steps", "3",
+			"-W", size[0], "-H", size[1], "-o", out)
+		if code != 0 {
+			t.Fatalf("%sx%s: %s", size[0], size[1], stderr)
+		}
+		if b := readPNG(t, out).Bounds(); fmt.Sprint(b.Dx(), "x", b.Dy()) != size[0]+"x"+size[1] {
+			t.Errorf("%sx%s: image %v", size[0], size[1], b)
+		}
 	}
 }

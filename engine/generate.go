@@ -173,9 +173,9 @@ func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event))
 }
 
 // checkRequest checks what depends on the model: the image size against the
-// UNet's downsampling, and clip skip against the text encoder's depth.
+// VAE's factor, and clip skip against the text encoder's depth.
 func (m *Model) checkRequest(req Request) error {
-	f := m.LatentFactor() << (m.unet.Config.Levels() - 1)
+	f := m.LatentFactor()
 	if req.Width%f != 0 {
 		return fmt.Errorf("--width %d: this model needs a multiple of %d", req.Width, f)
 	}
@@ -189,9 +189,8 @@ func (m *Model) checkRequest(req Request) error {
 }
 
 func (m *Model) checkShape(shape [4]int) error {
-	f := 1 << (m.unet.Config.Levels() - 1)
-	if shape[0] < 1 || shape[1] != m.LatentChannels() || shape[2] < 1 || shape[3] < 1 || shape[2]%f != 0 || shape[3]%f != 0 {
-		return fmt.Errorf("latent shape %v: want [batch ≥ 1, %d, h, w] with h and w multiples of %d", shape, m.LatentChannels(), f)
+	if shape[0] < 1 || shape[1] != m.LatentChannels() || shape[2] < 1 || shape[3] < 1 {
+		return fmt.Errorf("latent shape %v: want [batch ≥ 1, %d, h ≥ 1, w ≥ 1]", shape, m.LatentChannels())
 	}
 	return nil
 }

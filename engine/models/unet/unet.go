@@ -253,7 +253,8 @@ func Load(b *weights.Builder, c Config) *Model {
 
 // Forward predicts the model output (ε for SD1) for x [N, C, H, W] at
 // timesteps ts (len N) with cross-attention context ctx [N, S, ContextDim].
-// H and W must be multiples of 2^(levels-1). It checks ctx between blocks.
+// Any H and W work: sides that are not multiples of 2^(levels-1) are
+// handled as ComfyUI and diffusers handle them. It checks ctx between blocks.
 func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tensor, ts []float32, cond *backend.Tensor) (*backend.Tensor, error) {
 	c := m.Config
 	n := x.Shape[0]
@@ -261,8 +262,8 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tens
 		return nil, fmt.Errorf("unet: x %v, %d timesteps, context %v do not match the model (in %d, context %d)",
 			x.Shape, len(ts), cond.Shape, c.InChannels, c.ContextDim)
 	}
-	if f := 1 << (c.Levels() - 1); x.Shape[2]%f != 0 || x.Shape[3]%f != 0 {
-		return nil, fmt.Errorf("unet: latent size %dx%d is not a multiple of %d", x.Shape[3], x.Shape[2], f)
+	if x.Shape[2] < 1 || x.Shape[3] < 1 {
+		return nil, fmt.Errorf("unet: empty latent %v", x.Shape)
 	}
 	temb := dev.Alloc(n, c.ModelChannels)
 	dev.TimestepEmbedding(temb, ts, backend.TimestepParams{Dim: c.ModelChannels, FlipSinToCos: true, MaxPeriod: timestepPeriod, Scale: 1})
@@ -277,12 +278,12 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tens
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h = blk.forward(dev, h, embAct, cond)
+		h = blk.forward(dev, h, embAct, cond, [2]int{})
 		skips = append(skips, h)
 	}
 	for _, blk := range m.mid {
 		if blk.res != nil || blk.attn != nil {
-			h = blk.forward(dev, h, embAct, cond)
+			h = blk.forward(dev, h, embAct, cond, [2]int{})
 		}
 	}
 	for _, blk := range m.outputs {
@@ -291,13 +292,22 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tens
 		}
 		skip := skips[len(skips)-1]
 		skips = skips[:len(skips)-1]
-		h = blk.forward(dev, nn.Concat(dev, 1, h, skip), embAct, cond)
+		// An upsampler resizes to the next skip connection: a latent side
+		// that is not a multiple of 2^(levels-1) halves to ceil sizes on the
+		// way down, and comes back to those sizes (as ComfyUI and diffusers
+		// do with a nearest interpolation to the skip's size).
+		var target [2]int
+		if len(skips) > 0 {
+			next := skips[len(skips)-1]
+			target = [2]int{next.Shape[2], next.Shape[3]}
+		}
+		h = blk.forward(dev, nn.Concat(dev, 1, h, skip), embAct, cond, target)
 	}
 	h = m.outNorm.Forward(dev, h, true)
 	return m.outConv.Forward(dev, h), nil
 }
 
-func (b *block) forward(dev backend.Device, h, embAct, cond *backend.Tensor) *backend.Tensor {
+func (b *block) forward(dev backend.Device, h, embAct, cond *backend.Tensor, target [2]int) *backend.Tensor {
 	if b.down != nil {
 		return b.down.Forward(dev, h)
 	}
@@ -308,7 +318,33 @@ func (b *block) forward(dev backend.Device, h, embAct, cond *backend.Tensor) *ba
 		h = b.attn.forward(dev, h, cond)
 	}
 	if b.up != nil {
-		h = b.up.Forward(dev, nn.Upsample2x(dev, h))
+		h = b.up.Forward(dev, upsampleTo(dev, h, target))
 	}
 	return h
+}
+
+// upsampleTo is a nearest-neighbour resize of h [N, C, H, W] to target
+// (2H−1 or 2H per side; 2H, 2W when target is zero). Nearest interpolation
+// from H to 2H−1 picks source row ⌊i·H/(2H−1)⌋ = ⌊i/2⌋ for every i < 2H−1,
+// so it is the 2× upsample with its last row (column) cropped.
+func upsampleTo(dev backend.Device, h *backend.Tensor, target [2]int) *backend.Tensor {
+	u := nn.Upsample2x(dev, h)
+	n, c, uh, uw := u.Shape[0], u.Shape[1], u.Shape[2], u.Shape[3]
+	if target[0] == 0 || (target[0] == uh && target[1] == uw) {
+		return u
+	}
+	if target[0] < uh-1 || target[0] > uh || target[1] < uw-1 || target[1] > uw {
+		panic(fmt.Sprintf("unet: cannot resize %dx%d to %dx%d", uh, uw, target[0], target[1]))
+	}
+	if target[0] != uh {
+		cropped := dev.Alloc(n, c, target[0], uw)
+		dev.Slice(cropped, u, 2, 0)
+		u = cropped
+	}
+	if target[1] != uw {
+		cropped := dev.Alloc(n, c, target[0], target[1])
+		dev.Slice(cropped, u, 3, 0)
+		u = cropped
+	}
+	return u
 }

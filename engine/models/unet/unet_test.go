@@ -2,6 +2,7 @@ package unet_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 
@@ -84,5 +85,47 @@ func TestFirstEulerStep(t *testing.T) {
 		t.Fatalf("guided ε: relative error %.3g > 1e-4", e)
 	} else {
 		t.Logf("guided ε: relative error %.3g", e)
+	}
+}
+
+// TestOddLatentSizes compares the UNet with diffusers' at latent sides that
+// are not multiples of 2 (the tiny model has 2 levels): the up path resizes
+// to the skip connections (tools/reference/gen_unet_odd_fixture.py).
+func TestOddLatentSizes(t *testing.T) {
+	if !testref.Exists("unet_odd.safetensors") {
+		t.Skip("no odd-size fixture: run tools/reference/gen_unet_odd_fixture.py")
+	}
+	src, err := safetensors.Open(testref.Path("sd1-tiny-a", "single.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	c, err := unet.ConfigFromWeights(src, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := cpu.New()
+	b := weights.NewBuilder(src, dev)
+	m := unet.Load(b.Sub("model.diffusion_model"), c)
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	fx := testref.Tensors(t, "unet_odd.safetensors")
+	for _, hw := range [][2]int{{9, 7}, {5, 5}, {3, 11}, {1, 1}} {
+		k := fmt.Sprintf("%dx%d", hw[0], hw[1])
+		t.Run(k, func(t *testing.T) {
+			x := dev.Upload(fx[k+"/x"], 2, 4, hw[0], hw[1])
+			ctx := dev.Upload(fx[k+"/ctx"], 2, 77, 64)
+			out, err := m.Forward(context.Background(), dev, x, fx[k+"/t"], ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := dev.Download(out)
+			if e := testref.RelErr(got, fx[k+"/out"]); e > 1e-4 {
+				t.Fatalf("relative error %.3g > 1e-4", e)
+			} else {
+				t.Logf("relative error %.3g", e)
+			}
+		})
 	}
 }

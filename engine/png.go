@@ -29,7 +29,8 @@ var a1111Samplers = map[string]string{
 	"dpm_2_ancestral": "DPM2 a", "lms": "LMS", "dpmpp_2s_ancestral": "DPM++ 2S a",
 	"dpmpp_2m": "DPM++ 2M", "dpmpp_sde": "DPM++ SDE", "dpmpp_2m_sde": "DPM++ 2M SDE",
 	"dpmpp_3m_sde": "DPM++ 3M SDE", "ddim": "DDIM", "lcm": "LCM", "uni_pc": "UniPC",
-	"ipndm": "IPNDM", "deis": "DEIS",
+	"ipndm": "IPNDM", "deis": "DEIS", "ddpm": "DDPM", "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun",
+	"ipndm_v": "IPNDM_V", "uni_pc_bh2": "UniPC BH2",
 }
 
 var a1111Schedules = map[string]string{

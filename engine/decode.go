@@ -41,8 +41,8 @@ func (m *Model) Decode(ctx context.Context, latents []float32, shape [4]int) ([]
 }
 
 func (m *Model) decode(ctx context.Context, latents []float32, shape [4]int) ([]float32, error) {
-	if shape[0] < 1 || shape[1] != m.LatentChannels() || shape[2] < 1 || shape[3] < 1 {
-		return nil, fmt.Errorf("decode: latent shape %v: want [batch ≥ 1, %d, h ≥ 1, w ≥ 1]", shape, m.LatentChannels())
+	if err := m.checkShape(shape); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	n := shape[0] * shape[1] * shape[2] * shape[3]
 	if len(latents) != n {

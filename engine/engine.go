@@ -192,8 +192,7 @@ func (e *Engine) Load(ctx context.Context, nameOrPath string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	abs := key
-	e.models[abs] = m
+	e.models[key] = m
 	return m, nil
 }
 

@@ -409,7 +409,13 @@ func (c *CLIP) ChunkWords(words [][]int, length, pad int) [][]int {
 	if length < 3 {
 		panic(fmt.Sprintf("tokenizer: ChunkWords length %d < 3", length))
 	}
-	bos, eos := c.BOS(), c.EOS()
+	return batchGroups(words, length, c.BOS(), c.EOS(), pad)
+}
+
+// batchGroups lays out token groups in windows of length: bos, the groups'
+// tokens, eos, then pad, a group of fewer than maxWordTokens moving whole to
+// the next window when it does not fit (see ChunkWords).
+func batchGroups(groups [][]int, length, bos, eos, pad int) [][]int {
 	var chunks [][]int
 	batch := []int{bos}
 	closeBatch := func() {
@@ -420,16 +426,16 @@ func (c *CLIP) ChunkWords(words [][]int, length, pad int) [][]int {
 		chunks = append(chunks, batch)
 		batch = []int{bos}
 	}
-	for _, g := range words {
+	for _, g := range groups {
 		large := len(g) >= maxWordTokens
 		for len(g) > 0 {
 			if len(batch)+len(g) <= length-1 {
 				batch = append(batch, g...)
 				break
 			}
-			// ComfyUI would loop forever on a short word that cannot fit
+			// ComfyUI would loop forever on a short group that cannot fit
 			// even a fresh window (only possible for tiny lengths); split
-			// it like a long word instead.
+			// it like a long one instead.
 			if large || len(batch) == 1 {
 				n := length - 1 - len(batch)
 				batch = append(batch, g[:n]...)

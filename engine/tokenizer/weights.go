@@ -118,7 +118,8 @@ func (c *CLIP) WeightedChunks(text string, pad int) (ids [][]int, weights [][]fl
 		groups = append(groups, g)
 		groupWeights = append(groupWeights, seg.Weight)
 	}
-	// Tag every token with its group's weight through a parallel batching.
+	// Lay out each token's group number (0 for special tokens) the same way
+	// as the ids, to find each position's weight.
 	tagged := make([][]int, len(groups))
 	for i, g := range groups {
 		tagged[i] = make([]int, len(g))
@@ -127,7 +128,7 @@ func (c *CLIP) WeightedChunks(text string, pad int) (ids [][]int, weights [][]fl
 		}
 	}
 	ids = c.ChunkWords(groups, ContextLength, pad)
-	marks := chunkMarks(tagged, ContextLength)
+	marks := batchGroups(tagged, ContextLength, 0, 0, 0)
 	weights = make([][]float64, len(ids))
 	for i := range ids {
 		weights[i] = make([]float64, len(ids[i]))
@@ -139,36 +140,4 @@ func (c *CLIP) WeightedChunks(text string, pad int) (ids [][]int, weights [][]fl
 		}
 	}
 	return ids, weights
-}
-
-// chunkMarks batches group marks exactly as ChunkWords batches ids, with 0
-// for the start, end and padding positions.
-func chunkMarks(groups [][]int, length int) [][]int {
-	var chunks [][]int
-	batch := []int{0}
-	closeBatch := func() {
-		batch = append(batch, 0)
-		for len(batch) < length {
-			batch = append(batch, 0)
-		}
-		chunks = append(chunks, batch)
-		batch = []int{0}
-	}
-	for _, g := range groups {
-		large := len(g) >= maxWordTokens
-		for len(g) > 0 {
-			if len(batch)+len(g) <= length-1 {
-				batch = append(batch, g...)
-				break
-			}
-			if large || len(batch) == 1 {
-				n := length - 1 - len(batch)
-				batch = append(batch, g[:n]...)
-				g = g[n:]
-			}
-			closeBatch()
-		}
-	}
-	closeBatch()
-	return chunks
 }

@@ -10,7 +10,7 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	var (
-		device              string
+		device, precision   string
 		width, height, runs int
 		batch               int
 		vaeOnly, unetOnly   bool
@@ -31,7 +31,7 @@ docs/performance.md with machine and date.`,
 			if runs < 1 || batch < 1 {
 				return fmt.Errorf("--runs %d, --batch %d: must be at least 1", runs, batch)
 			}
-			eng, err := engine.Open(engine.Options{Device: device})
+			eng, err := engine.Open(engine.Options{Device: device, Precision: precision})
 			if err != nil {
 				return err
 			}
@@ -58,13 +58,17 @@ docs/performance.md with machine and date.`,
 			}
 			fmt.Fprintf(out, "%-36s %12s %12s %5s\n", "benchmark", "warm-up", "median", "runs")
 			for _, r := range results {
-				fmt.Fprintf(out, "%-36s %12s %12s %5d\n", r.Name, r.Warm.Round(1e5), r.Median().Round(1e5), len(r.Runs))
+				fmt.Fprintf(out, "%-36s %12s %12s %5d\n", r.Name, r.Warm.Round(1e5), r.Median().Round(1e4), len(r.Runs))
+				if r.Notes != "" {
+					fmt.Fprintf(out, "  %s\n", r.Notes)
+				}
 			}
 			return nil
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&device, "device", "auto", "compute device: auto, cpu or cuda")
+	f.StringVar(&precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	f.IntVarP(&width, "width", "W", 512, "image width")
 	f.IntVarP(&height, "height", "H", 512, "image height")
 	f.IntVarP(&batch, "batch", "b", 2, "UNet batch (2 = one CFG step)")

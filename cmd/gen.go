@@ -52,6 +52,7 @@ type genFlags struct {
 	seed      string
 	output    string
 	device    string
+	precision string
 	from      string
 	viewScale int
 }
@@ -83,6 +84,7 @@ func newGenCmd() *cobra.Command {
 	fl.IntVar(&f.req.ClipSkip, "clip-skip", f.req.ClipSkip, "text encoder layer: 1 = last, 2 = penultimate (A1111 'Clip skip')")
 	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG; with --batch > 1 numbered as NAME-1.png, NAME-2.png, ...")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
+	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
 	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
 	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
@@ -208,7 +210,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		}
 	}
 	ctx := cmd.Context()
-	eng, err := engine.Open(engine.Options{Device: f.device, ModelDirs: f.models})
+	eng, err := engine.Open(engine.Options{Device: f.device, Precision: f.precision, ModelDirs: f.models})
 	if err != nil {
 		return err
 	}

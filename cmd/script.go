@@ -16,8 +16,8 @@ import (
 
 func newREPLCmd() *cobra.Command {
 	var (
-		device, graphics, history, load string
-		models                          []string
+		device, precision, graphics, history, load string
+		models                                     []string
 	)
 	c := &cobra.Command{
 		Use:   "repl",
@@ -32,7 +32,7 @@ See docs/scripting.md.`,
 		Example: "  darkroom repl\n  darkroom repl --load recipes/seed_sweep.go",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			eng, err := engine.Open(engine.Options{ModelDirs: models, Device: device})
+			eng, err := engine.Open(engine.Options{ModelDirs: models, Device: device, Precision: precision})
 			if err != nil {
 				return err
 			}
@@ -49,6 +49,7 @@ See docs/scripting.md.`,
 	}
 	f := c.Flags()
 	f.StringVar(&device, "device", "auto", "compute device: auto, cpu or cuda")
+	f.StringVar(&precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	f.StringVar(&graphics, "graphics", "auto", "inline images: auto, kitty, sixel, iterm, halfblock or none")
 	f.StringVar(&history, "history", "", `history file ("" = `+repl.DefaultHistoryFile()+`, "-" = none)`)
 	f.StringVar(&load, "load", "", "a script to :load before the first prompt")
@@ -64,8 +65,9 @@ func newRunCmd() *cobra.Command {
 :save or found in recipes/) with the Yaegi interpreter. Everything after the
 file name goes to the script (dr.Args()); the exit code is the script's
 (os.Exit), 1 on an error, 130 when interrupted. Environment:
-DARKROOM_DEVICE (auto, cpu, cuda) and DARKROOM_GRAPHICS pick the device and
-how dr.Show draws.`,
+DARKROOM_DEVICE (auto, cpu, cuda), DARKROOM_PRECISION (auto, fp16, bf16,
+fp32) and DARKROOM_GRAPHICS pick the device, the GPU precision and how
+dr.Show draws.`,
 		Example:            "  darkroom run recipes/seed_sweep.go -out sweep.png",
 		Args:               cobra.MinimumNArgs(1),
 		DisableFlagParsing: true, // the recipe's flags belong to the recipe
@@ -81,7 +83,7 @@ how dr.Show draws.`,
 			}
 			err := script.RunFile(ctx, args[0], args[1:], script.Options{
 				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
-				EngineOptions: engine.Options{Device: os.Getenv("DARKROOM_DEVICE")},
+				EngineOptions: engine.Options{Device: os.Getenv("DARKROOM_DEVICE"), Precision: os.Getenv("DARKROOM_PRECISION")},
 				Show:          repl.ShowFunc(cmd.OutOrStdout(), graphics),
 			})
 			var ee *script.ExitError

@@ -20,6 +20,7 @@ type tuiFlags struct {
 	graphics  string
 	outputDir string
 	device    string
+	precision string
 }
 
 func addTUIFlags(root *cobra.Command, f *tuiFlags) {
@@ -29,6 +30,7 @@ func addTUIFlags(root *cobra.Command, f *tuiFlags) {
 	fl.StringVar(&f.graphics, "graphics", "auto", "inline images in the TUI: auto, kitty, sixel, iterm, halfblock or none")
 	fl.StringVar(&f.outputDir, "output-dir", ".", "where the TUI writes PNGs")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
+	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 }
 
 // runTUI opens the TUI when standard input and output are terminals, and
@@ -37,7 +39,7 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 	if !term.IsTerminal(int(os.Stdin.Fd())) || !term.IsTerminal(int(os.Stdout.Fd())) {
 		return cmd.Help()
 	}
-	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device})
+	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device, Precision: f.precision})
 	if err != nil {
 		return err
 	}

@@ -59,11 +59,15 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 		ts[i] = 500
 	}
 	res := BenchResult{Name: fmt.Sprintf("SD1.5 UNet step %dx%d batch %d", width, height, batch)}
+	var host []time.Duration
 	for i := range runs + 1 {
 		start := time.Now()
 		out, err := m.Forward(ctx, dev, x, ts, c)
 		if err != nil {
 			return res, err
+		}
+		if i > 0 {
+			host = append(host, time.Since(start))
 		}
 		if err := dev.Sync(ctx); err != nil {
 			return res, err
@@ -85,6 +89,8 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 		}
 		dev.Free(out)
 	}
+	// The host's share: how long queueing the step took before the wait.
+	res.Notes = fmt.Sprintf("host enqueue %v", BenchResult{Runs: host}.Median().Round(1e4))
 	return res, nil
 }
 

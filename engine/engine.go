@@ -26,6 +26,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/engine/demo"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 )
 
 // Options configure an Engine.
@@ -37,6 +38,23 @@ type Options struct {
 	// Device is "auto" (default: the first NVIDIA GPU when a driver is
 	// found, else the CPU), "cpu" or "cuda".
 	Device string
+	// Precision is the GPU's storage and tensor-core type: "auto" or ""
+	// (fp16, the default for SD1.x), "fp16", "bf16" or "fp32" (the parity
+	// mode). The CPU backend always computes in float32.
+	Precision string
+}
+
+// cudaOptions maps the engine options to the CUDA backend's.
+func (o Options) cudaOptions() (cuda.Options, error) {
+	switch o.Precision {
+	case "", "auto", "fp16":
+		return cuda.Options{Precision: tensor.F16}, nil
+	case "bf16":
+		return cuda.Options{Precision: tensor.BF16}, nil
+	case "fp32":
+		return cuda.Options{Precision: tensor.F32}, nil
+	}
+	return cuda.Options{}, fmt.Errorf("--precision %q: want auto, fp16, bf16 or fp32", o.Precision)
 }
 
 // DefaultModelDir is where models are looked for when no directory is given:
@@ -78,11 +96,15 @@ type Engine struct {
 // Open creates an engine on the requested device.
 func Open(opts Options) (*Engine, error) {
 	e := &Engine{opts: opts, models: map[string]*Model{}}
+	copts, err := opts.cudaOptions()
+	if err != nil {
+		return nil, err
+	}
 	switch opts.Device {
 	case "cpu":
 		e.dev = cpu.New()
 	case "", "auto":
-		d, err := cuda.Open(cuda.Options{})
+		d, err := cuda.Open(copts)
 		switch {
 		case err == nil:
 			e.dev = d
@@ -94,7 +116,7 @@ func Open(opts Options) (*Engine, error) {
 			e.Notice = fmt.Sprintf("CUDA unavailable (%v); using CPU", err)
 		}
 	case "cuda":
-		d, err := cuda.Open(cuda.Options{})
+		d, err := cuda.Open(copts)
 		if err != nil {
 			return nil, fmt.Errorf("--device cuda: %w", err)
 		}

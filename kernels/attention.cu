@@ -1,4 +1,7 @@
-// Flash-style multi-head attention (float32). The score matrix is never
+// Flash-style multi-head attention. The score matrix is never stored.
+//
+// attention_<t>_d<N>: a portable kernel for every storage type and head
+// dimensions up to 256, on CUDA cores in float32. The score matrix is never
 // stored: each warp owns one query row and streams the keys in tiles of
 // ATT_KT, keeping a running maximum m, a running sum l and the weighted
 // value accumulator (online softmax). A block holds ATT_ROWS query rows
@@ -12,9 +15,9 @@
 
 // DPL is the number of head-dimension elements each lane accumulates
 // (D <= 32*DPL); it is a template constant so acc stays in registers.
-template <int DPL>
-__device__ __forceinline__ void attention_impl(const float* __restrict__ q, const float* __restrict__ k,
-                                               const float* __restrict__ v, float* __restrict__ o,
+template <typename T, int DPL>
+__device__ __forceinline__ void attention_impl(const T* __restrict__ q, const T* __restrict__ k,
+                                               const T* __restrict__ v, T* __restrict__ o,
                                                int Nq, int Nk, int H, int D, float scale, int causal) {
     extern __shared__ float smem[];
     const int ld = D + 1;             // padded K rows: lane-strided reads avoid bank conflicts
@@ -26,12 +29,12 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     const int q0 = blockIdx.x * ATT_ROWS;
     const int row = q0 + warp;
     const size_t HD = (size_t)H * D;
-    const float* qb = q + (size_t)b * Nq * HD + (size_t)h * D;
-    const float* kb = k + (size_t)b * Nk * HD + (size_t)h * D;
-    const float* vb = v + (size_t)b * Nk * HD + (size_t)h * D;
+    const T* qb = q + (size_t)b * Nq * HD + (size_t)h * D;
+    const T* kb = k + (size_t)b * Nk * HD + (size_t)h * D;
+    const T* vb = v + (size_t)b * Nk * HD + (size_t)h * D;
     const bool active = row < Nq;
 
-    for (int d = lane; d < D; d += 32) Qs[warp * D + d] = active ? qb[(size_t)row * HD + d] : 0.f;
+    for (int d = lane; d < D; d += 32) Qs[warp * D + d] = active ? to_f(qb[(size_t)row * HD + d]) : 0.f;
 
     float m = -INFINITY, l = 0.f;
     float acc[DPL];
@@ -47,8 +50,8 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
             int kj = k0 + j;
             float kv = 0.f, vv = 0.f;
             if (kj < Nk) {
-                kv = kb[(size_t)kj * HD + d];
-                vv = vb[(size_t)kj * HD + d];
+                kv = to_f(kb[(size_t)kj * HD + d]);
+                vv = to_f(vb[(size_t)kj * HD + d]);
             }
             Ks[j * ld + d] = kv;
             Vs[j * D + d] = vv;
@@ -86,22 +89,218 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     }
     if (!active) return;
     const float inv = l > 0.f ? 1.f / l : 0.f;
-    float* orow = o + (size_t)b * Nq * HD + (size_t)row * HD + (size_t)h * D;
+    T* orow = o + (size_t)b * Nq * HD + (size_t)row * HD + (size_t)h * D;
 #pragma unroll
     for (int i = 0; i < DPL; i++) {
         int d = lane + 32 * i;
-        if (d < D) orow[d] = acc[i] * inv;
+        if (d < D) orow[d] = from_f<T>(acc[i] * inv);
     }
 }
 
-#define ATTENTION_VARIANT(NAME, DPL)                                                                   \
-    extern "C" __global__ void __launch_bounds__(ATT_ROWS * 32)                                        \
-        NAME(const float* q, const float* k, const float* v, float* o, int Nq, int Nk, int H, int D, \
-             float scale, int causal) {                                                                \
-        attention_impl<DPL>(q, k, v, o, Nq, Nk, H, D, scale, causal);                                  \
+#define ATTENTION_VARIANT(S, T, N, DPL)                                                                 \
+    extern "C" __global__ void __launch_bounds__(ATT_ROWS * 32)                                          \
+        attention_##S##_d##N(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D,    \
+                             float scale, int causal) {                                                  \
+        attention_impl<T, DPL>(q, k, v, o, Nq, Nk, H, D, scale, causal);                                 \
     }
+#define ATTENTION_VARIANTS(S, T) \
+    ATTENTION_VARIANT(S, T, 32, 1) ATTENTION_VARIANT(S, T, 64, 2) ATTENTION_VARIANT(S, T, 128, 4) ATTENTION_VARIANT(S, T, 256, 8)
 
-ATTENTION_VARIANT(attention_f32_d32, 1)
-ATTENTION_VARIANT(attention_f32_d64, 2)
-ATTENTION_VARIANT(attention_f32_d128, 4)
-ATTENTION_VARIANT(attention_f32_d256, 8)
+FOR_EACH_TYPE(ATTENTION_VARIANTS)
+
+// ---------------------------------------------------------------------------
+// flash_<t>_d<DP>: the tensor-core kernel for 16-bit storage (FlashAttention-2
+// structure on mma.sync.m16n8k16 with float32 accumulation). A block of
+// FA_WARPS warps owns FA_BQ query rows (16 per warp, kept as A fragments in
+// registers); it streams keys in tiles of FA_BK through shared memory (K
+// row-major, V transposed so both B operands are contiguous pairs), computes
+// the 16 x FA_BK score tile per warp in registers, updates the running row
+// maxima and sums (online softmax, base 2), turns the scores into the A
+// fragments of P·V without leaving registers and accumulates O in
+// registers. DP is the head dimension padded to a multiple of 16 (padding
+// reads as zeros); D must be even.
+
+#define FA_BQ 64
+#define FA_BK 64
+#define FA_WARPS 4
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1, __half) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1, __nv_bfloat16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// pack2 rounds two floats into one register of two 16-bit values (lo in the
+// low half, as mma fragments expect).
+__device__ __forceinline__ unsigned pack2(float lo, float hi, __half) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+__device__ __forceinline__ unsigned pack2(float lo, float hi, __nv_bfloat16) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+template <typename T, int DP>
+__device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                           T* __restrict__ o, int Nq, int Nk, int H, int D, float scale, int causal) {
+    constexpr int KST = DP + 8;     // K tile row stride (elements): conflict-free fragment reads
+    constexpr int VST = FA_BK + 8;  // transposed V tile row stride
+    __shared__ __align__(16) T Ks[FA_BK * KST];
+    __shared__ __align__(16) T Vt[DP * VST];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int q0 = blockIdx.x * FA_BQ + warp * 16;
+    const size_t HD = (size_t)H * D;
+    const T* qb = q + (size_t)b * Nq * HD + (size_t)h * D;
+    const T* kb = k + (size_t)b * Nk * HD + (size_t)h * D;
+    const T* vb = v + (size_t)b * Nk * HD + (size_t)h * D;
+    const float sl2 = scale * 1.4426950408889634f;  // scores in base 2
+    const T tag = from_f<T>(0.f);
+
+    // A fragments of this warp's 16 query rows.
+    unsigned qa[DP / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int row = q0 + g + 8 * (r & 1);
+            const int col = kk * 16 + 2 * t + 8 * (r >> 1);
+            unsigned val = 0;
+            if (row < Nq && col < D) val = *reinterpret_cast<const unsigned*>(qb + (size_t)row * HD + col);
+            qa[kk][r] = val;
+        }
+    }
+    float acc[DP / 8][4];
+#pragma unroll
+    for (int i = 0; i < DP / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+    int kend = Nk;
+    if (causal) kend = min(Nk, (int)(blockIdx.x + 1) * FA_BQ);
+    for (int k0 = 0; k0 < kend; k0 += FA_BK) {
+        __syncthreads();  // the previous tile is consumed
+        for (int idx = threadIdx.x; idx < FA_BK * (DP / 2); idx += blockDim.x) {
+            const int j = idx / (DP / 2), c = (idx - j * (DP / 2)) * 2;
+            const int kj = k0 + j;
+            unsigned kv = 0, vv = 0;
+            if (kj < Nk && c < D) {
+                kv = *reinterpret_cast<const unsigned*>(kb + (size_t)kj * HD + c);
+                vv = *reinterpret_cast<const unsigned*>(vb + (size_t)kj * HD + c);
+            }
+            *reinterpret_cast<unsigned*>(Ks + j * KST + c) = kv;
+            const T* vp = reinterpret_cast<const T*>(&vv);
+            Vt[c * VST + j] = vp[0];
+            Vt[(c + 1) * VST + j] = vp[1];
+        }
+        __syncthreads();
+        if (q0 >= Nq) continue;  // warp-uniform: this warp has no rows
+
+        float s[FA_BK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < FA_BK / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++) {
+                const T* kr = Ks + (nt * 8 + g) * KST + kk * 16 + 2 * t;
+                mma16816(s[nt], qa[kk], *reinterpret_cast<const unsigned*>(kr), *reinterpret_cast<const unsigned*>(kr + 8), tag);
+            }
+        }
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < FA_BK / 8; nt++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int key = k0 + nt * 8 + 2 * t + (i & 1);
+                const int row = q0 + g + 8 * (i >> 1);
+                float x = s[nt][i] * sl2;
+                if (key >= Nk || (causal && key > row)) x = -INFINITY;
+                s[nt][i] = x;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        // A row with no valid key so far keeps a zero reference so that
+        // exp2(-inf - ref) is 0, never NaN.
+        const float r0 = mn0 == -INFINITY ? 0.f : mn0, r1 = mn1 == -INFINITY ? 0.f : mn1;
+        const float c0 = exp2f(m0 - r0), c1 = exp2f(m1 - r1);
+        m0 = mn0;
+        m1 = mn1;
+        float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < FA_BK / 8; nt++) {
+            s[nt][0] = exp2f(s[nt][0] - r0);
+            s[nt][1] = exp2f(s[nt][1] - r0);
+            s[nt][2] = exp2f(s[nt][2] - r1);
+            s[nt][3] = exp2f(s[nt][3] - r1);
+            ps0 += s[nt][0] + s[nt][1];
+            ps1 += s[nt][2] + s[nt][3];
+        }
+        // Partial sums per lane: the four lanes of a row add up at the end.
+        l0 = l0 * c0 + ps0;
+        l1 = l1 * c1 + ps1;
+#pragma unroll
+        for (int i = 0; i < DP / 8; i++) {
+            acc[i][0] *= c0;
+            acc[i][1] *= c0;
+            acc[i][2] *= c1;
+            acc[i][3] *= c1;
+        }
+#pragma unroll
+        for (int kc = 0; kc < FA_BK / 16; kc++) {
+            unsigned pa[4];
+            pa[0] = pack2(s[2 * kc][0], s[2 * kc][1], tag);
+            pa[1] = pack2(s[2 * kc][2], s[2 * kc][3], tag);
+            pa[2] = pack2(s[2 * kc + 1][0], s[2 * kc + 1][1], tag);
+            pa[3] = pack2(s[2 * kc + 1][2], s[2 * kc + 1][3], tag);
+#pragma unroll
+            for (int nt = 0; nt < DP / 8; nt++) {
+                const T* vr = Vt + (nt * 8 + g) * VST + kc * 16 + 2 * t;
+                mma16816(acc[nt], pa, *reinterpret_cast<const unsigned*>(vr), *reinterpret_cast<const unsigned*>(vr + 8), tag);
+            }
+        }
+    }
+    if (q0 >= Nq) return;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    T* ob = o + (size_t)b * Nq * HD + (size_t)h * D;
+    const int ra = q0 + g, rb = q0 + g + 8;
+#pragma unroll
+    for (int nt = 0; nt < DP / 8; nt++) {
+        const int col = nt * 8 + 2 * t;
+        if (col >= D) continue;
+        if (ra < Nq) *reinterpret_cast<unsigned*>(ob + (size_t)ra * HD + col) = pack2(acc[nt][0] * i0, acc[nt][1] * i0, tag);
+        if (rb < Nq) *reinterpret_cast<unsigned*>(ob + (size_t)rb * HD + col) = pack2(acc[nt][2] * i1, acc[nt][3] * i1, tag);
+    }
+}
+
+#define FLASH_VARIANT(S, T, DP)                                                                            \
+    extern "C" __global__ void __launch_bounds__(FA_WARPS * 32)                                            \
+        flash_##S##_d##DP(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D,          \
+                          float scale, int causal) {                                                       \
+        flash_impl<T, DP>(q, k, v, o, Nq, Nk, H, D, scale, causal);                                        \
+    }
+#define FLASH_VARIANTS(S, T)                                                                               \
+    FLASH_VARIANT(S, T, 32) FLASH_VARIANT(S, T, 48) FLASH_VARIANT(S, T, 64) FLASH_VARIANT(S, T, 80)        \
+    FLASH_VARIANT(S, T, 96) FLASH_VARIANT(S, T, 128) FLASH_VARIANT(S, T, 160)
+
+FLASH_VARIANTS(f16, __half)
+FLASH_VARIANTS(bf16, __nv_bfloat16)

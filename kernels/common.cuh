@@ -3,6 +3,8 @@
 #pragma once
 
 #include <math.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
 #endif
@@ -55,3 +57,19 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
 
 #define GRID_STRIDE(i, n) \
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
+
+// Storage types. Kernels are written once as templates over the storage
+// type T (float, __half or __nv_bfloat16) and compute in float32; each is
+// instantiated under the suffixes _f32, _f16 and _bf16 (the Go side picks
+// the suffix of the device's precision).
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// FOR_EACH_TYPE(M) expands M(suffix, type) for the three storage types.
+#define FOR_EACH_TYPE(M) M(f32, float) M(f16, __half) M(bf16, __nv_bfloat16)

@@ -1,4 +1,6 @@
-// Elementwise, broadcasting and data-movement kernels (float32).
+// Elementwise, broadcasting and data-movement kernels. Each is a template
+// over the storage type T (common.cuh) computing in float32, instantiated
+// as NAME_f32, NAME_f16 and NAME_bf16.
 #include "common.cuh"
 
 // Unary op codes match backend.UnaryOp.
@@ -31,21 +33,25 @@ __device__ __forceinline__ float binary_apply(int op, float a, float b) {
     return a;
 }
 
-extern "C" __global__ void unary_f32(int op, int n, const float* x, float* y) {
-    GRID_STRIDE(i, n) y[i] = unary_apply(op, x[i]);
+template <typename T>
+__device__ __forceinline__ void unary_impl(int op, int n, const T* x, T* y) {
+    GRID_STRIDE(i, n) y[i] = from_f<T>(unary_apply(op, to_f(x[i])));
 }
 
-extern "C" __global__ void affine_f32(int n, const float* x, float* y, float alpha, float beta) {
-    GRID_STRIDE(i, n) y[i] = x[i] * alpha + beta;
+template <typename T>
+__device__ __forceinline__ void affine_impl(int n, const T* x, T* y, float alpha, float beta) {
+    GRID_STRIDE(i, n) y[i] = from_f<T>(to_f(x[i]) * alpha + beta);
 }
 
-// binary_f32 handles equal shapes; y may alias a or b.
-extern "C" __global__ void binary_f32(int op, int n, const float* a, const float* b, float* y) {
-    GRID_STRIDE(i, n) y[i] = binary_apply(op, a[i], b[i]);
+// binary handles equal shapes; y may alias a or b.
+template <typename T>
+__device__ __forceinline__ void binary_impl(int op, int n, const T* a, const T* b, T* y) {
+    GRID_STRIDE(i, n) y[i] = from_f<T>(binary_apply(op, to_f(a[i]), to_f(b[i])));
 }
 
-// binary_bcast_f32 broadcasts a and b to d.shape through the strides d.sa and d.sb.
-extern "C" __global__ void binary_bcast_f32(int op, int n, const float* a, const float* b, float* y, Dims d) {
+// binary_bcast broadcasts a and b to d.shape through the strides d.sa and d.sb.
+template <typename T>
+__device__ __forceinline__ void binary_bcast_impl(int op, int n, const T* a, const T* b, T* y, const Dims& d) {
     GRID_STRIDE(i, n) {
         int r = i, ia = 0, ib = 0;
         for (int k = d.rank - 1; k >= 0; k--) {
@@ -54,12 +60,13 @@ extern "C" __global__ void binary_bcast_f32(int op, int n, const float* a, const
             ia += c * d.sa[k];
             ib += c * d.sb[k];
         }
-        y[i] = binary_apply(op, a[ia], b[ib]);
+        y[i] = from_f<T>(binary_apply(op, to_f(a[ia]), to_f(b[ib])));
     }
 }
 
-// permute_f32 writes y (shape d.shape) from x read through the strides d.sa.
-extern "C" __global__ void permute_f32(int n, const float* __restrict__ x, float* __restrict__ y, Dims d) {
+// permute writes y (shape d.shape) from x read through the strides d.sa.
+template <typename T>
+__device__ __forceinline__ void permute_impl(int n, const T* __restrict__ x, T* __restrict__ y, const Dims& d) {
     GRID_STRIDE(i, n) {
         int r = i, ix = 0;
         for (int k = d.rank - 1; k >= 0; k--) {
@@ -70,27 +77,31 @@ extern "C" __global__ void permute_f32(int n, const float* __restrict__ x, float
     }
 }
 
-// geglu_f32 computes a*gelu(g) for rows of x = [a | g], each half h wide.
-extern "C" __global__ void geglu_f32(int n, int h, const float* __restrict__ x, float* __restrict__ y) {
+// geglu computes a*gelu(g) for rows of x = [a | g], each half h wide.
+template <typename T>
+__device__ __forceinline__ void geglu_impl(int n, int h, const T* __restrict__ x, T* __restrict__ y) {
     GRID_STRIDE(i, n) {
         int r = i / h, c = i - r * h;
-        float a = x[(size_t)r * 2 * h + c], g = x[(size_t)r * 2 * h + h + c];
-        y[i] = a * (0.5f * g * (1.f + erff(g * 0.70710678118654752f)));
+        float a = to_f(x[(size_t)r * 2 * h + c]), g = to_f(x[(size_t)r * 2 * h + h + c]);
+        y[i] = from_f<T>(a * (0.5f * g * (1.f + erff(g * 0.70710678118654752f))));
     }
 }
 
-// bias_rows_f32 adds b[col] to every row of y [n/cols, cols].
-extern "C" __global__ void bias_rows_f32(int n, int cols, float* y, const float* __restrict__ b) {
-    GRID_STRIDE(i, n) y[i] += b[i % cols];
+// bias_rows adds b[col] to every row of y [n/cols, cols].
+template <typename T>
+__device__ __forceinline__ void bias_rows_impl(int n, int cols, T* y, const T* __restrict__ b) {
+    GRID_STRIDE(i, n) y[i] = from_f<T>(to_f(y[i]) + to_f(b[i % cols]));
 }
 
-// bias_channels_f32 adds b[c] to y [N, C, spatial].
-extern "C" __global__ void bias_channels_f32(int n, int spatial, int channels, float* y, const float* __restrict__ b) {
-    GRID_STRIDE(i, n) y[i] += b[(i / spatial) % channels];
+// bias_channels adds b[c] to y [N, C, spatial].
+template <typename T>
+__device__ __forceinline__ void bias_channels_impl(int n, int spatial, int channels, T* y, const T* __restrict__ b) {
+    GRID_STRIDE(i, n) y[i] = from_f<T>(to_f(y[i]) + to_f(b[(i / spatial) % channels]));
 }
 
-// upsample2x_f32 is a nearest-neighbour 2x upsample of planes of h x w.
-extern "C" __global__ void upsample2x_f32(int n, int h, int w, const float* __restrict__ x, float* __restrict__ y) {
+// upsample2x is a nearest-neighbour 2x upsample of planes of h x w.
+template <typename T>
+__device__ __forceinline__ void upsample2x_impl(int n, int h, int w, const T* __restrict__ x, T* __restrict__ y) {
     GRID_STRIDE(i, n) {
         int ox = i % (2 * w);
         int t = i / (2 * w);
@@ -100,27 +111,30 @@ extern "C" __global__ void upsample2x_f32(int n, int h, int w, const float* __re
     }
 }
 
-// copy2d_f32 copies rows x cols elements between strided row layouts.
-extern "C" __global__ void copy2d_f32(int n, int cols, const float* __restrict__ src, int srcStride, float* __restrict__ dst, int dstStride) {
+// copy2d copies rows x cols elements between strided row layouts.
+template <typename T>
+__device__ __forceinline__ void copy2d_impl(int n, int cols, const T* __restrict__ src, int srcStride, T* __restrict__ dst, int dstStride) {
     GRID_STRIDE(i, n) {
         int r = i / cols, c = i - r * cols;
         dst[(size_t)r * dstStride + c] = src[(size_t)r * srcStride + c];
     }
 }
 
-// gather_rows_f32 copies rows ids[i] of table [V, dim] into y [len(ids), dim].
-extern "C" __global__ void gather_rows_f32(int n, int dim, const float* __restrict__ table, const int* __restrict__ ids, float* __restrict__ y) {
+// gather_rows copies rows ids[i] of table [V, dim] into y [len(ids), dim].
+template <typename T>
+__device__ __forceinline__ void gather_rows_impl(int n, int dim, const T* __restrict__ table, const int* __restrict__ ids, T* __restrict__ y) {
     GRID_STRIDE(i, n) {
         int r = i / dim;
         y[i] = table[(size_t)ids[r] * dim + (i - r * dim)];
     }
 }
 
-// im2col_f32 unfolds one image x [C, H, W] into col [C*KH*KW, cnt] for the
+// im2col unfolds one image x [C, H, W] into col [C*KH*KW, cnt] for the
 // output positions s0 .. s0+cnt-1 (row-major over OH x OW); padding reads 0.
-extern "C" __global__ void im2col_f32(int n, const float* __restrict__ x, float* __restrict__ col,
-                                      int H, int W, int KH, int KW, int SH, int SW, int PT, int PL,
-                                      int OW, int s0, int cnt) {
+template <typename T>
+__device__ __forceinline__ void im2col_impl(int n, const T* __restrict__ x, T* __restrict__ col,
+                                            int H, int W, int KH, int KW, int SH, int SW, int PT, int PL,
+                                            int OW, int s0, int cnt) {
     GRID_STRIDE(i, n) {
         int row = i / cnt, j = i - row * cnt;
         int kx = row % KW;
@@ -129,8 +143,41 @@ extern "C" __global__ void im2col_f32(int n, const float* __restrict__ x, float*
         int s = s0 + j;
         int oy = s / OW, ox = s - oy * OW;
         int iy = oy * SH + ky - PT, ix = ox * SW + kx - PL;
-        float v = 0.f;
+        T v = from_f<T>(0.f);
         if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = x[((size_t)c * H + iy) * W + ix];
         col[i] = v;
     }
 }
+
+#define ELEMENTWISE(S, T)                                                                                          \
+    extern "C" __global__ void unary_##S(int op, int n, const T* x, T* y) { unary_impl<T>(op, n, x, y); }          \
+    extern "C" __global__ void affine_##S(int n, const T* x, T* y, float alpha, float beta) {                     \
+        affine_impl<T>(n, x, y, alpha, beta);                                                                      \
+    }                                                                                                              \
+    extern "C" __global__ void binary_##S(int op, int n, const T* a, const T* b, T* y) {                          \
+        binary_impl<T>(op, n, a, b, y);                                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void binary_bcast_##S(int op, int n, const T* a, const T* b, T* y, Dims d) {            \
+        binary_bcast_impl<T>(op, n, a, b, y, d);                                                                   \
+    }                                                                                                              \
+    extern "C" __global__ void permute_##S(int n, const T* x, T* y, Dims d) { permute_impl<T>(n, x, y, d); }      \
+    extern "C" __global__ void geglu_##S(int n, int h, const T* x, T* y) { geglu_impl<T>(n, h, x, y); }           \
+    extern "C" __global__ void bias_rows_##S(int n, int cols, T* y, const T* b) { bias_rows_impl<T>(n, cols, y, b); } \
+    extern "C" __global__ void bias_channels_##S(int n, int spatial, int channels, T* y, const T* b) {            \
+        bias_channels_impl<T>(n, spatial, channels, y, b);                                                         \
+    }                                                                                                              \
+    extern "C" __global__ void upsample2x_##S(int n, int h, int w, const T* x, T* y) {                            \
+        upsample2x_impl<T>(n, h, w, x, y);                                                                         \
+    }                                                                                                              \
+    extern "C" __global__ void copy2d_##S(int n, int cols, const T* src, int srcStride, T* dst, int dstStride) {  \
+        copy2d_impl<T>(n, cols, src, srcStride, dst, dstStride);                                                   \
+    }                                                                                                              \
+    extern "C" __global__ void gather_rows_##S(int n, int dim, const T* table, const int* ids, T* y) {            \
+        gather_rows_impl<T>(n, dim, table, ids, y);                                                                \
+    }                                                                                                              \
+    extern "C" __global__ void im2col_##S(int n, const T* x, T* col, int H, int W, int KH, int KW, int SH, int SW, \
+                                          int PT, int PL, int OW, int s0, int cnt) {                               \
+        im2col_impl<T>(n, x, col, H, W, KH, KW, SH, SW, PT, PL, OW, s0, cnt);                                      \
+    }
+
+FOR_EACH_TYPE(ELEMENTWISE)

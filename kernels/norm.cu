@@ -1,82 +1,92 @@
-// Normalisation and softmax kernels (float32). One block per normalised
-// group or row; statistics in two passes (mean, then squared deviations)
-// as the CPU reference does.
+// Normalisation and softmax kernels, templates over the storage type
+// (common.cuh) with float32 statistics. One block per normalised group or
+// row; statistics in two passes (mean, then squared deviations) as the CPU
+// reference does.
 #include "common.cuh"
 
-// groupnorm_f32: block b normalises group b%groups of image b/groups of
+// groupnorm: block b normalises group b%groups of image b/groups of
 // x [N, C, spatial]; gamma/beta may be null; silu fuses a SiLU.
-extern "C" __global__ void groupnorm_f32(const float* x, float* y,
-                                         const float* __restrict__ gamma, const float* __restrict__ beta,
-                                         int C, int groups, int spatial, float eps, int silu) {
+template <typename T>
+__device__ __forceinline__ void groupnorm_impl(const T* x, T* y, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                               int C, int groups, int spatial, float eps, int silu) {
     __shared__ float sh[32];
     int g = blockIdx.x % groups;
     int cpg = C / groups;
     int len = cpg * spatial;
     size_t base = (size_t)blockIdx.x * len;
-    const float* xs = x + base;
-    float* ys = y + base;
+    const T* xs = x + base;
+    T* ys = y + base;
     float s = 0.f;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) s += xs[i];
+    for (int i = threadIdx.x; i < len; i += blockDim.x) s += to_f(xs[i]);
     float mean = block_sum(s, sh) / (float)len;
     float q = 0.f;
     for (int i = threadIdx.x; i < len; i += blockDim.x) {
-        float d = xs[i] - mean;
+        float d = to_f(xs[i]) - mean;
         q += d * d;
     }
     float inv = 1.f / sqrtf(block_sum(q, sh) / (float)len + eps);
     for (int i = threadIdx.x; i < len; i += blockDim.x) {
         int ch = g * cpg + i / spatial;
-        float v = (xs[i] - mean) * inv;
-        if (gamma) v *= gamma[ch];
-        if (beta) v += beta[ch];
+        float v = (to_f(xs[i]) - mean) * inv;
+        if (gamma) v *= to_f(gamma[ch]);
+        if (beta) v += to_f(beta[ch]);
         if (silu) v = v / (1.f + expf(-v));
-        ys[i] = v;
+        ys[i] = from_f<T>(v);
     }
 }
 
-// layernorm_f32 normalises each row of x [rows, dim]; gamma/beta may be null.
-extern "C" __global__ void layernorm_f32(const float* x, float* y,
-                                         const float* __restrict__ gamma, const float* __restrict__ beta,
-                                         int dim, float eps) {
+// layernorm normalises each row of x [rows, dim]; gamma/beta may be null.
+template <typename T>
+__device__ __forceinline__ void layernorm_impl(const T* x, T* y, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                               int dim, float eps) {
     __shared__ float sh[32];
-    const float* xs = x + (size_t)blockIdx.x * dim;
-    float* ys = y + (size_t)blockIdx.x * dim;
+    const T* xs = x + (size_t)blockIdx.x * dim;
+    T* ys = y + (size_t)blockIdx.x * dim;
     float s = 0.f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xs[i];
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += to_f(xs[i]);
     float mean = block_sum(s, sh) / (float)dim;
     float q = 0.f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float d = xs[i] - mean;
+        float d = to_f(xs[i]) - mean;
         q += d * d;
     }
     float inv = 1.f / sqrtf(block_sum(q, sh) / (float)dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = (xs[i] - mean) * inv;
-        if (gamma) v *= gamma[i];
-        if (beta) v += beta[i];
-        ys[i] = v;
+        float v = (to_f(xs[i]) - mean) * inv;
+        if (gamma) v *= to_f(gamma[i]);
+        if (beta) v += to_f(beta[i]);
+        ys[i] = from_f<T>(v);
     }
 }
 
-// softmax_f32 applies a softmax to each row of x [rows, dim]; a row of
-// only -inf becomes zeros, as on the CPU.
-extern "C" __global__ void softmax_f32(const float* x, float* y, int dim) {
+// softmax applies a softmax to each row of x [rows, dim]; a row of only
+// -inf becomes zeros, as on the CPU. y may alias x.
+template <typename T>
+__device__ __forceinline__ void softmax_impl(const T* x, T* y, int dim) {
     __shared__ float sh[32];
-    const float* xs = x + (size_t)blockIdx.x * dim;
-    float* ys = y + (size_t)blockIdx.x * dim;
+    const T* xs = x + (size_t)blockIdx.x * dim;
+    T* ys = y + (size_t)blockIdx.x * dim;
     float m = -INFINITY;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) m = fmaxf(m, xs[i]);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) m = fmaxf(m, to_f(xs[i]));
     m = block_max(m, sh);
     if (m == -INFINITY) {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x) ys[i] = 0.f;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) ys[i] = from_f<T>(0.f);
         return;
     }
     float s = 0.f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float e = expf(xs[i] - m);
-        ys[i] = e;
-        s += e;
-    }
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += expf(to_f(xs[i]) - m);
     float inv = 1.f / block_sum(s, sh);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ys[i] *= inv;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ys[i] = from_f<T>(expf(to_f(xs[i]) - m) * inv);
 }
+
+#define NORM(S, T)                                                                                              \
+    extern "C" __global__ void groupnorm_##S(const T* x, T* y, const T* gamma, const T* beta, int C, int groups, \
+                                             int spatial, float eps, int silu) {                                 \
+        groupnorm_impl<T>(x, y, gamma, beta, C, groups, spatial, eps, silu);                                     \
+    }                                                                                                           \
+    extern "C" __global__ void layernorm_##S(const T* x, T* y, const T* gamma, const T* beta, int dim, float eps) { \
+        layernorm_impl<T>(x, y, gamma, beta, dim, eps);                                                          \
+    }                                                                                                           \
+    extern "C" __global__ void softmax_##S(const T* x, T* y, int dim) { softmax_impl<T>(x, y, dim); }
+
+FOR_EACH_TYPE(NORM)

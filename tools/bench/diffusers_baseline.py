@@ -39,23 +39,31 @@ def time_ms(fn, warm=5, runs=20):
 
 
 @torch.no_grad()
+def measure(dtype, runs=20):
+    """Median milliseconds of each configuration in one dtype."""
+    res = {}
+    unet = UNet2DConditionModel(**UNET).to("cuda", dtype).eval()
+    x = torch.randn(2, 4, 64, 64, device="cuda", dtype=dtype)
+    c = torch.randn(2, 77, 768, device="cuda", dtype=dtype)
+    t = torch.tensor([500, 500], device="cuda")
+    res["unet_step_512_b2"] = time_ms(lambda: unet(x, t, encoder_hidden_states=c), runs=runs)
+    del unet
+    vae = AutoencoderKL(**VAE).to("cuda", dtype).eval()
+    for s in (512, 1024):
+        z = torch.randn(1, 4, s // 8, s // 8, device="cuda", dtype=dtype)
+        res[f"vae_decode_{s}"] = time_ms(lambda: vae.decode(z), warm=2, runs=5)
+    del vae
+    torch.cuda.empty_cache()
+    return res
+
+
 def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     for dtype in (torch.float16, torch.float32):
         name = "fp16" if dtype == torch.float16 else "fp32"
-        unet = UNet2DConditionModel(**UNET).to("cuda", dtype).eval()
-        x = torch.randn(2, 4, 64, 64, device="cuda", dtype=dtype)
-        c = torch.randn(2, 77, 768, device="cuda", dtype=dtype)
-        t = torch.tensor([500, 500], device="cuda")
-        print(f"diffusers unet_step_512_b2 {name} {time_ms(lambda: unet(x, t, encoder_hidden_states=c)):.2f}", flush=True)
-        del unet
-        vae = AutoencoderKL(**VAE).to("cuda", dtype).eval()
-        for s in (512, 1024):
-            z = torch.randn(1, 4, s // 8, s // 8, device="cuda", dtype=dtype)
-            print(f"diffusers vae_decode_{s} {name} {time_ms(lambda: vae.decode(z), warm=2, runs=5):.2f}", flush=True)
-        del vae
-        torch.cuda.empty_cache()
+        for k, v in measure(dtype).items():
+            print(f"diffusers {k} {name} {v:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,21 @@ type cublas struct {
 	setStream   func(h uintptr, s uintptr) int32
 	setMathMode func(h uintptr, mode int32) int32
 	sgemm       func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, lda int32, b uint64, ldb int32, beta *float32, c uint64, ldc int32) int32
+	// gemmEx and gemmStridedBatchedEx (cublasGemmEx, 19 arguments, and
+	// cublasGemmStridedBatchedEx, 23) are called through callC; zero when
+	// the platform has no callC.
+	gemmEx, gemmStridedBatchedEx uintptr
 }
+
+// cudaDataType_t and cublasComputeType_t values.
+const (
+	cudaR32F         = 0
+	cudaR16F         = 2
+	cudaR16BF        = 14
+	cublasCompute32F = 68
+	// cublasGemmDefault is CUBLAS_GEMM_DEFAULT (-1) as a 32-bit argument.
+	cublasGemmDefault = 0xFFFFFFFF
+)
 
 // Version returns "13.0.2".
 func (c *cublas) Version() string { return fmt.Sprintf("%d.%d.%d", c.major, c.minor, c.patch) }
@@ -91,6 +105,15 @@ func (c *cublas) resolve() error {
 			return err
 		}
 		purego.RegisterFunc(e.fn, p)
+	}
+	if haveCallC {
+		var err error
+		if c.gemmEx, err = c.lib.sym("cublasGemmEx"); err != nil {
+			return err
+		}
+		if c.gemmStridedBatchedEx, err = c.lib.sym("cublasGemmStridedBatchedEx"); err != nil {
+			return err
+		}
 	}
 	for i, v := range []*int{&c.major, &c.minor, &c.patch} {
 		var x int32

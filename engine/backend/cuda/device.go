@@ -19,6 +19,7 @@ package cuda
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
@@ -43,6 +44,11 @@ type Options struct {
 	// relative error instead of 1e-6). Off by default: the fp32 mode is the
 	// parity mode checked against the CPU backend.
 	TF32 bool
+	// Precision is the storage and tensor-core input type of every tensor
+	// on the device: tensor.F32 (the zero value means F32), tensor.F16 or
+	// tensor.BF16. The 16-bit modes accumulate GEMMs, attention and
+	// normalisation statistics in float32.
+	Precision tensor.DType
 }
 
 // Device is one GPU. Create it with Open; Close releases it.
@@ -51,6 +57,12 @@ type Device struct {
 	drv  *driver
 	blas *cublas
 	opts Options
+
+	// dtype is the storage type of the device's tensors, es its size in
+	// bytes and sfx the suffix of its kernels ("f32", "f16", "bf16").
+	dtype tensor.DType
+	es    uint64
+	sfx   string
 
 	work chan func()
 	quit chan struct{}
@@ -75,6 +87,10 @@ type Device struct {
 	// launchWords and launchPtrs hold kernel arguments for cuLaunchKernel.
 	launchWords []uint64
 	launchPtrs  []unsafe.Pointer
+	// alpha, beta and cargs hold GEMM arguments; their addresses are passed
+	// to cuBLAS.
+	alpha, beta float32
+	cargs       [maxCArgs]uintptr
 
 	errMu sync.Mutex
 	err   error // sticky: the first device failure
@@ -111,6 +127,16 @@ func Open(opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch opts.Precision {
+	case tensor.Invalid, tensor.F32:
+		opts.Precision = tensor.F32
+	case tensor.F16, tensor.BF16:
+		if blas.gemmEx == 0 {
+			return nil, fmt.Errorf("cuda: %v precision needs cublasGemmEx, which darkroom calls only on amd64; use float32", opts.Precision)
+		}
+	default:
+		return nil, fmt.Errorf("cuda: precision %v: want F32, F16 or BF16", opts.Precision)
+	}
 	mods, err := kernelModules()
 	if err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
@@ -136,8 +162,13 @@ func (d *Device) start(mods []kernels.Module) error {
 
 // newDevice builds an unstarted Device over loaded libraries.
 func newDevice(info GPUInfo, drv *driver, blas *cublas, opts Options) *Device {
+	dt := opts.Precision
+	if dt == tensor.Invalid {
+		dt = tensor.F32
+	}
 	return &Device{
 		info: info, drv: drv, blas: blas, opts: opts,
+		dtype: dt, es: uint64(dt.Size()), sfx: kernelSuffix(dt),
 		work:        make(chan func()),
 		quit:        make(chan struct{}),
 		funcs:       map[string]uintptr{},
@@ -216,7 +247,7 @@ func (d *Device) setup(mods []kernels.Module) error {
 	}
 	// The widest attention variant needs more than the default 48 KiB of
 	// dynamic shared memory.
-	if f, err := d.function("attention_f32_d256"); err == nil {
+	if f, err := d.function("attention_" + d.sfx + "_d256"); err == nil {
 		drv.cuFuncSetAttribute(f, funcAttrMaxDynamicSMB, int32(attentionSharedBytes(256)))
 	}
 	var p unsafe.Pointer
@@ -349,7 +380,55 @@ func (d *Device) ptr(t *backend.Tensor) uint64 {
 	if b.ptr == 0 {
 		return 0 // failed allocation; the sticky error stops every op
 	}
-	return b.ptr + uint64(t.Offset)*4
+	return b.ptr + uint64(t.Offset)*d.es
+}
+
+// kernelSuffix names the kernel variant for a storage type.
+func kernelSuffix(dt tensor.DType) string {
+	switch dt {
+	case tensor.F16:
+		return "f16"
+	case tensor.BF16:
+		return "bf16"
+	}
+	return "f32"
+}
+
+// kernel returns the name of kernel base in the device's precision.
+func (d *Device) kernel(base string) string { return base + "_" + d.sfx }
+
+// cudaType is the cudaDataType_t of the device's storage type.
+func (d *Device) cudaType() uintptr {
+	switch d.dtype {
+	case tensor.F16:
+		return cudaR16F
+	case tensor.BF16:
+		return cudaR16BF
+	}
+	return cudaR32F
+}
+
+// Precision returns the storage type of the device's tensors.
+func (d *Device) Precision() tensor.DType { return d.dtype }
+
+// hostBytes converts float32 values to the device's storage bytes.
+func (d *Device) hostBytes(v []float32) []byte {
+	switch d.dtype {
+	case tensor.F16, tensor.BF16:
+		out := make([]byte, 2*len(v))
+		conv := tensor.F32ToF16
+		if d.dtype == tensor.BF16 {
+			conv = tensor.F32ToBF16
+		}
+		for i, f := range v {
+			binary.LittleEndian.PutUint16(out[2*i:], conv(f))
+		}
+		return out
+	}
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
 }
 
 // optPtr is ptr for an optional tensor (0 for nil).
@@ -374,8 +453,8 @@ func (d *Device) alloc(bytes uint64) *buffer {
 	return b
 }
 
-// Alloc returns an uninitialised float32 tensor. An allocation failure is
-// reported by Sync; the tensor is then unusable.
+// Alloc returns an uninitialised tensor in the device's precision. An
+// allocation failure is reported by Sync; the tensor is then unusable.
 func (d *Device) Alloc(shape ...int) *backend.Tensor {
 	s := tensor.Shape(shape).Clone()
 	n := s.NumElements()
@@ -383,23 +462,25 @@ func (d *Device) Alloc(shape ...int) *backend.Tensor {
 		panic(fmt.Sprintf("cuda: tensor of shape %v has %d elements; the limit is 2^31-1", s, n))
 	}
 	var b *buffer
-	d.run(func() { b = d.alloc(uint64(n) * 4) })
+	d.run(func() { b = d.alloc(uint64(n) * d.es) })
 	if b.ptr != 0 {
 		// Memory of a tensor that becomes unreachable without Free goes
 		// back to the pool (see drainReleased).
 		b.cleanup = runtime.AddCleanup(b, d.released, block{ptr: b.ptr, size: b.size})
 	}
-	return &backend.Tensor{Shape: s, DType: tensor.F32, Buf: b}
+	return &backend.Tensor{Shape: s, DType: d.dtype, Buf: b}
 }
 
-// Upload copies host float32 data into a new device tensor.
+// Upload copies host float32 data into a new device tensor (rounded to the
+// device's precision).
 func (d *Device) Upload(data []float32, shape ...int) *backend.Tensor {
 	t := d.Alloc(shape...)
 	if len(data) != t.Len() {
 		panic(fmt.Sprintf("cuda: upload %d values into shape %v", len(data), t.Shape))
 	}
 	if len(data) > 0 {
-		d.run(func() { d.copyIn(d.ptr(t), unsafe.Slice((*byte)(unsafe.Pointer(&data[0])), 4*len(data))) }, t)
+		raw := d.hostBytes(data)
+		d.run(func() { d.copyIn(d.ptr(t), raw) }, t)
 	}
 	return t
 }
@@ -464,13 +545,14 @@ func (d *Device) copyOut(dst []byte, src uint64) error {
 	return nil
 }
 
-// UploadRaw converts stored weight bytes into a new float32 device tensor
-// (F16/BF16/F8 are widened on the host for now).
+// UploadRaw copies stored weight bytes into a new device tensor: bytes
+// already in the device's precision are copied as they are, others are
+// converted on the host.
 func (d *Device) UploadRaw(raw []byte, dt tensor.DType, shape ...int) (*backend.Tensor, error) {
 	n := tensor.Shape(shape).NumElements()
-	if dt == tensor.F32 {
-		if len(raw) != 4*n {
-			return nil, fmt.Errorf("cuda: upload %d bytes of F32 into shape %v", len(raw), shape)
+	if dt == d.dtype {
+		if len(raw) != dt.Size()*n {
+			return nil, fmt.Errorf("cuda: upload %d bytes of %v into shape %v", len(raw), dt, shape)
 		}
 		t := d.Alloc(shape...)
 		if n > 0 {
@@ -486,19 +568,26 @@ func (d *Device) UploadRaw(raw []byte, dt tensor.DType, shape ...int) (*backend.
 	return t, d.stickyErr()
 }
 
-// Download waits for queued work and copies t to host memory.
+// Download waits for queued work and copies t to host memory as float32.
 func (d *Device) Download(t *backend.Tensor) ([]float32, error) {
 	out := make([]float32, t.Len())
 	if len(out) == 0 {
 		return out, d.stickyErr()
 	}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), 4*len(out))
+	if d.dtype != tensor.F32 {
+		raw = make([]byte, int(d.es)*len(out))
+	}
 	var err error
-	d.run(func() {
-		err = d.copyOut(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), 4*len(out)), d.ptr(t))
-	}, t)
+	d.run(func() { err = d.copyOut(raw, d.ptr(t)) }, t)
 	if err != nil {
 		d.setErr(err)
 		return nil, err
+	}
+	if d.dtype != tensor.F32 {
+		if err := tensor.ToFloat32(d.dtype, raw, out); err != nil {
+			return nil, fmt.Errorf("cuda: download: %w", err)
+		}
 	}
 	return out, nil
 }

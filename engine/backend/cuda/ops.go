@@ -20,26 +20,40 @@ func checkSame(op string, a, b *backend.Tensor) {
 	}
 }
 
-// sgemm queues a row-major C[m,n] = A[m,k]·op(B) (+ beta·C) with cuBLAS:
-// B is [k,n] (ldb n) or, with transB, [n,k] (ldb k). Row-major C is
-// column-major Cᵀ, so the call computes Cᵀ = op(B)ᵀ·Aᵀ.
-func (d *Device) sgemm(transB bool, m, n, k int, a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int) {
+// gemm queues a row-major C[m,n] = alpha·A[m,k]·op(B) + beta·C with
+// cuBLAS in the device's precision (float32 accumulation always): B is
+// [k,n] (ldb n) or, with transB, [n,k] (ldb k). Row-major C is
+// column-major Cᵀ, so the call computes Cᵀ = op(B)ᵀ·Aᵀ. Owner goroutine
+// only.
+func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int) {
 	if d.failed() || m == 0 || n == 0 {
 		return
 	}
 	for _, v := range []int{m, n, k, lda, ldb, ldc} {
 		if v > math.MaxInt32 {
-			panic(fmt.Sprintf("cuda sgemm: dimension %d exceeds int32", v))
+			panic(fmt.Sprintf("cuda gemm: dimension %d exceeds int32", v))
 		}
 	}
 	opB := int32(cublasOpN)
 	if transB {
 		opB = cublasOpT
 	}
-	alpha := float32(1)
-	st := d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &alpha, b, int32(ldb), a, int32(lda), &beta, c, int32(ldc))
-	if st != 0 {
-		d.setErr(cublasErr(fmt.Sprintf("cublasSgemm(m=%d n=%d k=%d)", m, n, k), st))
+	// The scalars live in the Device so that their addresses stay valid
+	// for the call.
+	d.alpha, d.beta = alpha, beta
+	if d.dtype == tensor.F32 {
+		st := d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
+		if st != 0 {
+			d.setErr(cublasErr(fmt.Sprintf("cublasSgemm(m=%d n=%d k=%d)", m, n, k), st))
+		}
+		return
+	}
+	dt := d.cudaType()
+	d.cargs = [maxCArgs]uintptr{d.handle, uintptr(opB), cublasOpN, uintptr(n), uintptr(m), uintptr(k),
+		uintptr(unsafe.Pointer(&d.alpha)), uintptr(b), dt, uintptr(ldb), uintptr(a), dt, uintptr(lda),
+		uintptr(unsafe.Pointer(&d.beta)), uintptr(c), dt, uintptr(ldc), cublasCompute32F, cublasGemmDefault}
+	if st := int32(callC(d.blas.gemmEx, &d.cargs)); st != 0 {
+		d.setErr(cublasErr(fmt.Sprintf("cublasGemmEx(%v, m=%d n=%d k=%d)", d.dtype, m, n, k), st))
 	}
 }
 
@@ -65,14 +79,14 @@ func (d *Device) MatMul(dst, a, b *backend.Tensor, transB bool) {
 	if transB {
 		ldb = k
 	}
-	ap, bp, cp := d.ptr(a), d.ptr(b), d.ptr(dst)
+	ap, bp, cp, es := d.ptr(a), d.ptr(b), d.ptr(dst), d.es
 	d.run(func() {
 		if bBatch == 1 {
-			d.sgemm(transB, batch*m, n, k, ap, k, bp, ldb, 0, cp, n)
+			d.gemm(transB, batch*m, n, k, 1, ap, k, bp, ldb, 0, cp, n)
 			return
 		}
 		for i := range batch {
-			d.sgemm(transB, m, n, k, ap+uint64(i*m*k*4), k, bp+uint64(i*k*n*4), ldb, 0, cp+uint64(i*m*n*4), n)
+			d.gemm(transB, m, n, k, 1, ap+uint64(i*m*k)*es, k, bp+uint64(i*k*n)*es, ldb, 0, cp+uint64(i*m*n)*es, n)
 		}
 	}, dst, a, b)
 }
@@ -89,9 +103,9 @@ func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 	rows := x.Len() / in
 	xp, wp, cp, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
 	d.run(func() {
-		d.sgemm(true, rows, out, in, xp, in, wp, in, 0, cp, out)
+		d.gemm(true, rows, out, in, 1, xp, in, wp, in, 0, cp, out)
 		if bias != nil {
-			d.launch1D("bias_rows_f32", rows*out, i32(rows*out), i32(out), ptrArg(cp), ptrArg(bp))
+			d.launch1D(d.kernel("bias_rows"), rows*out, i32(rows*out), i32(out), ptrArg(cp), ptrArg(bp))
 		}
 	}, dst, x, w, bias)
 }
@@ -109,37 +123,37 @@ func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams)
 		panic(fmt.Sprintf("cuda conv2d: bias %v for %d channels", bias.Shape, oc))
 	}
 	checkLen("conv2d", dst.Shape)
-	xp, wp, op, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
+	xp, wp, op, bp, es := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias), d.es
 	ckk := c * kh * kw
 	spatial := oh * ow
 	direct := kh == 1 && kw == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadTop == 0 && p.PadLeft == 0 && p.PadBottom == 0 && p.PadRight == 0
 	d.run(func() {
 		if direct {
 			for i := range n {
-				d.sgemm(false, oc, spatial, c, wp, c, xp+uint64(i*c*h*wd*4), spatial, 0, op+uint64(i*oc*spatial*4), spatial)
+				d.gemm(false, oc, spatial, c, 1, wp, c, xp+uint64(i*c*h*wd)*es, spatial, 0, op+uint64(i*oc*spatial)*es, spatial)
 			}
 		} else {
 			chunk := max(1, min(spatial, d.im2colLimit/ckk))
-			col := d.alloc(uint64(ckk*chunk) * 4)
+			col := d.alloc(uint64(ckk*chunk) * es)
 			if col.ptr == 0 {
 				return
 			}
 			for i := range n {
-				xi := xp + uint64(i*c*h*wd*4)
-				oi := op + uint64(i*oc*spatial*4)
+				xi := xp + uint64(i*c*h*wd)*es
+				oi := op + uint64(i*oc*spatial)*es
 				for s0 := 0; s0 < spatial; s0 += chunk {
 					cnt := min(chunk, spatial-s0)
-					d.launch1D("im2col_f32", ckk*cnt, i32(ckk*cnt), ptrArg(xi), ptrArg(col.ptr),
+					d.launch1D(d.kernel("im2col"), ckk*cnt, i32(ckk*cnt), ptrArg(xi), ptrArg(col.ptr),
 						i32(h), i32(wd), i32(kh), i32(kw), i32(p.StrideH), i32(p.StrideW), i32(p.PadTop), i32(p.PadLeft),
 						i32(ow), i32(s0), i32(cnt))
-					d.sgemm(false, oc, cnt, ckk, wp, ckk, col.ptr, cnt, 0, oi+uint64(s0*4), spatial)
+					d.gemm(false, oc, cnt, ckk, 1, wp, ckk, col.ptr, cnt, 0, oi+uint64(s0)*es, spatial)
 				}
 			}
 			d.poolPut(col)
 		}
 		if bias != nil {
 			total := n * oc * spatial
-			d.launch1D("bias_channels_f32", total, i32(total), i32(spatial), i32(oc), ptrArg(op), ptrArg(bp))
+			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(spatial), i32(oc), ptrArg(op), ptrArg(bp))
 		}
 	}, dst, x, w, bias)
 }
@@ -163,7 +177,7 @@ func (d *Device) GroupNorm(dst, x, gamma, beta *backend.Tensor, groups int, eps 
 	xp, yp, gp, bp := d.ptr(x), d.ptr(dst), d.optPtr(gamma), d.optPtr(beta)
 	threads := normThreads(c/groups*spatial, 1024)
 	d.run(func() {
-		d.launch("groupnorm_f32", [3]int{n * groups, 1, 1}, threads, 0,
+		d.launch(d.kernel("groupnorm"), [3]int{n * groups, 1, 1}, threads, 0,
 			ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(c), i32(groups), i32(spatial), f32(eps), boolArg(silu))
 	}, dst, x, gamma, beta)
 }
@@ -179,7 +193,7 @@ func (d *Device) LayerNorm(dst, x, gamma, beta *backend.Tensor, eps float32) {
 	}
 	xp, yp, gp, bp := d.ptr(x), d.ptr(dst), d.optPtr(gamma), d.optPtr(beta)
 	d.run(func() {
-		d.launch("layernorm_f32", [3]int{rows, 1, 1}, normThreads(dim, 512), 0,
+		d.launch(d.kernel("layernorm"), [3]int{rows, 1, 1}, normThreads(dim, 512), 0,
 			ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(dim), f32(eps))
 	}, dst, x, gamma, beta)
 }
@@ -195,7 +209,7 @@ func (d *Device) Softmax(dst, x *backend.Tensor) {
 	}
 	xp, yp := d.ptr(x), d.ptr(dst)
 	d.run(func() {
-		d.launch("softmax_f32", [3]int{rows, 1, 1}, normThreads(dim, 512), 0, ptrArg(xp), ptrArg(yp), i32(dim))
+		d.launch(d.kernel("softmax"), [3]int{rows, 1, 1}, normThreads(dim, 512), 0, ptrArg(xp), ptrArg(yp), i32(dim))
 	}, dst, x)
 }
 
@@ -212,17 +226,43 @@ func attentionSharedBytes(dh int) int {
 	return 4 * (attentionKeyTile*(dh+1) + attentionKeyTile*dh + attentionRows*dh)
 }
 
-// attentionKernel picks the variant whose per-lane accumulator fits dh.
-func attentionKernel(dh int) (string, bool) {
-	switch {
-	case dh <= 32:
-		return "attention_f32_d32", true
-	case dh <= 64:
-		return "attention_f32_d64", true
-	case dh <= 128:
-		return "attention_f32_d128", true
-	case dh <= 256:
-		return "attention_f32_d256", true
+// attentionKernel picks the portable variant whose per-lane accumulator
+// fits dh.
+func (d *Device) attentionKernel(dh int) (string, bool) {
+	for _, n := range []int{32, 64, 128, 256} {
+		if dh <= n {
+			return fmt.Sprintf("attention_%s_d%d", d.sfx, n), true
+		}
+	}
+	return "", false
+}
+
+// flashWidths are the padded head dimensions of the tensor-core kernels
+// (FLASH_VARIANTS in kernels/attention.cu); flashRows mirrors FA_BQ and
+// flashThreads FA_WARPS·32.
+var flashWidths = []int{32, 48, 64, 80, 96, 128, 160}
+
+const (
+	flashRows    = 64
+	flashThreads = 128
+)
+
+// flashKernel picks the tensor-core variant for head dimension dh on a
+// 16-bit device: dh must be even and at most 160, and the tensors' element
+// offsets even (the kernel moves pairs of elements).
+func (d *Device) flashKernel(dh int, ts ...*backend.Tensor) (string, bool) {
+	if d.dtype == tensor.F32 || dh%2 != 0 {
+		return "", false
+	}
+	for _, t := range ts {
+		if t.Offset%2 != 0 {
+			return "", false
+		}
+	}
+	for _, w := range flashWidths {
+		if dh <= w {
+			return fmt.Sprintf("flash_%s_d%d", d.sfx, w), true
+		}
 	}
 	return "", false
 }
@@ -236,12 +276,22 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 		panic(fmt.Sprintf("cuda attention: q %v k %v v %v dst %v heads %d", q.Shape, k.Shape, v.Shape, dst.Shape, p.Heads))
 	}
 	dh := hd / p.Heads
-	name, ok := attentionKernel(dh)
+	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
+	if name, ok := d.flashKernel(dh, q, k, v, dst); ok {
+		d.run(func() {
+			if nq == 0 || b == 0 {
+				return
+			}
+			d.launch(name, [3]int{(nq + flashRows - 1) / flashRows, p.Heads, b}, flashThreads, 0,
+				ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal))
+		}, dst, q, k, v)
+		return
+	}
+	name, ok := d.attentionKernel(dh)
 	if !ok {
 		d.attentionComposed(dst, q, k, v, p)
 		return
 	}
-	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
 	d.run(func() {
 		if nq == 0 || b == 0 {
 			return
@@ -266,20 +316,22 @@ func (d *Device) attentionComposed(dst, q, k, v *backend.Tensor, p backend.Atten
 	b, nq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
 	nk := k.Shape[1]
 	dh := hd / p.Heads
-	rows := max(1, min(nq, attentionScoreBytes/(4*max(nk, 1))))
+	es := d.es
+	rows := max(1, min(nq, attentionScoreBytes/(int(es)*max(nk, 1))))
 	scores := d.Alloc(rows, nk)
 	sp, qp, kp, vp, op := d.ptr(scores), d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
 	for bi := range b {
 		for h := range p.Heads {
 			for q0 := 0; q0 < nq; q0 += rows {
 				r := min(rows, nq-q0)
-				qOff := uint64(((bi*nq+q0)*hd + h*dh) * 4)
-				kOff := uint64((bi*nk*hd + h*dh) * 4)
+				qOff := uint64((bi*nq+q0)*hd+h*dh) * es
+				kOff := uint64(bi*nk*hd+h*dh) * es
 				d.run(func() {
-					d.sgemm(true, r, nk, dh, qp+qOff, hd, kp+kOff, hd, 0, sp, nk)
-					d.launch1D("affine_f32", r*nk, i32(r*nk), ptrArg(sp), ptrArg(sp), f32(p.Scale), f32(0))
-					d.launch("softmax_f32", [3]int{r, 1, 1}, normThreads(nk, 512), 0, ptrArg(sp), ptrArg(sp), i32(nk))
-					d.sgemm(false, r, dh, nk, sp, nk, vp+kOff, hd, 0, op+qOff, hd)
+					// The GEMM applies the scale, so 16-bit scores are
+					// stored already scaled.
+					d.gemm(true, r, nk, dh, p.Scale, qp+qOff, hd, kp+kOff, hd, 0, sp, nk)
+					d.launch(d.kernel("softmax"), [3]int{r, 1, 1}, normThreads(nk, 512), 0, ptrArg(sp), ptrArg(sp), i32(nk))
+					d.gemm(false, r, dh, nk, 1, sp, nk, vp+kOff, hd, 0, op+qOff, hd)
 				}, dst, q, k, v, scores)
 			}
 		}
@@ -295,7 +347,7 @@ func (d *Device) Unary(op backend.UnaryOp, dst, x *backend.Tensor) {
 	checkLen("unary", x.Shape)
 	n := x.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D("unary_f32", n, i32(int(op)), i32(n), ptrArg(xp), ptrArg(yp)) }, dst, x)
+	d.run(func() { d.launch1D(d.kernel("unary"), n, i32(int(op)), i32(n), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 
 // Affine computes dst = x·alpha + beta.
@@ -304,7 +356,7 @@ func (d *Device) Affine(dst, x *backend.Tensor, alpha, beta float32) {
 	checkLen("affine", x.Shape)
 	n := x.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D("affine_f32", n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
+	d.run(func() { d.launch1D(d.kernel("affine"), n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
 }
 
 // Binary applies an elementwise op with NumPy broadcasting.
@@ -316,7 +368,7 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	n := dst.Len()
 	ap, bp, yp := d.ptr(a), d.ptr(b), d.ptr(dst)
 	if a.Shape.Equal(dst.Shape) && b.Shape.Equal(dst.Shape) {
-		d.run(func() { d.launch1D("binary_f32", n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp)) }, dst, a, b)
+		d.run(func() { d.launch1D(d.kernel("binary"), n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp)) }, dst, a, b)
 		return
 	}
 	if len(dst.Shape) > maxDims {
@@ -329,7 +381,7 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 		ds.shape[i], ds.sa[i], ds.sb[i] = int32(s), int32(sa[i]), int32(sb[i])
 	}
 	d.run(func() {
-		d.launch1D("binary_bcast_f32", n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp), dimsArg(&ds))
+		d.launch1D(d.kernel("binary_bcast"), n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp), dimsArg(&ds))
 	}, dst, a, b)
 }
 
@@ -342,7 +394,7 @@ func (d *Device) GEGLU(dst, x *backend.Tensor) {
 	checkLen("geglu", x.Shape)
 	n := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D("geglu_f32", n, i32(n), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
+	d.run(func() { d.launch1D(d.kernel("geglu"), n, i32(n), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 
 // Upsample2x is a nearest-neighbour 2× upsample of [N, C, H, W].
@@ -354,13 +406,13 @@ func (d *Device) Upsample2x(dst, x *backend.Tensor) {
 	checkLen("upsample", dst.Shape)
 	total := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D("upsample2x_f32", total, i32(total), i32(h), i32(w), ptrArg(xp), ptrArg(yp)) }, dst, x)
+	d.run(func() { d.launch1D(d.kernel("upsample2x"), total, i32(total), i32(h), i32(w), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 
 // copy2D queues rows×cols float copies between strided row layouts.
 func (d *Device) copy2D(rows, cols int, src uint64, srcStride int, dst uint64, dstStride int) {
 	n := rows * cols
-	d.launch1D("copy2d_f32", n, i32(n), i32(cols), ptrArg(src), i32(srcStride), ptrArg(dst), i32(dstStride))
+	d.launch1D(d.kernel("copy2d"), n, i32(n), i32(cols), ptrArg(src), i32(srcStride), ptrArg(dst), i32(dstStride))
 }
 
 // Concat joins tensors along axis.
@@ -388,11 +440,11 @@ func (d *Device) Concat(dst *backend.Tensor, axis int, xs ...*backend.Tensor) {
 	if total != dst.Shape[axis] || pos != dstInner {
 		panic(fmt.Sprintf("cuda concat: parts do not fill %v along axis %d", dst.Shape, axis))
 	}
-	yp := d.ptr(dst)
+	yp, es := d.ptr(dst), d.es
 	d.run(func() {
 		off := 0
 		for _, p := range parts {
-			d.copy2D(outer, p.inner, p.ptr, p.inner, yp+uint64(off*4), dstInner)
+			d.copy2D(outer, p.inner, p.ptr, p.inner, yp+uint64(off)*es, dstInner)
 			off += p.inner
 		}
 	}, dst)
@@ -414,8 +466,8 @@ func (d *Device) Slice(dst, x *backend.Tensor, axis, start int) {
 	if dst.Len() != outer*cols {
 		panic(fmt.Sprintf("cuda slice: dst %v from %v along axis %d", dst.Shape, x.Shape, axis))
 	}
-	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.copy2D(outer, cols, xp+uint64(start*inner*4), x.Shape[axis]*inner, yp, cols) }, dst, x)
+	xp, yp, es := d.ptr(x), d.ptr(dst), d.es
+	d.run(func() { d.copy2D(outer, cols, xp+uint64(start*inner)*es, x.Shape[axis]*inner, yp, cols) }, dst, x)
 }
 
 // Permute copies x with its dimensions reordered.
@@ -436,7 +488,7 @@ func (d *Device) Permute(dst, x *backend.Tensor, perm ...int) {
 	}
 	n := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D("permute_f32", n, i32(n), ptrArg(xp), ptrArg(yp), dimsArg(&ds)) }, dst, x)
+	d.run(func() { d.launch1D(d.kernel("permute"), n, i32(n), ptrArg(xp), ptrArg(yp), dimsArg(&ds)) }, dst, x)
 }
 
 // Embedding gathers rows of table for ids.
@@ -463,7 +515,7 @@ func (d *Device) Embedding(dst, table *backend.Tensor, ids []int) {
 			return
 		}
 		d.copyIn(buf.ptr, unsafe.Slice((*byte)(unsafe.Pointer(&idx[0])), 4*len(idx)))
-		d.launch1D("gather_rows_f32", n, i32(n), i32(dim), ptrArg(tp), ptrArg(buf.ptr), ptrArg(yp))
+		d.launch1D(d.kernel("gather_rows"), n, i32(n), i32(dim), ptrArg(tp), ptrArg(buf.ptr), ptrArg(yp))
 		d.poolPut(buf)
 	}, dst, table)
 }
@@ -479,6 +531,7 @@ func (d *Device) TimestepEmbedding(dst *backend.Tensor, ts []float32, p backend.
 	if len(host) == 0 {
 		return
 	}
+	raw := d.hostBytes(host)
 	yp := d.ptr(dst)
-	d.run(func() { d.copyIn(yp, unsafe.Slice((*byte)(unsafe.Pointer(&host[0])), 4*len(host))) }, dst)
+	d.run(func() { d.copyIn(yp, raw) }, dst)
 }

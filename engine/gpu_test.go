@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -12,14 +15,24 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
+	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/rng"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights"
 )
 
 // openGPU opens the first GPU in float32 parity mode (TF32 off) or skips.
 func openGPU(t *testing.T) backend.Device {
 	t.Helper()
-	d, err := cuda.Open(cuda.Options{})
+	return openGPUIn(t, tensor.F32)
+}
+
+// openGPUIn opens the first GPU with the given storage precision or skips.
+func openGPUIn(t *testing.T, prec tensor.DType) backend.Device {
+	t.Helper()
+	d, err := cuda.Open(cuda.Options{Precision: prec})
 	if errors.Is(err, cuda.ErrNoDevice) {
 		t.Skipf("skipping: no NVIDIA GPU/driver on this machine (%v)", err)
 	}
@@ -81,6 +94,116 @@ func TestGPUReferenceCases(t *testing.T) {
 	}
 }
 
+// demoCheckpoint decompresses the built-in model's file (beside package
+// demo, so that nodemo test builds work too) into a temporary file.
+func demoCheckpoint(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open(filepath.Join("demo", demo.GzFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := demo.Decompress(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), demo.FileName)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestGPUReferenceCasesHalf runs the diffusers reference cases with 16-bit
+// storage and float32 accumulation (fp16 is the GPU default): the decoded
+// image must be within 35 dB of diffusers' (fp16) and 30 dB (bf16, three
+// fewer mantissa bits); the latent errors are reported.
+func TestGPUReferenceCasesHalf(t *testing.T) {
+	for _, prec := range []struct {
+		dt  tensor.DType
+		min float64
+	}{{tensor.F16, 35}, {tensor.BF16, 30}} {
+		t.Run(prec.dt.String(), func(t *testing.T) {
+			dev := openGPUIn(t, prec.dt)
+			ctx := context.Background()
+			m, err := Load(ctx, layouts[0].path, dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range refCases(t) {
+				t.Run(c.Name, func(t *testing.T) {
+					fx := testref.Tensors(t, c.Name+".safetensors")
+					cond, err := m.EncodePrompt(ctx, c.Prompt, 1)
+					if err != nil {
+						t.Fatal(err)
+					}
+					uncond, err := m.EncodePrompt(ctx, c.Negative, 1)
+					if err != nil {
+						t.Fatal(err)
+					}
+					shape := [4]int{1, 4, c.Height / 8, c.Width / 8}
+					noise := rng.NewTorch(c.Seed).Randn(shape[1] * shape[2] * shape[3])
+					lat, err := m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
+						Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, Convention: refConvention[c.Sampler]}, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					px, err := m.Decode(ctx, lat, shape)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p := testref.PSNR(chwToHWC(px, c.Height, c.Width), fx["image"])
+					t.Logf("%v image PSNR %.1f dB, final latent rel err %.2g", prec.dt, p, testref.RelErr(lat, fx["final_latent"]))
+					if p < prec.min {
+						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, p, prec.min)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestGPUSD15HalfVsFloat32 runs the full-size SD1.5 UNet (512², batch 2,
+// random weights from one seed) in fp16, bf16 and fp32 mode: the 16-bit
+// outputs must be finite and their relative error against fp32 is
+// reported (and bounded: 1e-2 for fp16, 5e-2 for bf16).
+func TestGPUSD15HalfVsFloat32(t *testing.T) {
+	ctx := context.Background()
+	forward := func(t *testing.T, prec tensor.DType) []float32 {
+		dev := openGPUIn(t, prec)
+		m := unet.Load(weights.NewRandomBuilder(dev, 1), unet.SD15())
+		r := rand.New(rand.NewPCG(1, 2))
+		x := dev.Upload(randomValues(r, 2*4*64*64), 2, 4, 64, 64)
+		c := dev.Upload(randomValues(r, 2*77*768), 2, 77, 768)
+		out, err := m.Forward(ctx, dev, x, []float32{500, 500}, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := dev.Download(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range v {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				t.Fatalf("%v: output %d is %v", prec, i, f)
+			}
+		}
+		return v
+	}
+	ref := forward(t, tensor.F32)
+	for _, c := range []struct {
+		dt  tensor.DType
+		max float64
+	}{{tensor.F16, 1e-2}, {tensor.BF16, 5e-2}} {
+		got := forward(t, c.dt)
+		e := testref.RelErr(got, ref)
+		t.Logf("SD1.5 UNet 512x512 batch 2, %v vs fp32: relative error %.3g", c.dt, e)
+		if e > c.max {
+			t.Errorf("%v vs fp32: relative error %.3g > %g", c.dt, e, c.max)
+		}
+	}
+}
+
 // TestGPUMatchesCPUOnDemo generates with the built-in model on both devices.
 func TestGPUMatchesCPUOnDemo(t *testing.T) {
 	dev := openGPU(t)
@@ -89,8 +212,7 @@ func TestGPUMatchesCPUOnDemo(t *testing.T) {
 	req.Prompt, req.Width, req.Height, req.Steps, req.CFG, req.Seed = "a handwritten digit 4", 32, 32, 12, 5, 9
 	var lat [2][]float32
 	for i, d := range []backend.Device{cpu.New(), dev} {
-		// The checkpoint file itself, so that nodemo test builds work too.
-		m, err := Load(ctx, "demo/darkroom-digits.safetensors", d)
+		m, err := Load(ctx, demoCheckpoint(t), d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,21 +242,24 @@ func TestGPUBench(t *testing.T) {
 	if os.Getenv("DARKROOM_GPU_BENCH") == "" {
 		t.Skip("set DARKROOM_GPU_BENCH=1 to time the GPU")
 	}
-	dev := openGPU(t)
 	ctx := context.Background()
-	r, err := BenchUNetStep(ctx, dev, 512, 512, 2, 10)
-	if err != nil {
-		t.Errorf("unet step: %v", err)
-	} else {
-		fmt.Printf("darkroom unet_step_512_b2 fp32 %.2f (warm-up %.2f)\n", ms(r.Median()), ms(r.Warm))
-	}
-	for _, s := range []int{512, 1024} {
-		r, err := BenchVAEDecode(ctx, dev, s, s, 3)
+	for _, prec := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
+		dev := openGPUIn(t, prec)
+		name := map[tensor.DType]string{tensor.F16: "fp16", tensor.BF16: "bf16", tensor.F32: "fp32"}[prec]
+		r, err := BenchUNetStep(ctx, dev, 512, 512, 2, 20)
 		if err != nil {
-			t.Errorf("vae decode %d: %v", s, err)
-			continue
+			t.Errorf("unet step: %v", err)
+		} else {
+			fmt.Printf("darkroom unet_step_512_b2 %s %.2f (warm-up %.2f; %s)\n", name, ms(r.Median()), ms(r.Warm), r.Notes)
 		}
-		fmt.Printf("darkroom vae_decode_%d fp32 %.2f\n", s, ms(r.Median()))
+		for _, s := range []int{512, 1024} {
+			r, err := BenchVAEDecode(ctx, dev, s, s, 5)
+			if err != nil {
+				t.Errorf("vae decode %d: %v", s, err)
+				continue
+			}
+			fmt.Printf("darkroom vae_decode_%d %s %.2f\n", s, name, ms(r.Median()))
+		}
 	}
 }
 
@@ -147,7 +272,7 @@ func TestGPUCancel(t *testing.T) {
 	dev := openGPU(t)
 	d := dev.(*cuda.Device)
 	ctx := context.Background()
-	m, err := Load(ctx, "demo/darkroom-digits.safetensors", dev)
+	m, err := Load(ctx, demoCheckpoint(t), dev)
 	if err != nil {
 		t.Fatal(err)
 	}

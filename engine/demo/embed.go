@@ -4,7 +4,8 @@ package demo
 
 import _ "embed"
 
-// checkpoint is a string so that the embedded bytes cannot be modified.
+// checkpointGz is the gzip-compressed checkpoint, a string so that the
+// embedded bytes cannot be modified.
 //
-//go:embed darkroom-digits.safetensors
-var checkpoint string
+//go:embed darkroom-digits.safetensors.gz
+var checkpointGz string

@@ -2,7 +2,7 @@
 
 package demo
 
-// checkpoint is empty in builds with the nodemo tag (test binaries carried
-// to other machines, where the checkpoint file travels beside them); Open
-// and Bytes then fail or return nothing.
-var checkpoint string
+// checkpointGz is empty in builds with the nodemo tag (test binaries
+// carried to other machines, where the checkpoint file travels beside
+// them); Open and Bytes then fail or return nothing.
+var checkpointGz string

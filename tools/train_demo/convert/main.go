@@ -7,7 +7,8 @@
 // a diffusers folder under canonical LDM names and shapes), so the file it
 // writes is exactly what the engine reads.
 //
-//	go run ./tools/train_demo/convert -in OUT_DIR -out engine/demo/darkroom-digits.safetensors
+//	go run ./tools/train_demo/convert -in OUT_DIR -out OUT_DIR/darkroom-digits.safetensors
+//	gzip -9 -c OUT_DIR/darkroom-digits.safetensors > engine/demo/darkroom-digits.safetensors.gz
 //
 // -in is either a diffusers folder (unet/, vae/, text_encoder/) or a folder
 // holding train.py's flat files unet.safetensors, vae.safetensors and

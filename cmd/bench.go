@@ -2,15 +2,19 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 )
 
 func newBenchCmd() *cobra.Command {
 	var (
 		device, precision   string
+		profile             bool
 		width, height, runs int
 		batch               int
 		vaeOnly, unetOnly   bool
@@ -31,7 +35,7 @@ docs/performance.md with machine and date.`,
 			if runs < 1 || batch < 1 {
 				return fmt.Errorf("--runs %d, --batch %d: must be at least 1", runs, batch)
 			}
-			eng, err := engine.Open(engine.Options{Device: device, Precision: precision})
+			eng, err := engine.Open(engine.Options{Device: device, Precision: precision, Profile: profile})
 			if err != nil {
 				return err
 			}
@@ -48,6 +52,9 @@ docs/performance.md with machine and date.`,
 					return err
 				}
 				results = append(results, r)
+				if err := printProfile(out, eng.Device(), r.Name, runs); err != nil {
+					return err
+				}
 			}
 			if !unetOnly {
 				r, err := engine.BenchVAEDecode(cmd.Context(), eng.Device(), width, height, runs)
@@ -55,6 +62,9 @@ docs/performance.md with machine and date.`,
 					return err
 				}
 				results = append(results, r)
+				if err := printProfile(out, eng.Device(), r.Name, runs); err != nil {
+					return err
+				}
 			}
 			fmt.Fprintf(out, "%-36s %12s %12s %5s\n", "benchmark", "warm-up", "median", "runs")
 			for _, r := range results {
@@ -75,5 +85,26 @@ docs/performance.md with machine and date.`,
 	f.IntVar(&runs, "runs", 5, "timed runs after one warm-up")
 	f.BoolVar(&vaeOnly, "vae", false, "only the VAE decode")
 	f.BoolVar(&unetOnly, "unet", false, "only the UNet step")
+	f.BoolVar(&profile, "profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes")
 	return c
+}
+
+// printProfile prints the GPU time per kernel of the last benchmark's timed
+// runs (the warm-up is not counted) when the device was opened with
+// profiling.
+func printProfile(w io.Writer, dev backend.Device, name string, calls int) error {
+	d, ok := dev.(*cuda.Device)
+	if !ok || !d.Options().Profile {
+		return nil
+	}
+	entries, total, err := d.ProfileReport()
+	if err != nil {
+		return err
+	}
+	for i := range entries {
+		entries[i].Millis /= float64(calls)
+		entries[i].Calls /= calls
+	}
+	fmt.Fprintf(w, "GPU time per run of %s (CUDA events, mean of %d runs):\n%s", name, calls, cuda.FormatProfile(entries, total/float64(calls), 30))
+	return nil
 }

@@ -74,6 +74,7 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 		}
 		el := time.Since(start)
 		if i == 0 {
+			resetProfile(dev)
 			res.Warm = el
 			v, err := dev.Download(out)
 			if err != nil {
@@ -94,6 +95,13 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 	return res, nil
 }
 
+// resetProfile drops a profiling device's measurements of the warm-up run.
+func resetProfile(dev backend.Device) {
+	if p, ok := dev.(interface{ ResetProfile() }); ok {
+		p.ResetProfile()
+	}
+}
+
 // BenchVAEDecode times the SD1.x VAE decoder (random weights) producing a
 // width × height image.
 func BenchVAEDecode(ctx context.Context, dev backend.Device, width, height, runs int) (BenchResult, error) {
@@ -111,6 +119,7 @@ func BenchVAEDecode(ctx context.Context, dev backend.Device, width, height, runs
 			return res, err
 		}
 		if i == 0 {
+			resetProfile(dev)
 			res.Warm = time.Since(start)
 		} else {
 			res.Runs = append(res.Runs, time.Since(start))

@@ -42,17 +42,20 @@ type Options struct {
 	// (fp16, the default for SD1.x), "fp16", "bf16" or "fp32" (the parity
 	// mode). The CPU backend always computes in float32.
 	Precision string
+	// Profile makes the GPU backend time every kernel and GEMM with CUDA
+	// events (cuda.Device.ProfileReport); it slows the run a little.
+	Profile bool
 }
 
 // cudaOptions maps the engine options to the CUDA backend's.
 func (o Options) cudaOptions() (cuda.Options, error) {
 	switch o.Precision {
 	case "", "auto", "fp16":
-		return cuda.Options{Precision: tensor.F16}, nil
+		return cuda.Options{Precision: tensor.F16, Profile: o.Profile}, nil
 	case "bf16":
-		return cuda.Options{Precision: tensor.BF16}, nil
+		return cuda.Options{Precision: tensor.BF16, Profile: o.Profile}, nil
 	case "fp32":
-		return cuda.Options{Precision: tensor.F32}, nil
+		return cuda.Options{Precision: tensor.F32, Profile: o.Profile}, nil
 	}
 	return cuda.Options{}, fmt.Errorf("--precision %q: want auto, fp16, bf16 or fp32", o.Precision)
 }

@@ -131,21 +131,22 @@ __device__ __forceinline__ void gather_rows_impl(int n, int dim, const T* __rest
 
 // im2col unfolds one image x [C, H, W] into col [C*KH*KW, cnt] for the
 // output positions s0 .. s0+cnt-1 (row-major over OH x OW); padding reads 0.
+// Block row blockIdx.y is col row row0+blockIdx.y (one channel and kernel
+// tap), so a thread divides only to find its output position.
 template <typename T>
-__device__ __forceinline__ void im2col_impl(int n, const T* __restrict__ x, T* __restrict__ col,
-                                            int H, int W, int KH, int KW, int SH, int SW, int PT, int PL,
-                                            int OW, int s0, int cnt) {
-    GRID_STRIDE(i, n) {
-        int row = i / cnt, j = i - row * cnt;
-        int kx = row % KW;
-        int ky = (row / KW) % KH;
-        int c = row / (KW * KH);
-        int s = s0 + j;
-        int oy = s / OW, ox = s - oy * OW;
-        int iy = oy * SH + ky - PT, ix = ox * SW + kx - PL;
+__device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restrict__ col, int H, int W, int KH, int KW,
+                                            int SH, int SW, int PT, int PL, int OW, int s0, int cnt, int row0) {
+    const int row = row0 + blockIdx.y;
+    const int kx = row % KW, ky = (row / KW) % KH, c = row / (KW * KH);
+    const T* xc = x + (size_t)c * H * W;
+    T* out = col + (size_t)row * cnt;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < cnt; j += gridDim.x * blockDim.x) {
+        const int s = s0 + j;
+        const int oy = s / OW, ox = s - oy * OW;
+        const int iy = oy * SH + ky - PT, ix = ox * SW + kx - PL;
         T v = from_f<T>(0.f);
-        if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = x[((size_t)c * H + iy) * W + ix];
-        col[i] = v;
+        if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = xc[iy * W + ix];
+        out[j] = v;
     }
 }
 
@@ -175,9 +176,9 @@ __device__ __forceinline__ void im2col_impl(int n, const T* __restrict__ x, T* _
     extern "C" __global__ void gather_rows_##S(int n, int dim, const T* table, const int* ids, T* y) {            \
         gather_rows_impl<T>(n, dim, table, ids, y);                                                                \
     }                                                                                                              \
-    extern "C" __global__ void im2col_##S(int n, const T* x, T* col, int H, int W, int KH, int KW, int SH, int SW, \
-                                          int PT, int PL, int OW, int s0, int cnt) {                               \
-        im2col_impl<T>(n, x, col, H, W, KH, KW, SH, SW, PT, PL, OW, s0, cnt);                                      \
+    extern "C" __global__ void im2col_##S(const T* x, T* col, int H, int W, int KH, int KW, int SH, int SW,      \
+                                          int PT, int PL, int OW, int s0, int cnt, int row0) {                     \
+        im2col_impl<T>(x, col, H, W, KH, KW, SH, SW, PT, PL, OW, s0, cnt, row0);                                   \
     }
 
 FOR_EACH_TYPE(ELEMENTWISE)

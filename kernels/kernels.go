@@ -7,16 +7,13 @@
 package kernels
 
 import (
-	"embed"
+	_ "embed" // SOURCES.sha256
 	"fmt"
 	"io/fs"
 	"path"
 	"sort"
 	"strings"
 )
-
-//go:embed *.fatbin
-var fatbins embed.FS
 
 // SourcesSHA256 is the `sha256sum` listing of the kernel sources the
 // embedded fatbins were built from.
@@ -35,6 +32,9 @@ type Module struct {
 // Modules returns the embedded fatbins in name order. A fatbin that has not
 // been built (an empty placeholder) is an error naming the rebuild command.
 func Modules() ([]Module, error) {
+	if fatbins == nil {
+		return nil, fmt.Errorf("this binary was built with the nokernels tag: set DARKROOM_CUDA_KERNELS to a folder of *.fatbin")
+	}
 	return readModules(fatbins)
 }
 

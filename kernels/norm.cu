@@ -35,6 +35,74 @@ __device__ __forceinline__ void groupnorm_impl(const T* x, T* y, const T* __rest
     }
 }
 
+// Split GroupNorm for groups too few to fill the GPU (the SD VAE at 512²
+// has 32 groups of 131,072 elements): groupnorm_stats reduces chunk
+// blockIdx.y of group blockIdx.x to (count, mean, sum of squared
+// deviations) in part; groupnorm_apply combines a group's partials (Chan's
+// parallel formula, as stable as the two-pass statistics) and normalises
+// its chunk.
+template <typename T>
+__device__ __forceinline__ void groupnorm_stats_impl(const T* x, float* part, int len, int splits) {
+    __shared__ float sh[32];
+    const int chunk = (len + splits - 1) / splits;
+    const int a = blockIdx.y * chunk, b = min(len, a + chunk);
+    const int cnt = max(b - a, 0);
+    const T* xs = x + (size_t)blockIdx.x * len;
+    float s = 0.f;
+    for (int i = a + threadIdx.x; i < b; i += blockDim.x) s += to_f(xs[i]);
+    s = block_sum(s, sh);
+    const float mean = cnt > 0 ? s / (float)cnt : 0.f;
+    float q = 0.f;
+    for (int i = a + threadIdx.x; i < b; i += blockDim.x) {
+        float d = to_f(xs[i]) - mean;
+        q += d * d;
+    }
+    q = block_sum(q, sh);
+    if (threadIdx.x == 0) {
+        float* p = part + ((size_t)blockIdx.x * splits + blockIdx.y) * 3;
+        p[0] = (float)cnt;
+        p[1] = mean;
+        p[2] = q;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void groupnorm_apply_impl(const T* x, T* y, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                                     const float* __restrict__ part, int C, int groups, int spatial,
+                                                     int splits, float eps, int silu) {
+    __shared__ float stat[2];
+    const int g = blockIdx.x % groups;
+    const int cpg = C / groups;
+    const int len = cpg * spatial;
+    if (threadIdx.x == 0) {
+        float n = 0.f, mean = 0.f, m2 = 0.f;
+        const float* p = part + (size_t)blockIdx.x * splits * 3;
+        for (int k = 0; k < splits; k++) {
+            const float nb = p[3 * k], mb = p[3 * k + 1], qb = p[3 * k + 2];
+            if (nb == 0.f) continue;
+            const float nn = n + nb, d = mb - mean;
+            mean += d * nb / nn;
+            m2 += qb + d * d * n * nb / nn;
+            n = nn;
+        }
+        stat[0] = mean;
+        stat[1] = 1.f / sqrtf(m2 / n + eps);
+    }
+    __syncthreads();
+    const float mean = stat[0], inv = stat[1];
+    const int chunk = (len + splits - 1) / splits;
+    const int a = blockIdx.y * chunk, b = min(len, a + chunk);
+    const size_t base = (size_t)blockIdx.x * len;
+    for (int i = a + threadIdx.x; i < b; i += blockDim.x) {
+        const int ch = g * cpg + i / spatial;
+        float v = (to_f(x[base + i]) - mean) * inv;
+        if (gamma) v *= to_f(gamma[ch]);
+        if (beta) v += to_f(beta[ch]);
+        if (silu) v = v / (1.f + expf(-v));
+        y[base + i] = from_f<T>(v);
+    }
+}
+
 // layernorm normalises each row of x [rows, dim]; gamma/beta may be null.
 template <typename T>
 __device__ __forceinline__ void layernorm_impl(const T* x, T* y, const T* __restrict__ gamma, const T* __restrict__ beta,
@@ -87,6 +155,14 @@ __device__ __forceinline__ void softmax_impl(const T* x, T* y, int dim) {
     extern "C" __global__ void layernorm_##S(const T* x, T* y, const T* gamma, const T* beta, int dim, float eps) { \
         layernorm_impl<T>(x, y, gamma, beta, dim, eps);                                                          \
     }                                                                                                           \
-    extern "C" __global__ void softmax_##S(const T* x, T* y, int dim) { softmax_impl<T>(x, y, dim); }
+    extern "C" __global__ void softmax_##S(const T* x, T* y, int dim) { softmax_impl<T>(x, y, dim); }           \
+    extern "C" __global__ void groupnorm_stats_##S(const T* x, float* part, int len, int splits) {              \
+        groupnorm_stats_impl<T>(x, part, len, splits);                                                          \
+    }                                                                                                           \
+    extern "C" __global__ void groupnorm_apply_##S(const T* x, T* y, const T* gamma, const T* beta,             \
+                                                   const float* part, int C, int groups, int spatial, int splits, \
+                                                   float eps, int silu) {                                        \
+        groupnorm_apply_impl<T>(x, y, gamma, beta, part, C, groups, spatial, splits, eps, silu);                 \
+    }
 
 FOR_EACH_TYPE(NORM)

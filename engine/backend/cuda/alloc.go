@@ -123,10 +123,11 @@ func (d *Device) reclaim() {
 }
 
 // pool is a caching allocator: freed blocks go to per-size free lists and
-// are handed out again without cuMemAlloc. All work is on one stream, so a
-// block freed after queued kernels that use it may be reused at once by
-// later kernels: stream order keeps them apart. Only the owner goroutine
-// touches it.
+// are handed out again without cuMemAlloc. All work is on one stream and
+// the owner goroutine runs submitted work in submission order, so a block
+// freed after the ops that use it were submitted may be reused at once by
+// ops submitted later: queue and stream order keep them apart. Device.poolMu
+// guards it; cuMemAlloc and cuMemFree happen on the owner goroutine only.
 type pool struct {
 	free   map[uint64][]uint64
 	cached uint64 // bytes in free lists
@@ -137,18 +138,33 @@ type pool struct {
 	sinceGC uint64
 }
 
-// poolGet returns a block of at least n bytes (owner goroutine).
-func (d *Device) poolGet(n uint64) (*buffer, error) {
+// poolTake returns a cached block of at least n bytes, or nil when the
+// cache has none of that size (any goroutine).
+func (d *Device) poolTake(n uint64) *buffer {
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
 	p := &d.pool
 	size := bucketSize(n)
-	if l := p.free[size]; len(l) > 0 {
-		ptr := l[len(l)-1]
-		p.free[size] = l[:len(l)-1]
-		p.cached -= size
-		p.inUse += size
-		p.peak = max(p.peak, p.inUse)
-		return &buffer{dev: d, ptr: ptr, size: size}, nil
+	l := p.free[size]
+	if len(l) == 0 {
+		return nil
 	}
+	ptr := l[len(l)-1]
+	p.free[size] = l[:len(l)-1]
+	p.cached -= size
+	p.inUse += size
+	p.peak = max(p.peak, p.inUse)
+	return &buffer{dev: d, ptr: ptr, size: size}
+}
+
+// poolGet returns a block of at least n bytes, from the cache or from
+// cuMemAlloc (owner goroutine).
+func (d *Device) poolGet(n uint64) (*buffer, error) {
+	if b := d.poolTake(n); b != nil {
+		return b, nil
+	}
+	p := &d.pool
+	size := bucketSize(n)
 	var ptr uint64
 	r := d.drv.cuMemAlloc(&ptr, size)
 	if r == cudaErrOutOfMemory {
@@ -158,13 +174,17 @@ func (d *Device) poolGet(n uint64) (*buffer, error) {
 		r = d.drv.cuMemAlloc(&ptr, size)
 	}
 	if r == cudaErrOutOfMemory {
+		d.poolMu.Lock()
 		e := &OutOfMemoryError{Requested: n, InUse: p.inUse}
+		d.poolMu.Unlock()
 		d.drv.cuMemGetInfo(&e.Free, &e.Total)
 		return nil, e
 	}
 	if r != cudaSuccess {
 		return nil, d.drv.errorf(fmt.Sprintf("cuMemAlloc(%d)", size), r)
 	}
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
 	p.allocs++
 	p.inUse += size
 	p.peak = max(p.peak, p.inUse)
@@ -176,17 +196,22 @@ func (d *Device) poolGet(n uint64) (*buffer, error) {
 	return &buffer{dev: d, ptr: ptr, size: size}, nil
 }
 
-// poolPut returns a block to its free list.
+// poolPut returns a block to its free list (any goroutine).
 func (d *Device) poolPut(b *buffer) {
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
 	p := &d.pool
 	p.free[b.size] = append(p.free[b.size], b.ptr)
 	p.cached += b.size
 	p.inUse -= b.size
 }
 
-// poolRelease frees every cached block (after the stream has drained).
+// poolRelease frees every cached block (after the stream has drained;
+// owner goroutine).
 func (d *Device) poolRelease() {
 	d.drv.cuStreamSynchronize(d.stream)
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
 	for size, l := range d.pool.free {
 		for _, ptr := range l {
 			d.drv.cuMemFree(ptr)

@@ -254,6 +254,19 @@ func TestLargeOpsMatchCPU(t *testing.T) {
 		c.Conv2D(oc, xc, wc, bc, p)
 		compare(t, og, oc, 1e-4)
 	})
+	t.Run("groupnorm_split_128x256x256", func(t *testing.T) {
+		// 32 groups of 262,144 elements: the split statistics path.
+		if s := groupNormSplits(32, 4*256*256); s < 2 {
+			t.Fatalf("split %d, want the split path", s)
+		}
+		xg, xc := both(1, 128, 256, 256)
+		gg, gc := both(128)
+		bg, bc := both(128)
+		og, oc := g.Alloc(1, 128, 256, 256), c.Alloc(1, 128, 256, 256)
+		g.GroupNorm(og, xg, gg, bg, 32, 1e-6, true)
+		c.GroupNorm(oc, xc, gc, bc, 32, 1e-6, true)
+		compare(t, og, oc, 1e-4)
+	})
 	t.Run("groupnorm_silu_320x32x32", func(t *testing.T) {
 		xg, xc := both(2, 320, 32, 32)
 		gg, gc := both(320)
@@ -263,6 +276,20 @@ func TestLargeOpsMatchCPU(t *testing.T) {
 		c.GroupNorm(oc, xc, gc, bc, 32, 1e-5, true)
 		compare(t, og, oc, 1e-4)
 	})
+}
+
+func TestGroupNormSplits(t *testing.T) {
+	for _, c := range []struct{ groups, length, want int }{
+		{64, 10 * 4096, 5},      // SD UNet at 64x64: chunks of 8192
+		{32, 4 * 512 * 512, 16}, // SD VAE at 1024²
+		{32, 4096, 1},           // small groups: one block each
+		{512, 1 << 20, 1},       // enough groups
+		{2, 8192 * 3, 3},        // chunks of at least 8192
+	} {
+		if got := groupNormSplits(c.groups, c.length); got != c.want {
+			t.Errorf("groupNormSplits(%d, %d) = %d, want %d", c.groups, c.length, got, c.want)
+		}
+	}
 }
 
 func TestAllocatorReuses(t *testing.T) {

@@ -10,9 +10,10 @@
 // (runtime.LockOSThread) on which the CUDA context is current; every
 // driver and cuBLAS call of the device runs there. Device methods validate
 // their arguments on the caller's goroutine (shape misuse panics there, as
-// on the CPU), then hand a closure to the owner and wait until it has been
-// queued on the device's stream, so a Device may be used from any
-// goroutine. Kernels run asynchronously on one stream; failures (out of
+// on the CPU), then submit a closure to the owner without waiting: ops run
+// in submission order, a caller's Go code overlaps with the owner's kernel
+// launches, and a Device may be used from any goroutine. Allocation takes
+// cached blocks on the caller's goroutine (cuMemAlloc only on the owner). Kernels run asynchronously on one stream; failures (out of
 // memory, kernel faults) become a sticky error that Sync and Download
 // return.
 package cuda
@@ -49,6 +50,10 @@ type Options struct {
 	// tensor.BF16. The 16-bit modes accumulate GEMMs, attention and
 	// normalisation statistics in float32.
 	Precision tensor.DType
+	// Profile records CUDA events around every kernel and GEMM so that
+	// ProfileReport can tell where the GPU time goes (darkroom bench
+	// --profile).
+	Profile bool
 }
 
 // Device is one GPU. Create it with Open; Close releases it.
@@ -75,7 +80,9 @@ type Device struct {
 	handle  uintptr
 	modules []uintptr
 	funcs   map[string]uintptr
-	pool    pool
+	// poolMu guards pool, which callers use directly for cached blocks.
+	poolMu sync.Mutex
+	pool   pool
 	// im2colLimit caps the im2col buffer of Conv2D, in floats.
 	im2colLimit int
 	staging     unsafe.Pointer
@@ -91,6 +98,8 @@ type Device struct {
 	// to cuBLAS.
 	alpha, beta float32
 	cargs       [maxCArgs]uintptr
+	// prof holds the events of Options.Profile.
+	prof profile
 
 	errMu sync.Mutex
 	err   error // sticky: the first device failure
@@ -169,7 +178,7 @@ func newDevice(info GPUInfo, drv *driver, blas *cublas, opts Options) *Device {
 	return &Device{
 		info: info, drv: drv, blas: blas, opts: opts,
 		dtype: dt, es: uint64(dt.Size()), sfx: kernelSuffix(dt),
-		work:        make(chan func()),
+		work:        make(chan func(), queueDepth),
 		quit:        make(chan struct{}),
 		funcs:       map[string]uintptr{},
 		pool:        pool{free: map[uint64][]uint64{}},
@@ -263,6 +272,7 @@ func (d *Device) teardown() {
 		drv.cuStreamSynchronize(d.stream)
 	}
 	d.poolRelease()
+	d.releaseProfile()
 	if d.staging != nil {
 		drv.cuMemFreeHost(d.staging)
 		d.staging = nil
@@ -294,9 +304,27 @@ func (d *Device) Close() error {
 	return err
 }
 
-// run executes f on the owner goroutine and waits for it to return. The
-// tensors in keep stay reachable until f has queued its work, so the
-// garbage collector cannot recycle their memory under a pending op.
+// queueDepth is how many submitted ops may wait for the owner goroutine
+// before a caller blocks.
+const queueDepth = 1024
+
+// enqueue submits f to the owner goroutine and returns at once: the
+// caller's Go code (shapes, the next op's arguments) overlaps with the
+// owner's kernel launches, and a step is not bound by a round trip per op.
+// Work runs in submission order. The tensors in keep stay reachable until
+// f has run, so the garbage collector cannot recycle their memory under a
+// pending op.
+func (d *Device) enqueue(f func(), keep ...*backend.Tensor) {
+	d.work <- func() {
+		f()
+		runtime.KeepAlive(keep)
+		d.drainReleased()
+	}
+}
+
+// run executes f on the owner goroutine after everything submitted before
+// and waits for it to return. The tensors in keep stay reachable until f
+// has queued its work.
 func (d *Device) run(f func(), keep ...*backend.Tensor) {
 	done := make(chan struct{})
 	d.work <- func() {
@@ -336,6 +364,9 @@ func (d *Device) stickyErr() error {
 // Info describes the GPU.
 func (d *Device) Info() GPUInfo { return d.info }
 
+// Options returns the options the device was opened with.
+func (d *Device) Options() Options { return d.opts }
+
 // Name describes the device.
 func (d *Device) Name() string {
 	return fmt.Sprintf("cuda:%d %s (%s, %s)", d.info.Ordinal, d.info.Name, d.info.Arch(), formatBytes(d.info.MemoryTotal))
@@ -347,7 +378,9 @@ func (d *Device) Name() string {
 func (d *Device) MemoryStats() (inUse, cached uint64, allocs int) {
 	d.run(func() {
 		d.drainReleased()
+		d.poolMu.Lock()
 		inUse, cached, allocs = d.pool.inUse, d.pool.cached, d.pool.allocs
+		d.poolMu.Unlock()
 	})
 	return
 }
@@ -356,7 +389,9 @@ func (d *Device) MemoryStats() (inUse, cached uint64, allocs int) {
 func (d *Device) ResetPeakMemory() {
 	d.run(func() {
 		d.drainReleased()
+		d.poolMu.Lock()
 		d.pool.peak = d.pool.inUse
+		d.poolMu.Unlock()
 	})
 }
 
@@ -364,7 +399,11 @@ func (d *Device) ResetPeakMemory() {
 // held at once since ResetPeakMemory (or since the device opened).
 func (d *Device) PeakMemory() uint64 {
 	var p uint64
-	d.run(func() { p = d.pool.peak })
+	d.run(func() {
+		d.poolMu.Lock()
+		p = d.pool.peak
+		d.poolMu.Unlock()
+	})
 	return p
 }
 
@@ -461,8 +500,13 @@ func (d *Device) Alloc(shape ...int) *backend.Tensor {
 	if n < 0 || n > math.MaxInt32 {
 		panic(fmt.Sprintf("cuda: tensor of shape %v has %d elements; the limit is 2^31-1", s, n))
 	}
+	// A cached block is taken here; only a new cuMemAlloc needs the owner.
 	var b *buffer
-	d.run(func() { b = d.alloc(uint64(n) * d.es) })
+	if n == 0 {
+		b = &buffer{dev: d}
+	} else if b = d.poolTake(uint64(n) * d.es); b == nil {
+		d.run(func() { b = d.alloc(uint64(n) * d.es) })
+	}
 	if b.ptr != 0 {
 		// Memory of a tensor that becomes unreachable without Free goes
 		// back to the pool (see drainReleased).
@@ -607,7 +651,9 @@ func (d *Device) Free(t *backend.Tensor) {
 		return
 	}
 	b.cleanup.Stop()
-	d.run(func() { d.poolPut(b) })
+	// Ops already submitted that use b run before any op submitted after
+	// the block is handed out again.
+	d.poolPut(b)
 }
 
 // Sync waits for all queued work and returns the sticky device error, or

@@ -64,6 +64,10 @@ type driver struct {
 	cuModuleGetFunction       func(f *uintptr, m uintptr, name string) result
 	cuFuncSetAttribute        func(f uintptr, attr int32, v int32) result
 	cuLaunchKernel            func(f uintptr, gx, gy, gz, bx, by, bz, shmem uint32, s uintptr, params unsafe.Pointer, extra unsafe.Pointer) result
+	cuEventCreate             func(e *uintptr, flags uint32) result
+	cuEventDestroy            func(e uintptr) result
+	cuEventRecord             func(e uintptr, s uintptr) result
+	cuEventElapsedTime        func(ms *float32, start, end uintptr) result
 }
 
 // ErrNoDevice means no usable NVIDIA driver or GPU was found; callers fall
@@ -155,6 +159,10 @@ func (d *driver) resolve() error {
 		{"cuModuleGetFunction", &d.cuModuleGetFunction},
 		{"cuFuncSetAttribute", &d.cuFuncSetAttribute},
 		{"cuLaunchKernel", &d.cuLaunchKernel},
+		{"cuEventCreate", &d.cuEventCreate},
+		{"cuEventDestroy", &d.cuEventDestroy},
+		{"cuEventRecord", &d.cuEventRecord},
+		{"cuEventElapsedTime", &d.cuEventElapsedTime},
 	} {
 		p, err := lookup(e.name)
 		if err != nil {

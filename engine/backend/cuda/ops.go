@@ -3,7 +3,6 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"unsafe"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -41,8 +40,20 @@ func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int
 	// The scalars live in the Device so that their addresses stay valid
 	// for the call.
 	d.alpha, d.beta = alpha, beta
+	label := ""
+	if d.opts.Profile {
+		label = fmt.Sprintf("gemm %v m=%d n=%d k=%d transB=%v", d.dtype, m, n, k, transB)
+	}
 	if d.dtype == tensor.F32 {
-		st := d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
+		call := func() int32 {
+			return d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
+		}
+		var st int32
+		if d.opts.Profile {
+			d.profiledCall(label, func() { st = call() })
+		} else {
+			st = call()
+		}
 		if st != 0 {
 			d.setErr(cublasErr(fmt.Sprintf("cublasSgemm(m=%d n=%d k=%d)", m, n, k), st))
 		}
@@ -52,7 +63,13 @@ func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int
 	d.cargs = [maxCArgs]uintptr{d.handle, uintptr(opB), cublasOpN, uintptr(n), uintptr(m), uintptr(k),
 		uintptr(unsafe.Pointer(&d.alpha)), uintptr(b), dt, uintptr(ldb), uintptr(a), dt, uintptr(lda),
 		uintptr(unsafe.Pointer(&d.beta)), uintptr(c), dt, uintptr(ldc), cublasCompute32F, cublasGemmDefault}
-	if st := int32(callC(d.blas.gemmEx, &d.cargs)); st != 0 {
+	var st int32
+	if d.opts.Profile {
+		d.profiledCall(label, func() { st = int32(callC(d.blas.gemmEx, &d.cargs)) })
+	} else {
+		st = int32(callC(d.blas.gemmEx, &d.cargs))
+	}
+	if st != 0 {
 		d.setErr(cublasErr(fmt.Sprintf("cublasGemmEx(%v, m=%d n=%d k=%d)", d.dtype, m, n, k), st))
 	}
 }
@@ -80,7 +97,7 @@ func (d *Device) MatMul(dst, a, b *backend.Tensor, transB bool) {
 		ldb = k
 	}
 	ap, bp, cp, es := d.ptr(a), d.ptr(b), d.ptr(dst), d.es
-	d.run(func() {
+	d.enqueue(func() {
 		if bBatch == 1 {
 			d.gemm(transB, batch*m, n, k, 1, ap, k, bp, ldb, 0, cp, n)
 			return
@@ -102,7 +119,7 @@ func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 	}
 	rows := x.Len() / in
 	xp, wp, cp, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
-	d.run(func() {
+	d.enqueue(func() {
 		d.gemm(true, rows, out, in, 1, xp, in, wp, in, 0, cp, out)
 		if bias != nil {
 			d.launch1D(d.kernel("bias_rows"), rows*out, i32(rows*out), i32(out), ptrArg(cp), ptrArg(bp))
@@ -127,7 +144,7 @@ func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams)
 	ckk := c * kh * kw
 	spatial := oh * ow
 	direct := kh == 1 && kw == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadTop == 0 && p.PadLeft == 0 && p.PadBottom == 0 && p.PadRight == 0
-	d.run(func() {
+	d.enqueue(func() {
 		if direct {
 			for i := range n {
 				d.gemm(false, oc, spatial, c, 1, wp, c, xp+uint64(i*c*h*wd)*es, spatial, 0, op+uint64(i*oc*spatial)*es, spatial)
@@ -143,9 +160,14 @@ func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams)
 				oi := op + uint64(i*oc*spatial)*es
 				for s0 := 0; s0 < spatial; s0 += chunk {
 					cnt := min(chunk, spatial-s0)
-					d.launch1D(d.kernel("im2col"), ckk*cnt, i32(ckk*cnt), ptrArg(xi), ptrArg(col.ptr),
-						i32(h), i32(wd), i32(kh), i32(kw), i32(p.StrideH), i32(p.StrideW), i32(p.PadTop), i32(p.PadLeft),
-						i32(ow), i32(s0), i32(cnt))
+					// One grid row per col row (at most 65535 per launch), eight
+					// output positions per thread.
+					for r0 := 0; r0 < ckk; r0 += maxGridY {
+						rows := min(maxGridY, ckk-r0)
+						d.launch(d.kernel("im2col"), [3]int{min((cnt+2047)/2048, 1024), rows, 1}, 256, 0, ptrArg(xi), ptrArg(col.ptr),
+							i32(h), i32(wd), i32(kh), i32(kw), i32(p.StrideH), i32(p.StrideW), i32(p.PadTop), i32(p.PadLeft),
+							i32(ow), i32(s0), i32(cnt), i32(r0))
+					}
 					d.gemm(false, oc, cnt, ckk, 1, wp, ckk, col.ptr, cnt, 0, oi+uint64(s0)*es, spatial)
 				}
 			}
@@ -156,6 +178,21 @@ func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams)
 			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(spatial), i32(oc), ptrArg(op), ptrArg(bp))
 		}
 	}, dst, x, w, bias)
+}
+
+// maxGridY is CUDA's limit on a grid's y dimension.
+const maxGridY = 65535
+
+// groupNormSplits is how many blocks share one group so that a GroupNorm
+// fills the GPU: one block per group when there are enough groups (or the
+// groups are small), else up to enough blocks for about 512 in all, each
+// with at least 8192 elements.
+func groupNormSplits(groupCount, length int) int {
+	const target, minChunk = 512, 8192
+	if groupCount >= target/2 || length < 2*minChunk {
+		return 1
+	}
+	return max(1, min((target+groupCount-1)/groupCount, length/minChunk))
 }
 
 // normThreads picks a block size (a multiple of 32, at most limit) for a
@@ -175,10 +212,24 @@ func (d *Device) GroupNorm(dst, x, gamma, beta *backend.Tensor, groups int, eps 
 	checkLen("groupnorm", x.Shape)
 	spatial := x.Len() / max(n*c, 1)
 	xp, yp, gp, bp := d.ptr(x), d.ptr(dst), d.optPtr(gamma), d.optPtr(beta)
-	threads := normThreads(c/groups*spatial, 1024)
-	d.run(func() {
-		d.launch(d.kernel("groupnorm"), [3]int{n * groups, 1, 1}, threads, 0,
-			ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(c), i32(groups), i32(spatial), f32(eps), boolArg(silu))
+	length := c / groups * spatial
+	threads := normThreads(length, 1024)
+	splits := groupNormSplits(n*groups, length)
+	d.enqueue(func() {
+		if splits == 1 {
+			d.launch(d.kernel("groupnorm"), [3]int{n * groups, 1, 1}, threads, 0,
+				ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(c), i32(groups), i32(spatial), f32(eps), boolArg(silu))
+			return
+		}
+		part := d.alloc(uint64(n*groups*splits*3) * 4)
+		if part.ptr == 0 {
+			return
+		}
+		grid := [3]int{n * groups, splits, 1}
+		d.launch(d.kernel("groupnorm_stats"), grid, 512, 0, ptrArg(xp), ptrArg(part.ptr), i32(length), i32(splits))
+		d.launch(d.kernel("groupnorm_apply"), grid, 512, 0, ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp),
+			ptrArg(part.ptr), i32(c), i32(groups), i32(spatial), i32(splits), f32(eps), boolArg(silu))
+		d.poolPut(part)
 	}, dst, x, gamma, beta)
 }
 
@@ -192,7 +243,7 @@ func (d *Device) LayerNorm(dst, x, gamma, beta *backend.Tensor, eps float32) {
 		return
 	}
 	xp, yp, gp, bp := d.ptr(x), d.ptr(dst), d.optPtr(gamma), d.optPtr(beta)
-	d.run(func() {
+	d.enqueue(func() {
 		d.launch(d.kernel("layernorm"), [3]int{rows, 1, 1}, normThreads(dim, 512), 0,
 			ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(dim), f32(eps))
 	}, dst, x, gamma, beta)
@@ -208,7 +259,7 @@ func (d *Device) Softmax(dst, x *backend.Tensor) {
 		return
 	}
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() {
+	d.enqueue(func() {
 		d.launch(d.kernel("softmax"), [3]int{rows, 1, 1}, normThreads(dim, 512), 0, ptrArg(xp), ptrArg(yp), i32(dim))
 	}, dst, x)
 }
@@ -278,7 +329,7 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 	dh := hd / p.Heads
 	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
 	if name, ok := d.flashKernel(dh, q, k, v, dst); ok {
-		d.run(func() {
+		d.enqueue(func() {
 			if nq == 0 || b == 0 {
 				return
 			}
@@ -292,7 +343,7 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 		d.attentionComposed(dst, q, k, v, p)
 		return
 	}
-	d.run(func() {
+	d.enqueue(func() {
 		if nq == 0 || b == 0 {
 			return
 		}
@@ -326,7 +377,7 @@ func (d *Device) attentionComposed(dst, q, k, v *backend.Tensor, p backend.Atten
 				r := min(rows, nq-q0)
 				qOff := uint64((bi*nq+q0)*hd+h*dh) * es
 				kOff := uint64(bi*nk*hd+h*dh) * es
-				d.run(func() {
+				d.enqueue(func() {
 					// The GEMM applies the scale, so 16-bit scores are
 					// stored already scaled.
 					d.gemm(true, r, nk, dh, p.Scale, qp+qOff, hd, kp+kOff, hd, 0, sp, nk)
@@ -347,7 +398,7 @@ func (d *Device) Unary(op backend.UnaryOp, dst, x *backend.Tensor) {
 	checkLen("unary", x.Shape)
 	n := x.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D(d.kernel("unary"), n, i32(int(op)), i32(n), ptrArg(xp), ptrArg(yp)) }, dst, x)
+	d.enqueue(func() { d.launch1D(d.kernel("unary"), n, i32(int(op)), i32(n), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 
 // Affine computes dst = x·alpha + beta.
@@ -356,7 +407,7 @@ func (d *Device) Affine(dst, x *backend.Tensor, alpha, beta float32) {
 	checkLen("affine", x.Shape)
 	n := x.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D(d.kernel("affine"), n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
+	d.enqueue(func() { d.launch1D(d.kernel("affine"), n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
 }
 
 // Binary applies an elementwise op with NumPy broadcasting.
@@ -368,7 +419,7 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	n := dst.Len()
 	ap, bp, yp := d.ptr(a), d.ptr(b), d.ptr(dst)
 	if a.Shape.Equal(dst.Shape) && b.Shape.Equal(dst.Shape) {
-		d.run(func() { d.launch1D(d.kernel("binary"), n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp)) }, dst, a, b)
+		d.enqueue(func() { d.launch1D(d.kernel("binary"), n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp)) }, dst, a, b)
 		return
 	}
 	if len(dst.Shape) > maxDims {
@@ -380,7 +431,7 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	for i, s := range dst.Shape {
 		ds.shape[i], ds.sa[i], ds.sb[i] = int32(s), int32(sa[i]), int32(sb[i])
 	}
-	d.run(func() {
+	d.enqueue(func() {
 		d.launch1D(d.kernel("binary_bcast"), n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp), dimsArg(&ds))
 	}, dst, a, b)
 }
@@ -394,7 +445,7 @@ func (d *Device) GEGLU(dst, x *backend.Tensor) {
 	checkLen("geglu", x.Shape)
 	n := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D(d.kernel("geglu"), n, i32(n), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
+	d.enqueue(func() { d.launch1D(d.kernel("geglu"), n, i32(n), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 
 // Upsample2x is a nearest-neighbour 2× upsample of [N, C, H, W].
@@ -406,7 +457,7 @@ func (d *Device) Upsample2x(dst, x *backend.Tensor) {
 	checkLen("upsample", dst.Shape)
 	total := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D(d.kernel("upsample2x"), total, i32(total), i32(h), i32(w), ptrArg(xp), ptrArg(yp)) }, dst, x)
+	d.enqueue(func() { d.launch1D(d.kernel("upsample2x"), total, i32(total), i32(h), i32(w), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 
 // copy2D queues rows×cols float copies between strided row layouts.
@@ -441,14 +492,13 @@ func (d *Device) Concat(dst *backend.Tensor, axis int, xs ...*backend.Tensor) {
 		panic(fmt.Sprintf("cuda concat: parts do not fill %v along axis %d", dst.Shape, axis))
 	}
 	yp, es := d.ptr(dst), d.es
-	d.run(func() {
+	d.enqueue(func() {
 		off := 0
 		for _, p := range parts {
 			d.copy2D(outer, p.inner, p.ptr, p.inner, yp+uint64(off)*es, dstInner)
 			off += p.inner
 		}
-	}, dst)
-	runtime.KeepAlive(xs)
+	}, append([]*backend.Tensor{dst}, xs...)...)
 }
 
 // Slice copies x[..., start:start+dst.Shape[axis], ...] along axis.
@@ -467,7 +517,7 @@ func (d *Device) Slice(dst, x *backend.Tensor, axis, start int) {
 		panic(fmt.Sprintf("cuda slice: dst %v from %v along axis %d", dst.Shape, x.Shape, axis))
 	}
 	xp, yp, es := d.ptr(x), d.ptr(dst), d.es
-	d.run(func() { d.copy2D(outer, cols, xp+uint64(start*inner)*es, x.Shape[axis]*inner, yp, cols) }, dst, x)
+	d.enqueue(func() { d.copy2D(outer, cols, xp+uint64(start*inner)*es, x.Shape[axis]*inner, yp, cols) }, dst, x)
 }
 
 // Permute copies x with its dimensions reordered.
@@ -488,7 +538,7 @@ func (d *Device) Permute(dst, x *backend.Tensor, perm ...int) {
 	}
 	n := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
-	d.run(func() { d.launch1D(d.kernel("permute"), n, i32(n), ptrArg(xp), ptrArg(yp), dimsArg(&ds)) }, dst, x)
+	d.enqueue(func() { d.launch1D(d.kernel("permute"), n, i32(n), ptrArg(xp), ptrArg(yp), dimsArg(&ds)) }, dst, x)
 }
 
 // Embedding gathers rows of table for ids.
@@ -509,7 +559,7 @@ func (d *Device) Embedding(dst, table *backend.Tensor, ids []int) {
 	}
 	tp, yp := d.ptr(table), d.ptr(dst)
 	n := dst.Len()
-	d.run(func() {
+	d.enqueue(func() {
 		buf := d.alloc(uint64(4 * len(idx)))
 		if buf.ptr == 0 {
 			return
@@ -533,5 +583,5 @@ func (d *Device) TimestepEmbedding(dst *backend.Tensor, ts []float32, p backend.
 	}
 	raw := d.hostBytes(host)
 	yp := d.ptr(dst)
-	d.run(func() { d.copyIn(yp, raw) }, dst)
+	d.enqueue(func() { d.copyIn(yp, raw) }, dst)
 }

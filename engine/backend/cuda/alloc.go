@@ -123,11 +123,13 @@ func (d *Device) reclaim() {
 }
 
 // pool is a caching allocator: freed blocks go to per-size free lists and
-// are handed out again without cuMemAlloc. All work is on one stream and
-// the owner goroutine runs submitted work in submission order, so a block
-// freed after the ops that use it were submitted may be reused at once by
-// ops submitted later: queue and stream order keep them apart. Device.poolMu
-// guards it; cuMemAlloc and cuMemFree happen on the owner goroutine only.
+// are handed out again without cuMemAlloc. Blocks enter the free lists only
+// on the owner goroutine (Free submits the return like an op; collected
+// tensors and scratch buffers are returned there too), so every op that
+// used a cached block is already queued on the one stream, and whoever
+// takes the block next queues after it. Device.poolMu guards the lists, so
+// Alloc takes cached blocks on the caller's goroutine; cuMemAlloc and
+// cuMemFree happen on the owner goroutine only.
 type pool struct {
 	free   map[uint64][]uint64
 	cached uint64 // bytes in free lists

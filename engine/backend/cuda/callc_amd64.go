@@ -22,8 +22,8 @@ var callCOnce = sync.OnceValue(func() func(fn uintptr, args *[maxCArgs]uintptr) 
 
 // callC calls the C function fn with up to maxCArgs integer or pointer
 // arguments (unused trailing slots are ignored by fn) and returns its
-// integer result. It exists for C functions with more arguments than
-// purego passes; haveCallC reports whether this platform has it.
+// integer result (see callc_amd64.s for why it exists); haveCallC reports
+// whether this platform has it.
 func callC(fn uintptr, args *[maxCArgs]uintptr) uintptr { return callCOnce()(fn, args) }
 
 // haveCallC reports whether callC is implemented on this platform.

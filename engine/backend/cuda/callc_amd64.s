@@ -3,9 +3,11 @@
 // callCTrampoline is a C function (System V AMD64 ABI) of two arguments,
 // fn (RDI) and args (RSI, a *[24]uintptr): it calls fn(args[0], ...,
 // args[23]) with the first six in registers and the rest on the stack, and
-// returns fn's RAX. purego calls it on the system stack like any C function;
-// it exists because purego passes at most 15 arguments and cuBLAS's
-// mixed-precision GEMMs take up to 23.
+// returns fn's RAX. purego calls it on the system stack like any C function.
+// It was written for cublasGemmEx's 19 arguments on the belief that purego
+// passes at most 15; purego v0.11 passes up to 32, so RegisterFunc could
+// call cuBLAS directly (and give arm64 fp16 too). The GPU tests ran through
+// this trampoline, which stays until that switch is checked on a GPU.
 TEXT callCTrampoline<>(SB), NOSPLIT|NOFRAME, $0
 	MOVQ DI, AX
 	MOVQ SI, R11

@@ -28,10 +28,9 @@ type cublas struct {
 	setStream   func(h uintptr, s uintptr) int32
 	setMathMode func(h uintptr, mode int32) int32
 	sgemm       func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, lda int32, b uint64, ldb int32, beta *float32, c uint64, ldc int32) int32
-	// gemmEx and gemmStridedBatchedEx (cublasGemmEx, 19 arguments, and
-	// cublasGemmStridedBatchedEx, 23) are called through callC; zero when
-	// the platform has no callC.
-	gemmEx, gemmStridedBatchedEx uintptr
+	// gemmEx is cublasGemmEx (19 arguments), called through callC; zero
+	// when the platform has no callC.
+	gemmEx uintptr
 }
 
 // cudaDataType_t and cublasComputeType_t values.
@@ -109,9 +108,6 @@ func (c *cublas) resolve() error {
 	if haveCallC {
 		var err error
 		if c.gemmEx, err = c.lib.sym("cublasGemmEx"); err != nil {
-			return err
-		}
-		if c.gemmStridedBatchedEx, err = c.lib.sym("cublasGemmStridedBatchedEx"); err != nil {
 			return err
 		}
 	}

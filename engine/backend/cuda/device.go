@@ -524,7 +524,8 @@ func (d *Device) Upload(data []float32, shape ...int) *backend.Tensor {
 	}
 	if len(data) > 0 {
 		raw := d.hostBytes(data)
-		d.run(func() { d.copyIn(d.ptr(t), raw) }, t)
+		p := d.ptr(t)
+		d.run(func() { d.copyIn(p, raw) }, t)
 	}
 	return t
 }
@@ -600,7 +601,8 @@ func (d *Device) UploadRaw(raw []byte, dt tensor.DType, shape ...int) (*backend.
 		}
 		t := d.Alloc(shape...)
 		if n > 0 {
-			d.run(func() { d.copyIn(d.ptr(t), raw) }, t)
+			p := d.ptr(t)
+			d.run(func() { d.copyIn(p, raw) }, t)
 		}
 		return t, d.stickyErr()
 	}
@@ -623,7 +625,8 @@ func (d *Device) Download(t *backend.Tensor) ([]float32, error) {
 		raw = make([]byte, int(d.es)*len(out))
 	}
 	var err error
-	d.run(func() { err = d.copyOut(raw, d.ptr(t)) }, t)
+	p := d.ptr(t)
+	d.run(func() { err = d.copyOut(raw, p) }, t)
 	if err != nil {
 		d.setErr(err)
 		return nil, err
@@ -651,9 +654,13 @@ func (d *Device) Free(t *backend.Tensor) {
 		return
 	}
 	b.cleanup.Stop()
-	// Ops already submitted that use b run before any op submitted after
-	// the block is handed out again.
-	d.poolPut(b)
+	// The block goes back to the pool on the owner goroutine, after every
+	// op submitted before the Free has been queued on the stream: an op
+	// submitted earlier that allocates scratch memory when it runs (im2col,
+	// GroupNorm partials) can then never be handed this block while a later
+	// op still reads it, and an out-of-memory reclaim never frees it under a
+	// pending op.
+	d.enqueue(func() { d.poolPut(b) })
 }
 
 // Sync waits for all queued work and returns the sticky device error, or

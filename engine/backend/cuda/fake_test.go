@@ -29,6 +29,8 @@ type fakeGPU struct {
 	funcs    []string
 	launches []string
 	gemms    [][]int32
+	// im2colCols records the column buffer of each im2col launch.
+	im2colCols []uint64
 }
 
 func (f *fakeGPU) at(p, n uint64) []byte {
@@ -61,7 +63,12 @@ func newFakeDevice(t *testing.T, budget uint64) (*Device, *fakeGPU) {
 	}
 	drv.cuFuncSetAttribute = func(uintptr, int32, int32) result { return ok() }
 	drv.cuLaunchKernel = func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, s uintptr, params, extra unsafe.Pointer) result {
-		f.launches = append(f.launches, f.funcs[fn-1])
+		name := f.funcs[fn-1]
+		f.launches = append(f.launches, name)
+		if strings.HasPrefix(name, "im2col") {
+			// Parameter 1 of im2col is the column buffer.
+			f.im2colCols = append(f.im2colCols, **(**uint64)(unsafe.Add(params, unsafe.Sizeof(uintptr(0)))))
+		}
 		return ok()
 	}
 	drv.cuMemAlloc = func(p *uint64, size uint64) result {
@@ -250,5 +257,39 @@ func TestFakeGemmMapping(t *testing.T) {
 		if !slices.Equal(f.gemms[i], want) {
 			t.Errorf("gemm %d: (ta tb m n k lda ldb ldc) = %v, want %v", i, f.gemms[i], want)
 		}
+	}
+}
+
+// TestFakeFreeWaitsForEarlierOps frees a tensor while ops submitted before
+// the Free have not run yet: a Conv2D (whose im2col buffer is allocated
+// when it runs, from the same size class) and a later op that reads the
+// tensor. The freed block must not become the im2col buffer.
+func TestFakeFreeWaitsForEarlierOps(t *testing.T) {
+	d, f := newFakeDevice(t, 1<<30)
+	x := d.Alloc(1, 2, 8, 8)
+	w := d.Alloc(3, 2, 3, 3)
+	conv := d.Alloc(1, 3, 8, 8)
+	// 18×64 floats of im2col (4,608 bytes) and 1,200 floats (4,800 bytes)
+	// share the 5,120-byte size class.
+	if bucketSize(18*64*4) != bucketSize(1200*4) {
+		t.Fatal("test sizes are not in one size class")
+	}
+	tt := d.Alloc(1200)
+	ttPtr := tt.Buf.(*buffer).ptr
+	y := d.Alloc(1200)
+	release := make(chan struct{})
+	d.work <- func() { <-release } // hold the owner goroutine
+	d.Conv2D(conv, x, w, nil, backend.Conv2DSame(1, 1))
+	d.Unary(backend.Neg, y, tt)
+	d.Free(tt)
+	close(release)
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.im2colCols) != 1 {
+		t.Fatalf("%d im2col launches, want 1", len(f.im2colCols))
+	}
+	if f.im2colCols[0] == ttPtr {
+		t.Fatal("the im2col buffer reused the freed tensor's block while a later op still reads it")
 	}
 }

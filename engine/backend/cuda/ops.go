@@ -517,7 +517,8 @@ func (d *Device) Slice(dst, x *backend.Tensor, axis, start int) {
 		panic(fmt.Sprintf("cuda slice: dst %v from %v along axis %d", dst.Shape, x.Shape, axis))
 	}
 	xp, yp, es := d.ptr(x), d.ptr(dst), d.es
-	d.enqueue(func() { d.copy2D(outer, cols, xp+uint64(start*inner)*es, x.Shape[axis]*inner, yp, cols) }, dst, x)
+	srcStride := x.Shape[axis] * inner
+	d.enqueue(func() { d.copy2D(outer, cols, xp+uint64(start*inner)*es, srcStride, yp, cols) }, dst, x)
 }
 
 // Permute copies x with its dimensions reordered.

@@ -369,7 +369,18 @@ func (d *Device) Options() Options { return d.opts }
 
 // Name describes the device.
 func (d *Device) Name() string {
-	return fmt.Sprintf("cuda:%d %s (%s, %s)", d.info.Ordinal, d.info.Name, d.info.Arch(), formatBytes(d.info.MemoryTotal))
+	return fmt.Sprintf("cuda:%d %s (%s, %s, %s)", d.info.Ordinal, d.info.Name, d.info.Arch(), formatBytes(d.info.MemoryTotal), precisionName(d.dtype))
+}
+
+// precisionName is the --precision spelling of a storage type.
+func precisionName(dt tensor.DType) string {
+	switch dt {
+	case tensor.F16:
+		return "fp16"
+	case tensor.BF16:
+		return "bf16"
+	}
+	return "fp32"
 }
 
 // MemoryStats reports bytes held by tensors, bytes cached for reuse

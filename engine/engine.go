@@ -127,6 +127,13 @@ func Open(opts Options) (*Engine, error) {
 	default:
 		return nil, fmt.Errorf("--device %q: want auto, cpu or cuda", opts.Device)
 	}
+	if _, onCPU := e.dev.(*cpu.Device); onCPU && (opts.Precision == "fp16" || opts.Precision == "bf16") {
+		msg := fmt.Sprintf("--precision %s applies to the GPU; the CPU computes in float32", opts.Precision)
+		if e.Notice != "" {
+			msg = e.Notice + "; " + msg
+		}
+		e.Notice = msg
+	}
 	return e, nil
 }
 

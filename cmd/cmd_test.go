@@ -55,6 +55,25 @@ func TestCompletion(t *testing.T) {
 	}
 }
 
+// TestInfoBuiltinModel describes the embedded model by its name.
+func TestInfoBuiltinModel(t *testing.T) {
+	t.Chdir(t.TempDir()) // no file of that name here
+	out, errOut, code := run(t, "info", "darkroom-digits")
+	if code != 0 || errOut != "" {
+		t.Fatalf("code %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{
+		"path    built-in darkroom-digits (embedded in the binary, 3.5 MiB compressed)\n",
+		"family  SD1.x",
+		"  10.0 MiB  634 tensors  -  darkroom-digits.safetensors\n",
+		"UNet          channels 32 × [1 2], 2 res blocks/level",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestInfoTinyModel(t *testing.T) {
 	var tables []string
 	for _, path := range []string{filepath.Join(tinyDir, "single.safetensors"), filepath.Join(tinyDir, "diffusers")} {

@@ -1,12 +1,17 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/spf13/cobra"
 )
@@ -17,13 +22,14 @@ func newInfoCmd() *cobra.Command {
 		Short: "Describe a checkpoint: family, components, sizes, hyperparameters",
 		Long: `Describe a model without running it.
 
-PATH is a .safetensors checkpoint (A1111 / ComfyUI layout) or a diffusers
-folder. info prints the detected family and the key that decided it, the
+PATH is a .safetensors checkpoint (A1111 / ComfyUI layout), a diffusers
+folder, or the built-in model's name (` + demo.Name + `). info prints the detected family and the key that decided it, the
 layout, each component (UNet, VAE, text encoder, anything else) with its
 tensor count, parameter count, stored size and dtypes, the files with their
 sizes, and the hyperparameters inferred from tensor shapes.`,
 		Example: `  darkroom info v1-5-pruned-emaonly.safetensors
-  darkroom info ./stable-diffusion-v1-5`,
+  darkroom info ./stable-diffusion-v1-5
+  darkroom info ` + demo.Name,
 		Args: exactArgs(1, "one PATH (a .safetensors file or a diffusers folder)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfo(cmd.OutOrStdout(), args[0])
@@ -32,11 +38,32 @@ sizes, and the hyperparameters inferred from tensor shapes.`,
 }
 
 func runInfo(w io.Writer, path string) error {
+	// The built-in model's name (when no such file is here) describes the
+	// embedded checkpoint, written to a temporary file for the reader.
+	builtin := ""
+	if _, err := os.Stat(path); path == demo.Name && errors.Is(err, fs.ErrNotExist) && demo.CompressedSize() > 0 {
+		dir, err := os.MkdirTemp("", "darkroom-info-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		path = filepath.Join(dir, demo.FileName)
+		if err := demo.WriteFile(path); err != nil {
+			return err
+		}
+		builtin = fmt.Sprintf("built-in %s (embedded in the binary, %s compressed)", demo.Name, humanBytes(int64(demo.CompressedSize())))
+	}
 	m, err := weights.OpenModel(path)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	if builtin != "" {
+		m.Path = builtin
+		for i := range m.Files {
+			m.Files[i].Path = demo.FileName
+		}
+	}
 	det := weights.DetectFamily(m)
 	s := summarize(m)
 

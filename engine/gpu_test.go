@@ -18,7 +18,6 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
-	"github.com/darkroom-ai/darkroom/engine/rng"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
@@ -55,40 +54,12 @@ func TestGPUReferenceCases(t *testing.T) {
 	for _, c := range refCases(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			fx := testref.Tensors(t, c.Name+".safetensors")
-			cond, err := m.EncodePrompt(ctx, c.Prompt, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			uncond, err := m.EncodePrompt(ctx, c.Negative, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gc, _ := cond.Values(dev)
-			check(t, "prompt_embeds", gc, fx["prompt_embeds"], 1e-4)
-			shape := [4]int{1, 4, c.Height / 8, c.Width / 8}
-			noise := rng.NewTorch(c.Seed).Randn(shape[1] * shape[2] * shape[3])
-			var steps [][]float32
-			lat, err := m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
-				Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, Convention: refConvention[c.Sampler]},
-				func(ev Event) { steps = append(steps, ev.Latent) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			sig := fx["sigmas"]
-			for i, x := range steps {
-				if refVP[c.Sampler] {
-					x = toVP(x, sig[i+1])
-				}
-				check(t, fmt.Sprintf("latent_after_step_%d", i), x, fx[fmt.Sprintf("latent_after_step_%d", i)], 1e-4)
-			}
-			px, err := m.Decode(ctx, lat, shape)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := testref.PSNR(chwToHWC(px, c.Height, c.Width), fx["image"])
-			t.Logf("GPU image PSNR %.1f dB, final latent rel err %.2g", p, testref.RelErr(lat, fx["final_latent"]))
-			if p < 45 {
-				t.Errorf("image PSNR %.1f dB < 45", p)
+			r := runRefCase(t, m, c, fx)
+			check(t, "prompt_embeds", r.cond, fx["prompt_embeds"], 1e-4)
+			checkRefSteps(t, c, fx, r.steps)
+			t.Logf("GPU image PSNR %.1f dB, final latent rel err %.2g", r.psnr, testref.RelErr(r.final, fx["final_latent"]))
+			if r.psnr < 45 {
+				t.Errorf("image PSNR %.1f dB < 45", r.psnr)
 			}
 		})
 	}
@@ -133,29 +104,10 @@ func TestGPUReferenceCasesHalf(t *testing.T) {
 			for _, c := range refCases(t) {
 				t.Run(c.Name, func(t *testing.T) {
 					fx := testref.Tensors(t, c.Name+".safetensors")
-					cond, err := m.EncodePrompt(ctx, c.Prompt, 1)
-					if err != nil {
-						t.Fatal(err)
-					}
-					uncond, err := m.EncodePrompt(ctx, c.Negative, 1)
-					if err != nil {
-						t.Fatal(err)
-					}
-					shape := [4]int{1, 4, c.Height / 8, c.Width / 8}
-					noise := rng.NewTorch(c.Seed).Randn(shape[1] * shape[2] * shape[3])
-					lat, err := m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
-						Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: noise, Shape: shape, Convention: refConvention[c.Sampler]}, nil)
-					if err != nil {
-						t.Fatal(err)
-					}
-					px, err := m.Decode(ctx, lat, shape)
-					if err != nil {
-						t.Fatal(err)
-					}
-					p := testref.PSNR(chwToHWC(px, c.Height, c.Width), fx["image"])
-					t.Logf("%v image PSNR %.1f dB, final latent rel err %.2g", prec.dt, p, testref.RelErr(lat, fx["final_latent"]))
-					if p < prec.min {
-						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, p, prec.min)
+					r := runRefCase(t, m, c, fx)
+					t.Logf("%v image PSNR %.1f dB, final latent rel err %.2g", prec.dt, r.psnr, testref.RelErr(r.final, fx["final_latent"]))
+					if r.psnr < prec.min {
+						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, r.psnr, prec.min)
 					}
 				})
 			}

@@ -69,17 +69,8 @@ func TestGPUReferenceCases(t *testing.T) {
 // demo, so that nodemo test builds work too) into a temporary file.
 func demoCheckpoint(t *testing.T) string {
 	t.Helper()
-	f, err := os.Open(filepath.Join("demo", demo.GzFileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := demo.Decompress(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), demo.FileName)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := demo.DecompressFile(filepath.Join("demo", demo.GzFileName), path); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -111,6 +111,25 @@ func Open() (*safetensors.File, error) {
 	return f, nil
 }
 
+// DecompressFile writes the checkpoint compressed in the file gzPath (a
+// copy of GzFileName, as test binaries built with nodemo read it) to path,
+// decompressed.
+func DecompressFile(gzPath, path string) error {
+	f, err := os.Open(gzPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := Decompress(f)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("write demo model: %w", err)
+	}
+	return nil
+}
+
 // WriteFile writes the decompressed checkpoint to path (for loaders that
 // read files).
 func WriteFile(path string) error {

@@ -174,16 +174,7 @@ func checkpointFile(dir string) (string, error) {
 	if demo.CompressedSize() > 0 {
 		return path, demo.WriteFile(path)
 	}
-	f, err := os.Open(demo.GzFileName)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	b, err := demo.Decompress(f)
-	if err != nil {
-		return "", err
-	}
-	return path, os.WriteFile(path, b, 0o644)
+	return path, demo.DecompressFile(demo.GzFileName, path)
 }
 
 var (

@@ -95,15 +95,10 @@ func (d *Device) launch(name string, grid [3]int, block int, shmem int, args ...
 	if len(ptrs) > 0 {
 		params = unsafe.Pointer(&ptrs[0])
 	}
-	launch := func() result {
-		return d.drv.cuLaunchKernel(f, uint32(grid[0]), uint32(grid[1]), uint32(grid[2]), uint32(block), 1, 1, uint32(shmem), d.stream, params, nil)
-	}
 	var r result
-	if d.opts.Profile {
-		d.profiledCall(name, func() { r = launch() })
-	} else {
-		r = launch()
-	}
+	d.profiledCall(name, func() {
+		r = d.drv.cuLaunchKernel(f, uint32(grid[0]), uint32(grid[1]), uint32(grid[2]), uint32(block), 1, 1, uint32(shmem), d.stream, params, nil)
+	})
 	if r != cudaSuccess {
 		d.setErr(d.drv.errorf("cuLaunchKernel("+name+")", r))
 	}

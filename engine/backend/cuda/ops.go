@@ -45,15 +45,10 @@ func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int
 		label = fmt.Sprintf("gemm %v m=%d n=%d k=%d transB=%v", d.dtype, m, n, k, transB)
 	}
 	if d.dtype == tensor.F32 {
-		call := func() int32 {
-			return d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
-		}
 		var st int32
-		if d.opts.Profile {
-			d.profiledCall(label, func() { st = call() })
-		} else {
-			st = call()
-		}
+		d.profiledCall(label, func() {
+			st = d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
+		})
 		if st != 0 {
 			d.setErr(cublasErr(fmt.Sprintf("cublasSgemm(m=%d n=%d k=%d)", m, n, k), st))
 		}
@@ -64,11 +59,7 @@ func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int
 		uintptr(unsafe.Pointer(&d.alpha)), uintptr(b), dt, uintptr(ldb), uintptr(a), dt, uintptr(lda),
 		uintptr(unsafe.Pointer(&d.beta)), uintptr(c), dt, uintptr(ldc), cublasCompute32F, cublasGemmDefault}
 	var st int32
-	if d.opts.Profile {
-		d.profiledCall(label, func() { st = int32(callC(d.blas.gemmEx, &d.cargs)) })
-	} else {
-		st = int32(callC(d.blas.gemmEx, &d.cargs))
-	}
+	d.profiledCall(label, func() { st = int32(callC(d.blas.gemmEx, &d.cargs)) })
 	if st != 0 {
 		d.setErr(cublasErr(fmt.Sprintf("cublasGemmEx(%v, m=%d n=%d k=%d)", d.dtype, m, n, k), st))
 	}

@@ -188,7 +188,7 @@ func TestGPUBench(t *testing.T) {
 	ctx := context.Background()
 	for _, prec := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
 		dev := openGPUIn(t, prec)
-		name := map[tensor.DType]string{tensor.F16: "fp16", tensor.BF16: "bf16", tensor.F32: "fp32"}[prec]
+		name := cuda.PrecisionName(prec)
 		r, err := BenchUNetStep(ctx, dev, 512, 512, 2, 20)
 		if err != nil {
 			t.Errorf("unet step: %v", err)

@@ -369,11 +369,11 @@ func (d *Device) Options() Options { return d.opts }
 
 // Name describes the device.
 func (d *Device) Name() string {
-	return fmt.Sprintf("cuda:%d %s (%s, %s, %s)", d.info.Ordinal, d.info.Name, d.info.Arch(), formatBytes(d.info.MemoryTotal), precisionName(d.dtype))
+	return fmt.Sprintf("cuda:%d %s (%s, %s, %s)", d.info.Ordinal, d.info.Name, d.info.Arch(), formatBytes(d.info.MemoryTotal), PrecisionName(d.dtype))
 }
 
-// precisionName is the --precision spelling of a storage type.
-func precisionName(dt tensor.DType) string {
+// PrecisionName is the --precision spelling of a storage type ("fp16").
+func PrecisionName(dt tensor.DType) string {
 	switch dt {
 	case tensor.F16:
 		return "fp16"

@@ -14,7 +14,9 @@ import (
 func newBenchCmd() *cobra.Command {
 	var (
 		device, precision   string
-		profile             bool
+		conv                string
+		profile, noGraphs   bool
+		noFusedGemm         bool
 		width, height, runs int
 		batch               int
 		vaeOnly, unetOnly   bool
@@ -35,7 +37,8 @@ docs/performance.md with machine and date.`,
 			if runs < 1 || batch < 1 {
 				return fmt.Errorf("--runs %d, --batch %d: must be at least 1", runs, batch)
 			}
-			eng, err := engine.Open(engine.Options{Device: device, Precision: precision, Profile: profile})
+			eng, err := engine.Open(engine.Options{Device: device, Precision: precision, Profile: profile,
+				NoGraphs: noGraphs, Conv: conv, NoFusedGemm: noFusedGemm})
 			if err != nil {
 				return err
 			}
@@ -66,6 +69,9 @@ docs/performance.md with machine and date.`,
 					return err
 				}
 			}
+			if c, ok := eng.Device().(interface{ ConvInfo() string }); ok {
+				fmt.Fprintf(out, "convolution: %s\n", c.ConvInfo())
+			}
 			fmt.Fprintf(out, "%-36s %12s %12s %5s\n", "benchmark", "warm-up", "median", "runs")
 			for _, r := range results {
 				fmt.Fprintf(out, "%-36s %12s %12s %5d\n", r.Name, r.Warm.Round(1e5), r.Median().Round(1e4), len(r.Runs))
@@ -85,7 +91,10 @@ docs/performance.md with machine and date.`,
 	f.IntVar(&runs, "runs", 5, "timed runs after one warm-up")
 	f.BoolVar(&vaeOnly, "vae", false, "only the VAE decode")
 	f.BoolVar(&unetOnly, "unet", false, "only the UNet step")
-	f.BoolVar(&profile, "profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes")
+	f.BoolVar(&profile, "profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes (no CUDA graphs)")
+	f.BoolVar(&noGraphs, "no-graphs", false, "GPU: run the UNet step op by op instead of replaying a CUDA graph")
+	f.StringVar(&conv, "conv", "auto", "GPU convolution: auto (cuDNN when installed, else im2col), cudnn or im2col")
+	f.BoolVar(&noFusedGemm, "no-fused-gemm", false, "GPU: add biases and residuals with separate kernels instead of cuBLASLt epilogues")
 	return c
 }
 

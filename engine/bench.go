@@ -91,7 +91,7 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 		dev.Free(out)
 	}
 	// The host's share: how long queueing the step took before the wait.
-	res.Notes = fmt.Sprintf("host enqueue %v", BenchResult{Runs: host}.Median().Round(1e4))
+	res.Notes = fmt.Sprintf("host enqueue %v; %s", BenchResult{Runs: host}.Median().Round(1e4), m.GraphStatus())
 	return res, nil
 }
 

@@ -43,21 +43,44 @@ type Options struct {
 	// mode). The CPU backend always computes in float32.
 	Precision string
 	// Profile makes the GPU backend time every kernel and GEMM with CUDA
-	// events (cuda.Device.ProfileReport); it slows the run a little.
+	// events (cuda.Device.ProfileReport); it slows the run a little and
+	// switches CUDA graphs off.
 	Profile bool
+	// NoGraphs runs every UNet step op by op instead of replaying a
+	// recorded CUDA graph (for comparisons and debugging).
+	NoGraphs bool
+	// Conv picks the GPU convolution: "auto" or "" (cuDNN when it is
+	// installed, else im2col), "cudnn" or "im2col".
+	Conv string
+	// NoFusedGemm computes biases and residual adds with separate kernels
+	// instead of cuBLASLt GEMM epilogues (for comparisons).
+	NoFusedGemm bool
 }
 
 // cudaOptions maps the engine options to the CUDA backend's.
 func (o Options) cudaOptions() (cuda.Options, error) {
+	c := cuda.Options{Profile: o.Profile, NoGraphs: o.NoGraphs, NoFusedGemm: o.NoFusedGemm}
 	switch o.Precision {
 	case "", "auto", "fp16":
-		return cuda.Options{Precision: tensor.F16, Profile: o.Profile}, nil
+		c.Precision = tensor.F16
 	case "bf16":
-		return cuda.Options{Precision: tensor.BF16, Profile: o.Profile}, nil
+		c.Precision = tensor.BF16
 	case "fp32":
-		return cuda.Options{Precision: tensor.F32, Profile: o.Profile}, nil
+		c.Precision = tensor.F32
+	default:
+		return cuda.Options{}, fmt.Errorf("--precision %q: want auto, fp16, bf16 or fp32", o.Precision)
 	}
-	return cuda.Options{}, fmt.Errorf("--precision %q: want auto, fp16, bf16 or fp32", o.Precision)
+	switch o.Conv {
+	case "", "auto":
+		c.Conv = cuda.ConvAuto
+	case "cudnn":
+		c.Conv = cuda.ConvCudnn
+	case "im2col":
+		c.Conv = cuda.ConvIm2col
+	default:
+		return cuda.Options{}, fmt.Errorf("--conv %q: want auto, cudnn or im2col", o.Conv)
+	}
+	return c, nil
 }
 
 // DefaultModelDir is where models are looked for when no directory is given:

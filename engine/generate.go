@@ -67,6 +67,10 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	if err := m.checkRequest(req); err != nil {
 		return nil, err
 	}
+	// The UNet's recorded step (a CUDA graph and the memory it owns) lives
+	// for this job: the memory returns to the pool when the job ends,
+	// finished or cancelled.
+	defer m.unet.ResetGraphs()
 	if onEvent == nil {
 		onEvent = func(Event) {}
 	}

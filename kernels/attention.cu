@@ -110,15 +110,20 @@ FOR_EACH_TYPE(ATTENTION_VARIANTS)
 
 // ---------------------------------------------------------------------------
 // flash_<t>_d<DP>: the tensor-core kernel for 16-bit storage (FlashAttention-2
-// structure on mma.sync.m16n8k16 with float32 accumulation). A block of
+// structure on mma.sync.m16n8k16 with float32 accumulators). A block of
 // FA_WARPS warps owns FA_BQ query rows (16 per warp, kept as A fragments in
-// registers); it streams keys in tiles of FA_BK through shared memory (K
-// row-major, V transposed so both B operands are contiguous pairs), computes
-// the 16 x FA_BK score tile per warp in registers, updates the running row
-// maxima and sums (online softmax, base 2), turns the scores into the A
-// fragments of P·V without leaving registers and accumulates O in
-// registers. DP is the head dimension padded to a multiple of 16 (padding
-// reads as zeros); D must be even.
+// registers); it streams keys in tiles of FA_BK through shared memory, two
+// stages deep: while the warps compute on one tile, cp.async copies the next
+// one (16-byte copies; when D is not a multiple of 8 or a pointer is not
+// 16-byte aligned, `vec` is 0 and the tiles are copied with 4-byte loads).
+// K and V tiles are row-major with padded rows (conflict-free fragment
+// reads); V's B fragments come from ldmatrix.trans, so V is never
+// transposed. Each warp computes its 16 x FA_BK score tile in registers,
+// updates the running row maxima and sums (online softmax, base 2), turns
+// the scores into the A fragments of P·V without leaving registers and
+// accumulates O in registers. DP is the head dimension padded to a multiple
+// of 16 (padding reads as zeros); D must be even. The tiles take
+// flash_smem_bytes(DP) of dynamic shared memory.
 
 #define FA_BQ 64
 #define FA_BK 64
@@ -150,13 +155,67 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi, __nv_bfloat16) {
     return *reinterpret_cast<unsigned*>(&h);
 }
 
+__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+// ldsm_x4_trans loads four 8x8 16-bit matrices transposed: lane l gives the
+// address of row l%8 of matrix l/8, and r[i] gets matrix i's elements
+// (2t, g) and (2t+1, g).
+__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
+// cp_async16 copies 16 bytes from global to shared memory asynchronously,
+// or writes 16 zero bytes when !valid (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// flash_tile_load copies keys k0.. k0+FA_BK of K and V (head h) into one
+// stage of the shared tiles; missing keys and padded columns read as zero.
+template <typename T, int DP>
+__device__ __forceinline__ void flash_tile_load(T* Ks, T* Vs, const T* kb, const T* vb, int k0, int Nk, int D,
+                                                size_t HD, int vec) {
+    constexpr int ST = DP + 8;
+    if (vec) {
+        for (int idx = threadIdx.x; idx < FA_BK * (DP / 8); idx += FA_WARPS * 32) {
+            const int j = idx / (DP / 8), c = (idx - j * (DP / 8)) * 8;
+            const int kj = k0 + j;
+            const bool ok = kj < Nk && c < D;
+            const size_t off = ok ? (size_t)kj * HD + c : 0;
+            cp_async16(Ks + j * ST + c, kb + off, ok);
+            cp_async16(Vs + j * ST + c, vb + off, ok);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < FA_BK * (DP / 2); idx += FA_WARPS * 32) {
+            const int j = idx / (DP / 2), c = (idx - j * (DP / 2)) * 2;
+            const int kj = k0 + j;
+            unsigned kv = 0, vv = 0;
+            if (kj < Nk && c < D) {
+                kv = *reinterpret_cast<const unsigned*>(kb + (size_t)kj * HD + c);
+                vv = *reinterpret_cast<const unsigned*>(vb + (size_t)kj * HD + c);
+            }
+            *reinterpret_cast<unsigned*>(Ks + j * ST + c) = kv;
+            *reinterpret_cast<unsigned*>(Vs + j * ST + c) = vv;
+        }
+    }
+}
+
 template <typename T, int DP>
 __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                                           T* __restrict__ o, int Nq, int Nk, int H, int D, float scale, int causal) {
-    constexpr int KST = DP + 8;     // K tile row stride (elements): conflict-free fragment reads
-    constexpr int VST = FA_BK + 8;  // transposed V tile row stride
-    __shared__ __align__(16) T Ks[FA_BK * KST];
-    __shared__ __align__(16) T Vt[DP * VST];
+                                           T* __restrict__ o, int Nq, int Nk, int H, int D, float scale, int causal,
+                                           int vec) {
+    constexpr int ST = DP + 8;  // tile row stride (elements): conflict-free fragment reads, 16-byte rows
+    constexpr int TILE = FA_BK * ST;
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    T* Ks = reinterpret_cast<T*>(fa_smem);  // [2][FA_BK][ST]
+    T* Vs = Ks + 2 * TILE;                  // [2][FA_BK][ST]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y;
@@ -167,6 +226,12 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
     const T* vb = v + (size_t)b * Nk * HD + (size_t)h * D;
     const float sl2 = scale * 1.4426950408889634f;  // scores in base 2
     const T tag = from_f<T>(0.f);
+
+    int kend = Nk;
+    if (causal) kend = min(Nk, (int)(blockIdx.x + 1) * FA_BQ);
+    const int tiles = (kend + FA_BK - 1) / FA_BK;
+    if (tiles > 0) flash_tile_load<T, DP>(Ks, Vs, kb, vb, 0, Nk, D, HD, vec);
+    cp_async_commit();
 
     // A fragments of this warp's 16 query rows.
     unsigned qa[DP / 16][4];
@@ -185,96 +250,97 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
 #pragma unroll
     for (int i = 0; i < DP / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    // ldmatrix row of this lane: matrix lane/8 is (keys +8 when odd, columns
+    // +8 from the second pair), row lane%8.
+    const int lm = lane >> 3, lr = lane & 7;
+    const int vrow = (lm & 1) * 8 + lr, vcol = (lm >> 1) * 8;
 
-    int kend = Nk;
-    if (causal) kend = min(Nk, (int)(blockIdx.x + 1) * FA_BQ);
-    for (int k0 = 0; k0 < kend; k0 += FA_BK) {
-        __syncthreads();  // the previous tile is consumed
-        for (int idx = threadIdx.x; idx < FA_BK * (DP / 2); idx += blockDim.x) {
-            const int j = idx / (DP / 2), c = (idx - j * (DP / 2)) * 2;
-            const int kj = k0 + j;
-            unsigned kv = 0, vv = 0;
-            if (kj < Nk && c < D) {
-                kv = *reinterpret_cast<const unsigned*>(kb + (size_t)kj * HD + c);
-                vv = *reinterpret_cast<const unsigned*>(vb + (size_t)kj * HD + c);
-            }
-            *reinterpret_cast<unsigned*>(Ks + j * KST + c) = kv;
-            const T* vp = reinterpret_cast<const T*>(&vv);
-            Vt[c * VST + j] = vp[0];
-            Vt[(c + 1) * VST + j] = vp[1];
+    for (int tile = 0; tile < tiles; tile++) {
+        const int k0 = tile * FA_BK;
+        if (tile + 1 < tiles) {
+            const int nx = (tile + 1) & 1;
+            flash_tile_load<T, DP>(Ks + nx * TILE, Vs + nx * TILE, kb, vb, k0 + FA_BK, Nk, D, HD, vec);
         }
+        cp_async_commit();
+        cp_async_wait<1>();  // this tile's copies are done (the next may be in flight)
         __syncthreads();
-        if (q0 >= Nq) continue;  // warp-uniform: this warp has no rows
-
-        float s[FA_BK / 8][4];
+        const T* Kt = Ks + (tile & 1) * TILE;
+        const T* Vt = Vs + (tile & 1) * TILE;
+        if (q0 < Nq) {  // warp-uniform: a warp without rows only helps load
+            float s[FA_BK / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < FA_BK / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            for (int nt = 0; nt < FA_BK / 8; nt++) {
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < DP / 16; kk++) {
-                const T* kr = Ks + (nt * 8 + g) * KST + kk * 16 + 2 * t;
-                mma16816(s[nt], qa[kk], *reinterpret_cast<const unsigned*>(kr), *reinterpret_cast<const unsigned*>(kr + 8), tag);
+                for (int kk = 0; kk < DP / 16; kk++) {
+                    const T* kr = Kt + (nt * 8 + g) * ST + kk * 16 + 2 * t;
+                    mma16816(s[nt], qa[kk], *reinterpret_cast<const unsigned*>(kr), *reinterpret_cast<const unsigned*>(kr + 8), tag);
+                }
+            }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < FA_BK / 8; nt++) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int key = k0 + nt * 8 + 2 * t + (i & 1);
+                    const int row = q0 + g + 8 * (i >> 1);
+                    float x = s[nt][i] * sl2;
+                    if (key >= Nk || (causal && key > row)) x = -INFINITY;
+                    s[nt][i] = x;
+                }
+                mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            // A row with no valid key so far keeps a zero reference so that
+            // exp2(-inf - ref) is 0, never NaN.
+            const float r0 = mn0 == -INFINITY ? 0.f : mn0, r1 = mn1 == -INFINITY ? 0.f : mn1;
+            const float c0 = exp2f(m0 - r0), c1 = exp2f(m1 - r1);
+            m0 = mn0;
+            m1 = mn1;
+            float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < FA_BK / 8; nt++) {
+                s[nt][0] = exp2f(s[nt][0] - r0);
+                s[nt][1] = exp2f(s[nt][1] - r0);
+                s[nt][2] = exp2f(s[nt][2] - r1);
+                s[nt][3] = exp2f(s[nt][3] - r1);
+                ps0 += s[nt][0] + s[nt][1];
+                ps1 += s[nt][2] + s[nt][3];
+            }
+            // Partial sums per lane: the four lanes of a row add up at the end.
+            l0 = l0 * c0 + ps0;
+            l1 = l1 * c1 + ps1;
+#pragma unroll
+            for (int i = 0; i < DP / 8; i++) {
+                acc[i][0] *= c0;
+                acc[i][1] *= c0;
+                acc[i][2] *= c1;
+                acc[i][3] *= c1;
+            }
+#pragma unroll
+            for (int kc = 0; kc < FA_BK / 16; kc++) {
+                unsigned pa[4];
+                pa[0] = pack2(s[2 * kc][0], s[2 * kc][1], tag);
+                pa[1] = pack2(s[2 * kc][2], s[2 * kc][3], tag);
+                pa[2] = pack2(s[2 * kc + 1][0], s[2 * kc + 1][1], tag);
+                pa[3] = pack2(s[2 * kc + 1][2], s[2 * kc + 1][3], tag);
+#pragma unroll
+                for (int nt = 0; nt < DP / 8; nt += 2) {
+                    unsigned vbf[4];
+                    ldsm_x4_trans(vbf, Vt + (kc * 16 + vrow) * ST + nt * 8 + vcol);
+                    mma16816(acc[nt], pa, vbf[0], vbf[1], tag);
+                    mma16816(acc[nt + 1], pa, vbf[2], vbf[3], tag);
+                }
             }
         }
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < FA_BK / 8; nt++) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int key = k0 + nt * 8 + 2 * t + (i & 1);
-                const int row = q0 + g + 8 * (i >> 1);
-                float x = s[nt][i] * sl2;
-                if (key >= Nk || (causal && key > row)) x = -INFINITY;
-                s[nt][i] = x;
-            }
-            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        // A row with no valid key so far keeps a zero reference so that
-        // exp2(-inf - ref) is 0, never NaN.
-        const float r0 = mn0 == -INFINITY ? 0.f : mn0, r1 = mn1 == -INFINITY ? 0.f : mn1;
-        const float c0 = exp2f(m0 - r0), c1 = exp2f(m1 - r1);
-        m0 = mn0;
-        m1 = mn1;
-        float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < FA_BK / 8; nt++) {
-            s[nt][0] = exp2f(s[nt][0] - r0);
-            s[nt][1] = exp2f(s[nt][1] - r0);
-            s[nt][2] = exp2f(s[nt][2] - r1);
-            s[nt][3] = exp2f(s[nt][3] - r1);
-            ps0 += s[nt][0] + s[nt][1];
-            ps1 += s[nt][2] + s[nt][3];
-        }
-        // Partial sums per lane: the four lanes of a row add up at the end.
-        l0 = l0 * c0 + ps0;
-        l1 = l1 * c1 + ps1;
-#pragma unroll
-        for (int i = 0; i < DP / 8; i++) {
-            acc[i][0] *= c0;
-            acc[i][1] *= c0;
-            acc[i][2] *= c1;
-            acc[i][3] *= c1;
-        }
-#pragma unroll
-        for (int kc = 0; kc < FA_BK / 16; kc++) {
-            unsigned pa[4];
-            pa[0] = pack2(s[2 * kc][0], s[2 * kc][1], tag);
-            pa[1] = pack2(s[2 * kc][2], s[2 * kc][3], tag);
-            pa[2] = pack2(s[2 * kc + 1][0], s[2 * kc + 1][1], tag);
-            pa[3] = pack2(s[2 * kc + 1][2], s[2 * kc + 1][3], tag);
-#pragma unroll
-            for (int nt = 0; nt < DP / 8; nt++) {
-                const T* vr = Vt + (nt * 8 + g) * VST + kc * 16 + 2 * t;
-                mma16816(acc[nt], pa, *reinterpret_cast<const unsigned*>(vr), *reinterpret_cast<const unsigned*>(vr + 8), tag);
-            }
-        }
+        __syncthreads();  // every warp is done with this stage before it is refilled
     }
+    cp_async_wait<0>();
     if (q0 >= Nq) return;
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -295,8 +361,8 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
 #define FLASH_VARIANT(S, T, DP)                                                                            \
     extern "C" __global__ void __launch_bounds__(FA_WARPS * 32)                                            \
         flash_##S##_d##DP(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D,          \
-                          float scale, int causal) {                                                       \
-        flash_impl<T, DP>(q, k, v, o, Nq, Nk, H, D, scale, causal);                                        \
+                          float scale, int causal, int vec) {                                              \
+        flash_impl<T, DP>(q, k, v, o, Nq, Nk, H, D, scale, causal, vec);                                   \
     }
 #define FLASH_VARIANTS(S, T)                                                                               \
     FLASH_VARIANT(S, T, 32) FLASH_VARIANT(S, T, 48) FLASH_VARIANT(S, T, 64) FLASH_VARIANT(S, T, 80)        \

@@ -99,6 +99,18 @@ __device__ __forceinline__ void bias_channels_impl(int n, int spatial, int chann
     GRID_STRIDE(i, n) y[i] = from_f<T>(to_f(y[i]) + to_f(b[(i / spatial) % channels]));
 }
 
+// residual_bias writes y = r + b[c] for y [N, C, spatial]; r is the same
+// shape (rfull) or [N, C, 1] (one value per plane). It fills the
+// accumulator a convolution or GEMM then adds its product to. r may be y.
+template <typename T>
+__device__ __forceinline__ void residual_bias_impl(int n, int spatial, int channels, int rfull, const T* r,
+                                                   const T* __restrict__ b, T* y) {
+    GRID_STRIDE(i, n) {
+        const int plane = i / spatial;
+        y[i] = from_f<T>(to_f(r[rfull ? i : plane]) + to_f(b[plane % channels]));
+    }
+}
+
 // upsample2x is a nearest-neighbour 2x upsample of planes of h x w.
 template <typename T>
 __device__ __forceinline__ void upsample2x_impl(int n, int h, int w, const T* __restrict__ x, T* __restrict__ y) {
@@ -166,6 +178,10 @@ __device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restri
     extern "C" __global__ void bias_rows_##S(int n, int cols, T* y, const T* b) { bias_rows_impl<T>(n, cols, y, b); } \
     extern "C" __global__ void bias_channels_##S(int n, int spatial, int channels, T* y, const T* b) {            \
         bias_channels_impl<T>(n, spatial, channels, y, b);                                                         \
+    }                                                                                                              \
+    extern "C" __global__ void residual_bias_##S(int n, int spatial, int channels, int rfull, const T* r,         \
+                                                 const T* b, T* y) {                                               \
+        residual_bias_impl<T>(n, spatial, channels, rfull, r, b, y);                                               \
     }                                                                                                              \
     extern "C" __global__ void upsample2x_##S(int n, int h, int w, const T* x, T* y) {                            \
         upsample2x_impl<T>(n, h, w, x, y);                                                                         \

@@ -177,6 +177,22 @@ type Device interface {
 	// Conv2D computes a 2-D convolution of x [N, C, H, W] with w [O, C, KH, KW]
 	// plus bias [O] (or nil) into dst [N, O, OH, OW].
 	Conv2D(dst, x, w, bias *Tensor, p Conv2DParams)
+	// Conv2DAdd is Conv2D plus res, which broadcasts to dst's shape (a skip
+	// connection [N, O, OH, OW], or a per-channel term [N, O, 1, 1]) and may
+	// be dst itself: the GPU accumulates the convolution onto it instead of
+	// running separate bias and add kernels.
+	Conv2DAdd(dst, x, w, bias, res *Tensor, p Conv2DParams)
+	// LinearAdd computes dst = x·wᵀ + bias + res, where res has dst's shape
+	// and may be dst itself (a residual connection; bias may be nil).
+	LinearAdd(dst, x, w, bias, res *Tensor)
+	// LinearFromChannels computes dst[n] = x[n]ᵀ·wᵀ + bias for
+	// channels-first x [N, C, L], w [out, C] and dst [N, L, out]: a 1×1
+	// convolution whose output is token-major, without a permute.
+	LinearFromChannels(dst, x, w, bias *Tensor)
+	// LinearToChannels computes dst[n] = (x[n]·wᵀ + bias)ᵀ + res[n] for
+	// token-major x [N, L, in], w [out, in] and channels-first dst
+	// [N, out, L]; res (dst's shape) may be nil or dst itself.
+	LinearToChannels(dst, x, w, bias, res *Tensor)
 	// GroupNorm normalises x [N, C, ...] over groups of channels and the
 	// spatial dimensions, then applies gamma/beta [C]; with silu it fuses a
 	// SiLU activation afterwards.

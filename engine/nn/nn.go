@@ -150,3 +150,38 @@ func Concat(dev backend.Device, axis int, xs ...*backend.Tensor) *backend.Tensor
 	dev.Concat(y, axis, xs...)
 	return y
 }
+
+// ForwardAdd convolves x and adds res, which broadcasts to the output (a
+// skip connection, or a per-channel term [N, out, 1, 1]); the GPU
+// accumulates the convolution onto res instead of running add kernels.
+func (c *Conv2d) ForwardAdd(dev backend.Device, x, res *backend.Tensor) *backend.Tensor {
+	oh, ow := c.Params.OutSize(x.Shape[2], x.Shape[3], c.K, c.K)
+	y := dev.Alloc(x.Shape[0], c.Out, oh, ow)
+	dev.Conv2DAdd(y, x, c.Weight, c.Bias, res, c.Params)
+	return y
+}
+
+// AddInto adds the layer's output for x to res in place (a residual
+// connection): res += x·Wᵀ + b.
+func (l *Linear) AddInto(dev backend.Device, res, x *backend.Tensor) {
+	dev.LinearAdd(res, x, l.Weight, l.Bias, res)
+}
+
+// FromChannels applies a linear map (w [out, C], or a 1×1 convolution's
+// [out, C, 1, 1]) to channels-first x [N, C, H, W] and returns the tokens
+// [N, H·W, out].
+func FromChannels(dev backend.Device, x, w, bias *backend.Tensor) *backend.Tensor {
+	n, c := x.Shape[0], x.Shape[1]
+	y := dev.Alloc(n, x.Len()/(n*c), w.Shape[0])
+	dev.LinearFromChannels(y, x, w, bias)
+	return y
+}
+
+// ToChannels applies a linear map w [out, in] (or [out, in, 1, 1]) to
+// tokens x [N, L, in], returns them channels-first with the given spatial
+// shape [N, out, shape...], plus res (that shape, or nil).
+func ToChannels(dev backend.Device, x, w, bias, res *backend.Tensor, spatial ...int) *backend.Tensor {
+	y := dev.Alloc(append([]int{x.Shape[0], w.Shape[0]}, spatial...)...)
+	dev.LinearToChannels(y, x, w, bias, res)
+	return y
+}

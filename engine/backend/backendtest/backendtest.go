@@ -116,6 +116,9 @@ var cases = []testCase{
 	{"matmul", testMatMul},
 	{"linear", testLinear},
 	{"conv2d", testConv2D},
+	{"conv2d_add", testConv2DAdd},
+	{"linear_add", testLinearAdd},
+	{"linear_channels", testLinearChannels},
 	{"groupnorm", testGroupNorm},
 	{"layernorm", testLayerNorm},
 	{"softmax", testSoftmax},
@@ -231,32 +234,220 @@ func testConv2D(h *harness) {
 		oh, ow := s.p.OutSize(s.hh, s.ww, s.k, s.k)
 		dst := h.poisoned(s.n, s.o, oh, ow)
 		h.dev.Conv2D(dst, x.t, w.t, bt, s.p)
-		want := make([]float64, s.n*s.o*oh*ow)
-		for ni := range s.n {
-			for oc := range s.o {
-				for y := range oh {
-					for xx := range ow {
-						var acc float64
-						if b != nil {
-							acc = float64(b.host[oc])
-						}
-						for ci := range s.c {
-							for ky := range s.k {
-								for kx := range s.k {
-									iy, ix := y*s.p.StrideH+ky-s.p.PadTop, xx*s.p.StrideW+kx-s.p.PadLeft
-									if iy < 0 || iy >= s.hh || ix < 0 || ix >= s.ww {
-										continue
-									}
-									acc += float64(x.host[((ni*s.c+ci)*s.hh+iy)*s.ww+ix]) * float64(w.host[((oc*s.c+ci)*s.k+ky)*s.k+kx])
+		var bh []float32
+		if b != nil {
+			bh = b.host
+		}
+		want := conv64(x.host, w.host, bh, s.n, s.c, s.hh, s.ww, s.o, s.k, s.p)
+		h.check(fmt.Sprintf("conv2d %+v", s), h.download(dst), want, ins...)
+	}
+}
+
+// conv64 is the float64 reference convolution of NCHW x with w [o, c, k, k]
+// plus bias (nil for none).
+func conv64(x, w, bias []float32, n, c, hh, ww, o, k int, p backend.Conv2DParams) []float64 {
+	oh, ow := p.OutSize(hh, ww, k, k)
+	want := make([]float64, n*o*oh*ow)
+	for ni := range n {
+		for oc := range o {
+			for y := range oh {
+				for xx := range ow {
+					var acc float64
+					if bias != nil {
+						acc = float64(bias[oc])
+					}
+					for ci := range c {
+						for ky := range k {
+							for kx := range k {
+								iy, ix := y*p.StrideH+ky-p.PadTop, xx*p.StrideW+kx-p.PadLeft
+								if iy < 0 || iy >= hh || ix < 0 || ix >= ww {
+									continue
 								}
+								acc += float64(x[((ni*c+ci)*hh+iy)*ww+ix]) * float64(w[((oc*c+ci)*k+ky)*k+kx])
 							}
 						}
-						want[((ni*s.o+oc)*oh+y)*ow+xx] = acc
 					}
+					want[((ni*o+oc)*oh+y)*ow+xx] = acc
 				}
 			}
 		}
-		h.check(fmt.Sprintf("conv2d %+v", s), h.download(dst), want, ins...)
+	}
+	return want
+}
+
+// testConv2DAdd checks the convolution accumulated onto a residual: a full
+// skip connection, a per-channel term [N, O, 1, 1], and dst itself.
+func testConv2DAdd(h *harness) {
+	for _, s := range []struct {
+		n, c, hh, ww, o, k int
+		p                  backend.Conv2DParams
+		res                string // "full", "channel" or "inplace"
+		bias               bool
+	}{
+		{2, 5, 9, 7, 6, 3, backend.Conv2DSame(1, 1), "full", true},
+		{2, 5, 9, 7, 6, 3, backend.Conv2DSame(1, 1), "channel", true},
+		{1, 4, 9, 11, 3, 3, backend.Conv2DSame(2, 1), "inplace", true},
+		{2, 6, 5, 3, 7, 1, backend.Conv2DSame(1, 0), "full", false},
+		{1, 3, 6, 6, 4, 3, backend.Conv2DSame(1, 1), "channel", false},
+		{1, 3, 6, 6, 4, 3, backend.Conv2DSame(1, 1), "inplace", false},
+	} {
+		x, w := h.rand(s.n, s.c, s.hh, s.ww), h.rand(s.o, s.c, s.k, s.k)
+		ins := []*input{x, w}
+		var bh []float32
+		var bt *backend.Tensor
+		if s.bias {
+			b := h.rand(s.o)
+			bh, bt = b.host, b.t
+			ins = append(ins, b)
+		}
+		oh, ow := s.p.OutSize(s.hh, s.ww, s.k, s.k)
+		want := conv64(x.host, w.host, bh, s.n, s.c, s.hh, s.ww, s.o, s.k, s.p)
+		var dst, res *backend.Tensor
+		switch s.res {
+		case "full":
+			r := h.rand(s.n, s.o, oh, ow)
+			for i := range want {
+				want[i] += float64(r.host[i])
+			}
+			dst, res = h.poisoned(s.n, s.o, oh, ow), r.t
+			ins = append(ins, r)
+		case "channel":
+			r := h.rand(s.n, s.o, 1, 1)
+			for i := range want {
+				want[i] += float64(r.host[i/(oh*ow)])
+			}
+			dst, res = h.poisoned(s.n, s.o, oh, ow), r.t
+			ins = append(ins, r)
+		default:
+			r := h.rand(s.n, s.o, oh, ow)
+			for i := range want {
+				want[i] += float64(r.host[i])
+			}
+			dst, res = r.t, r.t
+		}
+		h.dev.Conv2DAdd(dst, x.t, w.t, bt, res, s.p)
+		h.check(fmt.Sprintf("conv2d add %+v", s), h.download(dst), want, ins...)
+	}
+}
+
+// linear64 is the float64 reference of x [rows, in]·wᵀ + bias.
+func linear64(x, w, bias []float32, rows, in, out int) []float64 {
+	want := make([]float64, rows*out)
+	for r := range rows {
+		for o := range out {
+			var acc float64
+			if bias != nil {
+				acc = float64(bias[o])
+			}
+			for i := range in {
+				acc += float64(x[r*in+i]) * float64(w[o*in+i])
+			}
+			want[r*out+o] = acc
+		}
+	}
+	return want
+}
+
+// testLinearAdd checks dst = x·wᵀ + bias + res with res separate and dst.
+func testLinearAdd(h *harness) {
+	for _, s := range []struct {
+		rows, in, out int
+		bias, inplace bool
+	}{{5, 17, 9, true, false}, {77, 64, 48, false, true}, {3, 130, 33, true, true}, {1, 1, 1, true, false}} {
+		x, w := h.rand(s.rows, s.in), h.rand(s.out, s.in)
+		ins := []*input{x, w}
+		var bh []float32
+		var bt *backend.Tensor
+		if s.bias {
+			b := h.rand(s.out)
+			bh, bt = b.host, b.t
+			ins = append(ins, b)
+		}
+		want := linear64(x.host, w.host, bh, s.rows, s.in, s.out)
+		r := h.rand(s.rows, s.out)
+		for i := range want {
+			want[i] += float64(r.host[i])
+		}
+		dst := r.t
+		if !s.inplace {
+			dst = h.poisoned(s.rows, s.out)
+			ins = append(ins, r)
+		}
+		h.dev.LinearAdd(dst, x.t, w.t, bt, r.t)
+		h.check(fmt.Sprintf("linear add %+v", s), h.download(dst), want, ins...)
+	}
+}
+
+// testLinearChannels checks LinearFromChannels and LinearToChannels
+// against a transposed Linear (with and without a residual).
+func testLinearChannels(h *harness) {
+	for _, s := range []struct {
+		n, c, l, out int
+		bias, conv   bool
+		res          string // "", "full" or "inplace" (LinearToChannels)
+	}{{1, 3, 5, 4, true, false, ""}, {2, 16, 35, 12, true, true, "full"}, {2, 8, 64, 8, false, false, "inplace"}, {3, 7, 9, 5, true, false, "inplace"}} {
+		wshape := []int{s.out, s.c}
+		if s.conv {
+			wshape = []int{s.out, s.c, 1, 1}
+		}
+		x, w := h.rand(s.n, s.c, s.l), h.rand(wshape...)
+		ins := []*input{x, w}
+		var bh []float32
+		var bt *backend.Tensor
+		if s.bias {
+			b := h.rand(s.out)
+			bh, bt = b.host, b.t
+			ins = append(ins, b)
+		}
+		// From channels: tokens[n][l][o] = Σ_c x[n][c][l]·w[o][c] + bias.
+		xt := make([]float32, s.n*s.l*s.c)
+		for ni := range s.n {
+			for ci := range s.c {
+				for li := range s.l {
+					xt[(ni*s.l+li)*s.c+ci] = x.host[(ni*s.c+ci)*s.l+li]
+				}
+			}
+		}
+		want := linear64(xt, w.host, bh, s.n*s.l, s.c, s.out)
+		dst := h.poisoned(s.n, s.l, s.out)
+		h.dev.LinearFromChannels(dst, x.t, w.t, bt)
+		h.check(fmt.Sprintf("linear from channels %+v", s), h.download(dst), want, ins...)
+
+		// To channels: x as tokens [N, L, C] -> [N, out, L].
+		tok := h.rand(s.n, s.l, s.c)
+		ins[0] = tok
+		lin := linear64(tok.host, w.host, bh, s.n*s.l, s.c, s.out)
+		want = make([]float64, s.n*s.out*s.l)
+		for ni := range s.n {
+			for o := range s.out {
+				for li := range s.l {
+					want[(ni*s.out+o)*s.l+li] = lin[(ni*s.l+li)*s.out+o]
+				}
+			}
+		}
+		// Channels-first outputs are maps [N, out, H, W] in the models.
+		oshape := []int{s.n, s.out, s.l}
+		if s.l%5 == 0 {
+			oshape = []int{s.n, s.out, 5, s.l / 5}
+		} else if s.l%8 == 0 {
+			oshape = []int{s.n, s.out, 8, s.l / 8}
+		}
+		var res *backend.Tensor
+		out := h.poisoned(oshape...)
+		if s.res != "" {
+			r := h.rand(oshape...)
+			for i := range want {
+				want[i] += float64(r.host[i])
+			}
+			res = r.t
+			if s.res == "inplace" {
+				out = r.t
+			} else {
+				ins = append(ins, r)
+			}
+		}
+		h.dev.LinearToChannels(out, tok.t, w.t, bt, res)
+		h.check(fmt.Sprintf("linear to channels %+v", s), h.download(out), want, ins...)
 	}
 }
 

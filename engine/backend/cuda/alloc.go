@@ -119,6 +119,11 @@ func (d *Device) reclaim() {
 		time.Sleep(2 * time.Millisecond)
 	}
 	d.drainReleased()
+	if d.rec != nil {
+		// Freeing the cache waits for the stream, which would end the
+		// graph being recorded: keep it.
+		return
+	}
 	d.poolRelease()
 }
 
@@ -141,12 +146,24 @@ type pool struct {
 }
 
 // poolTake returns a cached block of at least n bytes, or nil when the
-// cache has none of that size (any goroutine).
-func (d *Device) poolTake(n uint64) *buffer {
+// cache has none of that size (any goroutine). While a graph is being
+// recorded (owner: the owner goroutine's view, else the caller's), blocks
+// the recording released come first and every block taken joins the
+// recording's arena.
+func (d *Device) poolTake(n uint64, owner bool) *buffer {
 	d.poolMu.Lock()
 	defer d.poolMu.Unlock()
 	p := &d.pool
 	size := bucketSize(n)
+	a := d.recCaller
+	if owner {
+		a = d.rec
+	}
+	if a != nil {
+		if ptr, ok := a.take(size); ok {
+			return &buffer{dev: d, ptr: ptr, size: size}
+		}
+	}
 	l := p.free[size]
 	if len(l) == 0 {
 		return nil
@@ -156,13 +173,17 @@ func (d *Device) poolTake(n uint64) *buffer {
 	p.cached -= size
 	p.inUse += size
 	p.peak = max(p.peak, p.inUse)
+	if a != nil {
+		d.adopt(a, ptr, size)
+	}
 	return &buffer{dev: d, ptr: ptr, size: size}
 }
 
 // poolGet returns a block of at least n bytes, from the cache or from
-// cuMemAlloc (owner goroutine).
-func (d *Device) poolGet(n uint64) (*buffer, error) {
-	if b := d.poolTake(n); b != nil {
+// cuMemAlloc (owner goroutine). owner tells whose view of a recording the
+// block joins (see poolTake).
+func (d *Device) poolGet(n uint64, owner bool) (*buffer, error) {
+	if b := d.poolTake(n, owner); b != nil {
 		return b, nil
 	}
 	p := &d.pool
@@ -195,13 +216,26 @@ func (d *Device) poolGet(n uint64) (*buffer, error) {
 		p.sinceGC = 0
 		go runtime.GC()
 	}
+	a := d.recCaller
+	if owner {
+		a = d.rec
+	}
+	if a != nil {
+		d.adopt(a, ptr, size)
+	}
 	return &buffer{dev: d, ptr: ptr, size: size}, nil
 }
 
-// poolPut returns a block to its free list (any goroutine).
+// poolPut returns a block to its free list (any goroutine). A block that
+// belongs to a graph's arena stays with the graph: it is reusable by the
+// rest of the recording, or kept until the graph is closed.
 func (d *Device) poolPut(b *buffer) {
 	d.poolMu.Lock()
 	defer d.poolMu.Unlock()
+	if a := d.arenaOf[b.ptr]; a != nil {
+		a.release(b.ptr)
+		return
+	}
 	p := &d.pool
 	p.free[b.size] = append(p.free[b.size], b.ptr)
 	p.cached += b.size

@@ -20,7 +20,10 @@ const (
 
 // cublas is the table of cuBLAS entry points used by the backend.
 type cublas struct {
-	lib                 *library
+	lib *library
+	// lt is libcublasLt, opened before cuBLAS (nil when it was not found
+	// by itself); cublaslt.go resolves its entry points.
+	lt                  *library
 	major, minor, patch int
 
 	create      func(h *uintptr) int32
@@ -77,6 +80,9 @@ func loadCublas(driverVersion int) (*cublas, error) {
 			continue
 		}
 		c := &cublas{lib: lib}
+		if ltErr == nil {
+			c.lt = lt
+		}
 		if err := c.resolve(); err != nil {
 			errs = append(errs, err)
 			continue

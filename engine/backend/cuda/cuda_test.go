@@ -334,7 +334,7 @@ func TestOutOfMemoryIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got error
-	d.run(func() { _, got = d.poolGet(1 << 50) })
+	d.run(func() { _, got = d.poolGet(1<<50, true) })
 	var oom *OutOfMemoryError
 	if !errors.As(got, &oom) || oom.Requested != 1<<50 || oom.Total == 0 {
 		t.Fatalf("poolGet(1 PiB) = %v, want an OutOfMemoryError naming the request and the card's memory", got)

@@ -21,11 +21,13 @@ package cuda
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -52,9 +54,33 @@ type Options struct {
 	Precision tensor.DType
 	// Profile records CUDA events around every kernel and GEMM so that
 	// ProfileReport can tell where the GPU time goes (darkroom bench
-	// --profile).
+	// --profile). It switches graph recording off.
 	Profile bool
+	// NoGraphs switches CUDA graph recording off (RecordGraph then returns
+	// an error wrapping backend.ErrGraphsUnavailable and callers run their
+	// ops one by one).
+	NoGraphs bool
+	// Conv picks the convolution algorithm (ConvAuto: cuDNN when it is
+	// installed, else im2col).
+	Conv ConvStrategy
+	// NoFusedGemm adds biases and residuals with separate kernels instead
+	// of cuBLASLt epilogues.
+	NoFusedGemm bool
 }
+
+// ConvStrategy selects how Conv2D runs.
+type ConvStrategy uint8
+
+// Convolution strategies.
+const (
+	// ConvAuto uses cuDNN's implicit-GEMM convolutions when libcudnn is
+	// found and takes the case, else im2col.
+	ConvAuto ConvStrategy = iota
+	// ConvCudnn requires cuDNN: Open fails without it.
+	ConvCudnn
+	// ConvIm2col always uses im2col + cuBLAS.
+	ConvIm2col
+)
 
 // Device is one GPU. Create it with Open; Close releases it.
 type Device struct {
@@ -80,9 +106,18 @@ type Device struct {
 	handle  uintptr
 	modules []uintptr
 	funcs   map[string]uintptr
-	// poolMu guards pool, which callers use directly for cached blocks.
+	// poolMu guards pool, which callers use directly for cached blocks,
+	// and the graph arenas.
 	poolMu sync.Mutex
 	pool   pool
+	// arenaOf maps the blocks of live graphs to their arena; rec is the
+	// arena being recorded as the owner goroutine sees it (set by the op
+	// that begins the capture, cleared by the one that ends it) and
+	// recCaller as the recording caller sees it.
+	arenaOf        map[uint64]*arena
+	rec, recCaller *arena
+	// closed is set by Close: graphs dropped afterwards have nothing to free.
+	closed atomic.Bool
 	// im2colLimit caps the im2col buffer of Conv2D, in floats.
 	im2colLimit int
 	staging     unsafe.Pointer
@@ -100,6 +135,10 @@ type Device struct {
 	cargs       [maxCArgs]uintptr
 	// prof holds the events of Options.Profile.
 	prof profile
+	// dnn is the cuDNN convolution path (disabled when cuDNN is missing);
+	// convChoices holds the measured strategy per geometry (ConvAuto).
+	dnn         convDNN
+	convChoices map[convKey]convChoice
 
 	errMu sync.Mutex
 	err   error // sticky: the first device failure
@@ -182,6 +221,8 @@ func newDevice(info GPUInfo, drv *driver, blas *cublas, opts Options) *Device {
 		quit:        make(chan struct{}),
 		funcs:       map[string]uintptr{},
 		pool:        pool{free: map[uint64][]uint64{}},
+		arenaOf:     map[uint64]*arena{},
+		convChoices: map[convKey]convChoice{},
 		im2colLimit: im2colMaxFloats,
 		gcEvery:     gcEveryBytes,
 	}
@@ -259,6 +300,20 @@ func (d *Device) setup(mods []kernels.Module) error {
 	if f, err := d.function("attention_" + d.sfx + "_d256"); err == nil {
 		drv.cuFuncSetAttribute(f, funcAttrMaxDynamicSMB, int32(attentionSharedBytes(256)))
 	}
+	// So do the wider tensor-core variants' two-stage tiles.
+	if d.dtype != tensor.F32 {
+		for _, w := range flashWidths {
+			if f, err := d.function(fmt.Sprintf("flash_%s_d%d", d.sfx, w)); err == nil {
+				drv.cuFuncSetAttribute(f, funcAttrMaxDynamicSMB, int32(flashSharedBytes(w)))
+			}
+		}
+	}
+	if d.opts.Conv != ConvIm2col {
+		d.dnn.setup(d)
+		if d.opts.Conv == ConvCudnn && !d.dnn.available() {
+			return fmt.Errorf("cuda: --conv cudnn: %s", d.dnn.info())
+		}
+	}
 	var p unsafe.Pointer
 	if r := drv.cuMemHostAlloc(&p, stagingBytes, 0); r == cudaSuccess {
 		d.staging = p
@@ -273,6 +328,7 @@ func (d *Device) teardown() {
 	}
 	d.poolRelease()
 	d.releaseProfile()
+	d.dnn.teardown()
 	if d.staging != nil {
 		drv.cuMemFreeHost(d.staging)
 		d.staging = nil
@@ -299,10 +355,15 @@ func (d *Device) teardown() {
 // owner goroutine. The Device must not be used afterwards.
 func (d *Device) Close() error {
 	err := d.Sync(context.Background())
+	d.closed.Store(true)
 	close(d.quit)
 	d.wg.Wait()
 	return err
 }
+
+// errWhileRecording is returned by Sync and Download while a graph is
+// being recorded (they would end the capture); the recording then fails.
+var errWhileRecording = errors.New("cuda: the device is recording a graph: no Sync or Download until it ends")
 
 // queueDepth is how many submitted ops may wait for the owner goroutine
 // before a caller blocks.
@@ -315,6 +376,7 @@ const queueDepth = 1024
 // f has run, so the garbage collector cannot recycle their memory under a
 // pending op.
 func (d *Device) enqueue(f func(), keep ...*backend.Tensor) {
+	d.noteRecorded(keep)
 	d.work <- func() {
 		f()
 		runtime.KeepAlive(keep)
@@ -489,13 +551,17 @@ func (d *Device) optPtr(t *backend.Tensor) uint64 {
 	return d.ptr(t)
 }
 
-// alloc allocates bytes on the owner goroutine; a failure becomes the
-// sticky error and returns an empty buffer.
-func (d *Device) alloc(bytes uint64) *buffer {
+// alloc allocates scratch bytes on the owner goroutine; a failure becomes
+// the sticky error and returns an empty buffer.
+func (d *Device) alloc(bytes uint64) *buffer { return d.allocFor(bytes, true) }
+
+// allocFor is alloc for the owner's own scratch memory (owner) or for a
+// caller's Alloc (which joins the caller's recording, if any).
+func (d *Device) allocFor(bytes uint64, owner bool) *buffer {
 	if bytes == 0 {
 		return &buffer{dev: d}
 	}
-	b, err := d.poolGet(bytes)
+	b, err := d.poolGet(bytes, owner)
 	if err != nil {
 		d.setErr(err)
 		return &buffer{dev: d}
@@ -515,9 +581,10 @@ func (d *Device) Alloc(shape ...int) *backend.Tensor {
 	var b *buffer
 	if n == 0 {
 		b = &buffer{dev: d}
-	} else if b = d.poolTake(uint64(n) * d.es); b == nil {
-		d.run(func() { b = d.alloc(uint64(n) * d.es) })
+	} else if b = d.poolTake(uint64(n)*d.es, false); b == nil {
+		d.run(func() { b = d.allocFor(uint64(n)*d.es, false) })
 	}
+	d.collectWhileRecording()
 	if b.ptr != 0 {
 		// Memory of a tensor that becomes unreachable without Free goes
 		// back to the pool (see drainReleased).
@@ -546,6 +613,11 @@ func (d *Device) Upload(data []float32, shape ...int) *backend.Tensor {
 // as copyIn returns.
 func (d *Device) copyIn(dst uint64, src []byte) {
 	if d.failed() || dst == 0 {
+		return
+	}
+	if d.rec != nil {
+		// A recorded copy would read the staging buffer's later contents.
+		d.rec.bad = "an upload from host memory was queued while recording"
 		return
 	}
 	if d.staging == nil {
@@ -578,6 +650,10 @@ func (d *Device) copyIn(dst uint64, src []byte) {
 func (d *Device) copyOut(dst []byte, src uint64) error {
 	if err := d.stickyErr(); err != nil {
 		return err
+	}
+	if d.rec != nil {
+		d.rec.bad = "a download was asked for while recording"
+		return errWhileRecording
 	}
 	if d.staging == nil {
 		r := d.drv.cuMemcpyDtoHAsync(unsafe.Pointer(&dst[0]), src, uint64(len(dst)), d.stream)
@@ -638,6 +714,9 @@ func (d *Device) Download(t *backend.Tensor) ([]float32, error) {
 	var err error
 	p := d.ptr(t)
 	d.run(func() { err = d.copyOut(raw, p) }, t)
+	if errors.Is(err, errWhileRecording) {
+		return nil, err
+	}
 	if err != nil {
 		d.setErr(err)
 		return nil, err
@@ -683,11 +762,19 @@ func (d *Device) Sync(ctx context.Context) error {
 	res := make(chan error, 1)
 	go func() {
 		d.run(func() {
+			if d.rec != nil {
+				d.rec.bad = "Sync was called while recording"
+				res <- errWhileRecording
+				return
+			}
 			res <- d.drv.errorf("cuStreamSynchronize", d.drv.cuStreamSynchronize(d.stream))
 		})
 	}()
 	select {
 	case err := <-res:
+		if errors.Is(err, errWhileRecording) {
+			return err
+		}
 		d.setErr(err)
 		return d.stickyErr()
 	case <-ctx.Done():

@@ -68,6 +68,14 @@ type driver struct {
 	cuEventDestroy            func(e uintptr) result
 	cuEventRecord             func(e uintptr, s uintptr) result
 	cuEventElapsedTime        func(ms *float32, start, end uintptr) result
+	// CUDA graphs (stream capture).
+	cuStreamBeginCapture        func(s uintptr, mode int32) result
+	cuStreamEndCapture          func(s uintptr, g *uintptr) result
+	cuGraphInstantiateWithFlags func(exec *uintptr, g uintptr, flags uint64) result
+	cuGraphLaunch               func(exec uintptr, s uintptr) result
+	cuGraphExecDestroy          func(exec uintptr) result
+	cuGraphDestroy              func(g uintptr) result
+	cuGraphGetNodes             func(g uintptr, nodes *uintptr, n *uint64) result
 }
 
 // ErrNoDevice means no usable NVIDIA driver or GPU was found; callers fall
@@ -163,6 +171,13 @@ func (d *driver) resolve() error {
 		{"cuEventDestroy", &d.cuEventDestroy},
 		{"cuEventRecord", &d.cuEventRecord},
 		{"cuEventElapsedTime", &d.cuEventElapsedTime},
+		{"cuStreamBeginCapture", &d.cuStreamBeginCapture},
+		{"cuStreamEndCapture", &d.cuStreamEndCapture},
+		{"cuGraphInstantiateWithFlags", &d.cuGraphInstantiateWithFlags},
+		{"cuGraphLaunch", &d.cuGraphLaunch},
+		{"cuGraphExecDestroy", &d.cuGraphExecDestroy},
+		{"cuGraphDestroy", &d.cuGraphDestroy},
+		{"cuGraphGetNodes", &d.cuGraphGetNodes},
 	} {
 		p, err := lookup(e.name)
 		if err != nil {

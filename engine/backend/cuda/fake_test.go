@@ -31,6 +31,23 @@ type fakeGPU struct {
 	gemms    [][]int32
 	// im2colCols records the column buffer of each im2col launch.
 	im2colCols []uint64
+	// Stream capture: while capturing, launches and GEMMs go to captured;
+	// graphs holds each ended capture and a graph launch replays one into
+	// launches.
+	capturing     bool
+	captured      []string
+	graphs        [][]string
+	graphLaunches int
+	graphsFreed   int
+}
+
+// record notes a kernel or GEMM: queued now, or captured into a graph.
+func (f *fakeGPU) record(name string) {
+	if f.capturing {
+		f.captured = append(f.captured, name)
+		return
+	}
+	f.launches = append(f.launches, name)
 }
 
 func (f *fakeGPU) at(p, n uint64) []byte {
@@ -64,7 +81,7 @@ func newFakeDevice(t *testing.T, budget uint64) (*Device, *fakeGPU) {
 	drv.cuFuncSetAttribute = func(uintptr, int32, int32) result { return ok() }
 	drv.cuLaunchKernel = func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, s uintptr, params, extra unsafe.Pointer) result {
 		name := f.funcs[fn-1]
-		f.launches = append(f.launches, name)
+		f.record(name)
 		if strings.HasPrefix(name, "im2col") {
 			// Parameter 1 of im2col is the column buffer.
 			f.im2colCols = append(f.im2colCols, **(**uint64)(unsafe.Add(params, unsafe.Sizeof(uintptr(0)))))
@@ -105,6 +122,36 @@ func newFakeDevice(t *testing.T, budget uint64) (*Device, *fakeGPU) {
 		copy(unsafe.Slice((*byte)(dst), n), f.at(src, n))
 		return ok()
 	}
+	drv.cuMemcpyDtoDAsync = func(dst, src uint64, n uint64, s uintptr) result {
+		if f.capturing {
+			f.captured = append(f.captured, "memcpy")
+			return ok()
+		}
+		copy(f.at(dst, n), f.at(src, n))
+		return ok()
+	}
+	drv.cuStreamBeginCapture = func(s uintptr, mode int32) result {
+		f.capturing, f.captured = true, nil
+		return ok()
+	}
+	drv.cuStreamEndCapture = func(s uintptr, g *uintptr) result {
+		f.capturing = false
+		f.graphs = append(f.graphs, f.captured)
+		*g = uintptr(len(f.graphs))
+		return ok()
+	}
+	drv.cuGraphInstantiateWithFlags = func(exec *uintptr, g uintptr, flags uint64) result { *exec = g; return ok() }
+	drv.cuGraphGetNodes = func(g uintptr, nodes *uintptr, n *uint64) result {
+		*n = uint64(len(f.graphs[g-1]))
+		return ok()
+	}
+	drv.cuGraphLaunch = func(exec uintptr, s uintptr) result {
+		f.launches = append(f.launches, f.graphs[exec-1]...)
+		f.graphLaunches++
+		return ok()
+	}
+	drv.cuGraphExecDestroy = func(uintptr) result { return ok() }
+	drv.cuGraphDestroy = func(uintptr) result { f.graphsFreed++; return ok() }
 	blas := &cublas{
 		create:      func(h *uintptr) int32 { *h = 1; return 0 },
 		destroy:     func(uintptr) int32 { return 0 },
@@ -112,11 +159,12 @@ func newFakeDevice(t *testing.T, budget uint64) (*Device, *fakeGPU) {
 		setMathMode: func(uintptr, int32) int32 { return 0 },
 		sgemm: func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, lda int32, b uint64, ldb int32, beta *float32, c uint64, ldc int32) int32 {
 			f.gemms = append(f.gemms, []int32{ta, tb, m, n, k, lda, ldb, ldc})
-			f.launches = append(f.launches, "sgemm")
+			f.record("sgemm")
 			return 0
 		},
 	}
-	d := newDevice(GPUInfo{Name: "fake", ComputeMajor: 9, MemoryTotal: budget}, drv, blas, Options{})
+	// im2col: cuDNN, if the machine has it, must not see the fake pointers.
+	d := newDevice(GPUInfo{Name: "fake", ComputeMajor: 9, MemoryTotal: budget}, drv, blas, Options{Conv: ConvIm2col})
 	d.gcEvery = 0
 	if err := d.start([]kernels.Module{{Name: "fake", Image: []byte{0}}}); err != nil {
 		t.Fatal(err)

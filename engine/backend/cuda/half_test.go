@@ -95,7 +95,7 @@ func TestFlashAttentionMatchesCPU(t *testing.T) {
 			name := fmt.Sprintf("%v_b%d_q%d_k%d_h%d_d%d_causal%v", dt, s.b, s.nq, s.nk, s.heads, s.dh, s.causal)
 			t.Run(name, func(t *testing.T) {
 				hd := s.heads * s.dh
-				if _, ok := g.flashKernel(s.dh); !ok {
+				if _, _, ok := g.flashKernel(s.dh); !ok {
 					t.Fatalf("no tensor-core kernel for head dim %d", s.dh)
 				}
 				rng := rand.New(rand.NewPCG(uint64(s.nq), uint64(s.dh)))

@@ -30,7 +30,7 @@ func (l *library) sym(name string) (uintptr, error) {
 // searchDirs lists the folders searched, after the system loader, for the
 // CUDA libraries: $CUDA_PATH and $CUDA_HOME, each $LD_LIBRARY_PATH entry,
 // /usr/local/cuda, and the lib folders of pip-installed NVIDIA wheels
-// (site-packages/nvidia/{cublas,cu13,cu12}/lib) in the usual Python
+// (site-packages/nvidia/{cublas,cu13,cu12,cudnn}/lib) in the usual Python
 // prefixes. getenv and glob are parameters so that tests can drive it.
 func searchDirs(getenv func(string) string, glob func(string) ([]string, error)) []string {
 	var dirs []string
@@ -67,7 +67,7 @@ func searchDirs(getenv func(string) string, glob func(string) ([]string, error))
 		"/opt/*/.venv/lib/python3*/site-packages",
 	)
 	for _, pre := range prefixes {
-		for _, sub := range []string{"nvidia/cu13/lib", "nvidia/cublas/lib", "nvidia/cu12/lib"} {
+		for _, sub := range []string{"nvidia/cu13/lib", "nvidia/cublas/lib", "nvidia/cu12/lib", "nvidia/cudnn/lib"} {
 			m, err := glob(filepath.Join(pre, sub))
 			if err != nil {
 				continue

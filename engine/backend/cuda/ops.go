@@ -21,10 +21,15 @@ func checkSame(op string, a, b *backend.Tensor) {
 
 // gemm queues a row-major C[m,n] = alpha·A[m,k]·op(B) + beta·C with
 // cuBLAS in the device's precision (float32 accumulation always): B is
-// [k,n] (ldb n) or, with transB, [n,k] (ldb k). Row-major C is
-// column-major Cᵀ, so the call computes Cᵀ = op(B)ᵀ·Aᵀ. Owner goroutine
-// only.
+// [k,n] (ldb n) or, with transB, [n,k] (ldb k). Owner goroutine only.
 func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int) {
+	d.gemmT(false, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemmT is gemm with A optionally transposed too (stored [k,m], lda m).
+// Row-major C is column-major Cᵀ, so the call computes
+// Cᵀ = op(B)ᵀ·op(A)ᵀ.
+func (d *Device) gemmT(transA, transB bool, m, n, k int, alpha float32, a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int) {
 	if d.failed() || m == 0 || n == 0 {
 		return
 	}
@@ -33,21 +38,24 @@ func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int
 			panic(fmt.Sprintf("cuda gemm: dimension %d exceeds int32", v))
 		}
 	}
-	opB := int32(cublasOpN)
+	opB, opA := int32(cublasOpN), int32(cublasOpN)
 	if transB {
 		opB = cublasOpT
+	}
+	if transA {
+		opA = cublasOpT
 	}
 	// The scalars live in the Device so that their addresses stay valid
 	// for the call.
 	d.alpha, d.beta = alpha, beta
 	label := ""
 	if d.opts.Profile {
-		label = fmt.Sprintf("gemm %v m=%d n=%d k=%d transB=%v", d.dtype, m, n, k, transB)
+		label = fmt.Sprintf("gemm %v m=%d n=%d k=%d transA=%v transB=%v", d.dtype, m, n, k, transA, transB)
 	}
 	if d.dtype == tensor.F32 {
 		var st int32
 		d.profiledCall(label, func() {
-			st = d.blas.sgemm(d.handle, opB, cublasOpN, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
+			st = d.blas.sgemm(d.handle, opB, opA, int32(n), int32(m), int32(k), &d.alpha, b, int32(ldb), a, int32(lda), &d.beta, c, int32(ldc))
 		})
 		if st != 0 {
 			d.setErr(cublasErr(fmt.Sprintf("cublasSgemm(m=%d n=%d k=%d)", m, n, k), st))
@@ -55,7 +63,7 @@ func (d *Device) gemm(transB bool, m, n, k int, alpha float32, a uint64, lda int
 		return
 	}
 	dt := d.cudaType()
-	d.cargs = [maxCArgs]uintptr{d.handle, uintptr(opB), cublasOpN, uintptr(n), uintptr(m), uintptr(k),
+	d.cargs = [maxCArgs]uintptr{d.handle, uintptr(opB), uintptr(opA), uintptr(n), uintptr(m), uintptr(k),
 		uintptr(unsafe.Pointer(&d.alpha)), uintptr(b), dt, uintptr(ldb), uintptr(a), dt, uintptr(lda),
 		uintptr(unsafe.Pointer(&d.beta)), uintptr(c), dt, uintptr(ldc), cublasCompute32F, cublasGemmDefault}
 	var st int32
@@ -121,6 +129,11 @@ func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 // Conv2D computes a 2-D convolution as im2col + SGEMM per image (1×1
 // stride-1 unpadded convolutions skip im2col), then adds the bias.
 func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams) {
+	d.convolve(dst, x, w, bias, p, false)
+}
+
+// checkConv validates a convolution's shapes (caller's goroutine).
+func checkConv(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams) {
 	n, c, h, wd := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
 	oc, kc, kh, kw := w.Shape[0], w.Shape[1], w.Shape[2], w.Shape[3]
 	oh, ow := p.OutSize(h, wd, kh, kw)
@@ -131,44 +144,80 @@ func (d *Device) Conv2D(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams)
 		panic(fmt.Sprintf("cuda conv2d: bias %v for %d channels", bias.Shape, oc))
 	}
 	checkLen("conv2d", dst.Shape)
-	xp, wp, op, bp, es := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias), d.es
-	ckk := c * kh * kw
-	spatial := oh * ow
-	direct := kh == 1 && kw == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadTop == 0 && p.PadLeft == 0 && p.PadBottom == 0 && p.PadRight == 0
+}
+
+// convGeom is a convolution's geometry.
+type convGeom struct {
+	n, c, h, w, oc, kh, kw int
+	p                      backend.Conv2DParams
+}
+
+// outSize returns the output's height and width.
+func (g convGeom) outSize() (int, int) { return g.p.OutSize(g.h, g.w, g.kh, g.kw) }
+
+// key is the geometry as cuDNN plans and the measured choices know it.
+func (g convGeom) key(dt tensor.DType) convKey {
+	return convKey{g.n, g.c, g.h, g.w, g.oc, g.kh, g.kw, g.p.StrideH, g.p.StrideW, g.p.PadTop, g.p.PadLeft, dt}
+}
+
+// convolve queues dst = conv(x, w) + bias, or with accumulate dst +=
+// conv(x, w) (+ bias).
+func (d *Device) convolve(dst, x, w, bias *backend.Tensor, p backend.Conv2DParams, accumulate bool) {
+	checkConv(dst, x, w, bias, p)
+	g := convGeom{x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], w.Shape[0], w.Shape[2], w.Shape[3], p}
+	oh, ow := g.outSize()
+	xp, wp, op, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
+	var beta float32
+	if accumulate {
+		beta = 1
+	}
 	d.enqueue(func() {
-		if direct {
-			for i := range n {
-				d.gemm(false, oc, spatial, c, 1, wp, c, xp+uint64(i*c*h*wd)*es, spatial, 0, op+uint64(i*oc*spatial)*es, spatial)
-			}
-		} else {
-			chunk := max(1, min(spatial, d.im2colLimit/ckk))
-			col := d.alloc(uint64(ckk*chunk) * es)
-			if col.ptr == 0 {
-				return
-			}
-			for i := range n {
-				xi := xp + uint64(i*c*h*wd)*es
-				oi := op + uint64(i*oc*spatial)*es
-				for s0 := 0; s0 < spatial; s0 += chunk {
-					cnt := min(chunk, spatial-s0)
-					// One grid row per col row (at most 65535 per launch), eight
-					// output positions per thread.
-					for r0 := 0; r0 < ckk; r0 += maxGridY {
-						rows := min(maxGridY, ckk-r0)
-						d.launch(d.kernel("im2col"), [3]int{min((cnt+2047)/2048, 1024), rows, 1}, 256, 0, ptrArg(xi), ptrArg(col.ptr),
-							i32(h), i32(wd), i32(kh), i32(kw), i32(p.StrideH), i32(p.StrideW), i32(p.PadTop), i32(p.PadLeft),
-							i32(ow), i32(s0), i32(cnt), i32(r0))
-					}
-					d.gemm(false, oc, cnt, ckk, 1, wp, ckk, col.ptr, cnt, 0, oi+uint64(s0)*es, spatial)
-				}
-			}
-			d.poolPut(col)
+		if !d.convCudnnFor(g, xp, wp, op, beta) {
+			d.convIm2col(g, xp, wp, op, beta)
 		}
 		if bias != nil {
-			total := n * oc * spatial
-			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(spatial), i32(oc), ptrArg(op), ptrArg(bp))
+			total := g.n * g.oc * oh * ow
+			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(oh*ow), i32(g.oc), ptrArg(op), ptrArg(bp))
 		}
 	}, dst, x, w, bias)
+}
+
+// convIm2col queues y = conv(x, w) + beta·y as im2col + a GEMM per image
+// (owner goroutine); a 1×1, stride-1, unpadded convolution is the GEMM
+// alone.
+func (d *Device) convIm2col(g convGeom, xp, wp, op uint64, beta float32) {
+	n, c, h, wd, oc, kh, kw, p, es := g.n, g.c, g.h, g.w, g.oc, g.kh, g.kw, g.p, d.es
+	oh, ow := g.outSize()
+	ckk := c * kh * kw
+	spatial := oh * ow
+	if kh == 1 && kw == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadTop == 0 && p.PadLeft == 0 && p.PadBottom == 0 && p.PadRight == 0 {
+		for i := range n {
+			d.gemm(false, oc, spatial, c, 1, wp, c, xp+uint64(i*c*h*wd)*es, spatial, beta, op+uint64(i*oc*spatial)*es, spatial)
+		}
+		return
+	}
+	chunk := max(1, min(spatial, d.im2colLimit/ckk))
+	col := d.alloc(uint64(ckk*chunk) * es)
+	if col.ptr == 0 {
+		return
+	}
+	for i := range n {
+		xi := xp + uint64(i*c*h*wd)*es
+		oi := op + uint64(i*oc*spatial)*es
+		for s0 := 0; s0 < spatial; s0 += chunk {
+			cnt := min(chunk, spatial-s0)
+			// One grid row per col row (at most 65535 per launch), eight
+			// output positions per thread.
+			for r0 := 0; r0 < ckk; r0 += maxGridY {
+				rows := min(maxGridY, ckk-r0)
+				d.launch(d.kernel("im2col"), [3]int{min((cnt+2047)/2048, 1024), rows, 1}, 256, 0, ptrArg(xi), ptrArg(col.ptr),
+					i32(h), i32(wd), i32(kh), i32(kw), i32(p.StrideH), i32(p.StrideW), i32(p.PadTop), i32(p.PadLeft),
+					i32(ow), i32(s0), i32(cnt), i32(r0))
+			}
+			d.gemm(false, oc, cnt, ckk, 1, wp, ckk, col.ptr, cnt, beta, oi+uint64(s0)*es, spatial)
+		}
+	}
+	d.poolPut(col)
 }
 
 // maxGridY is CUDA's limit on a grid's y dimension.
@@ -280,34 +329,40 @@ func (d *Device) attentionKernel(dh int) (string, bool) {
 }
 
 // flashWidths are the padded head dimensions of the tensor-core kernels
-// (FLASH_VARIANTS in kernels/attention.cu); flashRows mirrors FA_BQ and
-// flashThreads FA_WARPS·32.
+// (FLASH_VARIANTS in kernels/attention.cu); flashRows mirrors FA_BQ,
+// flashKeys FA_BK and flashThreads FA_WARPS·32.
 var flashWidths = []int{32, 48, 64, 80, 96, 128, 160}
 
 const (
 	flashRows    = 64
+	flashKeys    = 64 // FA_BK
 	flashThreads = 128
 )
 
 // flashKernel picks the tensor-core variant for head dimension dh on a
-// 16-bit device: dh must be even and at most 160, and the tensors' element
-// offsets even (the kernel moves pairs of elements).
-func (d *Device) flashKernel(dh int, ts ...*backend.Tensor) (string, bool) {
+// 16-bit device and returns its padded width: dh must be even and at most
+// 160, and the tensors' element offsets even (the kernel moves pairs of
+// elements).
+func (d *Device) flashKernel(dh int, ts ...*backend.Tensor) (string, int, bool) {
 	if d.dtype == tensor.F32 || dh%2 != 0 {
-		return "", false
+		return "", 0, false
 	}
 	for _, t := range ts {
 		if t.Offset%2 != 0 {
-			return "", false
+			return "", 0, false
 		}
 	}
 	for _, w := range flashWidths {
 		if dh <= w {
-			return fmt.Sprintf("flash_%s_d%d", d.sfx, w), true
+			return fmt.Sprintf("flash_%s_d%d", d.sfx, w), w, true
 		}
 	}
-	return "", false
+	return "", 0, false
 }
+
+// flashSharedBytes is the dynamic shared memory of flash_*_d<dp>: two
+// stages of a K and a V tile of FA_BK rows of dp+8 16-bit elements.
+func flashSharedBytes(dp int) int { return 2 * 2 * flashKeys * (dp + 8) * 2 }
 
 // Attention computes softmax(q·kᵀ·scale)·v per head with the flash-style
 // kernel: scores are never stored.
@@ -319,13 +374,17 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 	}
 	dh := hd / p.Heads
 	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
-	if name, ok := d.flashKernel(dh, q, k, v, dst); ok {
+	if name, dp, ok := d.flashKernel(dh, q, k, v, dst); ok {
+		// 16-byte asynchronous copies of K and V need rows of whole 16-byte
+		// chunks and aligned pointers.
+		vec := dh%8 == 0 && kp%16 == 0 && vp%16 == 0
 		d.enqueue(func() {
 			if nq == 0 || b == 0 {
 				return
 			}
-			d.launch(name, [3]int{(nq + flashRows - 1) / flashRows, p.Heads, b}, flashThreads, 0,
-				ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal))
+			d.launch(name, [3]int{(nq + flashRows - 1) / flashRows, p.Heads, b}, flashThreads, flashSharedBytes(dp),
+				ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal),
+				boolArg(vec))
 		}, dst, q, k, v)
 		return
 	}

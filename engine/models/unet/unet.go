@@ -46,17 +46,14 @@ func loadResBlock(b *weights.Builder, in, out, embDim int) *resBlock {
 // forward: x [N, in, H, W], embAct = SiLU(emb) [N, embDim] -> [N, out, H, W].
 func (r *resBlock) forward(dev backend.Device, x, embAct *backend.Tensor) *backend.Tensor {
 	h := r.inNorm.Forward(dev, x, true)
-	h = r.inConv.Forward(dev, h)
 	e := r.emb.Forward(dev, embAct) // [N, out]
-	dev.Binary(backend.Add, h, h, e.Reshape(e.Shape[0], e.Shape[1], 1, 1))
+	h = r.inConv.ForwardAdd(dev, h, e.Reshape(e.Shape[0], e.Shape[1], 1, 1))
 	h = r.outNorm.Forward(dev, h, true)
-	h = r.outConv.Forward(dev, h)
 	skip := x
 	if r.skip != nil {
 		skip = r.skip.Forward(dev, x)
 	}
-	dev.Binary(backend.Add, h, h, skip)
-	return h
+	return r.outConv.ForwardAdd(dev, h, skip)
 }
 
 // crossAttention is CrossAttention: to_q/to_k/to_v without bias, to_out.0 with.
@@ -75,12 +72,13 @@ func loadAttention(b *weights.Builder, dim, ctxDim, heads int) *crossAttention {
 	}
 }
 
-// forward: x [N, T, dim], ctx [N, S, ctxDim] -> [N, T, dim].
-func (a *crossAttention) forward(dev backend.Device, x, ctx *backend.Tensor) *backend.Tensor {
+// addInto adds the attention of x [N, T, dim] over ctx [N, S, ctxDim] to
+// res [N, T, dim] (the block's residual stream).
+func (a *crossAttention) addInto(dev backend.Device, res, x, ctx *backend.Tensor) {
 	q, k, v := a.q.Forward(dev, x), a.k.Forward(dev, ctx), a.v.Forward(dev, ctx)
 	headDim := q.Shape[2] / a.heads
 	o := nn.Attention(dev, q, k, v, backend.AttentionParams{Heads: a.heads, Scale: float32(1 / math.Sqrt(float64(headDim)))})
-	return a.out.Forward(dev, o)
+	a.out.AddInto(dev, res, o)
 }
 
 // basicTransformer is BasicTransformerBlock: self-attention, cross-attention
@@ -106,14 +104,14 @@ func loadBasicTransformer(b *weights.Builder, dim, ctxDim, heads int) *basicTran
 
 func (t *basicTransformer) forward(dev backend.Device, x, ctx *backend.Tensor) {
 	h := t.norm1.Forward(dev, x)
-	dev.Binary(backend.Add, x, x, t.attn1.forward(dev, h, h))
+	t.attn1.addInto(dev, x, h, h)
 	h = t.norm2.Forward(dev, x)
-	dev.Binary(backend.Add, x, x, t.attn2.forward(dev, h, ctx))
+	t.attn2.addInto(dev, x, h, ctx)
 	h = t.norm3.Forward(dev, x)
 	f := t.ffIn.Forward(dev, h)
 	g := dev.Alloc(append(f.Shape[:len(f.Shape)-1:len(f.Shape)-1], f.Shape[len(f.Shape)-1]/2)...)
 	dev.GEGLU(g, f)
-	dev.Binary(backend.Add, x, x, t.ffOut.Forward(dev, g))
+	t.ffOut.AddInto(dev, x, g)
 }
 
 // spatialTransformer is SpatialTransformer: GroupNorm, proj_in (1×1 conv or
@@ -143,26 +141,21 @@ func loadSpatialTransformer(b *weights.Builder, ch, depth, ctxDim, heads int, li
 
 // forward: x [N, C, H, W], ctx [N, S, ctxDim] -> [N, C, H, W].
 func (s *spatialTransformer) forward(dev backend.Device, x, ctx *backend.Tensor) *backend.Tensor {
-	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	h, w := x.Shape[2], x.Shape[3]
 	y := s.norm.Forward(dev, x, false)
-	var tokens *backend.Tensor
+	// proj_in and proj_out (1×1 convolutions or linear layers) read and
+	// write the channels-first maps directly: no permutes.
+	var inW, inB, outW, outB *backend.Tensor
 	if s.projInConv != nil {
-		y = s.projInConv.Forward(dev, y)
-		tokens = nn.Permute(dev, y.Reshape(n, c, h*w), 0, 2, 1) // [N, HW, C]
+		inW, inB, outW, outB = s.projInConv.Weight, s.projInConv.Bias, s.projOutConv.Weight, s.projOutConv.Bias
 	} else {
-		tokens = s.projIn.Forward(dev, nn.Permute(dev, y.Reshape(n, c, h*w), 0, 2, 1))
+		inW, inB, outW, outB = s.projIn.Weight, s.projIn.Bias, s.projOut.Weight, s.projOut.Bias
 	}
+	tokens := nn.FromChannels(dev, y, inW, inB) // [N, HW, C]
 	for _, blk := range s.blocks {
 		blk.forward(dev, tokens, ctx)
 	}
-	var out *backend.Tensor
-	if s.projOutConv != nil {
-		out = s.projOutConv.Forward(dev, nn.Permute(dev, tokens, 0, 2, 1).Reshape(n, c, h, w))
-	} else {
-		out = nn.Permute(dev, s.projOut.Forward(dev, tokens), 0, 2, 1).Reshape(n, c, h, w)
-	}
-	dev.Binary(backend.Add, out, out, x)
-	return out
+	return nn.ToChannels(dev, tokens, outW, outB, x, h, w)
 }
 
 // block is one entry of input_blocks/output_blocks: a res block (or a
@@ -185,7 +178,17 @@ type Model struct {
 	outputs []block
 	outNorm *nn.GroupNorm // out.0
 	outConv *nn.Conv2d    // out.2
+	// graphs replays recorded steps on devices that record graphs (CUDA),
+	// one per input shape.
+	graphs backend.GraphCache
 }
+
+// ResetGraphs drops the recorded steps. Call it after replacing weight
+// tensors of the model (changing their contents in place needs nothing).
+func (m *Model) ResetGraphs() { m.graphs.Reset() }
+
+// GraphStatus describes the recorded steps (for benchmarks and logs).
+func (m *Model) GraphStatus() string { return m.graphs.Status() }
 
 // Load builds the UNet from b (prefixed at model.diffusion_model.).
 func Load(b *weights.Builder, c Config) *Model {
@@ -265,8 +268,27 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tens
 	if x.Shape[2] < 1 || x.Shape[3] < 1 {
 		return nil, fmt.Errorf("unet: empty latent %v", x.Shape)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// The sinusoidal table is computed on the host; everything after it is
+	// device work, recorded once per shape where the device records graphs.
 	temb := dev.Alloc(n, c.ModelChannels)
 	dev.TimestepEmbedding(temb, ts, backend.TimestepParams{Dim: c.ModelChannels, FlipSinToCos: true, MaxPeriod: timestepPeriod, Scale: 1})
+	key := fmt.Sprint(x.Shape, cond.Shape)
+	outs, err := m.graphs.Run(dev, key, []*backend.Tensor{x, temb, cond}, func(in []*backend.Tensor) ([]*backend.Tensor, error) {
+		out, err := m.forward(ctx, dev, in[0], in[1], in[2])
+		return []*backend.Tensor{out}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return outs[0], nil
+}
+
+// forward runs the network on device tensors: x [N, C, H, W], the
+// timestep table temb [N, ModelChannels] and the context cond.
+func (m *Model) forward(ctx context.Context, dev backend.Device, x, temb, cond *backend.Tensor) (*backend.Tensor, error) {
 	emb := m.timeIn.Forward(dev, temb)
 	dev.Unary(backend.SiLU, emb, emb)
 	emb = m.timeOut.Forward(dev, emb)

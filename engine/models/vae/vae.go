@@ -133,13 +133,11 @@ func loadResBlock(b *weights.Builder, in, out int) *resBlock {
 
 func (r *resBlock) forward(dev backend.Device, x *backend.Tensor) *backend.Tensor {
 	h := r.conv1.Forward(dev, r.norm1.Forward(dev, x, true))
-	h = r.conv2.Forward(dev, r.norm2.Forward(dev, h, true))
 	skip := x
 	if r.shortcut != nil {
 		skip = r.shortcut.Forward(dev, x)
 	}
-	dev.Binary(backend.Add, h, h, skip)
-	return h
+	return r.conv2.ForwardAdd(dev, r.norm2.Forward(dev, h, true), skip)
 }
 
 // attnBlock is the single-head self-attention over all pixels; q/k/v and
@@ -157,14 +155,13 @@ func loadAttnBlock(b *weights.Builder, ch int) *attnBlock {
 }
 
 func (a *attnBlock) forward(dev backend.Device, x *backend.Tensor) *backend.Tensor {
-	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	t := nn.Permute(dev, a.norm.Forward(dev, x, false).Reshape(n, c, h*w), 0, 2, 1) // [N, HW, C]
-	q, k, v := a.q.Forward(dev, t), a.k.Forward(dev, t), a.v.Forward(dev, t)
+	c, h, w := x.Shape[1], x.Shape[2], x.Shape[3]
+	y := a.norm.Forward(dev, x, false)
+	q := nn.FromChannels(dev, y, a.q.Weight, a.q.Bias) // [N, HW, C]
+	k := nn.FromChannels(dev, y, a.k.Weight, a.k.Bias)
+	v := nn.FromChannels(dev, y, a.v.Weight, a.v.Bias)
 	o := nn.Attention(dev, q, k, v, backend.AttentionParams{Heads: 1, Scale: float32(1 / math.Sqrt(float64(c)))})
-	o = a.projOut.Forward(dev, o)
-	out := nn.Permute(dev, o, 0, 2, 1).Reshape(n, c, h, w)
-	dev.Binary(backend.Add, out, out, x)
-	return out
+	return nn.ToChannels(dev, o, a.projOut.Weight, a.projOut.Bias, x, h, w)
 }
 
 type level struct {

@@ -72,6 +72,9 @@ docs/performance.md with machine and date.`,
 			if c, ok := eng.Device().(interface{ ConvInfo() string }); ok {
 				fmt.Fprintf(out, "convolution: %s\n", c.ConvInfo())
 			}
+			if c, ok := eng.Device().(interface{ EpilogueInfo() string }); ok {
+				fmt.Fprintf(out, "biases: %s\n", c.EpilogueInfo())
+			}
 			fmt.Fprintf(out, "%-36s %12s %12s %5s\n", "benchmark", "warm-up", "median", "runs")
 			for _, r := range results {
 				fmt.Fprintf(out, "%-36s %12s %12s %5d\n", r.Name, r.Warm.Round(1e5), r.Median().Round(1e4), len(r.Runs))

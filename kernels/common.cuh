@@ -73,3 +73,24 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 
 // FOR_EACH_TYPE(M) expands M(suffix, type) for the three storage types.
 #define FOR_EACH_TYPE(M) M(f32, float) M(f16, __half) M(bf16, __nv_bfloat16)
+
+// VEC(T) is how many elements of T fill one 16-byte access; ld16 and st16
+// move that many between memory (16-byte aligned) and floats.
+#define VEC(T) ((int)(16 / sizeof(T)))
+
+template <typename T>
+__device__ __forceinline__ void ld16(const T* p, float* f) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const T* t = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int k = 0; k < VEC(T); k++) f[k] = to_f(t[k]);
+}
+
+template <typename T>
+__device__ __forceinline__ void st16(T* p, const float* f) {
+    uint4 u;
+    T* t = reinterpret_cast<T*>(&u);
+#pragma unroll
+    for (int k = 0; k < VEC(T); k++) t[k] = from_f<T>(f[k]);
+    *reinterpret_cast<uint4*>(p) = u;
+}

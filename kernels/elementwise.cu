@@ -87,6 +87,28 @@ __device__ __forceinline__ void geglu_impl(int n, int h, const T* __restrict__ x
     }
 }
 
+// geglu_vec is geglu moving 16 bytes per load and store: h must be a
+// multiple of VEC(T) and x, y 16-byte aligned; n counts vectors of y.
+template <typename T>
+__device__ __forceinline__ void geglu_vec_impl(int n, int h, const T* __restrict__ x, T* __restrict__ y) {
+    constexpr int V = VEC(T);
+    GRID_STRIDE(i, n) {
+        const int e = i * V, r = e / h, c = e - r * h;
+        const uint4 av = *reinterpret_cast<const uint4*>(x + (size_t)r * 2 * h + c);
+        const uint4 gv = *reinterpret_cast<const uint4*>(x + (size_t)r * 2 * h + h + c);
+        const T* a = reinterpret_cast<const T*>(&av);
+        const T* g = reinterpret_cast<const T*>(&gv);
+        uint4 ov;
+        T* o = reinterpret_cast<T*>(&ov);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const float gk = to_f(g[k]);
+            o[k] = from_f<T>(to_f(a[k]) * (0.5f * gk * (1.f + erff(gk * 0.70710678118654752f))));
+        }
+        reinterpret_cast<uint4*>(y)[i] = ov;
+    }
+}
+
 // bias_rows adds b[col] to every row of y [n/cols, cols].
 template <typename T>
 __device__ __forceinline__ void bias_rows_impl(int n, int cols, T* y, const T* __restrict__ b) {
@@ -108,6 +130,32 @@ __device__ __forceinline__ void residual_bias_impl(int n, int spatial, int chann
     GRID_STRIDE(i, n) {
         const int plane = i / spatial;
         y[i] = from_f<T>(to_f(r[rfull ? i : plane]) + to_f(b[plane % channels]));
+    }
+}
+
+// residual_bias_vec is residual_bias moving 16 bytes per access: spatial
+// must be a multiple of VEC(T) (a vector stays in one plane) and r, y
+// 16-byte aligned; n counts vectors of y.
+template <typename T>
+__device__ __forceinline__ void residual_bias_vec_impl(int n, int spatial, int channels, int rfull, const T* r,
+                                                       const T* __restrict__ b, T* y) {
+    constexpr int V = VEC(T);
+    GRID_STRIDE(i, n) {
+        const int plane = i * V / spatial;
+        const float bv = to_f(b[plane % channels]);
+        uint4 ov;
+        T* o = reinterpret_cast<T*>(&ov);
+        if (rfull) {
+            const uint4 rv = reinterpret_cast<const uint4*>(r)[i];
+            const T* rr = reinterpret_cast<const T*>(&rv);
+#pragma unroll
+            for (int k = 0; k < V; k++) o[k] = from_f<T>(to_f(rr[k]) + bv);
+        } else {
+            const T v = from_f<T>(to_f(r[plane]) + bv);
+#pragma unroll
+            for (int k = 0; k < V; k++) o[k] = v;
+        }
+        reinterpret_cast<uint4*>(y)[i] = ov;
     }
 }
 
@@ -183,6 +231,11 @@ __device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restri
                                                  const T* b, T* y) {                                               \
         residual_bias_impl<T>(n, spatial, channels, rfull, r, b, y);                                               \
     }                                                                                                              \
+    extern "C" __global__ void residual_bias_vec_##S(int n, int spatial, int channels, int rfull, const T* r,     \
+                                                     const T* b, T* y) {                                           \
+        residual_bias_vec_impl<T>(n, spatial, channels, rfull, r, b, y);                                           \
+    }                                                                                                              \
+    extern "C" __global__ void geglu_vec_##S(int n, int h, const T* x, T* y) { geglu_vec_impl<T>(n, h, x, y); }   \
     extern "C" __global__ void upsample2x_##S(int n, int h, int w, const T* x, T* y) {                            \
         upsample2x_impl<T>(n, h, w, x, y);                                                                         \
     }                                                                                                              \

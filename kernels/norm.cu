@@ -35,6 +35,50 @@ __device__ __forceinline__ void groupnorm_impl(const T* x, T* y, const T* __rest
     }
 }
 
+// groupnorm_vec is groupnorm moving 16 bytes per access: spatial must be a
+// multiple of VEC(T) (a vector stays in one channel) and x, y 16-byte
+// aligned.
+template <typename T>
+__device__ __forceinline__ void groupnorm_vec_impl(const T* x, T* y, const T* __restrict__ gamma,
+                                                   const T* __restrict__ beta, int C, int groups, int spatial, float eps,
+                                                   int silu) {
+    constexpr int V = VEC(T);
+    __shared__ float sh[32];
+    const int g = blockIdx.x % groups;
+    const int cpg = C / groups;
+    const int len = cpg * spatial;
+    const size_t base = (size_t)blockIdx.x * len;
+    const T* xs = x + base;
+    T* ys = y + base;
+    float f[V];
+    float s = 0.f;
+    for (int i = threadIdx.x * V; i < len; i += blockDim.x * V) {
+        ld16(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) s += f[k];
+    }
+    const float mean = block_sum(s, sh) / (float)len;
+    float q = 0.f;
+    for (int i = threadIdx.x * V; i < len; i += blockDim.x * V) {
+        ld16(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) q += (f[k] - mean) * (f[k] - mean);
+    }
+    const float inv = 1.f / sqrtf(block_sum(q, sh) / (float)len + eps);
+    for (int i = threadIdx.x * V; i < len; i += blockDim.x * V) {
+        const int ch = g * cpg + i / spatial;
+        const float ga = gamma ? to_f(gamma[ch]) : 1.f, be = beta ? to_f(beta[ch]) : 0.f;
+        ld16(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            float v = (f[k] - mean) * inv * ga + be;
+            if (silu) v = v / (1.f + expf(-v));
+            f[k] = v;
+        }
+        st16(ys + i, f);
+    }
+}
+
 // Split GroupNorm for groups too few to fill the GPU (the SD VAE at 512²
 // has 32 groups of 131,072 elements): groupnorm_stats reduces chunk
 // blockIdx.y of group blockIdx.x to (count, mean, sum of squared
@@ -66,14 +110,50 @@ __device__ __forceinline__ void groupnorm_stats_impl(const T* x, float* part, in
     }
 }
 
+// groupnorm_vec_chunk is the chunk length of the vector split kernels: a
+// multiple of VEC(T), so chunks start on 16-byte boundaries (len must be a
+// multiple of VEC(T) too; the last chunks may be short or empty).
 template <typename T>
-__device__ __forceinline__ void groupnorm_apply_impl(const T* x, T* y, const T* __restrict__ gamma, const T* __restrict__ beta,
-                                                     const float* __restrict__ part, int C, int groups, int spatial,
-                                                     int splits, float eps, int silu) {
-    __shared__ float stat[2];
-    const int g = blockIdx.x % groups;
-    const int cpg = C / groups;
-    const int len = cpg * spatial;
+__device__ __forceinline__ int groupnorm_vec_chunk(int len, int splits) {
+    const int c = (len + splits - 1) / splits;
+    return (c + VEC(T) - 1) / VEC(T) * VEC(T);
+}
+
+template <typename T>
+__device__ __forceinline__ void groupnorm_stats_vec_impl(const T* x, float* part, int len, int splits) {
+    constexpr int V = VEC(T);
+    __shared__ float sh[32];
+    const int chunk = groupnorm_vec_chunk<T>(len, splits);
+    const int a = min(len, blockIdx.y * chunk), b = min(len, a + chunk);
+    const int cnt = b - a;
+    const T* xs = x + (size_t)blockIdx.x * len;
+    float f[V];
+    float s = 0.f;
+    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
+        ld16(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) s += f[k];
+    }
+    s = block_sum(s, sh);
+    const float mean = cnt > 0 ? s / (float)cnt : 0.f;
+    float q = 0.f;
+    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
+        ld16(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) q += (f[k] - mean) * (f[k] - mean);
+    }
+    q = block_sum(q, sh);
+    if (threadIdx.x == 0) {
+        float* p = part + ((size_t)blockIdx.x * splits + blockIdx.y) * 3;
+        p[0] = (float)cnt;
+        p[1] = mean;
+        p[2] = q;
+    }
+}
+
+// groupnorm_combine combines the partials of group blockIdx.x into the mean
+// and inverse deviation in stat (thread 0; the block then syncs).
+__device__ __forceinline__ void groupnorm_combine(const float* __restrict__ part, int splits, float eps, float* stat) {
     if (threadIdx.x == 0) {
         float n = 0.f, mean = 0.f, m2 = 0.f;
         const float* p = part + (size_t)blockIdx.x * splits * 3;
@@ -89,6 +169,46 @@ __device__ __forceinline__ void groupnorm_apply_impl(const T* x, T* y, const T* 
         stat[1] = 1.f / sqrtf(m2 / n + eps);
     }
     __syncthreads();
+}
+
+template <typename T>
+__device__ __forceinline__ void groupnorm_apply_vec_impl(const T* x, T* y, const T* __restrict__ gamma,
+                                                         const T* __restrict__ beta, const float* __restrict__ part, int C,
+                                                         int groups, int spatial, int splits, float eps, int silu) {
+    constexpr int V = VEC(T);
+    __shared__ float stat[2];
+    groupnorm_combine(part, splits, eps, stat);
+    const float mean = stat[0], inv = stat[1];
+    const int g = blockIdx.x % groups;
+    const int cpg = C / groups;
+    const int len = cpg * spatial;
+    const int chunk = groupnorm_vec_chunk<T>(len, splits);
+    const int a = min(len, blockIdx.y * chunk), b = min(len, a + chunk);
+    const size_t base = (size_t)blockIdx.x * len;
+    float f[V];
+    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
+        const int ch = g * cpg + i / spatial;
+        const float ga = gamma ? to_f(gamma[ch]) : 1.f, be = beta ? to_f(beta[ch]) : 0.f;
+        ld16(x + base + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            float v = (f[k] - mean) * inv * ga + be;
+            if (silu) v = v / (1.f + expf(-v));
+            f[k] = v;
+        }
+        st16(y + base + i, f);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void groupnorm_apply_impl(const T* x, T* y, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                                     const float* __restrict__ part, int C, int groups, int spatial,
+                                                     int splits, float eps, int silu) {
+    __shared__ float stat[2];
+    groupnorm_combine(part, splits, eps, stat);
+    const int g = blockIdx.x % groups;
+    const int cpg = C / groups;
+    const int len = cpg * spatial;
     const float mean = stat[0], inv = stat[1];
     const int chunk = (len + splits - 1) / splits;
     const int a = blockIdx.y * chunk, b = min(len, a + chunk);
@@ -158,6 +278,18 @@ __device__ __forceinline__ void softmax_impl(const T* x, T* y, int dim) {
     extern "C" __global__ void softmax_##S(const T* x, T* y, int dim) { softmax_impl<T>(x, y, dim); }           \
     extern "C" __global__ void groupnorm_stats_##S(const T* x, float* part, int len, int splits) {              \
         groupnorm_stats_impl<T>(x, part, len, splits);                                                          \
+    }                                                                                                           \
+    extern "C" __global__ void groupnorm_vec_##S(const T* x, T* y, const T* gamma, const T* beta, int C, int groups, \
+                                                 int spatial, float eps, int silu) {                              \
+        groupnorm_vec_impl<T>(x, y, gamma, beta, C, groups, spatial, eps, silu);                                 \
+    }                                                                                                           \
+    extern "C" __global__ void groupnorm_stats_vec_##S(const T* x, float* part, int len, int splits) {          \
+        groupnorm_stats_vec_impl<T>(x, part, len, splits);                                                      \
+    }                                                                                                           \
+    extern "C" __global__ void groupnorm_apply_vec_##S(const T* x, T* y, const T* gamma, const T* beta,         \
+                                                       const float* part, int C, int groups, int spatial,       \
+                                                       int splits, float eps, int silu) {                       \
+        groupnorm_apply_vec_impl<T>(x, y, gamma, beta, part, C, groups, spatial, splits, eps, silu);             \
     }                                                                                                           \
     extern "C" __global__ void groupnorm_apply_##S(const T* x, T* y, const T* gamma, const T* beta,             \
                                                    const float* part, int C, int groups, int spatial, int splits, \

@@ -290,6 +290,8 @@ func testConv2DAdd(h *harness) {
 		{2, 6, 5, 3, 7, 1, backend.Conv2DSame(1, 0), "full", false},
 		{1, 3, 6, 6, 4, 3, backend.Conv2DSame(1, 1), "channel", false},
 		{1, 3, 6, 6, 4, 3, backend.Conv2DSame(1, 1), "inplace", false},
+		{2, 4, 8, 8, 6, 3, backend.Conv2DSame(1, 1), "full", true}, // 16-byte accumulator fill
+		{2, 4, 8, 8, 6, 3, backend.Conv2DSame(1, 1), "channel", true},
 	} {
 		x, w := h.rand(s.n, s.c, s.hh, s.ww), h.rand(s.o, s.c, s.k, s.k)
 		ins := []*input{x, w}
@@ -385,7 +387,7 @@ func testLinearChannels(h *harness) {
 		n, c, l, out int
 		bias, conv   bool
 		res          string // "", "full" or "inplace" (LinearToChannels)
-	}{{1, 3, 5, 4, true, false, ""}, {2, 16, 35, 12, true, true, "full"}, {2, 8, 64, 8, false, false, "inplace"}, {3, 7, 9, 5, true, false, "inplace"}} {
+	}{{1, 3, 5, 4, true, false, ""}, {2, 16, 35, 12, true, true, "full"}, {2, 8, 64, 8, false, false, "inplace"}, {2, 8, 64, 8, true, false, "full"}, {3, 7, 9, 5, true, false, "inplace"}} {
 		wshape := []int{s.out, s.c}
 		if s.conv {
 			wshape = []int{s.out, s.c, 1, 1}
@@ -455,7 +457,8 @@ func testGroupNorm(h *harness) {
 	for _, s := range []struct {
 		n, c, hw, g int
 		silu        bool
-	}{{1, 32, 16, 32, false}, {2, 64, 9, 32, true}, {1, 6, 5, 3, true}, {2, 4, 7, 1, false}} {
+	}{{1, 32, 16, 32, false}, {2, 64, 9, 32, true}, {1, 6, 5, 3, true}, {2, 4, 7, 1, false},
+		{2, 64, 64, 8, true}, {1, 4, 6152, 1, true}} { // the last two: 16-byte and split (3 chunks) kernels on the GPU
 		x, gm, bt := h.rand(s.n, s.c, s.hw), h.rand(s.c), h.rand(s.c)
 		dst := h.poisoned(s.n, s.c, s.hw)
 		const eps = 1e-5
@@ -490,7 +493,7 @@ func testGroupNorm(h *harness) {
 }
 
 func testLayerNorm(h *harness) {
-	for _, s := range []struct{ rows, dim int }{{1, 1}, {7, 64}, {3, 320}} {
+	for _, s := range []struct{ rows, dim int }{{1, 1}, {7, 64}, {3, 320}, {9, 1280}, {2, 1536}, {2, 1537}, {3, 3000}} {
 		x, g, b := h.rand(s.rows, s.dim), h.rand(s.dim), h.rand(s.dim)
 		dst := h.poisoned(s.rows, s.dim)
 		h.dev.LayerNorm(dst, x.t, g.t, b.t, 1e-5)
@@ -688,17 +691,20 @@ func testAffine(h *harness) {
 }
 
 func testGEGLU(h *harness) {
-	x := h.rand(3, 5, 2*7)
-	dst := h.poisoned(3, 5, 7)
-	h.dev.GEGLU(dst, x.t)
-	want := make([]float64, 3*5*7)
-	for r := range 15 {
-		for i := range 7 {
-			a, g := float64(x.host[r*14+i]), float64(x.host[r*14+7+i])
-			want[r*7+i] = a * 0.5 * g * (1 + math.Erf(g/math.Sqrt2))
+	// Half widths of 7 and 24 (the GPU's 16-byte path needs a multiple of 8).
+	for _, hw := range []int{7, 24} {
+		x := h.rand(3, 5, 2*hw)
+		dst := h.poisoned(3, 5, hw)
+		h.dev.GEGLU(dst, x.t)
+		want := make([]float64, 3*5*hw)
+		for r := range 15 {
+			for i := range hw {
+				a, g := float64(x.host[r*2*hw+i]), float64(x.host[r*2*hw+hw+i])
+				want[r*hw+i] = a * 0.5 * g * (1 + math.Erf(g/math.Sqrt2))
+			}
 		}
+		h.check(fmt.Sprintf("geglu half width %d", hw), h.download(dst), want, x)
 	}
-	h.check("geglu", h.download(dst), want, x)
 }
 
 func testUpsample(h *harness) {

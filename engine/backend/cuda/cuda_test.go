@@ -45,6 +45,23 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestConformanceFallbacks runs the suite with every convolution on im2col
+// + cuBLAS and the biases as separate kernels (the default measures cuDNN
+// against im2col per shape and may never pick im2col for the suite's
+// shapes, and fuses biases with cuBLASLt).
+func TestConformanceFallbacks(t *testing.T) {
+	gpu(t) // skips without a GPU
+	d, err := Open(Options{Conv: ConvIm2col, NoFusedGemm: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	backendtest.Run(t, func() backend.Device { return d }, 1e-4)
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatalf("sync after the suite: %v", err)
+	}
+}
+
 func TestBucketSize(t *testing.T) {
 	for _, c := range []struct{ in, want uint64 }{
 		{0, 512}, {1, 512}, {512, 512}, {513, 1024}, {2048, 2048}, {2049, 2560},

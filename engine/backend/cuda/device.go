@@ -139,6 +139,8 @@ type Device struct {
 	// convChoices holds the measured strategy per geometry (ConvAuto).
 	dnn         convDNN
 	convChoices map[convKey]convChoice
+	// ep runs GEMMs with a fused bias through cuBLASLt.
+	ep epilogueLt
 
 	errMu sync.Mutex
 	err   error // sticky: the first device failure
@@ -308,6 +310,7 @@ func (d *Device) setup(mods []kernels.Module) error {
 			}
 		}
 	}
+	d.ep.setup(d)
 	if d.opts.Conv != ConvIm2col {
 		d.dnn.setup(d)
 		if d.opts.Conv == ConvCudnn && !d.dnn.available() {
@@ -329,6 +332,7 @@ func (d *Device) teardown() {
 	d.poolRelease()
 	d.releaseProfile()
 	d.dnn.teardown()
+	d.ep.teardown(d)
 	if d.staging != nil {
 		drv.cuMemFreeHost(d.staging)
 		d.staging = nil

@@ -41,6 +41,10 @@ func (d *Device) linearGemm(transA, transB bool, m, n, k int, a uint64, lda int,
 	}
 }
 
+// vecElems is how many elements of es bytes fill a 16-byte access (VEC
+// in kernels/elementwise.cu).
+func vecElems(es uint64) int { return int(16 / es) }
+
 // residualBias queues dst [N, C, ...] = res + bias[c], where res has dst's
 // shape or one value per plane [N, C, 1...].
 func (d *Device) residualBias(dst, res, bias *backend.Tensor) {
@@ -49,6 +53,13 @@ func (d *Device) residualBias(dst, res, bias *backend.Tensor) {
 	spatial := total / max(n*c, 1)
 	full := boolArg(res.Len() == total)
 	dp, rp, bp := d.ptr(dst), d.ptr(res), d.ptr(bias)
+	v := vecElems(d.es)
+	if spatial%v == 0 && dp%16 == 0 && rp%16 == 0 {
+		d.enqueue(func() {
+			d.launch1D(d.kernel("residual_bias_vec"), total/v, i32(total/v), i32(spatial), i32(c), full, ptrArg(rp), ptrArg(bp), ptrArg(dp))
+		}, dst, res, bias)
+		return
+	}
 	d.enqueue(func() {
 		d.launch1D(d.kernel("residual_bias"), total, i32(total), i32(spatial), i32(c), full, ptrArg(rp), ptrArg(bp), ptrArg(dp))
 	}, dst, res, bias)
@@ -167,12 +178,6 @@ func (d *Device) LinearToChannels(dst, x, w, bias, res *backend.Tensor) {
 			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(l), i32(out), ptrArg(cp), ptrArg(bp))
 		}
 	}, dst, x, w, bias, res)
-}
-
-// gemmEpilogue runs the GEMM with its bias through cuBLASLt when that is
-// available and allowed; false means the caller must do it itself.
-func (d *Device) gemmEpilogue(transA, transB bool, m, n, k int, a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int, bias uint64) bool {
-	return false
 }
 
 // convCudnnFor runs the convolution with cuDNN (y = conv + beta·y) when

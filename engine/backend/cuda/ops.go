@@ -107,7 +107,8 @@ func (d *Device) MatMul(dst, a, b *backend.Tensor, transB bool) {
 	}, dst, a, b)
 }
 
-// Linear computes dst = x·wᵀ + bias.
+// Linear computes dst = x·wᵀ + bias (the bias fused into the GEMM with
+// cuBLASLt where available).
 func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 	out, in := w.Shape[0], w.Shape[1]
 	if x.Shape[len(x.Shape)-1] != in || dst.Len() != x.Len()/in*out {
@@ -118,12 +119,7 @@ func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 	}
 	rows := x.Len() / in
 	xp, wp, cp, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
-	d.enqueue(func() {
-		d.gemm(true, rows, out, in, 1, xp, in, wp, in, 0, cp, out)
-		if bias != nil {
-			d.launch1D(d.kernel("bias_rows"), rows*out, i32(rows*out), i32(out), ptrArg(cp), ptrArg(bp))
-		}
-	}, dst, x, w, bias)
+	d.enqueue(func() { d.linearGemm(false, true, rows, out, in, xp, in, wp, in, 0, cp, out, bp) }, dst, x, w, bias)
 }
 
 // Conv2D computes a 2-D convolution as im2col + SGEMM per image (1×1
@@ -255,9 +251,14 @@ func (d *Device) GroupNorm(dst, x, gamma, beta *backend.Tensor, groups int, eps 
 	length := c / groups * spatial
 	threads := normThreads(length, 1024)
 	splits := groupNormSplits(n*groups, length)
+	// The 16-byte variants need whole vectors per channel and aligned rows.
+	sfx := ""
+	if spatial%vecElems(d.es) == 0 && xp%16 == 0 && yp%16 == 0 {
+		sfx = "_vec"
+	}
 	d.enqueue(func() {
 		if splits == 1 {
-			d.launch(d.kernel("groupnorm"), [3]int{n * groups, 1, 1}, threads, 0,
+			d.launch(d.kernel("groupnorm"+sfx), [3]int{n * groups, 1, 1}, threads, 0,
 				ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp), i32(c), i32(groups), i32(spatial), f32(eps), boolArg(silu))
 			return
 		}
@@ -266,8 +267,8 @@ func (d *Device) GroupNorm(dst, x, gamma, beta *backend.Tensor, groups int, eps 
 			return
 		}
 		grid := [3]int{n * groups, splits, 1}
-		d.launch(d.kernel("groupnorm_stats"), grid, 512, 0, ptrArg(xp), ptrArg(part.ptr), i32(length), i32(splits))
-		d.launch(d.kernel("groupnorm_apply"), grid, 512, 0, ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp),
+		d.launch(d.kernel("groupnorm_stats"+sfx), grid, 512, 0, ptrArg(xp), ptrArg(part.ptr), i32(length), i32(splits))
+		d.launch(d.kernel("groupnorm_apply"+sfx), grid, 512, 0, ptrArg(xp), ptrArg(yp), ptrArg(gp), ptrArg(bp),
 			ptrArg(part.ptr), i32(c), i32(groups), i32(spatial), i32(splits), f32(eps), boolArg(silu))
 		d.poolPut(part)
 	}, dst, x, gamma, beta)
@@ -495,6 +496,10 @@ func (d *Device) GEGLU(dst, x *backend.Tensor) {
 	checkLen("geglu", x.Shape)
 	n := dst.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
+	if v := vecElems(d.es); h%v == 0 && xp%16 == 0 && yp%16 == 0 {
+		d.enqueue(func() { d.launch1D(d.kernel("geglu_vec"), n/v, i32(n/v), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
+		return
+	}
 	d.enqueue(func() { d.launch1D(d.kernel("geglu"), n, i32(n), i32(h), ptrArg(xp), ptrArg(yp)) }, dst, x)
 }
 

@@ -96,8 +96,8 @@ docs/performance.md with machine and date.`,
 	f.BoolVar(&unetOnly, "unet", false, "only the UNet step")
 	f.BoolVar(&profile, "profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes (no CUDA graphs)")
 	f.BoolVar(&noGraphs, "no-graphs", false, "GPU: run the UNet step op by op instead of replaying a CUDA graph")
-	f.StringVar(&conv, "conv", "auto", "GPU convolution: auto (cuDNN when installed, else im2col), cudnn or im2col")
-	f.BoolVar(&noFusedGemm, "no-fused-gemm", false, "GPU: add biases and residuals with separate kernels instead of cuBLASLt epilogues")
+	f.StringVar(&conv, "conv", "auto", "GPU convolution: auto (cuDNN or im2col, whichever is faster per shape, measured once), cudnn or im2col")
+	f.BoolVar(&noFusedGemm, "no-fused-gemm", false, "GPU: add Linear biases with a separate kernel instead of a cuBLASLt epilogue")
 	return c
 }
 

@@ -4,6 +4,51 @@
 // reference does.
 #include "common.cuh"
 
+// ldv loads V consecutive elements (V = 1, or VEC(T) from a 16-byte
+// aligned address) as floats.
+template <typename T, int V>
+__device__ __forceinline__ void ldv(const T* p, float* f) {
+    if constexpr (V == 1) {
+        f[0] = to_f(p[0]);
+    } else {
+        ld16(p, f);
+    }
+}
+
+// block_range_stats gives every thread of the block the mean and the sum of
+// squared deviations of xs[a:b] (two passes, as the CPU reference), reading
+// V elements per access (b - a a multiple of V). sh holds 32 floats.
+template <typename T, int V>
+__device__ __forceinline__ void block_range_stats(const T* xs, int a, int b, float* sh, float& mean, float& m2) {
+    float f[V];
+    float s = 0.f;
+    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
+        ldv<T, V>(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) s += f[k];
+    }
+    const float total = block_sum(s, sh);
+    mean = b > a ? total / (float)(b - a) : 0.f;
+    float q = 0.f;
+    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
+        ldv<T, V>(xs + i, f);
+#pragma unroll
+        for (int k = 0; k < V; k++) q += (f[k] - mean) * (f[k] - mean);
+    }
+    m2 = block_sum(q, sh);
+}
+
+// groupnorm_write_part stores a chunk's (count, mean, M2) for
+// groupnorm_combine (thread 0).
+__device__ __forceinline__ void groupnorm_write_part(float* part, int splits, int cnt, float mean, float m2) {
+    if (threadIdx.x == 0) {
+        float* p = part + ((size_t)blockIdx.x * splits + blockIdx.y) * 3;
+        p[0] = (float)cnt;
+        p[1] = mean;
+        p[2] = m2;
+    }
+}
+
 // groupnorm: block b normalises group b%groups of image b/groups of
 // x [N, C, spatial]; gamma/beta may be null; silu fuses a SiLU.
 template <typename T>
@@ -16,15 +61,9 @@ __device__ __forceinline__ void groupnorm_impl(const T* x, T* y, const T* __rest
     size_t base = (size_t)blockIdx.x * len;
     const T* xs = x + base;
     T* ys = y + base;
-    float s = 0.f;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) s += to_f(xs[i]);
-    float mean = block_sum(s, sh) / (float)len;
-    float q = 0.f;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) {
-        float d = to_f(xs[i]) - mean;
-        q += d * d;
-    }
-    float inv = 1.f / sqrtf(block_sum(q, sh) / (float)len + eps);
+    float mean, m2;
+    block_range_stats<T, 1>(xs, 0, len, sh, mean, m2);
+    const float inv = 1.f / sqrtf(m2 / (float)len + eps);
     for (int i = threadIdx.x; i < len; i += blockDim.x) {
         int ch = g * cpg + i / spatial;
         float v = (to_f(xs[i]) - mean) * inv;
@@ -50,21 +89,10 @@ __device__ __forceinline__ void groupnorm_vec_impl(const T* x, T* y, const T* __
     const size_t base = (size_t)blockIdx.x * len;
     const T* xs = x + base;
     T* ys = y + base;
+    float mean, m2;
+    block_range_stats<T, V>(xs, 0, len, sh, mean, m2);
+    const float inv = 1.f / sqrtf(m2 / (float)len + eps);
     float f[V];
-    float s = 0.f;
-    for (int i = threadIdx.x * V; i < len; i += blockDim.x * V) {
-        ld16(xs + i, f);
-#pragma unroll
-        for (int k = 0; k < V; k++) s += f[k];
-    }
-    const float mean = block_sum(s, sh) / (float)len;
-    float q = 0.f;
-    for (int i = threadIdx.x * V; i < len; i += blockDim.x * V) {
-        ld16(xs + i, f);
-#pragma unroll
-        for (int k = 0; k < V; k++) q += (f[k] - mean) * (f[k] - mean);
-    }
-    const float inv = 1.f / sqrtf(block_sum(q, sh) / (float)len + eps);
     for (int i = threadIdx.x * V; i < len; i += blockDim.x * V) {
         const int ch = g * cpg + i / spatial;
         const float ga = gamma ? to_f(gamma[ch]) : 1.f, be = beta ? to_f(beta[ch]) : 0.f;
@@ -89,25 +117,10 @@ template <typename T>
 __device__ __forceinline__ void groupnorm_stats_impl(const T* x, float* part, int len, int splits) {
     __shared__ float sh[32];
     const int chunk = (len + splits - 1) / splits;
-    const int a = blockIdx.y * chunk, b = min(len, a + chunk);
-    const int cnt = max(b - a, 0);
-    const T* xs = x + (size_t)blockIdx.x * len;
-    float s = 0.f;
-    for (int i = a + threadIdx.x; i < b; i += blockDim.x) s += to_f(xs[i]);
-    s = block_sum(s, sh);
-    const float mean = cnt > 0 ? s / (float)cnt : 0.f;
-    float q = 0.f;
-    for (int i = a + threadIdx.x; i < b; i += blockDim.x) {
-        float d = to_f(xs[i]) - mean;
-        q += d * d;
-    }
-    q = block_sum(q, sh);
-    if (threadIdx.x == 0) {
-        float* p = part + ((size_t)blockIdx.x * splits + blockIdx.y) * 3;
-        p[0] = (float)cnt;
-        p[1] = mean;
-        p[2] = q;
-    }
+    const int a = min(len, blockIdx.y * chunk), b = min(len, a + chunk);
+    float mean, m2;
+    block_range_stats<T, 1>(x + (size_t)blockIdx.x * len, a, b, sh, mean, m2);
+    groupnorm_write_part(part, splits, b - a, mean, m2);
 }
 
 // groupnorm_vec_chunk is the chunk length of the vector split kernels: a
@@ -121,34 +134,12 @@ __device__ __forceinline__ int groupnorm_vec_chunk(int len, int splits) {
 
 template <typename T>
 __device__ __forceinline__ void groupnorm_stats_vec_impl(const T* x, float* part, int len, int splits) {
-    constexpr int V = VEC(T);
     __shared__ float sh[32];
     const int chunk = groupnorm_vec_chunk<T>(len, splits);
     const int a = min(len, blockIdx.y * chunk), b = min(len, a + chunk);
-    const int cnt = b - a;
-    const T* xs = x + (size_t)blockIdx.x * len;
-    float f[V];
-    float s = 0.f;
-    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
-        ld16(xs + i, f);
-#pragma unroll
-        for (int k = 0; k < V; k++) s += f[k];
-    }
-    s = block_sum(s, sh);
-    const float mean = cnt > 0 ? s / (float)cnt : 0.f;
-    float q = 0.f;
-    for (int i = a + threadIdx.x * V; i < b; i += blockDim.x * V) {
-        ld16(xs + i, f);
-#pragma unroll
-        for (int k = 0; k < V; k++) q += (f[k] - mean) * (f[k] - mean);
-    }
-    q = block_sum(q, sh);
-    if (threadIdx.x == 0) {
-        float* p = part + ((size_t)blockIdx.x * splits + blockIdx.y) * 3;
-        p[0] = (float)cnt;
-        p[1] = mean;
-        p[2] = q;
-    }
+    float mean, m2;
+    block_range_stats<T, VEC(T)>(x + (size_t)blockIdx.x * len, a, b, sh, mean, m2);
+    groupnorm_write_part(part, splits, b - a, mean, m2);
 }
 
 // groupnorm_combine combines the partials of group blockIdx.x into the mean

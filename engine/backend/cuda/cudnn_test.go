@@ -207,12 +207,7 @@ func TestCudnnConvMatchesCPU(t *testing.T) {
 	tol := map[tensor.DType]float64{tensor.F32: 1e-4, tensor.F16: 1e-2, tensor.BF16: 8e-2}
 	for _, dt := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
 		t.Run(dt.String(), func(t *testing.T) {
-			var d *Device
-			if dt == tensor.F32 {
-				d = gpu(t)
-			} else {
-				d = halfGPU(t, dt)
-			}
+			d := deviceFor(t, dt)
 			s := cudnnState(t, d)
 			c := cpu.New()
 			for _, sh := range cudnnShapes {

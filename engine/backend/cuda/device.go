@@ -1,9 +1,9 @@
 // Package cuda is darkroom's NVIDIA GPU backend. It needs no CUDA SDK to
-// build (CGO_ENABLED=0 works): the driver API (libcuda.so.1), cuBLAS and
-// NVML are loaded at run time with purego, driver entry points are resolved
-// with cuGetProcAddress pinned to the CUDA 12.0 ABI so CUDA 12 and 13
-// drivers both work, and the kernels come from fatbins embedded by package
-// kernels. Without a driver or GPU, Open returns an error wrapping
+// build (CGO_ENABLED=0 works): the driver API (libcuda.so.1), cuBLAS,
+// cuBLASLt, cuDNN (optional) and NVML are loaded at run time with purego,
+// driver entry points are resolved with cuGetProcAddress pinned to the
+// CUDA 12.0 ABI so CUDA 12 and 13 drivers both work, and the kernels come
+// from fatbins embedded by package kernels. Without a driver or GPU, Open returns an error wrapping
 // ErrNoDevice and the engine falls back to the CPU backend.
 //
 // Threading: each Device owns one goroutine locked to an OS thread

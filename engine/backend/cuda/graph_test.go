@@ -245,12 +245,7 @@ func TestFakeGraphCache(t *testing.T) {
 func TestGPUGraphMatchesEager(t *testing.T) {
 	for _, dt := range []tensor.DType{tensor.F32, tensor.F16} {
 		t.Run(dt.String(), func(t *testing.T) {
-			var d *Device
-			if dt == tensor.F32 {
-				d = gpu(t)
-			} else {
-				d = halfGPU(t, dt)
-			}
+			d := deviceFor(t, dt)
 			rng := rand.New(rand.NewPCG(7, 8))
 			up := func(scale float64, shape ...int) *backend.Tensor {
 				n := tensor.Shape(shape).NumElements()

@@ -40,6 +40,16 @@ func halfGPU(t *testing.T, dt tensor.DType) *Device {
 	return d
 }
 
+// deviceFor returns the shared test device of a precision (fp32, fp16 or
+// bf16) or skips the test when there is no GPU.
+func deviceFor(t *testing.T, dt tensor.DType) *Device {
+	t.Helper()
+	if dt == tensor.F32 {
+		return gpu(t)
+	}
+	return halfGPU(t, dt)
+}
+
 // TestConformanceHalf runs the backend suite with 16-bit storage and
 // float32 accumulation.
 func TestConformanceHalf(t *testing.T) {

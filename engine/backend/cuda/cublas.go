@@ -31,9 +31,9 @@ type cublas struct {
 	setStream   func(h uintptr, s uintptr) int32
 	setMathMode func(h uintptr, mode int32) int32
 	sgemm       func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, lda int32, b uint64, ldb int32, beta *float32, c uint64, ldc int32) int32
-	// gemmEx is cublasGemmEx (19 arguments), called through callC; zero
-	// when the platform has no callC.
-	gemmEx uintptr
+	// gemmEx is cublasGemmEx: 16-bit operands with float32 compute.
+	gemmEx func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, atype int32, lda int32,
+		b uint64, btype int32, ldb int32, beta *float32, c uint64, ctype int32, ldc int32, compute int32, algo int32) int32
 }
 
 // cudaDataType_t and cublasComputeType_t values.
@@ -42,8 +42,8 @@ const (
 	cudaR16F         = 2
 	cudaR16BF        = 14
 	cublasCompute32F = 68
-	// cublasGemmDefault is CUBLAS_GEMM_DEFAULT (-1) as a 32-bit argument.
-	cublasGemmDefault = 0xFFFFFFFF
+	// cublasGemmDefault is CUBLAS_GEMM_DEFAULT.
+	cublasGemmDefault = -1
 )
 
 // Version returns "13.0.2".
@@ -103,6 +103,7 @@ func (c *cublas) resolve() error {
 		{"cublasSetStream_v2", &c.setStream},
 		{"cublasSetMathMode", &c.setMathMode},
 		{"cublasSgemm_v2", &c.sgemm},
+		{"cublasGemmEx", &c.gemmEx},
 		{"cublasGetProperty", &getProperty},
 	} {
 		p, err := c.lib.sym(e.name)
@@ -110,12 +111,6 @@ func (c *cublas) resolve() error {
 			return err
 		}
 		purego.RegisterFunc(e.fn, p)
-	}
-	if haveCallC {
-		var err error
-		if c.gemmEx, err = c.lib.sym("cublasGemmEx"); err != nil {
-			return err
-		}
 	}
 	for i, v := range []*int{&c.major, &c.minor, &c.patch} {
 		var x int32

@@ -129,10 +129,9 @@ type Device struct {
 	// launchWords and launchPtrs hold kernel arguments for cuLaunchKernel.
 	launchWords []uint64
 	launchPtrs  []unsafe.Pointer
-	// alpha, beta and cargs hold GEMM arguments; their addresses are passed
-	// to cuBLAS.
+	// alpha and beta hold GEMM scalars; their addresses are passed to
+	// cuBLAS.
 	alpha, beta float32
-	cargs       [maxCArgs]uintptr
 	// prof holds the events of Options.Profile.
 	prof profile
 	// dnn is the cuDNN convolution path (disabled when cuDNN is missing);
@@ -181,9 +180,6 @@ func Open(opts Options) (*Device, error) {
 	case tensor.Invalid, tensor.F32:
 		opts.Precision = tensor.F32
 	case tensor.F16, tensor.BF16:
-		if blas.gemmEx == 0 {
-			return nil, fmt.Errorf("cuda: %v precision needs cublasGemmEx, which darkroom calls only on amd64; use float32", opts.Precision)
-		}
 	default:
 		return nil, fmt.Errorf("cuda: precision %v: want F32, F16 or BF16", opts.Precision)
 	}

@@ -58,8 +58,8 @@ type ltLib struct {
 	prefDestroy   func(p uintptr) int32
 	prefSetAttr   func(p uintptr, attr int32, buf unsafe.Pointer, size uintptr) int32
 	heuristic     func(h, desc, a, b, c, d, pref uintptr, requested int32, results *ltHeuristic, returned *int32) int32
-	// matmul is cublasLtMatmul (16 arguments), called through callC.
-	matmul uintptr
+	matmul        func(h, desc uintptr, alpha *float32, a uint64, adesc uintptr, b uint64, bdesc uintptr, beta *float32,
+		c uint64, cdesc uintptr, d uint64, ddesc uintptr, algo unsafe.Pointer, ws uint64, wsSize uint64, stream uintptr) int32
 }
 
 // ltKey identifies a planned Lt GEMM.
@@ -92,7 +92,6 @@ type epilogueLt struct {
 	// whose addresses cuBLASLt reads.
 	one, beta0, beta1 float32
 	biasPtr           uint64
-	args              [maxCArgs]uintptr
 }
 
 // setup loads the entry points from the cuBLASLt that cuBLAS loaded and
@@ -105,7 +104,7 @@ func (e *epilogueLt) setup(d *Device) {
 		e.err = fmt.Errorf("switched off")
 		return
 	}
-	if d.blas.lt == nil || !haveCallC {
+	if d.blas.lt == nil {
 		e.err = fmt.Errorf("cuBLASLt not loaded")
 		return
 	}
@@ -125,6 +124,7 @@ func (e *epilogueLt) setup(d *Device) {
 		{"cublasLtMatmulPreferenceDestroy", &l.prefDestroy},
 		{"cublasLtMatmulPreferenceSetAttribute", &l.prefSetAttr},
 		{"cublasLtMatmulAlgoGetHeuristic", &l.heuristic},
+		{"cublasLtMatmul", &l.matmul},
 	} {
 		p, err := d.blas.lt.sym(s.name)
 		if err != nil {
@@ -132,11 +132,6 @@ func (e *epilogueLt) setup(d *Device) {
 			return
 		}
 		purego.RegisterFunc(s.fn, p)
-	}
-	var err error
-	if l.matmul, err = d.blas.lt.sym("cublasLtMatmul"); err != nil {
-		e.err = err
-		return
 	}
 	if st := l.create(&e.handle); st != 0 {
 		e.err = cublasErr("cublasLtCreate", st)
@@ -222,12 +217,11 @@ func (d *Device) gemmEpilogue(transA, transB bool, m, n, k int, a uint64, lda in
 		betaPtr = &e.beta1
 	}
 	// Column-major: D'(n×m) = op(B)'·op(A)'; Lt's A is our B, its B our A.
-	e.args = [maxCArgs]uintptr{e.handle, p.desc, uintptr(unsafe.Pointer(&e.one)),
-		uintptr(b), p.lb, uintptr(a), p.la, uintptr(unsafe.Pointer(betaPtr)),
-		uintptr(c), p.lc, uintptr(c), p.lc, uintptr(unsafe.Pointer(&p.algo.algo[0])),
-		uintptr(e.workspace), ltWorkspaceBytes, d.stream}
 	var st int32
-	d.profiledCall(p.label, func() { st = int32(callC(l.matmul, &e.args)) })
+	d.profiledCall(p.label, func() {
+		st = l.matmul(e.handle, p.desc, &e.one, b, p.lb, a, p.la, betaPtr, c, p.lc, c, p.lc,
+			unsafe.Pointer(&p.algo.algo[0]), e.workspace, ltWorkspaceBytes, d.stream)
+	})
 	if st != 0 {
 		d.setErr(cublasErr(fmt.Sprintf("cublasLtMatmul(%v m=%d n=%d k=%d)", d.dtype, m, n, k), st))
 	}

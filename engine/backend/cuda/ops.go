@@ -62,12 +62,12 @@ func (d *Device) gemmT(transA, transB bool, m, n, k int, alpha float32, a uint64
 		}
 		return
 	}
-	dt := d.cudaType()
-	d.cargs = [maxCArgs]uintptr{d.handle, uintptr(opB), uintptr(opA), uintptr(n), uintptr(m), uintptr(k),
-		uintptr(unsafe.Pointer(&d.alpha)), uintptr(b), dt, uintptr(ldb), uintptr(a), dt, uintptr(lda),
-		uintptr(unsafe.Pointer(&d.beta)), uintptr(c), dt, uintptr(ldc), cublasCompute32F, cublasGemmDefault}
+	dt := int32(d.cudaType())
 	var st int32
-	d.profiledCall(label, func() { st = int32(callC(d.blas.gemmEx, &d.cargs)) })
+	d.profiledCall(label, func() {
+		st = d.blas.gemmEx(d.handle, opB, opA, int32(n), int32(m), int32(k), &d.alpha, b, dt, int32(ldb),
+			a, dt, int32(lda), &d.beta, c, dt, int32(ldc), cublasCompute32F, cublasGemmDefault)
+	})
 	if st != 0 {
 		d.setErr(cublasErr(fmt.Sprintf("cublasGemmEx(%v, m=%d n=%d k=%d)", d.dtype, m, n, k), st))
 	}

@@ -115,6 +115,8 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 		}
 	}
 
+	// The recorded step's memory is free for the decoder.
+	m.unet.ResetGraphs()
 	t0 = time.Now()
 	onEvent(Event{Phase: PhaseDecode, Elapsed: time.Since(start)})
 	res.Images, err = m.decodeImages(ctx, latents, shape)

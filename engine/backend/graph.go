@@ -11,6 +11,11 @@ import (
 // a driver without graph support); callers then run their ops eagerly.
 var ErrGraphsUnavailable = errors.New("graph recording unavailable")
 
+// ErrGraphClosed is returned by Graph.Run after the graph was closed, by
+// its owner or by the device (which drops graphs to free their memory when
+// an allocation fails).
+var ErrGraphClosed = errors.New("graph closed")
+
 // GraphRecorder is implemented by devices that can record the ops a
 // function queues once and replay them later as one unit (CUDA graphs): a
 // replay costs the host one call instead of one per op and the GPU no
@@ -93,8 +98,15 @@ func (c *GraphCache) Run(dev Device, key string, inputs []*Tensor, fn func(input
 	}
 	c.touch(key)
 	if e.graph != nil {
-		c.replays++
-		return e.graph.Run(inputs)
+		out, err := e.graph.Run(inputs)
+		if !errors.Is(err, ErrGraphClosed) {
+			c.replays++
+			return out, err
+		}
+		// The device dropped the graph for its memory: run eagerly and
+		// record again next time.
+		e.graph, e.warm = nil, true
+		return fn(inputs)
 	}
 	if !e.warm {
 		return fn(inputs) // recording failed before
@@ -107,6 +119,7 @@ func (c *GraphCache) Run(dev Device, key string, inputs []*Tensor, fn func(input
 		return out, err
 	})
 	if fnErr != nil {
+		e.warm = true // the function failed, not the recording: try again
 		return nil, fnErr
 	}
 	if err != nil {

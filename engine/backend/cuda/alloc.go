@@ -105,7 +105,8 @@ func (d *Device) releasedCount() int {
 
 // reclaim runs a garbage collection, waits briefly for the cleanups it
 // triggers, returns their blocks to the pool and gives every cached block
-// back to the driver (owner goroutine, before retrying a failed cuMemAlloc).
+// back to the driver, then drops recorded graphs and gives their memory
+// back too (owner goroutine, before retrying a failed cuMemAlloc).
 func (d *Device) reclaim() {
 	runtime.GC()
 	deadline := time.Now().Add(100 * time.Millisecond)
@@ -125,6 +126,11 @@ func (d *Device) reclaim() {
 		return
 	}
 	d.poolRelease()
+	if len(d.graphs) > 0 {
+		// Recorded graphs hold their arenas; memory matters more.
+		d.dropGraphs()
+		d.poolRelease()
+	}
 }
 
 // pool is a caching allocator: freed blocks go to per-size free lists and

@@ -116,6 +116,8 @@ type Device struct {
 	// recCaller as the recording caller sees it.
 	arenaOf        map[uint64]*arena
 	rec, recCaller *arena
+	// graphs holds the live recorded graphs (owner goroutine).
+	graphs map[*graphState]struct{}
 	// closed is set by Close: graphs dropped afterwards have nothing to free.
 	closed atomic.Bool
 	// im2colLimit caps the im2col buffer of Conv2D, in floats.
@@ -220,6 +222,7 @@ func newDevice(info GPUInfo, drv *driver, blas *cublas, opts Options) *Device {
 		funcs:       map[string]uintptr{},
 		pool:        pool{free: map[uint64][]uint64{}},
 		arenaOf:     map[uint64]*arena{},
+		graphs:      map[*graphState]struct{}{},
 		convChoices: map[convKey]convChoice{},
 		im2colLimit: im2colMaxFloats,
 		gcEvery:     gcEveryBytes,
@@ -325,6 +328,7 @@ func (d *Device) teardown() {
 	if d.stream != 0 {
 		drv.cuStreamSynchronize(d.stream)
 	}
+	d.dropGraphs()
 	d.poolRelease()
 	d.releaseProfile()
 	d.dnn.teardown()
@@ -354,8 +358,9 @@ func (d *Device) teardown() {
 // Close waits for queued work, frees the device's memory and stops the
 // owner goroutine. The Device must not be used afterwards.
 func (d *Device) Close() error {
-	err := d.Sync(context.Background())
+	// Graphs dropped from now on leave their memory to teardown.
 	d.closed.Store(true)
+	err := d.Sync(context.Background())
 	close(d.quit)
 	d.wg.Wait()
 	return err
@@ -381,6 +386,19 @@ func (d *Device) enqueue(f func(), keep ...*backend.Tensor) {
 		f()
 		runtime.KeepAlive(keep)
 		d.drainReleased()
+	}
+}
+
+// tryEnqueue is enqueue for callers that must not block on a closed
+// device (garbage-collector cleanups): after Close it drops f.
+func (d *Device) tryEnqueue(f func(), keep ...*backend.Tensor) {
+	select {
+	case d.work <- func() {
+		f()
+		runtime.KeepAlive(keep)
+		d.drainReleased()
+	}:
+	case <-d.quit:
 	}
 }
 

@@ -76,7 +76,7 @@ func (d *Device) Conv2DAdd(dst, x, w, bias, res *backend.Tensor, p backend.Conv2
 	}
 	n, oc := dst.Shape[0], dst.Shape[1]
 	switch {
-	case bias != nil && (res.Shape.Equal(dst.Shape) || res.Len() == n*oc && res.Shape[0] == n && res.Shape[1] == oc):
+	case bias != nil && (res.Shape.Equal(dst.Shape) || len(res.Shape) >= 2 && res.Len() == n*oc && res.Shape[0] == n && res.Shape[1] == oc):
 		d.residualBias(dst, res, bias)
 	case bias != nil:
 		d.Binary(backend.Add, dst, res, bias.Reshape(1, bias.Len(), 1, 1))
@@ -187,8 +187,8 @@ func (d *Device) LinearToChannels(dst, x, w, bias, res *backend.Tensor) {
 // (cudnnFind) against im2col + cuBLAS, both timed with CUDA events on the
 // stream, and the faster one is kept.
 func (d *Device) convCudnnFor(g convGeom, x, wt, y uint64, beta float32) bool {
-	if d.opts.Conv == ConvIm2col || !d.dnn.available() {
-		return false
+	if d.opts.Conv == ConvIm2col || !d.dnn.available() || g.p.PadTop != g.p.PadBottom || g.p.PadLeft != g.p.PadRight {
+		return false // cuDNN cannot pad asymmetrically
 	}
 	if d.opts.Conv == ConvAuto {
 		k := g.key(d.dtype)

@@ -183,7 +183,20 @@ func (d *Device) RecordGraph(inputs []*backend.Tensor, fn func([]*backend.Tensor
 		}
 		a.capturing = true
 	})
-	outs, fnErr := fn(st.ins)
+	// A panic in fn (a shape error) must still end the recording, or the
+	// device would stay in it for good: it is caught, the recording
+	// discarded, and the panic raised again.
+	var outs []*backend.Tensor
+	var fnErr error
+	var panicked any
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				panicked, fnErr = r, errRecordPanicked
+			}
+		}()
+		outs, fnErr = fn(st.ins)
+	}()
 	d.poolMu.Lock()
 	d.recCaller = nil
 	d.poolMu.Unlock()
@@ -210,6 +223,7 @@ func (d *Device) RecordGraph(inputs []*backend.Tensor, fn func([]*backend.Tensor
 					st.nodes = int(n)
 				}
 				st.graph, st.exec = g, exec
+				d.graphs[st] = struct{}{}
 				return
 			}
 		}
@@ -218,6 +232,9 @@ func (d *Device) RecordGraph(inputs []*backend.Tensor, fn func([]*backend.Tensor
 		}
 		d.disposeArena(a)
 	}, outs...)
+	if panicked != nil {
+		panic(panicked)
+	}
 	if fnErr != nil {
 		return nil, fnErr
 	}
@@ -228,6 +245,10 @@ func (d *Device) RecordGraph(inputs []*backend.Tensor, fn func([]*backend.Tensor
 		return nil, fmt.Errorf("cuda: record graph: %s", a.bad)
 	}
 	for i, o := range outs {
+		if o == nil {
+			st.close()
+			return nil, fmt.Errorf("cuda: record graph: output %d is nil", i)
+		}
 		if b, ok := o.Buf.(*buffer); !ok || b.dev != d {
 			st.close()
 			return nil, fmt.Errorf("cuda: record graph: output %d is not a tensor of this device", i)
@@ -248,27 +269,50 @@ type graphState struct {
 	ins, outs   []*backend.Tensor
 	closeOnce   sync.Once
 	closed      atomic.Bool
+	// destroyed is set by destroy (owner goroutine).
+	destroyed bool
 }
 
 // close destroys the graph and returns its memory, after the work queued
-// before (any goroutine).
+// before (any goroutine). After Close of the device, teardown has done it.
 func (st *graphState) close() {
 	st.closeOnce.Do(func() {
 		st.closed.Store(true)
 		d := st.d
 		if d.closed.Load() {
-			return // the context and all its memory are gone
+			return
 		}
-		d.enqueue(func() {
-			if st.exec != 0 {
-				d.drv.cuGraphExecDestroy(st.exec)
-			}
-			if st.graph != 0 {
-				d.drv.cuGraphDestroy(st.graph)
-			}
-			d.disposeArena(st.arena)
-		}, append(st.ins, st.outs...)...)
+		d.tryEnqueue(st.destroy, append(st.ins, st.outs...)...)
 	})
+}
+
+// destroy frees the executable graph and returns the arena's blocks (owner
+// goroutine; once).
+func (st *graphState) destroy() {
+	if st.destroyed {
+		return
+	}
+	st.destroyed = true
+	d := st.d
+	if st.exec != 0 {
+		d.drv.cuGraphExecDestroy(st.exec)
+	}
+	if st.graph != 0 {
+		d.drv.cuGraphDestroy(st.graph)
+	}
+	d.disposeArena(st.arena)
+	delete(d.graphs, st)
+}
+
+// dropGraphs destroys every live graph (owner goroutine, with the stream
+// drained): when memory runs out their arenas go back to the pool, and at
+// teardown nothing is left behind. A dropped graph's Run returns
+// backend.ErrGraphClosed, and GraphCache records it again later.
+func (d *Device) dropGraphs() {
+	for st := range d.graphs {
+		st.closed.Store(true)
+		st.destroy()
+	}
 }
 
 // graph implements backend.Graph.
@@ -276,8 +320,8 @@ type graph struct{ st *graphState }
 
 var _ backend.GraphRecorder = (*Device)(nil)
 
-// errGraphClosed is returned by Run after Close.
-var errGraphClosed = errors.New("cuda: run of a closed graph")
+// errRecordPanicked marks a recording whose function panicked.
+var errRecordPanicked = errors.New("cuda: the recorded function panicked")
 
 // Run copies inputs into the graph, launches it and copies its outputs into
 // new tensors.
@@ -285,7 +329,7 @@ func (g *graph) Run(inputs []*backend.Tensor) ([]*backend.Tensor, error) {
 	st := g.st
 	d := st.d
 	if st.closed.Load() || st.exec == 0 {
-		return nil, errGraphClosed
+		return nil, backend.ErrGraphClosed
 	}
 	if len(inputs) != len(st.ins) {
 		return nil, fmt.Errorf("cuda: graph run with %d inputs, recorded with %d", len(inputs), len(st.ins))

@@ -313,3 +313,74 @@ func TestGPUGraphMatchesEager(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeGraphPanicEndsRecording checks that a panic in the recorded
+// function ends the recording: the panic reaches the caller, and the
+// device then syncs and records again.
+func TestFakeGraphPanicEndsRecording(t *testing.T) {
+	d, f := newFakeDevice(t, 256<<20)
+	x := d.Upload([]float32{1, 2}, 2)
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("the function's panic did not reach the caller")
+			}
+		}()
+		d.RecordGraph([]*backend.Tensor{x}, func(in []*backend.Tensor) ([]*backend.Tensor, error) {
+			d.Unary(backend.SiLU, d.Alloc(2), in[0])
+			panic("shape error")
+		})
+	}()
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatalf("sync after a panicked recording: %v", err)
+	}
+	g, err := d.RecordGraph([]*backend.Tensor{x}, func(in []*backend.Tensor) ([]*backend.Tensor, error) {
+		y := d.Alloc(2)
+		d.Unary(backend.SiLU, y, in[0])
+		return []*backend.Tensor{y}, nil
+	})
+	if err != nil {
+		t.Fatalf("record after a panicked recording: %v", err)
+	}
+	defer g.Close()
+	if f.capturing {
+		t.Error("the fake stream is still capturing")
+	}
+}
+
+// TestFakeOutOfMemoryDropsGraphs fills a small card with a graph's arena:
+// an allocation that needs the memory drops the graph instead of failing,
+// the graph's Run then reports ErrGraphClosed, and a GraphCache falls back
+// to running the function.
+func TestFakeOutOfMemoryDropsGraphs(t *testing.T) {
+	d, _ := newFakeDevice(t, 7<<19) // 3.5 MiB
+	x := d.Upload(make([]float32, 1024), 1024)
+	fn := func(in []*backend.Tensor) ([]*backend.Tensor, error) {
+		big := d.Alloc(256 << 10) // 1 MiB, dropped inside the recording
+		d.Unary(backend.SiLU, big, big)
+		y := d.Alloc(1024)
+		d.Unary(backend.SiLU, y, in[0])
+		return []*backend.Tensor{y}, nil
+	}
+	var c backend.GraphCache
+	for range 2 { // warm-up, then record
+		if _, err := c.Run(d, "k", []*backend.Tensor{x}, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	big := d.Alloc(640 << 10) // 2.5 MiB: only fits once the arena is given back
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatalf("allocation next to a graph's arena: %v", err)
+	}
+	d.Free(big)
+	if _, err := c.Run(d, "k", []*backend.Tensor{x}, fn); err != nil {
+		t.Fatalf("GraphCache after the device dropped its graph: %v", err)
+	}
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -382,7 +382,13 @@ const queueDepth = 1024
 // pending op.
 func (d *Device) enqueue(f func(), keep ...*backend.Tensor) {
 	d.noteRecorded(keep)
-	d.work <- func() {
+	d.work <- d.op(f, keep)
+}
+
+// op wraps f for the owner goroutine: keep stays reachable until f has run,
+// and collected tensors' blocks return to the pool after it.
+func (d *Device) op(f func(), keep []*backend.Tensor) func() {
+	return func() {
 		f()
 		runtime.KeepAlive(keep)
 		d.drainReleased()
@@ -393,11 +399,7 @@ func (d *Device) enqueue(f func(), keep ...*backend.Tensor) {
 // device (garbage-collector cleanups): after Close it drops f.
 func (d *Device) tryEnqueue(f func(), keep ...*backend.Tensor) {
 	select {
-	case d.work <- func() {
-		f()
-		runtime.KeepAlive(keep)
-		d.drainReleased()
-	}:
+	case d.work <- d.op(f, keep):
 	case <-d.quit:
 	}
 }

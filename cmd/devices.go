@@ -13,7 +13,7 @@ import (
 func newDevicesCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "devices",
-		Short: "List the GPUs (driver, cuBLAS, VRAM) and the CPU darkroom can use",
+		Short: "List the GPUs (driver, cuBLAS, cuDNN, VRAM) and the CPU darkroom can use",
 		Long: `List the compute devices darkroom can use.
 
 For NVIDIA GPUs it prints each GPU's name, architecture, multiprocessor count
@@ -47,6 +47,11 @@ func runDevices(w io.Writer) error {
 			fmt.Fprintf(w, "cuBLAS: not found: %s\n", info.CUBLASError)
 		} else {
 			fmt.Fprintf(w, "cuBLAS %s (%s)\n", info.CUBLASVersion, info.CUBLASPath)
+		}
+		if info.CUDNNError != "" {
+			fmt.Fprintf(w, "cuDNN: not found, convolutions use im2col: %s\n", info.CUDNNError)
+		} else {
+			fmt.Fprintf(w, "cuDNN %s (%s)\n", info.CUDNNVersion, info.CUDNNPath)
 		}
 		fmt.Fprintln(w)
 		rows := [][]string{{"device", "name", "arch", "SMs", "VRAM total", "VRAM free"}}

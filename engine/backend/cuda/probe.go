@@ -25,12 +25,15 @@ type SystemInfo struct {
 	// CUBLASVersion is the loaded cuBLAS ("13.0.2"); empty with CUBLASError set
 	// when cuBLAS could not be loaded.
 	CUBLASVersion, CUBLASPath, CUBLASError string
+	// CUDNNVersion is the cuDNN found ("9.14.0"), optional: empty with
+	// CUDNNError set when it is missing (convolutions then use im2col).
+	CUDNNVersion, CUDNNPath, CUDNNError string
 	// DriverPath is where libcuda was found.
 	DriverPath string
 	GPUs       []GPUInfo
 }
 
-// Probe loads the driver (and cuBLAS and NVML where present) and lists the
+// Probe loads the driver (and cuBLAS, cuDNN and NVML where present) and lists the
 // GPUs without creating a CUDA context. Without a driver or GPU it returns
 // an error wrapping ErrNoDevice.
 func Probe() (*SystemInfo, error) {
@@ -43,6 +46,11 @@ func Probe() (*SystemInfo, error) {
 		info.CUBLASError = err.Error()
 	} else {
 		info.CUBLASVersion, info.CUBLASPath = b.Version(), b.lib.path
+	}
+	if l, err := cudnnOnce(); err != nil {
+		info.CUDNNError = err.Error()
+	} else {
+		info.CUDNNVersion, info.CUDNNPath = l.Version(), l.lib.path
 	}
 	var n int32
 	if r := drv.cuDeviceGetCount(&n); r != cudaSuccess {

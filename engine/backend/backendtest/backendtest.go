@@ -188,23 +188,13 @@ func testLinear(h *harness) {
 		}
 		dst := h.poisoned(s.rows, s.out)
 		h.dev.Linear(dst, x.t, w.t, bt)
-		want := make([]float64, s.rows*s.out)
-		for r := range s.rows {
-			for o := range s.out {
-				var acc float64
-				if b != nil {
-					acc = float64(b.host[o])
-				}
-				for i := range s.in {
-					acc += float64(x.host[r*s.in+i]) * float64(w.host[o*s.in+i])
-				}
-				want[r*s.out+o] = acc
-			}
-		}
+		var bh []float32
 		ins := []*input{x, w}
 		if b != nil {
+			bh = b.host
 			ins = append(ins, b)
 		}
+		want := linear64(x.host, w.host, bh, s.rows, s.in, s.out)
 		h.check(fmt.Sprintf("linear %+v", s), h.download(dst), want, ins...)
 	}
 }

@@ -18,15 +18,27 @@ func sameView(a, b *backend.Tensor) bool {
 	return a.Buf == b.Buf && a.Offset == b.Offset && a.Len() == b.Len()
 }
 
-// copyInto queues dst = src for tensors of the same length (owner
-// goroutine).
-func (d *Device) copyInto(dst, src uint64, n int) {
-	if n == 0 || d.failed() {
+// copyResidual queues dst = res for a residual of dst's length that is
+// not dst itself, the accumulator a GEMM or convolution then adds to.
+func (d *Device) copyResidual(dst, res *backend.Tensor) {
+	if sameView(res, dst) {
 		return
 	}
-	if r := d.drv.cuMemcpyDtoDAsync(dst, src, uint64(n)*d.es, d.stream); r != cudaSuccess {
-		d.setErr(d.drv.errorf("cuMemcpyDtoDAsync", r))
-	}
+	dp, rp, n := d.ptr(dst), d.ptr(res), dst.Len()
+	d.enqueue(func() {
+		if n == 0 || d.failed() {
+			return
+		}
+		if r := d.drv.cuMemcpyDtoDAsync(dp, rp, uint64(n)*d.es, d.stream); r != cudaSuccess {
+			d.setErr(d.drv.errorf("cuMemcpyDtoDAsync", r))
+		}
+	}, dst, res)
+}
+
+// biasChannels queues y [N, channels, spatial] += bias[c] (owner
+// goroutine).
+func (d *Device) biasChannels(y uint64, total, spatial, channels int, bias uint64) {
+	d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(spatial), i32(channels), ptrArg(y), ptrArg(bias))
 }
 
 // linearGemm queues C = op(A)·op(B) + beta·C plus bias[n] on every row
@@ -81,10 +93,7 @@ func (d *Device) Conv2DAdd(dst, x, w, bias, res *backend.Tensor, p backend.Conv2
 	case bias != nil:
 		d.Binary(backend.Add, dst, res, bias.Reshape(1, bias.Len(), 1, 1))
 	case res.Shape.Equal(dst.Shape):
-		if !sameView(res, dst) {
-			dp, rp, n := d.ptr(dst), d.ptr(res), dst.Len()
-			d.enqueue(func() { d.copyInto(dp, rp, n) }, dst, res)
-		}
+		d.copyResidual(dst, res)
 	default:
 		// A broadcast res without a bias: convolve, then add.
 		d.convolve(dst, x, w, nil, p, false)
@@ -108,14 +117,9 @@ func (d *Device) LinearAdd(dst, x, w, bias, res *backend.Tensor) {
 		panic(fmt.Sprintf("cuda linear add: bias %v for %d outputs", bias.Shape, out))
 	}
 	rows := x.Len() / in
-	xp, wp, cp, bp, rp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias), d.ptr(res)
-	copyRes := !sameView(res, dst)
-	d.enqueue(func() {
-		if copyRes {
-			d.copyInto(cp, rp, rows*out)
-		}
-		d.linearGemm(false, true, rows, out, in, xp, in, wp, in, 1, cp, out, bp)
-	}, dst, x, w, bias, res)
+	d.copyResidual(dst, res)
+	xp, wp, cp, bp := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias)
+	d.enqueue(func() { d.linearGemm(false, true, rows, out, in, xp, in, wp, in, 1, cp, out, bp) }, dst, x, w, bias)
 }
 
 // LinearFromChannels computes dst[n] = x[n]ᵀ·wᵀ + bias for channels-first
@@ -160,10 +164,7 @@ func (d *Device) LinearToChannels(dst, x, w, bias, res *backend.Tensor) {
 		d.residualBias(dst, res, bias)
 		beta = 1
 	case res != nil:
-		if !sameView(res, dst) {
-			dp, rp, cnt := d.ptr(dst), d.ptr(res), dst.Len()
-			d.enqueue(func() { d.copyInto(dp, rp, cnt) }, dst, res)
-		}
+		d.copyResidual(dst, res)
 		beta = 1
 	}
 	xp, wp, cp, bp, es := d.ptr(x), d.ptr(w), d.ptr(dst), d.optPtr(bias), d.es
@@ -174,10 +175,9 @@ func (d *Device) LinearToChannels(dst, x, w, bias, res *backend.Tensor) {
 			d.gemmT(false, true, out, l, in, 1, wp, in, xp+uint64(i*l*in)*es, in, beta, cp+uint64(i*out*l)*es, l)
 		}
 		if addBias {
-			total := n * out * l
-			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(l), i32(out), ptrArg(cp), ptrArg(bp))
+			d.biasChannels(cp, n*out*l, l, out, bp)
 		}
-	}, dst, x, w, bias, res)
+	}, dst, x, w, bias)
 }
 
 // convCudnnFor runs the convolution with cuDNN (y = conv + beta·y) when

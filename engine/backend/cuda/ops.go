@@ -172,8 +172,7 @@ func (d *Device) convolve(dst, x, w, bias *backend.Tensor, p backend.Conv2DParam
 			d.convIm2col(g, xp, wp, op, beta)
 		}
 		if bias != nil {
-			total := g.n * g.oc * oh * ow
-			d.launch1D(d.kernel("bias_channels"), total, i32(total), i32(oh*ow), i32(g.oc), ptrArg(op), ptrArg(bp))
+			d.biasChannels(op, g.n*g.oc*oh*ow, oh*ow, g.oc, bp)
 		}
 	}, dst, x, w, bias)
 }

@@ -74,11 +74,12 @@ type ltKey struct {
 // ltPlan is a planned Lt GEMM; ok is false when the heuristics found no
 // algorithm (the GEMM then falls back to cuBLAS).
 type ltPlan struct {
-	ok               bool
-	desc             uintptr
-	la, lb, lc       uintptr
-	algo             ltHeuristic
-	label, whyNotNow string
+	ok         bool
+	desc       uintptr
+	la, lb, lc uintptr
+	algo       ltHeuristic
+	// label names the call in a profile; why says why a plan is not ok.
+	label, why string
 }
 
 // epilogueLt is the device's cuBLASLt state (owner goroutine).
@@ -236,7 +237,7 @@ func (e *epilogueLt) plan(d *Device, k ltKey, bias uint64) *ltPlan {
 	p := &ltPlan{}
 	fail := func(why string) *ltPlan {
 		e.destroyPlan(p)
-		return &ltPlan{whyNotNow: why}
+		return &ltPlan{why: why}
 	}
 	compute := int32(cublasCompute32F)
 	if d.dtype == tensor.F32 && d.opts.TF32 {
@@ -328,6 +329,15 @@ func (d *Device) EpilogueInfo() string {
 	d.run(func() {
 		if d.ep.available() {
 			s = fmt.Sprintf("cuBLASLt bias epilogues (%d GEMM shapes planned)", len(d.ep.plans))
+			fallback, why := 0, ""
+			for _, p := range d.ep.plans {
+				if !p.ok {
+					fallback, why = fallback+1, p.why
+				}
+			}
+			if fallback > 0 {
+				s += fmt.Sprintf("; %d fall back to a bias kernel (%s)", fallback, why)
+			}
 		} else {
 			s = fmt.Sprintf("separate bias kernels (%v)", d.ep.err)
 		}

@@ -151,6 +151,15 @@ type pool struct {
 	sinceGC uint64
 }
 
+// recording returns the arena being recorded as the owner goroutine
+// (owner) or the recording caller sees it, or nil (poolMu held).
+func (d *Device) recording(owner bool) *arena {
+	if owner {
+		return d.rec
+	}
+	return d.recCaller
+}
+
 // poolTake returns a cached block of at least n bytes, or nil when the
 // cache has none of that size (any goroutine). While a graph is being
 // recorded (owner: the owner goroutine's view, else the caller's), blocks
@@ -161,10 +170,7 @@ func (d *Device) poolTake(n uint64, owner bool) *buffer {
 	defer d.poolMu.Unlock()
 	p := &d.pool
 	size := bucketSize(n)
-	a := d.recCaller
-	if owner {
-		a = d.rec
-	}
+	a := d.recording(owner)
 	if a != nil {
 		if ptr, ok := a.take(size); ok {
 			return &buffer{dev: d, ptr: ptr, size: size}
@@ -222,10 +228,7 @@ func (d *Device) poolGet(n uint64, owner bool) (*buffer, error) {
 		p.sinceGC = 0
 		go runtime.GC()
 	}
-	a := d.recCaller
-	if owner {
-		a = d.rec
-	}
+	a := d.recording(owner)
 	if a != nil {
 		d.adopt(a, ptr, size)
 	}

@@ -83,7 +83,6 @@ func TestInfoTinyModel(t *testing.T) {
 				t.Fatalf("code %d, stderr %q", code, errOut)
 			}
 			for _, want := range []string{
-				"family  SD1.x (found key \"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\")",
 				"total   600 tensors, 5.8M parameters, 11.1 MiB stored",
 				"UNet          model.diffusion_model.      304        1.1M  2.1 MiB  F16:304",
 				"VAE           first_stage_model.          244        1.4M  2.7 MiB  F16:244",
@@ -93,6 +92,10 @@ func TestInfoTinyModel(t *testing.T) {
 				if !strings.Contains(out, want+"\n") {
 					t.Errorf("output lacks line %q:\n%s", want, out)
 				}
+			}
+			// A diffusers folder adds its pipeline class to the evidence.
+			if want := "family  SD1.x (found key \"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\""; !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 			// Hyperparameters come from the model packages' ConfigFromWeights.
 			for _, want := range []string{
@@ -126,9 +129,9 @@ func TestInfoOtherFamilies(t *testing.T) {
 		wants []string
 	}{
 		{"sdxl", []string{"model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", "conditioner.embedders.1.model.ln_final.weight"},
-			[]string{`family  SDXL (found key "conditioner.embedders.1.model.ln_final.weight"); not supported yet`, "text encoders  conditioner.embedders.", "BF16:2"}},
+			[]string{`family  SDXL (base) (found key "conditioner.embedders.1.model.ln_final.weight", key "model.diffusion_model.label_emb.0.0.weight" (adm 3)); not supported yet`, "text encoders  conditioner.embedders.", "BF16:2"}},
 		{"unknown", []string{"foo.bar.weight", "foo.baz", "lonely"},
-			[]string{"family  unknown family (no known key pattern)", "other      foo.", "other      (top level)", "total   3 tensors, 18 parameters, 36 B stored"}},
+			[]string{"family  unknown model family: 3 tensors, names starting foo.bar. (1), foo.baz (1), lonely (1)", "other      foo.", "other      (top level)", "total   3 tensors, 18 parameters, 36 B stored"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,16 +1,23 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/darkroom-ai/darkroom/engine"
 )
 
 // FormatError renders err as the single line darkroom prints on failure:
 // "darkroom: <message>". Line breaks inside the message are folded into
 // "; " so that scripts can rely on exactly one line.
 func FormatError(err error) string {
+	var fe *engine.FieldError
+	if errors.As(err, &fe) {
+		err = fmt.Errorf("--%s %v: %s", strings.ReplaceAll(fe.Field, "_", "-"), fe.Value, fe.Msg)
+	}
 	msg := strings.TrimSpace(err.Error())
 	if strings.ContainsAny(msg, "\r\n") {
 		lines := strings.FieldsFunc(msg, func(r rune) bool { return r == '\n' || r == '\r' })

@@ -11,13 +11,17 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/demo"
-	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/spf13/cobra"
 )
 
 func newInfoCmd() *cobra.Command {
-	return &cobra.Command{
+	var f struct {
+		vae          string
+		textEncoders []string
+	}
+	c := &cobra.Command{
 		Use:   "info PATH",
 		Short: "Describe a checkpoint: family, components, sizes, hyperparameters",
 		Long: `Describe a model without running it.
@@ -32,12 +36,15 @@ sizes, and the hyperparameters inferred from tensor shapes.`,
   darkroom info ` + demo.Name,
 		Args: exactArgs(1, "one PATH (a .safetensors file or a diffusers folder)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runInfo(cmd.OutOrStdout(), args[0])
+			return runInfo(cmd.OutOrStdout(), args[0], f.vae, f.textEncoders)
 		},
 	}
+	c.Flags().StringVar(&f.vae, "vae", "", "a separate VAE file, described in place of the checkpoint's")
+	c.Flags().StringArrayVar(&f.textEncoders, "text-encoder", nil, "a separate text-encoder file (repeatable)")
+	return c
 }
 
-func runInfo(w io.Writer, path string) error {
+func runInfo(w io.Writer, path, vae string, textEncoders []string) error {
 	// The built-in model's name (when no such file is here) describes the
 	// embedded checkpoint, written to a temporary file for the reader.
 	builtin := ""
@@ -53,25 +60,26 @@ func runInfo(w io.Writer, path string) error {
 		}
 		builtin = fmt.Sprintf("built-in %s (embedded in the binary, %s compressed)", demo.Name, humanBytes(int64(demo.CompressedSize())))
 	}
-	m, err := weights.OpenModel(path)
+	in, err := engine.Inspect(engine.ModelFiles{Model: path, VAE: vae, TextEncoders: textEncoders})
 	if err != nil {
 		return err
 	}
-	defer m.Close()
 	if builtin != "" {
-		m.Path = builtin
-		for i := range m.Files {
-			m.Files[i].Path = demo.FileName
+		in.Path = builtin
+		for i := range in.Files {
+			in.Files[i].Path = demo.FileName
 		}
 	}
-	det := weights.DetectFamily(m)
-	s := summarize(m)
+	s := summarize(in.Tensors)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "path\t%s\n", m.Path)
-	fmt.Fprintf(tw, "layout\t%s\n", m.Layout)
-	fam := det.String()
-	if err := det.Supported(); err != nil && det.Family != weights.FamilyUnknown {
+	fmt.Fprintf(tw, "path\t%s\n", in.Path)
+	fmt.Fprintf(tw, "layout\t%s\n", in.Layout)
+	fam := in.Detection.String()
+	switch {
+	case in.DetectErr != nil:
+		fam = in.DetectErr.Error()
+	case !in.Detection.Runnable:
 		fam += "; not supported yet"
 	}
 	fmt.Fprintf(tw, "family\t%s\n", fam)
@@ -88,7 +96,7 @@ func runInfo(w io.Writer, path string) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "files")
 	rows = rows[:0]
-	for _, f := range m.Files {
+	for _, f := range in.Files {
 		comp := f.Component
 		if comp == "" {
 			comp = "-"
@@ -96,25 +104,29 @@ func runInfo(w io.Writer, path string) error {
 		rows = append(rows, []string{humanBytes(f.Size), fmt.Sprintf("%d tensors", f.Tensors), comp, f.Path})
 	}
 	writeTable(w, "  ", rows, []bool{true, true, false, false})
-	if m.TokenizerDir != "" {
-		fmt.Fprintf(w, "tokenizer  %s\n", m.TokenizerDir)
+	toks := make([]string, 0, len(in.TokenizerDirs))
+	for name := range in.TokenizerDirs {
+		toks = append(toks, name)
 	}
-	if len(m.Metadata) > 0 {
-		keys := make([]string, 0, len(m.Metadata))
-		for k := range m.Metadata {
+	sort.Strings(toks)
+	for _, name := range toks {
+		fmt.Fprintf(w, "%-10s %s\n", name, in.TokenizerDirs[name])
+	}
+	if len(in.Metadata) > 0 {
+		keys := make([]string, 0, len(in.Metadata))
+		for k := range in.Metadata {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		fmt.Fprintf(w, "metadata   %d entries: %s\n", len(keys), strings.Join(keys, ", "))
 	}
 
-	lines := hyperparameters(m, det)
-	if len(lines) > 0 {
+	if len(in.Parts) > 0 {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "hyperparameters")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for _, l := range lines {
-			fmt.Fprintf(tw, "  %s\t%s\n", l.component, l.text)
+		for _, p := range in.Parts {
+			fmt.Fprintf(tw, "  %s\t%s\n", p.Name, p.Config)
 		}
 		tw.Flush()
 	}
@@ -154,9 +166,6 @@ func writeTable(w io.Writer, indent string, rows [][]string, right []bool) {
 	}
 }
 
-// hparamLine is one inferred-configuration line of darkroom info.
-type hparamLine struct{ component, text string }
-
 // stats accumulates tensor counts, parameters, bytes and dtypes.
 type stats struct {
 	label, prefix string
@@ -165,14 +174,18 @@ type stats struct {
 	dtypes        map[string]int
 }
 
-func (s *stats) add(info weights.TensorInfo) {
+func (s *stats) add(info engine.TensorInfo) {
 	s.tensors++
-	s.params += int64(info.Shape.NumElements())
+	n := int64(1)
+	for _, d := range info.Shape {
+		n *= int64(d)
+	}
+	s.params += n
 	s.bytes += info.Size
 	if s.dtypes == nil {
 		s.dtypes = map[string]int{}
 	}
-	s.dtypes[info.DType.String()]++
+	s.dtypes[info.DType]++
 }
 
 func (s *stats) dtypeList() string {
@@ -216,16 +229,12 @@ func componentOf(name string) (label, prefix string) {
 	return "other", first + "."
 }
 
-func summarize(src weights.Source) summary {
+func summarize(tensors []engine.TensorInfo) summary {
 	var s summary
 	byPrefix := map[string]*stats{}
-	for _, name := range src.Names() {
-		info, ok := src.Info(name)
-		if !ok {
-			continue
-		}
+	for _, info := range tensors {
 		s.total.add(info)
-		label, prefix := componentOf(name)
+		label, prefix := componentOf(info.Name)
 		c := byPrefix[prefix]
 		if c == nil {
 			c = &stats{label: label, prefix: prefix}

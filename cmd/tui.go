@@ -50,7 +50,7 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 	}
 	// Live previews: TAESD when its decoder is in the model directories,
 	// the linear latent approximation otherwise.
-	if path := engine.FindTAESD(eng.ModelDirs()); path != "" {
+	if path := engine.FindTAESD(eng.ModelDirs(), engine.TAESDDecoderFile); path != "" {
 		tae, err := engine.LoadTAESD(cmd.Context(), path, eng.Device())
 		if err != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "darkroom: %v; previews use the linear approximation\n", err)

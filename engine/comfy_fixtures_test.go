@@ -64,13 +64,13 @@ func TestComfyCases(t *testing.T) {
 			check(t, "prompt_embeds", gc, want("prompt_embeds"), 1e-4)
 			check(t, "negative_embeds", gu, want("negative_embeds"), 1e-4)
 
-			shape := [4]int{1, 4, c.Height / 8, c.Width / 8}
+			shape := []int{1, 4, c.Height / 8, c.Width / 8}
 			n := shape[1] * shape[2] * shape[3]
 			noise := rng.NewTorch(c.Seed).Randn(n)
 			check(t, "noise", noise, want("noise"), 0)
 
 			// The sigmas Sample computes for these parameters.
-			sig, err := sampling.SamplerSigmas(c.Sampler, c.Scheduler, m.schedule, c.Steps)
+			sig, err := sampling.SamplerSigmas(c.Sampler, c.Scheduler, m.c.Sampling.Schedule(ConventionComfy), c.Steps)
 			if err != nil {
 				t.Fatal(err)
 			}

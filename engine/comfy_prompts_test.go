@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 )
 
@@ -32,7 +33,8 @@ func TestComfyPrompts(t *testing.T) {
 	}
 	for i, p := range prompts {
 		t.Run(fmt.Sprintf("p%d", i), func(t *testing.T) {
-			ids, weights := m.tok.WeightedChunks(p, m.tok.EOS())
+			tok := m.c.Text.(*sd1.Conditioner).Enc.Tok
+			ids, weights := tok.WeightedChunks(p, tok.EOS())
 			wantIDs, wantW := fx[fmt.Sprintf("p%d/ids", i)], fx[fmt.Sprintf("p%d/weights", i)]
 			if len(ids)*77 != len(wantIDs) {
 				t.Fatalf("%q: %d windows, ComfyUI %d", p, len(ids), len(wantIDs)/77)

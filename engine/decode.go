@@ -12,18 +12,21 @@ func sqrt64(x float64) float64 { return math.Sqrt(x) }
 
 // DecodeImages decodes latents [shape] with the VAE into 8-bit images.
 // Images are decoded one at a time to bound memory.
-func (m *Model) DecodeImages(ctx context.Context, latents []float32, shape [4]int) ([]*image.NRGBA, error) {
+func (m *Model) DecodeImages(ctx context.Context, latents []float32, shape []int) ([]*image.NRGBA, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.decodeImages(ctx, latents, shape)
 }
 
-func (m *Model) decodeImages(ctx context.Context, latents []float32, shape [4]int) ([]*image.NRGBA, error) {
+func (m *Model) decodeImages(ctx context.Context, latents []float32, shape []int) ([]*image.NRGBA, error) {
+	if len(shape) != 4 {
+		return nil, fmt.Errorf("decode images: latent shape %v is not an image batch [B, C, h, w]", shape)
+	}
 	pix, err := m.decode(ctx, latents, shape)
 	if err != nil {
 		return nil, err
 	}
-	f := m.LatentFactor()
+	f := m.LatentFormat().Factor
 	h, w := shape[2]*f, shape[3]*f
 	imgs := make([]*image.NRGBA, shape[0])
 	for i := range imgs {
@@ -32,27 +35,27 @@ func (m *Model) decodeImages(ctx context.Context, latents []float32, shape [4]in
 	return imgs, nil
 }
 
-// Decode runs the VAE decoder and returns pixels [N, 3, H, W] in 0..1
+// Decode runs the VAE decoder and returns pixels [N, 3, (T,) H, W] in 0..1
 // (mapped from the decoder's [-1, 1] and clamped), float32.
-func (m *Model) Decode(ctx context.Context, latents []float32, shape [4]int) ([]float32, error) {
+func (m *Model) Decode(ctx context.Context, latents []float32, shape []int) ([]float32, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.decode(ctx, latents, shape)
 }
 
-func (m *Model) decode(ctx context.Context, latents []float32, shape [4]int) ([]float32, error) {
+func (m *Model) decode(ctx context.Context, latents []float32, shape []int) ([]float32, error) {
 	if err := m.checkShape(shape); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	n := shape[0] * shape[1] * shape[2] * shape[3]
+	n := numel(shape)
 	if len(latents) != n {
 		return nil, fmt.Errorf("decode: %d latent values for shape %v", len(latents), shape)
 	}
 	per := n / shape[0]
 	var out []float32
 	for i := range shape[0] {
-		lt := m.dev.Upload(latents[i*per:(i+1)*per], 1, shape[1], shape[2], shape[3])
-		img, err := m.vae.Decode(ctx, m.dev, lt)
+		lt := m.dev.Upload(latents[i*per:(i+1)*per], append([]int{1}, shape[1:]...)...)
+		img, err := m.c.VAE.Decode(ctx, m.dev, lt)
 		if err != nil {
 			return nil, fmt.Errorf("decode: %w", err)
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/engine/demo"
+	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 )
 
@@ -312,3 +313,7 @@ func (e *Engine) ListModels() []ModelEntry {
 	slices.SortFunc(out[1:], func(a, b ModelEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
+
+// DefaultModelFormat is the latent format of the built-in model (an SD1.x
+// model), for frontends and tests that draw previews without loading it.
+func DefaultModelFormat() LatentFormat { return sd1.LatentFormat() }

@@ -106,7 +106,7 @@ func TestDiffusersExtraCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			shape := [4]int{1, 4, c.Height / 8, c.Width / 8}
+			shape := []int{1, 4, c.Height / 8, c.Width / 8}
 			var steps [][]float32
 			lat, err := m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
 				Sigmas: sigmas, Seed: c.Seed, Noise: noise, Shape: shape, Convention: conv},
@@ -195,7 +195,7 @@ func TestVAEEncode(t *testing.T) {
 	}
 	fx := testref.Tensors(t, "extra_cases.safetensors")
 	img := m.dev.Upload(fx["vae_encode/image"], 1, 3, 64, 96)
-	lat, err := m.vae.Encode(context.Background(), m.dev, img)
+	lat, err := m.c.VAE.Encode(context.Background(), m.dev, img)
 	if err != nil {
 		t.Fatal(err)
 	}

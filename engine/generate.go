@@ -2,12 +2,14 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"math"
 	"time"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/rng"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 )
@@ -36,8 +38,11 @@ type Event struct {
 	Denoised []float32
 	// Latent is the sampler's latent after the step (a copy, PhaseSample).
 	Latent []float32
-	// LatentShape is the shape of Denoised and Latent.
-	LatentShape [4]int
+	// LatentShape is the shape of Denoised and Latent: [B, C, h, w], or
+	// [B, C, T, h, w] for video.
+	LatentShape []int
+	// Format is the model's latent format (for LatentPreview and TAESD).
+	Format LatentFormat
 }
 
 // Result is a finished generation.
@@ -45,8 +50,9 @@ type Result struct {
 	Request Request
 	// Images are the decoded images, one per batch item.
 	Images []*image.NRGBA
-	// Latents are the final latents [Batch, C, h, w].
-	Latents []float32
+	// Latents are the final latents, of shape LatentShape.
+	Latents     []float32
+	LatentShape []int
 	// Timings of each phase.
 	EncodeTime, SampleTime, DecodeTime time.Duration
 	// PeakMemory is the most device memory the job's tensors held at once,
@@ -55,22 +61,30 @@ type Result struct {
 	PeakMemory uint64
 }
 
-// Generate runs one text-to-image request on the model. onEvent (may be nil)
-// is called synchronously on the generating goroutine. Cancelling ctx stops
-// the job between UNet blocks and sampler steps.
+// Generate runs one text-to-image request on the model with the generic
+// pipeline every family shares: encode the prompts with the family's
+// conditioner, sample with its denoiser and model sampling (guidance in
+// package sampling), decode with its VAE. onEvent (may be nil) is called
+// synchronously on the generating goroutine. Cancelling ctx stops the job
+// between network blocks and sampler steps.
 func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) (*Result, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.checkRequest(req); err != nil {
+	conv, err := requestConvention(req)
+	if err != nil {
 		return nil, err
 	}
-	// The UNet's recorded step (a CUDA graph and the memory it owns) lives
-	// for this job: the memory returns to the pool when the job ends,
-	// finished or cancelled.
-	defer m.unet.ResetGraphs()
+	opt := family.PromptOptions{ClipSkip: req.ClipSkip, Convention: conv}
+	if err := m.checkRequest(req, opt); err != nil {
+		return nil, err
+	}
+	// The denoiser's recorded step (a CUDA graph and the memory it owns)
+	// lives for this job: the memory returns to the pool when the job
+	// ends, finished or cancelled.
+	defer m.c.Denoiser.Reset()
 	if onEvent == nil {
 		onEvent = func(Event) {}
 	}
@@ -82,24 +96,26 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 		defer func() { res.PeakMemory = peak.PeakMemory() }()
 	}
 	onEvent(Event{Phase: PhaseEncode})
-	cond, err := m.encodePrompt(ctx, req.Prompt, req.ClipSkip)
+	cond, err := m.encodePrompt(ctx, req.Prompt, opt)
 	if err != nil {
 		return nil, err
 	}
-	uncond, err := m.encodePrompt(ctx, req.Negative, req.ClipSkip)
-	if err != nil {
-		return nil, err
+	var uncond *Conditioning
+	if req.CFG != 1 {
+		if uncond, err = m.encodePrompt(ctx, req.Negative, opt); err != nil {
+			return nil, err
+		}
 	}
 	res.EncodeTime = time.Since(start)
 
-	f, c := m.LatentFactor(), m.LatentChannels()
-	shape := [4]int{req.Batch, c, req.Height / f, req.Width / f}
-	noise := rng.NewTorch(req.Seed).Randn(shape[0] * shape[1] * shape[2] * shape[3])
+	shape := m.LatentFormat().Shape(req.Batch, req.Width, req.Height, 0)
+	noise := rng.NewTorch(req.Seed).Randn(numel(shape))
 	t0 := time.Now()
 	latents, err := m.sample(ctx, SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
-		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
-		Seed: req.Seed, Noise: noise, Shape: shape,
+		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps, Denoise: req.Denoise,
+		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
+		Width: req.Width, Height: req.Height,
 	}, func(ev Event) {
 		ev.Elapsed = time.Since(start)
 		onEvent(ev)
@@ -108,7 +124,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 		return nil, err
 	}
 	res.SampleTime = time.Since(t0)
-	res.Latents = latents
+	res.Latents, res.LatentShape = latents, shape
 	for _, v := range latents {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return nil, fmt.Errorf("sampling produced non-finite values (NaN or Inf): the model's weights or the settings are broken")
@@ -116,7 +132,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	}
 
 	// The recorded step's memory is free for the decoder.
-	m.unet.ResetGraphs()
+	m.c.Denoiser.Reset()
 	t0 = time.Now()
 	onEvent(Event{Phase: PhaseDecode, Elapsed: time.Since(start)})
 	res.Images, err = m.decodeImages(ctx, latents, shape)
@@ -128,6 +144,23 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	return res, nil
 }
 
+// requestConvention maps the request's convention name.
+func requestConvention(req Request) (Convention, error) {
+	c, err := family.ParseConvention(req.Convention, req.Sampler)
+	if err != nil {
+		return 0, &FieldError{Field: "convention", Value: req.Convention, Msg: "want comfyui or diffusers"}
+	}
+	return c, nil
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
 // SampleParams configure Model.Sample.
 type SampleParams struct {
 	Cond, Uncond *Conditioning
@@ -135,68 +168,71 @@ type SampleParams struct {
 	Sampler      string
 	Scheduler    string
 	Steps        int
-	// Sigmas overrides Scheduler/Steps when set.
+	// Denoise is the fraction of the schedule run (img2img strength, as
+	// ComfyUI's KSampler: the last Steps steps of a Steps/Denoise schedule);
+	// 0 or 1 is a full run from pure noise.
+	Denoise float64
+	// Sigmas overrides Scheduler/Steps/Denoise when set.
 	Sigmas []float32
 	// Seed seeds the sampler's own noise (ancestral and SDE samplers).
 	Seed uint64
 	// Noise is the unit initial noise [Shape]; Latent (optional) is a clean
 	// starting latent it is added to (img2img).
 	Noise, Latent []float32
-	Shape         [4]int
+	// Shape is the latent shape [B, C, h, w] (or [B, C, T, h, w]).
+	Shape []int
+	// Width and Height are the image size in pixels, for families whose
+	// denoiser is conditioned on it; 0 means Shape's size × the factor.
+	Width, Height int
 	// Convention selects the numerical conventions; the zero value is
 	// ComfyUI's.
 	Convention Convention
 }
-
-// Convention is a set of numerical conventions for the discrete schedule
-// that differ between ComfyUI and diffusers. They change results by about
-// 1e-3 relative — invisible in an image, but not what "same seed, same
-// image" means.
-type Convention uint8
-
-// Conventions.
-const (
-	// ConventionComfy is ComfyUI's: the schedule built in float64, the UNet
-	// fed the nearest integer timestep in log-sigma, and txt2img noise scaled
-	// by sqrt(1+σ_max²).
-	ConventionComfy Convention = iota
-	// ConventionDiffusers is diffusers' Euler-family schedulers': the
-	// schedule in float32, continuous (log-sigma interpolated) timesteps, and
-	// noise scaled by σ_max (linspace/trailing spacing).
-	ConventionDiffusers
-	// ConventionDiffusersRounded is diffusers' DDIM/DPM-Solver/UniPC
-	// schedulers': the float32 schedule, timesteps rounded to integers, and
-	// unit noise in the variance-preserving space, i.e. sqrt(1+σ₀²) here.
-	ConventionDiffusersRounded
-)
 
 // Sample runs the sampler loop with classifier-free guidance and returns the
 // final latents. onEvent (may be nil) receives a PhaseSample event per step.
 func (m *Model) Sample(ctx context.Context, p SampleParams, onEvent func(Event)) ([]float32, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.c.Denoiser.Reset()
 	return m.sample(ctx, p, onEvent)
 }
 
 // checkRequest checks what depends on the model: the image size against the
-// VAE's factor, and clip skip against the text encoder's depth.
-func (m *Model) checkRequest(req Request) error {
-	f := m.LatentFactor()
+// latent factor, and the prompt options against the text encoders.
+func (m *Model) checkRequest(req Request, opt family.PromptOptions) error {
+	f := m.LatentFormat().Factor
 	if req.Width%f != 0 {
-		return fmt.Errorf("--width %d: this model needs a multiple of %d", req.Width, f)
+		return &FieldError{Field: "width", Value: req.Width, Msg: fmt.Sprintf("this model needs a multiple of %d", f)}
 	}
 	if req.Height%f != 0 {
-		return fmt.Errorf("--height %d: this model needs a multiple of %d", req.Height, f)
+		return &FieldError{Field: "height", Value: req.Height, Msg: fmt.Sprintf("this model needs a multiple of %d", f)}
 	}
-	if req.ClipSkip > m.text.Config.Layers {
-		return fmt.Errorf("--clip-skip %d: the text encoder has %d layers", req.ClipSkip, m.text.Config.Layers)
+	if err := m.c.Text.Check(opt); err != nil {
+		var fe *family.FieldError
+		if errors.As(err, &fe) {
+			return &FieldError{Field: fe.Field, Value: fe.Value, Msg: fe.Msg}
+		}
+		return err
 	}
 	return nil
 }
 
-func (m *Model) checkShape(shape [4]int) error {
-	if shape[0] < 1 || shape[1] != m.LatentChannels() || shape[2] < 1 || shape[3] < 1 {
-		return fmt.Errorf("latent shape %v: want [batch ≥ 1, %d, h ≥ 1, w ≥ 1]", shape, m.LatentChannels())
+func (m *Model) checkShape(shape []int) error {
+	f := m.LatentFormat()
+	want := 4
+	if f.TemporalFactor > 0 {
+		want = 5
+	}
+	ok := len(shape) == want && shape[1] == f.Channels
+	for _, d := range shape {
+		ok = ok && d >= 1
+	}
+	if !ok {
+		if want == 5 {
+			return fmt.Errorf("latent shape %v: want [batch ≥ 1, %d, frames ≥ 1, h ≥ 1, w ≥ 1]", shape, f.Channels)
+		}
+		return fmt.Errorf("latent shape %v: want [batch ≥ 1, %d, h ≥ 1, w ≥ 1]", shape, f.Channels)
 	}
 	return nil
 }
@@ -211,78 +247,99 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if p.Sigmas != nil && len(p.Sigmas) < 2 {
 		return nil, fmt.Errorf("sample: %d sigmas; want at least a start and an end", len(p.Sigmas))
 	}
-	n := p.Shape[0] * p.Shape[1] * p.Shape[2] * p.Shape[3]
-	if len(p.Noise) != n {
+	if len(p.Noise) != numel(p.Shape) {
 		return nil, fmt.Errorf("sample: %d noise values for latents %v", len(p.Noise), p.Shape)
 	}
-	sched := m.schedule
-	if p.Convention != ConventionComfy {
-		sched = m.scheduleDiffusers
-	}
+	ms := m.c.Sampling
+	sched := ms.Schedule(p.Convention)
 	sigmas := p.Sigmas
 	if sigmas == nil {
 		var err error
-		sigmas, err = sampling.SamplerSigmas(p.Sampler, p.Scheduler, sched, p.Steps)
+		if p.Denoise > 0 && p.Denoise < 1 {
+			sigmas, err = sampling.SamplerSigmasDenoise(p.Sampler, p.Scheduler, sched, p.Steps, p.Denoise)
+		} else {
+			sigmas, err = sampling.SamplerSigmas(p.Sampler, p.Scheduler, sched, p.Steps)
+		}
 		if err != nil {
 			return nil, err
 		}
+		if len(sigmas) < 2 {
+			return nil, fmt.Errorf("sample: denoise %g leaves no step to run", p.Denoise)
+		}
 	}
-	var scale float32
-	switch p.Convention {
-	case ConventionComfy:
-		scale = sampling.InitialNoiseScale(sigmas[0], sched.SigmaMax())
-	case ConventionDiffusers:
-		scale = sigmas[0]
-	case ConventionDiffusersRounded:
-		// Unit noise in the variance-preserving space at any σ₀.
-		scale = float32(math.Sqrt(1 + float64(sigmas[0])*float64(sigmas[0])))
+	flow := ms.Flow()
+	var x []float32
+	var err error
+	if flow != nil {
+		x, err = sampling.FlowNoiseLatent(p.Noise, p.Latent, sigmas[0])
+	} else {
+		x, err = sampling.NoiseLatent(p.Noise, p.Latent, ms.NoiseScale(p.Convention, sigmas[0]))
 	}
-	x, err := sampling.NoiseLatent(p.Noise, p.Latent, scale)
 	if err != nil {
 		return nil, err
 	}
-	den := m.denoiser(p.Cond, p.Uncond, float32(p.CFG), p.Shape, sched, p.Convention)
+	f := m.LatentFormat()
+	w, h := p.Width, p.Height
+	if w == 0 || h == 0 {
+		w, h = p.Shape[len(p.Shape)-1]*f.Factor, p.Shape[len(p.Shape)-2]*f.Factor
+	}
+	den, err := m.denoiser(ctx, p, family.Inputs{Width: w, Height: h})
+	if err != nil {
+		return nil, err
+	}
 	total := len(sigmas) - 1
 	cb := func(s sampling.StepInfo) {
 		if onEvent != nil {
 			onEvent(Event{Phase: PhaseSample, Step: s.Step + 1, Total: total, Sigma: s.Sigma,
-				Denoised: append([]float32(nil), s.Denoised...), Latent: append([]float32(nil), s.X...), LatentShape: p.Shape})
+				Denoised: append([]float32(nil), s.Denoised...), Latent: append([]float32(nil), s.X...),
+				LatentShape: append([]int(nil), p.Shape...), Format: f})
 		}
 	}
-	return sampling.Sample(ctx, p.Sampler, den, x, sigmas, sampling.TorchNoise(p.Seed), cb)
+	return sampling.SampleWith(ctx, p.Sampler, den, x, sigmas, sampling.TorchNoise(p.Seed), cb, sampling.Options{Flow: flow})
 }
 
-// denoiser wraps the UNet as a k-diffusion style ε-prediction denoiser with
-// classifier-free guidance: D(x, σ) = x − σ·ε̂, where the UNet sees
-// x/sqrt(σ²+1) at timestep t(σ) (per the convention) and
-// ε̂ = ε_u + cfg·(ε_c − ε_u). The conditional and unconditional halves run as
-// one batch; with cfg = 1 only the conditional half runs.
-func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, sched *sampling.Discrete, conv Convention) sampling.Denoiser {
-	dev := m.dev
-	b := shape[0]
-	per := shape[1] * shape[2] * shape[3]
-	useUncond := cfg != 1
-	// Contexts of different lengths are repeated to their least common multiple.
-	ct := cond.Tensor()
-	var parts []*backend.Tensor
+// denoiser binds the conditioning rows (the negative prompt's for every
+// image, then the prompt's, when cfg ≠ 1) and wraps the family's network
+// as a k-diffusion denoiser with classifier-free guidance.
+func (m *Model) denoiser(ctx context.Context, p SampleParams, in family.Inputs) (sampling.Denoiser, error) {
+	b := p.Shape[0]
+	useUncond := p.CFG != 1
+	var rows []*family.Cond
 	if useUncond {
-		ut := uncond.Tensor()
-		l := ct.Shape[1] / gcd(ct.Shape[1], ut.Shape[1]) * ut.Shape[1]
-		ct, ut = repeatTo(dev, ct, l), repeatTo(dev, ut, l)
 		for range b {
-			parts = append(parts, ut)
+			rows = append(rows, p.Uncond.c)
 		}
 	}
 	for range b {
-		parts = append(parts, ct)
+		rows = append(rows, p.Cond.c)
 	}
-	ctxLen, width := ct.Shape[1], ct.Shape[2]
-	ctxT := dev.Alloc(len(parts), ctxLen, width)
-	dev.Concat(ctxT, 0, parts...)
-	rows := len(parts)
+	step, err := m.c.Denoiser.Bind(ctx, rows, in)
+	if err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	return guided(m.dev, step, m.c.Denoiser.Prediction(), m.c.Sampling, p.Convention, float32(p.CFG), p.Shape, useUncond), nil
+}
 
+// guided wraps a network step as a denoiser D(x, σ) with classifier-free
+// guidance over rows (uncond rows first, then cond rows, when useUncond).
+// For ε-prediction it computes, in this float32 order, xIn = x·cIn with
+// cIn = 1/sqrt(σ²+1) (float64), ε̂ = ε_u + cfg·(ε_c − ε_u), D = x − σ·ε̂;
+// for v and flow velocity it forms each row's denoised estimate
+// (ComfyUI's V_PREDICTION and CONST) and guides in denoised space as
+// ComfyUI's cfg_function does.
+func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool) sampling.Denoiser {
+	b := shape[0]
+	per := numel(shape) / b
+	rows := b
+	if useUncond {
+		rows = 2 * b
+	}
+	rowShape := append([]int{rows}, shape[1:]...)
 	return func(ctx context.Context, x []float32, sigma float32) ([]float32, error) {
 		cIn := float32(1 / sqrt64(float64(sigma)*float64(sigma)+1))
+		if ms.Flow() != nil {
+			cIn = 1
+		}
 		in := make([]float32, rows*per)
 		for r := range rows {
 			src := x[(r%b)*per : (r%b+1)*per]
@@ -291,38 +348,50 @@ func (m *Model) denoiser(cond, uncond *Conditioning, cfg float32, shape [4]int, 
 				dst[i] = v * cIn
 			}
 		}
-		var t float32
-		switch conv {
-		case ConventionComfy:
-			t = float32(sched.NearestTimestep(sigma))
-		case ConventionDiffusers:
-			t = sched.Timestep(sigma)
-		case ConventionDiffusersRounded:
-			t = float32(math.RoundToEven(float64(sched.Timestep(sigma))))
-		}
+		t := ms.Timestep(conv, sigma)
 		ts := make([]float32, rows)
 		for i := range ts {
 			ts[i] = t
 		}
-		xt := dev.Upload(in, rows, shape[1], shape[2], shape[3])
-		eps, err := m.unet.Forward(ctx, dev, xt, ts, ctxT)
+		xt := dev.Upload(in, rowShape...)
+		raw, err := step(ctx, xt, ts)
 		if err != nil {
 			return nil, err
 		}
-		e, err := dev.Download(eps)
+		e, err := dev.Download(raw)
 		if err != nil {
 			return nil, err
 		}
 		out := make([]float32, len(x))
-		for i := range out {
-			var ev float32
-			if useUncond {
-				u, c := e[i], e[b*per+i]
-				ev = u + cfg*(c-u)
-			} else {
-				ev = e[i]
+		if pred == sampling.Eps {
+			for i := range out {
+				var ev float32
+				if useUncond {
+					u, c := e[i], e[b*per+i]
+					ev = u + cfg*(c-u)
+				} else {
+					ev = e[i]
+				}
+				out[i] = x[i] - sigma*ev
 			}
-			out[i] = x[i] - sigma*ev
+			return out, nil
+		}
+		den := func(row, i int) float32 {
+			xv, o := x[i], e[row*per+i%per]
+			if ms.Flow() != nil {
+				return xv - o*sigma
+			}
+			s2 := sigma*sigma + 1
+			return xv/s2 - float32(o*sigma)/float32(math.Sqrt(float64(s2)))
+		}
+		for i := range out {
+			r := i / per
+			if useUncond {
+				u, c := den(r, i), den(b+r, i)
+				out[i] = u + (c-u)*cfg
+			} else {
+				out[i] = den(r, i)
+			}
 		}
 		return out, nil
 	}

@@ -20,9 +20,9 @@ func TestLoadRefusesOtherFamilies(t *testing.T) {
 		keys []string
 		want string
 	}{
-		{"sdxl", []string{"conditioner.embedders.1.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight", "model.diffusion_model.input_blocks.0.0.weight"}, "looks like SDXL"},
-		{"sd3", []string{"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"}, "looks like SD3"},
-		{"flux", []string{"double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"}, "looks like Flux"},
+		{"sdxl", []string{"conditioner.embedders.1.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight", "model.diffusion_model.input_blocks.0.0.weight"}, "recognised as SDXL (base)"},
+		{"sd3", []string{"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "model.diffusion_model.x_embedder.proj.weight"}, "recognised as SD3"},
+		{"flux", []string{"double_blocks.0.img_mod.lin.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"}, "recognised as Flux.1 (schnell)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(dir, c.name+".safetensors")
@@ -120,7 +120,7 @@ func TestSampleDecodeArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shape := [4]int{1, 4, 8, 8}
+	shape := []int{1, 4, 8, 8}
 	noise := make([]float32, 256)
 	for _, c := range []struct {
 		name string
@@ -129,8 +129,8 @@ func TestSampleDecodeArguments(t *testing.T) {
 		{"no conditioning", SampleParams{CFG: 7, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: shape}},
 		{"no negative with cfg", SampleParams{Cond: cond, CFG: 7, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: shape}},
 		{"empty sigmas", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Sigmas: []float32{}, Noise: noise, Shape: shape}},
-		{"zero batch", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Shape: [4]int{0, 4, 8, 8}}},
-		{"wrong channels", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: [4]int{1, 3, 8, 8}}},
+		{"zero batch", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Shape: []int{0, 4, 8, 8}}},
+		{"wrong channels", SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: []int{1, 3, 8, 8}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := m.Sample(ctx, c.p, nil); err == nil {
@@ -142,7 +142,7 @@ func TestSampleDecodeArguments(t *testing.T) {
 	if _, err := m.Sample(ctx, SampleParams{Cond: cond, CFG: 1, Sampler: "euler", Scheduler: "normal", Steps: 2, Noise: noise, Shape: shape}, nil); err != nil {
 		t.Fatalf("cfg 1 without negative: %v", err)
 	}
-	if _, err := m.Decode(ctx, nil, [4]int{0, 4, 8, 8}); err == nil {
+	if _, err := m.Decode(ctx, nil, []int{0, 4, 8, 8}); err == nil {
 		t.Fatal("Decode accepted an empty batch")
 	}
 }

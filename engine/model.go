@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,43 +13,60 @@ import (
 	"sync"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
-	"github.com/darkroom-ai/darkroom/engine/models/clip"
-	"github.com/darkroom-ai/darkroom/engine/models/unet"
-	"github.com/darkroom-ai/darkroom/engine/models/vae"
-	"github.com/darkroom-ai/darkroom/engine/sampling"
-	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/weights"
+
+	// Every model family registers itself.
+	_ "github.com/darkroom-ai/darkroom/engine/families/all"
 )
 
-// Canonical (single-file LDM) prefixes of the SD1 components.
+// Family-seam types the engine's API exposes, so that frontends need no
+// other package.
+type (
+	// Detection is what the family probes found in a checkpoint.
+	Detection = family.Detection
+	// LatentFormat describes a family's latent space.
+	LatentFormat = family.LatentFormat
+	// Defaults are a family's generation defaults.
+	Defaults = family.Defaults
+	// Part describes one component of a loaded model.
+	Part = family.Part
+	// Convention selects whose numerical conventions a run reproduces.
+	Convention = family.Convention
+)
+
+// Conventions (see family.Convention).
 const (
-	prefixUNet = "model.diffusion_model."
-	prefixVAE  = "first_stage_model."
-	prefixCLIP = "cond_stage_model.transformer.text_model."
+	ConventionComfy            = family.ConventionComfy
+	ConventionDiffusers        = family.ConventionDiffusers
+	ConventionDiffusersRounded = family.ConventionDiffusersRounded
 )
 
-// Model is a loaded text-to-image model, resident on one device. It is safe
-// for concurrent use: its generating methods (Generate, EncodePrompt,
-// Sample, Decode, DecodeImages) run one at a time.
+// ErrNotSupported is matched (errors.Is) by the load error of a model whose
+// family darkroom recognises but cannot run yet.
+var ErrNotSupported = family.ErrNotSupported
+
+// Model is a loaded text-to-image model, resident on one device: the
+// components its family built. It is safe for concurrent use: its
+// generating methods (Generate, EncodePrompt, Sample, Decode, DecodeImages)
+// run one at a time.
 type Model struct {
 	// Name is the file or folder name; Path the full path.
 	Name, Path string
 	// Family is the detected model family ("SD1.x").
 	Family string
+	// Detection is what decided the family.
+	Detection Detection
 	// Files are the weight files the model was read from.
 	Files []string
 
 	// mu serialises the methods that run the networks.
-	mu   sync.Mutex
-	dev  backend.Device
-	tok  *tokenizer.CLIP
-	text *clip.TextModel
-	unet *unet.Model
-	vae  *vae.Model
-	// schedule is the SD discrete schedule as ComfyUI builds it;
-	// scheduleDiffusers as diffusers does (for ConventionDiffusers*).
-	schedule          *sampling.Discrete
-	scheduleDiffusers *sampling.Discrete
+	mu  sync.Mutex
+	dev backend.Device
+	c   *family.Components
+	// src stays open while the model lives (a mapping later layers may
+	// stream weights from); Close releases it.
+	src *weights.Model
 	// data is the checkpoint of a model loaded from memory (for Hash).
 	data     []byte
 	hashOnce sync.Once
@@ -60,38 +77,58 @@ type Model struct {
 // Device returns the device the model lives on.
 func (m *Model) Device() backend.Device { return m.dev }
 
-// TextConfig describes the loaded text encoder.
-func (m *Model) TextConfig() clip.Config { return m.text.Config }
+// Parts describes the loaded components (name, tensor prefix, configuration).
+func (m *Model) Parts() []Part { return m.c.Parts }
 
-// UNetConfig describes the loaded UNet.
-func (m *Model) UNetConfig() unet.Config { return m.unet.Config }
+// LatentFormat describes the model's latent space.
+func (m *Model) LatentFormat() LatentFormat { return m.c.VAE.Format() }
 
-// VAEConfig describes the loaded autoencoder.
-func (m *Model) VAEConfig() vae.Config { return m.vae.Config }
+// Defaults returns the family's generation defaults.
+func (m *Model) Defaults() Defaults { return m.c.Defaults }
 
-// LatentChannels is the number of latent channels (4 for SD1).
-func (m *Model) LatentChannels() int { return m.vae.Config.ZChannels }
+// Close releases the model's files. The device memory of its weights is
+// returned when the model is garbage collected.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.src == nil {
+		return nil
+	}
+	err := m.src.Close()
+	m.src = nil
+	return err
+}
 
-// LatentFactor is the pixel-to-latent downsampling factor (8 for SD1).
-func (m *Model) LatentFactor() int { return m.vae.Config.Factor() }
+// ModelFiles names the files of one model, as users keep them: a
+// checkpoint (single .safetensors file or diffusers folder), or a
+// diffusion-model file with separate VAE and text-encoder files (ComfyUI's
+// split layout). VAE, when set, replaces the checkpoint's VAE.
+type ModelFiles struct {
+	Model        string
+	VAE          string
+	TextEncoders []string
+}
 
 // Load opens a checkpoint (single .safetensors file or diffusers folder),
 // detects its family and uploads its weights to dev.
 func Load(ctx context.Context, path string, dev backend.Device) (*Model, error) {
-	src, err := weights.OpenModel(path)
+	return LoadFiles(ctx, ModelFiles{Model: path}, dev)
+}
+
+// LoadFiles opens a model made of one or more files, detects its family
+// and uploads its weights to dev.
+func LoadFiles(ctx context.Context, files ModelFiles, dev backend.Device) (*Model, error) {
+	src, err := weights.OpenFiles(files.Model, files.VAE, files.TextEncoders)
 	if err != nil {
 		return nil, err
 	}
 	m, err := loadFrom(ctx, src, dev)
-	// Weights were converted into device memory; the mapping is not needed.
-	if cerr := src.Close(); err == nil && cerr != nil {
-		return nil, fmt.Errorf("%s: %w", path, cerr)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		src.Close()
+		return nil, fmt.Errorf("%s: %w", files.Model, err)
 	}
-	m.Path = path
-	m.Name = strings.TrimSuffix(filepath.Base(path), ".safetensors")
+	m.Path = files.Model
+	m.Name = strings.TrimSuffix(filepath.Base(files.Model), ".safetensors")
 	return m, nil
 }
 
@@ -104,119 +141,45 @@ func LoadBytes(ctx context.Context, name string, data []byte, dev backend.Device
 		return nil, err
 	}
 	m, err := loadFrom(ctx, src, dev)
-	if cerr := src.Close(); err == nil && cerr != nil {
-		return nil, fmt.Errorf("%s: %w", name, cerr)
-	}
 	if err != nil {
+		src.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	m.Name, m.Path, m.data = name, name, data
 	return m, nil
 }
 
+// Detect opens a model's files and names its family, without loading it.
+func Detect(files ModelFiles) (Detection, error) {
+	src, err := weights.OpenFiles(files.Model, files.VAE, files.TextEncoders)
+	if err != nil {
+		return Detection{}, err
+	}
+	defer src.Close()
+	_, d, err := family.Detect(family.NewKeys(src))
+	if err != nil {
+		return Detection{}, fmt.Errorf("%s: %w", files.Model, err)
+	}
+	return d, nil
+}
+
 func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Model, error) {
-	if src.Layout == weights.Diffusers {
-		have := map[string]bool{}
-		for _, f := range src.Files {
-			have[f.Component] = true
-		}
-		for _, c := range []string{"unet", "vae", "text_encoder"} {
-			if !have[c] {
-				return nil, fmt.Errorf("diffusers folder has no %s/ weights", c)
-			}
-		}
-	}
-	fam := weights.DetectFamily(src)
-	if err := fam.Supported(); err != nil {
-		return nil, err
-	}
-	uc, err := unet.ConfigFromWeights(src, prefixUNet)
+	s := family.NewSource(src)
+	fam, det, err := family.Detect(s.Keys())
 	if err != nil {
 		return nil, err
 	}
-	vc, err := vae.ConfigFromWeights(src, prefixVAE)
+	c, err := fam.Load(ctx, s, family.Env{Device: dev, Detection: det})
 	if err != nil {
-		return nil, err
-	}
-	cc, err := clip.ConfigFromWeights(src, prefixCLIP)
-	if err != nil {
-		return nil, err
-	}
-	if cc.Width != uc.ContextDim {
-		return nil, fmt.Errorf("text encoder width %d does not match the UNet context %d", cc.Width, uc.ContextDim)
-	}
-	if vc.ZChannels != uc.InChannels {
-		if uc.InChannels == vc.ZChannels*2+1 {
-			return nil, fmt.Errorf("looks like an inpainting model (the UNet takes %d channels); inpainting is not supported yet", uc.InChannels)
+		if errors.Is(err, family.ErrNotSupported) {
+			return nil, err
 		}
-		return nil, fmt.Errorf("vae has %d latent channels, the UNet takes %d", vc.ZChannels, uc.InChannels)
+		return nil, fmt.Errorf("%s: %w", det.Name(), err)
 	}
-	if uc.OutChannels != vc.ZChannels {
-		return nil, fmt.Errorf("the UNet predicts %d channels, the latents have %d", uc.OutChannels, vc.ZChannels)
+	if c.Text == nil || c.Denoiser == nil || c.VAE == nil || c.Sampling == nil {
+		return nil, fmt.Errorf("family %s built incomplete components", fam.Name())
 	}
-	if vc.InChannels != 3 {
-		return nil, fmt.Errorf("the VAE decodes %d image channels; only RGB (3) is supported", vc.InChannels)
-	}
-	if err := checkEpsilonPrediction(src); err != nil {
-		return nil, err
-	}
-	tok, err := loadTokenizer(src.TokenizerDir)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	b := weights.NewBuilder(src, dev)
-	m := &Model{
-		Family:   string(fam.Family),
-		Files:    filePaths(src.Files),
-		dev:      dev,
-		tok:      tok,
-		text:     clip.Load(b.Sub(strings.TrimSuffix(prefixCLIP, ".")), cc),
-		unet:     unet.Load(b.Sub(strings.TrimSuffix(prefixUNet, ".")), uc),
-		vae:      vae.Load(b.Sub(strings.TrimSuffix(prefixVAE, ".")), vc),
-		schedule: sampling.DefaultDiscrete(),
-	}
-	if err := b.Err(); err != nil {
-		return nil, err
-	}
-	// A tensor nothing used means a structure the models did not build
-	// (say, deeper transformers in the up path): refuse rather than run a
-	// different network.
-	var unused []string
-	for _, p := range []string{prefixUNet, prefixVAE, prefixCLIP} {
-		for _, n := range b.Unused(p) {
-			if !strings.HasSuffix(n, "position_ids") {
-				unused = append(unused, n)
-			}
-		}
-	}
-	if len(unused) > 0 {
-		return nil, fmt.Errorf("%d tensors this SD1 architecture does not use, e.g. %q: unsupported variant", len(unused), unused[0])
-	}
-	m.scheduleDiffusers, err = sampling.NewDiscreteDiffusers(0.00085, 0.012, 1000, "scaled_linear")
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// loadTokenizer prefers a model folder's own vocabulary and falls back to the
-// bundled OpenAI CLIP vocabulary.
-func loadTokenizer(dir string) (*tokenizer.CLIP, error) {
-	if dir != "" {
-		vocab, merges := filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt")
-		if fileExists(vocab) && fileExists(merges) {
-			return tokenizer.LoadCLIP(vocab, merges)
-		}
-	}
-	return tokenizer.NewCLIP()
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
+	return &Model{Family: det.Name(), Detection: det, Files: filePaths(src.Files), dev: dev, c: c, src: src}, nil
 }
 
 // Hash returns the A1111-style model hash: the first 10 hex digits of the
@@ -263,29 +226,7 @@ func filePaths(files []weights.FileInfo) []string {
 	return out
 }
 
-// checkEpsilonPrediction refuses models marked as v-prediction (SD1/SD2
-// v-prediction and zero-terminal-SNR fine-tunes), which darkroom does not run
-// yet: ComfyUI's "v_pred" marker tensor, the modelspec metadata of a single
-// file, or a diffusers scheduler config.
-func checkEpsilonPrediction(src *weights.Model) error {
-	for _, marker := range []string{"v_pred", "ztsnr"} {
-		if _, ok := src.Info(marker); ok {
-			return fmt.Errorf("v-prediction model (found key %q); v-prediction is not supported yet", marker)
-		}
-	}
-	if pt := src.Metadata["modelspec.prediction_type"]; pt != "" && pt != "epsilon" {
-		return fmt.Errorf("%s model (metadata modelspec.prediction_type); only epsilon prediction is supported yet", pt)
-	}
-	if src.Layout == weights.Diffusers {
-		data, err := os.ReadFile(filepath.Join(src.Path, "scheduler", "scheduler_config.json"))
-		if err == nil {
-			var cfg struct {
-				PredictionType string `json:"prediction_type"`
-			}
-			if json.Unmarshal(data, &cfg) == nil && cfg.PredictionType != "" && cfg.PredictionType != "epsilon" {
-				return fmt.Errorf("%s model (scheduler/scheduler_config.json); only epsilon prediction is supported yet", cfg.PredictionType)
-			}
-		}
-	}
-	return nil
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
 }

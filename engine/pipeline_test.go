@@ -113,7 +113,7 @@ func runRefCase(t *testing.T, m *Model, c refCase, fx map[string][]float32) refR
 	}
 	r.cond, _ = cond.Values(m.dev)
 	r.uncond, _ = uncond.Values(m.dev)
-	shape := [4]int{1, 4, c.Height / 8, c.Width / 8}
+	shape := []int{1, 4, c.Height / 8, c.Width / 8}
 	r.noise = rng.NewTorch(c.Seed).Randn(shape[1] * shape[2] * shape[3])
 	r.final, err = m.Sample(ctx, SampleParams{Cond: cond, Uncond: uncond, CFG: c.CFG, Sampler: c.Sampler,
 		Scheduler: c.Scheduler, Steps: c.Steps, Seed: c.Seed, Noise: r.noise, Shape: shape, Convention: refConvention[c.Sampler]},

@@ -29,6 +29,11 @@ type Request struct {
 	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
 	// the penultimate (A1111 "Clip skip: 2").
 	ClipSkip int `json:"clip_skip,omitempty"`
+	// Convention is whose conventions the run reproduces: "comfyui" (or
+	// empty) or "diffusers".
+	Convention string `json:"convention,omitempty"`
+	// Denoise is the img2img strength; 0 means 1 (a full run).
+	Denoise float64 `json:"denoise,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/families/sd1"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/models/clip"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
@@ -78,24 +80,24 @@ func TestSD15Layout(t *testing.T) {
 	for _, f := range []string{"sd15_unet.keys", "sd15_vae.keys", "sd15_clip.keys"} {
 		readKeys(t, src, f)
 	}
-	if fam := weights.DetectFamily(src); fam.Family != weights.FamilySD1 {
-		t.Fatalf("family %v", fam)
+	if _, d, err := family.Detect(family.NewKeys(&weights.Model{Source: src})); err != nil || d.Family != sd1.Name {
+		t.Fatalf("family %v (%v)", d, err)
 	}
-	uc, err := unet.ConfigFromWeights(src, prefixUNet)
+	uc, err := unet.ConfigFromWeights(src, sd1.PrefixUNet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if uc.String() != unet.SD15().String() {
 		t.Errorf("unet config\n got %v\nwant %v", uc, unet.SD15())
 	}
-	vc, err := vae.ConfigFromWeights(src, prefixVAE)
+	vc, err := vae.ConfigFromWeights(src, sd1.PrefixVAE)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if vc.String() != sd15VAEWithEncoder().String() {
 		t.Errorf("vae config\n got %v\nwant %v", vc, sd15VAEWithEncoder())
 	}
-	cc, err := clip.ConfigFromWeights(src, prefixCLIP)
+	cc, err := clip.ConfigFromWeights(src, sd1.PrefixCLIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,13 +105,13 @@ func TestSD15Layout(t *testing.T) {
 		t.Errorf("clip config %v", cc)
 	}
 	b := weights.NewBuilder(src, shapeDevice{})
-	clip.Load(b.Sub(strings.TrimSuffix(prefixCLIP, ".")), cc)
-	unet.Load(b.Sub(strings.TrimSuffix(prefixUNet, ".")), uc)
-	vae.Load(b.Sub(strings.TrimSuffix(prefixVAE, ".")), vc)
+	clip.Load(b.Sub(strings.TrimSuffix(sd1.PrefixCLIP, ".")), cc)
+	unet.Load(b.Sub(strings.TrimSuffix(sd1.PrefixUNet, ".")), uc)
+	vae.Load(b.Sub(strings.TrimSuffix(sd1.PrefixVAE, ".")), vc)
 	if err := b.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{prefixUNet, prefixVAE, prefixCLIP} {
+	for _, p := range []string{sd1.PrefixUNet, sd1.PrefixVAE, sd1.PrefixCLIP} {
 		if u := b.Unused(p); len(u) > 0 {
 			t.Errorf("%d tensors under %s not used, e.g. %v", len(u), p, u[:min(3, len(u))])
 		}

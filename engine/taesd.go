@@ -24,13 +24,16 @@ const TAESDDecoderFile = "taesd_decoder.safetensors"
 // checkpoints folder.
 var taesdSubdirs = []string{"", "vae_approx", filepath.Join("models", "vae_approx"), filepath.Join("..", "vae_approx")}
 
-// FindTAESD returns the path of the first TAESD decoder (TAESDDecoderFile)
-// found in dirs, each searched directly and in vae_approx/,
+// FindTAESD returns the path of the first TAESD decoder named file (a
+// LatentFormat's TAESD, e.g. TAESDDecoderFile for SD1) found in dirs, each searched directly and in vae_approx/,
 // models/vae_approx/ and ../vae_approx/, or "" when there is none.
-func FindTAESD(dirs []string) string {
+func FindTAESD(dirs []string, file string) string {
+	if file == "" {
+		return ""
+	}
 	for _, dir := range dirs {
 		for _, sub := range taesdSubdirs {
-			p := filepath.Join(dir, sub, TAESDDecoderFile)
+			p := filepath.Join(dir, sub, file)
 			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 				return p
 			}
@@ -47,6 +50,8 @@ type TAESD struct {
 	mu  sync.Mutex // serialises decodes on dev
 	dec *taesd.Decoder
 	dev backend.Device
+	// file is the decoder's file name, matched against LatentFormat.TAESD.
+	file string
 }
 
 // LoadTAESD reads a TAESD decoder checkpoint (safetensors; the latent width
@@ -64,18 +69,22 @@ func LoadTAESD(ctx context.Context, path string, dev backend.Device) (*TAESD, er
 	if err := dev.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("load taesd: %w", err)
 	}
-	return &TAESD{dec: dec, dev: dev}, nil
+	return &TAESD{dec: dec, dev: dev, file: filepath.Base(path)}, nil
 }
 
 // LatentChannels is the latent width the decoder expects (4 for SD1's TAESD).
 func (t *TAESD) LatentChannels() int { return t.dec.Config.LatentChannels }
 
 // Preview decodes batch item i of latents [shape] (sampler-space latents,
-// as Event.Denoised holds them) into an image 8× the latent size. It
-// returns nil, so that callers fall back to LatentPreview, when the latents
-// do not match the decoder's latent channels, the arguments are
-// inconsistent, or the device fails.
-func (t *TAESD) Preview(latents []float32, shape [4]int, i int) *image.NRGBA {
+// as Event.Denoised holds them, of format f) into an image 8× the latent
+// size. It returns nil, so that callers fall back to LatentPreview, when
+// the format names another TAESD file, the latents do not match the
+// decoder's latent channels, the arguments are inconsistent, or the device
+// fails.
+func (t *TAESD) Preview(f LatentFormat, latents []float32, shape []int, i int) *image.NRGBA {
+	if len(shape) != 4 || f.TAESD != t.file {
+		return nil
+	}
 	n, c, h, w := shape[0], shape[1], shape[2], shape[3]
 	if c != t.LatentChannels() || h <= 0 || w <= 0 || i < 0 || i >= n || len(latents) < n*c*h*w {
 		return nil

@@ -50,7 +50,7 @@ func TestFindTAESD(t *testing.T) {
 			if tc.want != "" {
 				want = filepath.Join(root, tc.want)
 			}
-			if got := FindTAESD(dirs); got != want {
+			if got := FindTAESD(dirs, TAESDDecoderFile); got != want {
 				t.Errorf("FindTAESD = %q, want %q", got, want)
 			}
 		})
@@ -82,32 +82,37 @@ func TestTAESDPreview(t *testing.T) {
 	if tae.LatentChannels() != 32 {
 		t.Fatalf("latent channels %d, want 32", tae.LatentChannels())
 	}
+	// The format of the latents a taef2 decoder previews.
+	taef2 := LatentFormat{Channels: 32, Factor: 8, TAESD: "taef2_decoder.safetensors"}
+	if img := tae.Preview(DefaultModelFormat(), make([]float32, 32*8*8), []int{1, 32, 8, 8}, 0); img != nil {
+		t.Error("a decoder previewed latents of another format")
+	}
 	fx := testref.Tensors(t, "taef2_roundtrip.safetensors")
 	ref := fx["latent"] // [1, 32, 32, 32]
 	// Batch of two: zeros, then the reference latent.
 	batch := append(make([]float32, len(ref)), ref...)
-	shape := [4]int{2, 32, 32, 32}
+	shape := []int{2, 32, 32, 32}
 
 	for _, tc := range []struct {
 		name    string
 		latents []float32
-		shape   [4]int
+		shape   []int
 		i       int
 	}{
-		{"sd1 latents", make([]float32, 4*8*8), [4]int{1, 4, 8, 8}, 0},
+		{"sd1 latents", make([]float32, 4*8*8), []int{1, 4, 8, 8}, 0},
 		{"index past batch", batch, shape, 2},
 		{"negative index", batch, shape, -1},
 		{"short slice", batch[:len(batch)-1], shape, 1},
-		{"empty", nil, [4]int{0, 32, 0, 0}, 0},
+		{"empty", nil, []int{0, 32, 0, 0}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if img := tae.Preview(tc.latents, tc.shape, tc.i); img != nil {
+			if img := tae.Preview(taef2, tc.latents, tc.shape, tc.i); img != nil {
 				t.Errorf("preview %v, want nil (fall back)", img.Bounds())
 			}
 		})
 	}
 
-	img := tae.Preview(batch, shape, 1)
+	img := tae.Preview(taef2, batch, shape, 1)
 	if img == nil {
 		t.Fatal("no preview")
 	}

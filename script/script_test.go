@@ -110,7 +110,7 @@ func TestEngineCells(t *testing.T) {
 	cells := []struct{ cell, value, stdout string }{
 		{cell: `m, err := eng.Load(ctx, "` + tinyModel + `")`},
 		{cell: `err`, value: "<nil>"},
-		{cell: `m.LatentChannels()`, value: "4"},
+		{cell: `m.LatentFormat().Channels`, value: "4"},
 		{cell: `m.Tokenize("a cat")`, value: "[49406 320 2368 49407]"},
 		{cell: "req := engine.DefaultRequest()\nreq.Width, req.Height, req.Steps = 64, 64, 2\nres, err := m.Generate(ctx, req, nil)\ncheck(err)"},
 		{cell: `res.Images[0]`, stdout: "[image 64x64]\n"},

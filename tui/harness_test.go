@@ -49,7 +49,7 @@ func (f *fakePipeline) Generate(ctx context.Context, req engine.Request, onEvent
 	if err := f.fail[req.Prompt]; err != nil {
 		return nil, err
 	}
-	shape := [4]int{req.Batch, 4, req.Height / 8, req.Width / 8}
+	shape := []int{req.Batch, 4, req.Height / 8, req.Width / 8}
 	lat := make([]float32, shape[0]*shape[1]*shape[2]*shape[3])
 	for i := range lat {
 		lat[i] = float32(i%7)/7 - 0.5
@@ -66,7 +66,7 @@ func (f *fakePipeline) Generate(ctx context.Context, req engine.Request, onEvent
 			return nil, err
 		}
 		onEvent(engine.Event{Phase: engine.PhaseSample, Step: s, Total: req.Steps, Sigma: float32(req.Steps - s),
-			Elapsed: time.Duration(s+1) * 100 * time.Millisecond, Denoised: lat, LatentShape: shape})
+			Elapsed: time.Duration(s+1) * 100 * time.Millisecond, Denoised: lat, LatentShape: shape, Format: engine.DefaultModelFormat()})
 	}
 	onEvent(engine.Event{Phase: engine.PhaseDecode})
 	res := &engine.Result{Request: req}

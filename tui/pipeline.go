@@ -26,7 +26,7 @@ var _ Pipeline = (*engine.Engine)(nil)
 // are present). Preview returns batch item i of the denoised latents as an
 // image, or nil to fall back to engine.LatentPreview.
 type Previewer interface {
-	Preview(latents []float32, shape [4]int, i int) *image.NRGBA
+	Preview(f engine.LatentFormat, latents []float32, shape []int, i int) *image.NRGBA
 }
 
 // previewPipeline is a Pipeline whose previews come from a separate

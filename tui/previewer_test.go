@@ -9,9 +9,9 @@ import (
 )
 
 // previewFunc adapts a function to Previewer.
-type previewFunc func(latents []float32, shape [4]int, i int) *image.NRGBA
+type previewFunc func(latents []float32, shape []int, i int) *image.NRGBA
 
-func (f previewFunc) Preview(latents []float32, shape [4]int, i int) *image.NRGBA {
+func (f previewFunc) Preview(_ engine.LatentFormat, latents []float32, shape []int, i int) *image.NRGBA {
 	return f(latents, shape, i)
 }
 
@@ -22,10 +22,10 @@ func TestWithPreviewer(t *testing.T) {
 	if p := tinyModels(); withPreviewer(p, nil) != Pipeline(p) {
 		t.Error("withPreviewer(p, nil) is not p")
 	}
-	eightfold := previewFunc(func(_ []float32, shape [4]int, _ int) *image.NRGBA {
+	eightfold := previewFunc(func(_ []float32, shape []int, _ int) *image.NRGBA {
 		return image.NewNRGBA(image.Rect(0, 0, shape[3]*8, shape[2]*8))
 	})
-	declines := previewFunc(func([]float32, [4]int, int) *image.NRGBA { return nil })
+	declines := previewFunc(func([]float32, []int, int) *image.NRGBA { return nil })
 	for _, tc := range []struct {
 		name string
 		pv   Previewer

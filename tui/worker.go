@@ -123,12 +123,12 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 		if ev.Denoised != nil {
 			if pv, ok := w.p.(Previewer); ok && (lastCost < cheapPreview || previewSpent <= time.Duration(previewShare*float64(time.Since(jobStart)))) {
 				t0 := time.Now()
-				msg.Preview = pv.Preview(ev.Denoised, ev.LatentShape, 0)
+				msg.Preview = pv.Preview(ev.Format, ev.Denoised, ev.LatentShape, 0)
 				lastCost = time.Since(t0)
 				previewSpent += lastCost
 			}
 			if msg.Preview == nil {
-				msg.Preview = engine.LatentPreview(ev.Denoised, ev.LatentShape, 0)
+				msg.Preview = engine.LatentPreview(ev.Format, ev.Denoised, ev.LatentShape, 0)
 			}
 		}
 		msg.Event.Denoised = nil

@@ -131,7 +131,7 @@ func TestWorkerRunLoop(t *testing.T) {
 // taesdPipeline decodes previews at 8× the latent size, like TAESD.
 type taesdPipeline struct{ *fakePipeline }
 
-func (taesdPipeline) Preview(latents []float32, shape [4]int, i int) *image.NRGBA {
+func (taesdPipeline) Preview(_ engine.LatentFormat, latents []float32, shape []int, i int) *image.NRGBA {
 	return image.NewNRGBA(image.Rect(0, 0, shape[3]*8, shape[2]*8))
 }
 

@@ -19,6 +19,8 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/engine/demo"
+	"github.com/darkroom-ai/darkroom/engine/families/sd1"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
@@ -140,8 +142,13 @@ func TestEmbeddedCheckpoint(t *testing.T) {
 	if got := f.Metadata()["modelspec.title"]; got != demo.Name {
 		t.Errorf("metadata title %q, want %q", got, demo.Name)
 	}
-	if fam := weights.DetectFamily(f); fam.Supported() != nil || fam.Family != weights.FamilySD1 {
-		t.Errorf("family %v (%v), want SD1", fam.Family, fam.Supported())
+	wm, err := weights.OpenBytes(demo.Name, demo.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wm.Close()
+	if _, d, err := family.Detect(family.NewKeys(wm)); err != nil || d.Family != sd1.Name || !d.Runnable {
+		t.Errorf("family %v (%v), want a runnable SD1.x", d, err)
 	}
 	for _, name := range f.Names() {
 		info, _ := f.Info(name)
@@ -209,21 +216,22 @@ func loadModel(t *testing.T) *engine.Model {
 
 func TestModelShape(t *testing.T) {
 	m := loadModel(t)
-	if m.Family != string(weights.FamilySD1) {
-		t.Errorf("family %q, want %q", m.Family, weights.FamilySD1)
+	if m.Family != sd1.Name {
+		t.Errorf("family %q, want %q", m.Family, sd1.Name)
 	}
-	if got := m.LatentFactor(); got != 4 {
+	if got := m.LatentFormat().Factor; got != 4 {
 		t.Errorf("latent factor %d, want 4 (3-level VAE)", got)
 	}
-	if got := m.LatentChannels(); got != 4 {
+	if got := m.LatentFormat().Channels; got != 4 {
 		t.Errorf("latent channels %d, want 4", got)
 	}
-	if c := m.TextConfig(); c.Width != 64 || c.Vocab != 49408 || c.Positions != 77 {
-		t.Errorf("text config %v", c)
+	parts := m.Parts()
+	if len(parts) != 3 || !strings.Contains(parts[2].Config, "width 64,") || !strings.Contains(parts[2].Config, "vocab 49408, 77 positions") {
+		t.Errorf("text encoder %v, want width 64, vocab 49408, 77 positions", parts)
 	}
-	t.Logf("unet: %v", m.UNetConfig())
-	t.Logf("vae: %v", m.VAEConfig())
-	t.Logf("text: %v", m.TextConfig())
+	for _, p := range parts {
+		t.Logf("%s: %s", p.Name, p.Config)
+	}
 }
 
 // promptForms are the prompt styles of the semantic test; each form runs

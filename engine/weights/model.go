@@ -45,9 +45,16 @@ type Model struct {
 	// TokenizerDir is the diffusers tokenizer folder holding vocab.json and
 	// merges.txt, or empty when the model has none.
 	TokenizerDir string
+	// TokenizerDirs are a diffusers folder's tokenizer folders by name
+	// ("tokenizer", "tokenizer_2", ...).
+	TokenizerDirs map[string]string
 	// Metadata is the safetensors "__metadata__" of a single file (nil for
 	// diffusers folders).
 	Metadata map[string]string
+	// JSON holds a diffusers folder's small JSON files by relative path
+	// ("model_index.json", "scheduler/scheduler_config.json",
+	// "unet/config.json", ...); nil for a single file.
+	JSON map[string][]byte
 }
 
 // ErrNotModel is matched (errors.Is) when a path is neither a safetensors
@@ -106,7 +113,7 @@ func OpenBytes(name string, data []byte) (*Model, error) {
 	return singleModel(f, name, int64(len(data)))
 }
 
-func singleModel(f *safetensors.File, path string, size int64) (*Model, error) {
+func singleModel(f tensorFile, path string, size int64) (*Model, error) {
 	renames := make([]keymap.Rename, len(f.Names()))
 	for i, name := range f.Names() {
 		renames[i] = keymap.NormalizeLDM(name)
@@ -126,7 +133,8 @@ func singleModel(f *safetensors.File, path string, size int64) (*Model, error) {
 	}, nil
 }
 
-// component is one diffusers folder darkroom reads.
+// component is one diffusers folder with a name converter to the
+// canonical (LDM) namespace.
 type component struct {
 	dir     string // folder name
 	base    string // weight file base name
@@ -139,11 +147,70 @@ var diffusersComponents = []component{
 	{"text_encoder", "model", keymap.DiffusersCLIP},
 }
 
-// unsupportedFolders are diffusers components of families darkroom cannot
-// load yet; finding one stops OpenModel with a clear message.
-var unsupportedFolders = []struct{ dir, family string }{
-	{"text_encoder_2", "SDXL"},
-	{"transformer", "SD3 or Flux"},
+// sdPipelines are the diffusers pipeline classes whose unet/, vae/ and
+// text_encoder/ are SD1/SD2 components: a name their converter does not
+// know is an error there, never a reason to fall back to stored names.
+var sdPipelines = map[string]bool{
+	"StableDiffusionPipeline": true, "StableDiffusionImg2ImgPipeline": true,
+	"StableDiffusionInpaintPipeline": true, "StableDiffusionUpscalePipeline": true,
+}
+
+// weightBases are the weight file base names of diffusers components
+// (diffusers models, transformers models).
+var weightBases = []string{"diffusion_pytorch_model", "model"}
+
+// folder is what openDiffusers reads: a directory on disk, or a shape-only
+// stand-in built from a key list (OpenKeyList).
+type folder interface {
+	// path joins rel to the folder's path, for messages and FileInfo.
+	path(rel string) string
+	isDir(rel string) bool
+	isFile(rel string) bool
+	readFile(rel string) ([]byte, error)
+	// entries lists the names in a sub-folder, sorted.
+	entries(rel string) []string
+	open(rel string) (tensorFile, int64, error)
+}
+
+// tensorFile is one file of tensors: a safetensors file, or a shape-only
+// stand-in.
+type tensorFile interface {
+	Source
+	Path() string
+	Metadata() map[string]string
+}
+
+type osFolder string
+
+func (f osFolder) path(rel string) string { return filepath.Join(string(f), rel) }
+func (f osFolder) isDir(rel string) bool  { return isDir(f.path(rel)) }
+func (f osFolder) isFile(rel string) bool { return isFile(f.path(rel)) }
+func (f osFolder) readFile(rel string) ([]byte, error) {
+	return os.ReadFile(f.path(rel))
+}
+func (f osFolder) entries(rel string) []string {
+	des, err := os.ReadDir(f.path(rel))
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(des))
+	for i, de := range des {
+		out[i] = de.Name()
+	}
+	return out
+}
+func (f osFolder) open(rel string) (tensorFile, int64, error) {
+	p := f.path(rel)
+	sf, err := safetensors.Open(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		sf.Close()
+		return nil, 0, fmt.Errorf("%s: %w", p, err)
+	}
+	return sf, st.Size(), nil
 }
 
 func isDir(p string) bool {
@@ -156,38 +223,104 @@ func isFile(p string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
-func openDiffusers(path string) (m *Model, err error) {
-	found := isFile(filepath.Join(path, "model_index.json"))
+// jsonFiles are the small JSON files of a diffusers folder kept in
+// Model.JSON for probes and loaders: the pipeline index, the scheduler
+// config and each component's config.
+func jsonFiles(fs folder) map[string][]byte {
+	out := map[string][]byte{}
+	read := func(rel string) {
+		if fs.isFile(rel) {
+			if b, err := fs.readFile(rel); err == nil && len(b) < 1<<20 {
+				out[rel] = b
+			}
+		}
+	}
+	read("model_index.json")
+	for _, dir := range fs.entries("") {
+		if fs.isDir(dir) {
+			for _, name := range []string{"config.json", "scheduler_config.json"} {
+				read(dir + "/" + name)
+			}
+		}
+	}
+	return out
+}
+
+// pipelineClass returns model_index.json's _class_name, or "".
+func pipelineClass(files map[string][]byte) string {
+	var idx struct {
+		Class string `json:"_class_name"`
+	}
+	if b, ok := files["model_index.json"]; ok && json.Unmarshal(b, &idx) == nil {
+		return idx.Class
+	}
+	return ""
+}
+
+func openDiffusers(path string) (*Model, error) {
+	return openFolder(osFolder(path), path)
+}
+
+// openFolder reads a diffusers folder. unet/, vae/ and text_encoder/ are
+// renamed to the canonical LDM namespace when their converters know every
+// name; every other component folder holding weights (text_encoder_2/,
+// transformer/, ...), and those three when the folder is not a Stable
+// Diffusion 1/2 pipeline and their names are not LDM-convertible, is
+// presented with its stored names under "<folder>." (e.g.
+// "transformer.transformer_blocks.0.attn.to_q.weight"), for the family
+// that owns it to convert.
+func openFolder(fs folder, path string) (m *Model, err error) {
+	found := fs.isFile("model_index.json")
 	for _, c := range diffusersComponents {
-		found = found || isDir(filepath.Join(path, c.dir))
+		found = found || fs.isDir(c.dir)
 	}
 	if !found {
 		return nil, &notModelError{path, "not a model: a folder needs model_index.json or unet/, vae/, text_encoder/ (diffusers layout)"}
 	}
-	for _, u := range unsupportedFolders {
-		if isDir(filepath.Join(path, u.dir)) {
-			return nil, fmt.Errorf("%s: looks like %s (found folder %q); only SD1.x diffusers folders are supported yet", path, u.family, u.dir+"/")
-		}
-	}
-
 	v := newView()
 	defer func() {
 		if err != nil {
 			v.Close()
 		}
 	}()
-	m = &Model{Source: v, Path: path, Layout: Diffusers}
+	m = &Model{Source: v, Path: path, Layout: Diffusers, JSON: jsonFiles(fs), TokenizerDirs: map[string]string{}}
+	class := pipelineClass(m.JSON)
+	strict := class == "" || sdPipelines[class]
+	converters := map[string]component{}
 	for _, c := range diffusersComponents {
-		dir := filepath.Join(path, c.dir)
-		if !isDir(dir) {
+		converters[c.dir] = c
+	}
+	// The LDM components first, in pipeline order, then the rest by name.
+	dirs := []string{}
+	for _, c := range diffusersComponents {
+		if fs.isDir(c.dir) {
+			dirs = append(dirs, c.dir)
+		}
+	}
+	for _, dir := range fs.entries("") {
+		if _, known := converters[dir]; !known && fs.isDir(dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	for _, dir := range dirs {
+		if strings.HasPrefix(dir, "tokenizer") {
+			m.TokenizerDirs[dir] = fs.path(dir)
 			continue
 		}
-		files, index, err := componentFiles(dir, c.base)
+		c, known := converters[dir]
+		if !known {
+			c = component{dir: dir}
+		}
+		files, index, err := componentFiles(fs, dir, c.base)
 		if err != nil {
+			var nm *notModelError
+			if !known && errors.As(err, &nm) {
+				continue // scheduler/, feature_extractor/, ...: no weights
+			}
 			return nil, err
 		}
-		for _, fp := range files {
-			f, err := safetensors.Open(fp)
+		for _, rel := range files {
+			f, size, err := fs.open(rel)
 			if err != nil {
 				return nil, err
 			}
@@ -195,61 +328,83 @@ func openDiffusers(path string) (m *Model, err error) {
 				f.Close()
 				return nil, err
 			}
-			renames, err := c.convert(f.Names())
+			renames, err := componentRenames(c, f.Names(), strict)
 			if err != nil {
 				f.Close()
-				return nil, fmt.Errorf("%s: %w", fp, err)
+				return nil, fmt.Errorf("%s: %w", f.Path(), err)
 			}
 			if err := v.add(f, renames); err != nil {
 				return nil, fmt.Errorf("%s: %w", path, err)
 			}
-			st, err := os.Stat(fp)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", fp, err)
-			}
-			m.Files = append(m.Files, FileInfo{Path: fp, Size: st.Size(), Component: c.dir, Tensors: len(f.Names())})
+			m.Files = append(m.Files, FileInfo{Path: f.Path(), Size: size, Component: dir, Tensors: len(f.Names())})
 		}
 	}
 	if len(m.Files) == 0 {
-		return nil, &notModelError{path, "not a model: no unet/, vae/ or text_encoder/ weights found"}
+		return nil, &notModelError{path, "not a model: no unet/, vae/, text_encoder/ or transformer/ weights found"}
 	}
 	v.finish()
-	tok := filepath.Join(path, "tokenizer")
-	if isFile(filepath.Join(tok, "vocab.json")) && isFile(filepath.Join(tok, "merges.txt")) {
+	if tok := m.TokenizerDirs["tokenizer"]; tok != "" && fs.isFile("tokenizer/vocab.json") && fs.isFile("tokenizer/merges.txt") {
 		m.TokenizerDir = tok
 	}
 	return m, nil
 }
 
+// componentRenames converts a component's stored names: with the LDM
+// converter when it has one and knows every name, otherwise (outside
+// strict SD pipelines) under "<folder>.".
+func componentRenames(c component, names []string, strict bool) ([]keymap.Rename, error) {
+	if c.convert != nil {
+		r, err := c.convert(names)
+		if err == nil || strict {
+			return r, err
+		}
+	}
+	out := make([]keymap.Rename, len(names))
+	for i, n := range names {
+		out[i] = keymap.Rename{From: n, To: c.dir + "." + n}
+	}
+	return out, nil
+}
+
 // componentFiles returns the safetensors files of one diffusers component,
 // preferring full-precision files to the fp16 variant and a single file to
 // a sharded one.
-func componentFiles(dir, base string) ([]string, *shardIndex, error) {
+// An empty base tries every name of weightBases.
+func componentFiles(fs folder, dir, base string) ([]string, *shardIndex, error) {
 	type candidate struct {
 		name    string
 		indexed bool
 	}
-	for _, c := range []candidate{
-		{base + ".safetensors", false},
-		{base + ".safetensors.index.json", true},
-		{base + ".fp16.safetensors", false},
-		{base + ".safetensors.index.fp16.json", true},
-		{base + ".fp16.safetensors.index.json", true},
-	} {
-		p := filepath.Join(dir, c.name)
-		if !isFile(p) {
-			continue
-		}
-		if !c.indexed {
-			return []string{p}, nil, nil
-		}
-		return shardFiles(dir, p)
+	bases := []string{base}
+	if base == "" {
+		bases = weightBases
 	}
-	msg := fmt.Sprintf("no %s.safetensors (or .fp16 / sharded variant)", base)
-	if bins, _ := filepath.Glob(filepath.Join(dir, "*.bin")); len(bins) > 0 {
-		msg += "; PyTorch .bin files are not read, convert them to safetensors"
+	for _, base := range bases {
+		for _, c := range []candidate{
+			{base + ".safetensors", false},
+			{base + ".safetensors.index.json", true},
+			{base + ".fp16.safetensors", false},
+			{base + ".safetensors.index.fp16.json", true},
+			{base + ".fp16.safetensors.index.json", true},
+		} {
+			rel := dir + "/" + c.name
+			if !fs.isFile(rel) {
+				continue
+			}
+			if !c.indexed {
+				return []string{rel}, nil, nil
+			}
+			return shardFiles(fs, dir, rel)
+		}
 	}
-	return nil, nil, &notModelError{dir, msg}
+	msg := fmt.Sprintf("no %s.safetensors (or .fp16 / sharded variant)", bases[0])
+	for _, e := range fs.entries(dir) {
+		if strings.HasSuffix(e, ".bin") {
+			msg += "; PyTorch .bin files are not read, convert them to safetensors"
+			break
+		}
+	}
+	return nil, nil, &notModelError{fs.path(dir), msg}
 }
 
 // shardIndex is a parsed sharded-checkpoint index (nil for a single file).
@@ -259,7 +414,7 @@ type shardIndex struct {
 }
 
 // check verifies that every tensor the index places in f's file is there.
-func (x *shardIndex) check(f *safetensors.File) error {
+func (x *shardIndex) check(f tensorFile) error {
 	if x == nil {
 		return nil
 	}
@@ -281,8 +436,9 @@ func (x *shardIndex) check(f *safetensors.File) error {
 }
 
 // shardFiles reads a sharded-checkpoint index and returns its files.
-func shardFiles(dir, index string) ([]string, *shardIndex, error) {
-	b, err := os.ReadFile(index)
+func shardFiles(fs folder, dir, rel string) ([]string, *shardIndex, error) {
+	index := fs.path(rel)
+	b, err := fs.readFile(rel)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", index, err)
 	}
@@ -303,7 +459,7 @@ func shardFiles(dir, index string) ([]string, *shardIndex, error) {
 		}
 		if !seen[file] {
 			seen[file] = true
-			files = append(files, filepath.Join(dir, file))
+			files = append(files, dir+"/"+file)
 		}
 	}
 	sort.Strings(files)

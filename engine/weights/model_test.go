@@ -100,12 +100,6 @@ func TestOpenModelInfo(t *testing.T) {
 	if got := filepath.Join(tinyDir, "diffusers/tokenizer"); diff.TokenizerDir != got {
 		t.Errorf("tokenizer = %q, want %q", diff.TokenizerDir, got)
 	}
-	if d := DetectFamily(diff); d.Family != FamilySD1 {
-		t.Errorf("diffusers family = %v", d)
-	}
-	if d := DetectFamily(single); d.Family != FamilySD1 || d.Key != "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" {
-		t.Errorf("single family = %v", d)
-	}
 }
 
 // copyComponent writes the tensors of a safetensors file into one or more
@@ -212,9 +206,6 @@ func TestSingleFileCLIPWithoutTextModel(t *testing.T) {
 	if info, _ := m.Info("first_stage_model.decoder.mid.attn_1.q.weight"); !info.Shape.Equal(tensor.Shape{2, 2, 1, 1}) {
 		t.Errorf("linear VAE attention weight shape = %v, want [2 2 1 1]", info.Shape)
 	}
-	if d := DetectFamily(m); d.Family != FamilySD1 {
-		t.Errorf("family = %v", d)
-	}
 }
 
 func TestOpenModelErrors(t *testing.T) {
@@ -248,7 +239,7 @@ func TestOpenModelErrors(t *testing.T) {
 		{"missing", "missing: no such file or directory", false},
 		{"empty", "empty: not a model: a folder needs model_index.json", true},
 		{"bin", "bin/unet: no diffusion_pytorch_model.safetensors (or .fp16 / sharded variant); PyTorch .bin files are not read", true},
-		{"sdxl", `sdxl: looks like SDXL (found folder "text_encoder_2/"); only SD1.x diffusers folders are supported yet`, false},
+		{"sdxl", `sdxl: not a model: no unet/, vae/, text_encoder/ or transformer/ weights found`, true},
 		{"unknown", `unknown/unet/diffusion_pytorch_model.safetensors: 1 unknown diffusers UNet tensor names: "add_embedding.linear_1.weight"`, false},
 		{"badshard", `badshard/unet/diffusion_pytorch_model.safetensors.index.json: tensor "a": shard "../x.safetensors" is not a file name in the same folder`, false},
 		{"broken", "broken/vae/diffusion_pytorch_model.safetensors: header length", false},

@@ -14,11 +14,11 @@ import (
 type view struct {
 	names   []string
 	entries map[string]viewEntry
-	files   []*safetensors.File
+	files   []tensorFile
 }
 
 type viewEntry struct {
-	file   *safetensors.File
+	file   tensorFile
 	stored string       // name inside file
 	shape  tensor.Shape // canonical shape (may differ from the stored one by 1x1 dims)
 }
@@ -30,7 +30,7 @@ func newView() *view { return &view{entries: map[string]viewEntry{}} }
 
 // add registers the tensors of f under the canonical names given by
 // renames (which must cover exactly f's names). The view owns f afterwards.
-func (v *view) add(f *safetensors.File, renames []keymap.Rename) error {
+func (v *view) add(f tensorFile, renames []keymap.Rename) error {
 	v.files = append(v.files, f)
 	for _, r := range renames {
 		info, ok := f.Info(r.From)

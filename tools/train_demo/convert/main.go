@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
@@ -70,8 +71,8 @@ func convert(in, out, title string) (int, error) {
 		return 0, fmt.Errorf("open %s: %w", in, err)
 	}
 	defer m.Close()
-	if fam := weights.DetectFamily(m); fam.Supported() != nil {
-		return 0, fmt.Errorf("%s: %w", in, fam.Supported())
+	if d, err := engine.Detect(engine.ModelFiles{Model: dir}); err != nil || d.Family != "SD1.x" {
+		return 0, fmt.Errorf("%s: not an SD1.x model (%v %v)", in, d, err)
 	}
 	tensors := make(map[string]safetensors.Tensor, len(m.Names()))
 	for _, name := range m.Names() {

@@ -1,0 +1,221 @@
+package family
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+)
+
+// Keys is what a probe reads: the model's tensor names (canonical where a
+// converter knows them, see package keymap), their shapes, the
+// safetensors metadata and a diffusers folder's JSON files. It answers
+// prefix questions over the sorted names.
+type Keys struct {
+	src    weights.Source
+	names  []string
+	layout weights.Layout
+	meta   map[string]string
+	json   map[string][]byte
+	parsed map[string]map[string]any
+}
+
+// NewKeys wraps an opened model for probing.
+func NewKeys(m *weights.Model) *Keys {
+	return &Keys{src: m, names: m.Names(), layout: m.Layout, meta: m.Metadata, json: m.JSON}
+}
+
+// Names returns every tensor name, sorted.
+func (k *Keys) Names() []string { return k.names }
+
+// Layout is how the model is stored.
+func (k *Keys) Layout() weights.Layout { return k.layout }
+
+// First returns the first name with the prefix, or "".
+func (k *Keys) First(prefix string) string {
+	i := sort.SearchStrings(k.names, prefix)
+	if i < len(k.names) && strings.HasPrefix(k.names[i], prefix) {
+		return k.names[i]
+	}
+	return ""
+}
+
+// Has reports whether some name has the prefix.
+func (k *Keys) Has(prefix string) bool { return k.First(prefix) != "" }
+
+// HasAll reports whether every prefix is present.
+func (k *Keys) HasAll(prefixes ...string) bool {
+	for _, p := range prefixes {
+		if !k.Has(p) {
+			return false
+		}
+	}
+	return true
+}
+
+// Count returns how many names have the prefix.
+func (k *Keys) Count(prefix string) int {
+	i := sort.SearchStrings(k.names, prefix)
+	n := 0
+	for ; i < len(k.names) && strings.HasPrefix(k.names[i], prefix); i++ {
+		n++
+	}
+	return n
+}
+
+// Shape returns a tensor's shape.
+func (k *Keys) Shape(name string) (tensor.Shape, bool) {
+	info, ok := k.src.Info(name)
+	return info.Shape, ok
+}
+
+// Dim returns dimension i of a tensor's shape, or -1.
+func (k *Keys) Dim(name string, i int) int {
+	s, ok := k.Shape(name)
+	if !ok || i >= len(s) {
+		return -1
+	}
+	return s[i]
+}
+
+// Meta returns a safetensors metadata value ("" when absent).
+func (k *Keys) Meta(key string) string { return k.meta[key] }
+
+// JSON returns a field of one of a diffusers folder's JSON files
+// ("model_index.json", "scheduler/scheduler_config.json"), or nil.
+func (k *Keys) JSON(file, field string) any {
+	if k.parsed == nil {
+		k.parsed = map[string]map[string]any{}
+	}
+	obj, ok := k.parsed[file]
+	if !ok {
+		if b, has := k.json[file]; has {
+			_ = json.Unmarshal(b, &obj)
+		}
+		k.parsed[file] = obj
+	}
+	return obj[field]
+}
+
+// JSONString is JSON for string fields ("" when absent or not a string).
+func (k *Keys) JSONString(file, field string) string {
+	s, _ := k.JSON(file, field).(string)
+	return s
+}
+
+// Pipeline returns model_index.json's _class_name ("" for single files).
+func (k *Keys) Pipeline() string { return k.JSONString("model_index.json", "_class_name") }
+
+// PipelineEvidence is the evidence string for the pipeline class.
+func (k *Keys) PipelineEvidence() string {
+	return fmt.Sprintf("model_index.json _class_name=%q", k.Pipeline())
+}
+
+// Prefixes returns the distinct name prefixes up to depth dots, with
+// their counts, for messages ("model.diffusion_model.": 1680).
+func (k *Keys) Prefixes(depth int) []string {
+	counts := map[string]int{}
+	var order []string
+	for _, n := range k.names {
+		parts := strings.SplitN(n, ".", depth+1)
+		p := n
+		if len(parts) > depth {
+			p = strings.Join(parts[:depth], ".") + "."
+		}
+		if counts[p] == 0 {
+			order = append(order, p)
+		}
+		counts[p]++
+	}
+	out := make([]string, len(order))
+	for i, p := range order {
+		out[i] = fmt.Sprintf("%s (%d)", p, counts[p])
+	}
+	return out
+}
+
+// Summary describes the keys in one line for an "unknown family" error:
+// the tensor count, the leading name prefixes, and the metadata or
+// pipeline class that might help.
+func (k *Keys) Summary() string {
+	if len(k.names) == 0 {
+		return "no tensors"
+	}
+	pre := k.Prefixes(2)
+	more := ""
+	if len(pre) > 6 {
+		more = fmt.Sprintf(" and %d more", len(pre)-6)
+		pre = pre[:6]
+	}
+	s := fmt.Sprintf("%d tensors, names starting %s%s", len(k.names), strings.Join(pre, ", "), more)
+	if a := k.Meta("modelspec.architecture"); a != "" {
+		s += fmt.Sprintf("; metadata modelspec.architecture=%q", a)
+	}
+	if p := k.Pipeline(); p != "" {
+		s += "; " + k.PipelineEvidence()
+	}
+	return s
+}
+
+// Native and diffusers name roots of a diffusion transformer: bare names
+// (a diffusion-model file as BFL, ComfyUI and the trainers ship it), under
+// the checkpoint prefix "model.diffusion_model.", or a diffusers folder's
+// "transformer." component.
+var (
+	NativeRoots    = []string{"", "model.diffusion_model."}
+	DiffusersRoots = []string{"transformer."}
+)
+
+// FindUnder returns, for the first root under which every one of the
+// prefixes is present, that root and the first key of prefixes[0]; ok is
+// false when no root has them all.
+func (k *Keys) FindUnder(roots []string, prefixes ...string) (root, key string, ok bool) {
+	for _, r := range roots {
+		all := true
+		for _, p := range prefixes {
+			if !k.Has(r + p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return r, k.First(r + prefixes[0]), true
+		}
+	}
+	return "", "", false
+}
+
+// CountBlocks returns the number of numbered blocks under prefix (the
+// highest index + 1 of "prefix<N>.").
+func (k *Keys) CountBlocks(prefix string) int {
+	n := 0
+	i := sort.SearchStrings(k.names, prefix)
+	for ; i < len(k.names) && strings.HasPrefix(k.names[i], prefix); i++ {
+		rest := k.names[i][len(prefix):]
+		num, _, _ := strings.Cut(rest, ".")
+		var v int
+		if _, err := fmt.Sscanf(num, "%d", &v); err == nil && v+1 > n {
+			n = v + 1
+		}
+	}
+	return n
+}
+
+// LDMContextWidth returns the cross-attention context width of an LDM
+// UNet (the input width of its first attn2.to_k under
+// "model.diffusion_model.") and the key it was read from; SD1 has 768,
+// SD2 1024.
+func LDMContextWidth(k *Keys) (int, string) {
+	const unet = "model.diffusion_model."
+	for _, name := range k.Names() {
+		if strings.HasPrefix(name, unet) && strings.HasSuffix(name, ".attn2.to_k.weight") {
+			if s, ok := k.Shape(name); ok && len(s) == 2 {
+				return s[1], name
+			}
+		}
+	}
+	return 0, ""
+}

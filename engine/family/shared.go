@@ -1,0 +1,175 @@
+package family
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// Discrete is the model sampling of discrete-time DDPM families (SD1,
+// SD2, SDXL): one schedule built as ComfyUI builds it and one as diffusers
+// does.
+type Discrete struct {
+	comfy, diffusers *sampling.Discrete
+}
+
+// NewDiscrete builds the discrete model sampling of a beta schedule
+// (sampling.NewDiscrete's arguments; SD1/SD2/SDXL: 0.00085, 0.012, 1000,
+// "scaled_linear").
+func NewDiscrete(betaStart, betaEnd float64, steps int, kind string) (*Discrete, error) {
+	c, err := sampling.NewDiscrete(betaStart, betaEnd, steps, kind)
+	if err != nil {
+		return nil, err
+	}
+	d, err := sampling.NewDiscreteDiffusers(betaStart, betaEnd, steps, kind)
+	if err != nil {
+		return nil, err
+	}
+	return &Discrete{comfy: c, diffusers: d}, nil
+}
+
+func (d *Discrete) sched(c Convention) *sampling.Discrete {
+	if c == ConventionComfy {
+		return d.comfy
+	}
+	return d.diffusers
+}
+
+// Schedule returns ComfyUI's float64-built schedule or diffusers' float32 one.
+func (d *Discrete) Schedule(c Convention) sampling.Schedule { return d.sched(c) }
+
+// Timestep is ComfyUI's nearest integer timestep in log sigma, diffusers'
+// continuous interpolation, or its integer rounding (half to even, as
+// numpy rounds).
+func (d *Discrete) Timestep(c Convention, sigma float32) float32 {
+	s := d.sched(c)
+	switch c {
+	case ConventionDiffusers:
+		return s.Timestep(sigma)
+	case ConventionDiffusersRounded:
+		return float32(math.RoundToEven(float64(s.Timestep(sigma))))
+	}
+	return float32(s.NearestTimestep(sigma))
+}
+
+// NoiseScale is ComfyUI's sqrt(1+σ₀²) at full denoise (σ₀ otherwise),
+// diffusers' Euler-family σ₀, or diffusers' variance-preserving
+// sqrt(1+σ₀²).
+func (d *Discrete) NoiseScale(c Convention, sigma0 float32) float32 {
+	switch c {
+	case ConventionDiffusers:
+		return sigma0
+	case ConventionDiffusersRounded:
+		return float32(math.Sqrt(1 + float64(sigma0)*float64(sigma0)))
+	}
+	return sampling.InitialNoiseScale(sigma0, d.comfy.SigmaMax())
+}
+
+// Flow returns nil: discrete models are variance exploding in sigma.
+func (d *Discrete) Flow() *sampling.Flow { return nil }
+
+// FlowMatching is the model sampling of rectified-flow families (SD3,
+// Flux, Z-Image, Qwen-Image): one shifted flow schedule, which ComfyUI and
+// diffusers build alike.
+type FlowMatching struct{ F *sampling.Flow }
+
+// Schedule returns the flow schedule.
+func (f FlowMatching) Schedule(Convention) sampling.Schedule { return flowSchedule{f.F} }
+
+// Timestep is the flow's timestep (sigma·multiplier).
+func (f FlowMatching) Timestep(_ Convention, sigma float32) float32 { return f.F.Timestep(sigma) }
+
+// NoiseScale is 1: flow models start from sigma·noise + (1−sigma)·latent.
+func (f FlowMatching) NoiseScale(Convention, float32) float32 { return 1 }
+
+// Flow returns the flow schedule.
+func (f FlowMatching) Flow() *sampling.Flow { return f.F }
+
+// flowSchedule presents a Flow as a sampling.Schedule for the schedulers.
+type flowSchedule struct{ f *sampling.Flow }
+
+func (s flowSchedule) SigmaMin() float32          { return s.f.SigmaMin() }
+func (s flowSchedule) SigmaMax() float32          { return s.f.SigmaMax() }
+func (s flowSchedule) Table() []float32           { return s.f.Table() }
+func (s flowSchedule) Timestep(x float32) float32 { return s.f.Timestep(x) }
+func (s flowSchedule) Sigma(t float32) float32    { return s.f.Sigma(t) }
+
+// BatchContexts stacks the rows' contexts into one [rows, T, D] tensor.
+// Contexts of different lengths (prompts of different window counts) are
+// repeated along T to their least common multiple, as ComfyUI does when it
+// batches cond and uncond.
+func BatchContexts(dev backend.Device, rows []*Cond) (*backend.Tensor, error) {
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("batch contexts: no rows")
+	}
+	l, width := 1, 0
+	for i, r := range rows {
+		if r == nil || r.Context == nil {
+			return nil, fmt.Errorf("batch contexts: row %d has no context", i)
+		}
+		s := r.Context.Shape
+		if len(s) != 3 || s[0] != 1 {
+			return nil, fmt.Errorf("batch contexts: row %d context %v, want [1, T, D]", i, s)
+		}
+		if i == 0 {
+			width = s[2]
+		} else if s[2] != width {
+			return nil, fmt.Errorf("batch contexts: row %d context width %d, row 0 %d", i, s[2], width)
+		}
+		l = l / gcd(l, s[1]) * s[1]
+	}
+	repeated := map[*backend.Tensor]*backend.Tensor{}
+	parts := make([]*backend.Tensor, len(rows))
+	for i, r := range rows {
+		t, ok := repeated[r.Context]
+		if !ok {
+			t = repeatTo(dev, r.Context, l)
+			repeated[r.Context] = t
+		}
+		parts[i] = t
+	}
+	out := dev.Alloc(len(rows), l, width)
+	dev.Concat(out, 0, parts...)
+	return out, nil
+}
+
+// repeatTo repeats a [1, T, D] context along T to length n (a multiple of T).
+func repeatTo(dev backend.Device, t *backend.Tensor, n int) *backend.Tensor {
+	if t.Shape[1] == n {
+		return t
+	}
+	parts := make([]*backend.Tensor, n/t.Shape[1])
+	for i := range parts {
+		parts[i] = t
+	}
+	out := dev.Alloc(1, n, t.Shape[2])
+	dev.Concat(out, 1, parts...)
+	return out
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// Codec is an autoencoder's pair of maps, in sampler latents (the
+// engine/models VAEs have this shape).
+type Codec interface {
+	Decode(ctx context.Context, dev backend.Device, latents *backend.Tensor) (*backend.Tensor, error)
+	Encode(ctx context.Context, dev backend.Device, img *backend.Tensor) (*backend.Tensor, error)
+}
+
+// NewVAE pairs a codec with its latent format.
+func NewVAE(c Codec, f LatentFormat) VAE { return codecVAE{c, f} }
+
+type codecVAE struct {
+	Codec
+	f LatentFormat
+}
+
+func (v codecVAE) Format() LatentFormat { return v.f }

@@ -1,0 +1,100 @@
+package clip
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+)
+
+// PromptEncoder is a CLIP tokenizer and text model encoding prompts the way
+// ComfyUI's sd1_clip does: "(text:1.3)" and "(text)" weights
+// (tokenizer.ParseWeights) move weighted tokens' hidden states away from
+// the empty prompt's; prompts longer than 75 tokens are split into windows
+// of 75 (each wrapped in start/end tokens and padded to 77 with Pad),
+// encoded separately and concatenated. Every family with a CLIP encoder
+// uses it.
+type PromptEncoder struct {
+	Tok   *tokenizer.CLIP
+	Model *TextModel
+	// Pad is the padding token id (the end token for OpenAI CLIP-L).
+	Pad int
+}
+
+// Encoded is one encoded prompt.
+type Encoded struct {
+	// Hidden is the chosen layer's hidden states [1, 77·Chunks, Width].
+	Hidden *backend.Tensor
+	// Tokens counts the prompt tokens (without start/end tokens).
+	Tokens int
+	// Chunks is the number of 77-token windows.
+	Chunks int
+}
+
+// Encode encodes text; skip selects the layer (1 = last, 2 = penultimate).
+func (p *PromptEncoder) Encode(ctx context.Context, dev backend.Device, text string, skip int) (*Encoded, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	chunks, weights := p.Tok.WeightedChunks(text, p.Pad)
+	out, err := p.Model.Forward(dev, chunks, skip)
+	if err != nil {
+		return nil, fmt.Errorf("encode prompt: %w", err)
+	}
+	if hasWeights(weights) {
+		if out, err = p.applyWeights(dev, out, weights, skip); err != nil {
+			return nil, fmt.Errorf("encode prompt: %w", err)
+		}
+	}
+	// [chunks, 77, D] -> [1, 77·chunks, D]: chunks are consecutive in memory.
+	width := out.Shape[2]
+	tokens := 0
+	for _, seg := range tokenizer.ParseWeights(text) {
+		tokens += len(p.Tok.Encode(seg.Text)) - 2
+	}
+	return &Encoded{Hidden: out.Reshape(1, len(chunks)*out.Shape[1], width), Tokens: tokens, Chunks: len(chunks)}, nil
+}
+
+func hasWeights(weights [][]float64) bool {
+	for _, row := range weights {
+		for _, w := range row {
+			if w != 1 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// applyWeights applies prompt weights the way ComfyUI does: each weighted
+// token's hidden state moves away from the empty prompt's hidden state at
+// the same position, z = (z − z_empty)·w + z_empty.
+func (p *PromptEncoder) applyWeights(dev backend.Device, out *backend.Tensor, weights [][]float64, skip int) (*backend.Tensor, error) {
+	empty, err := p.Model.Forward(dev, [][]int{p.Tok.Encode77("")}, skip)
+	if err != nil {
+		return nil, err
+	}
+	z, err := dev.Download(out)
+	if err != nil {
+		return nil, err
+	}
+	ze, err := dev.Download(empty)
+	if err != nil {
+		return nil, err
+	}
+	n, width := out.Shape[1], out.Shape[2]
+	for k, row := range weights {
+		for j, w := range row {
+			if w == 1 {
+				continue
+			}
+			zk := z[(k*n+j)*width : (k*n+j+1)*width]
+			e := ze[j*width : (j+1)*width]
+			for d := range zk {
+				zk[d] = (zk[d]-e[d])*float32(w) + e[d]
+			}
+		}
+	}
+	return dev.Upload(z, out.Shape...), nil
+}

@@ -4,10 +4,10 @@ import (
 	"image"
 	"os"
 
-	"github.com/darkroom-ai/darkroom/tui/termimg"
+	"github.com/darkroom-ai/darkroom/termimg"
 )
 
-// newDisplay draws with tui/termimg, detecting the terminal's graphics as
+// newDisplay draws with termimg, detecting the terminal's graphics as
 // the TUI does; Graphics overrides the detection.
 func newDisplay(opts Options, tty bool) display {
 	mode, err := termimg.ParseMode(opts.Graphics)

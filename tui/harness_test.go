@@ -19,7 +19,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/darkroom-ai/darkroom/engine"
-	"github.com/darkroom-ai/darkroom/tui/termimg"
+	"github.com/darkroom-ai/darkroom/termimg"
 )
 
 var update = flag.Bool("update", false, "rewrite golden frames")

@@ -8,7 +8,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"github.com/darkroom-ai/darkroom/tui/termimg"
+	"github.com/darkroom-ai/darkroom/termimg"
 )
 
 // kittyImageID is the kitty image slot of the preview.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/script"
-	"github.com/darkroom-ai/darkroom/tui/termimg"
+	"github.com/darkroom-ai/darkroom/termimg"
 )
 
 // openScript opens the command line from the queue pane.

@@ -21,7 +21,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/darkroom-ai/darkroom/engine"
-	"github.com/darkroom-ai/darkroom/tui/termimg"
+	"github.com/darkroom-ai/darkroom/termimg"
 )
 
 // Options configure Run.

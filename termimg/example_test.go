@@ -5,7 +5,7 @@ import (
 	"image"
 	"image/color"
 
-	"github.com/darkroom-ai/darkroom/tui/termimg"
+	"github.com/darkroom-ai/darkroom/termimg"
 )
 
 func ExampleRender() {

@@ -95,40 +95,34 @@ func F16ToF32(h uint16) float32 {
 }
 
 // F32ToF16 converts a float32 to binary16 with round-to-nearest-even,
-// as torch's .half() does.
+// as torch's .half() does. Results of binary16 normal range round with
+// one carry-propagating add (no data-dependent branch); only results in
+// the subnormal range take the shift-and-compare path.
 func F32ToF16(f float32) uint16 {
 	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant != 0 {
+	x := b & 0x7fffffff
+	switch {
+	case x >= 0x477ff000: // rounds to 65536 or more: infinity; or inf / NaN
+		if x > 0x7f800000 {
 			return sign | 0x7e00 // NaN
 		}
 		return sign | 0x7c00
+	case x >= 0x38800000: // 2^-14 and up: a normal binary16
+		x -= (127 - 15) << 23       // rebias the exponent
+		x += 0xfff + (x>>13)&1      // round the low 13 bits, ties to even
+		return sign | uint16(x>>13) // a carry into the exponent is correct
+	case x < 0x33000000: // below 2^-25, half the smallest subnormal: zero
+		return sign
 	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign
-		}
-		m := mant | 0x800000
-		shift := uint32(14 - e)
-		half := uint32(1) << (shift - 1)
-		r := m >> shift
-		rem := m & (1<<shift - 1)
-		if rem > half || (rem == half && r&1 == 1) {
-			r++
-		}
-		return sign | uint16(r)
-	}
-	r := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
-		r++ // may carry into the exponent, which is correct (up to inf)
+	// Subnormal result: the 24-bit significand shifted right by 14-e.
+	m := x&0x7fffff | 0x800000
+	shift := 126 - x>>23
+	r := m >> shift
+	rem := m & (1<<shift - 1)
+	half := uint32(1) << (shift - 1)
+	if rem > half || (rem == half && r&1 == 1) {
+		r++
 	}
 	return sign | uint16(r)
 }

@@ -697,28 +697,80 @@ func (d *Device) copyOut(dst []byte, src uint64) error {
 	return nil
 }
 
+// uploadChunkBytes bounds the host buffer UploadRaw converts weights of
+// another dtype in: a tensor of any size goes to the device in chunks of at
+// most this many bytes of the device's precision.
+const uploadChunkBytes = 4 << 20
+
+// uploadBufs recycles UploadRaw's conversion buffers between tensors.
+var uploadBufs = sync.Pool{New: func() any { b := make([]byte, uploadChunkBytes); return &b }}
+
 // UploadRaw copies stored weight bytes into a new device tensor: bytes
 // already in the device's precision are copied as they are, others are
-// converted on the host.
+// converted on the host straight into the device's precision (F8, BF16 or
+// F32 to F16, ...; rounding as Upload of the float32 values would), a few
+// MiB at a time.
 func (d *Device) UploadRaw(raw []byte, dt tensor.DType, shape ...int) (*backend.Tensor, error) {
 	n := tensor.Shape(shape).NumElements()
-	if dt == d.dtype {
-		if len(raw) != dt.Size()*n {
-			return nil, fmt.Errorf("cuda: upload %d bytes of %v into shape %v", len(raw), dt, shape)
+	if dt.Size() == 0 || len(raw) != dt.Size()*n {
+		return nil, fmt.Errorf("cuda: upload %d bytes of %v into shape %v", len(raw), dt, shape)
+	}
+	if dt != d.dtype {
+		// Refuse a dtype pair Convert does not handle before allocating.
+		if err := tensor.Convert(d.dtype, nil, dt, nil); err != nil {
+			return nil, fmt.Errorf("cuda: upload %v weights: %w", dt, err)
 		}
-		t := d.Alloc(shape...)
-		if n > 0 {
-			p := d.ptr(t)
-			d.run(func() { d.copyIn(p, raw) }, t)
-		}
+	}
+	t := d.Alloc(shape...)
+	if n == 0 {
 		return t, d.stickyErr()
 	}
-	host := make([]float32, n)
-	if err := tensor.ToFloat32(dt, raw, host); err != nil {
-		return nil, fmt.Errorf("cuda: convert %v weights: %w", dt, err)
+	p := d.ptr(t)
+	if dt == d.dtype {
+		d.run(func() { d.copyIn(p, raw) }, t)
+		return t, d.stickyErr()
 	}
-	t := d.Upload(host, shape...)
+	bp := uploadBufs.Get().(*[]byte)
+	defer uploadBufs.Put(bp)
+	err := convertChunks(d.dtype, dt, raw, *bp, func(off int, chunk []byte) bool {
+		// copyIn has copied chunk into the staging buffer (or to the
+		// device) when run returns, so the buffer is free for the next.
+		d.run(func() { d.copyIn(p+uint64(off), chunk) }, t)
+		return !d.failed()
+	})
+	if err != nil {
+		d.Free(t)
+		return nil, fmt.Errorf("cuda: upload %v weights: %w", dt, err)
+	}
 	return t, d.stickyErr()
+}
+
+// convertChunks converts raw (elements of dtype src) to dtype dst through
+// buf, one chunk of at most len(buf) destination bytes at a time, and hands
+// each chunk to emit with its byte offset in the converted whole. The chunk
+// aliases buf: emit must be done with it when it returns. emit returns
+// false to stop early (the device failed).
+func convertChunks(dst, src tensor.DType, raw []byte, buf []byte, emit func(off int, chunk []byte) bool) error {
+	ss, ds := src.Size(), dst.Size()
+	if ss == 0 || ds == 0 {
+		return fmt.Errorf("convert %v to %v: unsupported dtype", src, dst)
+	}
+	per := len(buf) / ds // elements per chunk
+	if per == 0 {
+		return fmt.Errorf("convert %v to %v: a %d-byte buffer holds no element", src, dst, len(buf))
+	}
+	n := len(raw) / ss
+	for i := 0; i < n; i += per {
+		m := min(per, n-i)
+		chunk := buf[:m*ds]
+		if err := tensor.Convert(dst, chunk, src, raw[i*ss:(i+m)*ss]); err != nil {
+			return err
+		}
+		if !emit(i*ds, chunk) {
+			return nil
+		}
+	}
+	return nil
 }
 
 // Download waits for queued work and copies t to host memory as float32.

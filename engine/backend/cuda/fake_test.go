@@ -61,6 +61,12 @@ func (f *fakeGPU) at(p, n uint64) []byte {
 
 func newFakeDevice(t *testing.T, budget uint64) (*Device, *fakeGPU) {
 	t.Helper()
+	return newFakeDeviceIn(t, budget, tensor.F32)
+}
+
+// newFakeDeviceIn is newFakeDevice storing tensors in precision dt.
+func newFakeDeviceIn(t testing.TB, budget uint64, dt tensor.DType) (*Device, *fakeGPU) {
+	t.Helper()
 	f := &fakeGPU{mem: map[uint64][]byte{}, next: 1 << 32, budget: budget}
 	ok := func() result { return cudaSuccess }
 	drv := &driver{lib: &library{path: "fake"}, version: 13000}
@@ -164,7 +170,7 @@ func newFakeDevice(t *testing.T, budget uint64) (*Device, *fakeGPU) {
 		},
 	}
 	// im2col: cuDNN, if the machine has it, must not see the fake pointers.
-	d := newDevice(GPUInfo{Name: "fake", ComputeMajor: 9, MemoryTotal: budget}, drv, blas, Options{Conv: ConvIm2col})
+	d := newDevice(GPUInfo{Name: "fake", ComputeMajor: 9, MemoryTotal: budget}, drv, blas, Options{Conv: ConvIm2col, Precision: dt})
 	d.gcEvery = 0
 	if err := d.start([]kernels.Module{{Name: "fake", Image: []byte{0}}}); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,11 @@
 // Diffusers tables are generated in loops from the block structure found in
 // the names themselves (number of levels, res blocks per level, which levels
 // carry attention), never hardcoded for one model size.
+//
+// Single files in the other layouts found in the wild (one component alone
+// with bare or diffusers names, ComfyUI's names and markers, wrapper
+// prefixes such as "module.") are recognised by DetectComponent and
+// converted by SingleFile and ComponentFile.
 package keymap
 
 import (
@@ -37,6 +42,7 @@ type Rename struct {
 // ever dropped silently.
 type UnknownKeysError struct {
 	Component string   // "UNet", "VAE", "text encoder"
+	Layout    string   // "diffusers" for a diffusers component; may be empty
 	Keys      []string // sorted
 }
 
@@ -54,7 +60,11 @@ func (e *UnknownKeysError) Error() string {
 	if len(e.Keys) > show {
 		more = fmt.Sprintf(" and %d more", len(e.Keys)-show)
 	}
-	return fmt.Sprintf("%d unknown diffusers %s tensor names: %s%s", len(e.Keys), e.Component, strings.Join(quoted, ", "), more)
+	what := e.Component
+	if e.Layout != "" {
+		what = e.Layout + " " + what
+	}
+	return fmt.Sprintf("%d unknown %s tensor names: %s%s", len(e.Keys), what, strings.Join(quoted, ", "), more)
 }
 
 // blockKind says how the names below a table prefix are converted.
@@ -92,7 +102,7 @@ func (t table) convert(component string, names []string) ([]Rename, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, &UnknownKeysError{Component: component, Keys: unknown}
+		return nil, &UnknownKeysError{Component: component, Layout: "diffusers", Keys: unknown}
 	}
 	return out, nil
 }
@@ -338,7 +348,9 @@ func DiffusersVAE(names []string) ([]Rename, error) {
 
 // DiffusersCLIP converts the names of a transformers CLIPTextModel
 // ("text_model.*") to canonical "cond_stage_model.transformer.text_model."
-// names; below the prefix the names are already canonical.
+// names; below the prefix the names are already canonical. It accepts
+// nothing else; DiffusersTextEncoder also takes the names without
+// "text_model." and a text projection.
 func DiffusersCLIP(names []string) ([]Rename, error) {
 	t := table{"text_model.": target{CLIPPrefix, textModel}}
 	return t.convert("text encoder", names)

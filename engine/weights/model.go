@@ -114,9 +114,10 @@ func OpenBytes(name string, data []byte) (*Model, error) {
 }
 
 func singleModel(f tensorFile, path string, size int64) (*Model, error) {
-	renames := make([]keymap.Rename, len(f.Names()))
-	for i, name := range f.Names() {
-		renames[i] = keymap.NormalizeLDM(name)
+	renames, err := keymap.SingleFile(f.Names())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	v := newView()
 	if err := v.add(f, renames); err != nil {
@@ -144,7 +145,7 @@ type component struct {
 var diffusersComponents = []component{
 	{"unet", "diffusion_pytorch_model", keymap.DiffusersUNet},
 	{"vae", "diffusion_pytorch_model", keymap.DiffusersVAE},
-	{"text_encoder", "model", keymap.DiffusersCLIP},
+	{"text_encoder", "model", keymap.DiffusersTextEncoder},
 }
 
 // sdPipelines are the diffusers pipeline classes whose unet/, vae/ and

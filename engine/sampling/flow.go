@@ -200,62 +200,45 @@ func renoiseRF(x, noise []float32, rescale, renoise float32) []float32 {
 
 func sampleEulerAncestralRF(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
+		if s[i+1] == 0 {
+			return den, nil
+		}
+		down, rescale, renoise := rfStep(s[i], s[i+1])
+		x = blend(x, den, div32(down, s[i]))
+		n, err := r.randn(len(x))
 		if err != nil {
 			return nil, err
 		}
-		if s[i+1] == 0 {
-			x = den
-		} else {
-			down, rescale, renoise := rfStep(s[i], s[i+1])
-			x = blend(x, den, div32(down, s[i]))
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			x = renoiseRF(x, n, rescale, renoise)
-		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return renoiseRF(x, n, rescale, renoise), nil
+	}))
 }
 
 func sampleDPM2AncestralRF(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		down, rescale, renoise := rfStep(s[i], s[i+1])
 		d := toD(x, den, s[i])
 		if down == 0 {
-			x = axpy(x, d, down-s[i])
-		} else {
-			if x, err = dpm2Step(r, x, d, s[i], down); err != nil {
-				return nil, err
-			}
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			x = renoiseRF(x, n, rescale, renoise)
+			return axpy(x, d, down-s[i]), nil
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		x, err := dpm2Step(r, x, d, s[i], down)
+		if err != nil {
+			return nil, err
+		}
+		n, err := r.randn(len(x))
+		if err != nil {
+			return nil, err
+		}
+		return renoiseRF(x, n, rescale, renoise), nil
+	}))
 }
 
 func sampleDPMPP2SAncestralRF(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	lam := func(sg float32) float32 { return log32(div32(1-sg, sg)) }
 	sig := func(l float32) float32 { return float32(1 / (exp32(l) + 1)) }
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		down, rescale, renoise := rfStep(s[i], s[i+1])
 		if s[i+1] == 0 {
 			d := toD(x, den, s[i])
@@ -283,21 +266,16 @@ func sampleDPMPP2SAncestralRF(r *run, x []float32) ([]float32, error) {
 			}
 			x = renoiseRF(x, n, rescale, renoise)
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 // sampleLCMFlow is lcm for flow models: renoise as sigma*noise +
 // (1-sigma)*denoised.
 func sampleLCMFlow(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
-		x = den
+	return r.loop(s, x, stepFunc(func(i int, _, den []float32) ([]float32, error) {
+		x := den
 		if s[i+1] > 0 {
 			n, err := r.randn(len(x))
 			if err != nil {
@@ -307,9 +285,8 @@ func sampleLCMFlow(r *run, x []float32) ([]float32, error) {
 				return nil, err
 			}
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 // flowVariants replaces samplers whose update differs for flow models.

@@ -15,11 +15,7 @@ func expNeg(t float32) float32 { return exp32(-t) }
 func sampleDPMPP2M(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	var old []float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		t, tNext := negLog(s[i]), negLog(s[i+1])
 		h := tNext - t
 		ratio := div32(expNeg(tNext), expNeg(t))
@@ -35,18 +31,13 @@ func sampleDPMPP2M(r *run, x []float32) ([]float32, error) {
 			x = linsub(ratio, x, e, dd)
 		}
 		old = den
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 func sampleDPMPP2SAncestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		down, up := ancestralStep(s[i], s[i+1], 1)
 		if down == 0 {
 			d := toD(x, den, s[i])
@@ -69,9 +60,8 @@ func sampleDPMPP2SAncestral(r *run, x []float32) ([]float32, error) {
 			}
 			x = addNoise(x, n, up)
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 // addScaledNoise returns x + ((a*noise)*b) elementwise, the order of the
@@ -90,15 +80,9 @@ func sampleDPMPPSDE(r *run, x []float32) ([]float32, error) {
 		return nil, err
 	}
 	const rr = float32(0.5)
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		if s[i+1] == 0 {
-			x = den
-			r.report(i, x, den)
-			continue
+			return den, nil
 		}
 		lamS, lamT := r.halfLogSNR(s[i]), r.halfLogSNR(s[i+1])
 		h := lamT - lamS
@@ -134,10 +118,8 @@ func sampleDPMPPSDE(r *run, x []float32) ([]float32, error) {
 		if err != nil {
 			return nil, err
 		}
-		x = addScaledNoise(x, n2, alphaT, su)
-		r.report(i, x, den)
-	}
-	return x, nil
+		return addScaledNoise(x, n2, alphaT, su), nil
+	}))
 }
 
 func sampleDPMPP2MSDEMidpoint(r *run, x []float32) ([]float32, error) {
@@ -179,11 +161,7 @@ func sampleDPMPP2MSDE(r *run, x []float32, heun bool) ([]float32, error) {
 	}
 	var old []float32
 	var h, hLast float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		if s[i+1] == 0 {
 			x = den
 		} else {
@@ -213,9 +191,8 @@ func sampleDPMPP2MSDE(r *run, x []float32, heun bool) ([]float32, error) {
 		}
 		old = den
 		hLast = h
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 func sampleDPMPP3MSDE(r *run, x []float32) ([]float32, error) {
@@ -226,12 +203,8 @@ func sampleDPMPP3MSDE(r *run, x []float32) ([]float32, error) {
 	}
 	var den1, den2 []float32
 	var h, h1, h2 float32
-	for i := 0; i < r.steps(); i++ {
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		have1, have2 := i >= 1, i >= 2
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
 		if s[i+1] == 0 {
 			x = den
 		} else {
@@ -271,7 +244,6 @@ func sampleDPMPP3MSDE(r *run, x []float32) ([]float32, error) {
 		}
 		den1, den2 = den, den1
 		h1, h2 = h, h1
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }

@@ -27,68 +27,48 @@ func addNoise(x, noise []float32, scale float32) []float32 {
 
 func sampleEuler(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		d := toD(x, den, s[i])
-		x = axpy(x, d, s[i+1]-s[i])
-		r.report(i, x, den)
-	}
-	return x, nil
+		return axpy(x, d, s[i+1]-s[i]), nil
+	}))
 }
 
 func sampleEulerAncestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
+		down, up := ancestralStep(s[i], s[i+1], 1)
+		if down == 0 {
+			return den, nil
+		}
+		d := toD(x, den, s[i])
+		x = axpy(x, d, down-s[i])
+		n, err := r.randn(len(x))
 		if err != nil {
 			return nil, err
 		}
-		down, up := ancestralStep(s[i], s[i+1], 1)
-		if down == 0 {
-			x = den
-		} else {
-			d := toD(x, den, s[i])
-			x = axpy(x, d, down-s[i])
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			x = addNoise(x, n, up)
-		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return addNoise(x, n, up), nil
+	}))
 }
 
 func sampleHeun(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		d := toD(x, den, s[i])
 		dt := s[i+1] - s[i]
 		if s[i+1] == 0 {
-			x = axpy(x, d, dt)
-		} else {
-			x2 := axpy(x, d, dt)
-			den2, err := r.denoise(x2, s[i+1])
-			if err != nil {
-				return nil, err
-			}
-			d2 := toD(x2, den2, s[i+1])
-			for j := range d {
-				d[j] = float32(d[j]+d2[j]) / 2
-			}
-			x = axpy(x, d, dt)
+			return axpy(x, d, dt), nil
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		x2 := axpy(x, d, dt)
+		den2, err := r.denoise(x2, s[i+1])
+		if err != nil {
+			return nil, err
+		}
+		d2 := toD(x2, den2, s[i+1])
+		for j := range d {
+			d[j] = float32(d[j]+d2[j]) / 2
+		}
+		return axpy(x, d, dt), nil
+	}))
 }
 
 // dpm2Step is the DPM-Solver-2 step of k-diffusion's sample_dpm_2: an Euler
@@ -107,44 +87,31 @@ func dpm2Step(r *run, x, d []float32, sigma, target float32) ([]float32, error) 
 
 func sampleDPM2(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		d := toD(x, den, s[i])
 		if s[i+1] == 0 {
-			x = axpy(x, d, s[i+1]-s[i])
-		} else if x, err = dpm2Step(r, x, d, s[i], s[i+1]); err != nil {
-			return nil, err
+			return axpy(x, d, s[i+1]-s[i]), nil
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return dpm2Step(r, x, d, s[i], s[i+1])
+	}))
 }
 
 func sampleDPM2Ancestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		down, up := ancestralStep(s[i], s[i+1], 1)
 		d := toD(x, den, s[i])
 		if down == 0 {
-			x = axpy(x, d, down-s[i])
-		} else {
-			if x, err = dpm2Step(r, x, d, s[i], down); err != nil {
-				return nil, err
-			}
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			x = addNoise(x, n, up)
+			return axpy(x, d, down-s[i]), nil
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		x, err := dpm2Step(r, x, d, s[i], down)
+		if err != nil {
+			return nil, err
+		}
+		n, err := r.randn(len(x))
+		if err != nil {
+			return nil, err
+		}
+		return addNoise(x, n, up), nil
+	}))
 }

@@ -50,7 +50,8 @@ type StepInfo struct {
 // Callback receives progress after every step.
 type Callback func(StepInfo)
 
-// samplerFunc integrates x along sigmas. It may overwrite x.
+// samplerFunc integrates x along sigmas. It may overwrite x. Each one
+// builds its per-step update and hands it to run.loop (step.go).
 type samplerFunc func(r *run, x []float32) ([]float32, error)
 
 // samplers maps ComfyUI sampler names to implementations.

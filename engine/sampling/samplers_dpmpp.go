@@ -3,7 +3,8 @@ package sampling
 // DPM-Solver++ samplers (Lu et al. 2022) in k-diffusion's formulation:
 // lambda = log(alpha/sigma) is -log(sigma) for variance-exploding models
 // (alpha = 1) and log((1-sigma)/sigma) for flow models in the SDE samplers;
-// dpmpp_2m and dpmpp_2s_ancestral always use -log(sigma), as ComfyUI does.
+// dpmpp_2m always uses -log(sigma), as ComfyUI does, and
+// dpmpp_2s_ancestral the model family's form (ancestral.dpmpp2s).
 
 // negLog returns -log(sigma) in float32 (k-diffusion's t_fn / lambda_fn);
 // +Inf for sigma 0.
@@ -35,30 +36,23 @@ func sampleDPMPP2M(r *run, x []float32) ([]float32, error) {
 	}))
 }
 
+// sampleDPMPP2SAncestral is DPM-Solver++(2S) to sigma_down plus the
+// ancestral noise, for either model family (see ancestral).
 func sampleDPMPP2SAncestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
-		down, up := ancestralStep(s[i], s[i+1], 1)
-		if down == 0 {
+		st := r.anc.split(s[i], s[i+1])
+		if r.anc.final(st) {
 			d := toD(x, den, s[i])
-			x = axpy(x, d, down-s[i])
+			x = axpy(x, d, st.down-s[i])
 		} else {
-			t, tNext := negLog(s[i]), negLog(down)
-			h := tNext - t
-			sm := t + mul32(0.5, h)
-			x2 := linsub(div32(expNeg(sm), expNeg(t)), x, expm132(mul32(-h, 0.5)), den)
-			den2, err := r.denoise(x2, expNeg(sm))
-			if err != nil {
+			var err error
+			if x, err = r.anc.dpmpp2s(r, x, den, st); err != nil {
 				return nil, err
 			}
-			x = linsub(div32(expNeg(tNext), expNeg(t)), x, expm132(-h), den2)
 		}
 		if s[i+1] > 0 {
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			x = addNoise(x, n, up)
+			return r.renoise(x, st)
 		}
 		return x, nil
 	}))
@@ -92,7 +86,9 @@ func sampleDPMPPSDE(r *run, x []float32) ([]float32, error) {
 		alphaS1 := mul32(sigS1, exp32(lamS1))
 		alphaT := mul32(s[i+1], exp32(lamT))
 
-		// Step 1: to the midpoint in lambda, with its own ancestral noise.
+		// Step 1: to the midpoint in lambda, with its own ancestral noise
+		// (the variance-exploding split, in sigma = exp(-lambda), for
+		// both model families).
 		sd, su := ancestralStep(expNeg(lamS), expNeg(lamS1), 1)
 		hh := negLog(sd) - lamS
 		x2 := linsub(mul32(div32(alphaS1, alphaS), exp32(-hh)), x, mul32(alphaS1, expm132(-hh)), den)

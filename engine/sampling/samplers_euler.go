@@ -3,28 +3,6 @@ package sampling
 // First- and second-order samplers in sigma (Karras et al. 2022, k-diffusion):
 // euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral.
 
-// ancestralStep splits a step from sigmaFrom to sigmaTo into a deterministic
-// step down to sigmaDown and fresh noise of standard deviation sigmaUp
-// (k-diffusion get_ancestral_step), in float32.
-func ancestralStep(sigmaFrom, sigmaTo, eta float32) (sigmaDown, sigmaUp float32) {
-	if eta == 0 {
-		return sigmaTo, 0
-	}
-	to2 := sq32(sigmaTo)
-	v := div32(mul32(to2, float32(sq32(sigmaFrom)-to2)), sq32(sigmaFrom))
-	sigmaUp = min32(sigmaTo, mul32(eta, sqrt32(v)))
-	sigmaDown = sqrt32(float32(to2 - sq32(sigmaUp)))
-	return sigmaDown, sigmaUp
-}
-
-// addNoise returns x + noise*scale elementwise.
-func addNoise(x, noise []float32, scale float32) []float32 {
-	for i := range x {
-		x[i] += float32(noise[i] * scale)
-	}
-	return x
-}
-
 func sampleEuler(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
@@ -36,17 +14,11 @@ func sampleEuler(r *run, x []float32) ([]float32, error) {
 func sampleEulerAncestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
-		down, up := ancestralStep(s[i], s[i+1], 1)
-		if down == 0 {
+		st := r.anc.split(s[i], s[i+1])
+		if r.anc.final(st) {
 			return den, nil
 		}
-		d := toD(x, den, s[i])
-		x = axpy(x, d, down-s[i])
-		n, err := r.randn(len(x))
-		if err != nil {
-			return nil, err
-		}
-		return addNoise(x, n, up), nil
+		return r.renoise(r.anc.euler(x, den, st), st)
 	}))
 }
 
@@ -99,19 +71,15 @@ func sampleDPM2(r *run, x []float32) ([]float32, error) {
 func sampleDPM2Ancestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
-		down, up := ancestralStep(s[i], s[i+1], 1)
+		st := r.anc.split(s[i], s[i+1])
 		d := toD(x, den, s[i])
-		if down == 0 {
-			return axpy(x, d, down-s[i]), nil
+		if st.down == 0 {
+			return axpy(x, d, st.down-s[i]), nil
 		}
-		x, err := dpm2Step(r, x, d, s[i], down)
+		x, err := dpm2Step(r, x, d, s[i], st.down)
 		if err != nil {
 			return nil, err
 		}
-		n, err := r.randn(len(x))
-		if err != nil {
-			return nil, err
-		}
-		return addNoise(x, n, up), nil
+		return r.renoise(x, st)
 	}))
 }

@@ -175,7 +175,9 @@ func ipndmSampler(coeffs func(t []float32, i, order int) ([]float32, float32)) s
 
 // sampleDDPM is ancestral DDPM sampling in the variance-preserving frame
 // (ComfyUI sample_ddpm): the latent is divided by sqrt(1+sigma^2), stepped
-// with the DDPM posterior mean plus posterior noise, and scaled back.
+// with the DDPM posterior mean plus posterior noise, and scaled back. It
+// keeps these variance-exploding formulas for flow models, as ComfyUI
+// does.
 func sampleDDPM(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
@@ -199,9 +201,7 @@ func sampleDDPM(r *run, x []float32) ([]float32, error) {
 			if err != nil {
 				return nil, err
 			}
-			for k := range out {
-				out[k] += float32(c * n[k])
-			}
+			out = addNoise(out, n, c)
 			scale := sqrt32(1 + sq32(prev))
 			for k := range out {
 				out[k] *= scale
@@ -212,22 +212,18 @@ func sampleDDPM(r *run, x []float32) ([]float32, error) {
 }
 
 // sampleLCM is the latent consistency model sampler: jump to the denoised
-// estimate, then renoise to the next sigma with fresh noise.
+// estimate, then renoise to the next sigma with fresh noise, by the model
+// family's forward process (see ancestral.noised).
 func sampleLCM(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	return r.loop(s, x, stepFunc(func(i int, _, den []float32) ([]float32, error) {
-		x := den
-		if s[i+1] > 0 {
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			out := make([]float32, len(x))
-			for k := range out {
-				out[k] = float32(n[k]*s[i+1]) + den[k]
-			}
-			x = out
+		if s[i+1] == 0 {
+			return den, nil
 		}
-		return x, nil
+		n, err := r.randn(len(den))
+		if err != nil {
+			return nil, err
+		}
+		return r.anc.noised(den, n, s[i+1])
 	}))
 }

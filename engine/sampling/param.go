@@ -49,8 +49,8 @@ type TimestepFunc func(sigma float32) float32
 // for Eps and V xIn = x / sqrt(sigma^2+1), for Velocity xIn = x; then for
 // Eps and Velocity denoised = x - out*sigma and for V
 // denoised = x/(sigma^2+1) - out*sigma/sqrt(sigma^2+1).
-// Classifier-free guidance on the denoised outputs (uncond + (cond -
-// uncond)*scale, as ComfyUI's cfg_function) is the caller's to add.
+// It runs no classifier-free guidance: Guided wraps a network called on
+// the unconditional and conditional halves of a batch.
 func NewDenoiser(m ModelFunc, pred Prediction, timestep TimestepFunc) (Denoiser, error) {
 	if m == nil || timestep == nil {
 		return nil, fmt.Errorf("new denoiser: nil model or timestep function")

@@ -25,7 +25,8 @@ import (
 )
 
 // Denoiser returns the model's estimate of the clean latent x0 for x at noise
-// level sigma (classifier-free guidance already applied by the caller).
+// level sigma, with classifier-free guidance already applied (NewDenoiser
+// and Guided build one from a network).
 // len(out) must equal len(x). It must not modify x, and must return a slice
 // it does not reuse: multistep samplers keep earlier outputs.
 type Denoiser func(ctx context.Context, x []float32, sigma float32) ([]float32, error)

@@ -78,11 +78,7 @@ func sampleDEIS(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	coeffs := deisCoeffs(s)
 	var buf [][]float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		d := toD(x, den, s[i])
 		order := min(deisMaxOrder, i+1)
 		if s[i+1] <= 0 {
@@ -107,9 +103,7 @@ func sampleDEIS(r *run, x []float32) ([]float32, error) {
 				out[k] = v
 			}
 		}
-		x = out
 		buf = bufPush(buf, d, deisMaxOrder-1)
-		r.report(i, x, den)
-	}
-	return x, nil
+		return out, nil
+	}))
 }

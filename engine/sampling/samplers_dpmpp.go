@@ -3,7 +3,8 @@ package sampling
 // DPM-Solver++ samplers (Lu et al. 2022) in k-diffusion's formulation:
 // lambda = log(alpha/sigma) is -log(sigma) for variance-exploding models
 // (alpha = 1) and log((1-sigma)/sigma) for flow models in the SDE samplers;
-// dpmpp_2m and dpmpp_2s_ancestral always use -log(sigma), as ComfyUI does.
+// dpmpp_2m always uses -log(sigma), as ComfyUI does, and
+// dpmpp_2s_ancestral the model family's form (ancestral.dpmpp2s).
 
 // negLog returns -log(sigma) in float32 (k-diffusion's t_fn / lambda_fn);
 // +Inf for sigma 0.
@@ -15,11 +16,7 @@ func expNeg(t float32) float32 { return exp32(-t) }
 func sampleDPMPP2M(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
 	var old []float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		t, tNext := negLog(s[i]), negLog(s[i+1])
 		h := tNext - t
 		ratio := div32(expNeg(tNext), expNeg(t))
@@ -35,43 +32,30 @@ func sampleDPMPP2M(r *run, x []float32) ([]float32, error) {
 			x = linsub(ratio, x, e, dd)
 		}
 		old = den
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
+// sampleDPMPP2SAncestral is DPM-Solver++(2S) to sigma_down plus the
+// ancestral noise, for either model family (see ancestral).
 func sampleDPMPP2SAncestral(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
-		down, up := ancestralStep(s[i], s[i+1], 1)
-		if down == 0 {
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
+		st := r.anc.split(s[i], s[i+1])
+		if r.anc.final(st) {
 			d := toD(x, den, s[i])
-			x = axpy(x, d, down-s[i])
+			x = axpy(x, d, st.down-s[i])
 		} else {
-			t, tNext := negLog(s[i]), negLog(down)
-			h := tNext - t
-			sm := t + mul32(0.5, h)
-			x2 := linsub(div32(expNeg(sm), expNeg(t)), x, expm132(mul32(-h, 0.5)), den)
-			den2, err := r.denoise(x2, expNeg(sm))
-			if err != nil {
+			var err error
+			if x, err = r.anc.dpmpp2s(r, x, den, st); err != nil {
 				return nil, err
 			}
-			x = linsub(div32(expNeg(tNext), expNeg(t)), x, expm132(-h), den2)
 		}
 		if s[i+1] > 0 {
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			x = addNoise(x, n, up)
+			return r.renoise(x, st)
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 // addScaledNoise returns x + ((a*noise)*b) elementwise, the order of the
@@ -90,15 +74,9 @@ func sampleDPMPPSDE(r *run, x []float32) ([]float32, error) {
 		return nil, err
 	}
 	const rr = float32(0.5)
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		if s[i+1] == 0 {
-			x = den
-			r.report(i, x, den)
-			continue
+			return den, nil
 		}
 		lamS, lamT := r.halfLogSNR(s[i]), r.halfLogSNR(s[i+1])
 		h := lamT - lamS
@@ -108,7 +86,9 @@ func sampleDPMPPSDE(r *run, x []float32) ([]float32, error) {
 		alphaS1 := mul32(sigS1, exp32(lamS1))
 		alphaT := mul32(s[i+1], exp32(lamT))
 
-		// Step 1: to the midpoint in lambda, with its own ancestral noise.
+		// Step 1: to the midpoint in lambda, with its own ancestral noise
+		// (the variance-exploding split, in sigma = exp(-lambda), for
+		// both model families).
 		sd, su := ancestralStep(expNeg(lamS), expNeg(lamS1), 1)
 		hh := negLog(sd) - lamS
 		x2 := linsub(mul32(div32(alphaS1, alphaS), exp32(-hh)), x, mul32(alphaS1, expm132(-hh)), den)
@@ -134,10 +114,8 @@ func sampleDPMPPSDE(r *run, x []float32) ([]float32, error) {
 		if err != nil {
 			return nil, err
 		}
-		x = addScaledNoise(x, n2, alphaT, su)
-		r.report(i, x, den)
-	}
-	return x, nil
+		return addScaledNoise(x, n2, alphaT, su), nil
+	}))
 }
 
 func sampleDPMPP2MSDEMidpoint(r *run, x []float32) ([]float32, error) {
@@ -179,11 +157,7 @@ func sampleDPMPP2MSDE(r *run, x []float32, heun bool) ([]float32, error) {
 	}
 	var old []float32
 	var h, hLast float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		if s[i+1] == 0 {
 			x = den
 		} else {
@@ -213,9 +187,8 @@ func sampleDPMPP2MSDE(r *run, x []float32, heun bool) ([]float32, error) {
 		}
 		old = den
 		hLast = h
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }
 
 func sampleDPMPP3MSDE(r *run, x []float32) ([]float32, error) {
@@ -226,12 +199,8 @@ func sampleDPMPP3MSDE(r *run, x []float32) ([]float32, error) {
 	}
 	var den1, den2 []float32
 	var h, h1, h2 float32
-	for i := 0; i < r.steps(); i++ {
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		have1, have2 := i >= 1, i >= 2
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
 		if s[i+1] == 0 {
 			x = den
 		} else {
@@ -271,7 +240,6 @@ func sampleDPMPP3MSDE(r *run, x []float32) ([]float32, error) {
 		}
 		den1, den2 = den, den1
 		h1, h2 = h, h1
-		r.report(i, x, den)
-	}
-	return x, nil
+		return x, nil
+	}))
 }

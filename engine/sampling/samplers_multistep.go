@@ -31,34 +31,28 @@ func sampleLMS(r *run, x []float32) ([]float32, error) {
 	const maxOrder = 4
 	s := r.sigmas
 	var ds [][]float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		ds = append(ds, toD(x, den, s[i]))
 		if len(ds) > maxOrder {
 			ds = ds[1:]
 		}
 		if s[i+1] == 0 {
-			x = den
-		} else {
-			order := min(i+1, maxOrder)
-			acc := make([]float32, len(x))
-			for j := 0; j < order; j++ {
-				c := float32(lmsCoeff(order, s, i, j))
-				d := ds[len(ds)-1-j]
-				for k := range acc {
-					acc[k] += float32(c * d[k])
-				}
-			}
-			for k := range x {
-				x[k] += acc[k]
+			return den, nil
+		}
+		order := min(i+1, maxOrder)
+		acc := make([]float32, len(x))
+		for j := 0; j < order; j++ {
+			c := float32(lmsCoeff(order, s, i, j))
+			d := ds[len(ds)-1-j]
+			for k := range acc {
+				acc[k] += float32(c * d[k])
 			}
 		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		for k := range x {
+			x[k] += acc[k]
+		}
+		return x, nil
+	}))
 }
 
 // ipndmCoeffs returns the coefficients of d_cur, d_{-1}, ... for the
@@ -72,6 +66,12 @@ var ipndmCoeffs = [][]float32{
 
 var ipndmDenoms = []float32{1: 1, 2: 2, 3: 12, 4: 24}
 
+// ipndmFixed returns the fixed-step iPNDM coefficients of an order and
+// their common denominator.
+func ipndmFixed(_ []float32, _, order int) ([]float32, float32) {
+	return ipndmCoeffs[order], ipndmDenoms[order]
+}
+
 // bufPush appends d to a history of at most n entries.
 func bufPush(buf [][]float32, d []float32, n int) [][]float32 {
 	if n <= 0 {
@@ -82,42 +82,6 @@ func bufPush(buf [][]float32, d []float32, n int) [][]float32 {
 		buf = buf[1:]
 	}
 	return buf
-}
-
-func sampleIPNDM(r *run, x []float32) ([]float32, error) {
-	const maxOrder = 4
-	s := r.sigmas
-	var buf [][]float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
-		d := toD(x, den, s[i])
-		order := min(maxOrder, i+1)
-		if s[i+1] == 0 {
-			x = den
-		} else {
-			dt := s[i+1] - s[i]
-			cs, dn := ipndmCoeffs[order], ipndmDenoms[order]
-			out := make([]float32, len(x))
-			for k := range x {
-				v := d[k]
-				if order > 1 {
-					v = float32(cs[0] * d[k])
-					for j := 1; j < order; j++ {
-						v = v + float32(cs[j]*buf[len(buf)-j][k])
-					}
-					v /= dn
-				}
-				out[k] = x[k] + float32(dt*v)
-			}
-			x = out
-		}
-		buf = bufPush(buf, d, maxOrder-1)
-		r.report(i, x, den)
-	}
-	return x, nil
 }
 
 // ipndmVCoeffs returns the variable-step iPNDM coefficients for step i of
@@ -153,55 +117,70 @@ func ipndmVCoeffs(t []float32, i, order int) []float64 {
 	}
 }
 
-func sampleIPNDMV(r *run, x []float32) ([]float32, error) {
-	const maxOrder = 4
-	s := r.sigmas
-	var buf [][]float32
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
-		d := toD(x, den, s[i])
-		order := min(maxOrder, i+1)
-		if s[i+1] == 0 {
-			x = den
-		} else {
-			dt := s[i+1] - s[i]
-			c64 := ipndmVCoeffs(s, i, order)
-			cs := make([]float32, len(c64))
-			for j, c := range c64 {
-				cs[j] = float32(c)
-			}
-			out := make([]float32, len(x))
-			for k := range x {
-				v := d[k]
-				if order > 1 {
-					v = float32(cs[0] * d[k])
-					for j := 1; j < order; j++ {
-						v = v + float32(cs[j]*buf[len(buf)-j][k])
-					}
-				}
-				out[k] = x[k] + float32(dt*v)
-			}
-			x = out
-		}
-		buf = bufPush(buf, d, maxOrder-1)
-		r.report(i, x, den)
+// ipndmVariable returns ipndmVCoeffs in float32, with denominator 1 (the
+// weights are normalised already).
+func ipndmVariable(t []float32, i, order int) ([]float32, float32) {
+	c64 := ipndmVCoeffs(t, i, order)
+	cs := make([]float32, len(c64))
+	for j, c := range c64 {
+		cs[j] = float32(c)
 	}
-	return x, nil
+	return cs, 1
+}
+
+var (
+	sampleIPNDM  = ipndmSampler(ipndmFixed)
+	sampleIPNDMV = ipndmSampler(ipndmVariable)
+)
+
+// ipndmSampler returns the iPNDM sampler with the given coefficients for
+// step i of an order (coefficients of d_cur, d_{-1}, ..., and a
+// denominator the weighted sum is divided by unless it is 1): a linear
+// multistep method in sigma on the derivatives of the last four steps,
+// jumping to the denoised estimate at sigma 0.
+func ipndmSampler(coeffs func(t []float32, i, order int) ([]float32, float32)) samplerFunc {
+	return func(r *run, x []float32) ([]float32, error) {
+		const maxOrder = 4
+		s := r.sigmas
+		var buf [][]float32
+		return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
+			d := toD(x, den, s[i])
+			order := min(maxOrder, i+1)
+			if s[i+1] == 0 {
+				x = den
+			} else {
+				dt := s[i+1] - s[i]
+				cs, dn := coeffs(s, i, order)
+				out := make([]float32, len(x))
+				for k := range x {
+					v := d[k]
+					if order > 1 {
+						v = float32(cs[0] * d[k])
+						for j := 1; j < order; j++ {
+							v = v + float32(cs[j]*buf[len(buf)-j][k])
+						}
+						if dn != 1 {
+							v /= dn
+						}
+					}
+					out[k] = x[k] + float32(dt*v)
+				}
+				x = out
+			}
+			buf = bufPush(buf, d, maxOrder-1)
+			return x, nil
+		}))
+	}
 }
 
 // sampleDDPM is ancestral DDPM sampling in the variance-preserving frame
 // (ComfyUI sample_ddpm): the latent is divided by sqrt(1+sigma^2), stepped
-// with the DDPM posterior mean plus posterior noise, and scaled back.
+// with the DDPM posterior mean plus posterior noise, and scaled back. It
+// keeps these variance-exploding formulas for flow models, as ComfyUI
+// does.
 func sampleDDPM(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
-		if err != nil {
-			return nil, err
-		}
+	return r.loop(s, x, stepFunc(func(i int, x, den []float32) ([]float32, error) {
 		sigma, prev := s[i], s[i+1]
 		inScale := sqrt32(1 + sq32(sigma))
 		acp := div32(1, sq32(sigma)+1)
@@ -222,42 +201,29 @@ func sampleDDPM(r *run, x []float32) ([]float32, error) {
 			if err != nil {
 				return nil, err
 			}
-			for k := range out {
-				out[k] += float32(c * n[k])
-			}
+			out = addNoise(out, n, c)
 			scale := sqrt32(1 + sq32(prev))
 			for k := range out {
 				out[k] *= scale
 			}
 		}
-		x = out
-		r.report(i, x, den)
-	}
-	return x, nil
+		return out, nil
+	}))
 }
 
 // sampleLCM is the latent consistency model sampler: jump to the denoised
-// estimate, then renoise to the next sigma with fresh noise.
+// estimate, then renoise to the next sigma with fresh noise, by the model
+// family's forward process (see ancestral.noised).
 func sampleLCM(r *run, x []float32) ([]float32, error) {
 	s := r.sigmas
-	for i := 0; i < r.steps(); i++ {
-		den, err := r.denoise(x, s[i])
+	return r.loop(s, x, stepFunc(func(i int, _, den []float32) ([]float32, error) {
+		if s[i+1] == 0 {
+			return den, nil
+		}
+		n, err := r.randn(len(den))
 		if err != nil {
 			return nil, err
 		}
-		x = den
-		if s[i+1] > 0 {
-			n, err := r.randn(len(x))
-			if err != nil {
-				return nil, err
-			}
-			out := make([]float32, len(x))
-			for k := range out {
-				out[k] = float32(n[k]*s[i+1]) + den[k]
-			}
-			x = out
-		}
-		r.report(i, x, den)
-	}
-	return x, nil
+		return r.anc.noised(den, n, s[i+1])
+	}))
 }

@@ -28,31 +28,49 @@ func vpLambda(t float32) float32 {
 	return lm - mul32(0.5, log32(1-exp32(mul32(2, lm))))
 }
 
-// unipc holds the state of one UniPC run.
+// unipc is the UniPC stepper. Its state x is the latent in the VP frame;
+// on step i it evaluates the model at its predictor's output for ts[i]
+// (input) and corrects with that evaluation (step).
 type unipc struct {
 	r   *run
 	bh2 bool
+	// ts are the sigmas with a final 0 replaced by 0.001, steps their
+	// number of intervals and order the method's order, min(3, steps-1).
+	ts           []float32
+	steps, order int
+	// models and tPrev are the data predictions and their times, oldest
+	// first; tNow is the time of the state.
+	models [][]float32
+	tPrev  []float32
+	tNow   float32
+	// On the current step, xt is the point the model is evaluated at (VP
+	// frame), in the model's input there (sigma frame), and pend the
+	// predictor's terms the corrector reuses (nil on the first step).
+	xt, in []float32
+	pend   *unipcPending
 }
 
-// modelX0 evaluates the data prediction in the VP frame: the denoiser sees
-// x*sqrt(t^2+1) at sigma t, and x0 = (x - sigma_t*eps) / alpha_t.
-func (u *unipc) modelX0(x []float32, t float32) ([]float32, error) {
+// modelInput returns the denoiser's input for the VP-frame latent x at time
+// t: x*sqrt(t^2+1).
+func modelInput(x []float32, t float32) []float32 {
 	scale := sqrt32(sq32(t) + 1)
 	in := make([]float32, len(x))
 	for k := range x {
 		in[k] = x[k] * scale
 	}
-	den, err := u.r.denoise(in, t)
-	if err != nil {
-		return nil, err
-	}
+	return in
+}
+
+// modelX0 is the data prediction in the VP frame from the denoiser output
+// den at (in, t), in = modelInput(x, t): x0 = (x - sigma_t*eps) / alpha_t.
+func modelX0(x, in, den []float32, t float32) []float32 {
 	at, st := vpAlpha(t), vpStd(t)
 	out := make([]float32, len(x))
 	for k := range x {
 		eps := float32(in[k]-den[k]) / t
 		out[k] = float32(x[k]-float32(st*eps)) / at
 	}
-	return out, nil
+	return out
 }
 
 // solve solves the small dense system a*x = b by Gaussian elimination with
@@ -92,12 +110,20 @@ func solve(a [][]float64, b []float64) ([]float64, error) {
 	return x, nil
 }
 
-// update is multistep_uni_pc_bh_update with predict_x0: the predictor
-// (UniP) to time t from the history, then, with the corrector, one model
-// evaluation at the prediction and the corrected value (UniC). It returns
-// the new x and the model value at the predicted point (nil without the
-// corrector).
-func (u *unipc) update(x []float32, models [][]float32, ts []float32, t float32, order int, corrector bool) ([]float32, []float32, error) {
+// unipcPending holds what the corrector (UniC) of a step reuses from its
+// predictor.
+type unipcPending struct {
+	base, m0 []float32
+	d1s      [][]float32
+	rhosC    []float64
+	cb       float32
+}
+
+// predict is the first half of multistep_uni_pc_bh_update with predict_x0:
+// the predictor (UniP) to time t from the history. With the corrector it
+// also returns what correct needs once the model has been evaluated at the
+// prediction.
+func (u *unipc) predict(x []float32, models [][]float32, ts []float32, t float32, order int, corrector bool) ([]float32, *unipcPending, error) {
 	tp0 := ts[len(ts)-1]
 	m0 := models[len(models)-1]
 	lp0, lt := vpLambda(tp0), vpLambda(t)
@@ -186,12 +212,16 @@ func (u *unipc) update(x []float32, models [][]float32, ts []float32, t float32,
 	if !corrector {
 		return xt, nil, nil
 	}
-	mt, err := u.modelX0(xt, t)
-	if err != nil {
-		return nil, nil, err
-	}
+	return xt, &unipcPending{base: base, m0: m0, d1s: d1s, rhosC: rhosC, cb: cb}, nil
+}
+
+// correct is the second half of multistep_uni_pc_bh_update: the corrected
+// value (UniC), written over the prediction xt, from the model value mt at
+// xt.
+func (p *unipcPending) correct(xt, mt []float32) []float32 {
+	base, m0, d1s, rhosC, cb := p.base, p.m0, p.d1s, p.rhosC, p.cb
 	last := float32(rhosC[len(rhosC)-1])
-	for k := range x {
+	for k := range xt {
 		var corr float32
 		for j, d := range d1s {
 			corr += float32(float32(rhosC[j]) * d[k])
@@ -199,7 +229,7 @@ func (u *unipc) update(x []float32, models [][]float32, ts []float32, t float32,
 		dt := mt[k] - m0[k]
 		xt[k] = base[k] - float32(cb*float32(corr+float32(last*dt)))
 	}
-	return xt, mt, nil
+	return xt
 }
 
 func sampleUniPCBH1(r *run, x []float32) ([]float32, error) {
@@ -210,75 +240,96 @@ func sampleUniPCBH2(r *run, x []float32) ([]float32, error) {
 	return (&unipc{r: r, bh2: true}).sample(x)
 }
 
-// report passes the latent back in the sigma frame (x_vp*sqrt(1+t^2)) with
-// the data prediction.
-func (u *unipc) report(i int, x []float32, t float32, den []float32) {
-	if u.r.cb == nil {
-		return
-	}
-	scale := sqrt32(sq32(t) + 1)
-	ve := make([]float32, len(x))
-	for k := range x {
-		ve[k] = x[k] * scale
-	}
-	u.r.report(i, ve, den)
-}
-
+// sample converts x to the VP frame, runs the steps and converts back.
 func (u *unipc) sample(x []float32) ([]float32, error) {
 	ts := append([]float32(nil), u.r.sigmas...)
 	if ts[len(ts)-1] == 0 {
 		ts[len(ts)-1] = 0.001
 	}
-	steps := len(ts) - 1
+	u.ts, u.steps = ts, len(ts)-1
 	in := sqrt32(1 + sq32(ts[0]))
 	for k := range x {
 		x[k] /= in
 	}
-	order := min(3, steps-1)
-	var models [][]float32
-	var tPrev []float32
-	tNow := ts[0]
-	for si := 0; si < steps; si++ {
-		switch {
-		case si == 0:
-			m, err := u.modelX0(x, ts[0])
-			if err != nil {
-				return nil, err
-			}
-			models, tPrev = [][]float32{m}, []float32{ts[0]}
-		case si < order:
-			nx, m, err := u.update(x, models, tPrev, ts[si], si, true)
-			if err != nil {
-				return nil, err
-			}
-			x, tNow = nx, ts[si]
-			models, tPrev = append(models, m), append(tPrev, ts[si])
-		default:
-			last := si
-			if si == steps-1 {
-				last = steps
-			}
-			for step := si; step <= last; step++ {
-				stepOrder := min(order, steps+1-step)
-				corrector := step != steps
-				nx, m, err := u.update(x, models, tPrev, ts[step], stepOrder, corrector)
-				if err != nil {
-					return nil, err
-				}
-				x, tNow = nx, ts[step]
-				copy(tPrev, tPrev[1:])
-				copy(models, models[1:])
-				tPrev[len(tPrev)-1] = ts[step]
-				if step < steps {
-					models[len(models)-1] = m
-				}
-			}
-		}
-		u.report(si, x, tNow, models[len(models)-1])
+	u.order = min(3, u.steps-1)
+	u.tNow = ts[0]
+	x, err := u.r.loop(ts, x, u)
+	if err != nil {
+		return nil, err
 	}
 	a := vpAlpha(ts[len(ts)-1])
 	for k := range x {
 		x[k] /= a
 	}
 	return x, nil
+}
+
+// stepOrder is the order of the update to ts[step]: the warm-up steps
+// raise it one by one, the last ones lower it (lower_order_final).
+func (u *unipc) stepOrder(step int) int {
+	if step < u.order {
+		return step
+	}
+	return min(u.order, u.steps+1-step)
+}
+
+// input predicts the latent at ts[i] (on the first step, x itself) and
+// returns the model's input there.
+func (u *unipc) input(i int, x []float32) ([]float32, error) {
+	u.xt, u.pend = x, nil
+	if i > 0 {
+		var err error
+		if u.xt, u.pend, err = u.predict(x, u.models, u.tPrev, u.ts[i], u.stepOrder(i), true); err != nil {
+			return nil, err
+		}
+	}
+	u.in = modelInput(u.xt, u.ts[i])
+	return u.in, nil
+}
+
+// step corrects the prediction with the model value and updates the
+// history; the last step adds the final predictor-only update to ts[steps].
+func (u *unipc) step(i int, x, den []float32) ([]float32, error) {
+	m := modelX0(u.xt, u.in, den, u.ts[i])
+	if i == 0 {
+		u.models, u.tPrev = [][]float32{m}, []float32{u.ts[0]}
+		return x, nil
+	}
+	x, u.tNow = u.pend.correct(u.xt, m), u.ts[i]
+	if i < u.order {
+		u.models, u.tPrev = append(u.models, m), append(u.tPrev, u.ts[i])
+		return x, nil
+	}
+	u.shift(i, m)
+	if i == u.steps-1 {
+		nx, _, err := u.predict(x, u.models, u.tPrev, u.ts[u.steps], u.stepOrder(u.steps), false)
+		if err != nil {
+			return nil, err
+		}
+		x, u.tNow = nx, u.ts[u.steps]
+		u.shift(u.steps, nil)
+	}
+	return x, nil
+}
+
+// shift drops the oldest history entry and appends time ts[step] with the
+// model value m (which the final step, without a model value, leaves).
+func (u *unipc) shift(step int, m []float32) {
+	copy(u.tPrev, u.tPrev[1:])
+	copy(u.models, u.models[1:])
+	u.tPrev[len(u.tPrev)-1] = u.ts[step]
+	if step < u.steps {
+		u.models[len(u.models)-1] = m
+	}
+}
+
+// view passes the latent back in the sigma frame (x_vp*sqrt(1+t^2)) with
+// the data prediction.
+func (u *unipc) view(_ int, x, _ []float32) (latent, denoised []float32) {
+	scale := sqrt32(sq32(u.tNow) + 1)
+	ve := make([]float32, len(x))
+	for k := range x {
+		ve[k] = x[k] * scale
+	}
+	return ve, u.models[len(u.models)-1]
 }

@@ -25,7 +25,8 @@ import (
 )
 
 // Denoiser returns the model's estimate of the clean latent x0 for x at noise
-// level sigma (classifier-free guidance already applied by the caller).
+// level sigma, with classifier-free guidance already applied (NewDenoiser
+// and Guided build one from a network).
 // len(out) must equal len(x). It must not modify x, and must return a slice
 // it does not reuse: multistep samplers keep earlier outputs.
 type Denoiser func(ctx context.Context, x []float32, sigma float32) ([]float32, error)
@@ -50,7 +51,9 @@ type StepInfo struct {
 // Callback receives progress after every step.
 type Callback func(StepInfo)
 
-// samplerFunc integrates x along sigmas. It may overwrite x.
+// samplerFunc integrates x along sigmas, for either model family. It may
+// overwrite x. Each one builds its per-step update and hands it to
+// run.loop (step.go).
 type samplerFunc func(r *run, x []float32) ([]float32, error)
 
 // samplers maps ComfyUI sampler names to implementations.
@@ -204,13 +207,11 @@ func Sample(ctx context.Context, sampler string, model Denoiser, x []float32, si
 	return r.exec(out)
 }
 
-// exec runs the sampler on x (which it may overwrite).
+// exec runs the sampler on x (which it may overwrite), with the ancestral
+// split of the model family r.flow names.
 func (r *run) exec(x []float32) ([]float32, error) {
-	fn := samplers[r.name]
-	if v, ok := flowVariants[r.name]; ok && r.flow != nil {
-		fn = v
-	}
-	res, err := fn(r, x)
+	r.anc = ancestralFor(r.flow)
+	res, err := samplers[r.name](r, x)
 	if err != nil {
 		return nil, fmt.Errorf("sample %s: %w", r.name, err)
 	}
@@ -229,6 +230,8 @@ type run struct {
 	brownian func(r *run, n int) (brownianSampler, error)
 	// flow is set for rectified-flow models (see Options).
 	flow *Flow
+	// anc is the model family's ancestral split, set by exec from flow.
+	anc ancestral
 }
 
 // steps returns the number of sampler steps, len(sigmas)-1.

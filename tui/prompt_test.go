@@ -31,7 +31,7 @@ func TestPromptRequest(t *testing.T) {
 		{"bad seed", "tiny", map[field]string{fieldSeed: "1.5"}, nil, "seed \"1.5\""},
 		{"bad size", "tiny", map[field]string{fieldSize: "big"}, nil, "size \"big\""},
 		{"size not /8", "tiny", map[field]string{fieldSize: "100x64"}, nil, "multiple of 8"},
-		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, nil, "--batch 0"},
+		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, nil, "batch 0: must be between 1 and 64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -129,6 +129,8 @@ func (v *fieldValue) Type() string {
 		return "uint"
 	case engine.KindFloat:
 		return "float64"
+	case engine.KindStrings:
+		return "stringArray" // repeatable, each use one value
 	}
 	return "string"
 }
@@ -230,15 +232,32 @@ func (f *genFlags) request(cmd *cobra.Command) (engine.Request, error) {
 		req.Model = engine.DefaultModel
 		applyDemoDefaults(cmd, &req)
 	}
+	// Store absolute paths, so that --from works from any directory.
 	if req.Model != engine.DefaultModel {
-		// Store an absolute path, so that --from works from any directory.
-		if _, err := os.Stat(req.Model); err == nil {
-			if abs, err := filepath.Abs(req.Model); err == nil {
-				req.Model = abs
-			}
+		req.Model = absIfExists(req.Model)
+	}
+	if req.VAE != "" {
+		req.VAE = absIfExists(req.VAE)
+	}
+	if req.TextEncoders != nil {
+		tes := make([]string, len(req.TextEncoders))
+		for i, te := range req.TextEncoders {
+			tes[i] = absIfExists(te)
 		}
+		req.TextEncoders = tes
 	}
 	return req, nil
+}
+
+// absIfExists returns the absolute path of a file that exists, and other
+// names (of models in the model directories) as they are.
+func absIfExists(path string) string {
+	if _, err := os.Stat(path); err == nil {
+		if abs, err := filepath.Abs(path); err == nil {
+			return abs
+		}
+	}
+	return path
 }
 
 func runGen(cmd *cobra.Command, f *genFlags) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -27,6 +28,11 @@ var genSamples = map[string][2]string{
 	"model":     {"stored-model", "flag-model"},
 	"clip_skip": {"2", "3"},
 	"batch":     {"2", "4"},
+	// Added through the table alone:
+	"vae":           {"stored-vae.safetensors", "flag-vae.safetensors"},
+	"denoise":       {"0.5", "0.75"},
+	"convention":    {"diffusers", "comfyui"},
+	"text_encoders": {"stored-te.safetensors", "flag-te.safetensors"},
 }
 
 // genBad holds, per request field, a flag value refused with a message
@@ -44,6 +50,11 @@ var genBad = map[string]string{
 	"model":     "",
 	"clip_skip": "-1",
 	"batch":     "0",
+	// Added through the table alone:
+	"vae":           "",
+	"denoise":       "1.5",
+	"convention":    "auto",
+	"text_encoders": "",
 }
 
 // storedPNG writes a PNG whose darkroom chunk holds the stored samples.
@@ -115,6 +126,11 @@ func TestGenFromPrecedence(t *testing.T) {
 			}
 		})
 	}
+	// A repeated flag gives a list; given, it replaces the stored list.
+	got, err = genRequest(t, "--from", path, "--text-encoder", "a", "--text-encoder", "b,c")
+	if err != nil || !reflect.DeepEqual(got.TextEncoders, []string{"a", "b,c"}) {
+		t.Errorf("--text-encoder twice: %q, %v", got.TextEncoders, err)
+	}
 	// -s -1 draws a new seed even with --from.
 	if got, err := genRequest(t, "--from", path, "-s", "-1"); err != nil || got.Seed == stored.Seed {
 		t.Errorf("-s -1 with --from: seed %d, %v", got.Seed, err)
@@ -153,7 +169,7 @@ func TestGenFieldErrorsNameFlags(t *testing.T) {
 			t.Errorf("field %s: add its refused value (or \"\") to genBad", field.Name)
 			continue
 		}
-		if bad == "" || field.Flag == "" {
+		if (bad == "" && field.Kind != engine.KindStrings) || field.Flag == "" {
 			continue
 		}
 		t.Run(field.Name, func(t *testing.T) {
@@ -179,6 +195,9 @@ func TestGenFieldErrorsNameFlags(t *testing.T) {
 }
 
 func quoteIfString(field engine.RequestField, s string) string {
+	if field.Kind == engine.KindStrings {
+		return fmt.Sprintf("%q", []string{s})
+	}
 	if field.Kind == engine.KindString || field.Name == "seed" {
 		return fmt.Sprintf("%q", s)
 	}
@@ -204,5 +223,25 @@ func TestGenFlagsFromTable(t *testing.T) {
 		if _, ok := c.GetFlagCompletionFunc(field.Flag); ok != (field.Values != nil) {
 			t.Errorf("--%s: completion %v", field.Flag, ok)
 		}
+	}
+}
+
+// TestGenStoresAbsolutePaths: files given by relative paths are stored
+// absolute, so that --from works from another directory; names are kept.
+func TestGenStoresAbsolutePaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, name := range []string{"m.safetensors", "v.safetensors", "te.safetensors"} {
+		if err := os.WriteFile(name, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := genRequest(t, "-m", "m.safetensors", "--vae", "v.safetensors", "--text-encoder", "te.safetensors", "--text-encoder", "clip_g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs := func(n string) string { return filepath.Join(dir, n) }
+	if got.Model != abs("m.safetensors") || got.VAE != abs("v.safetensors") || !reflect.DeepEqual(got.TextEncoders, []string{abs("te.safetensors"), "clip_g"}) {
+		t.Errorf("model %q vae %q text encoders %q", got.Model, got.VAE, got.TextEncoders)
 	}
 }

@@ -52,10 +52,11 @@ type FieldKind uint8
 
 // Field kinds.
 const (
-	KindString FieldKind = iota // string
-	KindInt                     // int
-	KindUint                    // uint64
-	KindFloat                   // float64
+	KindString  FieldKind = iota // string
+	KindInt                      // int
+	KindUint                     // uint64
+	KindFloat                    // float64
+	KindStrings                  // []string; Set appends one value
 )
 
 // String returns the Go type of the kind's values.
@@ -69,19 +70,22 @@ func (k FieldKind) String() string {
 		return "uint64"
 	case KindFloat:
 		return "float64"
+	case KindStrings:
+		return "[]string"
 	}
 	return fmt.Sprintf("FieldKind(%d)", uint8(k))
 }
 
-// Value returns the field's value in r: a string, int, uint64 or float64
-// according to Kind.
+// Value returns the field's value in r: a string, int, uint64, float64 or
+// []string (a copy) according to Kind.
 func (f RequestField) Value(r *Request) any { return f.get(r) }
 
-// String formats the field's value in r as Set parses it.
+// String formats the field's value in r as Set parses it (a KindStrings
+// field's values are joined with commas).
 func (f RequestField) String(r *Request) string { return f.str(r) }
 
-// Set parses s and stores it in r. A value that does not parse is a
-// *FieldError holding s.
+// Set parses s and stores it in r; a KindStrings field appends s to its
+// list. A value that does not parse is a *FieldError holding s.
 func (f RequestField) Set(r *Request, s string) error { return f.set(r, s) }
 
 // Copy copies the field's value from src to dst.
@@ -148,6 +152,9 @@ func (e *FieldError) Describe(name string) string {
 	}
 }
 
+// conventions are the values of Request.Convention ("" means the first).
+var conventions = []string{"comfyui", "diffusers"}
+
 // requestFields is the table behind RequestFields. Keyed fields are written
 // to A1111 text in this order; Validate reports the first problem in it.
 //
@@ -200,6 +207,18 @@ var requestFields = []RequestField{
 	stringField("model", "", func(r *Request) *string { return &r.Model }).
 		flag("model", "m", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory (default: the built-in darkroom-digits)").
 		a1111Request("Model", writeModel, readModel).done(),
+	stringField("vae", "", func(r *Request) *string { return &r.VAE }).
+		flag("vae", "", "a separate VAE `file` (or name in the model directories) to use instead of the checkpoint's").
+		a1111("VAE", func(v string) (string, bool) { return a1111BaseName(v), v != "" }, nil).done(),
+	floatField("denoise", 0, func(r *Request) *float64 { return &r.Denoise }).
+		flag("denoise", "", "denoising strength, more than 0 and at most 1 (default 1: a full run from noise)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= 1) {
+				return "must be more than 0 and at most 1 (0 means 1)"
+			}
+			return ""
+		}).
+		a1111Request("Denoising strength", writeDenoise, readDenoise).done(),
 	intField("clip_skip", 1, func(r *Request) *int { return &r.ClipSkip }).
 		flag("clip-skip", "", "text encoder layer: 1 = last, 2 = penultimate (A1111 'Clip skip')").
 		valid(func(v int) string {
@@ -214,6 +233,17 @@ var requestFields = []RequestField{
 		valid(func(v int) string {
 			if v < 1 || v > MaxBatch {
 				return fmt.Sprintf("must be between 1 and %d", MaxBatch)
+			}
+			return ""
+		}).done(),
+	stringField("convention", "", func(r *Request) *string { return &r.Convention }).
+		flag("convention", "", "whose numerical conventions to reproduce: comfyui (default) or diffusers").
+		enum(conventions, true).done(),
+	stringsField("text_encoders", func(r *Request) *[]string { return &r.TextEncoders }).
+		flag("text-encoder", "", "a separate text encoder `file` (or name), e.g. ComfyUI's split CLIP files; repeat for several").
+		valid(func(v []string) string {
+			if slices.Contains(v, "") {
+				return "an empty file name"
 			}
 			return ""
 		}).done(),
@@ -271,6 +301,19 @@ func uintField(name string, def uint64, get func(*Request) *uint64) *fieldBuilde
 
 func floatField(name string, def float64, get func(*Request) *float64) *fieldBuilder[float64] {
 	return newField(KindFloat, name, def, get, parseFloat, formatFloat, same)
+}
+
+// stringsField is a list of strings (default empty); Set appends.
+func stringsField(name string, get func(*Request) *[]string) *fieldBuilder[[]string] {
+	b := newField(KindStrings, name, nil, get,
+		func(s string) ([]string, error) { return []string{s}, nil },
+		func(v []string) string { return strings.Join(v, ",") },
+		slices.Clone)
+	b.f.set = func(r *Request, s string) error {
+		*get(r) = append(*get(r), s)
+		return nil
+	}
+	return b
 }
 
 // parseInt parses integers as the flag package does (base prefixes allowed).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"math"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -28,6 +29,11 @@ var fieldSamples = map[string][]string{
 	"model":     {"sd15-pruned"},
 	"clip_skip": {"2"},
 	"batch":     {"3"},
+	// Added through the table alone:
+	"vae":           {"vae-ft-mse.safetensors"},
+	"denoise":       {"0.45"},
+	"convention":    {"diffusers"},
+	"text_encoders": {"clip_l.safetensors", "t5xxl_fp16.safetensors"},
 }
 
 // fieldBad holds, for every field with a validation, a value it refuses.
@@ -40,6 +46,10 @@ var fieldBad = map[string]string{
 	"height":    "8192",
 	"clip_skip": "-1",
 	"batch":     "65",
+	// Added through the table alone:
+	"denoise":       "1.5",
+	"convention":    "auto",
+	"text_encoders": "",
 }
 
 // sampleRequest is DefaultRequest with every field set to its sample.
@@ -180,13 +190,22 @@ func TestFieldSetString(t *testing.T) {
 	want := sampleRequest(t)
 	for _, f := range RequestFields() {
 		var r Request
-		if err := f.Set(&r, f.String(&want)); err != nil {
-			t.Errorf("%s: Set(String()) = %v", f.Name, err)
+		texts := []string{f.String(&want)}
+		if f.Kind == KindStrings { // String joins, Set appends one
+			texts = fieldSamples[f.Name]
+			if got := f.String(&want); got != strings.Join(texts, ",") {
+				t.Errorf("%s: String() = %q", f.Name, got)
+			}
+		}
+		for _, s := range texts {
+			if err := f.Set(&r, s); err != nil {
+				t.Errorf("%s: Set(%q) = %v", f.Name, s, err)
+			}
 		}
 		if !reflect.DeepEqual(f.Value(&r), f.Value(&want)) {
 			t.Errorf("%s: Set(String()) gave %#v, want %#v", f.Name, f.Value(&r), f.Value(&want))
 		}
-		if f.Kind == KindString {
+		if f.Kind == KindString || f.Kind == KindStrings {
 			continue
 		}
 		err := f.Set(&r, "x1")
@@ -244,6 +263,14 @@ func TestValidateNamesFields(t *testing.T) {
 		{func(r *Request) { r.Sampler = "x" }, `sampler "x": unknown; valid: ddim, ddpm,`},
 		{func(r *Request) { r.Scheduler = "x" }, `scheduler "x": unknown; valid: beta, ddim_uniform,`},
 		{func(r *Request) { r.ClipSkip = 0 }, ""},
+		{func(r *Request) { r.Convention = "ComfyUI" }, `convention "ComfyUI": unknown; valid: comfyui, diffusers`},
+		{func(r *Request) { r.Convention = "comfyui" }, ""},
+		{func(r *Request) { r.Convention = "diffusers" }, ""},
+		{func(r *Request) { r.Denoise = -0.1 }, "denoise -0.1: must be more than 0 and at most 1 (0 means 1)"},
+		{func(r *Request) { r.Denoise = math.NaN() }, "denoise NaN: must be"},
+		{func(r *Request) { r.Denoise = 1 }, ""},
+		{func(r *Request) { r.TextEncoders = []string{"a", ""} }, `text_encoders ["a" ""]: an empty file name`},
+		{func(r *Request) { r.VAE, r.TextEncoders = "/v/x.safetensors", []string{"a"} }, ""},
 	} {
 		r := DefaultRequest()
 		c.mutate(&r)
@@ -348,5 +375,30 @@ func TestParseA1111(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Field != c.field {
 			t.Errorf("%q: err %v, want a FieldError for %s", c.text, err, c.field)
 		}
+	}
+}
+
+// TestA1111NewFields: VAE is written as its file's name, the denoising
+// strength only below 1 (and not read from A1111's hires fix), and fields
+// without an A1111 key stay out of the text.
+func TestA1111NewFields(t *testing.T) {
+	d := DefaultRequest()
+	base := A1111Parameters(d, "", "m")
+	r := d
+	r.Convention, r.TextEncoders, r.Denoise = "diffusers", []string{"/te/clip_l.safetensors"}, 1
+	if got := A1111Parameters(r, "", "m"); got != base {
+		t.Errorf("unkeyed fields changed the text: %q", got)
+	}
+	r.VAE, r.Denoise, r.ClipSkip = `/models/vae/sdxl, fixed.safetensors`, 0.6, 2
+	want := "\nSteps: 20, Sampler: Euler, Schedule type: Normal, CFG scale: 7, Seed: 0, Size: 512x512, Model: m, VAE: sdxl  fixed.safetensors, Denoising strength: 0.6, Clip skip: 2, Version: darkroom"
+	if got := A1111Parameters(r, "", "m"); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if got, _, err := ParseA1111Parameters(want); err != nil || got.VAE != "sdxl  fixed.safetensors" || got.Denoise != 0.6 {
+		t.Errorf("parsed %+v, %v", got, err)
+	}
+	hires := "p\nSteps: 20, Sampler: Euler, Size: 512x512, Denoising strength: 0.7, Hires upscale: 2, Hires upscaler: Latent"
+	if got, _, err := ParseA1111Parameters(hires); err != nil || got.Denoise != 0 {
+		t.Errorf("hires fix: denoise %v, %v", got.Denoise, err)
 	}
 }

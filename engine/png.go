@@ -177,6 +177,38 @@ func a1111Unname(names map[string]string) func(string) (string, error) {
 // a1111Text makes s safe as an unquoted A1111 value.
 var a1111Text = strings.NewReplacer(",", " ", "\n", " ")
 
+// a1111BaseName is a file's name without its folder, as A1111 writes
+// "VAE: name.safetensors".
+func a1111BaseName(path string) string {
+	if i := strings.LastIndexAny(path, `/\`); i >= 0 {
+		path = path[i+1:]
+	}
+	return a1111Text.Replace(path)
+}
+
+// writeDenoise writes a denoising strength below 1.
+func writeDenoise(r *Request, _ a1111Meta) []a1111Pair {
+	if r.Denoise > 0 && r.Denoise < 1 {
+		return []a1111Pair{{"Denoising strength", formatFloat(r.Denoise)}}
+	}
+	return nil
+}
+
+// readDenoise reads the denoising strength, except A1111's hires fix's
+// (of its second pass: the image itself was made from noise).
+func readDenoise(r *Request, params map[string]string) error {
+	s, ok := params["Denoising strength"]
+	if _, hires := params["Hires upscale"]; !ok || hires {
+		return nil
+	}
+	v, err := parseFloat(s)
+	if err != nil {
+		return &FieldError{Field: "denoise", Value: s, Msg: err.Error()}
+	}
+	r.Denoise = v
+	return nil
+}
+
 // writeSize writes width and height as "Size: WIDTHxHEIGHT".
 func writeSize(r *Request, _ a1111Meta) []a1111Pair {
 	return []a1111Pair{{"Size", fmt.Sprintf("%dx%d", r.Width, r.Height)}}

@@ -25,6 +25,18 @@ type Request struct {
 	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
 	// the penultimate (A1111 "Clip skip: 2").
 	ClipSkip int `json:"clip_skip,omitempty"`
+	// Convention is whose numerical conventions the run reproduces:
+	// "comfyui" (the default; empty means comfyui) or "diffusers".
+	Convention string `json:"convention,omitempty"`
+	// VAE is a separate VAE file (or a name in the model directories) used
+	// instead of the checkpoint's; empty uses the checkpoint's.
+	VAE string `json:"vae,omitempty"`
+	// TextEncoders are separate text encoder files (or names), as ComfyUI's
+	// split checkpoints have; empty uses the checkpoint's.
+	TextEncoders []string `json:"text_encoders,omitempty"`
+	// Denoise is the denoising strength, 0 < Denoise ≤ 1; 0 means 1 (a full
+	// run from noise).
+	Denoise float64 `json:"denoise,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.

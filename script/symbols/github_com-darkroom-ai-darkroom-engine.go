@@ -30,6 +30,7 @@ func init() {
 		"KindFloat":                  reflect.ValueOf(engine.KindFloat),
 		"KindInt":                    reflect.ValueOf(engine.KindInt),
 		"KindString":                 reflect.ValueOf(engine.KindString),
+		"KindStrings":                reflect.ValueOf(engine.KindStrings),
 		"KindUint":                   reflect.ValueOf(engine.KindUint),
 		"LatentPreview":              reflect.ValueOf(engine.LatentPreview),
 		"LoadBytes":                  reflect.ValueOf(engine.LoadBytes),

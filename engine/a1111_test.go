@@ -27,3 +27,16 @@ func TestA1111ParametersGolden(t *testing.T) {
 		}
 	}
 }
+
+// The A1111 names map back to one sampler and one scheduler each.
+func TestA1111NamesUnique(t *testing.T) {
+	for _, names := range []map[string]string{a1111Samplers, a1111Schedules} {
+		seen := map[string]string{}
+		for v, n := range names {
+			if other, ok := seen[n]; ok {
+				t.Errorf("A1111 name %q for both %s and %s", n, v, other)
+			}
+			seen[n] = v
+		}
+	}
+}

@@ -13,8 +13,10 @@ import (
 // RequestField describes one field of Request: its names in JSON, on the
 // command line and in A1111 parameters text, how to read and write it as
 // text, its default and its validation. RequestFields lists them all; the
-// CLI flags of `darkroom gen`, `gen --from`, the PNG metadata and
-// Request.Validate are driven by that one table.
+// CLI flags of `darkroom gen`, `gen --from`, the A1111 text of PNGs,
+// DefaultRequest and Request.Validate are driven by that one table. (The
+// "darkroom" PNG chunk is the Request's JSON; Name is its json tag, which a
+// test keeps in step with the table.)
 //
 // The slices of a RequestField (Values) are shared: do not modify them.
 type RequestField struct {

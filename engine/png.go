@@ -49,7 +49,8 @@ var a1111Schedules = map[string]string{
 //
 // Every request field with an A1111 key (RequestField.A1111) is written, in
 // RequestFields order; optional ones (negative prompt, clip skip > 1, ...)
-// only when set. modelHash and modelName may be empty.
+// only when set. "Model" is modelName (after "Model hash", modelHash), not
+// the path in req.Model; either may be empty.
 func A1111Parameters(req Request, modelHash, modelName string) string {
 	meta := a1111Meta{modelHash: modelHash, modelName: modelName}
 	var b strings.Builder

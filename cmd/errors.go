@@ -14,10 +14,6 @@ import (
 // "darkroom: <message>". Line breaks inside the message are folded into
 // "; " so that scripts can rely on exactly one line.
 func FormatError(err error) string {
-	var fe *engine.FieldError
-	if errors.As(err, &fe) {
-		err = fmt.Errorf("--%s %v: %s", strings.ReplaceAll(fe.Field, "_", "-"), fe.Value, fe.Msg)
-	}
 	msg := strings.TrimSpace(err.Error())
 	if strings.ContainsAny(msg, "\r\n") {
 		lines := strings.FieldsFunc(msg, func(r rune) bool { return r == '\n' || r == '\r' })
@@ -55,3 +51,28 @@ func noSubcommand(cmd *cobra.Command, args []string) error {
 func flagError(cmd *cobra.Command, err error) error {
 	return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
 }
+
+// withFlagNames rewrites an engine.FieldError in err (which names a
+// request field, "width 1001: ...") to name the field's flag instead
+// ("--width 1001: ..."). Errors without one are returned as they are.
+func withFlagNames(err error) error {
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	field, ok := engine.FieldByName(fe.Field)
+	if !ok || field.Flag == "" {
+		return err
+	}
+	msg := strings.Replace(err.Error(), fe.Error(), fe.Describe("--"+field.Flag), 1)
+	return &renamedError{msg: msg, err: err}
+}
+
+// renamedError is err with another message.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }

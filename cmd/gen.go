@@ -3,6 +3,7 @@ package cmd
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,11 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/demo"
-	"github.com/darkroom-ai/darkroom/engine/sampling"
 )
 
 const genLong = `Generate images from a text prompt (text-to-image).
@@ -48,8 +49,8 @@ const genExample = `  darkroom gen -p "a handwritten digit 7" -o seven.png      
 
 type genFlags struct {
 	models    []string
-	req       engine.Request
-	seed      string
+	req       engine.Request // the request fields' flags
+	seed      string         // --seed as given: "" and -1 draw a random seed
 	output    string
 	device    string
 	precision string
@@ -58,6 +59,12 @@ type genFlags struct {
 }
 
 func newGenCmd() *cobra.Command {
+	c, _ := newGenCmdFlags()
+	return c
+}
+
+// newGenCmdFlags returns the gen command and the flags it parses into.
+func newGenCmdFlags() (*cobra.Command, *genFlags) {
 	f := &genFlags{req: engine.DefaultRequest()}
 	c := &cobra.Command{
 		Use:     "gen",
@@ -66,33 +73,74 @@ func newGenCmd() *cobra.Command {
 		Example: genExample,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runGen(cmd, f)
+			return withFlagNames(runGen(cmd, f))
 		},
 	}
 	fl := c.Flags()
-	fl.StringVarP(&f.req.Model, "model", "m", "", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory (default: the built-in darkroom-digits)")
-	fl.StringVarP(&f.req.Prompt, "prompt", "p", "", "the prompt")
-	fl.StringVarP(&f.req.Negative, "negative", "n", "", "the negative prompt")
-	fl.StringVarP(&f.seed, "seed", "s", "", "seed (0 to 2^64-1); random when absent or -1, and printed")
-	fl.IntVar(&f.req.Steps, "steps", f.req.Steps, "sampling steps")
-	fl.Float64Var(&f.req.CFG, "cfg", f.req.CFG, "classifier-free guidance scale (1 disables the negative prompt)")
-	fl.StringVar(&f.req.Sampler, "sampler", f.req.Sampler, "sampler: "+strings.Join(sampling.Samplers(), ", "))
-	fl.StringVar(&f.req.Scheduler, "scheduler", f.req.Scheduler, "scheduler: "+strings.Join(sampling.Schedulers(), ", "))
-	fl.IntVarP(&f.req.Width, "width", "W", f.req.Width, "image width in pixels (multiple of 8)")
-	fl.IntVarP(&f.req.Height, "height", "H", f.req.Height, "image height in pixels (multiple of 8)")
-	fl.IntVarP(&f.req.Batch, "batch", "b", f.req.Batch, "images per run (one noise tensor, as ComfyUI)")
-	fl.IntVar(&f.req.ClipSkip, "clip-skip", f.req.ClipSkip, "text encoder layer: 1 = last, 2 = penultimate (A1111 'Clip skip')")
+	// One flag per request field, from the engine's field table.
+	for _, field := range engine.RequestFields() {
+		if field.Flag == "" {
+			continue
+		}
+		var v pflag.Value = &fieldValue{field: field, req: &f.req}
+		if field.Name == "seed" {
+			v = &seedValue{&f.seed} // parsed when the command runs: -1 is random
+		}
+		fl.VarP(v, field.Flag, field.Short, field.Usage)
+		if field.Values != nil {
+			_ = c.RegisterFlagCompletionFunc(field.Flag, fixedCompletion(field.Values))
+		}
+	}
 	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG; with --batch > 1 numbered as NAME-1.png, NAME-2.png, ...")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
 	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
 	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
-	_ = c.RegisterFlagCompletionFunc("sampler", fixedCompletion(sampling.Samplers()))
-	_ = c.RegisterFlagCompletionFunc("scheduler", fixedCompletion(sampling.Schedulers()))
 	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
-	return c
+	return c, f
 }
+
+// fieldValue is the flag of a request field: it parses into req through
+// the field's Set.
+type fieldValue struct {
+	field engine.RequestField
+	req   *engine.Request
+}
+
+func (v *fieldValue) String() string { return v.field.String(v.req) }
+
+func (v *fieldValue) Set(s string) error {
+	err := v.field.Set(v.req, s)
+	var fe *engine.FieldError
+	if errors.As(err, &fe) {
+		// pflag's message already names the flag and quotes s.
+		return errors.New(fe.Msg)
+	}
+	return err
+}
+
+// Type names the value in the help, as pflag's own flags of the kind do.
+func (v *fieldValue) Type() string {
+	switch v.field.Kind {
+	case engine.KindInt:
+		return "int"
+	case engine.KindUint:
+		return "uint"
+	case engine.KindFloat:
+		return "float64"
+	case engine.KindStrings:
+		return "stringArray" // repeatable, each use one value
+	}
+	return "string"
+}
+
+// seedValue keeps --seed as text: "" and -1 mean a random seed.
+type seedValue struct{ s *string }
+
+func (v *seedValue) String() string     { return *v.s }
+func (v *seedValue) Set(s string) error { *v.s = s; return nil }
+func (v *seedValue) Type() string       { return "string" }
 
 func fixedCompletion(values []string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -111,11 +159,12 @@ func parseSeed(s string) (uint64, error) {
 		// float64 (JSON in JavaScript UIs) keeps them exact.
 		return binary.LittleEndian.Uint64(b[:]) >> 11, nil
 	}
-	var v uint64
-	if _, err := fmt.Sscan(s, &v); err != nil || fmt.Sprint(v) != strings.TrimLeft(s, "+") {
-		return 0, fmt.Errorf("--seed %q: want a whole number from 0 to 18446744073709551615", s)
+	seed, _ := engine.FieldByName("seed")
+	var req engine.Request
+	if err := seed.Set(&req, s); err != nil {
+		return 0, err // a FieldError, shown as --seed "s": ...
 	}
-	return v, nil
+	return req.Seed, nil
 }
 
 // outputPaths returns the PNG paths for a batch.
@@ -158,26 +207,63 @@ func checkWritable(path string) error {
 	return os.Remove(name)
 }
 
-func runGen(cmd *cobra.Command, f *genFlags) error {
-	req := f.req
+// request returns the request the flags describe: the stored one of
+// --from with the flags given explicitly applied, or the flags'.
+func (f *genFlags) request(cmd *cobra.Command) (engine.Request, error) {
+	var stored engine.Request
 	if f.from != "" {
-		stored, err := engine.RequestFromPNG(f.from)
+		var err error
+		if stored, err = engine.RequestFromPNG(f.from); err != nil {
+			return engine.Request{}, err
+		}
+	}
+	req := f.req
+	if f.from == "" || cmd.Flags().Changed("seed") {
+		seed, err := parseSeed(f.seed)
 		if err != nil {
-			return err
+			return engine.Request{}, err
 		}
-		req = mergeFlags(cmd, stored, f.req)
-		if !cmd.Flags().Changed("seed") {
-			f.seed = fmt.Sprint(stored.Seed)
-		}
+		req.Seed = seed
 	}
-	seed, err := parseSeed(f.seed)
-	if err != nil {
-		return err
+	if f.from != "" {
+		req = mergeFlags(cmd, stored, req)
 	}
-	req.Seed = seed
 	if req.Model == "" || req.Model == engine.DefaultModel {
 		req.Model = engine.DefaultModel
 		applyDemoDefaults(cmd, &req)
+	}
+	// Store absolute paths, so that --from works from any directory.
+	if req.Model != engine.DefaultModel {
+		req.Model = absIfExists(req.Model)
+	}
+	if req.VAE != "" {
+		req.VAE = absIfExists(req.VAE)
+	}
+	if req.TextEncoders != nil {
+		tes := make([]string, len(req.TextEncoders))
+		for i, te := range req.TextEncoders {
+			tes[i] = absIfExists(te)
+		}
+		req.TextEncoders = tes
+	}
+	return req, nil
+}
+
+// absIfExists returns the absolute path of a file that exists, and other
+// names (of models in the model directories) as they are.
+func absIfExists(path string) string {
+	if _, err := os.Stat(path); err == nil {
+		if abs, err := filepath.Abs(path); err == nil {
+			return abs
+		}
+	}
+	return path
+}
+
+func runGen(cmd *cobra.Command, f *genFlags) error {
+	req, err := f.request(cmd)
+	if err != nil {
+		return err
 	}
 	if f.viewScale == 0 {
 		f.viewScale = 1
@@ -191,14 +277,6 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	const maxSide = 16384
 	if max(req.Width, req.Height)*f.viewScale > maxSide {
 		return fmt.Errorf("--view-scale %d: a %dx%d image would be enlarged past %d pixels a side", f.viewScale, req.Width, req.Height, maxSide)
-	}
-	if req.Model != engine.DefaultModel {
-		// Store an absolute path, so that --from works from any directory.
-		if _, err := os.Stat(req.Model); err == nil {
-			if abs, err := filepath.Abs(req.Model); err == nil {
-				req.Model = abs
-			}
-		}
 	}
 	if err := req.Validate(); err != nil {
 		return err
@@ -264,43 +342,14 @@ func applyDemoDefaults(cmd *cobra.Command, req *engine.Request) {
 	}
 }
 
-// mergeFlags starts from a stored request and applies the flags the user
-// set explicitly.
+// mergeFlags starts from a stored request and applies the request fields
+// whose flags the user set explicitly.
 func mergeFlags(cmd *cobra.Command, stored, flags engine.Request) engine.Request {
 	out := stored
-	ch := cmd.Flags().Changed
-	if ch("model") {
-		out.Model = flags.Model
-	}
-	if ch("prompt") {
-		out.Prompt = flags.Prompt
-	}
-	if ch("negative") {
-		out.Negative = flags.Negative
-	}
-	if ch("steps") {
-		out.Steps = flags.Steps
-	}
-	if ch("cfg") {
-		out.CFG = flags.CFG
-	}
-	if ch("sampler") {
-		out.Sampler = flags.Sampler
-	}
-	if ch("scheduler") {
-		out.Scheduler = flags.Scheduler
-	}
-	if ch("width") {
-		out.Width = flags.Width
-	}
-	if ch("height") {
-		out.Height = flags.Height
-	}
-	if ch("batch") {
-		out.Batch = flags.Batch
-	}
-	if ch("clip-skip") {
-		out.ClipSkip = flags.ClipSkip
+	for _, field := range engine.RequestFields() {
+		if field.Flag != "" && cmd.Flags().Changed(field.Flag) {
+			field.Copy(&out, &flags)
+		}
 	}
 	return out
 }

@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -39,35 +41,212 @@ var a1111Schedules = map[string]string{
 	"linear_quadratic": "Linear Quadratic",
 }
 
-// A1111Parameters formats the A1111 "parameters" text for a request.
-// modelHash and modelName may be empty.
+// A1111Parameters formats the A1111 "parameters" text for a request:
+//
+//	PROMPT
+//	Negative prompt: NEGATIVE
+//	Steps: 20, Sampler: Euler, ..., Size: 512x512, Model hash: HASH, Model: NAME, Version: darkroom
+//
+// Every request field with an A1111 key (RequestField.A1111) is written, in
+// RequestFields order; optional ones (negative prompt, clip skip > 1, ...)
+// only when set. "Model" is modelName (after "Model hash", modelHash), not
+// the path in req.Model; either may be empty.
 func A1111Parameters(req Request, modelHash, modelName string) string {
+	meta := a1111Meta{modelHash: modelHash, modelName: modelName}
 	var b strings.Builder
-	b.WriteString(req.Prompt)
-	if req.Negative != "" {
-		b.WriteString("\nNegative prompt: " + req.Negative)
+	var settings []string
+	for _, f := range requestFields {
+		if f.a1111Write == nil {
+			continue
+		}
+		for _, p := range f.a1111Write(&req, meta) {
+			switch p.key {
+			case a1111Prompt:
+				b.WriteString(p.value)
+			case a1111Negative:
+				b.WriteString("\n" + a1111Negative + ": " + p.value)
+			default:
+				settings = append(settings, p.key+": "+p.value)
+			}
+		}
 	}
-	sampler := a1111Samplers[req.Sampler]
-	if sampler == "" {
-		sampler = req.Sampler
-	}
-	sched := a1111Schedules[req.Scheduler]
-	if sched == "" {
-		sched = req.Scheduler
-	}
-	fmt.Fprintf(&b, "\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %d, Size: %dx%d",
-		req.Steps, sampler, sched, req.CFG, req.Seed, req.Width, req.Height)
-	if modelHash != "" {
-		fmt.Fprintf(&b, ", Model hash: %s", modelHash)
-	}
-	if modelName != "" {
-		fmt.Fprintf(&b, ", Model: %s", strings.NewReplacer(",", " ", "\n", " ").Replace(modelName))
-	}
-	if req.ClipSkip > 1 {
-		fmt.Fprintf(&b, ", Clip skip: %d", req.ClipSkip)
-	}
-	b.WriteString(", Version: darkroom")
+	settings = append(settings, "Version: darkroom")
+	b.WriteString("\n" + strings.Join(settings, ", "))
 	return b.String()
+}
+
+// ParseA1111Parameters reads A1111 "parameters" text, as A1111Parameters,
+// A1111 and its forks write it, into a request: the fields with an A1111
+// key are set from the text, the others (and keyed fields the text lacks)
+// keep DefaultRequest's values. Model is the model's name ("Model") and
+// modelHash its "Model hash", "" when absent. Keys darkroom has no field
+// for are ignored; a value that does not parse is an error wrapping a
+// *FieldError.
+func ParseA1111Parameters(text string) (req Request, modelHash string, err error) {
+	params := splitA1111(text)
+	req = DefaultRequest()
+	for _, f := range requestFields {
+		if f.a1111Read == nil {
+			continue
+		}
+		if err := f.a1111Read(&req, params); err != nil {
+			return Request{}, "", fmt.Errorf("A1111 parameters: %w", err)
+		}
+	}
+	return req, params[a1111ModelHash], nil
+}
+
+// A1111 keys that are not settings: the prompt is the text's first lines,
+// the negative prompt the lines after "Negative prompt: ". The model hash
+// is written with the model.
+const (
+	a1111Prompt    = "Prompt"
+	a1111Negative  = "Negative prompt"
+	a1111ModelHash = "Model hash"
+)
+
+// a1111Meta is what A1111 text holds beside the request.
+type a1111Meta struct{ modelHash, modelName string }
+
+// a1111Pair is one "Key: value" of A1111 text.
+type a1111Pair struct{ key, value string }
+
+// a1111Setting is one "Key: value" of A1111's settings line, as A1111's
+// own infotext parser matches it (a value in double quotes may hold commas).
+var a1111Setting = regexp.MustCompile(`\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)`)
+
+// splitA1111 splits A1111 text into its prompt, negative prompt and
+// settings, keyed as RequestField.A1111.
+func splitA1111(text string) map[string]string {
+	params := map[string]string{}
+	lines := strings.Split(strings.TrimRight(text, "\r\n"), "\n")
+	if last := lines[len(lines)-1]; len(a1111Setting.FindAllString(last, 3)) >= 3 {
+		lines = lines[:len(lines)-1]
+		for _, m := range a1111Setting.FindAllStringSubmatch(last, -1) {
+			k, v := strings.TrimSpace(m[1]), strings.TrimSpace(m[2])
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				if u, err := strconv.Unquote(v); err == nil {
+					v = u
+				}
+			}
+			params[k] = v
+		}
+	}
+	var prompt, negative []string
+	inNegative := false
+	for _, line := range lines {
+		line = strings.TrimSuffix(line, "\r")
+		if rest, ok := strings.CutPrefix(line, a1111Negative+":"); ok && !inNegative {
+			inNegative = true
+			line = strings.TrimPrefix(rest, " ")
+		}
+		if inNegative {
+			negative = append(negative, line)
+		} else {
+			prompt = append(prompt, line)
+		}
+	}
+	params[a1111Prompt] = strings.Join(prompt, "\n")
+	if inNegative {
+		params[a1111Negative] = strings.Join(negative, "\n")
+	}
+	return params
+}
+
+// a1111Name returns a writer of names[v] (v itself when names lacks it).
+func a1111Name(names map[string]string) func(string) (string, bool) {
+	return func(v string) (string, bool) {
+		if n, ok := names[v]; ok {
+			return n, true
+		}
+		return v, true
+	}
+}
+
+// a1111Unname returns a reader inverting a1111Name.
+func a1111Unname(names map[string]string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		for v, n := range names {
+			if n == s {
+				return v, nil
+			}
+		}
+		return s, nil
+	}
+}
+
+// a1111Text makes s safe as an unquoted A1111 value.
+var a1111Text = strings.NewReplacer(",", " ", "\n", " ")
+
+// a1111BaseName is a file's name without its folder, as A1111 writes
+// "VAE: name.safetensors".
+func a1111BaseName(path string) string {
+	if i := strings.LastIndexAny(path, `/\`); i >= 0 {
+		path = path[i+1:]
+	}
+	return a1111Text.Replace(path)
+}
+
+// writeDenoise writes a denoising strength below 1.
+func writeDenoise(r *Request, _ a1111Meta) []a1111Pair {
+	if r.Denoise > 0 && r.Denoise < 1 {
+		return []a1111Pair{{"Denoising strength", formatFloat(r.Denoise)}}
+	}
+	return nil
+}
+
+// readDenoise reads the denoising strength, except A1111's hires fix's
+// (of its second pass: the image itself was made from noise).
+func readDenoise(r *Request, params map[string]string) error {
+	s, ok := params["Denoising strength"]
+	if _, hires := params["Hires upscale"]; !ok || hires {
+		return nil
+	}
+	v, err := parseFloat(s)
+	if err != nil {
+		return &FieldError{Field: "denoise", Value: s, Msg: err.Error()}
+	}
+	r.Denoise = v
+	return nil
+}
+
+// writeSize writes width and height as "Size: WIDTHxHEIGHT".
+func writeSize(r *Request, _ a1111Meta) []a1111Pair {
+	return []a1111Pair{{"Size", fmt.Sprintf("%dx%d", r.Width, r.Height)}}
+}
+
+func readSize(r *Request, params map[string]string) error {
+	s, ok := params["Size"]
+	if !ok {
+		return nil
+	}
+	ws, hs, ok := strings.Cut(s, "x")
+	w, err1 := strconv.Atoi(ws)
+	h, err2 := strconv.Atoi(hs)
+	if !ok || err1 != nil || err2 != nil {
+		return &FieldError{Field: "width", Value: s, Msg: "Size: want WIDTHxHEIGHT"}
+	}
+	r.Width, r.Height = w, h
+	return nil
+}
+
+// writeModel writes the model's hash and name (not the request's path).
+func writeModel(_ *Request, m a1111Meta) []a1111Pair {
+	var out []a1111Pair
+	if m.modelHash != "" {
+		out = append(out, a1111Pair{a1111ModelHash, m.modelHash})
+	}
+	if m.modelName != "" {
+		out = append(out, a1111Pair{"Model", a1111Text.Replace(m.modelName)})
+	}
+	return out
+}
+
+func readModel(r *Request, params map[string]string) error {
+	if s, ok := params["Model"]; ok {
+		r.Model = s
+	}
+	return nil
 }
 
 // EncodePNG writes img as PNG with tEXt chunks (keyword → text, Latin-1

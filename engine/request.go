@@ -1,14 +1,10 @@
 package engine
 
-import (
-	"fmt"
-	"slices"
-	"strings"
-
-	"github.com/darkroom-ai/darkroom/engine/sampling"
-)
-
 // Request is one text-to-image job: every parameter of `darkroom gen`.
+//
+// Each field has an entry in the field table (RequestFields, fields.go)
+// giving its flag, A1111 key, default and validation: a new field is the
+// struct field plus one table entry.
 type Request struct {
 	// Model is a checkpoint path (single .safetensors file or diffusers
 	// folder) or a model name found in the engine's model directories.
@@ -29,16 +25,27 @@ type Request struct {
 	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
 	// the penultimate (A1111 "Clip skip: 2").
 	ClipSkip int `json:"clip_skip,omitempty"`
-	// Convention is whose conventions the run reproduces: "comfyui" (or
-	// empty) or "diffusers".
+	// Convention is whose numerical conventions the run reproduces:
+	// "comfyui" (the default; empty means comfyui) or "diffusers".
 	Convention string `json:"convention,omitempty"`
-	// Denoise is the img2img strength; 0 means 1 (a full run).
+	// VAE is a separate VAE file (or a name in the model directories) used
+	// instead of the checkpoint's; empty uses the checkpoint's.
+	VAE string `json:"vae,omitempty"`
+	// TextEncoders are separate text encoder files (or names), as ComfyUI's
+	// split checkpoints have; empty uses the checkpoint's.
+	TextEncoders []string `json:"text_encoders,omitempty"`
+	// Denoise is the denoising strength, 0 < Denoise ≤ 1; 0 means 1 (a full
+	// run from noise).
 	Denoise float64 `json:"denoise,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.
 func DefaultRequest() Request {
-	return Request{Steps: 20, CFG: 7, Sampler: "euler", Scheduler: "normal", Width: 512, Height: 512, Batch: 1, ClipSkip: 1}
+	var r Request
+	for _, f := range requestFields {
+		f.setDefault(&r)
+	}
+	return r
 }
 
 // Limits on request sizes.
@@ -50,28 +57,15 @@ const (
 	MaxCFG   = 100
 )
 
-// Validate checks a request and returns a one-line error naming the
-// offending flag.
+// Validate checks the request's fields, each on its own, and returns nil
+// or a *FieldError for the first field (in RequestFields order) with a
+// problem, e.g. `width 1001: must be a multiple of 8 between 8 and 4096`.
+// The model's own limits are checked when it generates.
 func (r *Request) Validate() error {
-	switch {
-	case r.Width%8 != 0 || r.Width < MinSize || r.Width > MaxSize:
-		return fmt.Errorf("--width %d: must be a multiple of 8 between %d and %d", r.Width, MinSize, MaxSize)
-	case r.Height%8 != 0 || r.Height < MinSize || r.Height > MaxSize:
-		return fmt.Errorf("--height %d: must be a multiple of 8 between %d and %d", r.Height, MinSize, MaxSize)
-	case r.Steps < 1 || r.Steps > MaxSteps:
-		return fmt.Errorf("--steps %d: must be between 1 and %d", r.Steps, MaxSteps)
-	case !(r.CFG >= 0 && r.CFG <= MaxCFG):
-		return fmt.Errorf("--cfg %v: must be between 0 and %d", r.CFG, MaxCFG)
-	case r.Batch < 1 || r.Batch > MaxBatch:
-		return fmt.Errorf("--batch %d: must be between 1 and %d", r.Batch, MaxBatch)
-	case r.ClipSkip < 0:
-		return fmt.Errorf("--clip-skip %d: must be ≥ 1 (0 means 1)", r.ClipSkip)
-	}
-	if !slices.Contains(sampling.Samplers(), r.Sampler) {
-		return fmt.Errorf("--sampler %q: unknown; valid: %s", r.Sampler, strings.Join(sampling.Samplers(), ", "))
-	}
-	if !slices.Contains(sampling.Schedulers(), r.Scheduler) {
-		return fmt.Errorf("--scheduler %q: unknown; valid: %s", r.Scheduler, strings.Join(sampling.Schedulers(), ", "))
+	for _, f := range requestFields {
+		if err := f.Check(r); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func TestPromptRequest(t *testing.T) {
 		{"bad seed", "tiny", map[field]string{fieldSeed: "1.5"}, nil, "seed \"1.5\""},
 		{"bad size", "tiny", map[field]string{fieldSize: "big"}, nil, "size \"big\""},
 		{"size not /8", "tiny", map[field]string{fieldSize: "100x64"}, nil, "multiple of 8"},
-		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, nil, "--batch 0"},
+		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, nil, "batch 0: must be between 1 and 64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,7 +69,7 @@ func TestPromptLoadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}
 }

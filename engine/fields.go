@@ -1,0 +1,428 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// RequestField describes one field of Request: its names in JSON, on the
+// command line and in A1111 parameters text, how to read and write it as
+// text, its default and its validation. RequestFields lists them all; the
+// CLI flags of `darkroom gen`, `gen --from`, the A1111 text of PNGs,
+// DefaultRequest and Request.Validate are driven by that one table. (The
+// "darkroom" PNG chunk is the Request's JSON; Name is its json tag, which a
+// test keeps in step with the table.)
+//
+// The slices of a RequestField (Values) are shared: do not modify them.
+type RequestField struct {
+	// Name is the field's JSON name in the "darkroom" PNG chunk, also the
+	// name FieldError uses ("width", "clip_skip", "text_encoders").
+	Name string
+	// Flag is the `darkroom gen` flag ("clip-skip"), without dashes; Short
+	// its one-letter shorthand ("W"), or "" when it has none.
+	Flag, Short string
+	// Usage is the flag's help text.
+	Usage string
+	// Kind is the type of the field's value.
+	Kind FieldKind
+	// A1111 is the field's key in A1111 "parameters" text ("Steps", "CFG
+	// scale", "Size"), or "" when A1111 has none. Width and height share
+	// "Size" (written as WIDTHxHEIGHT); "Prompt" is the text's first lines
+	// and "Negative prompt" the line after them, as A1111 reads them.
+	A1111 string
+	// Values lists the valid values of an enumerated field (sampler,
+	// scheduler, convention), for completion; nil for other fields.
+	Values []string
+
+	get        func(*Request) any
+	str        func(*Request) string
+	set        func(*Request, string) error
+	copyTo     func(dst, src *Request)
+	setDefault func(*Request)
+	check      func(*Request) *FieldError
+	a1111Write func(*Request, a1111Meta) []a1111Pair
+	a1111Read  func(*Request, map[string]string) error
+}
+
+// FieldKind is the type of a RequestField's value.
+type FieldKind uint8
+
+// Field kinds.
+const (
+	KindString  FieldKind = iota // string
+	KindInt                      // int
+	KindUint                     // uint64
+	KindFloat                    // float64
+	KindStrings                  // []string; Set appends one value
+)
+
+// String returns the Go type of the kind's values.
+func (k FieldKind) String() string {
+	switch k {
+	case KindString:
+		return "string"
+	case KindInt:
+		return "int"
+	case KindUint:
+		return "uint64"
+	case KindFloat:
+		return "float64"
+	case KindStrings:
+		return "[]string"
+	}
+	return fmt.Sprintf("FieldKind(%d)", uint8(k))
+}
+
+// Value returns the field's value in r: a string, int, uint64, float64 or
+// []string (a copy) according to Kind.
+func (f RequestField) Value(r *Request) any { return f.get(r) }
+
+// String formats the field's value in r as Set parses it (a KindStrings
+// field's values are joined with commas).
+func (f RequestField) String(r *Request) string { return f.str(r) }
+
+// Set parses s and stores it in r; a KindStrings field appends s to its
+// list. A value that does not parse is a *FieldError holding s.
+func (f RequestField) Set(r *Request, s string) error { return f.set(r, s) }
+
+// Copy copies the field's value from src to dst.
+func (f RequestField) Copy(dst, src *Request) { f.copyTo(dst, src) }
+
+// Check validates the field's value in r alone and returns nil or a
+// *FieldError. Request.Validate checks every field.
+func (f RequestField) Check(r *Request) error {
+	if f.check == nil {
+		return nil
+	}
+	if fe := f.check(r); fe != nil {
+		return fe
+	}
+	return nil
+}
+
+// RequestFields returns the request fields, in the order in which keyed
+// fields appear in A1111 parameters text.
+func RequestFields() []RequestField { return slices.Clone(requestFields) }
+
+// FieldByName returns the field with JSON name name.
+func FieldByName(name string) (RequestField, bool) {
+	for _, f := range requestFields {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return RequestField{}, false
+}
+
+// FieldError is a problem with one request field. Request.Validate returns
+// one; checks that depend on the model return one too, built as a literal:
+//
+//	&FieldError{Field: "clip_skip", Value: req.ClipSkip, Msg: "the text encoder has 12 layers"}
+//
+// Field is the field's JSON name (RequestField.Name), so that front ends
+// can map it to their own names: the CLI prints the error above as
+// "--clip-skip 13: the text encoder has 12 layers".
+type FieldError struct {
+	// Field is the JSON name of the field.
+	Field string
+	// Value is the offending value: the field's value, or the text that
+	// did not parse. Nil leaves it out of the message.
+	Value any
+	// Msg says what is wrong: "must be between 1 and 1000".
+	Msg string
+}
+
+// Error returns "FIELD VALUE: MSG", e.g. `width 1001: must be a multiple of
+// 8 between 8 and 4096` or `sampler "nope": unknown; valid: ...`.
+func (e *FieldError) Error() string { return e.Describe(e.Field) }
+
+// Describe returns the message of Error with name in place of the field's
+// JSON name: Describe("--width") gives `--width 1001: must be ...`.
+func (e *FieldError) Describe(name string) string {
+	switch v := e.Value.(type) {
+	case nil:
+		return name + ": " + e.Msg
+	case string, []string:
+		return fmt.Sprintf("%s %q: %s", name, v, e.Msg)
+	default:
+		return fmt.Sprintf("%s %v: %s", name, v, e.Msg)
+	}
+}
+
+// conventions are the values of Request.Convention ("" means the first).
+var conventions = []string{"comfyui", "diffusers"}
+
+// requestFields is the table behind RequestFields. Keyed fields are written
+// to A1111 text in this order; Validate reports the first problem in it.
+//
+// Adding a request field: add it to Request (with a json tag) and give it
+// an entry here.
+var requestFields = []RequestField{
+	stringField("prompt", "", func(r *Request) *string { return &r.Prompt }).
+		flag("prompt", "p", "the prompt").
+		a1111(a1111Prompt, nil, nil).done(),
+	stringField("negative", "", func(r *Request) *string { return &r.Negative }).
+		flag("negative", "n", "the negative prompt").
+		a1111(a1111Negative, func(v string) (string, bool) { return v, v != "" }, nil).done(),
+	intField("steps", 20, func(r *Request) *int { return &r.Steps }).
+		flag("steps", "", "sampling steps").
+		valid(func(v int) string {
+			if v < 1 || v > MaxSteps {
+				return fmt.Sprintf("must be between 1 and %d", MaxSteps)
+			}
+			return ""
+		}).
+		a1111("Steps", nil, nil).done(),
+	stringField("sampler", "euler", func(r *Request) *string { return &r.Sampler }).
+		flag("sampler", "", "sampler: "+strings.Join(sampling.Samplers(), ", ")).
+		enum(sampling.Samplers(), false).
+		a1111("Sampler", a1111Name(a1111Samplers), a1111Unname(a1111Samplers)).done(),
+	stringField("scheduler", "normal", func(r *Request) *string { return &r.Scheduler }).
+		flag("scheduler", "", "scheduler: "+strings.Join(sampling.Schedulers(), ", ")).
+		enum(sampling.Schedulers(), false).
+		a1111("Schedule type", a1111Name(a1111Schedules), a1111Unname(a1111Schedules)).done(),
+	floatField("cfg", 7, func(r *Request) *float64 { return &r.CFG }).
+		flag("cfg", "", "classifier-free guidance scale (1 disables the negative prompt)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= MaxCFG) {
+				return fmt.Sprintf("must be between 0 and %d", MaxCFG)
+			}
+			return ""
+		}).
+		a1111("CFG scale", nil, nil).done(),
+	uintField("seed", 0, func(r *Request) *uint64 { return &r.Seed }).
+		flag("seed", "s", "seed (0 to 2^64-1); random when absent or -1, and printed").
+		a1111("Seed", nil, nil).done(),
+	intField("width", 512, func(r *Request) *int { return &r.Width }).
+		flag("width", "W", "image width in pixels (multiple of 8)").
+		valid(checkSize).
+		a1111Request("Size", writeSize, readSize).done(),
+	intField("height", 512, func(r *Request) *int { return &r.Height }).
+		flag("height", "H", "image height in pixels (multiple of 8)").
+		valid(checkSize).
+		keyOnly("Size").done(), // written and read with the width
+	stringField("model", "", func(r *Request) *string { return &r.Model }).
+		flag("model", "m", "checkpoint: a .safetensors file, a diffusers folder, or a model name in the model directory (default: the built-in darkroom-digits)").
+		a1111Request("Model", writeModel, readModel).done(),
+	stringField("vae", "", func(r *Request) *string { return &r.VAE }).
+		flag("vae", "", "a separate VAE `file` (or name in the model directories) to use instead of the checkpoint's").
+		a1111("VAE", func(v string) (string, bool) { return a1111BaseName(v), v != "" }, nil).done(),
+	floatField("denoise", 0, func(r *Request) *float64 { return &r.Denoise }).
+		flag("denoise", "", "denoising strength, more than 0 and at most 1 (default 1: a full run from noise)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= 1) {
+				return "must be more than 0 and at most 1 (0 means 1)"
+			}
+			return ""
+		}).
+		a1111Request("Denoising strength", writeDenoise, readDenoise).done(),
+	intField("clip_skip", 1, func(r *Request) *int { return &r.ClipSkip }).
+		flag("clip-skip", "", "text encoder layer: 1 = last, 2 = penultimate (A1111 'Clip skip')").
+		valid(func(v int) string {
+			if v < 0 {
+				return "must be ≥ 1 (0 means 1)"
+			}
+			return ""
+		}).
+		a1111("Clip skip", func(v int) (string, bool) { return strconv.Itoa(v), v > 1 }, nil).done(),
+	intField("batch", 1, func(r *Request) *int { return &r.Batch }).
+		flag("batch", "b", "images per run (one noise tensor, as ComfyUI)").
+		valid(func(v int) string {
+			if v < 1 || v > MaxBatch {
+				return fmt.Sprintf("must be between 1 and %d", MaxBatch)
+			}
+			return ""
+		}).done(),
+	stringField("convention", "", func(r *Request) *string { return &r.Convention }).
+		flag("convention", "", "whose numerical conventions to reproduce: comfyui (default) or diffusers").
+		enum(conventions, true).done(),
+	stringsField("text_encoders", func(r *Request) *[]string { return &r.TextEncoders }).
+		flag("text-encoder", "", "a separate text encoder `file` (or name), e.g. ComfyUI's split CLIP files; repeat for several").
+		valid(func(v []string) string {
+			if slices.Contains(v, "") {
+				return "an empty file name"
+			}
+			return ""
+		}).done(),
+}
+
+func checkSize(v int) string {
+	if v%8 != 0 || v < MinSize || v > MaxSize {
+		return fmt.Sprintf("must be a multiple of 8 between %d and %d", MinSize, MaxSize)
+	}
+	return ""
+}
+
+// fieldBuilder builds the RequestField of a field of type T.
+type fieldBuilder[T any] struct {
+	f      RequestField
+	get    func(*Request) *T
+	parse  func(string) (T, error)
+	format func(T) string
+}
+
+func newField[T any](kind FieldKind, name string, def T, get func(*Request) *T, parse func(string) (T, error), format func(T) string, clone func(T) T) *fieldBuilder[T] {
+	b := &fieldBuilder[T]{get: get, parse: parse, format: format}
+	b.f = RequestField{
+		Name:       name,
+		Kind:       kind,
+		get:        func(r *Request) any { return clone(*get(r)) },
+		str:        func(r *Request) string { return format(*get(r)) },
+		copyTo:     func(dst, src *Request) { *get(dst) = clone(*get(src)) },
+		setDefault: func(r *Request) { *get(r) = clone(def) },
+		set: func(r *Request, s string) error {
+			v, err := parse(s)
+			if err != nil {
+				return &FieldError{Field: name, Value: s, Msg: err.Error()}
+			}
+			*get(r) = v
+			return nil
+		},
+	}
+	return b
+}
+
+func same[T any](v T) T { return v }
+
+func stringField(name, def string, get func(*Request) *string) *fieldBuilder[string] {
+	return newField(KindString, name, def, get, func(s string) (string, error) { return s, nil }, same, same)
+}
+
+func intField(name string, def int, get func(*Request) *int) *fieldBuilder[int] {
+	return newField(KindInt, name, def, get, parseInt, strconv.Itoa, same)
+}
+
+func uintField(name string, def uint64, get func(*Request) *uint64) *fieldBuilder[uint64] {
+	return newField(KindUint, name, def, get, parseUint, func(v uint64) string { return strconv.FormatUint(v, 10) }, same)
+}
+
+func floatField(name string, def float64, get func(*Request) *float64) *fieldBuilder[float64] {
+	return newField(KindFloat, name, def, get, parseFloat, formatFloat, same)
+}
+
+// stringsField is a list of strings (default empty); Set appends.
+func stringsField(name string, get func(*Request) *[]string) *fieldBuilder[[]string] {
+	b := newField(KindStrings, name, nil, get,
+		func(s string) ([]string, error) { return []string{s}, nil },
+		func(v []string) string { return strings.Join(v, ",") },
+		slices.Clone)
+	b.f.set = func(r *Request, s string) error {
+		*get(r) = append(*get(r), s)
+		return nil
+	}
+	return b
+}
+
+// parseInt parses integers as the flag package does (base prefixes allowed).
+func parseInt(s string) (int, error) {
+	v, err := strconv.ParseInt(s, 0, strconv.IntSize)
+	if err != nil {
+		return 0, fmt.Errorf("want a whole number")
+	}
+	return int(v), nil
+}
+
+// parseUint parses a decimal uint64 in its canonical form (an optional
+// leading +).
+func parseUint(s string) (uint64, error) {
+	t := strings.TrimPrefix(s, "+")
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || strconv.FormatUint(v, 10) != t {
+		return 0, fmt.Errorf("want a whole number from 0 to %d", uint64(math.MaxUint64))
+	}
+	return v, nil
+}
+
+func parseFloat(s string) (float64, error) {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("want a number")
+	}
+	return v, nil
+}
+
+// formatFloat formats as %g does: the shortest text that parses back.
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// flag sets the field's CLI flag.
+func (b *fieldBuilder[T]) flag(name, short, usage string) *fieldBuilder[T] {
+	b.f.Flag, b.f.Short, b.f.Usage = name, short, usage
+	return b
+}
+
+// valid sets the validation: check returns what is wrong with v, or "".
+func (b *fieldBuilder[T]) valid(check func(v T) string) *fieldBuilder[T] {
+	get, name := b.get, b.f.Name
+	b.f.check = func(r *Request) *FieldError {
+		v := *get(r)
+		if msg := check(v); msg != "" {
+			return &FieldError{Field: name, Value: v, Msg: msg}
+		}
+		return nil
+	}
+	return b
+}
+
+// enum restricts the field to values (or "" when emptyOK), compared as
+// String formats them.
+func (b *fieldBuilder[T]) enum(values []string, emptyOK bool) *fieldBuilder[T] {
+	b.f.Values = values
+	return b.valid(func(v T) string {
+		if s := b.format(v); (s == "" && emptyOK) || slices.Contains(values, s) {
+			return ""
+		}
+		return "unknown; valid: " + strings.Join(values, ", ")
+	})
+}
+
+// a1111 gives the field the A1111 key key. write formats the value and
+// says whether to write it (nil: format it as String does, always); read
+// parses the text (nil: as Set does).
+func (b *fieldBuilder[T]) a1111(key string, write func(T) (string, bool), read func(string) (T, error)) *fieldBuilder[T] {
+	if write == nil {
+		write = func(v T) (string, bool) { return b.format(v), true }
+	}
+	if read == nil {
+		read = b.parse
+	}
+	get, name := b.get, b.f.Name
+	return b.a1111Request(key,
+		func(r *Request, _ a1111Meta) []a1111Pair {
+			if s, ok := write(*get(r)); ok {
+				return []a1111Pair{{key, s}}
+			}
+			return nil
+		},
+		func(r *Request, params map[string]string) error {
+			s, ok := params[key]
+			if !ok {
+				return nil
+			}
+			v, err := read(s)
+			if err != nil {
+				return &FieldError{Field: name, Value: s, Msg: err.Error()}
+			}
+			*get(r) = v
+			return nil
+		})
+}
+
+// a1111Request gives the field the A1111 key key with writer and reader
+// that see the whole request.
+func (b *fieldBuilder[T]) a1111Request(key string, write func(*Request, a1111Meta) []a1111Pair, read func(*Request, map[string]string) error) *fieldBuilder[T] {
+	b.f.A1111, b.f.a1111Write, b.f.a1111Read = key, write, read
+	return b
+}
+
+// keyOnly names the field's A1111 key, written and read by another field.
+func (b *fieldBuilder[T]) keyOnly(key string) *fieldBuilder[T] {
+	b.f.A1111 = key
+	return b
+}
+
+func (b *fieldBuilder[T]) done() RequestField { return b.f }

@@ -298,9 +298,12 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		fmt.Fprintln(stderr, eng.Notice)
 	}
 	fmt.Fprintf(stderr, "seed: %d\n", req.Seed)
-	m, err := eng.Load(ctx, req.Model)
+	m, err := eng.LoadRequest(ctx, req)
 	if err != nil {
 		return err
+	}
+	if req.Model != engine.DefaultModel {
+		applyFamilyDefaults(cmd, &req, m.Defaults())
 	}
 	bar := newProgress(stderr)
 	res, err := m.Generate(ctx, req, bar.event)
@@ -339,6 +342,31 @@ func applyDemoDefaults(cmd *cobra.Command, req *engine.Request) {
 	}
 	if !ch("cfg") && !ch("from") {
 		req.CFG = demo.CFG
+	}
+}
+
+// applyFamilyDefaults sets the model family's defaults (size, steps, cfg,
+// sampler, scheduler) for the flags the user did not give and --from did
+// not set.
+func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defaults) {
+	keep := func(flag string) bool { return cmd.Flags().Changed(flag) || cmd.Flags().Changed("from") }
+	if !keep("width") && d.Width > 0 {
+		req.Width = d.Width
+	}
+	if !keep("height") && d.Height > 0 {
+		req.Height = d.Height
+	}
+	if !keep("steps") && d.Steps > 0 {
+		req.Steps = d.Steps
+	}
+	if !keep("cfg") && d.CFG > 0 {
+		req.CFG = d.CFG
+	}
+	if !keep("sampler") && d.Sampler != "" {
+		req.Sampler = d.Sampler
+	}
+	if !keep("scheduler") && d.Scheduler != "" {
+		req.Scheduler = d.Scheduler
 	}
 }
 

@@ -224,14 +224,47 @@ func (e *Engine) Resolve(name string) (string, error) {
 // Load returns the model at path or of that name, loading it on first use
 // and keeping it resident afterwards.
 func (e *Engine) Load(ctx context.Context, nameOrPath string) (*Model, error) {
-	path, err := e.Resolve(nameOrPath)
+	return e.LoadFiles(ctx, ModelFiles{Model: nameOrPath})
+}
+
+// LoadRequest loads the model a request names: its checkpoint and, when
+// set, its separate VAE and text-encoder files.
+func (e *Engine) LoadRequest(ctx context.Context, req Request) (*Model, error) {
+	return e.LoadFiles(ctx, ModelFiles{Model: req.Model, VAE: req.VAE, TextEncoders: req.TextEncoders})
+}
+
+// LoadFiles is Load for a model made of several files (names or paths); the
+// cache keeps one model per distinct set of files.
+func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error) {
+	path, err := e.Resolve(files.Model)
 	if err != nil {
 		return nil, err
 	}
+	builtin := path == DefaultModel
+	if builtin && (files.VAE != "" || len(files.TextEncoders) > 0) {
+		return nil, &FieldError{Field: "vae", Value: files.VAE, Msg: "the built-in model takes no separate VAE or text encoder"}
+	}
+	resolved := ModelFiles{Model: path}
+	if files.VAE != "" {
+		if resolved.VAE, err = e.resolveFile(files.VAE, "vae"); err != nil {
+			return nil, err
+		}
+	}
+	for _, te := range files.TextEncoders {
+		p, err := e.resolveFile(te, "text_encoders")
+		if err != nil {
+			return nil, err
+		}
+		resolved.TextEncoders = append(resolved.TextEncoders, p)
+	}
 	key := "builtin:" + path
-	if path != DefaultModel {
-		if key, err = filepath.Abs(path); err != nil {
-			key = path
+	if !builtin {
+		key = absPath(path)
+		if resolved.VAE != "" {
+			key += "\x00vae=" + absPath(resolved.VAE)
+		}
+		for _, te := range resolved.TextEncoders {
+			key += "\x00te=" + absPath(te)
 		}
 	}
 	e.mu.Lock()
@@ -240,10 +273,10 @@ func (e *Engine) Load(ctx context.Context, nameOrPath string) (*Model, error) {
 		return m, nil
 	}
 	var m *Model
-	if path == DefaultModel {
+	if builtin {
 		m, err = LoadBytes(ctx, demo.Name, demo.Bytes(), e.dev)
 	} else {
-		m, err = Load(ctx, path, e.dev)
+		m, err = LoadFiles(ctx, resolved, e.dev)
 	}
 	if err != nil {
 		return nil, err
@@ -252,13 +285,43 @@ func (e *Engine) Load(ctx context.Context, nameOrPath string) (*Model, error) {
 	return m, nil
 }
 
+// resolveFile finds a separate component file: an existing path, or a
+// file of that name in the model directories' ComfyUI-style folder
+// (models/vae, models/text_encoders, models/clip).
+func (e *Engine) resolveFile(name, kind string) (string, error) {
+	if _, err := os.Stat(name); err == nil {
+		return name, nil
+	}
+	subs := map[string][]string{
+		"vae":           {"vae", "models/vae", "VAE", "models/VAE"},
+		"text_encoders": {"text_encoders", "models/text_encoders", "clip", "models/clip"},
+	}[kind]
+	for _, root := range e.ModelDirs() {
+		for _, sub := range subs {
+			for _, n := range []string{name, name + ".safetensors"} {
+				if p := filepath.Join(root, sub, n); fileExists(p) {
+					return p, nil
+				}
+			}
+		}
+	}
+	return "", &FieldError{Field: kind, Value: name, Msg: fmt.Sprintf("no such file, and none of that name in the %s folders of %s", kind, strings.Join(e.ModelDirs(), ", "))}
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 // Generate loads req.Model and runs the request. Jobs on one engine run one
 // at a time, in call order.
 func (e *Engine) Generate(ctx context.Context, req Request, onEvent func(Event)) (*Result, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	m, err := e.Load(ctx, req.Model)
+	m, err := e.LoadRequest(ctx, req)
 	if err != nil {
 		return nil, err
 	}

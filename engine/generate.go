@@ -77,6 +77,10 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	if err != nil {
 		return nil, err
 	}
+	if req.Denoise > 0 && req.Denoise < 1 {
+		// A partial run needs a starting image; txt2img has none.
+		return nil, &FieldError{Field: "denoise", Value: req.Denoise, Msg: "below 1 needs an init image, and img2img is not available yet (scripts: SampleParams.Latent and Denoise)"}
+	}
 	opt := family.PromptOptions{ClipSkip: req.ClipSkip, Convention: conv}
 	if err := m.checkRequest(req, opt); err != nil {
 		return nil, err
@@ -113,7 +117,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	t0 := time.Now()
 	latents, err := m.sample(ctx, SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
-		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps, Denoise: req.Denoise,
+		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
 		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
 		Width: req.Width, Height: req.Height,
 	}, func(ev Event) {
@@ -317,82 +321,35 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, in family.Inputs) 
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
 	}
-	return guided(m.dev, step, m.c.Denoiser.Prediction(), m.c.Sampling, p.Convention, float32(p.CFG), p.Shape, useUncond), nil
+	den, err := guided(m.dev, step, m.c.Denoiser.Prediction(), m.c.Sampling, p.Convention, float32(p.CFG), p.Shape, useUncond)
+	if err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	return den, nil
 }
 
 // guided wraps a network step as a denoiser D(x, σ) with classifier-free
-// guidance over rows (uncond rows first, then cond rows, when useUncond).
-// For ε-prediction it computes, in this float32 order, xIn = x·cIn with
-// cIn = 1/sqrt(σ²+1) (float64), ε̂ = ε_u + cfg·(ε_c − ε_u), D = x − σ·ε̂;
-// for v and flow velocity it forms each row's denoised estimate
-// (ComfyUI's V_PREDICTION and CONST) and guides in denoised space as
-// ComfyUI's cfg_function does.
-func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool) sampling.Denoiser {
-	b := shape[0]
-	per := numel(shape) / b
-	rows := b
-	if useUncond {
-		rows = 2 * b
-	}
-	rowShape := append([]int{rows}, shape[1:]...)
-	return func(ctx context.Context, x []float32, sigma float32) ([]float32, error) {
-		cIn := float32(1 / sqrt64(float64(sigma)*float64(sigma)+1))
-		if ms.Flow() != nil {
-			cIn = 1
-		}
-		in := make([]float32, rows*per)
-		for r := range rows {
-			src := x[(r%b)*per : (r%b+1)*per]
-			dst := in[r*per : (r+1)*per]
-			for i, v := range src {
-				dst[i] = v * cIn
-			}
-		}
-		t := ms.Timestep(conv, sigma)
+// guidance, by sampling.GuidedWith with the engine's order
+// (sampling.EngineGuidance): the latent is fed as x·c_in (c_in =
+// 1/sqrt(σ²+1) in float64) for ε and v models and unscaled for flow
+// velocity, the negative rows first; ε models are guided on the network
+// output (ε_u + cfg·(ε_c − ε_u), then x − σ·ε̂), v and flow models on the
+// denoised estimates as ComfyUI's cfg_function does.
+func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool) (sampling.Denoiser, error) {
+	per := numel(shape) / shape[0]
+	net := func(ctx context.Context, xIn []float32, t float32) ([]float32, error) {
+		rows := len(xIn) / per
 		ts := make([]float32, rows)
 		for i := range ts {
 			ts[i] = t
 		}
-		xt := dev.Upload(in, rowShape...)
+		xt := dev.Upload(xIn, append([]int{rows}, shape[1:]...)...)
 		raw, err := step(ctx, xt, ts)
 		if err != nil {
 			return nil, err
 		}
-		e, err := dev.Download(raw)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]float32, len(x))
-		if pred == sampling.Eps {
-			for i := range out {
-				var ev float32
-				if useUncond {
-					u, c := e[i], e[b*per+i]
-					ev = u + cfg*(c-u)
-				} else {
-					ev = e[i]
-				}
-				out[i] = x[i] - sigma*ev
-			}
-			return out, nil
-		}
-		den := func(row, i int) float32 {
-			xv, o := x[i], e[row*per+i%per]
-			if ms.Flow() != nil {
-				return xv - o*sigma
-			}
-			s2 := sigma*sigma + 1
-			return xv/s2 - float32(o*sigma)/float32(math.Sqrt(float64(s2)))
-		}
-		for i := range out {
-			r := i / per
-			if useUncond {
-				u, c := den(r, i), den(b+r, i)
-				out[i] = u + (c-u)*cfg
-			} else {
-				out[i] = den(r, i)
-			}
-		}
-		return out, nil
+		return dev.Download(raw)
 	}
+	timestep := func(sigma float32) float32 { return ms.Timestep(conv, sigma) }
+	return sampling.GuidedWith(net, pred, timestep, cfg, useUncond, sampling.EngineGuidance(pred))
 }

@@ -41,8 +41,15 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 			f.Close()
 			return fmt.Errorf("%s %s: %w", flag, path, err)
 		}
-		if kind == keymap.ComponentVAE {
-			v.drop(keymap.VAEPrefix)
+		// A separate file replaces the checkpoint's component, as
+		// ComfyUI's VAE and CLIP loaders do.
+		roots := map[string]bool{}
+		for _, r := range renames {
+			first, _, _ := strings.Cut(r.To, ".")
+			roots[first+"."] = true
+		}
+		for root := range roots {
+			v.drop(root)
 		}
 		if err := v.add(f, renames); err != nil {
 			return fmt.Errorf("%s %s: %w", flag, path, err)

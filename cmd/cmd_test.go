@@ -131,7 +131,7 @@ func TestInfoOtherFamilies(t *testing.T) {
 		{"sdxl", []string{"model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", "conditioner.embedders.1.model.ln_final.weight"},
 			[]string{`family  SDXL (base) (found key "conditioner.embedders.1.model.ln_final.weight", key "model.diffusion_model.label_emb.0.0.weight" (adm 3)); not supported yet`, "text encoders  conditioner.embedders.", "BF16:2"}},
 		{"unknown", []string{"foo.bar.weight", "foo.baz", "lonely"},
-			[]string{"family  unknown model family: 3 tensors, names starting foo.bar. (1), foo.baz (1), lonely (1)", "other      foo.", "other      (top level)", "total   3 tensors, 18 parameters, 36 B stored"}},
+			[]string{"family  unknown model family: 3 tensors, names starting foo.bar. (1), foo. (1), lonely (1)", "other      foo.", "other      (top level)", "total   3 tensors, 18 parameters, 36 B stored"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -180,7 +180,7 @@ func TestInfoBadInput(t *testing.T) {
 		want string // message after "darkroom: <path>: "
 	}{
 		{"nonexistent.safetensors", nil, "no such file or directory"},
-		{"notamodel", nil, "not a model: a folder needs model_index.json or unet/, vae/, text_encoder/ (diffusers layout)"},
+		{"notamodel", nil, "not a model: a folder needs model_index.json or unet/, vae/, text_encoder/, transformer/ (diffusers layout)"},
 		{"empty.safetensors", []byte{}, "file of 0 bytes is too short for a safetensors header"},
 		{"garbage.safetensors", []byte("PK\x03\x04 this is a zip file, not a checkpoint"), "header length 7595448452415441744 exceeds file size 41"},
 		{"truncated.safetensors", single[:1000], "header length 75736 exceeds file size 1000"},

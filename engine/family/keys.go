@@ -114,16 +114,18 @@ func (k *Keys) PipelineEvidence() string {
 	return fmt.Sprintf("model_index.json _class_name=%q", k.Pipeline())
 }
 
-// Prefixes returns the distinct name prefixes up to depth dots, with
-// their counts, for messages ("model.diffusion_model.": 1680).
+// Prefixes returns the distinct name prefixes of up to depth segments
+// (never a name's last segment), with their counts, for messages
+// ("model.diffusion_model. (1680)").
 func (k *Keys) Prefixes(depth int) []string {
 	counts := map[string]int{}
 	var order []string
 	for _, n := range k.names {
-		parts := strings.SplitN(n, ".", depth+1)
+		// Up to depth segments, never the last one (the parameter name).
+		parts := strings.Split(n, ".")
 		p := n
-		if len(parts) > depth {
-			p = strings.Join(parts[:depth], ".") + "."
+		if d := min(depth, len(parts)-1); d > 0 {
+			p = strings.Join(parts[:d], ".") + "."
 		}
 		if counts[p] == 0 {
 			order = append(order, p)

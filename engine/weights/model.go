@@ -271,12 +271,12 @@ func openDiffusers(path string) (*Model, error) {
 // "transformer.transformer_blocks.0.attn.to_q.weight"), for the family
 // that owns it to convert.
 func openFolder(fs folder, path string) (m *Model, err error) {
-	found := fs.isFile("model_index.json")
+	found := fs.isFile("model_index.json") || fs.isDir("transformer")
 	for _, c := range diffusersComponents {
 		found = found || fs.isDir(c.dir)
 	}
 	if !found {
-		return nil, &notModelError{path, "not a model: a folder needs model_index.json or unet/, vae/, text_encoder/ (diffusers layout)"}
+		return nil, &notModelError{path, "not a model: a folder needs model_index.json or unet/, vae/, text_encoder/, transformer/ (diffusers layout)"}
 	}
 	v := newView()
 	defer func() {

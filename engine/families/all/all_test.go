@@ -1,0 +1,180 @@
+package all_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/families/sd1"
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+
+	_ "github.com/darkroom-ai/darkroom/engine/families/all"
+)
+
+// want is what each real-size key list in testdata/keyshapes must be
+// detected as (family and variant, as Detection.Name prints them), or ""
+// for a component file that no family claims on its own (a text encoder,
+// a bare VAE). Every list in the folder must have an entry.
+var want = map[string]string{
+	"sd15.single":                    "SD1.x",
+	"sd15.diffusers":                 "SD1.x",
+	"sd21-768v.single":               "SD2.x",
+	"sd21-768v.diffusers":            "SD2.x (v-prediction)",
+	"sdxl-base.single":               "SDXL (base)",
+	"sdxl-base.diffusers":            "SDXL (base)",
+	"sdxl-refiner.single":            "SDXL (refiner)",
+	"sdxl-refiner.diffusers":         "SDXL (refiner)",
+	"sdxl-unet.component":            "SDXL (base)",
+	"sd35-large.single":              "SD3 (3.5 Large)",
+	"sd35-large.diffusers":           "SD3 (3.5 Large)",
+	"sd35-medium.single":             "SD3 (3.5 Medium)",
+	"sd35-medium.diffusers":          "SD3 (3.5 Medium)",
+	"sd3-medium-incl-clips.single":   "SD3 (3 Medium)",
+	"flux1-dev.single":               "Flux.1 (dev)",
+	"flux1-dev.diffusers":            "Flux.1 (dev)",
+	"flux1-schnell.single":           "Flux.1 (schnell)",
+	"flux1-schnell.diffusers":        "Flux.1 (schnell)",
+	"flux1-dev-fp8.comfy":            "Flux.1 (dev)",
+	"flux1-dev-fp8-e4m3fn.component": "Flux.1 (dev)",
+	"flux2-dev.single":               "Flux.2",
+	"flux2-dev.diffusers":            "Flux.2",
+	"zimage-turbo.single":            "Z-Image",
+	"zimage-turbo.diffusers":         "Z-Image",
+	"qwen-image.single":              "Qwen-Image",
+	"qwen-image.diffusers":           "Qwen-Image",
+	"chroma.single":                  "Chroma",
+	"chroma.diffusers":               "Chroma",
+	"auraflow.diffusers":             "AuraFlow",
+	"hidream-i1.single":              "HiDream",
+	"hidream-i1.diffusers":           "HiDream",
+	"wan21-14b.single":               "Wan (14B)",
+	"wan21-14b.diffusers":            "Wan (14B)",
+	"wan21-1.3b.single":              "Wan (1.3B)",
+	"wan21-1.3b.diffusers":           "Wan (1.3B)",
+	"ltxv.diffusers":                 "LTX-Video",
+	"flux-ae.component":              "",
+	"clip_l.component":               "",
+	"clip_g.component":               "",
+	"t5xxl.component":                "",
+	"qwen3-4b.component":             "",
+	"qwen25-vl-7b.component":         "",
+}
+
+func keyLists(t *testing.T) map[string]*weights.Model {
+	t.Helper()
+	files, err := filepath.Glob("../../../testdata/keyshapes/*.json.gz")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no key lists found (%v)", err)
+	}
+	out := map[string]*weights.Model{}
+	for _, f := range files {
+		kl, err := weights.ReadKeyList(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := kl.Open()
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[kl.Name] = m
+	}
+	return out
+}
+
+// TestDetectRealKeyLists detects every real-size key list as its family,
+// naming the deciding key; exactly one probe matches each (Detect refuses
+// ambiguity), and every list is in the expectation table.
+func TestDetectRealKeyLists(t *testing.T) {
+	lists := keyLists(t)
+	for name := range want {
+		if lists[name] == nil {
+			t.Errorf("key list %s is missing from testdata/keyshapes", name)
+		}
+	}
+	for name, m := range lists {
+		t.Run(name, func(t *testing.T) {
+			w, ok := want[name]
+			if !ok {
+				t.Fatalf("no expectation for key list %s", name)
+			}
+			k := family.NewKeys(m)
+			// Count the matching probes directly: no two may claim a list.
+			var hits []string
+			for _, f := range family.Families() {
+				if d, ok := f.Probe(k); ok {
+					hits = append(hits, f.Name()+" "+d.String())
+				}
+			}
+			if len(hits) > 1 {
+				t.Fatalf("several probes claim it: %v", hits)
+			}
+			_, d, err := family.Detect(k)
+			if w == "" {
+				if !errors.Is(err, family.ErrUnknown) {
+					t.Fatalf("detected %v (%v), want no family", d, err)
+				}
+				if !strings.Contains(err.Error(), "tensors, names starting") {
+					t.Errorf("unknown-family message %q does not say what was found", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Name() != w {
+				t.Errorf("detected %s, want %s", d, w)
+			}
+			if len(d.Evidence) == 0 || !strings.HasPrefix(d.Evidence[0], "key ") {
+				t.Errorf("detection %s names no deciding key", d)
+			}
+			t.Logf("%s", d)
+		})
+	}
+}
+
+// shapeDevice records uploads without storing anything.
+type shapeDevice struct{ backend.Device }
+
+func (shapeDevice) UploadRaw(_ []byte, dt tensor.DType, shape ...int) (*backend.Tensor, error) {
+	return &backend.Tensor{Shape: tensor.Shape(shape).Clone(), DType: dt}, nil
+}
+
+// TestLoadRealKeyLists loads the real SD1.5 lists (single file and
+// diffusers folder) with no missing or unused tensor, and refuses every
+// recognised family that is not runnable yet with one line naming it.
+func TestLoadRealKeyLists(t *testing.T) {
+	for name, m := range keyLists(t) {
+		w := want[name]
+		if w == "" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			s := family.NewSource(m)
+			f, d, err := family.Detect(s.Keys())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+			if d.Family == sd1.Name {
+				if err != nil {
+					t.Fatalf("load: %v", err)
+				}
+				if got := c.VAE.Format(); got.Channels != 4 || got.Factor != 8 || got.Scale != 0.18215 {
+					t.Errorf("latent format %+v", got)
+				}
+				for _, p := range c.Parts {
+					t.Logf("%s: %s", p.Name, p.Config)
+				}
+				return
+			}
+			if !errors.Is(err, family.ErrNotSupported) || !strings.HasPrefix(err.Error(), "recognised as "+d.Family) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("load error %v, want one line \"recognised as %s …; not supported yet\"", err, d.Family)
+			}
+		})
+	}
+}

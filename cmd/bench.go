@@ -7,8 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/darkroom-ai/darkroom/engine"
-	"github.com/darkroom-ai/darkroom/engine/backend"
-	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -55,7 +53,7 @@ docs/performance.md with machine and date.`,
 					return err
 				}
 				results = append(results, r)
-				if err := printProfile(out, eng.Device(), r.Name, runs); err != nil {
+				if err := printProfile(out, eng, r.Name, runs); err != nil {
 					return err
 				}
 			}
@@ -65,7 +63,7 @@ docs/performance.md with machine and date.`,
 					return err
 				}
 				results = append(results, r)
-				if err := printProfile(out, eng.Device(), r.Name, runs); err != nil {
+				if err := printProfile(out, eng, r.Name, runs); err != nil {
 					return err
 				}
 			}
@@ -104,19 +102,11 @@ docs/performance.md with machine and date.`,
 // printProfile prints the GPU time per kernel of the last benchmark's timed
 // runs (the warm-up is not counted) when the device was opened with
 // profiling.
-func printProfile(w io.Writer, dev backend.Device, name string, calls int) error {
-	d, ok := dev.(*cuda.Device)
-	if !ok || !d.Options().Profile {
-		return nil
-	}
-	entries, total, err := d.ProfileReport()
-	if err != nil {
+func printProfile(w io.Writer, eng *engine.Engine, name string, calls int) error {
+	report, err := eng.ProfileReport(name, calls)
+	if err != nil || report == "" {
 		return err
 	}
-	for i := range entries {
-		entries[i].Millis /= float64(calls)
-		entries[i].Calls /= calls
-	}
-	fmt.Fprintf(w, "GPU time per run of %s (CUDA events, mean of %d runs):\n%s", name, calls, cuda.FormatProfile(entries, total/float64(calls), 30))
+	fmt.Fprint(w, report)
 	return nil
 }

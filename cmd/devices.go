@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/darkroom-ai/darkroom/engine"
-	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/spf13/cobra"
 )
 
@@ -31,9 +30,9 @@ lists the CPU only.`,
 }
 
 func runDevices(w io.Writer) error {
-	info, err := cuda.Probe()
+	info, err := engine.ProbeGPUs()
 	switch {
-	case errors.Is(err, cuda.ErrNoDevice):
+	case errors.Is(err, engine.ErrNoGPU):
 		fmt.Fprintf(w, "no NVIDIA GPU: %v\n\n", err)
 	case err != nil:
 		fmt.Fprintf(w, "NVIDIA GPU probe failed: %v\n\n", err)

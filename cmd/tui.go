@@ -8,7 +8,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/darkroom-ai/darkroom/engine"
-	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/tui"
 )
 
@@ -66,7 +65,7 @@ type nvmlStats struct{}
 
 // GPUStats samples every GPU; machines without a driver report none.
 func (nvmlStats) GPUStats() ([]tui.GPUStat, error) {
-	st, err := cuda.Stats()
+	st, err := engine.SampleGPUs()
 	if err != nil {
 		return nil, nil
 	}

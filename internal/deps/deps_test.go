@@ -134,19 +134,7 @@ var rules = []rule{
 // knownViolations are imports that break a rule today and are being
 // removed: delete an entry together with its import. An entry that no
 // longer matches an import fails the test, so the list cannot go stale.
-var knownViolations = []knownViolation{
-	// darkroom gen lists the sampler and scheduler names for its flags'
-	// help and completion.
-	{file: "cmd/gen.go", imports: "engine/sampling", rule: "cmd-api"},
-	// darkroom bench prints the CUDA per-kernel profile
-	// (*cuda.Device, cuda.FormatProfile) of a backend.Device.
-	{file: "cmd/bench.go", imports: "engine/backend", rule: "cmd-api"},
-	{file: "cmd/bench.go", imports: "engine/backend/cuda", rule: "cmd-api"},
-	// darkroom devices calls cuda.Probe.
-	{file: "cmd/devices.go", imports: "engine/backend/cuda", rule: "cmd-api"},
-	// the TUI's GPU gauges (nvmlStats) read cuda.Stats.
-	{file: "cmd/tui.go", imports: "engine/backend/cuda", rule: "cmd-api"},
-}
+var knownViolations = []knownViolation{}
 
 // TestDependencies lists the module's packages with go list and checks
 // every import of every file, build-constrained files included, against

@@ -2,7 +2,9 @@ package cmd
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -269,5 +271,61 @@ func TestBinary(t *testing.T) {
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "darkroom dev (go") {
 		t.Errorf("version: %q, %v", out, err)
+	}
+}
+
+// TestInfoRealKeyLists runs darkroom info on every real-size key list in
+// testdata/keyshapes: each model's family (the list's own) is named with the
+// key that decided it, and lists of families not runnable yet say so.
+func TestInfoRealKeyLists(t *testing.T) {
+	files, err := filepath.Glob("../testdata/keyshapes/*.json.gz")
+	if err != nil || len(files) < 30 {
+		t.Fatalf("key lists: %d (%v)", len(files), err)
+	}
+	families := map[string]string{"SDXL refiner": "SDXL (refiner)"}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			out, errOut, code := run(t, "info", f)
+			if code != 0 || errOut != "" {
+				t.Fatalf("code %d, stderr %q", code, errOut)
+			}
+			var kl struct {
+				Family string `json:"family"`
+			}
+			gz, err := os.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gz.Close()
+			r, err := gzip.NewReader(gz)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.NewDecoder(r).Decode(&kl); err != nil {
+				t.Fatal(err)
+			}
+			line := ""
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "family ") {
+					line = strings.TrimSpace(strings.TrimPrefix(l, "family"))
+				}
+			}
+			if kl.Family == "component" {
+				if !strings.HasPrefix(line, "unknown model family: ") && !strings.Contains(line, "(found key ") {
+					t.Errorf("component list: family line %q", line)
+				}
+				return
+			}
+			want := kl.Family
+			if w, ok := families[want]; ok {
+				want = w
+			}
+			if !strings.HasPrefix(line, want) || !strings.Contains(line, "(found key \"") {
+				t.Errorf("family line %q, want %s with its deciding key", line, want)
+			}
+			if runnable := strings.HasPrefix(line, "SD1.x"); runnable == strings.HasSuffix(line, "; not supported yet") {
+				t.Errorf("family line %q: runnable families say nothing, others \"not supported yet\"", line)
+			}
+		})
 	}
 }

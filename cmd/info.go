@@ -75,6 +75,9 @@ func runInfo(w io.Writer, path, vae string, textEncoders []string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "path\t%s\n", in.Path)
 	fmt.Fprintf(tw, "layout\t%s\n", in.Layout)
+	if in.KeyList != "" {
+		fmt.Fprintf(tw, "key list\tnames, dtypes and shapes only (%s)\n", in.KeyList)
+	}
 	fam := in.Detection.String()
 	switch {
 	case in.DetectErr != nil:

@@ -8,8 +8,6 @@ import (
 	"math"
 )
 
-func sqrt64(x float64) float64 { return math.Sqrt(x) }
-
 // DecodeImages decodes latents [shape] with the VAE into 8-bit images.
 // Images are decoded one at a time to bound memory.
 func (m *Model) DecodeImages(ctx context.Context, latents []float32, shape []int) ([]*image.NRGBA, error) {

@@ -181,6 +181,9 @@ func (e *Engine) Devices() []DeviceInfo {
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	for _, m := range e.models {
+		m.Close()
+	}
 	e.models = map[string]*Model{}
 	if c, ok := e.dev.(interface{ Close() error }); ok {
 		return c.Close()

@@ -31,6 +31,8 @@ type FileInfo struct {
 type Inspection struct {
 	Path   string
 	Layout string
+	// KeyList describes where a key list came from ("" for real weights).
+	KeyList string
 	Files  []FileInfo
 	// Tensors are sorted by name.
 	Tensors []TensorInfo
@@ -60,6 +62,12 @@ func Inspect(files ModelFiles) (*Inspection, error) {
 
 func inspect(src *weights.Model) *Inspection {
 	in := &Inspection{Path: src.Path, Layout: string(src.Layout), TokenizerDirs: src.TokenizerDirs, Metadata: src.Metadata}
+	if src.KeyList != nil {
+		in.KeyList = src.KeyList.Source
+		if in.KeyList == "" {
+			in.KeyList = "no source given"
+		}
+	}
 	for _, f := range src.Files {
 		in.Files = append(in.Files, FileInfo{Path: f.Path, Size: f.Size, Component: f.Component, Tensors: f.Tensors})
 	}

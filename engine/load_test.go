@@ -1,12 +1,15 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
@@ -144,5 +147,50 @@ func TestSampleDecodeArguments(t *testing.T) {
 	}
 	if _, err := m.Decode(ctx, nil, []int{0, 4, 8, 8}); err == nil {
 		t.Fatal("Decode accepted an empty batch")
+	}
+}
+
+// TestLoadSplitFiles loads the tiny model as ComfyUI users keep models:
+// the checkpoint with its VAE and text encoder replaced by separate files
+// (here the diffusers folder's, the same weights). Generate gives the same
+// latents and pixels as the checkpoint alone, and the files are listed.
+func TestLoadSplitFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := testref.Path("sd1-tiny-a", "diffusers")
+	files := ModelFiles{
+		Model:        testref.Path("sd1-tiny-a", "single.safetensors"),
+		VAE:          filepath.Join(dir, "vae", "diffusion_pytorch_model.safetensors"),
+		TextEncoders: []string{filepath.Join(dir, "text_encoder", "model.safetensors")},
+	}
+	split, err := LoadFiles(ctx, files, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer split.Close()
+	whole, err := Load(ctx, files.Model, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	if len(split.Files) != 3 {
+		t.Errorf("files %v, want the checkpoint, the VAE and the text encoder", split.Files)
+	}
+	req := DefaultRequest()
+	req.Prompt, req.Negative, req.Width, req.Height, req.Steps, req.Seed = "a (cat:1.2)", "blurry", 64, 48, 4, 9
+	a, err := split.Generate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := whole.Generate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(a.Latents, b.Latents) || !bytes.Equal(a.Images[0].Pix, b.Images[0].Pix) {
+		t.Error("separate files gave another image than the checkpoint")
+	}
+	// A file of the wrong kind is refused naming its flag.
+	files.VAE = files.TextEncoders[0]
+	if _, err := LoadFiles(ctx, files, cpu.New()); err == nil || !strings.HasPrefix(err.Error(), "--vae ") {
+		t.Errorf("text encoder as --vae: %v", err)
 	}
 }

@@ -164,6 +164,9 @@ func Detect(files ModelFiles) (Detection, error) {
 }
 
 func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Model, error) {
+	if src.KeyList != nil {
+		return nil, fmt.Errorf("a key list (tensor names and shapes, no weights) can be inspected with darkroom info, not run")
+	}
 	s := family.NewSource(src)
 	fam, det, err := family.Detect(s.Keys())
 	if err != nil {

@@ -205,3 +205,51 @@ func chwToHWC(px []float32, h, w int) []float32 {
 	}
 	return out
 }
+
+// TestGenerateDiffusersConvention runs the public Generate path with
+// Request.Convention "diffusers" and compares each case's image with the
+// one diffusers made (≥ 45 dB, as TestReferenceCases): the request field
+// selects the same schedule, timestep rounding and noise scaling per
+// sampler as the reference conventions of the sampling tests.
+func TestGenerateDiffusersConvention(t *testing.T) {
+	for _, lay := range layouts {
+		m, err := Load(context.Background(), lay.path, cpu.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range refCases(t) {
+			t.Run(lay.name+"/"+c.Name, func(t *testing.T) {
+				req := c.request()
+				req.Convention = "diffusers"
+				res, err := m.Generate(context.Background(), req, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := testref.Tensors(t, c.Name+".safetensors")["image"]
+				img := res.Images[0]
+				got := make([]float32, 0, len(want))
+				for y := range c.Height {
+					for x := range c.Width {
+						p := img.NRGBAAt(x, y)
+						got = append(got, float32(p.R)/255, float32(p.G)/255, float32(p.B)/255)
+					}
+				}
+				if p := testref.PSNR(got, want); p < 45 {
+					t.Errorf("image PSNR %.1f dB < 45", p)
+				} else {
+					t.Logf("image PSNR %.1f dB (8-bit output)", p)
+				}
+				// And ComfyUI's convention gives a measurably different
+				// image: the field is not ignored.
+				req.Convention = "comfyui"
+				res2, err := m.Generate(context.Background(), req, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if testref.RelErr(res2.Latents, res.Latents) == 0 {
+					t.Error("the comfyui and diffusers conventions gave identical latents")
+				}
+			})
+		}
+	}
+}

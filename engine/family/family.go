@@ -140,7 +140,13 @@ func Detect(k *Keys) (Family, Detection, error) {
 	}
 	switch len(hits) {
 	case 1:
-		return hits[0].f, hits[0].d, nil
+		d := hits[0].d
+		// The file's own statement of its architecture, when it has one,
+		// is reported beside the keys that decided.
+		if a := k.Meta("modelspec.architecture"); a != "" {
+			d.Evidence = append(d.Evidence, Meta("modelspec.architecture", a))
+		}
+		return hits[0].f, d, nil
 	case 0:
 		return nil, Detection{}, fmt.Errorf("%w: %s", ErrUnknown, k.Summary())
 	}

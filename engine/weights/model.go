@@ -51,6 +51,9 @@ type Model struct {
 	// Metadata is the safetensors "__metadata__" of a single file (nil for
 	// diffusers folders).
 	Metadata map[string]string
+	// KeyList is set when the model is a key list (names, dtypes and
+	// shapes without data; see ReadKeyList): it can be inspected, not run.
+	KeyList *KeyList
 	// JSON holds a diffusers folder's small JSON files by relative path
 	// ("model_index.json", "scheduler/scheduler_config.json",
 	// "unet/config.json", ...); nil for a single file.
@@ -80,6 +83,18 @@ func OpenModel(path string) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if !st.IsDir() {
+		if lower := strings.ToLower(path); strings.HasSuffix(lower, ".json.gz") || strings.HasSuffix(lower, ".json") {
+			kl, err := ReadKeyList(path)
+			if err != nil {
+				return nil, &notModelError{path, "not a model: a .json file is read as a darkroom key list: " + err.Error()}
+			}
+			m, err := kl.Open()
+			if err != nil {
+				return nil, err
+			}
+			m.Path, m.KeyList = path, kl
+			return m, nil
+		}
 		switch strings.ToLower(filepath.Ext(path)) {
 		case ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx":
 			return nil, &notModelError{path, "not a safetensors file (" + filepath.Ext(path) + " checkpoints are not supported; convert to .safetensors)"}

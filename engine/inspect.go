@@ -33,7 +33,7 @@ type Inspection struct {
 	Layout string
 	// KeyList describes where a key list came from ("" for real weights).
 	KeyList string
-	Files  []FileInfo
+	Files   []FileInfo
 	// Tensors are sorted by name.
 	Tensors []TensorInfo
 	// TokenizerDirs are a diffusers folder's tokenizer folders by name.

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/families/sd1"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/rng"
 )
@@ -251,5 +255,55 @@ func TestGenerateDiffusersConvention(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestDiffusersPromptConvention: under the diffusers convention a prompt is
+// text, as a diffusers pipeline tokenizes it — weighting syntax is not
+// parsed and a long prompt is truncated to one 77-token window — while
+// ComfyUI's convention weights and windows it.
+func TestDiffusersPromptConvention(t *testing.T) {
+	ctx := context.Background()
+	m, err := Load(ctx, layouts[0].path, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff := family.PromptOptions{ClipSkip: 1, Convention: ConventionDiffusers}
+	comfy := family.PromptOptions{ClipSkip: 1}
+	long := strings.Repeat("a photo of a red cat, ", 20) // 140 tokens
+	lc, err := m.encodePrompt(ctx, long, comfy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld, err := m.encodePrompt(ctx, long, diff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lc.Chunks != 2 || ld.Chunks != 1 || ld.Tensor().Shape[1] != 77 || ld.Tokens != lc.Tokens {
+		t.Fatalf("chunks comfy %d diffusers %d (shape %v), tokens %d / %d", lc.Chunks, ld.Chunks, ld.Tensor().Shape, lc.Tokens, ld.Tokens)
+	}
+	// The diffusers window is ComfyUI's first window (same 75 tokens).
+	cv, _ := lc.Values(m.dev)
+	dv, _ := ld.Values(m.dev)
+	if !slices.Equal(cv[:len(dv)], dv) {
+		t.Error("the truncated window differs from ComfyUI's first window")
+	}
+	wc, err := m.encodePrompt(ctx, "(a red cat:1.5)", comfy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := m.encodePrompt(ctx, "(a red cat:1.5)", diff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lit, err := m.c.Text.(*sd1.Conditioner).Enc.EncodeLiteral(ctx, m.dev, "(a red cat:1.5)", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := wc.Values(m.dev)
+	b, _ := wd.Values(m.dev)
+	c, _ := m.dev.Download(lit.Hidden)
+	if slices.Equal(a, b) || !slices.Equal(b, c) || wd.Tokens != len(m.Tokenize("(a red cat:1.5)"))-2 {
+		t.Error("diffusers convention: the weighting syntax was parsed, or the text was not encoded literally")
 	}
 }

@@ -218,9 +218,16 @@ type Conditioner struct {
 	Dev backend.Device
 }
 
-// Encode encodes a prompt into the UNet's context [1, 77·k, 768].
+// Encode encodes a prompt into the UNet's context [1, 77·k, 768]: under
+// ComfyUI's convention with its weighting syntax and 75-token windows;
+// under diffusers' literally, truncated to one 77-token window, as a
+// diffusers pipeline encodes it.
 func (c *Conditioner) Encode(ctx context.Context, text string, opt family.PromptOptions) (*family.Cond, error) {
-	e, err := c.Enc.Encode(ctx, c.Dev, text, opt.ClipSkip)
+	encode := c.Enc.Encode
+	if opt.Convention != family.ConventionComfy {
+		encode = c.Enc.EncodeLiteral
+	}
+	e, err := encode(ctx, c.Dev, text, opt.ClipSkip)
 	if err != nil {
 		return nil, err
 	}

@@ -98,3 +98,22 @@ func (p *PromptEncoder) applyWeights(dev backend.Device, out *backend.Tensor, we
 	}
 	return dev.Upload(z, out.Shape...), nil
 }
+
+// EncodeLiteral encodes text the way a diffusers pipeline does: no
+// weighting syntax (parentheses are text), one window of 77 tokens with
+// the text truncated to 75 and padded with Pad (CLIPTokenizer with
+// padding="max_length", truncation=True). Tokens counts the prompt's
+// tokens before truncation.
+func (p *PromptEncoder) EncodeLiteral(ctx context.Context, dev backend.Device, text string, skip int) (*Encoded, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	all := p.Tok.Encode(text)
+	body := all[1 : len(all)-1]
+	ids := p.Tok.Pad(body, tokenizer.ContextLength, p.Pad)
+	out, err := p.Model.Forward(dev, [][]int{ids}, skip)
+	if err != nil {
+		return nil, fmt.Errorf("encode prompt: %w", err)
+	}
+	return &Encoded{Hidden: out, Tokens: len(body), Chunks: 1}, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
 	"math"
 	"os"
 	"slices"
@@ -183,20 +184,26 @@ func TestGenerateComfyConvention(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := testref.Tensors(t, c.Name+".safetensors")["image_sqrt_1_plus_sigma_sq"]
-	img := res.Images[0]
-	got := make([]float32, 0, len(want))
-	for y := range c.Height {
-		for x := range c.Width {
-			p := img.NRGBAAt(x, y)
-			got = append(got, float32(p.R)/255, float32(p.G)/255, float32(p.B)/255)
-		}
-	}
 	// 8-bit rounding alone bounds the PSNR near 59 dB.
-	if p := testref.PSNR(got, want); p < 45 {
+	if p := testref.PSNR(rgbFloats(res.Images[0]), want); p < 45 {
 		t.Errorf("image PSNR %.1f dB < 45", p)
 	} else {
 		t.Logf("image PSNR %.1f dB (8-bit output)", p)
 	}
+}
+
+// rgbFloats returns an image's RGB values in 0..1, row by row (HWC), as the
+// fixtures store images.
+func rgbFloats(img *image.NRGBA) []float32 {
+	b := img.Bounds()
+	out := make([]float32, 0, 3*b.Dx()*b.Dy())
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			p := img.NRGBAAt(x, y)
+			out = append(out, float32(p.R)/255, float32(p.G)/255, float32(p.B)/255)
+		}
+	}
+	return out
 }
 
 func chwToHWC(px []float32, h, w int) []float32 {
@@ -230,15 +237,7 @@ func TestGenerateDiffusersConvention(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := testref.Tensors(t, c.Name+".safetensors")["image"]
-				img := res.Images[0]
-				got := make([]float32, 0, len(want))
-				for y := range c.Height {
-					for x := range c.Width {
-						p := img.NRGBAAt(x, y)
-						got = append(got, float32(p.R)/255, float32(p.G)/255, float32(p.B)/255)
-					}
-				}
-				if p := testref.PSNR(got, want); p < 45 {
+				if p := testref.PSNR(rgbFloats(res.Images[0]), want); p < 45 {
 					t.Errorf("image PSNR %.1f dB < 45", p)
 				} else {
 					t.Logf("image PSNR %.1f dB (8-bit output)", p)

@@ -141,10 +141,14 @@ func Detect(k *Keys) (Family, Detection, error) {
 	switch len(hits) {
 	case 1:
 		d := hits[0].d
-		// The file's own statement of its architecture, when it has one,
-		// is reported beside the keys that decided.
+		// The file's own statement of its architecture and a diffusers
+		// folder's pipeline class, when there are, are reported beside the
+		// keys that decided.
 		if a := k.Meta("modelspec.architecture"); a != "" {
 			d.Evidence = append(d.Evidence, Meta("modelspec.architecture", a))
+		}
+		if k.Pipeline() != "" {
+			d.Evidence = append(d.Evidence, k.PipelineEvidence())
 		}
 		return hits[0].f, d, nil
 	case 0:
@@ -187,10 +191,13 @@ func (r Recognised) Probe(k *Keys) (Detection, bool) {
 	return d, true
 }
 
-// Load refuses: the family is recognised only.
-func (r Recognised) Load(_ context.Context, src *Source, _ Env) (*Components, error) {
-	d, _ := r.Probe(src.Keys())
-	if d.Family == "" {
+// Load refuses: the family is recognised only. The message carries the
+// detection's evidence (env.Detection, as Detect reported it, or the
+// probe's own).
+func (r Recognised) Load(_ context.Context, src *Source, env Env) (*Components, error) {
+	d := env.Detection
+	if d.Family != r.FamilyName {
+		d, _ = r.Probe(src.Keys())
 		d.Family = r.FamilyName
 	}
 	return nil, NotSupported(d)

@@ -18,9 +18,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "joint_transformer_blocks.", "register_tokens"); ok {
 		d := family.Detection{Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

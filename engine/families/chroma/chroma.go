@@ -17,9 +17,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "distilled_guidance_layer.", "transformer_blocks."); ok {
 		d := family.Detection{Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

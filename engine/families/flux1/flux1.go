@@ -27,9 +27,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	if root, key, ok := k.FindUnder(family.DiffusersRoots, "transformer_blocks.0.norm1.linear.", "single_transformer_blocks.0.norm.linear.", "x_embedder."); ok {
 		d := family.Detection{Variant: variant(k.Has(root + "time_text_embed.guidance_embedder.")), Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

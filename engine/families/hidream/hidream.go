@@ -15,9 +15,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	roots := append(append([]string{}, family.NativeRoots...), family.DiffusersRoots...)
 	if _, key, ok := k.FindUnder(roots, "double_stream_blocks.", "single_stream_blocks."); ok {
 		d := family.Detection{Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -19,9 +19,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "caption_projection.", "scale_shift_table", "transformer_blocks.0.attn1.", "proj_in."); ok {
 		d := family.Detection{Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

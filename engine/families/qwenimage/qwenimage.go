@@ -17,9 +17,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	roots := append(append([]string{}, family.NativeRoots...), family.DiffusersRoots...)
 	if _, key, ok := k.FindUnder(roots, "transformer_blocks.0.img_mod.", "transformer_blocks.0.txt_mod.", "txt_norm."); ok {
 		d := family.Detection{Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -60,9 +60,6 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 		return family.Detection{}, false
 	}
 	d := family.Detection{Evidence: []string{family.Key(key)}, Runnable: true}
-	if p := k.Pipeline(); p != "" {
-		d.Evidence = append(d.Evidence, k.PipelineEvidence())
-	}
 	return d, true
 }
 

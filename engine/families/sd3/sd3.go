@@ -28,9 +28,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 		depth := k.CountBlocks(root + "transformer_blocks.")
 		d := family.Detection{Variant: variant(depth, k.Has(root+"transformer_blocks.0.attn2."), k.Has(root+"transformer_blocks.0.attn.norm_q.")),
 			Evidence: []string{family.Key(key), fmt.Sprintf("%d joint blocks", depth)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

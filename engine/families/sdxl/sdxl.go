@@ -48,9 +48,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	if emb := "unet.add_embedding.linear_1.weight"; k.Has(emb) && k.Has("text_encoder_2.") {
 		ev := []string{family.Key(emb) + fmt.Sprintf(" (adm %d)", k.Dim(emb, 1))}
-		if p := k.Pipeline(); p != "" {
-			ev = append(ev, k.PipelineEvidence())
-		}
 		if k.Has(keymap.CLIPPrefix) || k.Has("text_encoder.") {
 			return family.Detection{Variant: "base", Evidence: ev}, true
 		}

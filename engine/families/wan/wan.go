@@ -23,9 +23,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	if root, key, ok := k.FindUnder(family.DiffusersRoots, "blocks.0.attn1.", "condition_embedder.", "patch_embedding."); ok {
 		d := family.Detection{Variant: size(k.Dim(root+"patch_embedding.weight", 0)), Evidence: []string{family.Key(key)}}
-		if p := k.Pipeline(); p != "" {
-			d.Evidence = append(d.Evidence, k.PipelineEvidence())
-		}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -36,8 +36,5 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 		return family.Detection{}, false
 	}
 	d := family.Detection{Evidence: []string{family.Key(key), fmt.Sprintf("caption width %d", w)}}
-	if p := k.Pipeline(); p != "" {
-		d.Evidence = append(d.Evidence, k.PipelineEvidence())
-	}
 	return d, true
 }

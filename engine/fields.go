@@ -213,7 +213,7 @@ var requestFields = []RequestField{
 		flag("vae", "", "a separate VAE `file` (or name in the model directories) to use instead of the checkpoint's").
 		a1111("VAE", func(v string) (string, bool) { return a1111BaseName(v), v != "" }, nil).done(),
 	floatField("denoise", 0, func(r *Request) *float64 { return &r.Denoise }).
-		flag("denoise", "", "denoising strength, more than 0 and at most 1 (default 1: a full run from noise)").
+		flag("denoise", "", "denoising strength, more than 0 and at most 1 (default 1: a full run from noise; below 1 needs an init image, which img2img will bring)").
 		valid(func(v float64) string {
 			if !(v >= 0 && v <= 1) {
 				return "must be more than 0 and at most 1 (0 means 1)"

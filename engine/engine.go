@@ -179,6 +179,9 @@ func (e *Engine) Devices() []DeviceInfo {
 
 // Close releases every loaded model and the device.
 func (e *Engine) Close() error {
+	// A job in flight finishes first; later ones find no models.
+	e.jobs.Lock()
+	defer e.jobs.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, m := range e.models {
@@ -244,8 +247,11 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 		return nil, err
 	}
 	builtin := path == DefaultModel
-	if builtin && (files.VAE != "" || len(files.TextEncoders) > 0) {
-		return nil, &FieldError{Field: "vae", Value: files.VAE, Msg: "the built-in model takes no separate VAE or text encoder"}
+	if builtin && files.VAE != "" {
+		return nil, &FieldError{Field: "vae", Value: files.VAE, Msg: "the built-in model takes no separate VAE"}
+	}
+	if builtin && len(files.TextEncoders) > 0 {
+		return nil, &FieldError{Field: "text_encoders", Value: files.TextEncoders, Msg: "the built-in model takes no separate text encoder"}
 	}
 	resolved := ModelFiles{Model: path}
 	if files.VAE != "" {
@@ -382,4 +388,8 @@ func (e *Engine) ListModels() []ModelEntry {
 
 // DefaultModelFormat is the latent format of the built-in model (an SD1.x
 // model), for frontends and tests that draw previews without loading it.
-func DefaultModelFormat() LatentFormat { return sd1.LatentFormat() }
+func DefaultModelFormat() LatentFormat {
+	f := sd1.LatentFormat()
+	f.Factor = demo.LatentFactor
+	return f
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"math"
 	"slices"
 	"strconv"
@@ -119,40 +120,9 @@ func FieldByName(name string) (RequestField, bool) {
 	return RequestField{}, false
 }
 
-// FieldError is a problem with one request field. Request.Validate returns
-// one; checks that depend on the model return one too, built as a literal:
-//
-//	&FieldError{Field: "clip_skip", Value: req.ClipSkip, Msg: "the text encoder has 12 layers"}
-//
-// Field is the field's JSON name (RequestField.Name), so that front ends
-// can map it to their own names: the CLI prints the error above as
-// "--clip-skip 13: the text encoder has 12 layers".
-type FieldError struct {
-	// Field is the JSON name of the field.
-	Field string
-	// Value is the offending value: the field's value, or the text that
-	// did not parse. Nil leaves it out of the message.
-	Value any
-	// Msg says what is wrong: "must be between 1 and 1000".
-	Msg string
-}
-
-// Error returns "FIELD VALUE: MSG", e.g. `width 1001: must be a multiple of
-// 8 between 8 and 4096` or `sampler "nope": unknown; valid: ...`.
-func (e *FieldError) Error() string { return e.Describe(e.Field) }
-
-// Describe returns the message of Error with name in place of the field's
-// JSON name: Describe("--width") gives `--width 1001: must be ...`.
-func (e *FieldError) Describe(name string) string {
-	switch v := e.Value.(type) {
-	case nil:
-		return name + ": " + e.Msg
-	case string, []string:
-		return fmt.Sprintf("%s %q: %s", name, v, e.Msg)
-	default:
-		return fmt.Sprintf("%s %v: %s", name, v, e.Msg)
-	}
-}
+// FieldError is an error about one request field (see family.FieldError):
+// Validate's and the model checks' errors, which the CLI maps to flags.
+type FieldError = family.FieldError
 
 // conventions are the values of Request.Convention ("" means the first).
 var conventions = []string{"comfyui", "diffusers"}

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	"math"
@@ -213,10 +212,6 @@ func (m *Model) checkRequest(req Request, opt family.PromptOptions) error {
 		return &FieldError{Field: "height", Value: req.Height, Msg: fmt.Sprintf("this model needs a multiple of %d", f)}
 	}
 	if err := m.c.Text.Check(opt); err != nil {
-		var fe *family.FieldError
-		if errors.As(err, &fe) {
-			return &FieldError{Field: fe.Field, Value: fe.Value, Msg: fe.Msg}
-		}
 		return err
 	}
 	return nil
@@ -277,7 +272,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if flow != nil {
 		x, err = sampling.FlowNoiseLatent(p.Noise, p.Latent, sigmas[0])
 	} else {
-		x, err = sampling.NoiseLatent(p.Noise, p.Latent, ms.NoiseScale(p.Convention, sigmas[0]))
+		x, err = sampling.NoiseLatent(p.Noise, p.Latent, ms.NoiseScale(p.Convention, sigmas[0], p.Latent != nil))
 	}
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -193,4 +194,45 @@ func TestLoadSplitFiles(t *testing.T) {
 	if _, err := LoadFiles(ctx, files, cpu.New()); err == nil || !strings.HasPrefix(err.Error(), "--vae ") {
 		t.Errorf("text encoder as --vae: %v", err)
 	}
+}
+
+// TestLoadSplitFilesRefused: a diffusers folder without text_encoder/ loads
+// with a separate --text-encoder file, and SD1 refuses a text encoder it
+// cannot use (T5 names) naming the file, instead of ignoring it.
+func TestLoadSplitFilesRefused(t *testing.T) {
+	ctx := context.Background()
+	src := testref.Path("sd1-tiny-a", "diffusers")
+	dir := t.TempDir()
+	for _, sub := range []string{"unet", "vae", "scheduler", "tokenizer", "model_index.json"} {
+		if err := os.Symlink(filepath.Join(must(filepath.Abs(src)), sub), filepath.Join(dir, sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	te := filepath.Join(src, "text_encoder", "model.safetensors")
+	// (The tiny UNet's 64-wide context tells no family by itself; a real
+	// SD1 UNet alone is claimed, see engine/families/all.)
+	if _, err := LoadFiles(ctx, ModelFiles{Model: dir}, cpu.New()); err == nil || !strings.Contains(err.Error(), "unknown model family") {
+		t.Errorf("folder without text_encoder/: %v", err)
+	}
+	m, err := LoadFiles(ctx, ModelFiles{Model: dir, TextEncoders: []string{te}}, cpu.New())
+	if err != nil {
+		t.Fatalf("folder + --text-encoder: %v", err)
+	}
+	m.Close()
+	t5 := filepath.Join(t.TempDir(), "t5xxl.safetensors")
+	one := safetensors.Tensor{DType: tensor.F16, Shape: []int{2}, Data: make([]byte, 4)}
+	if err := safetensors.Write(t5, map[string]safetensors.Tensor{"encoder.block.0.layer.0.SelfAttention.q.weight": one}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadFiles(ctx, ModelFiles{Model: testref.Path("sd1-tiny-a", "single.safetensors"), TextEncoders: []string{t5}}, cpu.New())
+	if err == nil || !strings.Contains(err.Error(), "--text-encoder "+t5+": SD1.x uses one CLIP-L text encoder") || !strings.Contains(err.Error(), "(+ --text-encoder ") {
+		t.Errorf("T5 beside SD1: %v", err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

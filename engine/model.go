@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -86,8 +87,10 @@ func (m *Model) LatentFormat() LatentFormat { return m.c.VAE.Format() }
 // Defaults returns the family's generation defaults.
 func (m *Model) Defaults() Defaults { return m.c.Defaults }
 
-// Close releases the model's files. The device memory of its weights is
-// returned when the model is garbage collected.
+// Close releases the model's files (a model dropped without Close releases
+// them when it is garbage collected). The device memory of its weights is
+// returned when the model is garbage collected. Close waits for a running
+// job; it must not be called from an onEvent callback.
 func (m *Model) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -109,6 +112,22 @@ type ModelFiles struct {
 	TextEncoders []string
 }
 
+// describe names the files in messages: "model.safetensors (+ --vae
+// x.safetensors, --text-encoder clip_l.safetensors)".
+func (f ModelFiles) describe() string {
+	var extra []string
+	if f.VAE != "" {
+		extra = append(extra, "--vae "+f.VAE)
+	}
+	for _, te := range f.TextEncoders {
+		extra = append(extra, "--text-encoder "+te)
+	}
+	if len(extra) == 0 {
+		return f.Model
+	}
+	return f.Model + " (+ " + strings.Join(extra, ", ") + ")"
+}
+
 // Load opens a checkpoint (single .safetensors file or diffusers folder),
 // detects its family and uploads its weights to dev.
 func Load(ctx context.Context, path string, dev backend.Device) (*Model, error) {
@@ -125,7 +144,7 @@ func LoadFiles(ctx context.Context, files ModelFiles, dev backend.Device) (*Mode
 	m, err := loadFrom(ctx, src, dev)
 	if err != nil {
 		src.Close()
-		return nil, fmt.Errorf("%s: %w", files.Model, err)
+		return nil, fmt.Errorf("%s: %w", files.describe(), err)
 	}
 	m.Path = files.Model
 	m.Name = strings.TrimSuffix(filepath.Base(files.Model), ".safetensors")
@@ -182,7 +201,10 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Mod
 	if c.Text == nil || c.Denoiser == nil || c.VAE == nil || c.Sampling == nil {
 		return nil, fmt.Errorf("family %s built incomplete components", fam.Name())
 	}
-	return &Model{Family: det.Name(), Detection: det, Files: filePaths(src.Files), dev: dev, c: c, src: src}, nil
+	m := &Model{Family: det.Name(), Detection: det, Files: filePaths(src.Files), dev: dev, c: c, src: src}
+	// A model dropped without Close still releases its files.
+	runtime.AddCleanup(m, func(src *weights.Model) { src.Close() }, src)
+	return m, nil
 }
 
 // Hash returns the A1111-style model hash: the first 10 hex digits of the

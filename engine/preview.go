@@ -14,6 +14,11 @@ func LatentPreview(f LatentFormat, latents []float32, shape []int, i int) *image
 	if len(shape) != 4 && len(shape) != 5 {
 		return nil
 	}
+	for _, d := range shape {
+		if d < 1 {
+			return nil
+		}
+	}
 	n, c := shape[0], shape[1]
 	h, w := shape[len(shape)-2], shape[len(shape)-1]
 	per := 1

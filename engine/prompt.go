@@ -40,6 +40,19 @@ func (m *Model) EncodePrompt(ctx context.Context, text string, clipSkip int) (*C
 	return m.encodePrompt(ctx, text, family.PromptOptions{ClipSkip: clipSkip})
 }
 
+// PromptOptions are the settings of prompt encoding (clip skip, the
+// convention whose prompt handling is reproduced).
+type PromptOptions = family.PromptOptions
+
+// EncodePromptWith is EncodePrompt with every option, as Generate encodes:
+// under ConventionDiffusers* the prompt is encoded as a diffusers pipeline
+// does (no weighting syntax, one window).
+func (m *Model) EncodePromptWith(ctx context.Context, text string, opt PromptOptions) (*Conditioning, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.encodePrompt(ctx, text, opt)
+}
+
 func (m *Model) encodePrompt(ctx context.Context, text string, opt family.PromptOptions) (*Conditioning, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

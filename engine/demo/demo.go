@@ -58,6 +58,9 @@ const (
 	// ViewScale is the nearest-neighbour upscale that makes a 32×32 digit
 	// comfortable to look at (256×256).
 	ViewScale = 8
+	// LatentFactor is the autoencoder's pixel-to-latent factor (three
+	// levels: 4).
+	LatentFactor = 4
 )
 
 // Size is the checkpoint's size in bytes, decompressed.

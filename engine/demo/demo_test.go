@@ -329,3 +329,13 @@ func runSemantic(t *testing.T, m *engine.Model) {
 		})
 	}
 }
+
+// TestDefaultModelFormat: the format frontends draw the built-in model's
+// previews with is the loaded model's.
+func TestDefaultModelFormat(t *testing.T) {
+	m := loadModel(t)
+	got, want := engine.DefaultModelFormat(), m.LatentFormat()
+	if got.Channels != want.Channels || got.Factor != want.Factor || got.Scale != want.Scale || got.TAESD != want.TAESD || len(got.RGB) != len(want.RGB) {
+		t.Errorf("DefaultModelFormat %+v, loaded model %+v", got, want)
+	}
+}

@@ -13,6 +13,10 @@ import (
 // of the model (an all-in-one checkpoint, a diffusers folder, or a
 // diffusion-model file with separate VAE and text-encoder files, as
 // ComfyUI users keep them).
+//
+// A family reads tensors through it (a weights.Builder over the Source);
+// the engine owns the files and closes them, so families never call
+// Close.
 type Source struct {
 	*weights.Model
 	keys *Keys
@@ -35,10 +39,15 @@ type Env struct {
 // Components are a loaded model's parts, the only things the generic
 // pipeline (encode → sample → decode) sees.
 type Components struct {
-	Text     Conditioner
+	// Text encodes prompts.
+	Text Conditioner
+	// Denoiser is the diffusion network.
 	Denoiser Denoiser
-	VAE      VAE
+	// VAE maps between pixels and latents and describes the latent space.
+	VAE VAE
+	// Sampling is the noise schedule and the network's timestep map.
 	Sampling ModelSampling
+	// Defaults are the family's generation defaults.
 	Defaults Defaults
 	// Parts describe the components for `darkroom info` and scripts:
 	// name and inferred configuration, in pipeline order.
@@ -224,11 +233,12 @@ type LatentFormat struct {
 // Shape returns the latent shape of a batch of images (or videos of
 // frames frames; 0 for an image model) of width × height pixels.
 func (f LatentFormat) Shape(batch, width, height, frames int) []int {
+	factor := max(f.Factor, 1)
 	if f.TemporalFactor > 0 {
 		t := 1 + max(frames-1, 0)/f.TemporalFactor
-		return []int{batch, f.Channels, t, height / f.Factor, width / f.Factor}
+		return []int{batch, f.Channels, t, height / factor, width / factor}
 	}
-	return []int{batch, f.Channels, height / f.Factor, width / f.Factor}
+	return []int{batch, f.Channels, height / factor, width / factor}
 }
 
 // VAE maps between pixels and sampler latents.
@@ -253,28 +263,48 @@ type ModelSampling interface {
 	Schedule(c Convention) sampling.Schedule
 	// Timestep maps sigma to the network's timestep under the convention.
 	Timestep(c Convention, sigma float32) float32
-	// NoiseScale is the factor of the unit initial noise at full denoise
-	// for a run starting at sigmas[0] (variance-exploding models); flow
-	// models ignore it.
-	NoiseScale(c Convention, sigma0 float32) float32
+	// NoiseScale is the factor of the unit initial noise for a run starting
+	// at sigma0 (variance-exploding models), from pure noise or, with
+	// fromImage, added to an encoded image (img2img); flow models ignore it.
+	NoiseScale(c Convention, sigma0 float32, fromImage bool) float32
 	// Flow returns the flow schedule of a flow-matching model, or nil.
 	Flow() *sampling.Flow
 }
 
 // FieldError is an error about one request field, named as in the
 // request's JSON ("width", "clip_skip"); frontends map the field to their
-// own spelling (a CLI flag, a form field).
+// own spelling (a CLI flag, a form field). Model checks build it as a
+// literal: &FieldError{Field: "width", Value: 1001, Msg: "…"}.
 type FieldError struct {
+	// Field is the JSON name of the field.
 	Field string
+	// Value is the offending value: the field's value, or the text that
+	// did not parse. Nil leaves it out of the message.
 	Value any
-	Msg   string
+	// Msg says what is wrong: "must be between 1 and 1000".
+	Msg string
 }
 
-// Error formats "field value: message".
-func (e *FieldError) Error() string { return fmt.Sprintf("%s %v: %s", e.Field, e.Value, e.Msg) }
+// Error returns "FIELD VALUE: MSG", e.g. `width 1001: must be a multiple of
+// 8 between 8 and 4096` or `sampler "nope": unknown; valid: ...`.
+func (e *FieldError) Error() string { return e.Describe(e.Field) }
+
+// Describe returns the message of Error with name in place of the field's
+// JSON name: Describe("--width") gives `--width 1001: must be ...`.
+func (e *FieldError) Describe(name string) string {
+	switch v := e.Value.(type) {
+	case nil:
+		return name + ": " + e.Msg
+	case string, []string:
+		return fmt.Sprintf("%s %q: %s", name, v, e.Msg)
+	default:
+		return fmt.Sprintf("%s %v: %s", name, v, e.Msg)
+	}
+}
 
 // Describer is implemented by families that can describe a checkpoint's
 // components from its shapes alone, without loading it (`darkroom info`).
 type Describer interface {
+	// Describe infers each component's configuration from src's shapes.
 	Describe(src *Source) []Part
 }

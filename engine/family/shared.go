@@ -55,14 +55,19 @@ func (d *Discrete) Timestep(c Convention, sigma float32) float32 {
 	return float32(s.NearestTimestep(sigma))
 }
 
-// NoiseScale is ComfyUI's sqrt(1+σ₀²) at full denoise (σ₀ otherwise),
-// diffusers' Euler-family σ₀, or diffusers' variance-preserving
-// sqrt(1+σ₀²).
-func (d *Discrete) NoiseScale(c Convention, sigma0 float32) float32 {
+// NoiseScale is ComfyUI's sqrt(1+σ₀²) at full denoise (σ₀ otherwise,
+// with or without an image, as its max_denoise test), diffusers'
+// Euler-family σ₀, or diffusers' variance-preserving schedulers' unit
+// noise, sqrt(1+σ₀²), from pure noise and σ₀ added to an image (their
+// add_noise at the first timestep, in this space).
+func (d *Discrete) NoiseScale(c Convention, sigma0 float32, fromImage bool) float32 {
 	switch c {
 	case ConventionDiffusers:
 		return sigma0
 	case ConventionDiffusersRounded:
+		if fromImage {
+			return sigma0
+		}
 		return float32(math.Sqrt(1 + float64(sigma0)*float64(sigma0)))
 	}
 	return sampling.InitialNoiseScale(sigma0, d.comfy.SigmaMax())
@@ -74,7 +79,10 @@ func (d *Discrete) Flow() *sampling.Flow { return nil }
 // FlowMatching is the model sampling of rectified-flow families (SD3,
 // Flux, Z-Image, Qwen-Image): one shifted flow schedule, which ComfyUI and
 // diffusers build alike.
-type FlowMatching struct{ F *sampling.Flow }
+type FlowMatching struct {
+	// F is the shifted flow schedule (sampling.NewFlowSD3, NewFlowFlux).
+	F *sampling.Flow
+}
 
 // Schedule returns the flow schedule.
 func (f FlowMatching) Schedule(Convention) sampling.Schedule { return flowSchedule{f.F} }
@@ -83,7 +91,7 @@ func (f FlowMatching) Schedule(Convention) sampling.Schedule { return flowSchedu
 func (f FlowMatching) Timestep(_ Convention, sigma float32) float32 { return f.F.Timestep(sigma) }
 
 // NoiseScale is 1: flow models start from sigma·noise + (1−sigma)·latent.
-func (f FlowMatching) NoiseScale(Convention, float32) float32 { return 1 }
+func (f FlowMatching) NoiseScale(Convention, float32, bool) float32 { return 1 }
 
 // Flow returns the flow schedule.
 func (f FlowMatching) Flow() *sampling.Flow { return f.F }
@@ -160,7 +168,9 @@ func gcd(a, b int) int {
 // Codec is an autoencoder's pair of maps, in sampler latents (the
 // engine/models VAEs have this shape).
 type Codec interface {
+	// Decode maps sampler latents to pixels in [-1, 1].
 	Decode(ctx context.Context, dev backend.Device, latents *backend.Tensor) (*backend.Tensor, error)
+	// Encode maps pixels in [-1, 1] to sampler latents.
 	Encode(ctx context.Context, dev backend.Device, img *backend.Tensor) (*backend.Tensor, error)
 }
 

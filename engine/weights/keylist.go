@@ -117,6 +117,13 @@ func newShapeFile(p string, f KeyListFile) (*shapeFile, error) {
 		if err := json.Unmarshal(pair[1], &shape); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: shape: %w", p, name, err)
 		}
+		n := int64(1)
+		for _, v := range shape {
+			if v < 0 || (v > 0 && n > (1<<50)/int64(v)) {
+				return nil, fmt.Errorf("%s: tensor %q: shape %v is negative or too large", p, name, shape)
+			}
+			n *= int64(v)
+		}
 		d, err := tensor.ParseDType(dt)
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %w", p, name, err)

@@ -169,7 +169,15 @@ var diffusersComponents = []component{
 var sdPipelines = map[string]bool{
 	"StableDiffusionPipeline": true, "StableDiffusionImg2ImgPipeline": true,
 	"StableDiffusionInpaintPipeline": true, "StableDiffusionUpscalePipeline": true,
+	"LatentConsistencyModelPipeline": true, "StableDiffusionControlNetPipeline": true,
+	"StableDiffusionInstructPix2PixPipeline": true, "StableDiffusionDepth2ImgPipeline": true,
 }
+
+// auxiliaryFolders are diffusers pipeline folders that hold no part of the
+// generating model (the NSFW checker and its image processor, an image
+// encoder for IP-Adapter); they are not opened, so a damaged one cannot
+// stop a model from loading.
+var auxiliaryFolders = map[string]bool{"safety_checker": true, "feature_extractor": true, "image_encoder": true}
 
 // weightBases are the weight file base names of diffusers components
 // (diffusers models, transformers models).
@@ -314,7 +322,7 @@ func openFolder(fs folder, path string) (m *Model, err error) {
 		}
 	}
 	for _, dir := range fs.entries("") {
-		if _, known := converters[dir]; !known && fs.isDir(dir) {
+		if _, known := converters[dir]; !known && !auxiliaryFolders[dir] && fs.isDir(dir) {
 			dirs = append(dirs, dir)
 		}
 	}

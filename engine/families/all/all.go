@@ -10,6 +10,7 @@ import (
 	_ "github.com/darkroom-ai/darkroom/engine/families/flux1"
 	_ "github.com/darkroom-ai/darkroom/engine/families/flux2"
 	_ "github.com/darkroom-ai/darkroom/engine/families/hidream"
+	_ "github.com/darkroom-ai/darkroom/engine/families/hunyuanvideo"
 	_ "github.com/darkroom-ai/darkroom/engine/families/ltx"
 	_ "github.com/darkroom-ai/darkroom/engine/families/qwenimage"
 	_ "github.com/darkroom-ai/darkroom/engine/families/sd1"

@@ -2,6 +2,7 @@ package all_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -176,5 +177,65 @@ func TestLoadRealKeyLists(t *testing.T) {
 				t.Fatalf("load error %v, want one line \"recognised as %s …; not supported yet\"", err, d.Family)
 			}
 		})
+	}
+}
+
+// TestProbeSynthetic covers layouts no key list holds yet, with the
+// distinguishing names only: HunyuanVideo's FLUX-like blocks (original
+// and diffusers names) must not be taken for Flux.1.
+func TestProbeSynthetic(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		keys []string
+		want string
+	}{
+		{"hunyuanvideo native", []string{"double_blocks.0.img_mod.lin.weight", "single_blocks.0.linear1.weight", "guidance_in.in_layer.weight", "txt_in.individual_token_refiner.blocks.0.norm1.weight"}, "HunyuanVideo"},
+		{"hunyuanvideo diffusers", []string{"transformer.transformer_blocks.0.norm1.linear.weight", "transformer.single_transformer_blocks.0.norm.linear.weight", "transformer.x_embedder.proj.weight", "transformer.context_embedder.token_refiner.refiner_blocks.0.norm1.weight"}, "HunyuanVideo"},
+		{"flux native", []string{"double_blocks.0.img_mod.lin.weight", "single_blocks.0.linear1.weight"}, "Flux.1 (schnell)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files := map[string]weights.KeyListFile{"x.safetensors": {Tensors: map[string][2]json.RawMessage{}}}
+			for _, k := range c.keys {
+				files["x.safetensors"].Tensors[k] = [2]json.RawMessage{json.RawMessage(`"BF16"`), json.RawMessage(`[2,2]`)}
+			}
+			m, err := (&weights.KeyList{Name: c.name, Layout: "single-file", Files: files}).Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, d, err := family.Detect(family.NewKeys(m))
+			if err != nil || d.Name() != c.want {
+				t.Errorf("detected %v (%v), want %s", d, err, c.want)
+			}
+		})
+	}
+}
+
+// TestSD15UNetOnly: a real SD1.5 UNet without its VAE and text encoder (a
+// ComfyUI diffusion_models/ file) is SD1.x by its 768-wide context, and
+// loading it alone names what is missing and the flag that supplies it.
+func TestSD15UNetOnly(t *testing.T) {
+	kl, err := weights.ReadKeyList("../../../testdata/keyshapes/sd15.single.json.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range kl.Files {
+		for name := range f.Tensors {
+			if !strings.HasPrefix(name, "model.diffusion_model.") {
+				delete(f.Tensors, name)
+			}
+		}
+	}
+	m, err := kl.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := family.NewSource(m)
+	f, d, err := family.Detect(s.Keys())
+	if err != nil || d.Family != sd1.Name || !strings.Contains(d.String(), "(context 768)") {
+		t.Fatalf("detected %v (%v)", d, err)
+	}
+	_, err = f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+	if err == nil || !strings.Contains(err.Error(), "no VAE weights") {
+		t.Errorf("load: %v", err)
 	}
 }

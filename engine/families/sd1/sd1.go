@@ -44,23 +44,27 @@ func (Family) Name() string { return Name }
 
 // Probe claims an LDM UNet (input blocks, no size embedding label_emb, no
 // SDXL conditioner) with an OpenAI CLIP text model (HF layout) and a
-// context that is not SD2's 1024.
+// context that is not SD2's 1024 — or, for a UNet-only file (ComfyUI's
+// diffusion_models/), SD1's 768-wide context.
 func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 	if !LDMUNet(k) || k.Has("cond_stage_model.model.") {
 		return family.Detection{}, false
 	}
-	if w, _ := family.LDMContextWidth(k); w == 1024 {
+	w, wkey := family.LDMContextWidth(k)
+	if w == 1024 {
 		return family.Detection{}, false
 	}
 	key := k.First(PrefixCLIP + "embeddings.token_embedding.")
 	if key == "" {
 		key = k.First("cond_stage_model.transformer.")
 	}
-	if key == "" {
-		return family.Detection{}, false
+	switch {
+	case key != "":
+		return family.Detection{Evidence: []string{family.Key(key)}, Runnable: true}, true
+	case w == 768:
+		return family.Detection{Evidence: []string{family.Key(wkey) + " (context 768)"}, Runnable: true}, true
 	}
-	d := family.Detection{Evidence: []string{family.Key(key)}, Runnable: true}
-	return d, true
+	return family.Detection{}, false
 }
 
 // LDMUNet reports the LDM UNet of SD1/SD2: input blocks, no class/size
@@ -92,16 +96,22 @@ var Defaults = family.Defaults{Width: 512, Height: 512, Steps: 20, CFG: 7, Sampl
 // variants it would run wrongly (inpainting UNets, v-prediction, tensors it
 // does not use) and uploads the weights to env.Device.
 func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*family.Components, error) {
-	if src.Layout == weights.Diffusers {
-		have := map[string]bool{}
-		for _, f := range src.Files {
-			have[f.Component] = true
-		}
-		for _, c := range []string{"unet", "vae", "text_encoder"} {
-			if !have[c] {
-				return nil, fmt.Errorf("diffusers folder has no %s/ weights", c)
+	k := src.Keys()
+	for _, c := range []struct{ prefix, what, folder, flag string }{
+		{PrefixUNet, "UNet", "unet/", "-m"},
+		{PrefixVAE, "VAE", "vae/ (and no --vae file was given)", "--vae"},
+		{PrefixCLIP, "text encoder", "text_encoder/ (and no --text-encoder file was given)", "--text-encoder"},
+	} {
+		if !k.Has(c.prefix) {
+			if src.Layout == weights.Diffusers {
+				return nil, fmt.Errorf("no %s weights: the diffusers folder has no %s", c.what, c.folder)
 			}
+			return nil, fmt.Errorf("no %s weights (nothing under %q); give a separate file with %s", c.what, c.prefix, c.flag)
 		}
+	}
+	if name := k.First(weights.ExtraTextEncoderPrefix); name != "" {
+		info, _ := src.Info(name)
+		return nil, fmt.Errorf("--text-encoder %s: SD1.x uses one CLIP-L text encoder, and this file is not one", info.File)
 	}
 	uc, err := unet.ConfigFromWeights(src, PrefixUNet)
 	if err != nil {

@@ -283,7 +283,10 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 	}
 	var m *Model
 	if builtin {
-		m, err = LoadBytes(ctx, demo.Name, demo.Bytes(), e.dev)
+		if m, err = LoadBytes(ctx, demo.Name, demo.Bytes(), e.dev); err == nil {
+			// The built-in model's own recommendations (32×32 digits).
+			m.c.Defaults = Defaults{Width: demo.Width, Height: demo.Height, Steps: demo.Steps, CFG: demo.CFG, Sampler: demo.Sampler, Scheduler: demo.Scheduler}
+		}
 	} else {
 		m, err = LoadFiles(ctx, resolved, e.dev)
 	}

@@ -255,3 +255,29 @@ func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
 }
+
+// DefaultRequest returns a request for this model with its defaults (the
+// family's, or the built-in model's own): what scripts and recipes should
+// start from instead of the package-level DefaultRequest, which knows no
+// model.
+func (m *Model) DefaultRequest() Request {
+	r := DefaultRequest()
+	r.Model = m.Path
+	d := m.c.Defaults
+	if d.Width > 0 && d.Height > 0 {
+		r.Width, r.Height = d.Width, d.Height
+	}
+	if d.Steps > 0 {
+		r.Steps = d.Steps
+	}
+	if d.CFG > 0 {
+		r.CFG = d.CFG
+	}
+	if d.Sampler != "" {
+		r.Sampler = d.Sampler
+	}
+	if d.Scheduler != "" {
+		r.Scheduler = d.Scheduler
+	}
+	return r
+}

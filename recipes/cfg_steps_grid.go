@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/grid"
 	"github.com/darkroom-ai/darkroom/script/dr"
 )
@@ -26,7 +25,7 @@ func main() {
 	cfgList := fs.String("cfg", "3,5,7,9", "comma-separated CFG scales")
 	stepList := fs.String("steps", "10,20,30", "comma-separated step counts")
 	sampler := fs.String("sampler", "euler", "sampler")
-	size := fs.Int("size", 512, "width and height")
+	size := fs.Int("size", 0, "width and height (0: the model's default)")
 	out := fs.String("out", "cfg_steps_grid.png", "output PNG")
 	dr.Check(fs.Parse(dr.Args()))
 
@@ -47,9 +46,11 @@ func main() {
 	m, err := dr.Engine().Load(ctx, *model)
 	dr.Check(err)
 
-	req := engine.DefaultRequest()
+	req := m.DefaultRequest() // the model's own size, steps and cfg
 	req.Prompt, req.Seed, req.Sampler = *prompt, *seed, *sampler
-	req.Width, req.Height = *size, *size
+	if *size > 0 {
+		req.Width, req.Height = *size, *size
+	}
 
 	var cells [][]image.Image
 	var rowLabels, colLabels []string

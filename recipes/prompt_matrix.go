@@ -13,7 +13,6 @@ import (
 	"image"
 	"strings"
 
-	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/grid"
 	"github.com/darkroom-ai/darkroom/script/dr"
 )
@@ -23,8 +22,8 @@ func main() {
 	model := fs.String("model", "", "model name or path")
 	prompt := fs.String("prompt", "a cottage in the woods|in winter|at night", "base|optional part|...")
 	seed := fs.Uint64("seed", 3, "seed")
-	size := fs.Int("size", 512, "width and height")
-	steps := fs.Int("steps", 20, "sampler steps")
+	size := fs.Int("size", 0, "width and height (0: the model's default)")
+	steps := fs.Int("steps", 0, "sampler steps (0: the model's default)")
 	out := fs.String("out", "prompt_matrix.png", "output PNG")
 	dr.Check(fs.Parse(dr.Args()))
 
@@ -38,9 +37,16 @@ func main() {
 	m, err := dr.Engine().Load(ctx, *model)
 	dr.Check(err)
 
-	req := engine.DefaultRequest()
+	req := m.DefaultRequest() // the model's own size, steps and cfg
 	req.Seed = *seed
-	req.Width, req.Height, req.Steps = *size, *size, *steps
+	if *size > 0 {
+		if *size > 0 {
+			req.Width, req.Height = *size, *size
+		}
+	}
+	if *steps > 0 {
+		req.Steps = *steps
+	}
 
 	var images []image.Image
 	var labels []string

@@ -12,7 +12,6 @@ import (
 	"image"
 	"strings"
 
-	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/grid"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/script/dr"
@@ -25,8 +24,8 @@ func main() {
 	seed := fs.Uint64("seed", 42, "seed")
 	samplers := fs.String("samplers", "euler,euler_ancestral,dpmpp_2m,uni_pc", "comma-separated samplers (all: "+strings.Join(sampling.Samplers(), ",")+")")
 	schedulers := fs.String("schedulers", "normal,karras,exponential", "comma-separated schedulers (all: "+strings.Join(sampling.Schedulers(), ",")+")")
-	size := fs.Int("size", 512, "width and height")
-	steps := fs.Int("steps", 20, "sampler steps")
+	size := fs.Int("size", 0, "width and height (0: the model's default)")
+	steps := fs.Int("steps", 0, "sampler steps (0: the model's default)")
 	out := fs.String("out", "sampler_scheduler_grid.png", "output PNG")
 	dr.Check(fs.Parse(dr.Args()))
 
@@ -34,9 +33,16 @@ func main() {
 	m, err := dr.Engine().Load(ctx, *model)
 	dr.Check(err)
 
-	req := engine.DefaultRequest()
+	req := m.DefaultRequest() // the model's own size, steps and cfg
 	req.Prompt, req.Seed = *prompt, *seed
-	req.Width, req.Height, req.Steps = *size, *size, *steps
+	if *size > 0 {
+		if *size > 0 {
+			req.Width, req.Height = *size, *size
+		}
+	}
+	if *steps > 0 {
+		req.Steps = *steps
+	}
 
 	rows := strings.Split(*samplers, ",")
 	cols := strings.Split(*schedulers, ",")

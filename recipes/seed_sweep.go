@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"image"
 
-	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/engine/grid"
 	"github.com/darkroom-ai/darkroom/script/dr"
 )
@@ -22,8 +21,8 @@ func main() {
 	first := fs.Uint64("seed", 1, "first seed")
 	n := fs.Int("seeds", 8, "number of seeds")
 	cols := fs.Int("cols", 4, "images per row")
-	size := fs.Int("size", 512, "width and height")
-	steps := fs.Int("steps", 20, "sampler steps")
+	size := fs.Int("size", 0, "width and height (0: the model's default)")
+	steps := fs.Int("steps", 0, "sampler steps (0: the model's default)")
 	out := fs.String("out", "seed_sweep.png", "output PNG")
 	dr.Check(fs.Parse(dr.Args()))
 
@@ -31,9 +30,16 @@ func main() {
 	m, err := dr.Engine().Load(ctx, *model)
 	dr.Check(err)
 
-	req := engine.DefaultRequest()
+	req := m.DefaultRequest() // the model's own size, steps and cfg
 	req.Prompt = *prompt
-	req.Width, req.Height, req.Steps = *size, *size, *steps
+	if *size > 0 {
+		if *size > 0 {
+			req.Width, req.Height = *size, *size
+		}
+	}
+	if *steps > 0 {
+		req.Steps = *steps
+	}
 
 	var images []image.Image
 	var labels []string

@@ -339,3 +339,30 @@ func TestDefaultModelFormat(t *testing.T) {
 		t.Errorf("DefaultModelFormat %+v, loaded model %+v", got, want)
 	}
 }
+
+// TestBuiltinDefaultRequest: a request started from the built-in model (as
+// scripts and recipes start) takes its own 32×32 defaults, not SD1's 512².
+func TestBuiltinDefaultRequest(t *testing.T) {
+	eng, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: []string{t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	m, err := eng.Load(context.Background(), "")
+	if err != nil {
+		t.Skipf("built-in model not embedded in this build: %v", err)
+	}
+	r := m.DefaultRequest()
+	if r.Model != demo.Name || r.Width != demo.Width || r.Height != demo.Height || r.CFG != demo.CFG || r.Steps != demo.Steps {
+		t.Errorf("request %+v, want the built-in model's defaults", r)
+	}
+	// An SD1 checkpoint gets the family's defaults.
+	sd, err := engine.Load(context.Background(), "../../testdata/reference/sd1-tiny-a/single.safetensors", cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	if r := sd.DefaultRequest(); r.Width != 512 || r.Height != 512 || r.CFG != 7 || r.Model == "" {
+		t.Errorf("SD1 request %+v, want 512², cfg 7 and the model's path", r)
+	}
+}

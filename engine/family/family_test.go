@@ -159,3 +159,28 @@ func TestBatchContexts(t *testing.T) {
 		t.Error("different widths accepted")
 	}
 }
+
+// TestComponentHints: a lone component file gets an unknown-family message
+// that says what it looks like and which flag takes it.
+func TestComponentHints(t *testing.T) {
+	withRegistry(t)
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"down_blocks.0.resnets.0.conv1.weight", "conv_in.weight", "time_embedding.linear_1.weight"}, "diffusers UNet"},
+		{[]string{"first_stage_model.encoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight"}, "--vae"},
+		{[]string{"cond_stage_model.transformer.text_model.final_layer_norm.weight"}, "--text-encoder"},
+		{[]string{"encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"}, "--text-encoder"},
+		{[]string{"model.diffusion_model.input_blocks.0.0.weight"}, "--vae and --text-encoder"},
+		{[]string{"foo.bar"}, ""},
+	} {
+		_, _, err := Detect(keys(t, c.names...))
+		if !errors.Is(err, ErrUnknown) {
+			t.Fatalf("%v: %v", c.names, err)
+		}
+		if got := strings.Contains(err.Error(), "; it looks like"); got != (c.want != "") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %q, want a hint with %q", c.names, err, c.want)
+		}
+	}
+}

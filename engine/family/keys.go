@@ -3,6 +3,7 @@ package family
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 // prefix questions over the sorted names.
 type Keys struct {
 	src    weights.Source
+	stored func(string) string
 	names  []string
 	layout weights.Layout
 	meta   map[string]string
@@ -25,7 +27,27 @@ type Keys struct {
 
 // NewKeys wraps an opened model for probing.
 func NewKeys(m *weights.Model) *Keys {
-	return &Keys{src: m, names: m.Names(), layout: m.Layout, meta: m.Metadata, json: m.JSON}
+	return &Keys{src: m, stored: m.StoredName, names: m.Names(), layout: m.Layout, meta: m.Metadata, json: m.JSON}
+}
+
+// Key is the evidence string for a canonical tensor name, naming the
+// tensor as the user's file stores it: `key "text_model.embeddings.…" (in
+// text_encoder/model.safetensors)` for a renamed tensor of a diffusers
+// folder, `key "name"` otherwise.
+func (k *Keys) Key(name string) string {
+	if k.stored == nil {
+		return Key(name)
+	}
+	stored := k.stored(name)
+	if stored == name {
+		return Key(name)
+	}
+	file := ""
+	if info, ok := k.src.Info(name); ok && info.File != "" {
+		// The component folder and file: "text_encoder/model.safetensors".
+		file = " (in " + filepath.Join(filepath.Base(filepath.Dir(info.File)), filepath.Base(info.File)) + ")"
+	}
+	return Key(stored) + file
 }
 
 // Names returns every tensor name, sorted.
@@ -159,7 +181,26 @@ func (k *Keys) Summary() string {
 	if p := k.Pipeline(); p != "" {
 		s += "; " + k.PipelineEvidence()
 	}
+	if hint := k.componentHint(); hint != "" {
+		s += "; " + hint
+	}
 	return s
+}
+
+// componentHint recognises a lone component file of a diffusers folder or
+// a separate text encoder or VAE, and says what to do with it.
+func (k *Keys) componentHint() string {
+	switch {
+	case k.HasAll("down_blocks.", "conv_in.", "time_embedding."):
+		return "it looks like a diffusers UNet (unet/diffusion_pytorch_model.safetensors): open the whole diffusers folder (with vae/ and text_encoder/), or a single-file checkpoint"
+	case k.Has("model.diffusion_model.input_blocks.") && len(k.Prefixes(1)) == 1:
+		return "it looks like a UNet on its own, whose context width names no family: open it with its checkpoint, or give its VAE and text encoder with --vae and --text-encoder"
+	case k.HasAll("encoder.down_blocks.", "decoder.up_blocks."), k.HasAll("first_stage_model.encoder.", "first_stage_model.decoder.") && len(k.Prefixes(1)) == 1:
+		return "it looks like a VAE on its own: pass it with --vae beside a checkpoint or diffusion-model file"
+	case k.Has("cond_stage_model.transformer.text_model.") && len(k.Prefixes(1)) == 1, k.Has("encoder.block.") && k.Has("shared."):
+		return "it looks like a text encoder on its own: pass it with --text-encoder beside a diffusion-model file"
+	}
+	return ""
 }
 
 // Native and diffusers name roots of a diffusion transformer: bare names

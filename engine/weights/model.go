@@ -489,3 +489,14 @@ func shardFiles(fs folder, dir, rel string) ([]string, *shardIndex, error) {
 	sort.Strings(files)
 	return files, &shardIndex{path: index, weightMap: idx.WeightMap}, nil
 }
+
+// StoredName returns the name a canonical tensor has in its file, or name
+// itself when it was not renamed (or the model has no such tensor).
+func (m *Model) StoredName(name string) string {
+	if v, ok := m.Source.(interface{ Stored(string) (string, bool) }); ok {
+		if s, ok := v.Stored(name); ok {
+			return s
+		}
+	}
+	return name
+}

@@ -106,3 +106,10 @@ func (v *view) Close() error {
 	v.files = nil
 	return errors.Join(errs...)
 }
+
+// Stored returns the name a tensor has in its file, when the view renamed
+// it (a diffusers or ComfyUI name behind a canonical one).
+func (v *view) Stored(name string) (string, bool) {
+	e, ok := v.entries[name]
+	return e.stored, ok
+}

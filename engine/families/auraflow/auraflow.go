@@ -14,10 +14,10 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // (joint_transformer_blocks, single_transformer_blocks, register_tokens).
 func Probe(k *family.Keys) (family.Detection, bool) {
 	if _, key, ok := k.FindUnder(family.NativeRoots, "double_layers.", "register_tokens"); ok {
-		return family.Detection{Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Evidence: []string{k.Key(key)}}, true
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "joint_transformer_blocks.", "register_tokens"); ok {
-		d := family.Detection{Evidence: []string{family.Key(key)}}
+		d := family.Detection{Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -13,10 +13,10 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // Probe claims a distilled_guidance_layer beside double-stream blocks.
 func Probe(k *family.Keys) (family.Detection, bool) {
 	if _, key, ok := k.FindUnder(family.NativeRoots, "distilled_guidance_layer.", "double_blocks."); ok {
-		return family.Detection{Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Evidence: []string{k.Key(key)}}, true
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "distilled_guidance_layer.", "transformer_blocks."); ok {
-		d := family.Detection{Evidence: []string{family.Key(key)}}
+		d := family.Detection{Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

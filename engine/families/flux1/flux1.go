@@ -24,10 +24,10 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 		if k.Has(root+"distilled_guidance_layer.") || k.Has(root+"double_stream_modulation_img.") || k.Has(root+"txt_in.individual_token_refiner.") {
 			return family.Detection{}, false
 		}
-		return family.Detection{Variant: variant(k.Has(root + "guidance_in.")), Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Variant: variant(k.Has(root + "guidance_in.")), Evidence: []string{k.Key(key)}}, true
 	}
 	if root, key, ok := k.FindUnder(family.DiffusersRoots, "transformer_blocks.0.norm1.linear.", "single_transformer_blocks.0.norm.linear.", "x_embedder."); ok && !k.Has(root+"context_embedder.token_refiner.") {
-		d := family.Detection{Variant: variant(k.Has(root + "time_text_embed.guidance_embedder.")), Evidence: []string{family.Key(key)}}
+		d := family.Detection{Variant: variant(k.Has(root + "time_text_embed.guidance_embedder.")), Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

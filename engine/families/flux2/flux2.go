@@ -15,10 +15,10 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // equivalents).
 func Probe(k *family.Keys) (family.Detection, bool) {
 	if _, key, ok := k.FindUnder(family.NativeRoots, "double_stream_modulation_img.", "double_blocks."); ok {
-		return family.Detection{Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Evidence: []string{k.Key(key)}}, true
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "double_stream_modulation_img.", "single_transformer_blocks."); ok {
-		d := family.Detection{Evidence: []string{family.Key(key)}}
+		d := family.Detection{Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -14,7 +14,7 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 func Probe(k *family.Keys) (family.Detection, bool) {
 	roots := append(append([]string{}, family.NativeRoots...), family.DiffusersRoots...)
 	if _, key, ok := k.FindUnder(roots, "double_stream_blocks.", "single_stream_blocks."); ok {
-		d := family.Detection{Evidence: []string{family.Key(key)}}
+		d := family.Detection{Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -15,10 +15,10 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // (context_embedder.token_refiner).
 func Probe(k *family.Keys) (family.Detection, bool) {
 	if _, key, ok := k.FindUnder(family.NativeRoots, "txt_in.individual_token_refiner.", "double_blocks."); ok {
-		return family.Detection{Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Evidence: []string{k.Key(key)}}, true
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "context_embedder.token_refiner.", "transformer_blocks."); ok {
-		return family.Detection{Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Evidence: []string{k.Key(key)}}, true
 	}
 	return family.Detection{}, false
 }

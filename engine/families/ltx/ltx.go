@@ -15,10 +15,10 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // scale_shift_table).
 func Probe(k *family.Keys) (family.Detection, bool) {
 	if _, key, ok := k.FindUnder(family.NativeRoots, "adaln_single.", "patchify_proj.", "transformer_blocks."); ok {
-		return family.Detection{Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Evidence: []string{k.Key(key)}}, true
 	}
 	if _, key, ok := k.FindUnder(family.DiffusersRoots, "caption_projection.", "scale_shift_table", "transformer_blocks.0.attn1.", "proj_in."); ok {
-		d := family.Detection{Evidence: []string{family.Key(key)}}
+		d := family.Detection{Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

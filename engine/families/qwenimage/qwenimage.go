@@ -16,7 +16,7 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 func Probe(k *family.Keys) (family.Detection, bool) {
 	roots := append(append([]string{}, family.NativeRoots...), family.DiffusersRoots...)
 	if _, key, ok := k.FindUnder(roots, "transformer_blocks.0.img_mod.", "transformer_blocks.0.txt_mod.", "txt_norm."); ok {
-		d := family.Detection{Evidence: []string{family.Key(key)}}
+		d := family.Detection{Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

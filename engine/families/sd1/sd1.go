@@ -60,9 +60,9 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	switch {
 	case key != "":
-		return family.Detection{Evidence: []string{family.Key(key)}, Runnable: true}, true
+		return family.Detection{Evidence: []string{k.Key(key)}, Runnable: true}, true
 	case w == 768:
-		return family.Detection{Evidence: []string{family.Key(wkey) + " (context 768)"}, Runnable: true}, true
+		return family.Detection{Evidence: []string{k.Key(wkey) + " (context 768)"}, Runnable: true}, true
 	}
 	return family.Detection{}, false
 }

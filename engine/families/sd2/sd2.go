@@ -23,15 +23,15 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	}
 	var d family.Detection
 	if key := k.First("cond_stage_model.model."); key != "" {
-		d.Evidence = []string{family.Key(key)}
+		d.Evidence = []string{k.Key(key)}
 	} else if w, key := family.LDMContextWidth(k); w == 1024 {
-		d.Evidence = []string{family.Key(key) + " (context 1024)"}
+		d.Evidence = []string{k.Key(key) + " (context 1024)"}
 	} else {
 		return family.Detection{}, false
 	}
 	switch {
 	case k.Has("v_pred"):
-		d.Variant, d.Evidence = "v-prediction", append(d.Evidence, family.Key("v_pred"))
+		d.Variant, d.Evidence = "v-prediction", append(d.Evidence, k.Key("v_pred"))
 	case k.JSONString("scheduler/scheduler_config.json", "prediction_type") == "v_prediction":
 		d.Variant = "v-prediction"
 		d.Evidence = append(d.Evidence, `scheduler/scheduler_config.json prediction_type="v_prediction"`)

@@ -22,12 +22,12 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	if root, key, ok := k.FindUnder(family.NativeRoots, "joint_blocks.", "x_embedder."); ok {
 		depth := k.CountBlocks(root + "joint_blocks.")
 		return family.Detection{Variant: variant(depth, k.Has(root+"joint_blocks.0.x_block.attn2."), k.Has(root+"joint_blocks.0.x_block.attn.ln_q.")),
-			Evidence: []string{family.Key(key), fmt.Sprintf("%d joint blocks", depth)}}, true
+			Evidence: []string{k.Key(key), fmt.Sprintf("%d joint blocks", depth)}}, true
 	}
 	if root, key, ok := k.FindUnder(family.DiffusersRoots, "transformer_blocks.", "pos_embed.proj.", "context_embedder."); ok && !k.Has(root+"single_transformer_blocks.") {
 		depth := k.CountBlocks(root + "transformer_blocks.")
 		d := family.Detection{Variant: variant(depth, k.Has(root+"transformer_blocks.0.attn2."), k.Has(root+"transformer_blocks.0.attn.norm_q.")),
-			Evidence: []string{family.Key(key), fmt.Sprintf("%d joint blocks", depth)}}
+			Evidence: []string{k.Key(key), fmt.Sprintf("%d joint blocks", depth)}}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -30,15 +30,15 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	u := keymap.UNetPrefix
 	if lab := u + "label_emb.0.0.weight"; k.Has(lab) && k.Has(u+"input_blocks.") {
 		adm := k.Dim(lab, 1)
-		ev := []string{family.Key(lab)}
+		ev := []string{k.Key(lab)}
 		if adm > 0 {
 			ev[0] += fmt.Sprintf(" (adm %d)", adm)
 		}
 		switch {
 		case k.Has("conditioner.embedders.1."):
-			return family.Detection{Variant: "base", Evidence: append([]string{family.Key(k.First("conditioner.embedders.1."))}, ev...)}, true
+			return family.Detection{Variant: "base", Evidence: append([]string{k.Key(k.First("conditioner.embedders.1."))}, ev...)}, true
 		case k.Has("conditioner.embedders.0.model."):
-			return family.Detection{Variant: "refiner", Evidence: append([]string{family.Key(k.First("conditioner.embedders.0.model."))}, ev...)}, true
+			return family.Detection{Variant: "refiner", Evidence: append([]string{k.Key(k.First("conditioner.embedders.0.model."))}, ev...)}, true
 		case adm == admBase && !k.Has("conditioner."):
 			return family.Detection{Variant: "base", Evidence: ev}, true
 		case adm == admRefiner && !k.Has("conditioner."):
@@ -47,7 +47,7 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 		return family.Detection{}, false
 	}
 	if emb := "unet.add_embedding.linear_1.weight"; k.Has(emb) && k.Has("text_encoder_2.") {
-		ev := []string{family.Key(emb) + fmt.Sprintf(" (adm %d)", k.Dim(emb, 1))}
+		ev := []string{k.Key(emb) + fmt.Sprintf(" (adm %d)", k.Dim(emb, 1))}
 		if k.Has(keymap.CLIPPrefix) || k.Has("text_encoder.") {
 			return family.Detection{Variant: "base", Evidence: ev}, true
 		}

@@ -19,10 +19,10 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // condition_embedder, patch_embedding); the width tells 1.3B from 14B.
 func Probe(k *family.Keys) (family.Detection, bool) {
 	if root, key, ok := k.FindUnder(family.NativeRoots, "blocks.0.self_attn.", "blocks.0.cross_attn.", "patch_embedding."); ok {
-		return family.Detection{Variant: size(k.Dim(root+"patch_embedding.weight", 0)), Evidence: []string{family.Key(key)}}, true
+		return family.Detection{Variant: size(k.Dim(root+"patch_embedding.weight", 0)), Evidence: []string{k.Key(key)}}, true
 	}
 	if root, key, ok := k.FindUnder(family.DiffusersRoots, "blocks.0.attn1.", "condition_embedder.", "patch_embedding."); ok {
-		d := family.Detection{Variant: size(k.Dim(root+"patch_embedding.weight", 0)), Evidence: []string{family.Key(key)}}
+		d := family.Detection{Variant: size(k.Dim(root+"patch_embedding.weight", 0)), Evidence: []string{k.Key(key)}}
 		return d, true
 	}
 	return family.Detection{}, false

@@ -35,6 +35,6 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 	if w != qwen3Width {
 		return family.Detection{}, false
 	}
-	d := family.Detection{Evidence: []string{family.Key(key), fmt.Sprintf("caption width %d", w)}}
+	d := family.Detection{Evidence: []string{k.Key(key), fmt.Sprintf("caption width %d", w)}}
 	return d, true
 }

@@ -158,8 +158,8 @@ func TestHistoryLoadAndRerun(t *testing.T) {
 		t.Errorf("preview shows %q, want history item #1", caption)
 	}
 	h.keys("enter")
-	if h.app.focus != panePrompt || h.app.prompt.prompt.Value() != "first" || h.app.prompt.text[fieldCFG] != "4.5" || h.app.prompt.text[fieldSeed] != "1" {
-		t.Errorf("loaded: focus %v prompt %q cfg %q seed %q", h.app.focus, h.app.prompt.prompt.Value(), h.app.prompt.text[fieldCFG], h.app.prompt.text[fieldSeed])
+	if h.app.focus != panePrompt || h.app.prompt.prompt.Value() != "first" || h.app.prompt.textOf(fieldCFG) != "4.5" || h.app.prompt.textOf(fieldSeed) != "1" {
+		t.Errorf("loaded: focus %v prompt %q cfg %q seed %q", h.app.focus, h.app.prompt.prompt.Value(), h.app.prompt.textOf(fieldCFG), h.app.prompt.textOf(fieldSeed))
 	}
 	h.keys("alt+3", "r")
 	h.waitFor("re-run done", func(a *App) bool { return len(a.done) == 3 })

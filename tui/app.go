@@ -38,10 +38,16 @@ const (
 // the reply arrives as uv.CellSizeEvent).
 const requestCellSize = "\x1b[16t"
 
-// Minimum usable terminal size.
+// Terminal sizes: from fullWidth×fullHeight up the screen has its full
+// layout; below it a compact one (a one-row prompt text area, and below
+// hintsHeight rows no key hints); below minWidth×minHeight it says the
+// terminal is too small.
 const (
-	minWidth  = 80
-	minHeight = 24
+	minWidth    = 60
+	minHeight   = 18
+	hintsHeight = 20
+	fullWidth   = 80
+	fullHeight  = 24
 )
 
 // modelsMsg carries the models found in the model directories.
@@ -117,7 +123,7 @@ func newApp(ctx context.Context, p Pipeline, submit func(workItem) tea.Cmd, cfg 
 	if cfg.RandSeed == nil {
 		cfg.RandSeed = func() uint64 { return rand.Uint64() >> 1 }
 	}
-	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap(), Width: minWidth, Height: minHeight}
+	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap(), Width: fullWidth, Height: fullHeight}
 	a := &App{
 		c: c, ctx: ctx, pipeline: p, submit: submit, host: newHostSampler(), cfg: cfg,
 		prompt:  NewPromptPane(c),

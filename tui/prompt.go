@@ -34,7 +34,8 @@ const (
 
 var fieldLabels = [numFields]string{"Prompt", "Negative", "model", "sampler", "sched", "steps", "cfg", "seed", "size", "batch"}
 
-// promptHeight is the prompt pane's height including its frame.
+// promptHeight is the prompt pane's height including its frame, with a
+// three-row prompt text area (one row in the compact layout).
 const promptHeight = 13
 
 // PromptPane edits the next job: multi-line prompt and negative prompt,
@@ -82,6 +83,18 @@ func (p *PromptPane) textOf(f field) string { return p.text[f].Value() }
 
 // setText sets a number field's text, the cursor at its end.
 func (p *PromptPane) setText(f field, v string) { p.text[f].SetValue(v) }
+
+// SetCompact gives the prompt text area one row instead of three, for
+// terminals under fullHeight rows.
+func (p *PromptPane) SetCompact(on bool) {
+	p.prompt.height = 3
+	if on {
+		p.prompt.height = 1
+	}
+}
+
+// Height is the pane's height including its frame.
+func (p *PromptPane) Height() int { return promptHeight - 3 + p.prompt.height }
 
 // SetWidth sets the pane's outer width.
 func (p *PromptPane) SetWidth(w int) {

@@ -427,3 +427,34 @@ func TestMouseCompact(t *testing.T) {
 		t.Errorf("click on the queue: focus %v", h.app.focus)
 	}
 }
+
+// A broken file (first by name) is listed and marked, never preselected,
+// refused by the picker with its reason and skipped by ←/→ (issue 23
+// bug 7).
+func TestBrokenModelNotPreselected(t *testing.T) {
+	fake := tinyModels()
+	fake.models = append([]engine.ModelEntry{{Name: "broken", Path: "/m/broken.safetensors", Size: 29, Broken: "/m/broken.safetensors: header length 0x746f6e is past the end of the 29-byte file"}}, fake.models...)
+	h := newHarness(t, fake, harnessOpts{mode: termimg.ModeHalfblock})
+	if h.app.prompt.Model() != "sd15" || !strings.Contains(h.app.logMsg, "2 models found; using sd15") || !strings.Contains(h.app.logMsg, "1 broken") {
+		t.Errorf("preselected %q, log %q", h.app.prompt.Model(), h.app.logMsg)
+	}
+	h.keys("ctrl+o")
+	h.app.pickSel = 0
+	if sc := h.screen(); !strings.Contains(sc, "broken") || !strings.Contains(sc, "header length") {
+		t.Errorf("picker does not mark the broken file:\n%s", sc)
+	}
+	h.keys("enter")
+	if h.app.prompt.Model() != "sd15" || h.app.overlay != overlayPicker || !strings.Contains(h.app.logMsg, "broken: ") {
+		t.Errorf("picked broken: model %q overlay %v log %q", h.app.prompt.Model(), h.app.overlay, h.app.logMsg)
+	}
+	h.keys("esc")
+	h.app.prompt.Focus(fieldModel)
+	h.keys("alt+1")
+	for h.app.prompt.focus != fieldModel {
+		h.keys("tab")
+	}
+	h.keys("left")
+	if h.app.prompt.Model() != "tiny" {
+		t.Errorf("← from sd15: %q, want tiny (the broken file skipped)", h.app.prompt.Model())
+	}
+}

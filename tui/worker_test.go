@@ -170,7 +170,8 @@ func TestWorkerSavesLikeGen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eng.Close()
-	w := newTestWorker(t, withPreviewer(eng, nil))
+	// As cmd/tui.go runs it with TAESD: the engine behind a Previewer.
+	w := newTestWorker(t, withPreviewer(eng, taesdPipeline{}))
 	req := engine.DefaultRequest()
 	req.Model, req.Prompt, req.Steps, req.Width, req.Height, req.Batch, req.Seed = engine.DefaultModel, "7", 2, demo.Width, demo.Height, 2, 42
 	done := w.do(workItem{ID: 1, Req: req, Ctx: context.Background()})

@@ -13,6 +13,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
 // Options configure an Engine.
@@ -347,6 +349,11 @@ type ModelEntry struct {
 	Name string // file name without .safetensors, or folder name
 	Path string
 	Size int64
+	// Broken says why the entry cannot be loaded ("" when its header
+	// reads): a safetensors file whose header does not parse, a diffusers
+	// folder whose model_index.json is not JSON. Frontends show it and
+	// never select a broken entry by default.
+	Broken string
 }
 
 // modelSubdirs are the checkpoint folders of ComfyUI, A1111 and SwarmUI
@@ -354,33 +361,65 @@ type ModelEntry struct {
 var modelSubdirs = []string{"", "checkpoints", "models/checkpoints", "models/Stable-diffusion", "Models/Stable-Diffusion", "diffusers", "models/diffusers"}
 
 // ListModels lists the built-in model, then the models in the model
-// directories, sorted by name.
+// directories, sorted by name. Symbolic links are followed, to files and
+// to folders; a folder or file reached twice (a link loop such as
+// checkpoints -> .., or two links to one file) is listed once, and a
+// dangling or looping link is skipped. Each safetensors header is read
+// (a cheap check: the file is mapped, only its header parsed) and a file
+// that fails it is listed with Broken set.
 func (e *Engine) ListModels() []ModelEntry {
 	out := []ModelEntry{{Name: DefaultModel, Path: DefaultModel, Size: int64(demo.Size())}}
-	seen := map[string]bool{}
+	seen := map[string]bool{} // real paths of listed models and scanned folders
+	real := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			if a, err := filepath.Abs(r); err == nil {
+				return a
+			}
+			return r
+		}
+		return p
+	}
 	for _, root := range e.ModelDirs() {
 		for _, sub := range modelSubdirs {
 			dir := filepath.Join(root, sub)
+			rd := "dir:" + real(dir)
+			if seen[rd] {
+				continue
+			}
+			seen[rd] = true
 			entries, err := os.ReadDir(dir)
 			if err != nil {
 				continue
 			}
 			for _, de := range entries {
 				p := filepath.Join(dir, de.Name())
-				if seen[p] {
+				info, err := os.Stat(p) // follows links; fails on loops
+				if err != nil {
+					continue
+				}
+				rp := real(p)
+				if seen[rp] {
 					continue
 				}
 				switch {
-				case !de.IsDir() && strings.HasSuffix(de.Name(), ".safetensors"):
-					info, err := de.Info()
-					if err != nil {
-						continue
+				case !info.IsDir() && strings.HasSuffix(de.Name(), ".safetensors"):
+					m := ModelEntry{Name: strings.TrimSuffix(de.Name(), ".safetensors"), Path: p, Size: info.Size()}
+					if f, err := safetensors.Open(p); err != nil {
+						m.Broken = err.Error()
+					} else {
+						f.Close()
 					}
-					out = append(out, ModelEntry{Name: strings.TrimSuffix(de.Name(), ".safetensors"), Path: p, Size: info.Size()})
-					seen[p] = true
-				case de.IsDir() && fileExists(filepath.Join(p, "model_index.json")):
-					out = append(out, ModelEntry{Name: de.Name(), Path: p})
-					seen[p] = true
+					out = append(out, m)
+					seen[rp] = true
+				case info.IsDir() && fileExists(filepath.Join(p, "model_index.json")):
+					m := ModelEntry{Name: de.Name(), Path: p}
+					if b, err := os.ReadFile(filepath.Join(p, "model_index.json")); err != nil {
+						m.Broken = err.Error()
+					} else if !json.Valid(b) {
+						m.Broken = "model_index.json: not valid JSON"
+					}
+					out = append(out, m)
+					seen[rp] = true
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,10 +39,16 @@ const (
 // the reply arrives as uv.CellSizeEvent).
 const requestCellSize = "\x1b[16t"
 
-// Minimum usable terminal size.
+// Terminal sizes: from fullWidth×fullHeight up the screen has its full
+// layout; below it a compact one (a one-row prompt text area, and below
+// hintsHeight rows no key hints); below minWidth×minHeight it says the
+// terminal is too small.
 const (
-	minWidth  = 80
-	minHeight = 24
+	minWidth    = 60
+	minHeight   = 18
+	hintsHeight = 20
+	fullWidth   = 80
+	fullHeight  = 24
 )
 
 // modelsMsg carries the models found in the model directories.
@@ -117,7 +124,7 @@ func newApp(ctx context.Context, p Pipeline, submit func(workItem) tea.Cmd, cfg 
 	if cfg.RandSeed == nil {
 		cfg.RandSeed = func() uint64 { return rand.Uint64() >> 1 }
 	}
-	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap(), Width: minWidth, Height: minHeight}
+	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap(), Width: fullWidth, Height: fullHeight}
 	a := &App{
 		c: c, ctx: ctx, pipeline: p, submit: submit, host: newHostSampler(), cfg: cfg,
 		prompt:  NewPromptPane(c),
@@ -225,28 +232,38 @@ func (a *App) update(msg tea.Msg) tea.Cmd {
 }
 
 // setModels stores the model list and, unless a model was given,
-// selects the first of the user's models, or the engine's built-in one
-// (saying where models were looked for) when there is none.
+// selects the first of the user's models that is not broken, or the
+// engine's built-in one (saying where models were looked for, and how
+// many files were broken) when there is none.
 func (a *App) setModels(m modelsMsg) {
 	a.models, a.modelDirs, a.modelsLoaded = m.Models, m.Dirs, true
 	var user []engine.ModelEntry
+	broken := 0
 	for _, e := range m.Models {
-		if e.Name != engine.DefaultModel {
+		switch {
+		case e.Broken != "":
+			broken++
+		case e.Name != engine.DefaultModel:
 			user = append(user, e)
 		}
 	}
 	dirs := strings.Join(m.Dirs, ", ")
+	brokenNote := ""
+	if broken > 0 {
+		brokenNote = fmt.Sprintf(" %d broken (ctrl+o says why).", broken)
+	}
+	builtin := slices.IndexFunc(m.Models, func(e engine.ModelEntry) bool { return e.Name == engine.DefaultModel && e.Broken == "" })
 	switch {
 	case a.prompt.Model() != "":
-	case len(m.Models) == 0:
-		a.setLog(true, "No model found in %s. Put .safetensors files there or run darkroom --models DIR.", dirs)
+	case len(user) == 0 && builtin < 0:
+		a.setLog(true, "No model found in %s. Put .safetensors files there or run darkroom --models DIR.%s", dirs, brokenNote)
 	case len(user) == 0:
-		a.prompt.SetModel(m.Models[0].Name)
-		a.setLog(true, "No model found in %s (run darkroom --models DIR); using the built-in %s.", dirs, m.Models[0].Name)
+		a.prompt.SetModel(m.Models[builtin].Name)
+		a.setLog(true, "No model found in %s (run darkroom --models DIR); using the built-in %s.%s", dirs, m.Models[builtin].Name, brokenNote)
 	default:
 		a.prompt.SetModel(user[0].Name)
 		if len(m.Models) > 1 {
-			a.setLog(false, "%d models found; using %s (ctrl+o picks another).", len(m.Models), user[0].Name)
+			a.setLog(broken > 0, "%d models found; using %s (ctrl+o picks another).%s", len(m.Models)-broken, user[0].Name, brokenNote)
 		}
 	}
 }

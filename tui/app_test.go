@@ -158,8 +158,8 @@ func TestHistoryLoadAndRerun(t *testing.T) {
 		t.Errorf("preview shows %q, want history item #1", caption)
 	}
 	h.keys("enter")
-	if h.app.focus != panePrompt || h.app.prompt.prompt.Value() != "first" || h.app.prompt.text[fieldCFG] != "4.5" || h.app.prompt.text[fieldSeed] != "1" {
-		t.Errorf("loaded: focus %v prompt %q cfg %q seed %q", h.app.focus, h.app.prompt.prompt.Value(), h.app.prompt.text[fieldCFG], h.app.prompt.text[fieldSeed])
+	if h.app.focus != panePrompt || h.app.prompt.prompt.Value() != "first" || h.app.prompt.textOf(fieldCFG) != "4.5" || h.app.prompt.textOf(fieldSeed) != "1" {
+		t.Errorf("loaded: focus %v prompt %q cfg %q seed %q", h.app.focus, h.app.prompt.prompt.Value(), h.app.prompt.textOf(fieldCFG), h.app.prompt.textOf(fieldSeed))
 	}
 	h.keys("alt+3", "r")
 	h.waitFor("re-run done", func(a *App) bool { return len(a.done) == 3 })
@@ -329,15 +329,32 @@ func TestDA1UpgradesToSixel(t *testing.T) {
 
 func TestResize(t *testing.T) {
 	h := newHarness(t, tinyModels(), harnessOpts{mode: termimg.ModeHalfblock})
-	for _, sz := range [][2]int{{80, 24}, {132, 43}, {100, 30}, {79, 24}, {80, 23}, {200, 60}} {
+	for _, sz := range [][2]int{{80, 24}, {132, 43}, {100, 30}, {79, 24}, {80, 23}, {60, 18}, {70, 19}, {59, 24}, {80, 17}, {200, 60}} {
 		h.send(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
 		lines := strings.Split(h.app.View().Content, "\n")
 		if len(lines) != sz[1] {
 			t.Errorf("%dx%d: %d lines", sz[0], sz[1], len(lines))
 		}
-		small := sz[0] < 80 || sz[1] < 24
+		small := sz[0] < 60 || sz[1] < 18 // the minimum; 80×23 (tmux) and down to 60×18 work
 		if got := strings.Contains(h.screen(), "Terminal too small"); got != small {
 			t.Errorf("%dx%d: too-small message %v, want %v", sz[0], sz[1], got, small)
+		}
+		for i, l := range lines {
+			if w := ansi.StringWidth(l); w != sz[0] {
+				t.Errorf("%dx%d: line %d is %d cells wide", sz[0], sz[1], i, w)
+			}
+		}
+		if !small && !strings.Contains(h.screen(), "Prompt") {
+			t.Errorf("%dx%d: no prompt pane:\n%s", sz[0], sz[1], h.screen())
+		}
+		for _, k := range []string{"f1", "ctrl+o"} { // overlays fit too
+			h.keys(k)
+			for i, l := range strings.Split(h.app.View().Content, "\n") {
+				if w := ansi.StringWidth(l); w != sz[0] {
+					t.Errorf("%dx%d %s: line %d is %d cells wide", sz[0], sz[1], k, i, w)
+				}
+			}
+			h.keys("esc")
 		}
 	}
 }
@@ -388,5 +405,56 @@ func TestCellSizeRedraws(t *testing.T) {
 	// 64×64 image in a 34×15-cell body of 8×16-pixel cells: 240×240 px.
 	if !strings.Contains(h.raw[n], "\"1;1;240;240") {
 		t.Errorf("sixel not resized for 8×16 cells: %q", h.raw[n][:min(80, len(h.raw[n]))])
+	}
+}
+
+// In the compact layout (80×23, tmux) clicks find the fields and the
+// queue where the shorter prompt box draws them.
+func TestMouseCompact(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{w: 80, h: 23, model: "tiny", mode: termimg.ModeHalfblock})
+	click := func(x, y int) { h.send(tea.MouseClickMsg{X: x, Y: y, Button: tea.MouseLeft}) }
+	for _, c := range []struct {
+		x, y int
+		want field
+	}{{5, 2, fieldPrompt}, {5, 4, fieldNegative}, {30, 7, fieldCFG}, {5, 8, fieldSeed}, {30, 8, fieldSize}, {5, 9, fieldBatch}} {
+		click(c.x, c.y)
+		if h.app.focus != panePrompt || h.app.prompt.focus != c.want {
+			t.Errorf("click at %d,%d: focus %v field %v, want %v", c.x, c.y, h.app.focus, h.app.prompt.focus, c.want)
+		}
+	}
+	click(5, 12) // the queue box starts at row 11
+	if h.app.focus != paneQueue {
+		t.Errorf("click on the queue: focus %v", h.app.focus)
+	}
+}
+
+// A broken file (first by name) is listed and marked, never preselected,
+// refused by the picker with its reason and skipped by ←/→ (issue 23
+// bug 7).
+func TestBrokenModelNotPreselected(t *testing.T) {
+	fake := tinyModels()
+	fake.models = append([]engine.ModelEntry{{Name: "broken", Path: "/m/broken.safetensors", Size: 29, Broken: "/m/broken.safetensors: header length 0x746f6e is past the end of the 29-byte file"}}, fake.models...)
+	h := newHarness(t, fake, harnessOpts{mode: termimg.ModeHalfblock})
+	if h.app.prompt.Model() != "sd15" || !strings.Contains(h.app.logMsg, "2 models found; using sd15") || !strings.Contains(h.app.logMsg, "1 broken") {
+		t.Errorf("preselected %q, log %q", h.app.prompt.Model(), h.app.logMsg)
+	}
+	h.keys("ctrl+o")
+	h.app.pickSel = 0
+	if sc := h.screen(); !strings.Contains(sc, "broken") || !strings.Contains(sc, "header length") {
+		t.Errorf("picker does not mark the broken file:\n%s", sc)
+	}
+	h.keys("enter")
+	if h.app.prompt.Model() != "sd15" || h.app.overlay != overlayPicker || !strings.Contains(h.app.logMsg, "broken: ") {
+		t.Errorf("picked broken: model %q overlay %v log %q", h.app.prompt.Model(), h.app.overlay, h.app.logMsg)
+	}
+	h.keys("esc")
+	h.app.prompt.Focus(fieldModel)
+	h.keys("alt+1")
+	for h.app.prompt.focus != fieldModel {
+		h.keys("tab")
+	}
+	h.keys("left")
+	if h.app.prompt.Model() != "tiny" {
+		t.Errorf("← from sd15: %q, want tiny (the broken file skipped)", h.app.prompt.Model())
 	}
 }

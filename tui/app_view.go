@@ -19,7 +19,12 @@ type screen struct {
 	previewH, devH int
 	mainH          int
 	scriptH        int // the command line's output area
+	height         int
 }
+
+// hints reports whether the key hints line is shown (below hintsHeight
+// rows it gives its row to the lists).
+func (l screen) hints() bool { return l.height >= hintsHeight }
 
 // layout recomputes the pane sizes for the terminal size.
 func (a *App) layout() screen {
@@ -29,17 +34,24 @@ func (a *App) layout() screen {
 		l.tooSmall = true
 		return l
 	}
+	l.height = h
 	l.mainH = h - 2 // log line and key hints (or the command line)
 	if a.script.open {
 		l.scriptH = a.script.Rows(h)
 		l.mainH -= l.scriptH
+	} else if !l.hints() {
+		l.mainH++
 	}
 	l.leftW = w * 55 / 100
 	l.rightW = w - l.leftW
-	l.promptH = promptHeight
+	a.prompt.SetCompact(h < fullHeight)
+	l.promptH = a.prompt.Height()
 	l.listH = l.mainH - l.promptH
 	l.devH = a.devices.Height() + 2
 	l.previewH = l.mainH - l.devH
+	if l.previewH < 6 { // too short for both: the preview wins
+		l.devH, l.previewH = 0, l.mainH
+	}
 	a.prompt.SetWidth(l.leftW)
 	return l
 }
@@ -97,7 +109,10 @@ func (a *App) render() string {
 		return lipgloss.Place(a.c.Width, a.c.Height, lipgloss.Center, lipgloss.Center, s.TooSmall.Render(msg))
 	}
 	left := a.prompt.Render(l.promptH) + "\n" + a.listBox(l.leftW, l.listH)
-	right := a.previewBox(l.rightW, l.previewH) + "\n" + a.c.Box("Devices", strings.Join(a.devices.Rows(l.rightW-2), "\n"), l.rightW, l.devH, false)
+	right := a.previewBox(l.rightW, l.previewH)
+	if l.devH > 0 {
+		right += "\n" + a.c.Box("Devices", strings.Join(a.devices.Rows(l.rightW-2), "\n"), l.rightW, l.devH, false)
+	}
 	body := lipgloss.JoinHorizontal(lipgloss.Top, left, right)
 	logStyle := s.LogInfo
 	if a.logErr {
@@ -111,8 +126,10 @@ func (a *App) render() string {
 	if a.script.open {
 		out, input := a.script.View(a.c.Width, l.scriptH)
 		frame = body + "\n" + out + "\n" + logLine + "\n" + input
-	} else {
+	} else if l.hints() {
 		frame = body + "\n" + logLine + "\n" + fitWidth(hm.ShortHelpView(a.c.Keys.ShortHelp()), a.c.Width)
+	} else {
+		frame = body + "\n" + logLine
 	}
 	switch a.overlay {
 	case overlayHelp:

@@ -85,7 +85,7 @@ func (c *Common) Gauge(frac float64, w int, warn bool) string {
 func overlay(bg, fg string, w, h int) string {
 	bl := strings.Split(bg, "\n")
 	fl := strings.Split(fg, "\n")
-	fw := lipgloss.Width(fg)
+	fw := min(w, lipgloss.Width(fg)) // a wider box is cut at the edge
 	x, y := max(0, (w-fw)/2), max(0, (h-len(fl))/2)
 	for i, l := range fl {
 		if y+i >= len(bl) {

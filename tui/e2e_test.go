@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/darkroom-ai/darkroom/engine"
 )
 
 // TestTmuxEndToEnd runs the TUI with the real engine and the tiny
@@ -130,6 +132,25 @@ func TestTmuxEndToEnd(t *testing.T) {
 			t.Errorf("no PNG for job %s in %v", want, pngs)
 		}
 	}
+	// The PNGs carry the model hash, as gen's do.
+	if f, err := os.Open(pngs[0]); err == nil {
+		text, err := engine.ReadPNGText(f)
+		f.Close()
+		if err != nil || !strings.Contains(text[engine.ChunkParameters], "Model hash: ") {
+			t.Errorf("%s: no model hash in %q (%v)", pngs[0], text[engine.ChunkParameters], err)
+		}
+	}
+	// tmux in an 80×24 terminal gives an 80×23 pane: the compact layout,
+	// not a wall.
+	tm("resize-window", "-t", "e2e", "-x", "80", "-y", "23")
+	if h := strings.TrimSpace(tm("display-message", "-p", "-t", "e2e", "#{pane_height}")); h != "23" {
+		t.Fatalf("pane height %s after resize, want 23", h)
+	}
+	waitFor("the compact layout at 80×23", func(s string) bool {
+		// Redrawn for 23 rows: the boxes end on row 21 (at 24 rows, on 22).
+		lines := strings.Split(s, "\n")
+		return len(lines) > 20 && strings.HasPrefix(lines[20], "╰") && strings.Contains(s, "Queue (3)") && !strings.Contains(s, "too small")
+	})
 	// The : command line: a script's generate call runs as job #4 in the
 	// queue, on the real engine, and the script gets its result.
 	keys("M-2")

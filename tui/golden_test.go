@@ -82,7 +82,21 @@ func TestGolden(t *testing.T) {
 			h.waitFor("step 2", func(a *App) bool { return a.running.Step == 2 })
 			h.typeText("len(res.Images)")
 		}},
-		{"TooSmall", 60, 20, false, func(h *harness) {}},
+		{"TooSmall", 59, 17, false, func(h *harness) {}},
+		// tmux in an 80×24 terminal: the compact layout, not a wall.
+		{"Compact", 80, 23, false, func(h *harness) {
+			h.typeText("a lighthouse at dusk")
+			h.keys("tab")
+		}},
+		{"Smallest", 60, 18, false, func(h *harness) {
+			h.fill("a red fox")
+			h.keys("ctrl+g")
+			h.waitFor("done", func(a *App) bool { return len(a.done) == 1 })
+		}},
+		{"SmallestScript", 60, 18, false, func(h *harness) {
+			h.openScript()
+			h.eval("1+2")
+		}},
 		{"GPU", 120, 36, true, func(h *harness) {
 			h.fill("a cat")
 			h.keys("ctrl+g")

@@ -73,8 +73,9 @@ func (a *App) fieldAt(x, y int, l screen) (field, bool) {
 		}
 		return right, true
 	}
-	switch {
-	case y >= 1 && y <= 4: // label and three text rows
+	ph := a.prompt.prompt.height // text rows: 3, or 1 when compact
+	switch y -= ph - 3; {
+	case y >= 4-ph && y <= 4: // label and the text rows
 		return fieldPrompt, true
 	case y == 5 || y == 6:
 		return fieldNegative, true

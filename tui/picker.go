@@ -29,8 +29,13 @@ func (a *App) pickerKey(k tea.KeyPressMsg) tea.Cmd {
 		a.pickSel = max(0, min(len(a.models)-1, a.pickSel+1))
 	case key.Matches(k, keys.Load):
 		if a.pickSel < len(a.models) {
-			a.prompt.SetModel(a.models[a.pickSel].Name)
-			a.setLog(false, "Model: %s", a.models[a.pickSel].Name)
+			m := a.models[a.pickSel]
+			if m.Broken != "" {
+				a.setLog(true, "%s is broken: %s", m.Name, m.Broken)
+				return nil
+			}
+			a.prompt.SetModel(m.Name)
+			a.setLog(false, "Model: %s", m.Name)
 		}
 		a.overlay = overlayNone
 	case k.String() == "ctrl+r", k.String() == "f5":
@@ -49,12 +54,17 @@ func (a *App) cycleModel(k tea.KeyPressMsg) {
 		return
 	}
 	i := slices.IndexFunc(a.models, func(m engine.ModelEntry) bool { return m.Name == a.prompt.Model() })
+	d := 1
 	if key.Matches(k, a.c.Keys.Left) {
-		i = (i - 1 + len(a.models)) % len(a.models)
-	} else {
-		i = (i + 1) % len(a.models)
+		d = -1
 	}
-	a.prompt.SetModel(a.models[i].Name)
+	for range a.models { // skip broken files
+		i = (i + d + len(a.models)) % len(a.models)
+		if a.models[i].Broken == "" {
+			a.prompt.SetModel(a.models[i].Name)
+			return
+		}
+	}
 }
 
 // pickerView renders the model picker box.
@@ -73,7 +83,11 @@ func (a *App) pickerView(w, h int) string {
 			"or start darkroom with --models DIR (a folder of models, or",
 			"a ComfyUI / A1111 / SwarmUI root).")
 	default:
-		n := max(1, h-6)
+		n := h - 6
+		if a.pickSel < len(a.models) && a.models[a.pickSel].Broken != "" {
+			n -= 2 // room for the reason below the list
+		}
+		n = max(1, n)
 		first := max(0, min(a.pickSel-n+1, len(a.models)-n))
 		for i := first; i < len(a.models) && i < first+n; i++ {
 			m := a.models[i]
@@ -81,11 +95,20 @@ func (a *App) pickerView(w, h int) string {
 			if m.Size > 0 {
 				size = humanBytes(uint64(m.Size))
 			}
+			if m.Broken != "" {
+				size = "broken"
+			}
 			row := fmt.Sprintf("%-*s %6s", max(1, iw-8), ansiTrunc(m.Name, iw-8), size)
-			if i == a.pickSel {
+			switch {
+			case i == a.pickSel:
 				row = s.Selected.Render(fitWidth(row, iw))
+			case m.Broken != "":
+				row = s.Muted.Render(row)
 			}
 			lines = append(lines, row)
+		}
+		if a.pickSel < len(a.models) && a.models[a.pickSel].Broken != "" {
+			lines = append(lines, "", s.LogError.Render(ansiTrunc(a.models[a.pickSel].Broken, iw)))
 		}
 	}
 	lines = append(lines, "", s.Muted.Render("enter select · esc close · ctrl+r rescan"))

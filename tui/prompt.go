@@ -34,7 +34,8 @@ const (
 
 var fieldLabels = [numFields]string{"Prompt", "Negative", "model", "sampler", "sched", "steps", "cfg", "seed", "size", "batch"}
 
-// promptHeight is the prompt pane's height including its frame.
+// promptHeight is the prompt pane's height including its frame, with a
+// three-row prompt text area (one row in the compact layout).
 const promptHeight = 13
 
 // PromptPane edits the next job: multi-line prompt and negative prompt,
@@ -45,7 +46,7 @@ type PromptPane struct {
 	model                string
 	sampler, scheduler   string
 	samplers, schedulers []string
-	text                 [numFields]string // steps, cfg, seed, size, batch
+	text                 [numFields]textEdit // steps, cfg, seed, size, batch
 	focus                field
 	focused              bool
 	width                int
@@ -56,10 +57,44 @@ func NewPromptPane(c *Common) *PromptPane {
 	p := &PromptPane{c: c, samplers: sampling.Samplers(), schedulers: sampling.Schedulers()}
 	p.prompt = newTextEdit("Describe the image…", 3, true)
 	p.negative = newTextEdit("Negative prompt (optional)", 1, false)
+	for f := fieldSteps; f < numFields; f++ {
+		p.text[f] = newNumberEdit(numberRunes[f])
+	}
 	p.Load(engine.DefaultRequest())
-	p.text[fieldSeed] = "random"
+	p.setText(fieldSeed, "random")
 	return p
 }
+
+// numberRunes are the runes each number field takes besides digits: a
+// float's '.', the seed's '-' (-1 is random), the size's 'x'.
+var numberRunes = map[field]string{fieldCFG: ".", fieldSeed: "-", fieldSize: "xX×"}
+
+// newNumberEdit returns a one-line editor, the prompt's editor, that
+// takes only digits and the runes in extra.
+func newNumberEdit(extra string) textEdit {
+	t := newTextEdit("", 1, false)
+	t.limit = 24
+	t.accept = func(r rune) bool { return r >= '0' && r <= '9' || strings.ContainsRune(extra, r) }
+	return t
+}
+
+// textOf returns a number field's text.
+func (p *PromptPane) textOf(f field) string { return p.text[f].Value() }
+
+// setText sets a number field's text, the cursor at its end.
+func (p *PromptPane) setText(f field, v string) { p.text[f].SetValue(v) }
+
+// SetCompact gives the prompt text area one row instead of three, for
+// terminals under fullHeight rows.
+func (p *PromptPane) SetCompact(on bool) {
+	p.prompt.height = 3
+	if on {
+		p.prompt.height = 1
+	}
+}
+
+// Height is the pane's height including its frame.
+func (p *PromptPane) Height() int { return promptHeight - 3 + p.prompt.height }
 
 // SetWidth sets the pane's outer width.
 func (p *PromptPane) SetWidth(w int) {
@@ -91,14 +126,14 @@ func (p *PromptPane) SetModel(name string) {
 	builtinSize := fmt.Sprintf("%dx%d", demo.Width, demo.Height)
 	switch {
 	case name == engine.DefaultModel && p.model != engine.DefaultModel:
-		p.text[fieldSize] = builtinSize
-		p.text[fieldSteps] = strconv.Itoa(demo.Steps)
-		p.text[fieldCFG] = strconv.FormatFloat(demo.CFG, 'g', -1, 64)
-	case name != engine.DefaultModel && p.model == engine.DefaultModel && p.text[fieldSize] == builtinSize:
+		p.setText(fieldSize, builtinSize)
+		p.setText(fieldSteps, strconv.Itoa(demo.Steps))
+		p.setText(fieldCFG, strconv.FormatFloat(demo.CFG, 'g', -1, 64))
+	case name != engine.DefaultModel && p.model == engine.DefaultModel && p.textOf(fieldSize) == builtinSize:
 		d := engine.DefaultRequest()
-		p.text[fieldSize] = fmt.Sprintf("%dx%d", d.Width, d.Height)
-		p.text[fieldSteps] = strconv.Itoa(d.Steps)
-		p.text[fieldCFG] = strconv.FormatFloat(d.CFG, 'g', -1, 64)
+		p.setText(fieldSize, fmt.Sprintf("%dx%d", d.Width, d.Height))
+		p.setText(fieldSteps, strconv.Itoa(d.Steps))
+		p.setText(fieldCFG, strconv.FormatFloat(d.CFG, 'g', -1, 64))
 	}
 	p.model = name
 }
@@ -116,11 +151,20 @@ func (p *PromptPane) Update(msg tea.Msg) tea.Cmd {
 		p.negative.Update(msg, p.width-3)
 		return nil
 	}
+	if p.focus >= fieldSteps {
+		// A seed of "random" is a word, not digits: the first edit
+		// replaces it.
+		if p.focus == fieldSeed && p.textOf(fieldSeed) == "random" {
+			if k, ok := msg.(tea.KeyPressMsg); ok && k.Text == "" && !slices.Contains([]string{"backspace", "ctrl+h", "ctrl+w", "ctrl+u", "delete", "ctrl+d"}, k.String()) {
+				return nil
+			}
+			p.setText(fieldSeed, "")
+		}
+		p.text[p.focus].Update(msg, 1<<20) // one row, never wrapped
+		return nil
+	}
 	k, ok := msg.(tea.KeyPressMsg)
 	if !ok {
-		if paste, ok := msg.(tea.PasteMsg); ok && p.focus >= fieldSteps {
-			p.text[p.focus] += strings.TrimSpace(paste.Content)
-		}
 		return nil
 	}
 	keys := p.c.Keys
@@ -129,20 +173,6 @@ func (p *PromptPane) Update(msg tea.Msg) tea.Cmd {
 		p.sampler = cycle(p.samplers, p.sampler, keys, k)
 	case fieldScheduler:
 		p.scheduler = cycle(p.schedulers, p.scheduler, keys, k)
-	case fieldModel:
-	default:
-		switch {
-		case k.Code == tea.KeyBackspace:
-			if s := p.text[p.focus]; s != "" {
-				r := []rune(s)
-				p.text[p.focus] = string(r[:len(r)-1])
-			}
-		case k.Text != "" && len(p.text[p.focus]) < 24:
-			if p.text[p.focus] == "random" {
-				p.text[p.focus] = ""
-			}
-			p.text[p.focus] += k.Text
-		}
 	}
 	return nil
 }
@@ -176,16 +206,16 @@ func (p *PromptPane) Request(randSeed func() uint64) (engine.Request, error) {
 		return req, fmt.Errorf("no model selected (ctrl+o picks one; run with --models DIR to search a folder)")
 	}
 	var err error
-	if req.Steps, err = atoiField("steps", p.text[fieldSteps]); err != nil {
+	if req.Steps, err = atoiField("steps", p.textOf(fieldSteps)); err != nil {
 		return req, err
 	}
-	if req.Batch, err = atoiField("batch", p.text[fieldBatch]); err != nil {
+	if req.Batch, err = atoiField("batch", p.textOf(fieldBatch)); err != nil {
 		return req, err
 	}
-	if req.CFG, err = strconv.ParseFloat(strings.TrimSpace(p.text[fieldCFG]), 64); err != nil {
-		return req, fmt.Errorf("cfg %q: not a number", p.text[fieldCFG])
+	if req.CFG, err = strconv.ParseFloat(strings.TrimSpace(p.textOf(fieldCFG)), 64); err != nil {
+		return req, fmt.Errorf("cfg %q: not a number", p.textOf(fieldCFG))
 	}
-	switch s := strings.TrimSpace(p.text[fieldSeed]); s {
+	switch s := strings.TrimSpace(p.textOf(fieldSeed)); s {
 	case "", "random", "-1":
 		req.Seed = randSeed()
 	default:
@@ -193,7 +223,7 @@ func (p *PromptPane) Request(randSeed func() uint64) (engine.Request, error) {
 			return req, fmt.Errorf("seed %q: want a whole number or random", s)
 		}
 	}
-	if req.Width, req.Height, err = parseSize(p.text[fieldSize]); err != nil {
+	if req.Width, req.Height, err = parseSize(p.textOf(fieldSize)); err != nil {
 		return req, err
 	}
 	if err := req.Validate(); err != nil {
@@ -233,15 +263,15 @@ func (p *PromptPane) Load(req engine.Request) {
 		p.model = req.Model
 	}
 	p.sampler, p.scheduler = req.Sampler, req.Scheduler
-	p.text[fieldSteps] = strconv.Itoa(req.Steps)
-	p.text[fieldCFG] = strconv.FormatFloat(req.CFG, 'g', -1, 64)
-	p.text[fieldSeed] = strconv.FormatUint(req.Seed, 10)
-	p.text[fieldSize] = fmt.Sprintf("%dx%d", req.Width, req.Height)
-	p.text[fieldBatch] = strconv.Itoa(req.Batch)
+	p.setText(fieldSteps, strconv.Itoa(req.Steps))
+	p.setText(fieldCFG, strconv.FormatFloat(req.CFG, 'g', -1, 64))
+	p.setText(fieldSeed, strconv.FormatUint(req.Seed, 10))
+	p.setText(fieldSize, fmt.Sprintf("%dx%d", req.Width, req.Height))
+	p.setText(fieldBatch, strconv.Itoa(req.Batch))
 }
 
 // SetSeedRandom makes the next job draw a new seed.
-func (p *PromptPane) SetSeedRandom() { p.text[fieldSeed] = "random" }
+func (p *PromptPane) SetSeedRandom() { p.setText(fieldSeed, "random") }
 
 // Render draws the pane, h rows high, inside its frame.
 func (p *PromptPane) Render(h int) string {
@@ -266,7 +296,7 @@ func (p *PromptPane) Render(h int) string {
 		case fieldScheduler:
 			v = p.scheduler
 		default:
-			v = p.text[f]
+			v = p.textOf(f)
 		}
 		if p.focused && p.focus == f {
 			switch f {
@@ -275,7 +305,9 @@ func (p *PromptPane) Render(h int) string {
 			case fieldModel:
 				return s.FieldFocused.Render(v + " ⏎")
 			}
-			return s.FieldFocused.Render(v + "▏")
+			r := p.text[f].value
+			c := p.text[f].cur
+			return s.FieldFocused.Render(string(r[:c]) + "▏" + string(r[c:]))
 		}
 		return s.Value.Render(v)
 	}

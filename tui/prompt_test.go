@@ -41,7 +41,7 @@ func TestPromptRequest(t *testing.T) {
 			p.SetModel(tt.model)
 			p.prompt.SetValue("  a cat \n")
 			for f, v := range tt.fields {
-				p.text[f] = v
+				p.setText(f, v)
 			}
 			r, err := p.Request(func() uint64 { return 77 })
 			if tt.wantErr != "" {
@@ -153,5 +153,88 @@ func TestPromptBuiltinModelDefaults(t *testing.T) {
 	d := engine.DefaultRequest()
 	if r.Width != d.Width || r.Height != d.Height || r.Steps != d.Steps || r.CFG != d.CFG {
 		t.Errorf("user model request %dx%d, %d steps, cfg %g", r.Width, r.Height, r.Steps, r.CFG)
+	}
+}
+
+// Number fields edit like the prompt (the same editor) and take only what
+// their type parses: letters are refused, '.' only in cfg, '-' only in
+// the seed, 'x' only in the size.
+func TestNumberFieldEditing(t *testing.T) {
+	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap()}
+	p := NewPromptPane(c)
+	typ := func(s string) {
+		for _, r := range s {
+			p.Update(tea.KeyPressMsg{Code: r, Text: string(r)})
+		}
+	}
+	keys := func(names ...string) {
+		for _, n := range names {
+			p.Update(tea.KeyPressMsg(parseKey(n)))
+		}
+	}
+	p.Focus(fieldSteps)
+	keys("ctrl+u")
+	typ("10abc")
+	if got := p.textOf(fieldSteps); got != "10" {
+		t.Errorf("letters in steps: %q, want 10", got)
+	}
+	keys("home")
+	typ("2")
+	keys("ctrl+e")
+	typ("0")
+	keys("ctrl+a", "right", "right")
+	typ("5")
+	if got := p.textOf(fieldSteps); got != "21500" {
+		t.Errorf("home/end/right: %q, want 21500", got)
+	}
+	keys("left", "ctrl+k")
+	if got := p.textOf(fieldSteps); got != "21" {
+		t.Errorf("ctrl+k: %q, want 21", got)
+	}
+	keys("ctrl+w")
+	if got := p.textOf(fieldSteps); got != "" {
+		t.Errorf("ctrl+w: %q, want empty", got)
+	}
+	typ("12")
+	keys("left", "ctrl+u")
+	if got := p.textOf(fieldSteps); got != "2" {
+		t.Errorf("ctrl+u: %q, want 2", got)
+	}
+	typ("-.x")
+	if got := p.textOf(fieldSteps); got != "2" {
+		t.Errorf("signs in steps: %q", got)
+	}
+	p.Update(tea.PasteMsg{Content: " 3a4 "})
+	if got := p.textOf(fieldSteps); got != "342" {
+		t.Errorf("paste: %q, want 342", got)
+	}
+	p.Focus(fieldCFG)
+	keys("ctrl+u", "ctrl+k")
+	typ("-4.5e")
+	if got := p.textOf(fieldCFG); got != "4.5" {
+		t.Errorf("cfg: %q, want 4.5", got)
+	}
+	p.Focus(fieldSize)
+	keys("ctrl+u", "ctrl+k")
+	typ("64x96.")
+	if got := p.textOf(fieldSize); got != "64x96" {
+		t.Errorf("size: %q, want 64x96", got)
+	}
+	// "random" is replaced by the first edit; moving the cursor keeps it.
+	p.Focus(fieldSeed)
+	p.SetSeedRandom()
+	keys("left")
+	if got := p.textOf(fieldSeed); got != "random" {
+		t.Errorf("left on random: %q", got)
+	}
+	typ("-1a")
+	if got := p.textOf(fieldSeed); got != "-1" {
+		t.Errorf("seed: %q, want -1", got)
+	}
+	// The focused field draws its cursor where it is.
+	p.SetWidth(80)
+	keys("left")
+	if v := stripANSI(p.Render(promptHeight)); !strings.Contains(v, "seed -▏1") {
+		t.Errorf("cursor not drawn inside the field:\n%s", v)
 	}
 }

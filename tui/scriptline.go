@@ -61,7 +61,7 @@ func (s *ScriptLine) Running() bool { return s.running }
 
 // Rows is the height of the output area for a terminal of height h.
 func (s *ScriptLine) Rows(h int) int {
-	return min(6, 3+(h-minHeight)/4)
+	return max(2, min(6, 3+(h-fullHeight)/4))
 }
 
 // Lines returns the transcript's text, oldest first.

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"slices"
 	"strings"
 
 	tea "charm.land/bubbletea/v2"
@@ -17,6 +18,9 @@ type textEdit struct {
 	height      int // visible rows
 	multiline   bool
 	limit       int
+	// accept, when set, filters inserted runes (typed or pasted): a
+	// numeric field takes only digits and the signs its type allows.
+	accept func(rune) bool
 }
 
 func newTextEdit(placeholder string, height int, multiline bool) textEdit {
@@ -37,6 +41,9 @@ func (t *textEdit) insert(s string) {
 		s = strings.ReplaceAll(s, "\n", " ")
 	}
 	r := []rune(strings.ReplaceAll(s, "\r", ""))
+	if t.accept != nil {
+		r = slices.DeleteFunc(r, func(c rune) bool { return !t.accept(c) })
+	}
 	if len(t.value)+len(r) > t.limit {
 		r = r[:max(0, t.limit-len(t.value))]
 	}

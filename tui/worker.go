@@ -12,6 +12,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/demo"
 )
 
 // jobProgressMsg reports a step of the running job. Preview is the latent
@@ -151,11 +152,22 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 		return done
 	}
 	done.Images, done.Result = res.Images, res
+	// Saved as `darkroom gen` saves: with the model's hash, and the
+	// built-in model's tiny images enlarged demo.ViewScale times.
+	hash, name, err := modelHash(it.Ctx, w.p, it.Req)
+	if err != nil {
+		done.Err = fmt.Errorf("save image: %w", err)
+		w.log.Error("model hash failed", "id", it.ID, "err", err)
+		return done
+	}
+	scale := 1
+	if it.Req.Model == engine.DefaultModel {
+		scale = demo.ViewScale
+	}
 	stamp := start.Format("20060102-150405")
 	for i, img := range res.Images {
-		name := fmt.Sprintf("darkroom-%s-%03d-%d.png", stamp, it.ID, it.Req.Seed+uint64(i))
-		path := filepath.Join(w.outDir, name)
-		if err := w.save(path, img, res.Request, "", modelName(it.Req.Model)); err != nil {
+		path := filepath.Join(w.outDir, imageName(stamp, it.ID, it.Req.Seed, i, len(res.Images)))
+		if err := w.save(path, engine.Enlarge(img, scale), res.Request, hash, name); err != nil {
 			done.Err = fmt.Errorf("save image: %w", err)
 			w.log.Error("save failed", "id", it.ID, "err", err)
 			return done
@@ -164,6 +176,45 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 	}
 	w.log.Info("job done", "id", it.ID, "files", done.Paths)
 	return done
+}
+
+// imageName names image i of a job's n: darkroom-STAMP-JOB-SEED.png, and
+// for a batch darkroom-STAMP-JOB-SEED-I.png with I counted from 1. The
+// batch's images share one seed (one noise tensor for the batch, as in
+// ComfyUI), so the file names the batch seed and the image's place in it,
+// never seed+i: no single seed regenerates image i alone.
+func imageName(stamp string, job int, seed uint64, i, n int) string {
+	if n == 1 {
+		return fmt.Sprintf("darkroom-%s-%03d-%d.png", stamp, job, seed)
+	}
+	return fmt.Sprintf("darkroom-%s-%03d-%d-%d.png", stamp, job, seed, i+1)
+}
+
+// modelLoader is implemented by *engine.Engine: it returns the (cached)
+// model a request names.
+type modelLoader interface {
+	LoadRequest(ctx context.Context, req engine.Request) (*engine.Model, error)
+}
+
+// modelHash returns the hash and name of req's model for the PNG
+// metadata, as `darkroom gen` writes them; a pipeline that cannot load
+// models (a test fake) gives no hash and the file's display name.
+func modelHash(ctx context.Context, p Pipeline, req engine.Request) (hash, name string, err error) {
+	if pp, ok := p.(previewPipeline); ok {
+		p = pp.Pipeline
+	}
+	l, ok := p.(modelLoader)
+	if !ok {
+		return "", modelName(req.Model), nil
+	}
+	m, err := l.LoadRequest(ctx, req)
+	if err != nil {
+		return "", "", err
+	}
+	if hash, err = m.Hash(); err != nil {
+		return "", "", err
+	}
+	return hash, m.Name, nil
 }
 
 // modelName is the display name of a model path or name.

@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/demo"
 )
 
 type panicPipeline struct{ fakePipeline }
@@ -35,7 +37,7 @@ func TestWorkerSavesAndReports(t *testing.T) {
 	if done.Err != nil {
 		t.Fatal(done.Err)
 	}
-	wantNames := []string{"darkroom-20260102-030405-007-41.png", "darkroom-20260102-030405-007-42.png"}
+	wantNames := []string{"darkroom-20260102-030405-007-41-1.png", "darkroom-20260102-030405-007-41-2.png"}
 	if len(done.Paths) != 2 {
 		t.Fatalf("paths %v", done.Paths)
 	}
@@ -155,5 +157,63 @@ func TestWorkerUsesPreviewer(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d previews, want 2", n)
+	}
+}
+
+// The TUI saves what `darkroom gen` saves: the model hash in the A1111
+// parameters, the built-in model's images enlarged demo.ViewScale times,
+// and a batch's files named by the batch seed and the image's index,
+// each recording the batch's own request (bugs 5 and 9 of issue 23).
+func TestWorkerSavesLikeGen(t *testing.T) {
+	eng, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: []string{t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	// As cmd/tui.go runs it with TAESD: the engine behind a Previewer.
+	w := newTestWorker(t, withPreviewer(eng, taesdPipeline{}))
+	req := engine.DefaultRequest()
+	req.Model, req.Prompt, req.Steps, req.Width, req.Height, req.Batch, req.Seed = engine.DefaultModel, "7", 2, demo.Width, demo.Height, 2, 42
+	done := w.do(workItem{ID: 1, Req: req, Ctx: context.Background()})
+	if done.Err != nil {
+		t.Fatal(done.Err)
+	}
+	m, err := eng.Load(context.Background(), engine.DefaultModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := m.Hash()
+	want := []string{"darkroom-20260102-030405-001-42-1.png", "darkroom-20260102-030405-001-42-2.png"}
+	if len(done.Paths) != 2 {
+		t.Fatalf("paths %v", done.Paths)
+	}
+	for i, p := range done.Paths {
+		if filepath.Base(p) != want[i] {
+			t.Errorf("file %d = %s, want %s", i, filepath.Base(p), want[i])
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := png.DecodeConfig(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Width != demo.Width*demo.ViewScale || cfg.Height != demo.Height*demo.ViewScale {
+			t.Errorf("file %d is %dx%d, want gen's %dx%d", i, cfg.Width, cfg.Height, demo.Width*demo.ViewScale, demo.Height*demo.ViewScale)
+		}
+		f, _ = os.Open(p)
+		text, err := engine.ReadPNGText(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, got, err := engine.ParseA1111Parameters(text[engine.ChunkParameters]); err != nil || got != hash || hash == "" {
+			t.Errorf("file %d model hash %q (%v), want %q", i, got, err, hash)
+		}
+		if got, err := engine.RequestFromPNG(p); err != nil || got.Seed != 42 || got.Batch != 2 || got.Width != demo.Width {
+			t.Errorf("file %d request %+v, %v", i, got, err)
+		}
 	}
 }

@@ -15,6 +15,8 @@ func init() {
 		"A1111Parameters":            reflect.ValueOf(engine.A1111Parameters),
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
 		"BenchVAEDecode":             reflect.ValueOf(engine.BenchVAEDecode),
+		"CanonicalSampler":           reflect.ValueOf(engine.CanonicalSampler),
+		"CanonicalScheduler":         reflect.ValueOf(engine.CanonicalScheduler),
 		"ChunkDarkroom":              reflect.ValueOf(constant.MakeFromLiteral("\"darkroom\"", token.STRING, 0)),
 		"ChunkParameters":            reflect.ValueOf(constant.MakeFromLiteral("\"parameters\"", token.STRING, 0)),
 		"ConventionComfy":            reflect.ValueOf(engine.ConventionComfy),

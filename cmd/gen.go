@@ -39,7 +39,19 @@ separately and concatenated, as ComfyUI does (no truncation).
 
 Every PNG carries an A1111-style "parameters" text chunk (read by A1111,
 civitai and image browsers) and a "darkroom" chunk holding the exact request;
-'darkroom gen --from image.png' regenerates the image bit for bit.`
+'darkroom gen --from image.png' regenerates the image bit for bit. --from also
+reads PNGs of A1111 (and its forks: their "parameters" text) and ComfyUI (the
+KSampler, prompts, empty latent and checkpoint of its "prompt" graph), and
+says on stderr which fields it took and what it ignored.
+
+The prompt may be given as the argument instead of -p: darkroom gen "a cat".
+Sampler and scheduler names may be spelled as A1111 and stable-diffusion.cpp
+spell them ("Euler a", "DPM++ 2M Karras", dpm++2m, Karras).
+
+Without -o, existing files are never overwritten: out.png, then out-1.png,
+out-2.png, ... (the first free). A file named with -o is overwritten, and
+stderr says so. Off a terminal, progress is one line per step (per 10% past
+20 steps) with the rate.`
 
 const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         # built-in model
   darkroom gen -p "a handwritten digit 7" -o seven.png      # the same
@@ -57,6 +69,9 @@ type genFlags struct {
 	precision string
 	from      string
 	viewScale int
+	// fromFields are the request fields --from's PNG set (all of them
+	// for darkroom's own PNGs).
+	fromFields map[string]bool
 }
 
 func newGenCmd() *cobra.Command {
@@ -96,7 +111,7 @@ func newGenCmdFlags() (*cobra.Command, *genFlags) {
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
-	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
+	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom, A1111 (and forks) or ComfyUI (flags given explicitly override them)")
 	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× (1 to 64) with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
 	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
 	return c, f
@@ -228,10 +243,18 @@ func checkWritable(path string) error {
 // --from with the flags given explicitly applied, or the flags'.
 func (f *genFlags) request(cmd *cobra.Command) (engine.Request, error) {
 	var stored engine.Request
+	f.fromFields = map[string]bool{}
 	if f.from != "" {
-		var err error
-		if stored, err = engine.RequestFromPNG(f.from); err != nil {
+		pr, err := engine.ReadPNGRequest(f.from)
+		if err != nil {
 			return engine.Request{}, err
+		}
+		stored = pr.Request
+		for _, name := range pr.Fields {
+			f.fromFields[name] = true
+		}
+		if pr.Source != engine.ChunkDarkroom {
+			reportImport(cmd.ErrOrStderr(), f.from, pr)
 		}
 	}
 	req := f.req
@@ -260,7 +283,7 @@ func (f *genFlags) request(cmd *cobra.Command) (engine.Request, error) {
 	}
 	if req.Model == "" || req.Model == engine.DefaultModel {
 		req.Model = engine.DefaultModel
-		applyDemoDefaults(cmd, &req)
+		applyDemoDefaults(cmd, &req, f.fromFields)
 	}
 	// Store absolute paths, so that --from works from any directory.
 	if req.Model != engine.DefaultModel {
@@ -348,7 +371,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		return err
 	}
 	if req.Model != engine.DefaultModel {
-		applyFamilyDefaults(cmd, &req, m.Defaults())
+		applyFamilyDefaults(cmd, &req, m.Defaults(), f.fromFields)
 	}
 	bar := newProgress(stderr)
 	res, err := m.Generate(ctx, req, bar.event)
@@ -389,29 +412,43 @@ func checkExplicitZero(cmd *cobra.Command, req engine.Request) error {
 	return nil
 }
 
+// reportImport says on w which fields --from took from another program's
+// PNG, and what it ignored.
+func reportImport(w io.Writer, path string, pr engine.PNGRequest) {
+	what := map[string]string{engine.ChunkParameters: "A1111 parameters", engine.ChunkComfyPrompt: "ComfyUI prompt"}[pr.Source]
+	took := "nothing"
+	if len(pr.Fields) > 0 {
+		took = strings.Join(pr.Fields, ", ")
+	}
+	fmt.Fprintf(w, "%s: no darkroom metadata; from its %s took %s\n", path, what, took)
+	if len(pr.Ignored) > 0 {
+		fmt.Fprintf(w, "%s: ignored %s\n", path, strings.Join(pr.Ignored, ", "))
+	}
+}
+
 // applyDemoDefaults sets the built-in model's own defaults for the flags
-// the user did not give (its images are 32×32).
-func applyDemoDefaults(cmd *cobra.Command, req *engine.Request) {
-	ch := cmd.Flags().Changed
-	if !ch("width") && !ch("from") {
+// the user did not give and --from did not set (its images are 32×32).
+func applyDemoDefaults(cmd *cobra.Command, req *engine.Request, fromFields map[string]bool) {
+	keep := func(flag string) bool { return cmd.Flags().Changed(flag) || fromFields[flag] }
+	if !keep("width") {
 		req.Width = demo.Width
 	}
-	if !ch("height") && !ch("from") {
+	if !keep("height") {
 		req.Height = demo.Height
 	}
-	if !ch("steps") && !ch("from") {
+	if !keep("steps") {
 		req.Steps = demo.Steps
 	}
-	if !ch("cfg") && !ch("from") {
+	if !keep("cfg") {
 		req.CFG = demo.CFG
 	}
 }
 
 // applyFamilyDefaults sets the model family's defaults (size, steps, cfg,
 // sampler, scheduler) for the flags the user did not give and --from did
-// not set.
-func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defaults) {
-	keep := func(flag string) bool { return flagGiven(cmd, flag) || cmd.Flags().Changed("from") }
+// not set (these flags are named as their fields).
+func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defaults, fromFields map[string]bool) {
+	keep := func(flag string) bool { return flagGiven(cmd, flag) || fromFields[flag] }
 	if !keep("width") && d.Width > 0 {
 		req.Width = d.Width
 	}

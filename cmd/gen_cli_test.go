@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"bytes"
+	"image"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -207,5 +208,72 @@ func TestGenMissingModelBeforeSeed(t *testing.T) {
 	want := "darkroom: " + missing + ": no such file, and no model of that name in " + engine.DefaultModelDir() + "\n"
 	if code != 1 || stderr != want {
 		t.Errorf("exit %d, stderr %q; want %q", code, stderr, want)
+	}
+}
+
+// writeForeignPNG writes a PNG with the given text chunks only.
+func writeForeignPNG(t *testing.T, name string, text map[string]string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := engine.EncodePNG(f, image.NewNRGBA(image.Rect(0, 0, 1, 1)), text); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// gen --from reads A1111's and ComfyUI's PNGs, says what it took and
+// ignored, and flags still win.
+func TestGenFromForeignPNG(t *testing.T) {
+	a1111 := writeForeignPNG(t, "a1111.png", map[string]string{engine.ChunkParameters: "a lighthouse\nSteps: 3, Sampler: Euler a, Schedule type: Karras, CFG scale: 6, Seed: 99, Size: 40x48, Lora hashes: \"x: 1\", Version: v1.6.0"})
+	comfy := writeForeignPNG(t, "comfy.png", map[string]string{engine.ChunkComfyPrompt: `{
+ "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 4, "cfg": 3, "sampler_name": "euler", "scheduler": "simple", "denoise": 1,
+   "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+ "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+ "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 32, "batch_size": 1}},
+ "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+ "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+ "11": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}}
+}`})
+	for _, c := range []struct {
+		args   []string
+		check  func(r engine.Request) bool
+		stderr string
+	}{
+		{[]string{"--from", a1111}, func(r engine.Request) bool {
+			return r.Prompt == "a lighthouse" && r.Steps == 3 && r.Sampler == "euler_ancestral" && r.Scheduler == "karras" && r.CFG == 6 && r.Seed == 99 && r.Width == 40 && r.Height == 48 && r.Model == engine.DefaultModel
+		}, a1111 + ": no darkroom metadata; from its A1111 parameters took prompt, steps, sampler, scheduler, cfg, seed, width, height\n" +
+			a1111 + ": ignored Lora hashes\n"},
+		{[]string{"--from", comfy, "--steps", "2", "-m", "other.safetensors"}, func(r engine.Request) bool {
+			return r.Prompt == "a cat" && r.Steps == 2 && r.Scheduler == "simple" && r.CFG == 3 && r.Seed == 5 && r.Width == 64 && r.Height == 32 && r.Model == "other.safetensors"
+		}, comfy + ": no darkroom metadata; from its ComfyUI prompt took prompt, negative, steps, sampler, scheduler, cfg, seed, width, height, model, batch\n" +
+			comfy + ": ignored node 11 (UpscaleModelLoader)\n"},
+	} {
+		c2, f := newGenCmdFlags()
+		var errBuf bytes.Buffer
+		c2.SetErr(&errBuf)
+		if err := c2.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.request(c2)
+		if err != nil || !c.check(got) {
+			t.Errorf("%q: %+v, %v", c.args, got, err)
+		}
+		if errBuf.String() != c.stderr {
+			t.Errorf("%q: stderr\n %q\nwant %q", c.args, errBuf.String(), c.stderr)
+		}
+	}
+	// End to end: the A1111 image's settings, with the tiny model.
+	out := filepath.Join(t.TempDir(), "again.png")
+	stdout, stderr, code := runCmd(t, "gen", "--from", a1111, "-m", tinyModel, "-o", out)
+	if code != 0 || stdout != out+"\n" || !strings.Contains(stderr, "seed: 99\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if b := readPNG(t, out).Bounds(); b.Dx() != 40 || b.Dy() != 48 {
+		t.Errorf("image %v, want 40×48 from the A1111 Size", b)
 	}
 }

@@ -277,3 +277,18 @@ func TestGenFromForeignPNG(t *testing.T) {
 		t.Errorf("image %v, want 40×48 from the A1111 Size", b)
 	}
 }
+
+// devices ends with the CPU kernel engine.CPUKernel names.
+func TestDevicesNamesCPUKernel(t *testing.T) {
+	stdout, stderr, code := runCmd(t, "devices")
+	if code != 0 {
+		t.Fatalf("devices: %s", stderr)
+	}
+	want := "\ncpu kernel: " + engine.CPUKernel() + "\n"
+	if !strings.HasSuffix(stdout, want) {
+		t.Errorf("stdout %q does not end with %q", stdout, want)
+	}
+	if k := engine.CPUKernel(); !regexp.MustCompile(`^(AVX-512|AVX2\+FMA|generic) \(`).MatchString(k) {
+		t.Errorf("CPUKernel() = %q", k)
+	}
+}

@@ -15,6 +15,7 @@ func init() {
 		"A1111Parameters":            reflect.ValueOf(engine.A1111Parameters),
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
 		"BenchVAEDecode":             reflect.ValueOf(engine.BenchVAEDecode),
+		"CPUKernel":                  reflect.ValueOf(engine.CPUKernel),
 		"CanonicalSampler":           reflect.ValueOf(engine.CanonicalSampler),
 		"CanonicalScheduler":         reflect.ValueOf(engine.CanonicalScheduler),
 		"ChunkComfyPrompt":           reflect.ValueOf(constant.MakeFromLiteral("\"prompt\"", token.STRING, 0)),

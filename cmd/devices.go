@@ -21,7 +21,9 @@ supports and the cuBLAS library found. darkroom needs no CUDA toolkit: the
 driver (libcuda.so.1) is loaded at run time, and cuBLAS is looked up in the
 system loader path, CUDA_PATH/CUDA_HOME, LD_LIBRARY_PATH and pip-installed
 nvidia-cublas wheels. On a machine without an NVIDIA driver it says so and
-lists the CPU only.`,
+lists the CPU only. For the CPU it names the matrix-multiply micro-kernel
+in use, chosen from what the CPU supports: AVX-512, AVX2+FMA or generic
+(pure Go).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDevices(cmd.OutOrStdout())
@@ -75,5 +77,6 @@ func runDevices(w io.Writer) error {
 		}
 		fmt.Fprintf(w, "cpu  %s, RAM %s total, %s available\n", d.Name, humanBytes(int64(d.MemoryTotal)), humanBytes(int64(d.MemoryFree)))
 	}
+	fmt.Fprintf(w, "cpu kernel: %s\n", engine.CPUKernel())
 	return nil
 }

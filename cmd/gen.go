@@ -39,9 +39,22 @@ separately and concatenated, as ComfyUI does (no truncation).
 
 Every PNG carries an A1111-style "parameters" text chunk (read by A1111,
 civitai and image browsers) and a "darkroom" chunk holding the exact request;
-'darkroom gen --from image.png' regenerates the image bit for bit.`
+'darkroom gen --from image.png' regenerates the image bit for bit. --from also
+reads PNGs of A1111 (and its forks: their "parameters" text) and ComfyUI (the
+KSampler, prompts, empty latent and checkpoint of its "prompt" graph), and
+says on stderr which fields it took and what it ignored.
 
-const genExample = `  darkroom gen -p "a handwritten digit 7" -o seven.png      # built-in model
+The prompt may be given as the argument instead of -p: darkroom gen "a cat".
+Sampler and scheduler names may be spelled as A1111 and stable-diffusion.cpp
+spell them ("Euler a", "DPM++ 2M Karras", dpm++2m, Karras).
+
+Without -o, existing files are never overwritten: out.png, then out-1.png,
+out-2.png, ... (the first free). A file named with -o is overwritten, and
+stderr says so. Off a terminal, progress is one line per step (per 10% past
+20 steps) with the rate.`
+
+const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         # built-in model
+  darkroom gen -p "a handwritten digit 7" -o seven.png      # the same
   darkroom gen -m ~/models/v1-5-pruned-emaonly.safetensors \
       -p "a lighthouse at dusk, watercolor" -n "blurry" -s 42 -o lighthouse.png
   darkroom gen -m sd15 -p "a cat" --sampler dpmpp_2m --scheduler karras --steps 25 -b 4 -o cats.png
@@ -56,6 +69,9 @@ type genFlags struct {
 	precision string
 	from      string
 	viewScale int
+	// fromFields are the request fields --from's PNG set (all of them
+	// for darkroom's own PNGs).
+	fromFields map[string]bool
 }
 
 func newGenCmd() *cobra.Command {
@@ -67,11 +83,11 @@ func newGenCmd() *cobra.Command {
 func newGenCmdFlags() (*cobra.Command, *genFlags) {
 	f := &genFlags{req: engine.DefaultRequest()}
 	c := &cobra.Command{
-		Use:     "gen",
+		Use:     "gen [PROMPT]",
 		Short:   "Generate images from a prompt",
 		Long:    genLong,
 		Example: genExample,
-		Args:    cobra.NoArgs,
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withFlagNames(runGen(cmd, f))
 		},
@@ -91,12 +107,12 @@ func newGenCmdFlags() (*cobra.Command, *genFlags) {
 			_ = c.RegisterFlagCompletionFunc(field.Flag, fixedCompletion(field.Values))
 		}
 	}
-	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG; with --batch > 1 numbered as NAME-1.png, NAME-2.png, ...")
+	fl.StringVarP(&f.output, "output", "o", "out.png", "output PNG (.png is added to a name without one); a batch is numbered NAME-1.png, NAME-2.png, .... Given, the files are overwritten (and stderr says so); without -o existing files are kept and the first free of out.png, out-1.png, out-2.png, ... is taken")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
-	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom (flags given explicitly override them)")
-	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
+	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom, A1111 (and forks) or ComfyUI (flags given explicitly override them)")
+	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× (1 to 64) with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
 	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
 	return c, f
 }
@@ -106,11 +122,13 @@ func newGenCmdFlags() (*cobra.Command, *genFlags) {
 type fieldValue struct {
 	field engine.RequestField
 	req   *engine.Request
+	raw   string // the text last given
 }
 
 func (v *fieldValue) String() string { return v.field.String(v.req) }
 
 func (v *fieldValue) Set(s string) error {
+	v.raw = s
 	err := v.field.Set(v.req, s)
 	var fe *engine.FieldError
 	if errors.As(err, &fe) {
@@ -167,21 +185,35 @@ func parseSeed(s string) (uint64, error) {
 	return req.Seed, nil
 }
 
-// outputPaths returns the PNG paths for a batch.
-func outputPaths(output string, batch int) []string {
-	if batch == 1 {
-		return []string{output}
-	}
+// outputPaths returns the PNG paths for a batch: the name -o gives, with
+// .png added when it has no extension, and for a batch NAME-1.png,
+// NAME-2.png, .... When -o was not given (explicit false), existing files
+// are kept: a batch of one takes NAME.png when it is free, and otherwise
+// (and a batch always) the first free names among NAME-1.png, NAME-2.png,
+// ..., as A1111 and ComfyUI number their outputs.
+func outputPaths(output string, batch int, explicit bool) []string {
 	ext := filepath.Ext(output)
 	base := strings.TrimSuffix(output, ext)
 	if ext == "" {
 		ext = ".png"
 	}
-	out := make([]string, batch)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s-%d%s", base, i+1, ext)
+	numbered := func(i int) string { return fmt.Sprintf("%s-%d%s", base, i, ext) }
+	if batch == 1 && (explicit || !exists(base+ext)) {
+		return []string{base + ext}
+	}
+	out := make([]string, 0, batch)
+	for i := 1; len(out) < batch; i++ {
+		if p := numbered(i); explicit || !exists(p) {
+			out = append(out, p)
+		}
 	}
 	return out
+}
+
+// exists reports whether a file (or link, or anything) is at path.
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // checkWritable fails early, before any computation, when an output file
@@ -211,13 +243,34 @@ func checkWritable(path string) error {
 // --from with the flags given explicitly applied, or the flags'.
 func (f *genFlags) request(cmd *cobra.Command) (engine.Request, error) {
 	var stored engine.Request
+	f.fromFields = map[string]bool{}
 	if f.from != "" {
-		var err error
-		if stored, err = engine.RequestFromPNG(f.from); err != nil {
+		pr, err := engine.ReadPNGRequest(f.from)
+		if err != nil {
 			return engine.Request{}, err
+		}
+		stored = pr.Request
+		for _, name := range pr.Fields {
+			f.fromFields[name] = true
+		}
+		if pr.Source != engine.ChunkDarkroom {
+			reportImport(cmd.ErrOrStderr(), f.from, pr)
 		}
 	}
 	req := f.req
+	if args := cmd.Flags().Args(); len(args) > 0 {
+		if cmd.Flags().Changed("prompt") {
+			return engine.Request{}, fmt.Errorf("the prompt is given twice, as an argument (%q) and with -p; give it once", args[0])
+		}
+		req.Prompt = args[0]
+	}
+	// --scheduler wins over a scheduler in the sampler's name ("DPM++ 2M
+	// Karras"), whichever came first.
+	if v, ok := cmd.Flags().Lookup("scheduler").Value.(*fieldValue); ok && cmd.Flags().Changed("scheduler") {
+		if err := v.field.Set(&req, v.raw); err != nil {
+			return engine.Request{}, err
+		}
+	}
 	if f.from == "" || cmd.Flags().Changed("seed") {
 		seed, err := parseSeed(f.seed)
 		if err != nil {
@@ -230,7 +283,7 @@ func (f *genFlags) request(cmd *cobra.Command) (engine.Request, error) {
 	}
 	if req.Model == "" || req.Model == engine.DefaultModel {
 		req.Model = engine.DefaultModel
-		applyDemoDefaults(cmd, &req)
+		applyDemoDefaults(cmd, &req, f.fromFields)
 	}
 	// Store absolute paths, so that --from works from any directory.
 	if req.Model != engine.DefaultModel {
@@ -261,11 +314,15 @@ func absIfExists(path string) string {
 }
 
 func runGen(cmd *cobra.Command, f *genFlags) error {
+	start := time.Now()
 	req, err := f.request(cmd)
 	if err != nil {
 		return err
 	}
-	if f.viewScale == 0 {
+	if err := checkExplicitZero(cmd, req); err != nil {
+		return err
+	}
+	if f.viewScale == 0 && !cmd.Flags().Changed("view-scale") {
 		f.viewScale = 1
 		if req.Model == engine.DefaultModel {
 			f.viewScale = demo.ViewScale
@@ -281,11 +338,18 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	paths := outputPaths(f.output, req.Batch)
-	for _, p := range paths {
+	// -o naming something that is not a file (/dev/null) is refused as
+	// given, before .png is added.
+	if st, err := os.Lstat(f.output); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("--output %s: exists and is not a regular file", f.output)
+	}
+	paths := outputPaths(f.output, req.Batch, cmd.Flags().Changed("output"))
+	existed := make([]bool, len(paths))
+	for i, p := range paths {
 		if err := checkWritable(p); err != nil {
 			return err
 		}
+		existed[i] = exists(p)
 	}
 	ctx := cmd.Context()
 	eng, err := engine.Open(engine.Options{Device: f.device, Precision: f.precision, ModelDirs: f.models})
@@ -297,13 +361,17 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	if eng.Notice != "" {
 		fmt.Fprintln(stderr, eng.Notice)
 	}
+	// A model that is not there is reported before anything else is said.
+	if _, err := eng.Resolve(req.Model); err != nil {
+		return err
+	}
 	fmt.Fprintf(stderr, "seed: %d\n", req.Seed)
 	m, err := eng.LoadRequest(ctx, req)
 	if err != nil {
 		return err
 	}
 	if req.Model != engine.DefaultModel {
-		applyFamilyDefaults(cmd, &req, m.Defaults())
+		applyFamilyDefaults(cmd, &req, m.Defaults(), f.fromFields)
 	}
 	bar := newProgress(stderr)
 	res, err := m.Generate(ctx, req, bar.event)
@@ -322,34 +390,65 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		if err := engine.SavePNG(paths[i], engine.Enlarge(img, f.viewScale), req, hash, m.Name); err != nil {
 			return err
 		}
+		if existed[i] {
+			fmt.Fprintf(stderr, "overwrote %s\n", paths[i])
+		}
 		fmt.Fprintln(cmd.OutOrStdout(), paths[i])
+	}
+	fmt.Fprintf(stderr, "done in %.1f s → %s\n", time.Since(start).Seconds(), strings.Join(paths[:len(res.Images)], ", "))
+	return nil
+}
+
+// checkExplicitZero refuses 0 given explicitly for a field whose flag help
+// gives a range from 1 (or above 0): the engine reads 0 as the default,
+// which a user typing 0 does not mean.
+func checkExplicitZero(cmd *cobra.Command, req engine.Request) error {
+	switch {
+	case cmd.Flags().Changed("clip-skip") && req.ClipSkip == 0:
+		return &engine.FieldError{Field: "clip_skip", Value: 0, Msg: "must be ≥ 1 (1 = the last layer, 2 = the penultimate)"}
+	case cmd.Flags().Changed("denoise") && req.Denoise == 0:
+		return &engine.FieldError{Field: "denoise", Value: 0.0, Msg: "must be more than 0 and at most 1"}
 	}
 	return nil
 }
 
+// reportImport says on w which fields --from took from another program's
+// PNG, and what it ignored.
+func reportImport(w io.Writer, path string, pr engine.PNGRequest) {
+	what := map[string]string{engine.ChunkParameters: "A1111 parameters", engine.ChunkComfyPrompt: "ComfyUI prompt"}[pr.Source]
+	took := "nothing"
+	if len(pr.Fields) > 0 {
+		took = strings.Join(pr.Fields, ", ")
+	}
+	fmt.Fprintf(w, "%s: no darkroom metadata; from its %s took %s\n", path, what, took)
+	if len(pr.Ignored) > 0 {
+		fmt.Fprintf(w, "%s: ignored %s\n", path, strings.Join(pr.Ignored, ", "))
+	}
+}
+
 // applyDemoDefaults sets the built-in model's own defaults for the flags
-// the user did not give (its images are 32×32).
-func applyDemoDefaults(cmd *cobra.Command, req *engine.Request) {
-	ch := cmd.Flags().Changed
-	if !ch("width") && !ch("from") {
+// the user did not give and --from did not set (its images are 32×32).
+func applyDemoDefaults(cmd *cobra.Command, req *engine.Request, fromFields map[string]bool) {
+	keep := func(flag string) bool { return cmd.Flags().Changed(flag) || fromFields[flag] }
+	if !keep("width") {
 		req.Width = demo.Width
 	}
-	if !ch("height") && !ch("from") {
+	if !keep("height") {
 		req.Height = demo.Height
 	}
-	if !ch("steps") && !ch("from") {
+	if !keep("steps") {
 		req.Steps = demo.Steps
 	}
-	if !ch("cfg") && !ch("from") {
+	if !keep("cfg") {
 		req.CFG = demo.CFG
 	}
 }
 
 // applyFamilyDefaults sets the model family's defaults (size, steps, cfg,
 // sampler, scheduler) for the flags the user did not give and --from did
-// not set.
-func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defaults) {
-	keep := func(flag string) bool { return cmd.Flags().Changed(flag) || cmd.Flags().Changed("from") }
+// not set (these flags are named as their fields).
+func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defaults, fromFields map[string]bool) {
+	keep := func(flag string) bool { return flagGiven(cmd, flag) || fromFields[flag] }
 	if !keep("width") && d.Width > 0 {
 		req.Width = d.Width
 	}
@@ -375,52 +474,95 @@ func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defau
 func mergeFlags(cmd *cobra.Command, stored, flags engine.Request) engine.Request {
 	out := stored
 	for _, field := range engine.RequestFields() {
-		if field.Flag != "" && cmd.Flags().Changed(field.Flag) {
+		if field.Flag != "" && flagGiven(cmd, field.Flag) {
 			field.Copy(&out, &flags)
 		}
 	}
 	return out
 }
 
-// progress draws a one-line progress bar on a terminal and nothing otherwise.
+// flagGiven reports whether the user gave the request field's flag: a
+// positional prompt is -p, and a sampler name holding a scheduler
+// ("DPM++ 2M Karras") gives --scheduler.
+func flagGiven(cmd *cobra.Command, flag string) bool {
+	fl := cmd.Flags()
+	switch {
+	case fl.Changed(flag):
+		return true
+	case flag == "prompt":
+		return len(fl.Args()) > 0
+	case flag == "scheduler":
+		if v, ok := fl.Lookup("sampler").Value.(*fieldValue); ok && fl.Changed("sampler") {
+			_, sch, _ := engine.CanonicalSampler(v.raw)
+			return sch != ""
+		}
+	}
+	return false
+}
+
+// progress draws a one-line progress bar on a terminal; elsewhere (a log,
+// a pipe) it writes a line per sampling step for runs of up to 20 steps,
+// else a line per 10% of the steps, each with the rate.
 type progress struct {
 	w       io.Writer
 	tty     bool
+	now     func() time.Time
 	start   time.Time
 	drawn   bool
 	lastLen int
 }
 
 func newProgress(w io.Writer) *progress {
-	p := &progress{w: w, start: time.Now()}
+	p := &progress{w: w, now: time.Now}
+	p.start = p.now()
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
 	}
 	return p
 }
 
-func (p *progress) event(ev engine.Event) {
-	if !p.tty {
-		return
+// logEvery is how many steps apart a log writes progress lines.
+func logEvery(total int) int {
+	if total <= 20 {
+		return 1
 	}
-	var line string
+	return (total + 9) / 10
+}
+
+func (p *progress) event(ev engine.Event) {
 	switch ev.Phase {
 	case engine.PhaseEncode:
-		p.start = time.Now()
-		line = "encoding prompt"
-	case engine.PhaseSample:
-		el := time.Since(p.start).Seconds()
-		rate := float64(ev.Step) / max(el, 1e-9)
-		eta := time.Duration(float64(ev.Total-ev.Step) / rate * float64(time.Second)).Round(time.Second)
-		const width = 30
-		done := ev.Step * width / max(ev.Total, 1)
-		line = fmt.Sprintf("step %d/%d [%s%s] %.2f it/s ETA %s", ev.Step, ev.Total,
-			strings.Repeat("=", done), strings.Repeat(" ", width-done), rate, eta)
+		p.start = p.now()
+		if p.tty {
+			p.draw("encoding prompt")
+		}
+		return
 	case engine.PhaseDecode:
-		line = "decoding"
+		if p.tty {
+			p.draw("decoding")
+		}
+		return
+	case engine.PhaseSample:
 	default:
 		return
 	}
+	el := p.now().Sub(p.start).Seconds()
+	rate := float64(ev.Step) / max(el, 1e-9)
+	if !p.tty {
+		if ev.Step%logEvery(ev.Total) == 0 || ev.Step == ev.Total {
+			fmt.Fprintf(p.w, "step %d/%d (%d%%) %.2f it/s\n", ev.Step, ev.Total, ev.Step*100/max(ev.Total, 1), rate)
+		}
+		return
+	}
+	eta := time.Duration(float64(ev.Total-ev.Step) / rate * float64(time.Second)).Round(time.Second)
+	const width = 30
+	done := ev.Step * width / max(ev.Total, 1)
+	p.draw(fmt.Sprintf("step %d/%d [%s%s] %.2f it/s ETA %s", ev.Step, ev.Total,
+		strings.Repeat("=", done), strings.Repeat(" ", width-done), rate, eta))
+}
+
+// draw replaces the terminal's progress line.
+func (p *progress) draw(line string) {
 	pad := max(p.lastLen-len(line), 0)
 	fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
 	p.lastLen = len(line)

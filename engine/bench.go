@@ -91,8 +91,18 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 		dev.Free(out)
 	}
 	// The host's share: how long queueing the step took before the wait.
-	res.Notes = fmt.Sprintf("host enqueue %v; %s", BenchResult{Runs: host}.Median().Round(1e4), m.GraphStatus())
+	res.Notes = unetNotes(dev, BenchResult{Runs: host}.Median(), m.GraphStatus)
 	return res, nil
+}
+
+// unetNotes is the note of a UNet benchmark: the host's enqueue time and,
+// on a device that records graphs (CUDA; not the CPU), the graphs' status.
+func unetNotes(dev backend.Device, host time.Duration, graphStatus func() string) string {
+	notes := fmt.Sprintf("host enqueue %v", host.Round(1e4))
+	if _, ok := dev.(backend.GraphRecorder); ok {
+		notes += "; " + graphStatus()
+	}
+	return notes
 }
 
 // resetProfile drops a profiling device's measurements of the warm-up run.

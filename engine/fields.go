@@ -149,13 +149,13 @@ var requestFields = []RequestField{
 		}).
 		a1111("Steps", nil, nil).done(),
 	stringField("sampler", "euler", func(r *Request) *string { return &r.Sampler }).
-		flag("sampler", "", "sampler: "+strings.Join(sampling.Samplers(), ", ")).
-		enum(sampling.Samplers(), false).
-		a1111("Sampler", a1111Name(a1111Samplers), a1111Unname(a1111Samplers)).done(),
+		flag("sampler", "", "sampler: "+strings.Join(sampling.Samplers(), ", ")+` (A1111 and stable-diffusion.cpp names work too: "Euler a", "DPM++ 2M Karras", dpm++2m)`).
+		names(samplerNames, setSampler).
+		a1111Request("Sampler", writeSampler, readSampler).done(),
 	stringField("scheduler", "normal", func(r *Request) *string { return &r.Scheduler }).
-		flag("scheduler", "", "scheduler: "+strings.Join(sampling.Schedulers(), ", ")).
-		enum(sampling.Schedulers(), false).
-		a1111("Schedule type", a1111Name(a1111Schedules), a1111Unname(a1111Schedules)).done(),
+		flag("scheduler", "", "scheduler: "+strings.Join(sampling.Schedulers(), ", ")+" (A1111 names work too: Karras, \"SGM Uniform\")").
+		names(schedulerNames, setScheduler).
+		a1111Request("Schedule type", writeSchedule, readSchedule).done(),
 	floatField("cfg", 7, func(r *Request) *float64 { return &r.CFG }).
 		flag("cfg", "", "classifier-free guidance scale (1 disables the negative prompt)").
 		valid(func(v float64) string {
@@ -348,6 +348,46 @@ func (b *fieldBuilder[T]) enum(values []string, emptyOK bool) *fieldBuilder[T] {
 		}
 		return "unknown; valid: " + strings.Join(values, ", ")
 	})
+}
+
+// names makes the field one of t's canonical names: set stores a name
+// given in any accepted spelling, and the check suggests the nearest name
+// for an unknown one.
+func (b *fieldBuilder[T]) names(t *nameTable, set func(*Request, string) error) *fieldBuilder[T] {
+	b.f.Values = t.canonical
+	b.f.set = set
+	return b.valid(func(v T) string {
+		if s := b.format(v); !slices.Contains(t.canonical, s) {
+			return t.unknownName(s)
+		}
+		return ""
+	})
+}
+
+// setSampler stores the sampler's canonical name, and the scheduler too
+// when the name holds one ("DPM++ 2M Karras"). An unknown name is stored
+// as it is, for Validate to report.
+func setSampler(r *Request, s string) error {
+	sampler, scheduler, ok := CanonicalSampler(s)
+	if !ok {
+		r.Sampler = s
+		return nil
+	}
+	r.Sampler = sampler
+	if scheduler != "" {
+		r.Scheduler = scheduler
+	}
+	return nil
+}
+
+// setScheduler stores the scheduler's canonical name (an unknown one as it
+// is, for Validate to report).
+func setScheduler(r *Request, s string) error {
+	if c, ok := CanonicalScheduler(s); ok {
+		s = c
+	}
+	r.Scheduler = s
+	return nil
 }
 
 // a1111 gives the field the A1111 key key. write formats the value and

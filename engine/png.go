@@ -26,21 +26,6 @@ const (
 	ChunkDarkroom = "darkroom"
 )
 
-var a1111Samplers = map[string]string{
-	"euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "dpm_2": "DPM2",
-	"dpm_2_ancestral": "DPM2 a", "lms": "LMS", "dpmpp_2s_ancestral": "DPM++ 2S a",
-	"dpmpp_2m": "DPM++ 2M", "dpmpp_sde": "DPM++ SDE", "dpmpp_2m_sde": "DPM++ 2M SDE",
-	"dpmpp_3m_sde": "DPM++ 3M SDE", "ddim": "DDIM", "lcm": "LCM", "uni_pc": "UniPC",
-	"ipndm": "IPNDM", "deis": "DEIS", "ddpm": "DDPM", "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun",
-	"ipndm_v": "IPNDM_V", "uni_pc_bh2": "UniPC BH2",
-}
-
-var a1111Schedules = map[string]string{
-	"normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
-	"simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
-	"linear_quadratic": "Linear Quadratic",
-}
-
 // A1111Parameters formats the A1111 "parameters" text for a request:
 //
 //	PROMPT
@@ -163,16 +148,35 @@ func a1111Name(names map[string]string) func(string) (string, bool) {
 	}
 }
 
-// a1111Unname returns a reader inverting a1111Name.
-func a1111Unname(names map[string]string) func(string) (string, error) {
-	return func(s string) (string, error) {
-		for v, n := range names {
-			if n == s {
-				return v, nil
-			}
-		}
-		return s, nil
+// writeSampler writes the sampler's A1111 name.
+func writeSampler(r *Request, _ a1111Meta) []a1111Pair {
+	n, _ := a1111Name(a1111Samplers)(r.Sampler)
+	return []a1111Pair{{"Sampler", n}}
+}
+
+// readSampler reads "Sampler" in any spelling CanonicalSampler accepts; a
+// name holding a scheduler (older A1111: "DPM++ 2M Karras") sets the
+// scheduler too, which a "Schedule type" read after it overrides.
+func readSampler(r *Request, params map[string]string) error {
+	if s, ok := params["Sampler"]; ok {
+		return setSampler(r, s)
 	}
+	return nil
+}
+
+// writeSchedule writes the scheduler's A1111 name ("Schedule type").
+func writeSchedule(r *Request, _ a1111Meta) []a1111Pair {
+	n, _ := a1111Name(a1111Schedules)(r.Scheduler)
+	return []a1111Pair{{"Schedule type", n}}
+}
+
+// readSchedule reads "Schedule type"; A1111's "Automatic" (the sampler's
+// own choice) keeps the scheduler the sampler's name gave, or the default.
+func readSchedule(r *Request, params map[string]string) error {
+	if s, ok := params["Schedule type"]; ok && s != "Automatic" {
+		return setScheduler(r, s)
+	}
+	return nil
 }
 
 // a1111Text makes s safe as an unquoted A1111 value.

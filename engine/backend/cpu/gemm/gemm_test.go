@@ -405,3 +405,20 @@ func TestSgemmSteadyState(t *testing.T) {
 		t.Errorf("%d goroutines after the calls, %d before", got, goroutines)
 	}
 }
+
+// KernelName names every kernel by its instruction set.
+func TestKernelName(t *testing.T) {
+	want := map[string]string{
+		"avx512-12x32": "AVX-512 (avx512-12x32)",
+		"avx2-6x16":    "AVX2+FMA (avx2-6x16)",
+		"generic4x4":   "generic (pure Go, generic4x4)",
+	}
+	for _, k := range availableKernels() {
+		if got := kernelName(k); got != want[k.name] {
+			t.Errorf("%s: %q, want %q", k.name, got, want[k.name])
+		}
+	}
+	if got := KernelName(); got != kernelName(availableKernels()[0]) {
+		t.Errorf("KernelName() = %q, not the best available kernel's", got)
+	}
+}

@@ -1,5 +1,7 @@
 package gemm
 
+import "strings"
+
 // kernel is a register-blocked micro-kernel plus the cache blocking that
 // suits it.
 type kernel struct {
@@ -46,6 +48,27 @@ func pickKernel() *kernel {
 		return ks[0]
 	}
 	return genericKernel
+}
+
+// KernelName describes the micro-kernel Sgemm and Conv2D use on this CPU:
+// "AVX-512 (avx512-12x32)", "AVX2+FMA (avx2-6x16)" or "generic (pure Go,
+// generic4x4)" (the only one of builds with the purego tag and of other
+// architectures).
+func KernelName() string { return kernelName(bestKernel) }
+
+func kernelName(k *kernel) string {
+	isa := map[string]string{
+		"avx512-12x32": "AVX-512",
+		"avx2-6x16":    "AVX2+FMA",
+		"generic4x4":   "generic (pure Go,",
+	}[k.name]
+	if isa == "" {
+		return k.name
+	}
+	if strings.HasSuffix(isa, ",") {
+		return isa + " " + k.name + ")"
+	}
+	return isa + " (" + k.name + ")"
 }
 
 // availableKernels lists every kernel this CPU can run, best first.

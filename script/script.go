@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,11 @@ type Interpreter struct {
 	ctx   *cellContext
 	engM  sync.Mutex
 	eng   *engine.Engine
+	// haveRecover reports whether recoverName is defined in the session.
+	haveRecover bool
+	// goErr is the first panic of a goroutine, recovered by the wrapper of
+	// rewritten go statements.
+	goErr atomic.Pointer[error]
 }
 
 // New creates an interpreter. It fails only if the symbol tables cannot be
@@ -125,7 +131,40 @@ func (it *Interpreter) sessionSymbols() interp.Exports {
 				fmt.Fprintln(it.stderr, line)
 			}
 		}),
+	}, rtPath + "/rt": {
+		"GoPanic": reflect.ValueOf(it.goPanic),
 	}}
+}
+
+// goPanic reports the panic of a goroutine started by a go statement of a
+// script (see rewrite.go): the goroutine stops, the session continues.
+func (it *Interpreter) goPanic(p any) {
+	err := cleanError(interp.Panic{Value: p})
+	fmt.Fprintf(it.stderr, "error: a goroutine stopped: %v (the session continues)\n", err)
+	it.goErr.CompareAndSwap(nil, &err)
+}
+
+// GoroutinePanic returns the first panic of a goroutine the scripts
+// started (reported on Stderr as it happened), or nil.
+func (it *Interpreter) GoroutinePanic() error {
+	if p := it.goErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// ensureRecover defines recoverName in the session, once.
+func (it *Interpreter) ensureRecover(ctx context.Context) error {
+	if it.haveRecover {
+		return nil
+	}
+	for _, src := range []string{"import _darkroomrt " + strconv.Quote(rtPath), recoverDecl} {
+		if _, err := it.evalSegment(ctx, src); err != nil {
+			return fmt.Errorf("define %s: %w", recoverName, err)
+		}
+	}
+	it.haveRecover = true
+	return nil
 }
 
 // Engine returns the session's engine, opening it on first use.
@@ -194,15 +233,24 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 			}
 		}
 		var v reflect.Value
+		src := s.src
+		if firstToken(src) != token.IMPORT {
+			var goStmts bool
+			if src, goStmts = rewriteSegment(src, it.nextID); goStmts {
+				if err := it.ensureRecover(ctx); err != nil {
+					return "", err
+				}
+			}
+		}
 		if s.compound() {
 			// The function starts on the segment's first line, so error
 			// lines match.
 			name := fmt.Sprintf("_darkroomCell%d", it.seq.Add(1))
-			if _, err = it.evalSegment(ctx, "func "+name+"() { "+s.src+"\n}"); err == nil {
+			if _, err = it.evalSegment(ctx, "func "+name+"() { "+src+"\n}"); err == nil {
 				_, err = it.evalSegment(ctx, name+"()")
 			}
 		} else {
-			v, err = it.evalSegment(ctx, s.src)
+			v, err = it.evalSegment(ctx, src)
 			if err == nil {
 				err = it.rebind(ctx, s.src)
 			}

@@ -214,7 +214,7 @@ func parseCell(src string) (*token.FileSet, ast.Node, int) {
 // Gap hints: constructs of Go ≥ 1.21 that Yaegi v0.16 does not support.
 const (
 	hintRange    = "yaegi (v0.16) cannot range over an integer or a function (Go 1.22/1.23); write for i := 0; i < n; i++ { ... }"
-	hintBuiltins = "yaegi (v0.16) lacks the min, max and clear builtins (Go 1.21); write them out, e.g. if b < a { a = b }, or for k := range m { delete(m, k) }"
+	hintBuiltins = "yaegi (v0.16) lacks the min, max and clear builtins (Go 1.21); write them out, e.g. m := a; if b < m { m = b }, or for k := range m { delete(m, k) }, or define func min(a, b int) int in the script"
 	hintLoopVar  = "yaegi (v0.16) shares one loop variable across iterations (pre-Go 1.22); copy it inside the loop (i := i) before capturing it"
 	hintImport   = "scripts may import the standard library (without os/exec, unsafe, syscall and plugin) and darkroom's engine, engine/grid, engine/sampling, engine/rng and script/dr"
 )
@@ -240,6 +240,57 @@ func checkGaps(src string) error {
 		case *ast.FuncLit:
 			err = &lineError{line: fs.Position(r.Pos()).Line - skip, msg: "range over a function is not supported", hint: hintRange}
 		}
+		return true
+	})
+	return err
+}
+
+// missingBuiltins finds calls of the Go 1.21 builtins min, max and clear,
+// which Yaegi v0.16 lacks and reports confusingly ("constant definition
+// loop" for x := min(1, 2), a conversion error later), in a parsed cell
+// or file n. Names n declares itself, and those defined reports as
+// defined (by an earlier cell), are not builtins.
+func missingBuiltins(fs *token.FileSet, n ast.Node, skip int, defined func(name string) bool) error {
+	if n == nil {
+		return nil
+	}
+	declared := map[string]bool{}
+	ast.Inspect(n, func(m ast.Node) bool {
+		switch d := m.(type) {
+		case *ast.FuncDecl:
+			if d.Recv == nil {
+				declared[d.Name.Name] = true
+			}
+		case *ast.AssignStmt:
+			if d.Tok == token.DEFINE {
+				for _, e := range d.Lhs {
+					if id, ok := e.(*ast.Ident); ok {
+						declared[id.Name] = true
+					}
+				}
+			}
+		case *ast.ValueSpec:
+			for _, id := range d.Names {
+				declared[id.Name] = true
+			}
+		case *ast.Field:
+			for _, id := range d.Names {
+				declared[id.Name] = true
+			}
+		}
+		return true
+	})
+	var err error
+	ast.Inspect(n, func(m ast.Node) bool {
+		call, ok := m.(*ast.CallExpr)
+		if !ok || err != nil {
+			return err == nil
+		}
+		id, ok := call.Fun.(*ast.Ident)
+		if !ok || (id.Name != "min" && id.Name != "max" && id.Name != "clear") || declared[id.Name] || (defined != nil && defined(id.Name)) {
+			return true
+		}
+		err = &lineError{line: fs.Position(call.Pos()).Line - skip, msg: "the builtin " + id.Name + " is not available in scripts", hint: hintBuiltins}
 		return true
 	})
 	return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"os"
 	"reflect"
 	"regexp"
@@ -88,6 +90,12 @@ func (it *Interpreter) EvalFile(ctx context.Context, name, src string) error {
 	}
 	for _, w := range loopVarWarningsFile(src) {
 		fmt.Fprintln(it.stderr, "warning:", w)
+	}
+	fs := token.NewFileSet()
+	if f, err := parser.ParseFile(fs, name, src, parser.SkipObjectResolution); err == nil {
+		if err := missingBuiltins(fs, f, 0, nil); err != nil {
+			return err
+		}
 	}
 	src = rewriteFile(src, it.nextID)
 	restore := it.ctx.set(ctx)

@@ -220,6 +220,11 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 	}
 	it.run.Lock()
 	defer it.run.Unlock()
+	if fs, n, skip := parseCell(src); n != nil {
+		if err := missingBuiltins(fs, n, skip, it.defined); err != nil {
+			return "", err
+		}
+	}
 	var out string
 	var rec []string
 	for i, s := range segs {
@@ -280,6 +285,12 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 	}
 	it.cells = append(it.cells, rec)
 	return out, nil
+}
+
+// defined reports whether name is defined in the session.
+func (it *Interpreter) defined(name string) bool {
+	v, err := it.evalQuiet(name)
+	return err == nil && v.IsValid()
 }
 
 // format renders a cell's value for display and reports whether it was an

@@ -249,7 +249,8 @@ Ready in every session:
 Commands:
   :help        this help
   :vars        list the session's variables
-  :save FILE   write the successful cells as a recipe (darkroom run FILE)
+  :save FILE   write the successful cells as a recipe (darkroom run FILE);
+               cells using what a failed cell left are left out
   :load FILE   run a recipe or script in this session
   :quit        leave (also Ctrl-D)
 
@@ -292,6 +293,9 @@ func (s *session) command(ctx context.Context, line string) error {
 			return nil
 		}
 		fmt.Fprintf(s.out, "saved %d cells to %s\n", s.it.Cells(), arg)
+		if n := s.it.Left(); n > 0 {
+			fmt.Fprintf(s.out, "left out %d cells that use what a failed or interrupted cell defined or changed\n", n)
+		}
 	case "load":
 		if arg == "" {
 			fmt.Fprintln(s.errw, "error: usage: :load FILE")

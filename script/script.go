@@ -71,6 +71,10 @@ type Interpreter struct {
 	ctx   *cellContext
 	engM  sync.Mutex
 	eng   *engine.Engine
+	// tainted are the names that cells which are not recorded defined or
+	// assigned (see consistent.go); left counts those cells that ran.
+	tainted map[string]bool
+	left    int
 	// haveRecover reports whether recoverName is defined in the session.
 	haveRecover bool
 	// goErr is the first panic of a goroutine, recovered by the wrapper of
@@ -207,7 +211,7 @@ var ErrInterrupted = errors.New("interrupted")
 // error, with a hint for Yaegi's known gaps, when the cell fails to
 // compile, panics, or is interrupted by ctx. State from the successful
 // statements of a failed cell persists.
-func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
+func (it *Interpreter) Eval(ctx context.Context, src string) (_ string, err error) {
 	segs, err := splitCell(src)
 	if err != nil {
 		return "", err
@@ -227,6 +231,19 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 	}
 	var out string
 	var rec []string
+	// ran are the segments that ran, in whole or in part, and imports the
+	// import declarations among them.
+	var ran, imports []string
+	defer func() {
+		if err != nil && len(ran) > 0 {
+			// What ran persists but is not recorded: later cells that use it
+			// are not recorded either; its imports are.
+			it.taint(ran)
+			if len(imports) > 0 {
+				it.cells = append(it.cells, imports)
+			}
+		}
+	}()
 	for i, s := range segs {
 		if err = it.probeRange(s.src); err != nil {
 			return "", s.wrap(err)
@@ -237,6 +254,7 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 				continue
 			}
 		}
+		ran = append(ran, s.src)
 		var v reflect.Value
 		src := s.src
 		if firstToken(src) != token.IMPORT {
@@ -264,6 +282,9 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 			return "", s.wrap(err)
 		}
 		commit()
+		if firstToken(s.src) == token.IMPORT {
+			imports = append(imports, s.src)
+		}
 		text, isImage := "", false
 		if s.expr && !s.print && it.isVoidCall(s.src) {
 			s.print = true
@@ -283,8 +304,26 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 			rec = append(rec, s.src)
 		}
 	}
+	if it.dependsOnTainted(ran) {
+		// It uses what a failed cell left: a recipe of it would not run.
+		it.taint(ran)
+		it.left++
+		if len(imports) > 0 {
+			it.cells = append(it.cells, imports)
+		}
+		return out, nil
+	}
+	it.untaint(ran)
 	it.cells = append(it.cells, rec)
 	return out, nil
+}
+
+// Left returns the number of cells that ran but are left out of Recipe
+// because they use what a failed or interrupted cell defined or changed.
+func (it *Interpreter) Left() int {
+	it.run.Lock()
+	defer it.run.Unlock()
+	return it.left
 }
 
 // defined reports whether name is defined in the session.

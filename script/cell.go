@@ -38,6 +38,11 @@ func (s segment) compound() bool {
 	switch firstToken(s.src) {
 	case token.FOR, token.IF, token.SWITCH, token.SELECT, token.LBRACE:
 		return true
+	case token.GO:
+		// The rewritten go statement (see rewrite.go) calls a function
+		// literal; evaluated at the top level, it ran again with later
+		// cells (Yaegi v0.16).
+		return true
 	}
 	return false
 }
@@ -296,8 +301,8 @@ func missingBuiltins(fs *token.FileSet, n ast.Node, skip int, defined func(name 
 	return err
 }
 
-// loopVarWarnings finds closures and go/defer statements in loop bodies
-// that use the loop's variables, whose meaning differs under Yaegi's
+// loopVarWarnings finds closures in loop bodies that use the loop's
+// variables, whose meaning differs under Yaegi's
 // pre-Go 1.22 loop semantics.
 func loopVarWarnings(src string) []string {
 	fs, n, skip := parseCell(src)
@@ -363,9 +368,9 @@ func loopVarWarningsNode(fs *token.FileSet, n ast.Node, skip int) []string {
 			switch c := m.(type) {
 			case *ast.FuncLit:
 				inner = c.Body
-			case *ast.GoStmt:
-				inner = c.Call
 			default:
+				// go f(v) copies v at the go statement (see rewrite.go);
+				// go func() { ... }() is a function literal.
 				return true
 			}
 			for _, v := range vars {

@@ -167,22 +167,27 @@ func TestGoroutinePanicKeepsSession(t *testing.T) {
 		`func start() { go work(2) }`,
 		`start()`,
 		`sum += <-done`,
+		`k := 2`,
+		`go work(k)`,
+		`sum += <-done`,
+		`go work(1)`,
+		`sum += <-done`,
 		`fmt.Println("alive", sum)`,
 	} {
 		if _, err := it.Eval(ctx, c); err != nil {
 			t.Fatalf("cell %q: %v (stderr %q)", c, err, errb.String())
 		}
 	}
-	if out.String() != "alive 5\n" {
-		t.Errorf("stdout %q, want %q", out.String(), "alive 5\n")
+	if out.String() != "alive 8\n" {
+		t.Errorf("stdout %q, want %q", out.String(), "alive 8\n")
 	}
 	for _, want := range []string{"error: a goroutine stopped: panic: boom in a literal (the session continues)", "a goroutine stopped: panic: boom 2"} {
 		if !strings.Contains(errb.String(), want) {
 			t.Errorf("stderr %q lacks %q", errb.String(), want)
 		}
 	}
-	if n := strings.Count(errb.String(), "boom 2"); n != 2 {
-		t.Errorf("%d reports of boom 2, want 2: %q", n, errb.String())
+	if n := strings.Count(errb.String(), "boom 2"); n != 3 {
+		t.Errorf("%d reports of boom 2, want 3: %q", n, errb.String())
 	}
 
 	p := filepath.Join(t.TempDir(), "gopanic.go")

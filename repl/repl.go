@@ -258,8 +258,9 @@ Ctrl-C interrupts a running cell (a generation stops within one step);
 at the prompt it discards the current input.
 
 Yaegi (the interpreter) lacks a few recent Go features: range over an
-integer or a function, the min/max/clear builtins, and per-iteration loop
-variables (copy them: i := i). See docs/scripting.md.`
+integer or a function and per-iteration loop variables (copy them:
+i := i); min, max and clear are rewritten (not in a for condition).
+See docs/scripting.md.`
 
 // command runs a :command.
 func (s *session) command(ctx context.Context, line string) error {

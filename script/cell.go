@@ -38,10 +38,11 @@ func (s segment) compound() bool {
 	switch firstToken(s.src) {
 	case token.FOR, token.IF, token.SWITCH, token.SELECT, token.LBRACE:
 		return true
-	case token.GO:
+	case token.GO, token.DEFER:
 		// The rewritten go statement (see rewrite.go) calls a function
 		// literal; evaluated at the top level, it ran again with later
-		// cells (Yaegi v0.16).
+		// cells (Yaegi v0.16), and so did a top-level defer. A cell's
+		// defer runs when its statement's generated function returns.
 		return true
 	}
 	return false
@@ -219,7 +220,7 @@ func parseCell(src string) (*token.FileSet, ast.Node, int) {
 // Gap hints: constructs of Go ≥ 1.21 that Yaegi v0.16 does not support.
 const (
 	hintRange    = "yaegi (v0.16) cannot range over an integer or a function (Go 1.22/1.23); write for i := 0; i < n; i++ { ... }"
-	hintBuiltins = "yaegi (v0.16) lacks the min, max and clear builtins (Go 1.21); write them out, e.g. m := a; if b < m { m = b }, or for k := range m { delete(m, k) }, or define func min(a, b int) int in the script"
+	hintBuiltins = "yaegi (v0.16) lacks the min, max and clear builtins (Go 1.21); darkroom computes min and max in front of the statement holding them, which it cannot do in a for condition or post statement, right of && or ||, in an else if, in a package-level var, or with named constants only: compute the value in a statement before (lim := min(n, 10)), or define func min(a, b int) int in the script"
 	hintLoopVar  = "yaegi (v0.16) shares one loop variable across iterations (pre-Go 1.22); copy it inside the loop (i := i) before capturing it"
 	hintImport   = "scripts may import the standard library (without os/exec, unsafe, syscall and plugin) and darkroom's engine, engine/grid, engine/sampling, engine/rng and script/dr"
 )
@@ -295,7 +296,7 @@ func missingBuiltins(fs *token.FileSet, n ast.Node, skip int, defined func(name 
 		if !ok || (id.Name != "min" && id.Name != "max" && id.Name != "clear") || declared[id.Name] || (defined != nil && defined(id.Name)) {
 			return true
 		}
-		err = &lineError{line: fs.Position(call.Pos()).Line - skip, msg: "the builtin " + id.Name + " is not available in scripts", hint: hintBuiltins}
+		err = &lineError{line: fs.Position(call.Pos()).Line - skip, msg: "the builtin " + id.Name + " is not available in scripts here", hint: hintBuiltins}
 		return true
 	})
 	return err

@@ -196,6 +196,15 @@ func applyEdits(text string, edits []edit) string {
 	return b.String()
 }
 
+// rewriteSegmentBuiltins is rewriteBuiltins for a segment of a cell.
+func rewriteSegmentBuiltins(src string, next func() uint64, defined func(string) bool) (string, bool) {
+	fs := token.NewFileSet()
+	if _, err := parser.ParseFile(fs, "cell", "package main\n"+src, parser.SkipObjectResolution); err == nil {
+		return rewriteBuiltins(src, "package main\n", "", next, defined)
+	}
+	return rewriteBuiltins(src, "package main\nfunc _() {\n", "\n}", next, defined)
+}
+
 // rewriteSegment rewrites one segment of a cell: declarations as a file,
 // statements as the body of a function.
 func rewriteSegment(src string, next func() uint64) (string, bool) {
@@ -218,7 +227,7 @@ const recoverDecl = "func " + recoverName + "() { if p := recover(); p != nil { 
 // function declared after its use).
 func rewriteFile(src string, next func() uint64) string {
 	out, goStmts := rewriteText(src, "", "", next)
-	if !goStmts {
+	if !goStmts && !strings.Contains(out, "_darkroomrt.") {
 		return out
 	}
 	fs := token.NewFileSet()
@@ -233,7 +242,11 @@ func rewriteFile(src string, next func() uint64) string {
 		}
 	}
 	p := fs.File(end).Offset(end)
-	return out[:p] + "; import _darkroomrt " + strconv.Quote(rtPath) + "; " + recoverDecl + out[p:]
+	helpers := "; import _darkroomrt " + strconv.Quote(rtPath)
+	if goStmts {
+		helpers += "; " + recoverDecl
+	}
+	return out[:p] + helpers + out[p:]
 }
 
 // nextID numbers the temporaries of rewritten statements.

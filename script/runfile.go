@@ -91,6 +91,7 @@ func (it *Interpreter) EvalFile(ctx context.Context, name, src string) error {
 	for _, w := range loopVarWarningsFile(src) {
 		fmt.Fprintln(it.stderr, "warning:", w)
 	}
+	src, _ = rewriteBuiltins(src, "", "", it.nextID, nil)
 	fs := token.NewFileSet()
 	if f, err := parser.ParseFile(fs, name, src, parser.SkipObjectResolution); err == nil {
 		if err := missingBuiltins(fs, f, 0, nil); err != nil {

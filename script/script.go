@@ -75,8 +75,9 @@ type Interpreter struct {
 	// assigned (see consistent.go); left counts those cells that ran.
 	tainted map[string]bool
 	left    int
-	// haveRecover reports whether recoverName is defined in the session.
-	haveRecover bool
+	// haveRT and haveRecover report whether the session imported the
+	// helpers of rewritten code and defined recoverName.
+	haveRT, haveRecover bool
 	// goErr is the first panic of a goroutine, recovered by the wrapper of
 	// rewritten go statements.
 	goErr atomic.Pointer[error]
@@ -137,6 +138,7 @@ func (it *Interpreter) sessionSymbols() interp.Exports {
 		}),
 	}, rtPath + "/rt": {
 		"GoPanic": reflect.ValueOf(it.goPanic),
+		"Clear":   reflect.ValueOf(clearValue),
 	}}
 }
 
@@ -157,18 +159,30 @@ func (it *Interpreter) GoroutinePanic() error {
 	return nil
 }
 
-// ensureRecover defines recoverName in the session, once.
-func (it *Interpreter) ensureRecover(ctx context.Context) error {
-	if it.haveRecover {
-		return nil
+// ensureRT imports the helpers of rewritten code as _darkroomrt, and with
+// recover also defines recoverName, once.
+func (it *Interpreter) ensureRT(ctx context.Context, recover bool) error {
+	if !it.haveRT {
+		if _, err := it.evalSegment(ctx, "import _darkroomrt "+strconv.Quote(rtPath)); err != nil {
+			return fmt.Errorf("import the script helpers: %w", err)
+		}
+		it.haveRT = true
 	}
-	for _, src := range []string{"import _darkroomrt " + strconv.Quote(rtPath), recoverDecl} {
-		if _, err := it.evalSegment(ctx, src); err != nil {
+	if recover && !it.haveRecover {
+		if _, err := it.evalSegment(ctx, recoverDecl); err != nil {
 			return fmt.Errorf("define %s: %w", recoverName, err)
 		}
+		it.haveRecover = true
 	}
-	it.haveRecover = true
 	return nil
+}
+
+// clearValue is the builtin clear for scripts (see builtins.go).
+func clearValue(x any) {
+	v := reflect.ValueOf(x)
+	if v.Kind() == reflect.Map || v.Kind() == reflect.Slice {
+		v.Clear()
+	}
 }
 
 // Engine returns the session's engine, opening it on first use.
@@ -224,9 +238,30 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (_ string, err erro
 	}
 	it.run.Lock()
 	defer it.run.Unlock()
-	if fs, n, skip := parseCell(src); n != nil {
-		if err := missingBuiltins(fs, n, skip, it.defined); err != nil {
-			return "", err
+	// min, max and clear are rewritten, segment by segment; the calls that
+	// cannot be are refused before anything runs.
+	var cellDeclared map[string]bool
+	if _, n, _ := parseCell(src); n != nil {
+		cellDeclared = declaredNames(n)
+	}
+	defined := func(name string) bool { return cellDeclared[name] || it.defined(name) }
+	pre := make([]string, len(segs))
+	for i, s := range segs {
+		pre[i] = s.src
+		if firstToken(s.src) == token.IMPORT {
+			continue
+		}
+		var usesRT bool
+		pre[i], usesRT = rewriteSegmentBuiltins(s.src, it.nextID, defined)
+		if fs, n, skip := parseCell(pre[i]); n != nil {
+			if err := missingBuiltins(fs, n, skip, defined); err != nil {
+				return "", s.wrap(err)
+			}
+		}
+		if usesRT {
+			if err := it.ensureRT(ctx, false); err != nil {
+				return "", err
+			}
 		}
 	}
 	var out string
@@ -259,8 +294,8 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (_ string, err erro
 		src := s.src
 		if firstToken(src) != token.IMPORT {
 			var goStmts bool
-			if src, goStmts = rewriteSegment(src, it.nextID); goStmts {
-				if err := it.ensureRecover(ctx); err != nil {
+			if src, goStmts = rewriteSegment(pre[i], it.nextID); goStmts {
+				if err := it.ensureRT(ctx, true); err != nil {
 					return "", err
 				}
 			}
@@ -286,7 +321,7 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (_ string, err erro
 			imports = append(imports, s.src)
 		}
 		text, isImage := "", false
-		if s.expr && !s.print && it.isVoidCall(s.src) {
+		if s.expr && !s.print && it.isVoidCall(pre[i]) {
 			s.print = true
 		}
 		if s.expr && !s.print {

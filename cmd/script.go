@@ -3,9 +3,12 @@ package cmd
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -69,9 +72,11 @@ DARKROOM_DEVICE (auto, cpu, cuda), DARKROOM_PRECISION (auto, fp16, bf16,
 fp32) and DARKROOM_GRAPHICS pick the device, the GPU precision and how
 dr.Show draws.`,
 		Example:            "  darkroom run recipes/seed_sweep.go -out sweep.png",
-		Args:               cobra.MinimumNArgs(1),
 		DisableFlagParsing: true, // the recipe's flags belong to the recipe
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("darkroom run needs a recipe file (a .go file), e.g. darkroom run recipes/seed_sweep.go")
+			}
 			if args[0] == "-h" || args[0] == "--help" {
 				return cmd.Help()
 			}
@@ -88,14 +93,64 @@ dr.Show draws.`,
 			})
 			var ee *script.ExitError
 			switch {
+			case errors.Is(err, flag.ErrHelp):
+				// The recipe's flag set printed its usage for -h.
+				return nil
 			case errors.As(err, &ee):
 				return &exitCodeError{code: ee.Code, err: err}
 			case errors.Is(err, script.ErrInterrupted):
 				return &exitCodeError{code: 130, err: err}
 			}
-			return err
+			return withRecipeFlagNames(err, args[1:])
 		},
 	}
+}
+
+// withRecipeFlagNames names the recipe's flag in an engine.FieldError that
+// a recipe's request got from one of its flags: `sampler "nope": unknown`
+// becomes `recipe flag -samplers: sampler "nope": unknown` when the
+// recipe was given -samplers nope (or a comma-separated list holding
+// nope). Errors whose value no recipe flag carried are returned as they
+// are.
+func withRecipeFlagNames(err error, args []string) error {
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	value, ok := fe.Value.(string)
+	if !ok {
+		value = fmt.Sprint(fe.Value)
+	}
+	if fe.Value == nil || value == "" {
+		return err
+	}
+	name := recipeFlagFor(value, args)
+	if name == "" {
+		return err
+	}
+	msg := strings.Replace(err.Error(), fe.Error(), "recipe flag "+name+": "+fe.Error(), 1)
+	return &renamedError{msg: msg, err: err}
+}
+
+// recipeFlagFor returns the flag of args ("-name") whose value is value or
+// a comma-separated list holding it, or "".
+func recipeFlagFor(value string, args []string) string {
+	for i, a := range args {
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			continue
+		}
+		name, v, hasValue := strings.Cut(a, "=")
+		if !hasValue {
+			if i+1 >= len(args) {
+				continue
+			}
+			v = args[i+1]
+		}
+		if v == value || slices.Contains(strings.Split(v, ","), value) {
+			return "-" + strings.TrimLeft(name, "-")
+		}
+	}
+	return ""
 }
 
 // exitCodeError carries a process exit code other than 1.

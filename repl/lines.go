@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/term"
 )
@@ -69,6 +72,9 @@ func (r *ttyReader) ReadLine(prompt string) (string, error) {
 		return "", err
 	}
 	defer term.Restore(r.fd, old)
+	// A terminal closed (SIGHUP) or a kill (SIGTERM) at the prompt would
+	// leave the terminal raw: restore it first.
+	defer restoreOnSignal(func() { term.Restore(r.fd, old) }, reraise)()
 	if w, h, err := term.GetSize(int(r.out.Fd())); err == nil {
 		r.t.SetSize(w, h)
 	}
@@ -107,3 +113,44 @@ type termHistory struct{ h *history }
 func (t termHistory) Add(string)        {}
 func (t termHistory) Len() int          { return t.h.Len() }
 func (t termHistory) At(idx int) string { return t.h.At(idx) }
+
+// exitSignals end the process by default; restoreOnSignal handles them
+// while the terminal is raw.
+var exitSignals = []os.Signal{syscall.SIGTERM, syscall.SIGHUP}
+
+// restoreOnSignal calls restore and then exit when one of exitSignals
+// arrives before the returned stop function is called.
+func restoreOnSignal(restore func(), exit func(os.Signal)) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, exitSignals...)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case sig := <-ch:
+			restore()
+			exit(sig)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		<-finished
+	}
+}
+
+// reraise ends the process by sig's default action (exit status 128+n
+// where that cannot be done).
+func reraise(sig os.Signal) {
+	signal.Reset(sig)
+	if p, err := os.FindProcess(os.Getpid()); err == nil && p.Signal(sig) == nil {
+		time.Sleep(time.Second)
+	}
+	code := 1
+	if s, ok := sig.(syscall.Signal); ok {
+		code = 128 + int(s)
+	}
+	os.Exit(code)
+}

@@ -249,7 +249,8 @@ Ready in every session:
 Commands:
   :help        this help
   :vars        list the session's variables
-  :save FILE   write the successful cells as a recipe (darkroom run FILE)
+  :save FILE   write the successful cells as a recipe (darkroom run FILE);
+               cells using what a failed cell left are left out
   :load FILE   run a recipe or script in this session
   :quit        leave (also Ctrl-D)
 
@@ -257,8 +258,9 @@ Ctrl-C interrupts a running cell (a generation stops within one step);
 at the prompt it discards the current input.
 
 Yaegi (the interpreter) lacks a few recent Go features: range over an
-integer or a function, the min/max/clear builtins, and per-iteration loop
-variables (copy them: i := i). See docs/scripting.md.`
+integer or a function and per-iteration loop variables (copy them:
+i := i); min, max and clear are rewritten (not in a for condition).
+See docs/scripting.md.`
 
 // command runs a :command.
 func (s *session) command(ctx context.Context, line string) error {
@@ -292,6 +294,9 @@ func (s *session) command(ctx context.Context, line string) error {
 			return nil
 		}
 		fmt.Fprintf(s.out, "saved %d cells to %s\n", s.it.Cells(), arg)
+		if n := s.it.Left(); n > 0 {
+			fmt.Fprintf(s.out, "left out %d cells that use what a failed or interrupted cell defined or changed\n", n)
+		}
 	case "load":
 		if arg == "" {
 			fmt.Fprintln(s.errw, "error: usage: :load FILE")

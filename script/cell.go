@@ -38,6 +38,12 @@ func (s segment) compound() bool {
 	switch firstToken(s.src) {
 	case token.FOR, token.IF, token.SWITCH, token.SELECT, token.LBRACE:
 		return true
+	case token.GO, token.DEFER:
+		// The rewritten go statement (see rewrite.go) calls a function
+		// literal; evaluated at the top level, it ran again with later
+		// cells (Yaegi v0.16), and so did a top-level defer. A cell's
+		// defer runs when its statement's generated function returns.
+		return true
 	}
 	return false
 }
@@ -214,7 +220,7 @@ func parseCell(src string) (*token.FileSet, ast.Node, int) {
 // Gap hints: constructs of Go ≥ 1.21 that Yaegi v0.16 does not support.
 const (
 	hintRange    = "yaegi (v0.16) cannot range over an integer or a function (Go 1.22/1.23); write for i := 0; i < n; i++ { ... }"
-	hintBuiltins = "yaegi (v0.16) lacks the min, max and clear builtins (Go 1.21); write them out, e.g. if b < a { a = b }, or for k := range m { delete(m, k) }"
+	hintBuiltins = "yaegi (v0.16) lacks the min, max and clear builtins (Go 1.21); darkroom computes min and max in front of the statement holding them, which it cannot do in a for condition or post statement, right of && or ||, in an else if, in a package-level var, or with named constants only: compute the value in a statement before (lim := min(n, 10)), or define func min(a, b int) int in the script"
 	hintLoopVar  = "yaegi (v0.16) shares one loop variable across iterations (pre-Go 1.22); copy it inside the loop (i := i) before capturing it"
 	hintImport   = "scripts may import the standard library (without os/exec, unsafe, syscall and plugin) and darkroom's engine, engine/grid, engine/sampling, engine/rng and script/dr"
 )
@@ -245,8 +251,59 @@ func checkGaps(src string) error {
 	return err
 }
 
-// loopVarWarnings finds closures and go/defer statements in loop bodies
-// that use the loop's variables, whose meaning differs under Yaegi's
+// missingBuiltins finds calls of the Go 1.21 builtins min, max and clear,
+// which Yaegi v0.16 lacks and reports confusingly ("constant definition
+// loop" for x := min(1, 2), a conversion error later), in a parsed cell
+// or file n. Names n declares itself, and those defined reports as
+// defined (by an earlier cell), are not builtins.
+func missingBuiltins(fs *token.FileSet, n ast.Node, skip int, defined func(name string) bool) error {
+	if n == nil {
+		return nil
+	}
+	declared := map[string]bool{}
+	ast.Inspect(n, func(m ast.Node) bool {
+		switch d := m.(type) {
+		case *ast.FuncDecl:
+			if d.Recv == nil {
+				declared[d.Name.Name] = true
+			}
+		case *ast.AssignStmt:
+			if d.Tok == token.DEFINE {
+				for _, e := range d.Lhs {
+					if id, ok := e.(*ast.Ident); ok {
+						declared[id.Name] = true
+					}
+				}
+			}
+		case *ast.ValueSpec:
+			for _, id := range d.Names {
+				declared[id.Name] = true
+			}
+		case *ast.Field:
+			for _, id := range d.Names {
+				declared[id.Name] = true
+			}
+		}
+		return true
+	})
+	var err error
+	ast.Inspect(n, func(m ast.Node) bool {
+		call, ok := m.(*ast.CallExpr)
+		if !ok || err != nil {
+			return err == nil
+		}
+		id, ok := call.Fun.(*ast.Ident)
+		if !ok || (id.Name != "min" && id.Name != "max" && id.Name != "clear") || declared[id.Name] || (defined != nil && defined(id.Name)) {
+			return true
+		}
+		err = &lineError{line: fs.Position(call.Pos()).Line - skip, msg: "the builtin " + id.Name + " is not available in scripts here", hint: hintBuiltins}
+		return true
+	})
+	return err
+}
+
+// loopVarWarnings finds closures in loop bodies that use the loop's
+// variables, whose meaning differs under Yaegi's
 // pre-Go 1.22 loop semantics.
 func loopVarWarnings(src string) []string {
 	fs, n, skip := parseCell(src)
@@ -312,9 +369,9 @@ func loopVarWarningsNode(fs *token.FileSet, n ast.Node, skip int) []string {
 			switch c := m.(type) {
 			case *ast.FuncLit:
 				inner = c.Body
-			case *ast.GoStmt:
-				inner = c.Call
 			default:
+				// go f(v) copies v at the go statement (see rewrite.go);
+				// go func() { ... }() is a function literal.
 				return true
 			}
 			for _, v := range vars {

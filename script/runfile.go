@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"os"
 	"reflect"
 	"regexp"
@@ -43,7 +45,11 @@ func RunFile(ctx context.Context, path string, args []string, opts Options) erro
 		_, err = it.Eval(ctx, string(src))
 	}
 	if err == nil {
-		return nil
+		// A goroutine's panic stops a Go program; the recipe fails.
+		if err = it.GoroutinePanic(); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("a goroutine stopped: %w", err)
 	}
 	if m := osExitPanic.FindStringSubmatch(err.Error()); m != nil {
 		code, _ := strconv.Atoi(m[1])
@@ -85,6 +91,14 @@ func (it *Interpreter) EvalFile(ctx context.Context, name, src string) error {
 	for _, w := range loopVarWarningsFile(src) {
 		fmt.Fprintln(it.stderr, "warning:", w)
 	}
+	src, _ = rewriteBuiltins(src, "", "", it.nextID, nil)
+	fs := token.NewFileSet()
+	if f, err := parser.ParseFile(fs, name, src, parser.SkipObjectResolution); err == nil {
+		if err := missingBuiltins(fs, f, 0, nil); err != nil {
+			return err
+		}
+	}
+	src = rewriteFile(src, it.nextID)
 	restore := it.ctx.set(ctx)
 	defer restore()
 	_, err := runCell(ctx, fmt.Sprintf("%p/%d", it, it.seq.Add(1)), func(ctx context.Context) (reflect.Value, error) {

@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,16 @@ type Interpreter struct {
 	ctx   *cellContext
 	engM  sync.Mutex
 	eng   *engine.Engine
+	// tainted are the names that cells which are not recorded defined or
+	// assigned (see consistent.go); left counts those cells that ran.
+	tainted map[string]bool
+	left    int
+	// haveRT and haveRecover report whether the session imported the
+	// helpers of rewritten code and defined recoverName.
+	haveRT, haveRecover bool
+	// goErr is the first panic of a goroutine, recovered by the wrapper of
+	// rewritten go statements.
+	goErr atomic.Pointer[error]
 }
 
 // New creates an interpreter. It fails only if the symbol tables cannot be
@@ -125,7 +136,53 @@ func (it *Interpreter) sessionSymbols() interp.Exports {
 				fmt.Fprintln(it.stderr, line)
 			}
 		}),
+	}, rtPath + "/rt": {
+		"GoPanic": reflect.ValueOf(it.goPanic),
+		"Clear":   reflect.ValueOf(clearValue),
 	}}
+}
+
+// goPanic reports the panic of a goroutine started by a go statement of a
+// script (see rewrite.go): the goroutine stops, the session continues.
+func (it *Interpreter) goPanic(p any) {
+	err := cleanError(interp.Panic{Value: p})
+	fmt.Fprintf(it.stderr, "error: a goroutine stopped: %v (the session continues)\n", err)
+	it.goErr.CompareAndSwap(nil, &err)
+}
+
+// GoroutinePanic returns the first panic of a goroutine the scripts
+// started (reported on Stderr as it happened), or nil.
+func (it *Interpreter) GoroutinePanic() error {
+	if p := it.goErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// ensureRT imports the helpers of rewritten code as _darkroomrt, and with
+// recover also defines recoverName, once.
+func (it *Interpreter) ensureRT(ctx context.Context, recover bool) error {
+	if !it.haveRT {
+		if _, err := it.evalSegment(ctx, "import _darkroomrt "+strconv.Quote(rtPath)); err != nil {
+			return fmt.Errorf("import the script helpers: %w", err)
+		}
+		it.haveRT = true
+	}
+	if recover && !it.haveRecover {
+		if _, err := it.evalSegment(ctx, recoverDecl); err != nil {
+			return fmt.Errorf("define %s: %w", recoverName, err)
+		}
+		it.haveRecover = true
+	}
+	return nil
+}
+
+// clearValue is the builtin clear for scripts (see builtins.go).
+func clearValue(x any) {
+	v := reflect.ValueOf(x)
+	if v.Kind() == reflect.Map || v.Kind() == reflect.Slice {
+		v.Clear()
+	}
 }
 
 // Engine returns the session's engine, opening it on first use.
@@ -168,7 +225,7 @@ var ErrInterrupted = errors.New("interrupted")
 // error, with a hint for Yaegi's known gaps, when the cell fails to
 // compile, panics, or is interrupted by ctx. State from the successful
 // statements of a failed cell persists.
-func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
+func (it *Interpreter) Eval(ctx context.Context, src string) (_ string, err error) {
 	segs, err := splitCell(src)
 	if err != nil {
 		return "", err
@@ -181,8 +238,47 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 	}
 	it.run.Lock()
 	defer it.run.Unlock()
+	// min, max and clear are rewritten, segment by segment; the calls that
+	// cannot be are refused before anything runs.
+	var cellDeclared map[string]bool
+	if _, n, _ := parseCell(src); n != nil {
+		cellDeclared = declaredNames(n)
+	}
+	defined := func(name string) bool { return cellDeclared[name] || it.defined(name) }
+	pre := make([]string, len(segs))
+	for i, s := range segs {
+		pre[i] = s.src
+		if firstToken(s.src) == token.IMPORT {
+			continue
+		}
+		var usesRT bool
+		pre[i], usesRT = rewriteSegmentBuiltins(s.src, it.nextID, defined)
+		if fs, n, skip := parseCell(pre[i]); n != nil {
+			if err := missingBuiltins(fs, n, skip, defined); err != nil {
+				return "", s.wrap(err)
+			}
+		}
+		if usesRT {
+			if err := it.ensureRT(ctx, false); err != nil {
+				return "", err
+			}
+		}
+	}
 	var out string
 	var rec []string
+	// ran are the segments that ran, in whole or in part, and imports the
+	// import declarations among them.
+	var ran, imports []string
+	defer func() {
+		if err != nil && len(ran) > 0 {
+			// What ran persists but is not recorded: later cells that use it
+			// are not recorded either; its imports are.
+			it.taint(ran)
+			if len(imports) > 0 {
+				it.cells = append(it.cells, imports)
+			}
+		}
+	}()
 	for i, s := range segs {
 		if err = it.probeRange(s.src); err != nil {
 			return "", s.wrap(err)
@@ -193,16 +289,26 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 				continue
 			}
 		}
+		ran = append(ran, s.src)
 		var v reflect.Value
+		src := s.src
+		if firstToken(src) != token.IMPORT {
+			var goStmts bool
+			if src, goStmts = rewriteSegment(pre[i], it.nextID); goStmts {
+				if err := it.ensureRT(ctx, true); err != nil {
+					return "", err
+				}
+			}
+		}
 		if s.compound() {
 			// The function starts on the segment's first line, so error
 			// lines match.
 			name := fmt.Sprintf("_darkroomCell%d", it.seq.Add(1))
-			if _, err = it.evalSegment(ctx, "func "+name+"() { "+s.src+"\n}"); err == nil {
+			if _, err = it.evalSegment(ctx, "func "+name+"() { "+src+"\n}"); err == nil {
 				_, err = it.evalSegment(ctx, name+"()")
 			}
 		} else {
-			v, err = it.evalSegment(ctx, s.src)
+			v, err = it.evalSegment(ctx, src)
 			if err == nil {
 				err = it.rebind(ctx, s.src)
 			}
@@ -211,8 +317,11 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 			return "", s.wrap(err)
 		}
 		commit()
+		if firstToken(s.src) == token.IMPORT {
+			imports = append(imports, s.src)
+		}
 		text, isImage := "", false
-		if s.expr && !s.print && it.isVoidCall(s.src) {
+		if s.expr && !s.print && it.isVoidCall(pre[i]) {
 			s.print = true
 		}
 		if s.expr && !s.print {
@@ -230,8 +339,32 @@ func (it *Interpreter) Eval(ctx context.Context, src string) (string, error) {
 			rec = append(rec, s.src)
 		}
 	}
+	if it.dependsOnTainted(ran) {
+		// It uses what a failed cell left: a recipe of it would not run.
+		it.taint(ran)
+		it.left++
+		if len(imports) > 0 {
+			it.cells = append(it.cells, imports)
+		}
+		return out, nil
+	}
+	it.untaint(ran)
 	it.cells = append(it.cells, rec)
 	return out, nil
+}
+
+// Left returns the number of cells that ran but are left out of Recipe
+// because they use what a failed or interrupted cell defined or changed.
+func (it *Interpreter) Left() int {
+	it.run.Lock()
+	defer it.run.Unlock()
+	return it.left
+}
+
+// defined reports whether name is defined in the session.
+func (it *Interpreter) defined(name string) bool {
+	v, err := it.evalQuiet(name)
+	return err == nil && v.IsValid()
 }
 
 // format renders a cell's value for display and reports whether it was an

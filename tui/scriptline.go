@@ -285,6 +285,11 @@ func (a *App) onScriptJob(sj *scriptJob) tea.Cmd {
 		sj.finish(nil, fmt.Errorf("generate: %w", context.Canceled))
 		return nil
 	}
+	// A request that names no model (a script's engine.DefaultRequest())
+	// runs on the model selected in the prompt pane, not on "".
+	if sj.req.Model == "" {
+		sj.req.Model = a.prompt.Model()
+	}
 	j := &Job{ID: a.nextID, Req: sj.req, State: JobQueued, Script: true, sj: sj}
 	a.nextID++
 	a.jobs = append(a.jobs, j)

@@ -40,7 +40,8 @@ func (h *harness) lastLine() string {
 }
 
 // scriptRequest is a cell building a small fast request for the fake.
-const scriptRequest = `req := engine.DefaultRequest(); req.Prompt = "from a script"; req.Model = "tiny"; req.Width, req.Height, req.Steps, req.Seed = 64, 64, 3, 7`
+// scriptRequest names no model: the job takes the prompt pane's ("tiny").
+const scriptRequest = `req := engine.DefaultRequest(); req.Prompt = "from a script"; req.Width, req.Height, req.Steps, req.Seed = 64, 64, 3, 7`
 
 func TestScriptLineValueAndState(t *testing.T) {
 	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
@@ -125,7 +126,7 @@ func TestScriptLineGenerate(t *testing.T) {
 	h.keys("enter")
 	h.waitFor("script job running", func(a *App) bool { return len(a.jobs) == 1 && a.jobs[0].State == JobRunning })
 	j := h.app.jobs[0]
-	if !j.Script || j.Req.Prompt != "from a script" || j.Req.Seed != 7 {
+	if !j.Script || j.Req.Prompt != "from a script" || j.Req.Seed != 7 || j.Req.Model != "tiny" {
 		t.Errorf("job %+v, want a script job with the script's request", j)
 	}
 	step(fake, 2)

@@ -2,202 +2,21 @@ package hub
 
 import (
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/darkroom-ai/darkroom/engine/hub/hubtest"
 )
 
-// fakeHub imitates the Hugging Face Hub's API: the revision and tree
-// endpoints (paginated two entries a page), resolve/{rev}/{path} answering
-// small files itself (ETag = git blob id) and redirecting LFS files to a
-// separate CDN server (X-Linked-Etag = sha256, X-Linked-Size), X-Repo-Commit
-// on both, 401 for a gated repository without the right token, and a CDN
-// that honours Range requests and can be told to corrupt a body or break
-// the connection part-way.
-type fakeHub struct {
-	hub, cdn *httptest.Server
-	repos    map[string]*fakeRepo
-
-	mu          sync.Mutex
-	hubAuth     []string // Authorization headers the hub saw
-	cdnAuth     []string // ... and the CDN
-	cdnRanges   []string // Range headers of the CDN's GETs ("" for none)
-	cdnGets     int
-	corrupt     bool  // flip a byte of every CDN body
-	breakAfter  int64 // >0: the next CDN GET sends this many bytes, then drops
-	ignoreRange bool
-}
-
-type fakeRepo struct {
-	commit string
-	files  map[string][]byte
-	lfs    map[string]bool
-	token  string // non-empty: gated, this token is required
-}
-
-func gitOID(b []byte) string {
-	h := sha1.New()
-	fmt.Fprintf(h, "blob %d\x00", len(b))
-	h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func sha(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-func newFakeHub(t *testing.T, repos map[string]*fakeRepo) *fakeHub {
-	f := &fakeHub{repos: repos}
-	blobs := map[string][]byte{}
-	for _, r := range repos {
-		for p, b := range r.files {
-			if r.lfs[p] {
-				blobs[sha(b)] = b
-			}
-		}
-	}
-	f.cdn = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, ok := blobs[strings.TrimPrefix(r.URL.Path, "/cdn/")]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		f.mu.Lock()
-		f.cdnAuth = append(f.cdnAuth, r.Header.Get("Authorization"))
-		var cut int64
-		if r.Method == http.MethodGet {
-			f.cdnGets++
-			f.cdnRanges = append(f.cdnRanges, r.Header.Get("Range"))
-			cut, f.breakAfter = f.breakAfter, 0
-		}
-		corrupt, ignoreRange := f.corrupt, f.ignoreRange
-		f.mu.Unlock()
-		if corrupt {
-			b = slices.Clone(b)
-			b[len(b)/2] ^= 0xff
-		}
-		if ignoreRange {
-			r.Header.Del("Range")
-		}
-		if cut > 0 {
-			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-			w.WriteHeader(http.StatusOK)
-			w.Write(b[:cut])
-			w.(http.Flusher).Flush()
-			panic(http.ErrAbortHandler) // drop the connection mid-body
-		}
-		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(b)))
-	}))
-	t.Cleanup(f.cdn.Close)
-	f.hub = httptest.NewServer(http.HandlerFunc(f.serveHub))
-	t.Cleanup(f.hub.Close)
-	return f
-}
-
-func (f *fakeHub) repo(w http.ResponseWriter, r *http.Request, id string) *fakeRepo {
-	f.mu.Lock()
-	f.hubAuth = append(f.hubAuth, r.Header.Get("Authorization"))
-	f.mu.Unlock()
-	repo, ok := f.repos[id]
-	if !ok || (repo.token != "" && r.Header.Get("Authorization") != "Bearer "+repo.token) {
-		// The hub answers 401 both for a gated repository and for one
-		// that does not exist.
-		w.Header().Set("X-Error-Code", "GatedRepo")
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
-		return nil
-	}
-	return repo
-}
-
-func (f *fakeHub) serveHub(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path
-	if rest, ok := strings.CutPrefix(p, "/api/models/"); ok {
-		parts := strings.SplitN(rest, "/", 4) // org, name, revision|tree, rev
-		if len(parts) != 4 {
-			http.NotFound(w, r)
-			return
-		}
-		repo := f.repo(w, r, parts[0]+"/"+parts[1])
-		if repo == nil {
-			return
-		}
-		if rev := parts[3]; rev != "main" && rev != repo.commit {
-			http.Error(w, "revision not found", http.StatusNotFound)
-			return
-		}
-		switch parts[2] {
-		case "revision":
-			json.NewEncoder(w).Encode(map[string]any{"sha": repo.commit})
-		case "tree":
-			if r.URL.Query().Get("recursive") != "true" {
-				http.Error(w, "want recursive", http.StatusBadRequest)
-				return
-			}
-			var paths []string
-			for p := range repo.files {
-				paths = append(paths, p)
-			}
-			slices.Sort(paths)
-			start, _ := strconv.Atoi(r.URL.Query().Get("cursor"))
-			end := min(start+2, len(paths))
-			if end < len(paths) {
-				w.Header().Set("Link", fmt.Sprintf(`<%s%s?recursive=true&cursor=%d>; rel="next"`, f.hub.URL, r.URL.Path, end))
-			}
-			var page []map[string]any
-			for _, p := range paths[start:end] {
-				b := repo.files[p]
-				e := map[string]any{"type": "file", "path": p, "size": len(b), "oid": gitOID(b)}
-				if repo.lfs[p] {
-					e["lfs"] = map[string]any{"oid": sha(b), "size": len(b), "pointerSize": 134}
-				}
-				page = append(page, e)
-			}
-			json.NewEncoder(w).Encode(page)
-		}
-		return
-	}
-	// /{org}/{name}/resolve/{rev}/{path...}
-	parts := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 5)
-	if len(parts) != 5 || parts[2] != "resolve" {
-		http.NotFound(w, r)
-		return
-	}
-	repo := f.repo(w, r, parts[0]+"/"+parts[1])
-	if repo == nil {
-		return
-	}
-	b, ok := repo.files[parts[4]]
-	if !ok || (parts[3] != "main" && parts[3] != repo.commit) {
-		w.Header().Set("X-Error-Code", "EntryNotFound")
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("X-Repo-Commit", repo.commit)
-	if repo.lfs[parts[4]] {
-		w.Header().Set("X-Linked-Etag", `"`+sha(b)+`"`)
-		w.Header().Set("X-Linked-Size", strconv.Itoa(len(b)))
-		w.Header().Set("ETag", `"`+gitOID([]byte("pointer"))+`"`) // the pointer's, not the file's
-		w.Header().Set("Location", f.cdn.URL+"/cdn/"+sha(b))
-		w.WriteHeader(http.StatusFound)
-		return
-	}
-	w.Header().Set("ETag", `"`+gitOID(b)+`"`)
-	http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(b)))
-}
+var (
+	gitOID = hubtest.GitOID
+	sha    = hubtest.SHA256
+)
 
 const commitA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -212,7 +31,7 @@ func weights(n int, seed byte) []byte {
 // diffusersRepo is a pipeline repository as the hub holds one: plain and
 // fp16 weights, a .bin copy, onnx and flax files, a safety checker and a
 // single-file checkpoint at the top level.
-func diffusersRepo() *fakeRepo {
+func diffusersRepo() *hubtest.Repo {
 	files := map[string][]byte{
 		"model_index.json": []byte(`{"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
 			"unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
@@ -246,16 +65,16 @@ func diffusersRepo() *fakeRepo {
 			lfs[p] = true
 		}
 	}
-	return &fakeRepo{commit: commitA, files: files, lfs: lfs}
+	return &hubtest.Repo{Commit: commitA, Files: files, LFS: lfs}
 }
 
 // client talks to f, writes into cache and finds no token in the
 // environment.
-func client(t *testing.T, f *fakeHub, cache string) *Client {
+func client(t *testing.T, f *hubtest.Server, cache string) *Client {
 	t.Setenv("HF_TOKEN", "")
 	t.Setenv("HUGGING_FACE_HUB_TOKEN", "")
 	t.Setenv("HF_TOKEN_PATH", filepath.Join(cache, "no-token"))
-	return &Client{Endpoint: f.hub.URL, CacheDir: cache}
+	return &Client{Endpoint: f.URL(), CacheDir: cache}
 }
 
 // TestPullRepoLayout pulls a pipeline repository and checks the choice of
@@ -263,7 +82,7 @@ func client(t *testing.T, f *fakeHub, cache string) *Client {
 // sha256 (LFS) or git blob id, snapshot entries that are relative symlinks
 // to them, refs/main holding the commit, no .incomplete left.
 func TestPullRepoLayout(t *testing.T) {
-	f := newFakeHub(t, map[string]*fakeRepo{"org/model": diffusersRepo()})
+	f := hubtest.New(t, map[string]*hubtest.Repo{"org/model": diffusersRepo()})
 	cache := t.TempDir()
 	var events []Progress
 	c := client(t, f, cache)
@@ -296,7 +115,7 @@ func TestPullRepoLayout(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(root, "refs", "main")); err != nil || string(b) != commitA {
 		t.Errorf("refs/main = %q, %v; want the commit without a newline", b, err)
 	}
-	repo := f.repos["org/model"]
+	repo := diffusersRepo()
 	ids := map[string]bool{} // files of equal contents share a blob
 	for _, p := range want {
 		snap := filepath.Join(root, "snapshots", commitA, filepath.FromSlash(p))
@@ -305,16 +124,16 @@ func TestPullRepoLayout(t *testing.T) {
 			t.Errorf("%s: not a symlink: %v", p, err)
 			continue
 		}
-		id := gitOID(repo.files[p])
-		if repo.lfs[p] {
-			id = sha(repo.files[p])
+		id := gitOID(repo.Files[p])
+		if repo.LFS[p] {
+			id = sha(repo.Files[p])
 		}
 		ids[id] = true
 		wantTarget := strings.Repeat("../", strings.Count(p, "/")+2) + "blobs/" + id
 		if target != filepath.FromSlash(wantTarget) {
 			t.Errorf("%s → %s, want %s", p, target, wantTarget)
 		}
-		if b, err := os.ReadFile(snap); err != nil || string(b) != string(repo.files[p]) {
+		if b, err := os.ReadFile(snap); err != nil || string(b) != string(repo.Files[p]) {
 			t.Errorf("%s: contents differ (%v)", p, err)
 		}
 	}
@@ -337,13 +156,13 @@ func TestPullRepoLayout(t *testing.T) {
 
 	// A second pull fetches nothing from the CDN and reports every file
 	// as cached.
-	gets := f.cdnGets
+	gets := len(f.CDNRanges())
 	events = nil
 	if _, err := c.PullRepo(context.Background(), "org/model", ""); err != nil {
 		t.Fatal(err)
 	}
-	if f.cdnGets != gets {
-		t.Errorf("second pull made %d CDN requests", f.cdnGets-gets)
+	if n := len(f.CDNRanges()); n != gets {
+		t.Errorf("second pull made %d CDN requests", n-gets)
 	}
 	for _, e := range events {
 		if !e.Cached {
@@ -363,8 +182,8 @@ func TestPullRepoLayout(t *testing.T) {
 // to the hub only, never to the CDN the hub redirects to.
 func TestGated(t *testing.T) {
 	repo := diffusersRepo()
-	repo.token = "hf_secret"
-	f := newFakeHub(t, map[string]*fakeRepo{"org/gated": repo})
+	repo.Token = "hf_secret"
+	f := hubtest.New(t, map[string]*hubtest.Repo{"org/gated": repo})
 	cache := t.TempDir()
 	c := client(t, f, cache)
 	_, err := c.PullFile(context.Background(), "org/gated", "", "unet/diffusion_pytorch_model.safetensors")
@@ -380,10 +199,10 @@ func TestGated(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(got.Dir, "unet", "diffusion_pytorch_model.safetensors")); err != nil || len(b) != 5000 {
 		t.Errorf("read back: %d bytes, %v", len(b), err)
 	}
-	if last := f.hubAuth[len(f.hubAuth)-1]; last != "Bearer hf_secret" {
-		t.Errorf("hub saw Authorization %q", last)
+	if auth := f.HubAuth(); auth[len(auth)-1] != "Bearer hf_secret" {
+		t.Errorf("hub saw Authorization %q", auth[len(auth)-1])
 	}
-	for _, a := range f.cdnAuth {
+	for _, a := range f.CDNAuth() {
 		if a != "" {
 			t.Errorf("the CDN was sent Authorization %q", a)
 		}
@@ -394,8 +213,8 @@ func TestGated(t *testing.T) {
 // fails with ErrChecksum, and neither the partial file, a blob nor a
 // snapshot link is left.
 func TestChecksumMismatch(t *testing.T) {
-	f := newFakeHub(t, map[string]*fakeRepo{"org/model": diffusersRepo()})
-	f.corrupt = true
+	f := hubtest.New(t, map[string]*hubtest.Repo{"org/model": diffusersRepo()})
+	f.SetCorrupt(true)
 	cache := t.TempDir()
 	_, err := client(t, f, cache).PullFile(context.Background(), "org/model", "", "v1-5-pruned-emaonly.safetensors")
 	if !errors.Is(err, ErrChecksum) {
@@ -414,12 +233,12 @@ func TestChecksumMismatch(t *testing.T) {
 // the next pull asks for the rest with a Range request and completes the
 // verified file. A server that ignores the range starts it over.
 func TestResume(t *testing.T) {
-	f := newFakeHub(t, map[string]*fakeRepo{"org/model": diffusersRepo()})
+	f := hubtest.New(t, map[string]*hubtest.Repo{"org/model": diffusersRepo()})
 	cache := t.TempDir()
 	const file = "v1-5-pruned-emaonly.safetensors"
-	body := f.repos["org/model"].files[file]
+	body := diffusersRepo().Files[file]
 	part := filepath.Join(cache, "models--org--model", "blobs", sha(body)+".incomplete")
-	f.breakAfter = 1000
+	f.BreakNext(1000)
 	if _, err := client(t, f, cache).PullFile(context.Background(), "org/model", "", file); err == nil {
 		t.Fatal("a broken connection did not fail the pull")
 	}
@@ -430,8 +249,8 @@ func TestResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := f.cdnRanges[len(f.cdnRanges)-1]; r != "bytes=1000-" {
-		t.Errorf("resume sent Range %q, want bytes=1000-", r)
+	if r := f.CDNRanges(); r[len(r)-1] != "bytes=1000-" {
+		t.Errorf("resume sent Range %q, want bytes=1000-", r[len(r)-1])
 	}
 	if b, err := os.ReadFile(filepath.Join(got.Dir, file)); err != nil || string(b) != string(body) {
 		t.Errorf("resumed file differs (%v)", err)
@@ -442,9 +261,9 @@ func TestResume(t *testing.T) {
 
 	// Range ignored (200 with the whole body): written from the start.
 	cache2 := t.TempDir()
-	f.breakAfter, f.ignoreRange = 700, false
+	f.BreakNext(700)
 	client(t, f, cache2).PullFile(context.Background(), "org/model", "", file)
-	f.ignoreRange = true
+	f.SetIgnoreRange(true)
 	got, err = client(t, f, cache2).PullFile(context.Background(), "org/model", "", file)
 	if err != nil {
 		t.Fatal(err)
@@ -457,7 +276,7 @@ func TestResume(t *testing.T) {
 // TestPullFileRevision: a file at a commit writes no ref; at main it
 // writes refs/main. A missing file is a 404 that says so.
 func TestPullFileRevision(t *testing.T) {
-	f := newFakeHub(t, map[string]*fakeRepo{"org/model": diffusersRepo()})
+	f := hubtest.New(t, map[string]*hubtest.Repo{"org/model": diffusersRepo()})
 	cache := t.TempDir()
 	c := client(t, f, cache)
 	if _, err := c.PullFile(context.Background(), "org/model", commitA, "unet/config.json"); err != nil {

@@ -23,7 +23,7 @@ type PullAlias struct {
 
 var pullAliases = []PullAlias{
 	{"sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "v1-5-pruned-emaonly.safetensors", "Stable Diffusion 1.5, one checkpoint file (4.3 GB)"},
-	{"sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors", "SDXL base 1.0, one checkpoint file (6.9 GB; recognised, not yet generated with)"},
+	{"sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors", "SDXL base 1.0, one checkpoint file (6.9 GB; recognised, not generated yet)"},
 	{"sdxl-vae-fp16-fix", "madebyollin/sdxl-vae-fp16-fix", "", "the SDXL VAE patched to run in fp16 (its config and .safetensors files)"},
 	{"taesd", "madebyollin/taesd", TAESDDecoderFile, "the tiny SD1 VAE decoder darkroom draws previews with"},
 }

@@ -28,7 +28,7 @@ func aliasTable() string {
 func newPullCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "pull NAME...",
-		Short: "Download models from the Hugging Face Hub into its shared cache",
+		Short: "Download models from the Hugging Face Hub (into its shared cache) or CivitAI",
 		Long: `Download models from the Hugging Face Hub (or the mirror HF_ENDPOINT names)
 into the Hugging Face cache that diffusers and huggingface_hub use, so what
 they downloaded is not fetched again and what darkroom pulls they see.
@@ -40,19 +40,22 @@ NAME is one of:
                            .safetensors weights (plain rather than fp16
                            variants; no .bin, .ckpt, onnx or flax files)
   org/name/path/in/repo    one file of a repository
+  civitai:VERSION_ID       a CivitAI checkpoint or VAE (the modelVersionId
+                           of its page), into ` + engine.DefaultModelDir() + `
   an alias                 a short name for a common model:
 ` + aliasTable() + `
 Downloads resume where an interrupted one stopped, and are checked against
-the hub's sha256. Gated models (accept their terms on huggingface.co first)
+the sha256 the hub (or CivitAI) gives. Gated models (accept their terms on huggingface.co first)
 need a token: HF_TOKEN, or the file 'hf auth login' writes.
 
 Environment: HF_HUB_CACHE (the cache; default $HF_HOME/hub, HF_HOME
-default ~/.cache/huggingface), HF_TOKEN, HF_ENDPOINT. civitai: names are not
-supported yet.`,
+default ~/.cache/huggingface), HF_TOKEN, HF_ENDPOINT; CIVITAI_TOKEN (an API
+key, for CivitAI models that need a login).`,
 		Example: `  darkroom pull sd15
   darkroom gen -m sd15 -p "a lighthouse at dusk"
   darkroom pull stable-diffusion-v1-5/stable-diffusion-v1-5
   darkroom pull madebyollin/taesd/taesd_decoder.safetensors
+  darkroom pull civitai:123456     # the modelVersionId in the page URL
   HF_TOKEN=hf_... darkroom pull some-org/a-gated-model`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -68,7 +71,11 @@ supported yet.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (commit %.12s)\n", name, res.Path, res.Commit)
+				if res.Commit != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (commit %.12s)\n", name, res.Path, res.Commit)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", name, res.Path)
+				}
 			}
 			return nil
 		},

@@ -30,6 +30,8 @@ func fakeHubEnv(t *testing.T) (cache string) {
 	t.Setenv("HF_TOKEN", "")
 	t.Setenv("HUGGING_FACE_HUB_TOKEN", "")
 	t.Setenv("HF_TOKEN_PATH", filepath.Join(cache, "no-token"))
+	t.Setenv("CIVITAI_ENDPOINT", "http://127.0.0.1:1") // no test reaches civitai.com
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	return cache
 }
 
@@ -80,7 +82,8 @@ func TestPullRefuses(t *testing.T) {
 		want string
 	}{
 		{[]string{"pull"}, "needs at least one NAME"},
-		{[]string{"pull", "civitai:4201"}, "not supported yet"},
+		{[]string{"pull", "civitai:42x"}, "want a model version id"},
+		{[]string{"pull", "civitai:4201"}, "connect"}, // nothing listens at CIVITAI_ENDPOINT
 		{[]string{"pull", "noslash"}, "want an alias (sd15"},
 		{[]string{"pull", "tiny/sd1/nope.safetensors"}, "404"},
 	} {
@@ -115,5 +118,26 @@ func TestPullBarLines(t *testing.T) {
 		if !strings.HasPrefix(lines[i], w) {
 			t.Errorf("line %d = %q, want %q…", i, lines[i], w)
 		}
+	}
+}
+
+// TestPullCivitai: civitai:ID lands in the default model folder and gen
+// -m finds it there by name.
+func TestPullCivitai(t *testing.T) {
+	fakeHubEnv(t)
+	single, err := os.ReadFile(filepath.Join(tinyDir, "single.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hubtest.NewCivitai(t, map[string]*hubtest.CivitaiVersion{"42": {Type: "Checkpoint", Name: "tiny_v1.safetensors", Body: single}})
+	t.Setenv("CIVITAI_ENDPOINT", c.URL())
+	stdout, stderr, code := runCmd(t, "pull", "civitai:42")
+	want := filepath.Join(os.Getenv("XDG_DATA_HOME"), "darkroom", "models", "tiny_v1.safetensors")
+	if code != 0 || stdout != "civitai:42: "+want+"\n" {
+		t.Fatalf("pull: code %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	out := filepath.Join(t.TempDir(), "c.png")
+	if _, stderr, code := runCmd(t, "gen", "-m", "tiny_v1", "--device", "cpu", "-p", "x", "--steps", "1", "-W", "32", "-H", "32", "-o", out); code != 0 {
+		t.Errorf("gen -m tiny_v1: code %d: %s", code, stderr)
 	}
 }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -47,15 +46,13 @@ type PullProgress struct {
 
 // PullResult is what Pull fetched.
 type PullResult struct {
-	Repo, Commit string
+	Repo   string // "org/name", or "civitai:<versionId>"
+	Commit string // the Hugging Face commit; "" for CivitAI
 	// Path is what Load takes for it: the snapshot folder of a diffusers
 	// pipeline, or the file.
 	Path  string
 	Files []string // relative to the snapshot folder
 }
-
-// ErrCivitai is returned for civitai: names, which Pull does not fetch yet.
-var ErrCivitai = errors.New("civitai: downloads are not supported yet; download the file from civitai.com and pass its path")
 
 // hubTarget is a parsed model name.
 type hubTarget struct {
@@ -84,8 +81,8 @@ func parseHubName(name string) (hubTarget, error) {
 			return hubTarget{repo: a.Repo, file: a.File, alias: &a}, nil
 		}
 	}
-	if strings.HasPrefix(strings.ToLower(name), "civitai:") || strings.Contains(name, "civitai.com/") {
-		return hubTarget{}, ErrCivitai
+	if _, ok := civitaiID(name); ok {
+		return hubTarget{}, fmt.Errorf("%q: a CivitAI model, not a Hugging Face one", name)
 	}
 	s := name
 	for _, p := range []string{"https://", "http://"} {
@@ -128,15 +125,56 @@ func aliasNames() string {
 	return strings.Join(n, ", ")
 }
 
-// Pull downloads a model from the Hugging Face Hub (or the mirror
-// $HF_ENDPOINT names) into HubCacheDir, in huggingface_hub's layout, and
-// returns where it is. name is an alias (PullAliases), "org/name" (the
-// files a diffusers pipeline needs), or "org/name/path/in/repo" (one
-// file). Files already in the cache are not fetched again; an interrupted
-// download resumes. $HF_TOKEN (or the token file of `hf auth login`) is
-// sent for gated repositories. progress, if not nil, is called as bytes
-// arrive.
+// civitaiID reads "civitai:<versionId>", a CivitAI download URL
+// (…/api/download/models/<versionId>) or a model page URL with
+// ?modelVersionId=<versionId>.
+func civitaiID(name string) (string, bool) {
+	if id, ok := strings.CutPrefix(strings.ToLower(name), "civitai:"); ok {
+		return id, true
+	}
+	if !strings.Contains(name, "civitai.com/") {
+		return "", false
+	}
+	if _, q, ok := strings.Cut(name, "modelVersionId="); ok {
+		id, _, _ := strings.Cut(q, "&")
+		return id, true
+	}
+	if _, rest, ok := strings.Cut(name, "/api/download/models/"); ok {
+		id, _, _ := strings.Cut(rest, "?")
+		return id, true
+	}
+	return "", true // a civitai.com URL without a version: PullCivitai says what it wants
+}
+
+// Pull downloads a model and returns where it is.
+//
+// From the Hugging Face Hub (or the mirror $HF_ENDPOINT names) into
+// HubCacheDir, in huggingface_hub's layout: name is an alias
+// (PullAliases), "org/name" (the files a diffusers pipeline needs), or
+// "org/name/path/in/repo" (one file). Files already in the cache are not
+// fetched again; an interrupted download resumes; $HF_TOKEN (or the token
+// file of `hf auth login`) is sent for gated repositories.
+//
+// From CivitAI: "civitai:<versionId>" (or a civitai.com URL naming the
+// version) downloads the version's .safetensors checkpoint into
+// DefaultModelDir() (a VAE into its vae/ folder), resumably, checked
+// against CivitAI's sha256, with $CIVITAI_TOKEN for models that need a
+// login. The file is then loaded by its path, or by its name where
+// DefaultModelDir is searched.
+//
+// progress, if not nil, is called as bytes arrive.
 func Pull(ctx context.Context, name string, progress func(PullProgress)) (*PullResult, error) {
+	if id, ok := civitaiID(name); ok {
+		var hp func(hub.Progress)
+		if progress != nil {
+			hp = func(p hub.Progress) { progress(PullProgress(p)) }
+		}
+		f, err := hub.PullCivitai(ctx, hub.CivitaiEndpoint(), os.Getenv("CIVITAI_TOKEN"), id, DefaultModelDir(), hp)
+		if err != nil {
+			return nil, err
+		}
+		return &PullResult{Repo: "civitai:" + f.VersionID, Path: f.Path, Files: []string{filepath.Base(f.Path)}}, nil
+	}
 	t, err := parseHubName(name)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +22,8 @@ func hubCache(t *testing.T) string {
 	t.Setenv("HUGGING_FACE_HUB_TOKEN", "")
 	t.Setenv("HF_TOKEN_PATH", filepath.Join(cache, "no-token"))
 	t.Setenv("HF_ENDPOINT", "http://127.0.0.1:1") // nothing listens: no test reaches the internet
+	t.Setenv("CIVITAI_ENDPOINT", "http://127.0.0.1:1")
+	t.Setenv("CIVITAI_TOKEN", "")
 	return cache
 }
 
@@ -82,8 +83,48 @@ func TestParseHubName(t *testing.T) {
 			t.Errorf("%q accepted: %+v", bad, got)
 		}
 	}
-	if _, err := parseHubName("civitai:12345"); !errors.Is(err, ErrCivitai) {
+	if _, err := parseHubName("civitai:12345"); err == nil || !strings.Contains(err.Error(), "CivitAI") {
 		t.Errorf("civitai: %v", err)
+	}
+	for in, want := range map[string]string{
+		"civitai:12345": "12345", "CivitAI:7": "7",
+		"https://civitai.com/api/download/models/4201?type=Model":  "4201",
+		"https://civitai.com/models/1000/name?modelVersionId=2000": "2000",
+	} {
+		if got, ok := civitaiID(in); !ok || got != want {
+			t.Errorf("civitaiID(%q) = %q, %v; want %s", in, got, ok, want)
+		}
+	}
+	if _, ok := civitaiID("org/name"); ok {
+		t.Error("org/name taken for CivitAI")
+	}
+}
+
+// TestPullCivitai pulls a checkpoint version from a fake CivitAI into the
+// default model folder, where Resolve finds it by name.
+func TestPullCivitai(t *testing.T) {
+	hubCache(t)
+	data := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", data)
+	single, err := os.ReadFile(filepath.Join("..", "testdata", "reference", "sd1-tiny-a", "single.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hubtest.NewCivitai(t, map[string]*hubtest.CivitaiVersion{"42": {Type: "Checkpoint", Name: "tiny_v1.safetensors", Body: single, Token: "key"}})
+	t.Setenv("CIVITAI_ENDPOINT", c.URL())
+	t.Setenv("CIVITAI_TOKEN", "key")
+	res, err := Pull(context.Background(), "civitai:42", nil)
+	want := filepath.Join(data, "darkroom", "models", "tiny_v1.safetensors")
+	if err != nil || res.Path != want || res.Repo != "civitai:42" {
+		t.Fatalf("Pull = %+v, %v; want %s", res, err, want)
+	}
+	e, err := Open(Options{Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if p, err := e.Resolve("tiny_v1"); err != nil || p != want {
+		t.Errorf("Resolve(tiny_v1) = %q, %v", p, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -30,6 +31,12 @@ type Client struct {
 	HTTP *http.Client
 	// Progress, when set, is called as files are fetched.
 	Progress func(Progress)
+
+	// tokenVar names the variable a 401 asks for ("" means HF_TOKEN);
+	// set with noEnvToken by the CivitAI client, which must never send
+	// the Hugging Face token.
+	tokenVar   string
+	noEnvToken bool
 }
 
 // Progress reports one file's download.
@@ -51,6 +58,7 @@ type StatusError struct {
 	URL       string
 	ErrorCode string // the hub's X-Error-Code (GatedRepo, RepoNotFound, ...)
 	Message   string // the hub's X-Error-Message, if any
+	TokenVar  string // the variable that holds the token ("" means HF_TOKEN)
 }
 
 func (e *StatusError) Error() string {
@@ -58,7 +66,9 @@ func (e *StatusError) Error() string {
 	if e.Message != "" {
 		msg += ": " + e.Message
 	}
-	switch {
+	switch tv := cmp.Or(e.TokenVar, "HF_TOKEN"); {
+	case (e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden) && tv != "HF_TOKEN":
+		return msg + " (the model needs a login: set " + tv + " to an API key)"
 	case e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden:
 		return msg + " (the repository is gated or private, or does not exist: set HF_TOKEN to a token that has access, after accepting the model's terms on its page)"
 	case e.Code == http.StatusNotFound:
@@ -75,7 +85,7 @@ func (c *Client) endpoint() string {
 }
 
 func (c *Client) token() string {
-	if c.Token != "" {
+	if c.Token != "" || c.noEnvToken {
 		return c.Token
 	}
 	return Token()
@@ -137,10 +147,10 @@ func (c *Client) do(ctx context.Context, method, rawURL string, hdr http.Header,
 	return nil, fmt.Errorf("%s: too many redirects", rawURL)
 }
 
-func statusError(resp *http.Response) error {
+func (c *Client) statusError(resp *http.Response) error {
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	return &StatusError{Code: resp.StatusCode, URL: resp.Request.URL.String(),
+	return &StatusError{Code: resp.StatusCode, URL: resp.Request.URL.String(), TokenVar: c.tokenVar,
 		ErrorCode: resp.Header.Get("X-Error-Code"), Message: resp.Header.Get("X-Error-Message")}
 }
 
@@ -150,7 +160,7 @@ func (c *Client) getJSON(ctx context.Context, rawURL string, v any) (next string
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", statusError(resp)
+		return "", c.statusError(resp)
 	}
 	defer resp.Body.Close()
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
@@ -264,7 +274,7 @@ func (c *Client) head(ctx context.Context, repo, rev, file string) (meta, error)
 			return meta{}, err
 		}
 		if resp.StatusCode >= 400 {
-			return meta{}, statusError(resp)
+			return meta{}, c.statusError(resp)
 		}
 		resp.Body.Close()
 		h := resp.Header
@@ -422,7 +432,7 @@ func (c *Client) fetch(ctx context.Context, m meta, blob string, p Progress) err
 			resp.Body.Close()
 			resp = nil // the partial file may be whole already: check it
 		default:
-			return statusError(resp)
+			return c.statusError(resp)
 		}
 	}
 	h, want := checker(m.etag, m.size)
@@ -481,6 +491,9 @@ func (c *Client) fetch(ctx context.Context, m meta, blob string, p Progress) err
 	}
 	if err := os.Rename(part, blob); err != nil {
 		return err
+	}
+	if m.size == 0 {
+		p.Total = p.Done // it was an estimate
 	}
 	p.Finished = true
 	c.report(p)

@@ -27,7 +27,6 @@ func init() {
 		"Detect":                     reflect.ValueOf(engine.Detect),
 		"EncodePNG":                  reflect.ValueOf(engine.EncodePNG),
 		"Enlarge":                    reflect.ValueOf(engine.Enlarge),
-		"ErrCivitai":                 reflect.ValueOf(&engine.ErrCivitai).Elem(),
 		"ErrNoGPU":                   reflect.ValueOf(&engine.ErrNoGPU).Elem(),
 		"ErrNotSupported":            reflect.ValueOf(&engine.ErrNotSupported).Elem(),
 		"FieldByName":                reflect.ValueOf(engine.FieldByName),

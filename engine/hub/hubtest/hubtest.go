@@ -265,3 +265,105 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rest string) {
 		http.NotFound(w, r)
 	}
 }
+
+// CivitaiVersion is a model version on the fake CivitAI.
+type CivitaiVersion struct {
+	Type   string // "Checkpoint", "VAE", "LORA", ...
+	Name   string // the file's name
+	Body   []byte
+	SHA256 string // "" means the body's
+	Token  string // non-empty: downloads need this API key
+}
+
+// Civitai is a running fake CivitAI: GET /api/v1/model-versions/{id}
+// (with a decoy .ckpt file listed before the .safetensors one) and GET
+// /api/download/models/{id}, which checks the API key and redirects to a
+// separate storage server that honours Range requests.
+type Civitai struct {
+	API, Storage *httptest.Server
+
+	mu          sync.Mutex
+	apiAuth     []string
+	storageAuth []string
+	ranges      []string
+}
+
+// NewCivitai starts a fake CivitAI holding versions (by id).
+func NewCivitai(t testing.TB, versions map[string]*CivitaiVersion) *Civitai {
+	c := &Civitai{}
+	c.Storage = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, ok := versions[strings.TrimPrefix(r.URL.Path, "/file/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		c.mu.Lock()
+		c.storageAuth = append(c.storageAuth, r.Header.Get("Authorization"))
+		c.ranges = append(c.ranges, r.Header.Get("Range"))
+		c.mu.Unlock()
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(v.Body)))
+	}))
+	t.Cleanup(c.Storage.Close)
+	c.API = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.apiAuth = append(c.apiAuth, r.Header.Get("Authorization"))
+		c.mu.Unlock()
+		if id, ok := strings.CutPrefix(r.URL.Path, "/api/v1/model-versions/"); ok {
+			v, ok := versions[id]
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			sum := v.SHA256
+			if sum == "" {
+				sum = strings.ToUpper(SHA256(v.Body))
+			}
+			json.NewEncoder(w).Encode(map[string]any{
+				"id": id, "name": "v1.0", "model": map[string]any{"name": "Model " + id, "type": v.Type},
+				"files": []map[string]any{
+					{"name": strings.TrimSuffix(v.Name, ".safetensors") + ".ckpt", "sizeKB": 1, "primary": false,
+						"downloadUrl": c.API.URL + "/api/download/models/" + id + "?type=Pickle", "hashes": map[string]any{"SHA256": "00"}},
+					{"name": v.Name, "sizeKB": float64(len(v.Body)) / 1024, "primary": true,
+						"downloadUrl": c.API.URL + "/api/download/models/" + id, "hashes": map[string]any{"SHA256": sum}},
+				},
+			})
+			return
+		}
+		if id, ok := strings.CutPrefix(r.URL.Path, "/api/download/models/"); ok {
+			v, ok := versions[id]
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			if v.Token != "" && r.Header.Get("Authorization") != "Bearer "+v.Token {
+				http.Error(w, `{"error":"Unauthorized"}`, http.StatusUnauthorized)
+				return
+			}
+			http.Redirect(w, r, c.Storage.URL+"/file/"+id, http.StatusTemporaryRedirect)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(c.API.Close)
+	return c
+}
+
+// URL is the fake's address (what CIVITAI_ENDPOINT takes).
+func (c *Civitai) URL() string { return c.API.URL }
+
+// APIAuth returns the Authorization headers the API server received.
+func (c *Civitai) APIAuth() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.apiAuth)
+}
+
+// StorageAuth returns the Authorization headers the storage server received.
+func (c *Civitai) StorageAuth() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.storageAuth)
+}
+
+// Ranges returns the Range header of each storage GET ("" for none).
+func (c *Civitai) Ranges() []string { c.mu.Lock(); defer c.mu.Unlock(); return slices.Clone(c.ranges) }

@@ -108,6 +108,9 @@ func parseHubName(name string) (hubTarget, error) {
 	if len(rest) >= 2 && (rest[0] == "resolve" || rest[0] == "blob" || rest[0] == "tree") {
 		t.rev, rest = rest[1], rest[2:]
 	}
+	if t.rev != "" && !fs.ValidPath(t.rev) {
+		return hubTarget{}, bad
+	}
 	if len(rest) > 0 {
 		t.file = strings.Join(rest, "/")
 		if !fs.ValidPath(t.file) {

@@ -78,7 +78,7 @@ func TestParseHubName(t *testing.T) {
 			t.Errorf("%q → %+v, %v; want %s @%s %s", c.in, got, err, c.repo, c.rev, c.file)
 		}
 	}
-	for _, bad := range []string{"", "sd", "org", "/abs/path", "./org/name", "../x/y", "org/na me", "org/a--b", "org/name/../x", "org/name/a//b"} {
+	for _, bad := range []string{"", "sd", "org", "/abs/path", "./org/name", "../x/y", "org/na me", "org/a--b", "org/name/../x", "org/name/a//b", "org/name@..", "org/name/tree/..", "org/name/resolve/../x.safetensors"} {
 		if got, err := parseHubName(bad); err == nil {
 			t.Errorf("%q accepted: %+v", bad, got)
 		}

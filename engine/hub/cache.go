@@ -16,6 +16,7 @@ package hub
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -125,6 +126,9 @@ func Snapshot(cache, repo, rev string) (dir, commit string, ok bool) {
 		rev = "main"
 	}
 	root := RepoDir(cache, repo)
+	if !fs.ValidPath(rev) {
+		return "", "", false
+	}
 	if isCommit(rev) {
 		commit = rev
 	} else if b, err := os.ReadFile(filepath.Join(root, "refs", filepath.FromSlash(rev))); err == nil {
@@ -263,6 +267,9 @@ func copyFile(from, to string) error {
 func writeRef(cache, repo, rev, commit string) error {
 	if rev == "" || rev == commit {
 		return nil
+	}
+	if !fs.ValidPath(rev) {
+		return fmt.Errorf("%q: not a revision", rev)
 	}
 	p := filepath.Join(RepoDir(cache, repo), "refs", filepath.FromSlash(rev))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

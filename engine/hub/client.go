@@ -318,6 +318,8 @@ func (c *Client) head(ctx context.Context, repo, rev, file string) (meta, error)
 	switch {
 	case m.commit == "":
 		return meta{}, fmt.Errorf("%s: the hub sent no X-Repo-Commit header (is HF_ENDPOINT a Hugging Face Hub?)", u)
+	case !isCommit(strings.ToLower(m.commit)):
+		return meta{}, fmt.Errorf("%s: the hub sent X-Repo-Commit %q, not a commit hash", u, m.commit)
 	case m.etag == "" || strings.ContainsAny(m.etag, `/\`) || m.etag == "." || m.etag == "..":
 		return meta{}, fmt.Errorf("%s: the hub sent no usable ETag (%q)", u, m.etag)
 	}
@@ -337,6 +339,9 @@ func (c *Client) Download(ctx context.Context, repo, rev, file string) (path, co
 func (c *Client) download(ctx context.Context, repo, rev, file string, index, count int) (string, string, error) {
 	if rev == "" {
 		rev = "main"
+	}
+	if !fs.ValidPath(rev) {
+		return "", "", fmt.Errorf("%q: not a revision", rev)
 	}
 	if !fs.ValidPath(file) {
 		return "", "", fmt.Errorf("%q: not a file path in a repository", file)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -425,5 +426,30 @@ func TestEnvironment(t *testing.T) {
 	t.Setenv("HF_ENDPOINT", "https://hf-mirror.example/")
 	if Endpoint() != "https://hf-mirror.example" {
 		t.Errorf("endpoint %s", Endpoint())
+	}
+}
+
+// TestHostileHeaders: a commit or ETag that is a path, not an id, is
+// refused before anything is written outside the cache.
+func TestHostileHeaders(t *testing.T) {
+	for _, h := range []map[string]string{
+		{"X-Repo-Commit": "../../../../escape", "ETag": `"` + gitOID([]byte("x")) + `"`},
+		{"X-Repo-Commit": commitA, "ETag": `"../../escape"`},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for k, v := range h {
+				w.Header().Set(k, v)
+			}
+			w.Write([]byte("x"))
+		}))
+		cache := t.TempDir()
+		_, err := client(t, &hubtest.Server{Hub: srv}, cache).PullFile(context.Background(), "org/model", "", "x.json")
+		srv.Close()
+		if err == nil {
+			t.Errorf("%v accepted", h)
+		}
+		if entries, _ := os.ReadDir(cache); len(entries) > 0 {
+			t.Errorf("%v: wrote %v", h, entries)
+		}
 	}
 }

@@ -38,6 +38,11 @@ const rootExample = `  # Open the terminal UI (prompt editor, job queue, device 
   # Generate an image (the built-in digits model, or -m CHECKPOINT)
   darkroom gen -p "a handwritten digit 7" -o seven.png
 
+  # Download a model into the Hugging Face cache, list what is local
+  darkroom pull sd15
+  darkroom gen -m sd15 -p "a lighthouse at dusk"
+  darkroom ls
+
   # Inspect a checkpoint: family, components, parameter counts, dtypes
   darkroom info ~/models/v1-5-pruned-emaonly.safetensors
   darkroom info ~/models/stable-diffusion-v1-5
@@ -77,6 +82,8 @@ func NewRootCmd() *cobra.Command {
 		newBenchCmd(),
 		newREPLCmd(),
 		newRunCmd(),
+		newPullCmd(),
+		newLsCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root

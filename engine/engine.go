@@ -210,8 +210,9 @@ const DefaultModel = demo.Name
 
 // Resolve turns a model name or path into a path: an existing path is used
 // as is; otherwise the name is looked up in the model directories (with or
-// without the .safetensors extension). The built-in model resolves to its
-// name.
+// without the .safetensors extension), then in the Hugging Face cache
+// (ResolveHub: sd15, org/name, org/name/file.safetensors). The built-in
+// model resolves to its name.
 func (e *Engine) Resolve(name string) (string, error) {
 	if name == "" || name == DefaultModel {
 		if _, err := os.Stat(name); name == "" || err != nil {
@@ -225,6 +226,9 @@ func (e *Engine) Resolve(name string) (string, error) {
 		if m.Name == name || m.Name == strings.TrimSuffix(name, ".safetensors") || filepath.Base(m.Path) == name {
 			return m.Path, nil
 		}
+	}
+	if p, ok := e.ResolveHub(name); ok {
+		return p, nil
 	}
 	return "", fmt.Errorf("%s: no such file, and no model of that name in %s", name, strings.Join(e.ModelDirs(), ", "))
 }

@@ -39,7 +39,7 @@ const layers = `
 engine/tensor
 engine/backend
 engine/backend/cpu/gemm, engine/backend/cpu, engine/backend/cuda, kernels, engine/backend/backendtest
-engine/rng
+engine/rng, engine/hub/...
 engine/weights/safetensors, engine/weights/keymap, engine/weights
 engine/nn
 engine/tokenizer/...
@@ -63,7 +63,7 @@ cmd
 var frontends = []string{"tui/...", "repl/...", "script/...", "cmd/...", "termimg/..."}
 
 // testOnly are helper packages that only _test.go files may import.
-var testOnly = []string{"engine/internal/testref"}
+var testOnly = []string{"engine/internal/testref", "engine/hub/hubtest"}
 
 // familyHelpers are the packages under engine/families/ that every family
 // may import (shared helpers, once there are any), as patterns, e.g.
@@ -122,6 +122,13 @@ var rules = []rule{
 		why:    "engine/tokenizer imports only the standard library and its own subpackages",
 		from:   []string{"engine/tokenizer/..."},
 		breaks: importsBeyondStd("engine/tokenizer/..."),
+	},
+	{
+		name:   "hub-stdlib",
+		why:    "engine/hub (the Hugging Face Hub client) imports only the standard library",
+		from:   []string{"engine/hub/..."},
+		tests:  true,
+		breaks: importsBeyondStd("engine/hub/..."),
 	},
 	{
 		name:   "test-only",

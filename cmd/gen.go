@@ -343,7 +343,13 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	if st, err := os.Lstat(f.output); err == nil && !st.Mode().IsRegular() {
 		return fmt.Errorf("--output %s: exists and is not a regular file", f.output)
 	}
-	paths := outputPaths(f.output, req.Batch, cmd.Flags().Changed("output"))
+	// One image of a batch (--batch-index, or --from on a batch's file) is
+	// made with its whole batch and written alone.
+	n := req.Batch
+	if req.BatchIndex > 0 {
+		n = 1
+	}
+	paths := outputPaths(f.output, n, cmd.Flags().Changed("output"))
 	existed := make([]bool, len(paths))
 	for i, p := range paths {
 		if err := checkWritable(p); err != nil {
@@ -386,8 +392,17 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	if res.PeakMemory > 0 {
 		fmt.Fprintf(stderr, "peak device memory: %.0f MiB\n", float64(res.PeakMemory)/(1<<20))
 	}
-	for i, img := range res.Images {
-		if err := engine.SavePNG(paths[i], engine.Enlarge(img, f.viewScale), req, hash, m.Name); err != nil {
+	images := res.Images
+	if req.BatchIndex > 0 {
+		images = images[req.BatchIndex-1 : req.BatchIndex]
+	}
+	for i, img := range images {
+		// Each file of a batch records which image it is.
+		stored := req
+		if req.Batch > 1 && req.BatchIndex == 0 {
+			stored.BatchIndex = i + 1
+		}
+		if err := engine.SavePNG(paths[i], engine.Enlarge(img, f.viewScale), stored, hash, m.Name); err != nil {
 			return err
 		}
 		if existed[i] {
@@ -395,7 +410,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), paths[i])
 	}
-	fmt.Fprintf(stderr, "done in %.1f s → %s\n", time.Since(start).Seconds(), strings.Join(paths[:len(res.Images)], ", "))
+	fmt.Fprintf(stderr, "done in %.1f s → %s\n", time.Since(start).Seconds(), strings.Join(paths[:len(images)], ", "))
 	return nil
 }
 

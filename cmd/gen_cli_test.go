@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"image"
+	"image/draw"
+	"image/png"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -284,4 +286,52 @@ func TestDevicesNamesCPUKernel(t *testing.T) {
 	if k := engine.CPUKernel(); !regexp.MustCompile(`^(AVX-512|AVX2\+FMA|generic) \(`).MatchString(k) {
 		t.Errorf("CPUKernel() = %q", k)
 	}
+}
+
+// TestGenFromBatchFile: each file of a batch records its index, and gen
+// --from on the second file regenerates that image (the whole batch is
+// run, its images share one noise tensor) and writes it alone, the same
+// pixels at the same size (issue 23 bug 9).
+func TestGenFromBatchFile(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "b.png")
+	if _, errOut, code := run(t, "gen", "--device", "cpu", "-p", "a handwritten digit 4", "-s", "11", "-b", "2", "--steps", "4", "-o", base); code != 0 {
+		t.Fatalf("gen: %s", errOut)
+	}
+	second := filepath.Join(dir, "b-2.png")
+	req, err := engine.RequestFromPNG(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Batch != 2 || req.BatchIndex != 2 {
+		t.Fatalf("stored batch %d index %d, want 2 and 2", req.Batch, req.BatchIndex)
+	}
+	again := filepath.Join(dir, "again.png")
+	out, errOut, code := run(t, "gen", "--device", "cpu", "--from", second, "-o", again)
+	if code != 0 || strings.TrimSpace(out) != again {
+		t.Fatalf("gen --from: code %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	a, b := decodePNG(t, second), decodePNG(t, again)
+	if a.Bounds() != b.Bounds() || !bytes.Equal(a.Pix, b.Pix) {
+		t.Errorf("regenerated image differs (%v vs %v)", a.Bounds(), b.Bounds())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "again-1.png")); err == nil {
+		t.Error("the whole batch was written")
+	}
+}
+
+func decodePNG(t *testing.T, path string) *image.NRGBA {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := image.NewNRGBA(img.Bounds())
+	draw.Draw(out, out.Bounds(), img, img.Bounds().Min, draw.Src)
+	return out
 }

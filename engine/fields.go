@@ -208,6 +208,14 @@ var requestFields = []RequestField{
 			}
 			return ""
 		}).done(),
+	intField("batch_index", 0, func(r *Request) *int { return &r.BatchIndex }).
+		flag("batch-index", "", "write only image N (1-based) of the batch, e.g. with --from on one file of a batch; 0 writes every image").
+		valid(func(v int) string {
+			if v < 0 || v > MaxBatch {
+				return fmt.Sprintf("must be between 0 and %d", MaxBatch)
+			}
+			return ""
+		}).done(),
 	stringField("convention", "", func(r *Request) *string { return &r.Convention }).
 		flag("convention", "", "whose numerical conventions to reproduce: comfyui (default) or diffusers").
 		enum(conventions, true).done(),

@@ -1,5 +1,7 @@
 package engine
 
+import "fmt"
+
 // Request is one text-to-image job: every parameter of `darkroom gen`.
 //
 // Each field has an entry in the field table (RequestFields, fields.go)
@@ -22,6 +24,10 @@ type Request struct {
 	Width     int     `json:"width"`
 	Height    int     `json:"height"`
 	Batch     int     `json:"batch"`
+	// BatchIndex (1-based) marks a request stored with one image of a
+	// batch: regenerating it runs the whole batch (the images share one
+	// noise tensor) and keeps image BatchIndex. 0 means the whole batch.
+	BatchIndex int `json:"batch_index,omitempty"`
 	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
 	// the penultimate (A1111 "Clip skip: 2").
 	ClipSkip int `json:"clip_skip,omitempty"`
@@ -66,6 +72,9 @@ func (r *Request) Validate() error {
 		if err := f.Check(r); err != nil {
 			return err
 		}
+	}
+	if r.BatchIndex > r.Batch {
+		return &FieldError{Field: "batch_index", Value: r.BatchIndex, Msg: fmt.Sprintf("the batch has %d images", r.Batch)}
 	}
 	return nil
 }

@@ -167,7 +167,13 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 	stamp := start.Format("20060102-150405")
 	for i, img := range res.Images {
 		path := filepath.Join(w.outDir, imageName(stamp, it.ID, it.Req.Seed, i, len(res.Images)))
-		if err := w.save(path, engine.Enlarge(img, scale), res.Request, hash, name); err != nil {
+		// Each file of a batch records which image it is (gen --from
+		// regenerates the batch and keeps that one).
+		stored := res.Request
+		if stored.Batch > 1 {
+			stored.BatchIndex = i + 1
+		}
+		if err := w.save(path, engine.Enlarge(img, scale), stored, hash, name); err != nil {
 			done.Err = fmt.Errorf("save image: %w", err)
 			w.log.Error("save failed", "id", it.ID, "err", err)
 			return done

@@ -213,15 +213,22 @@ func runLs(w io.Writer, eng *engine.Engine) error {
 		}
 		return humanBytes(n)
 	}
+	// ListModels holds the Hugging Face cache's models too; ListHub adds
+	// their aliases.
+	alias := map[string]string{}
+	for _, h := range engine.ListHub() {
+		alias[h.Path] = h.Alias
+	}
 	for _, m := range eng.ListModels() {
 		path := m.Path
 		if path == engine.DefaultModel {
 			path = "(built into the binary)"
 		}
-		fmt.Fprintf(tw, "%s\t\t%s\t%s\n", m.Name, size(m.Size), path)
-	}
-	for _, m := range engine.ListHub() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Alias, size(m.Size), m.Path)
+		note := ""
+		if m.Broken != "" {
+			note = "  (broken: " + m.Broken + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\n", m.Name, alias[m.Path], size(m.Size), path, note)
 	}
 	return tw.Flush()
 }

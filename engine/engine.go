@@ -365,7 +365,7 @@ type ModelEntry struct {
 var modelSubdirs = []string{"", "checkpoints", "models/checkpoints", "models/Stable-diffusion", "Models/Stable-Diffusion", "diffusers", "models/diffusers"}
 
 // ListModels lists the built-in model, then the models in the model
-// directories, sorted by name. Symbolic links are followed, to files and
+// directories and the Hugging Face cache, sorted by name. Symbolic links are followed, to files and
 // to folders; a folder or file reached twice (a link loop such as
 // checkpoints -> .., or two links to one file) is listed once, and a
 // dangling or looping link is skipped. Each safetensors header is read
@@ -426,6 +426,14 @@ func (e *Engine) ListModels() []ModelEntry {
 					seen[rp] = true
 				}
 			}
+		}
+	}
+	// Models in the Hugging Face cache (darkroom pull, diffusers,
+	// huggingface-cli), by the names -m takes.
+	for _, h := range ListHub() {
+		if rp := real(h.Path); !seen[rp] {
+			out = append(out, ModelEntry{Name: h.Name, Path: h.Path, Size: h.Size})
+			seen[rp] = true
 		}
 	}
 	slices.SortFunc(out[1:], func(a, b ModelEntry) int { return strings.Compare(a.Name, b.Name) })

@@ -15,6 +15,7 @@ import (
 // loops and dangling links, and marks files whose header does not read
 // as Broken (issue 23 bugs 6 and 7).
 func TestListModelsLinksAndBroken(t *testing.T) {
+	t.Setenv("HF_HUB_CACHE", t.TempDir()) // no models of a real cache in the list
 	store, root := t.TempDir(), t.TempDir()
 	good := filepath.Join(store, "good.safetensors")
 	if err := safetensors.Write(good, map[string]safetensors.Tensor{"w": {DType: tensor.F32, Shape: tensor.Shape{256}, Data: make([]byte, 1024)}}, nil); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -227,6 +228,11 @@ func TestPullThenLoad(t *testing.T) {
 	}
 	if len(m.Parts()) == 0 {
 		t.Error("loaded a model of no parts")
+	}
+	// The pulled pipeline is listed with the user's models (the TUI's
+	// picker reads ListModels).
+	if i := slices.IndexFunc(e.ListModels(), func(m ModelEntry) bool { return m.Name == "tiny/sd1" && m.Path == res.Path }); i < 0 {
+		t.Errorf("ListModels lacks tiny/sd1: %v", e.ListModels())
 	}
 
 	// One file of it, by path.

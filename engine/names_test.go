@@ -138,3 +138,13 @@ func TestParseA1111SamplerNames(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateCanonicalisesNames: a script that sets another UI's spelling
+// directly gets ComfyUI's name after Validate, as a flag would give it.
+func TestValidateCanonicalisesNames(t *testing.T) {
+	r := DefaultRequest()
+	r.Sampler, r.Scheduler = "Euler a", "Karras"
+	if err := r.Validate(); err != nil || r.Sampler != "euler_ancestral" || r.Scheduler != "karras" {
+		t.Errorf("Validate: %v, sampler %q scheduler %q", err, r.Sampler, r.Scheduler)
+	}
+}

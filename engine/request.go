@@ -66,8 +66,19 @@ const (
 // Validate checks the request's fields, each on its own, and returns nil
 // or a *FieldError for the first field (in RequestFields order) with a
 // problem, e.g. `width 1001: must be a multiple of 8 between 8 and 4096`.
-// The model's own limits are checked when it generates.
+// The model's own limits are checked when it generates. A sampler or
+// scheduler spelled as A1111 or stable-diffusion.cpp spell it is first
+// replaced by its ComfyUI name (a combined "DPM++ 2M Karras" is left to
+// the flag parsers, which own both fields).
 func (r *Request) Validate() error {
+	// Names as other UIs spell them ("Euler a", "Karras") become ComfyUI's,
+	// as the flags and the PNG readers already make them.
+	if s, sched, ok := CanonicalSampler(r.Sampler); ok && s != r.Sampler && sched == "" {
+		r.Sampler = s
+	}
+	if s, ok := CanonicalScheduler(r.Scheduler); ok {
+		r.Scheduler = s
+	}
 	for _, f := range requestFields {
 		if err := f.Check(r); err != nil {
 			return err

@@ -93,6 +93,9 @@ func New(opts Options) (*Interpreter, error) {
 	if it.stderr == nil {
 		it.stderr = os.Stderr
 	}
+	// Goroutines a script starts write too (their output, their panic
+	// reports): one writer at a time, whatever the frontend gave.
+	it.stdout, it.stderr = &syncWriter{w: it.stdout}, &syncWriter{w: it.stderr}
 	args := append([]string{"darkroom-script"}, opts.Args...)
 	it.yi = interp.New(interp.Options{
 		Stdout: it.stdout,
@@ -470,4 +473,17 @@ func isYaegiPanicLine(s string) bool {
 		}
 	}
 	return true
+}
+
+// syncWriter serialises the writes of the cell and of the goroutines it
+// started to one writer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

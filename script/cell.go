@@ -260,32 +260,7 @@ func missingBuiltins(fs *token.FileSet, n ast.Node, skip int, defined func(name 
 	if n == nil {
 		return nil
 	}
-	declared := map[string]bool{}
-	ast.Inspect(n, func(m ast.Node) bool {
-		switch d := m.(type) {
-		case *ast.FuncDecl:
-			if d.Recv == nil {
-				declared[d.Name.Name] = true
-			}
-		case *ast.AssignStmt:
-			if d.Tok == token.DEFINE {
-				for _, e := range d.Lhs {
-					if id, ok := e.(*ast.Ident); ok {
-						declared[id.Name] = true
-					}
-				}
-			}
-		case *ast.ValueSpec:
-			for _, id := range d.Names {
-				declared[id.Name] = true
-			}
-		case *ast.Field:
-			for _, id := range d.Names {
-				declared[id.Name] = true
-			}
-		}
-		return true
-	})
+	declared := declaredNames(n)
 	var err error
 	ast.Inspect(n, func(m ast.Node) bool {
 		call, ok := m.(*ast.CallExpr)

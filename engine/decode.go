@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"image"
 	"image/color"
 	"math"
@@ -45,7 +46,7 @@ func (m *Model) decode(ctx context.Context, latents []float32, shape []int) ([]f
 	if err := m.checkShape(shape); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	n := numel(shape)
+	n := tensor.Shape(shape).NumElements()
 	if len(latents) != n {
 		return nil, fmt.Errorf("decode: %d latent values for shape %v", len(latents), shape)
 	}

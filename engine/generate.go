@@ -11,6 +11,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/rng"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 )
 
 // Phase names the stage of a job an Event reports.
@@ -112,7 +113,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	res.EncodeTime = time.Since(start)
 
 	shape := m.LatentFormat().Shape(req.Batch, req.Width, req.Height, 0)
-	noise := rng.NewTorch(req.Seed).Randn(numel(shape))
+	noise := rng.NewTorch(req.Seed).Randn(tensor.Shape(shape).NumElements())
 	t0 := time.Now()
 	latents, err := m.sample(ctx, SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
@@ -154,14 +155,6 @@ func requestConvention(req Request) (Convention, error) {
 		return 0, &FieldError{Field: "convention", Value: req.Convention, Msg: "want comfyui or diffusers"}
 	}
 	return c, nil
-}
-
-func numel(shape []int) int {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	return n
 }
 
 // SampleParams configure Model.Sample.
@@ -246,7 +239,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if p.Sigmas != nil && len(p.Sigmas) < 2 {
 		return nil, fmt.Errorf("sample: %d sigmas; want at least a start and an end", len(p.Sigmas))
 	}
-	if len(p.Noise) != numel(p.Shape) {
+	if len(p.Noise) != tensor.Shape(p.Shape).NumElements() {
 		return nil, fmt.Errorf("sample: %d noise values for latents %v", len(p.Noise), p.Shape)
 	}
 	ms := m.c.Sampling
@@ -331,7 +324,7 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, in family.Inputs) 
 // output (ε_u + cfg·(ε_c − ε_u), then x − σ·ε̂), v and flow models on the
 // denoised estimates as ComfyUI's cfg_function does.
 func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool) (sampling.Denoiser, error) {
-	per := numel(shape) / shape[0]
+	per := tensor.Shape(shape).NumElements() / shape[0]
 	net := func(ctx context.Context, xIn []float32, t float32) ([]float32, error) {
 		rows := len(xIn) / per
 		ts := make([]float32, rows)

@@ -262,3 +262,11 @@ func LDMContextWidth(k *Keys) (int, string) {
 	}
 	return 0, ""
 }
+
+// LDMUNet reports the LDM UNet of SD1/SD2: input blocks under
+// "model.diffusion_model.", no class/size embedding (label_emb) and no
+// SDXL conditioner.
+func LDMUNet(k *Keys) bool {
+	const unet = "model.diffusion_model."
+	return k.Has(unet+"input_blocks.") && !k.Has(unet+"label_emb.") && !k.Has("conditioner.")
+}

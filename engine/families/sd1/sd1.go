@@ -47,7 +47,7 @@ func (Family) Name() string { return Name }
 // context that is not SD2's 1024 — or, for a UNet-only file (ComfyUI's
 // diffusion_models/), SD1's 768-wide context.
 func (Family) Probe(k *family.Keys) (family.Detection, bool) {
-	if !LDMUNet(k) || k.Has("cond_stage_model.model.") {
+	if !family.LDMUNet(k) || k.Has("cond_stage_model.model.") {
 		return family.Detection{}, false
 	}
 	w, wkey := family.LDMContextWidth(k)
@@ -65,12 +65,6 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 		return family.Detection{Evidence: []string{k.Key(wkey) + " (context 768)"}, Runnable: true}, true
 	}
 	return family.Detection{}, false
-}
-
-// LDMUNet reports the LDM UNet of SD1/SD2: input blocks, no class/size
-// embedding (label_emb) and no SDXL conditioner.
-func LDMUNet(k *family.Keys) bool {
-	return k.Has(PrefixUNet+"input_blocks.") && !k.Has(PrefixUNet+"label_emb.") && !k.Has("conditioner.")
 }
 
 // LatentFormat is SD1's (and SD2's) latent space: 4 channels, factor 8,

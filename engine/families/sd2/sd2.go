@@ -5,7 +5,6 @@ package sd2
 
 import (
 	"github.com/darkroom-ai/darkroom/engine/family"
-	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 )
 
 // Name is the family's name.
@@ -17,8 +16,7 @@ func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe})
 // conditioner) with an OpenCLIP text model or a 1024-wide context, and
 // names the prediction type where the file says it.
 func Probe(k *family.Keys) (family.Detection, bool) {
-	p := keymap.UNetPrefix
-	if !k.Has(p+"input_blocks.") || k.Has(p+"label_emb.") || k.Has("conditioner.") {
+	if !family.LDMUNet(k) {
 		return family.Detection{}, false
 	}
 	var d family.Detection

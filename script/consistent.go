@@ -53,6 +53,28 @@ func namesOf(src string) (cellNames, bool) {
 			defSite[id] = true
 		}
 	}
+	// defSpecs records the types and variables a declaration defines
+	// (imports are only marked as definition sites: they are recorded even
+	// from failed cells).
+	defSpecs := func(g *ast.GenDecl) {
+		for _, sp := range g.Specs {
+			switch sp := sp.(type) {
+			case *ast.TypeSpec:
+				def(sp.Name)
+			case *ast.ValueSpec:
+				for _, id := range sp.Names {
+					def(id)
+				}
+			case *ast.ImportSpec:
+				ast.Inspect(sp, func(m ast.Node) bool {
+					if id, ok := m.(*ast.Ident); ok {
+						defSite[id] = true
+					}
+					return true
+				})
+			}
+		}
+	}
 	for _, t := range top {
 		switch d := t.(type) {
 		case *ast.FuncDecl:
@@ -60,36 +82,10 @@ func namesOf(src string) (cellNames, bool) {
 				def(d.Name)
 			}
 		case *ast.GenDecl:
-			for _, sp := range d.Specs {
-				switch sp := sp.(type) {
-				case *ast.TypeSpec:
-					def(sp.Name)
-				case *ast.ValueSpec:
-					for _, id := range sp.Names {
-						def(id)
-					}
-				case *ast.ImportSpec:
-					// Imports are recorded even from failed cells.
-					ast.Inspect(sp, func(m ast.Node) bool {
-						if id, ok := m.(*ast.Ident); ok {
-							defSite[id] = true
-						}
-						return true
-					})
-				}
-			}
+			defSpecs(d)
 		case *ast.DeclStmt:
 			if g, ok := d.Decl.(*ast.GenDecl); ok {
-				for _, sp := range g.Specs {
-					switch sp := sp.(type) {
-					case *ast.TypeSpec:
-						def(sp.Name)
-					case *ast.ValueSpec:
-						for _, id := range sp.Names {
-							def(id)
-						}
-					}
-				}
+				defSpecs(g)
 			}
 		case *ast.AssignStmt:
 			if d.Tok == token.DEFINE {

@@ -62,7 +62,7 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch
 	var host []time.Duration
 	for i := range runs + 1 {
 		start := time.Now()
-		out, err := m.Forward(ctx, dev, x, ts, c)
+		out, err := m.Forward(ctx, dev, x, ts, c, nil)
 		if err != nil {
 			return res, err
 		}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/darkroom-ai/darkroom/engine/models/clip"
 	"math"
 	"os"
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
-	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 )
 
@@ -33,7 +33,7 @@ func TestComfyPrompts(t *testing.T) {
 	}
 	for i, p := range prompts {
 		t.Run(fmt.Sprintf("p%d", i), func(t *testing.T) {
-			tok := m.c.Text.(*sd1.Conditioner).Enc.Tok
+			tok := m.c.Text.(interface{ Encoder() *clip.PromptEncoder }).Encoder().Tok
 			ids, weights := tok.WeightedChunks(p, tok.EOS())
 			wantIDs, wantW := fx[fmt.Sprintf("p%d/ids", i)], fx[fmt.Sprintf("p%d/weights", i)]
 			if len(ids)*77 != len(wantIDs) {

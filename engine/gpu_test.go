@@ -118,7 +118,7 @@ func TestGPUSD15HalfVsFloat32(t *testing.T) {
 		r := rand.New(rand.NewPCG(1, 2))
 		x := dev.Upload(randomValues(r, 2*4*64*64), 2, 4, 64, 64)
 		c := dev.Upload(randomValues(r, 2*77*768), 2, 77, 768)
-		out, err := m.Forward(ctx, dev, x, []float32{500, 500}, c)
+		out, err := m.Forward(ctx, dev, x, []float32{500, 500}, c, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

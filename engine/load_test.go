@@ -11,6 +11,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
@@ -93,13 +94,11 @@ func copyWith(t *testing.T, drop func(name string) bool, extra map[string]safete
 // Variants the SD1 models do not build are refused, not run as something
 // else.
 func TestLoadRefusesVariants(t *testing.T) {
-	small := safetensors.Tensor{DType: tensor.F16, Shape: []int{2}, Data: make([]byte, 4)}
 	for _, c := range []struct {
 		name  string
 		extra map[string]safetensors.Tensor
 		want  string
 	}{
-		{"v-prediction marker", map[string]safetensors.Tensor{"v_pred": small}, `v-prediction model (found key "v_pred")`},
 		{"deeper up-path transformer", map[string]safetensors.Tensor{
 			"model.diffusion_model.output_blocks.3.1.transformer_blocks.1.norm1.weight": {DType: tensor.F16, Shape: []int{32}, Data: make([]byte, 64)},
 		}, "tensors this SD1 architecture does not use"},
@@ -110,6 +109,23 @@ func TestLoadRefusesVariants(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// ComfyUI's "v_pred" marker makes an SD1 checkpoint a v-prediction model
+// (v fine-tunes), said where it was read.
+func TestLoadVPredictionMarker(t *testing.T) {
+	small := safetensors.Tensor{DType: tensor.F16, Shape: []int{2}, Data: make([]byte, 4)}
+	m, err := Load(context.Background(), copyWith(t, nil, map[string]safetensors.Tensor{"v_pred": small}), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := m.c.Denoiser.Prediction(); got != sampling.V {
+		t.Errorf("prediction %v, want v", got)
+	}
+	if m.c.PredictionEvidence != `key "v_pred"` {
+		t.Errorf("evidence %q", m.c.PredictionEvidence)
 	}
 }
 

@@ -12,9 +12,9 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
-	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/models/clip"
 	"github.com/darkroom-ai/darkroom/engine/rng"
 )
 
@@ -295,7 +295,7 @@ func TestDiffusersPromptConvention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lit, err := m.c.Text.(*sd1.Conditioner).Enc.EncodeLiteral(ctx, m.dev, "(a red cat:1.5)", 1)
+	lit, err := m.c.Text.(interface{ Encoder() *clip.PromptEncoder }).Encoder().EncodeLiteral(ctx, m.dev, "(a red cat:1.5)", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,16 @@ type Components struct {
 	Sampling ModelSampling
 	// Defaults are the family's generation defaults.
 	Defaults Defaults
+	// PredictionEvidence says where the denoiser's prediction type (ε or
+	// v) was read: a marker tensor, metadata, a config file. Empty when the
+	// family assumed it, and then a request may choose the other
+	// (Request.Prediction); a request contradicting a declared type is
+	// refused.
+	PredictionEvidence string
+	// RefineOnly, when set, says why the model cannot start from noise and
+	// how to use it instead (the SDXL refiner); txt2img with it is refused
+	// with that message.
+	RefineOnly string
 	// Parts describe the components for `darkroom info` and scripts:
 	// name and inferred configuration, in pipeline order.
 	Parts []Part
@@ -188,6 +198,27 @@ type Inputs struct {
 	Concat *backend.Tensor
 	// Control holds residuals added inside the network (ControlNet), or nil.
 	Control []*backend.Tensor
+	// NegativeRows is the number of leading rows conditioned by the
+	// negative prompt (the rest by the prompt), for inputs that differ
+	// between them (the SDXL refiner's aesthetic score).
+	NegativeRows int
+	// Size is SDXL-style micro-conditioning; zero fields take the peers'
+	// defaults.
+	Size SizeConditioning
+}
+
+// SizeConditioning is the size and crop micro-conditioning of SDXL-style
+// UNets (diffusers' original_size / crops_coords_top_left / target_size /
+// aesthetic_score, ComfyUI's CLIPTextEncodeSDXL fields). Zero values mean
+// the defaults both peers use: original and target size = the image size,
+// no crop, aesthetic scores 6 (prompt) and 2.5 (negative).
+type SizeConditioning struct {
+	OriginalWidth, OriginalHeight int
+	CropTop, CropLeft             int
+	TargetWidth, TargetHeight     int
+	// Aesthetic and NegativeAesthetic are the refiner's scores for the
+	// prompt's and the negative prompt's rows; 0 means the default.
+	Aesthetic, NegativeAesthetic float64
 }
 
 // Step runs the network once on x [rows, C, (T,) h, w] (already scaled

@@ -14,6 +14,11 @@ import (
 // does.
 type Discrete struct {
 	comfy, diffusers *sampling.Discrete
+	betaStart        float64
+	betaEnd          float64
+	steps            int
+	kind             string
+	zsnr             bool
 }
 
 // NewDiscrete builds the discrete model sampling of a beta schedule
@@ -28,7 +33,25 @@ func NewDiscrete(betaStart, betaEnd float64, steps int, kind string) (*Discrete,
 	if err != nil {
 		return nil, err
 	}
-	return &Discrete{comfy: c, diffusers: d}, nil
+	return &Discrete{comfy: c, diffusers: d, betaStart: betaStart, betaEnd: betaEnd, steps: steps, kind: kind}, nil
+}
+
+// ZeroTerminalSNR returns the same schedule rescaled to zero terminal SNR
+// (ComfyUI's ModelSamplingDiscrete zsnr option, diffusers'
+// rescale_betas_zero_snr), for models trained that way.
+func (d *Discrete) ZeroTerminalSNR() (ModelSampling, error) {
+	if d.zsnr {
+		return d, nil
+	}
+	c, err := sampling.NewDiscreteZSNR(d.betaStart, d.betaEnd, d.steps, d.kind, false)
+	if err != nil {
+		return nil, err
+	}
+	df, err := sampling.NewDiscreteZSNR(d.betaStart, d.betaEnd, d.steps, d.kind, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Discrete{comfy: c, diffusers: df, betaStart: d.betaStart, betaEnd: d.betaEnd, steps: d.steps, kind: d.kind, zsnr: true}, nil
 }
 
 func (d *Discrete) sched(c Convention) *sampling.Discrete {

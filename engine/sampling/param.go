@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Prediction is what a diffusion network predicts (its parameterization).
@@ -34,6 +35,19 @@ func (p Prediction) String() string {
 }
 
 func (p Prediction) valid() bool { return p == Eps || p == V || p == Velocity }
+
+// ParsePrediction maps the names checkpoints, configs and users give a
+// discrete model's parameterization ("eps", "epsilon", "v",
+// "v_prediction", "v-prediction") to Eps or V.
+func ParsePrediction(s string) (Prediction, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "eps", "epsilon", "ε":
+		return Eps, nil
+	case "v", "v_prediction", "v-prediction", "vpred", "v_pred":
+		return V, nil
+	}
+	return 0, fmt.Errorf("unknown prediction type %q (want eps or v)", s)
+}
 
 // ModelFunc is a raw network call: its output (noise, v or velocity) for
 // the scaled input xIn at model timestep t. It must not modify xIn.

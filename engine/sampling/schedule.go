@@ -47,7 +47,17 @@ type Discrete struct {
 //   - "linear": betas = linspace(betaStart, betaEnd, steps) (LDM's
 //     "sqrt_linear", diffusers' "linear").
 func NewDiscrete(betaStart, betaEnd float64, steps int, kind string) (*Discrete, error) {
-	return newDiscrete(betaStart, betaEnd, steps, kind, false)
+	return newDiscrete(betaStart, betaEnd, steps, kind, false, false)
+}
+
+// NewDiscreteZSNR is NewDiscrete (or, with diffusers, NewDiscreteDiffusers)
+// rescaled to zero terminal SNR (Lin et al. 2023), as each peer does it:
+// ComfyUI rescales the float64 sigmas (rescale_zero_terminal_snr_sigmas)
+// and sets the last alpha_cumprod to 4.8973451890853435e-08; diffusers
+// rescales the float32 betas (rescale_zero_terminal_snr) and sets it to
+// 2^-24, so that the first sigma is finite (about 4519 and 4096).
+func NewDiscreteZSNR(betaStart, betaEnd float64, steps int, kind string, diffusers bool) (*Discrete, error) {
+	return newDiscrete(betaStart, betaEnd, steps, kind, diffusers, true)
 }
 
 // NewDiscreteDiffusers builds the same schedule as diffusers' DDPM-family
@@ -57,10 +67,10 @@ func NewDiscrete(betaStart, betaEnd float64, steps int, kind string) (*Discrete,
 // relative (SD1 sigma_max 14.614647 against ComfyUI's 14.614641); use it to
 // reproduce diffusers runs.
 func NewDiscreteDiffusers(betaStart, betaEnd float64, steps int, kind string) (*Discrete, error) {
-	return newDiscrete(betaStart, betaEnd, steps, kind, true)
+	return newDiscrete(betaStart, betaEnd, steps, kind, true, false)
 }
 
-func newDiscrete(betaStart, betaEnd float64, steps int, kind string, diffusers bool) (*Discrete, error) {
+func newDiscrete(betaStart, betaEnd float64, steps int, kind string, diffusers, zsnr bool) (*Discrete, error) {
 	if steps < 2 {
 		return nil, fmt.Errorf("discrete schedule: %d timesteps, want at least 2", steps)
 	}
@@ -95,6 +105,9 @@ func newDiscrete(betaStart, betaEnd float64, steps int, kind string, diffusers b
 	default:
 		return nil, fmt.Errorf("discrete schedule: unknown beta schedule %q (valid: linear, scaled_linear)", kind)
 	}
+	if zsnr {
+		return zsnrDiscrete(betas, diffusers), nil
+	}
 	d := &Discrete{sigmas: make([]float32, steps), logSigmas: make([]float32, steps)}
 	acp := 1.0
 	for i, b := range betas {
@@ -117,6 +130,63 @@ func newDiscrete(betaStart, betaEnd float64, steps int, kind string, diffusers b
 		}
 	}
 	return d, nil
+}
+
+// zsnrDiscrete builds the zero-terminal-SNR schedule from the betas (in
+// float32 values when diffusers is set, as diffusers holds them).
+func zsnrDiscrete(betas []float64, diffusers bool) *Discrete {
+	n := len(betas)
+	d := &Discrete{sigmas: make([]float32, n), logSigmas: make([]float32, n)}
+	if diffusers {
+		// rescale_zero_terminal_snr on float32 betas, then the scheduler's
+		// cumulative product with the last value set to 2^-24.
+		sq := make([]float32, n)
+		acp := 1.0
+		for i, b := range betas {
+			acp *= float64(float32(1 - float32(b)))
+			sq[i] = sqrt32(float32(acp))
+		}
+		s0, sT := sq[0], sq[n-1]
+		scale := div32(s0, s0-sT)
+		bar := make([]float32, n)
+		for i := range sq {
+			v := (sq[i] - sT) * scale
+			bar[i] = v * v
+		}
+		acp = 1
+		for i := range bar {
+			alpha := bar[0]
+			if i > 0 {
+				alpha = div32(bar[i], bar[i-1])
+			}
+			acp *= float64(float32(1 - (1 - alpha)))
+			a32 := float32(acp)
+			if i == n-1 {
+				a32 = 1.0 / (1 << 24)
+			}
+			s := sqrt32(div32(1-a32, a32))
+			d.sigmas[i], d.logSigmas[i] = s, log32(s)
+		}
+		return d
+	}
+	// ComfyUI: float64 sigmas, rescaled in alpha-bar-sqrt space.
+	sq := make([]float64, n)
+	acp := 1.0
+	for i, b := range betas {
+		acp *= 1 - b
+		sq[i] = math.Sqrt(acp)
+	}
+	s0, sT := sq[0], sq[n-1]
+	for i := range sq {
+		v := (sq[i] - sT) * (s0 / (s0 - sT))
+		bar := v * v
+		if i == n-1 {
+			bar = 4.8973451890853435e-08
+		}
+		s := math.Sqrt((1 - bar) / bar)
+		d.sigmas[i], d.logSigmas[i] = float32(s), float32(math.Log(s))
+	}
+	return d
 }
 
 // DefaultDiscrete returns the schedule of SD1.x, SD2.x and SDXL:

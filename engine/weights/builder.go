@@ -190,3 +190,58 @@ func (b *Builder) Unused(prefix string) []string {
 	}
 	return out
 }
+
+// Split uploads the named tensor of shape [parts·shape[0], shape[1:]...] as
+// parts tensors of shape, cut along the first dimension (a fused q/k/v
+// projection, such as OpenCLIP's in_proj_weight). The parts are contiguous
+// in the stored tensor, so they are cut from its bytes before upload.
+func (b *Builder) Split(name string, parts int, shape ...int) []*backend.Tensor {
+	full := b.prefix + name
+	out := make([]*backend.Tensor, parts)
+	if b.st.random != nil {
+		b.st.used[full] = true
+		for i := range out {
+			out[i] = b.st.synthesise(full, shape)
+		}
+		return out
+	}
+	want := tensor.Shape(append([]int{parts * shape[0]}, shape[1:]...))
+	info, ok := b.st.src.Info(full)
+	if !ok {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("missing %q", full))
+		return out
+	}
+	b.st.used[full] = true
+	if !info.Shape.Equal(want) {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: shape %v, want %v", full, info.Shape, want))
+		return out
+	}
+	raw, err := b.st.src.Raw(full)
+	if err != nil {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+		return out
+	}
+	size := len(raw) / parts
+	for i := range out {
+		var part []byte
+		if raw != nil {
+			part = raw[i*size : (i+1)*size]
+		}
+		t, err := b.st.dev.UploadRaw(part, info.DType, shape...)
+		if err != nil {
+			b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+			return out
+		}
+		out[i] = t
+	}
+	return out
+}
+
+// Claim marks a tensor the model does not read (transformers'
+// position_ids, OpenCLIP's logit_scale) as used, when present, so that it
+// does not count among Unused; it uploads nothing.
+func (b *Builder) Claim(name string) {
+	if b.Has(name) {
+		b.st.used[b.prefix+name] = true
+	}
+}

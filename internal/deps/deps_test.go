@@ -68,7 +68,7 @@ var testOnly = []string{"engine/internal/testref", "engine/hub/hubtest"}
 // familyHelpers are the packages under engine/families/ that every family
 // may import (shared helpers, once there are any), as patterns, e.g.
 // "engine/families/internal/...". Families import no other family.
-var familyHelpers = []string{}
+var familyHelpers = []string{"engine/families/internal/..."}
 
 // rules are the constraints beyond the layers. Imports in _test.go files
 // are exempt from the layers and from every rule whose tests field is

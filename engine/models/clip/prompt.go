@@ -18,14 +18,33 @@ import (
 type PromptEncoder struct {
 	Tok   *tokenizer.CLIP
 	Model *TextModel
-	// Pad is the padding token id (the end token for OpenAI CLIP-L).
+	// Pad is the padding token id (the end token for OpenAI CLIP-L, 0 for
+	// SDXL's bigG and SD2's ViT-H, as their tokenizers pad with "!").
 	Pad int
+	// NoFinalNorm takes the chosen layer's hidden states without the final
+	// layer norm (SDXL).
+	NoFinalNorm bool
+	// Pool selects a pooled output to compute beside the hidden states
+	// (from the first window, as ComfyUI takes it).
+	Pool Pooling
+}
+
+// run encodes token windows with the encoder's options.
+func (p *PromptEncoder) run(dev backend.Device, ids [][]int, skip int, pool bool) (hidden, pooled *backend.Tensor, err error) {
+	o := Options{Skip: skip, NoFinalNorm: p.NoFinalNorm, EOS: p.Tok.EOS()}
+	if pool {
+		o.Pool = p.Pool
+	}
+	return p.Model.Run(dev, ids, o)
 }
 
 // Encoded is one encoded prompt.
 type Encoded struct {
 	// Hidden is the chosen layer's hidden states [1, 77·Chunks, Width].
 	Hidden *backend.Tensor
+	// Pooled is the first window's pooled output [1, P] when the encoder's
+	// Pool asks for one, else nil.
+	Pooled *backend.Tensor
 	// Tokens counts the prompt tokens (without start/end tokens).
 	Tokens int
 	// Chunks is the number of 77-token windows.
@@ -38,7 +57,7 @@ func (p *PromptEncoder) Encode(ctx context.Context, dev backend.Device, text str
 		return nil, err
 	}
 	chunks, weights := p.Tok.WeightedChunks(text, p.Pad)
-	out, err := p.Model.Forward(dev, chunks, skip)
+	out, pooled, err := p.run(dev, chunks, skip, true)
 	if err != nil {
 		return nil, fmt.Errorf("encode prompt: %w", err)
 	}
@@ -53,7 +72,7 @@ func (p *PromptEncoder) Encode(ctx context.Context, dev backend.Device, text str
 	for _, seg := range tokenizer.ParseWeights(text) {
 		tokens += len(p.Tok.Encode(seg.Text)) - 2
 	}
-	return &Encoded{Hidden: out.Reshape(1, len(chunks)*out.Shape[1], width), Tokens: tokens, Chunks: len(chunks)}, nil
+	return &Encoded{Hidden: out.Reshape(1, len(chunks)*out.Shape[1], width), Pooled: firstRow(dev, pooled), Tokens: tokens, Chunks: len(chunks)}, nil
 }
 
 func hasWeights(weights [][]float64) bool {
@@ -71,7 +90,7 @@ func hasWeights(weights [][]float64) bool {
 // token's hidden state moves away from the empty prompt's hidden state at
 // the same position, z = (z − z_empty)·w + z_empty.
 func (p *PromptEncoder) applyWeights(dev backend.Device, out *backend.Tensor, weights [][]float64, skip int) (*backend.Tensor, error) {
-	empty, err := p.Model.Forward(dev, [][]int{p.Tok.Encode77("")}, skip)
+	empty, _, err := p.run(dev, [][]int{p.Tok.Pad(nil, tokenizer.ContextLength, p.Pad)}, skip, false)
 	if err != nil {
 		return nil, err
 	}
@@ -111,9 +130,19 @@ func (p *PromptEncoder) EncodeLiteral(ctx context.Context, dev backend.Device, t
 	all := p.Tok.Encode(text)
 	body := all[1 : len(all)-1]
 	ids := p.Tok.Pad(body, tokenizer.ContextLength, p.Pad)
-	out, err := p.Model.Forward(dev, [][]int{ids}, skip)
+	out, pooled, err := p.run(dev, [][]int{ids}, skip, true)
 	if err != nil {
 		return nil, fmt.Errorf("encode prompt: %w", err)
 	}
-	return &Encoded{Hidden: out, Tokens: len(body), Chunks: 1}, nil
+	return &Encoded{Hidden: out, Pooled: pooled, Tokens: len(body), Chunks: 1}, nil
+}
+
+// firstRow returns row 0 of t [n, P] as [1, P] (nil for nil).
+func firstRow(dev backend.Device, t *backend.Tensor) *backend.Tensor {
+	if t == nil || t.Shape[0] == 1 {
+		return t
+	}
+	r := dev.Alloc(1, t.Shape[1])
+	dev.Slice(r, t, 0, 0)
+	return r
 }

@@ -42,7 +42,16 @@ type Config struct {
 	LinearProj bool
 	// TimeEmbedDim is the width of the timestep embedding MLP (4·ModelChannels).
 	TimeEmbedDim int
+	// ADMInChannels is the width of the extra vector input y (label_emb,
+	// SDXL's pooled text embedding and size embeddings: 2816 for the base,
+	// 2560 for the refiner), or 0 when the UNet takes none.
+	ADMInChannels int
 }
+
+// SD2HeadDim is the attention head width of the UNets with linear
+// projections (SD2.x, SDXL), which shapes cannot tell; ComfyUI assumes the
+// same (num_head_channels 64).
+const SD2HeadDim = 64
 
 // SD1Heads is the SD1.x convention for attention heads, which shapes cannot tell.
 const SD1Heads = 8
@@ -67,8 +76,12 @@ func (c Config) String() string {
 	if c.HeadDim > 0 {
 		heads = fmt.Sprintf("head dim %d", c.HeadDim)
 	}
-	return fmt.Sprintf("channels %d × %v, %d res blocks/level, attention at levels [%s] depth %v (mid %d), context %d, %s, in %d, out %d",
+	s := fmt.Sprintf("channels %d × %v, %d res blocks/level, attention at levels [%s] depth %v (mid %d), context %d, %s, in %d, out %d",
 		c.ModelChannels, c.ChannelMult, c.NumResBlocks, strings.Join(attn, " "), c.Depth, c.MidDepth, c.ContextDim, heads, c.InChannels, c.OutChannels)
+	if c.ADMInChannels > 0 {
+		s += fmt.Sprintf(", adm %d", c.ADMInChannels)
+	}
+	return s
 }
 
 // Levels returns the number of resolution levels.
@@ -164,6 +177,15 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 	if c.ContextDim == 0 {
 		return Config{}, fmt.Errorf("unet: no cross-attention found under %s", prefix)
 	}
+	if c.LinearProj {
+		c.Heads, c.HeadDim = 0, SD2HeadDim
+	}
+	if s := shape("label_emb.0.0.weight"); s != nil {
+		if len(s) != 2 || s[0] != c.TimeEmbedDim {
+			return Config{}, fmt.Errorf("unet: %slabel_emb.0.0.weight has shape %v, want [%d, adm]", prefix, s, c.TimeEmbedDim)
+		}
+		c.ADMInChannels = s[1]
+	}
 	// The up path must mirror the down path.
 	wantOut := c.Levels() * (c.NumResBlocks + 1)
 	if !has(fmt.Sprintf("output_blocks.%d.0.in_layers.0.weight", wantOut-1)) || has(fmt.Sprintf("output_blocks.%d.0.in_layers.0.weight", wantOut)) {
@@ -174,7 +196,7 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 		if w%groups != 0 {
 			return Config{}, fmt.Errorf("unet: level %d width %d is not a multiple of the %d GroupNorm groups", lvl, w, groups)
 		}
-		if c.Attention[lvl] && w%c.headsFor(w) != 0 {
+		if c.Attention[lvl] && (c.headsFor(w) == 0 || w%c.headsFor(w) != 0) {
 			return Config{}, fmt.Errorf("unet: level %d width %d does not split into %d attention heads", lvl, w, c.headsFor(w))
 		}
 	}
@@ -203,5 +225,23 @@ func SD15() Config {
 		ContextDim:   768,
 		Heads:        SD1Heads,
 		TimeEmbedDim: 1280,
+	}
+}
+
+// SDXL is the SDXL 1.0 base UNet configuration, as ConfigFromWeights
+// infers it from the released checkpoint (benchmarks, random-weight tests).
+func SDXL() Config {
+	return Config{
+		InChannels: 4, OutChannels: 4, ModelChannels: 320,
+		ChannelMult:   []int{1, 2, 4},
+		NumResBlocks:  2,
+		Attention:     []bool{false, true, true},
+		Depth:         []int{0, 2, 10},
+		MidDepth:      10,
+		ContextDim:    2048,
+		HeadDim:       SD2HeadDim,
+		LinearProj:    true,
+		TimeEmbedDim:  1280,
+		ADMInChannels: 2816,
 	}
 }

@@ -172,6 +172,8 @@ type Model struct {
 	Config  Config
 	timeIn  *nn.Linear // time_embed.0
 	timeOut *nn.Linear // time_embed.2
+	admIn   *nn.Linear // label_emb.0.0 (nil without an ADM input)
+	admOut  *nn.Linear // label_emb.0.2
 	convIn  *nn.Conv2d // input_blocks.0.0
 	inputs  []block
 	mid     [3]block // res, transformer, res
@@ -196,6 +198,10 @@ func Load(b *weights.Builder, c Config) *Model {
 	mc, te := c.ModelChannels, c.TimeEmbedDim
 	m.timeIn = nn.LoadLinear(b.Sub("time_embed.0"), mc, te, true)
 	m.timeOut = nn.LoadLinear(b.Sub("time_embed.2"), te, te, true)
+	if c.ADMInChannels > 0 {
+		m.admIn = nn.LoadLinear(b.Sub("label_emb.0.0"), c.ADMInChannels, te, true)
+		m.admOut = nn.LoadLinear(b.Sub("label_emb.0.2"), te, te, true)
+	}
 	m.convIn = nn.LoadConv2d(b.Sub("input_blocks.0.0"), c.InChannels, mc, 3, 1, 1)
 
 	chans := []int{mc} // channels of each skip connection, in push order
@@ -254,16 +260,24 @@ func Load(b *weights.Builder, c Config) *Model {
 	return m
 }
 
-// Forward predicts the model output (ε for SD1) for x [N, C, H, W] at
-// timesteps ts (len N) with cross-attention context ctx [N, S, ContextDim].
+// Forward predicts the model output (ε or v) for x [N, C, H, W] at
+// timesteps ts (len N) with cross-attention context cond [N, S, ContextDim]
+// and, for UNets with an ADM input (SDXL), the vector y [N, ADMInChannels]
+// (nil otherwise).
 // Any H and W work: sides that are not multiples of 2^(levels-1) are
 // handled as ComfyUI and diffusers handle them. It checks ctx between blocks.
-func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tensor, ts []float32, cond *backend.Tensor) (*backend.Tensor, error) {
+func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tensor, ts []float32, cond, y *backend.Tensor) (*backend.Tensor, error) {
 	c := m.Config
 	n := x.Shape[0]
 	if len(ts) != n || cond.Shape[0] != n || cond.Shape[2] != c.ContextDim || x.Shape[1] != c.InChannels {
 		return nil, fmt.Errorf("unet: x %v, %d timesteps, context %v do not match the model (in %d, context %d)",
 			x.Shape, len(ts), cond.Shape, c.InChannels, c.ContextDim)
+	}
+	switch {
+	case c.ADMInChannels == 0 && y != nil:
+		return nil, fmt.Errorf("unet: this UNet takes no vector input (label_emb), got y %v", y.Shape)
+	case c.ADMInChannels > 0 && (y == nil || len(y.Shape) != 2 || y.Shape[0] != n || y.Shape[1] != c.ADMInChannels):
+		return nil, fmt.Errorf("unet: this UNet needs a vector input y [%d, %d]", n, c.ADMInChannels)
 	}
 	if x.Shape[2] < 1 || x.Shape[3] < 1 {
 		return nil, fmt.Errorf("unet: empty latent %v", x.Shape)
@@ -276,8 +290,16 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tens
 	temb := dev.Alloc(n, c.ModelChannels)
 	dev.TimestepEmbedding(temb, ts, backend.TimestepParams{Dim: c.ModelChannels, FlipSinToCos: true, MaxPeriod: timestepPeriod, Scale: 1})
 	key := fmt.Sprint(x.Shape, cond.Shape)
-	outs, err := m.graphs.Run(dev, key, []*backend.Tensor{x, temb, cond}, func(in []*backend.Tensor) ([]*backend.Tensor, error) {
-		out, err := m.forward(ctx, dev, in[0], in[1], in[2])
+	ins := []*backend.Tensor{x, temb, cond}
+	if y != nil {
+		ins = append(ins, y)
+	}
+	outs, err := m.graphs.Run(dev, key, ins, func(in []*backend.Tensor) ([]*backend.Tensor, error) {
+		var y *backend.Tensor
+		if len(in) > 3 {
+			y = in[3]
+		}
+		out, err := m.forward(ctx, dev, in[0], in[1], in[2], y)
 		return []*backend.Tensor{out}, err
 	})
 	if err != nil {
@@ -287,11 +309,17 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x *backend.Tens
 }
 
 // forward runs the network on device tensors: x [N, C, H, W], the
-// timestep table temb [N, ModelChannels] and the context cond.
-func (m *Model) forward(ctx context.Context, dev backend.Device, x, temb, cond *backend.Tensor) (*backend.Tensor, error) {
+// timestep table temb [N, ModelChannels], the context cond and the ADM
+// vector y (or nil).
+func (m *Model) forward(ctx context.Context, dev backend.Device, x, temb, cond, y *backend.Tensor) (*backend.Tensor, error) {
 	emb := m.timeIn.Forward(dev, temb)
 	dev.Unary(backend.SiLU, emb, emb)
 	emb = m.timeOut.Forward(dev, emb)
+	if m.admIn != nil {
+		a := m.admIn.Forward(dev, y)
+		dev.Unary(backend.SiLU, a, a)
+		m.admOut.AddInto(dev, emb, a)
+	}
 	embAct := nn.Unary(dev, backend.SiLU, emb) // every res block applies SiLU first
 
 	h := m.convIn.Forward(dev, x)

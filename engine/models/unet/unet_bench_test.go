@@ -33,7 +33,7 @@ func BenchmarkSD15Step(b *testing.B) {
 	xt, ct := dev.Upload(x, 2, 4, 64, 64), dev.Upload(c, 2, 77, 768)
 	b.ResetTimer()
 	for b.Loop() {
-		out, err := m.Forward(context.Background(), dev, xt, []float32{500, 500}, ct)
+		out, err := m.Forward(context.Background(), dev, xt, []float32{500, 500}, ct, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

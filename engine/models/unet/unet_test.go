@@ -68,7 +68,7 @@ func TestFirstEulerStep(t *testing.T) {
 	ctx := append(append([]float32(nil), fx["negative_embeds"]...), fx["prompt_embeds"]...)
 	x := dev.Upload(in, 2, 4, 8, 8)
 	cond := dev.Upload(ctx, 2, 77, 64)
-	out, err := m.Forward(context.Background(), dev, x, []float32{ts[0], ts[0]}, cond)
+	out, err := m.Forward(context.Background(), dev, x, []float32{ts[0], ts[0]}, cond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestOddLatentSizes(t *testing.T) {
 		t.Run(k, func(t *testing.T) {
 			x := dev.Upload(fx[k+"/x"], 2, 4, hw[0], hw[1])
 			ctx := dev.Upload(fx[k+"/ctx"], 2, 77, 64)
-			out, err := m.Forward(context.Background(), dev, x, fx[k+"/t"], ctx)
+			out, err := m.Forward(context.Background(), dev, x, fx[k+"/t"], ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

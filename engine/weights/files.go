@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -9,18 +10,24 @@ import (
 )
 
 // ExtraTextEncoderPrefix is where OpenFiles puts a separate text-encoder
-// file whose layout no LDM name covers (T5, an LLM): its stored names
-// under "text_encoder_files.<N>.", N counting the separate files from 0
-// (a namespace of its own: checkpoints use "text_encoders." for the
-// encoders they hold).
+// file that fills no keymap.Slots entry (T5, an LLM, an OpenCLIP model
+// that is neither bigG nor ViT-H): its stored names under
+// "text_encoder_files.<N>.", N counting the separate files from 0 (a
+// namespace of its own: checkpoints use "text_encoders." for the encoders
+// they hold).
 const ExtraTextEncoderPrefix = "text_encoder_files."
 
 // OpenFiles opens a model made of several files, as ComfyUI users keep
 // them: main (a checkpoint file, a diffusers folder, or a diffusion-model
 // file), an optional separate VAE file that replaces the checkpoint's VAE,
 // and separate text-encoder files. Each extra file's tensors are placed
-// under the canonical names of their component (see keymap), so the
-// families see one namespace whatever the layout.
+// under the canonical names of its slot (keymap.Slots: a text encoder's by
+// its width), so the families see one namespace whatever the layout, and
+// replace the checkpoint's tensors of that slot (keymap.Slot.Replaces), as
+// ComfyUI's VAE and CLIP loaders do: a CLIP-L file the checkpoint's CLIP-L
+// only, a bigG file its bigG only. Two separate files for one slot are
+// refused. A file may be a key list (.json, .json.gz with one file; see
+// ReadKeyList), for tests and inspection without the weights.
 func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 	m, err := OpenModel(main)
 	if err != nil {
@@ -34,7 +41,8 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 		m.Close()
 		return nil, fmt.Errorf("%s: cannot add separate files to this model", main)
 	}
-	filled := map[string]string{} // canonical root -> the extra file that gave it
+	filled := map[string]string{}    // slot name -> the extra file that filled it
+	fromExtra := map[string]string{} // canonical name -> the extra file that gave it
 	extra := 0
 	add := func(path, flag string, kind keymap.Component) error {
 		st, err := os.Stat(path)
@@ -44,7 +52,7 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 		case st.IsDir():
 			return fmt.Errorf("%s %s: is a folder; want a .safetensors file", flag, path)
 		}
-		f, size, err := osFolder("").open(path)
+		f, size, err := openExtraFile(path)
 		if err != nil {
 			return fmt.Errorf("%s: %w", flag, err)
 		}
@@ -52,43 +60,44 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 			f.Close()
 			return fmt.Errorf("%s %s: holds no tensors", flag, path)
 		}
-		renames, err := keymap.ComponentFile(kind, f.Names())
+		renames, slot, err := keymap.ComponentFile(kind, f.Names(), shapesOf(f))
 		if err != nil {
-			if k, _ := keymap.DetectComponent(f.Names()); kind != keymap.ComponentTextEncoder || k != keymap.ComponentUnknown {
+			k, _ := keymap.DetectComponent(f.Names())
+			if kind != keymap.ComponentTextEncoder || (k != keymap.ComponentUnknown && !errors.Is(err, keymap.ErrNoSlot)) {
 				f.Close()
 				return fmt.Errorf("%s %s: %w", flag, path, err)
 			}
-			// A text encoder without an LDM name (T5, an LLM, OpenCLIP in
-			// its own layout) keeps its stored names under its own root,
-			// for the family that uses it to claim; families that do not
-			// refuse tensors left unused there.
+			// A text encoder of no slot (T5, an LLM, an OpenCLIP model
+			// of another width) keeps its stored names under its own
+			// root, for the family that uses it to claim; families that
+			// do not refuse tensors left unused there.
 			renames = make([]keymap.Rename, len(f.Names()))
 			for i, n := range f.Names() {
 				renames[i] = keymap.Rename{From: n, To: fmt.Sprintf("%s%d.%s", ExtraTextEncoderPrefix, extra, n)}
 			}
+			slot = keymap.Slot{}
 		}
 		extra++
-		// A separate file replaces the checkpoint's component, as
-		// ComfyUI's VAE and CLIP loaders do; two separate files for one
-		// component are refused.
-		roots := map[string]bool{}
-		for _, r := range renames {
-			first, _, _ := strings.Cut(r.To, ".")
-			roots[first+"."] = true
+		me := flag + " " + path
+		if other, ok := filled[slot.Name]; ok && slot.Name != "" {
+			f.Close()
+			return fmt.Errorf("%s: fills the same component as %s (%s)", me, other, slot.Name)
 		}
-		delete(roots, ExtraTextEncoderPrefix) // its own numbered namespace
-		for root := range roots {
-			if other, ok := filled[root]; ok {
+		for _, r := range renames {
+			if other, ok := fromExtra[r.To]; ok {
 				f.Close()
-				return fmt.Errorf("%s %s: fills the same component as %s", flag, path, other)
+				return fmt.Errorf("%s: fills the same component as %s (both hold %q)", me, other, r.To)
 			}
 		}
-		for root := range roots {
-			v.drop(root)
-			filled[root] = flag + " " + path
+		v.drop(slot.Replaces, fromExtra)
+		if slot.Name != "" {
+			filled[slot.Name] = me
 		}
 		if err := v.add(f, renames); err != nil {
-			return fmt.Errorf("%s %s: %w", flag, path, err)
+			return fmt.Errorf("%s: %w", me, err)
+		}
+		for _, r := range renames {
+			fromExtra[r.To] = me
 		}
 		m.Files = append(m.Files, FileInfo{Path: path, Size: size, Component: string(kind), Tensors: len(f.Names())})
 		return nil
@@ -109,11 +118,40 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 	return m, nil
 }
 
-// drop removes every tensor under prefix (a VAE replaced by a separate file).
-func (v *view) drop(prefix string) {
+// openExtraFile opens a separate component file: a safetensors file, or a
+// key list of one file (shapes only).
+func openExtraFile(path string) (tensorFile, int64, error) {
+	if lower := strings.ToLower(path); strings.HasSuffix(lower, ".json.gz") || strings.HasSuffix(lower, ".json") {
+		kl, err := ReadKeyList(path)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: a .json file is read as a darkroom key list: %w", path, err)
+		}
+		if len(kl.Files) != 1 {
+			return nil, 0, fmt.Errorf("%s: a key list of %d files is not one component file", path, len(kl.Files))
+		}
+		for rel, file := range kl.Files {
+			sf, err := newShapeFile(path+"/"+rel, file)
+			if err != nil {
+				return nil, 0, fmt.Errorf("%s: %w", path, err)
+			}
+			return sf, sf.size, nil
+		}
+	}
+	return osFolder("").open(path)
+}
+
+// drop removes the checkpoint's tensors under any of prefixes (a component
+// replaced by a separate file); names given by separate files (keep) stay.
+func (v *view) drop(prefixes []string, keep map[string]string) {
 	for name := range v.entries {
-		if strings.HasPrefix(name, prefix) {
-			delete(v.entries, name)
+		if _, ok := keep[name]; ok {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(name, p) {
+				delete(v.entries, name)
+				break
+			}
 		}
 	}
 	v.finish()

@@ -128,8 +128,19 @@ func OpenBytes(name string, data []byte) (*Model, error) {
 	return singleModel(f, name, int64(len(data)))
 }
 
+// shapesOf reads stored shapes from f for keymap's width checks.
+func shapesOf(f tensorFile) keymap.Shapes {
+	return func(name string) []int {
+		info, ok := f.Info(name)
+		if !ok {
+			return nil
+		}
+		return info.Shape
+	}
+}
+
 func singleModel(f tensorFile, path string, size int64) (*Model, error) {
-	renames, err := keymap.SingleFile(f.Names())
+	renames, err := keymap.SingleFile(f.Names(), shapesOf(f))
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -154,13 +165,21 @@ func singleModel(f tensorFile, path string, size int64) (*Model, error) {
 type component struct {
 	dir     string // folder name
 	base    string // weight file base name
-	convert func([]string) ([]keymap.Rename, error)
+	convert func([]string, keymap.Shapes) ([]keymap.Rename, error)
+	// sdxlOnly: converted in SDXL pipelines only (elsewhere, e.g. Flux's
+	// T5 or SD3's bigG, the folder keeps its stored names).
+	sdxlOnly bool
+}
+
+func namesOnly(f func([]string) ([]keymap.Rename, error)) func([]string, keymap.Shapes) ([]keymap.Rename, error) {
+	return func(names []string, _ keymap.Shapes) ([]keymap.Rename, error) { return f(names) }
 }
 
 var diffusersComponents = []component{
-	{"unet", "diffusion_pytorch_model", keymap.DiffusersUNet},
-	{"vae", "diffusion_pytorch_model", keymap.DiffusersVAE},
-	{"text_encoder", "model", keymap.DiffusersTextEncoder},
+	{dir: "unet", base: "diffusion_pytorch_model", convert: namesOnly(keymap.DiffusersUNet)},
+	{dir: "vae", base: "diffusion_pytorch_model", convert: namesOnly(keymap.DiffusersVAE)},
+	{dir: "text_encoder", base: "model", convert: keymap.DiffusersTextEncoder},
+	{dir: "text_encoder_2", base: "model", convert: keymap.DiffusersTextEncoder, sdxlOnly: true},
 }
 
 // sdPipelines are the diffusers pipeline classes whose unet/, vae/ and
@@ -171,6 +190,21 @@ var sdPipelines = map[string]bool{
 	"StableDiffusionInpaintPipeline": true, "StableDiffusionUpscalePipeline": true,
 	"LatentConsistencyModelPipeline": true, "StableDiffusionControlNetPipeline": true,
 	"StableDiffusionInstructPix2PixPipeline": true, "StableDiffusionDepth2ImgPipeline": true,
+}
+
+// sdxlPipelines are the diffusers pipeline classes whose unet/, vae/,
+// text_encoder/ (CLIP-L) and text_encoder_2/ (bigG) are SDXL components,
+// converted as strictly as sdPipelines'. Not the ControlNet-XS pipeline,
+// whose unet/ is a UNetControlNetXSModel.
+var sdxlPipelines = map[string]bool{
+	"StableDiffusionXLPipeline": true, "StableDiffusionXLImg2ImgPipeline": true,
+	"StableDiffusionXLInpaintPipeline": true, "StableDiffusionXLInstructPix2PixPipeline": true,
+	"StableDiffusionXLControlNetPipeline": true, "StableDiffusionXLControlNetImg2ImgPipeline": true,
+	"StableDiffusionXLControlNetInpaintPipeline": true, "StableDiffusionXLControlNetUnionPipeline": true,
+	"StableDiffusionXLControlNetUnionImg2ImgPipeline": true, "StableDiffusionXLControlNetUnionInpaintPipeline": true,
+	"StableDiffusionXLAdapterPipeline": true, "StableDiffusionXLPAGPipeline": true,
+	"StableDiffusionXLPAGImg2ImgPipeline": true, "StableDiffusionXLPAGInpaintPipeline": true,
+	"StableDiffusionXLControlNetPAGPipeline": true, "StableDiffusionXLControlNetPAGImg2ImgPipeline": true,
 }
 
 // auxiliaryFolders are diffusers pipeline folders that hold no part of the
@@ -285,14 +319,17 @@ func openDiffusers(path string) (*Model, error) {
 	return openFolder(osFolder(path), path)
 }
 
-// openFolder reads a diffusers folder. unet/, vae/ and text_encoder/ are
-// renamed to the canonical LDM namespace when their converters know every
-// name; every other component folder holding weights (text_encoder_2/,
-// transformer/, ...), and those three when the folder is not a Stable
-// Diffusion 1/2 pipeline and their names are not LDM-convertible, is
+// openFolder reads a diffusers folder. unet/, vae/ and text_encoder/ (and
+// text_encoder_2/ in an SDXL pipeline) are renamed to the canonical
+// namespace when their converters know every name (text encoders to the
+// keymap.Slots their width names: CLIP-L and ViT-H under
+// "cond_stage_model.transformer.", bigG under keymap.CLIPGPrefix); every
+// other component folder holding weights (transformer/, controlnet/,
+// text_encoder_2/ outside SDXL, ...), and those when the folder is not a
+// Stable Diffusion 1/2/XL pipeline and their names are not convertible, is
 // presented with its stored names under "<folder>." (e.g.
 // "transformer.transformer_blocks.0.attn.to_q.weight"), for the family
-// that owns it to convert.
+// that owns it to convert. Tokenizer folders are listed in TokenizerDirs.
 func openFolder(fs folder, path string) (m *Model, err error) {
 	found := fs.isFile("model_index.json") || fs.isDir("transformer")
 	for _, c := range diffusersComponents {
@@ -309,15 +346,18 @@ func openFolder(fs folder, path string) (m *Model, err error) {
 	}()
 	m = &Model{Source: v, Path: path, Layout: Diffusers, JSON: jsonFiles(fs), TokenizerDirs: map[string]string{}}
 	class := pipelineClass(m.JSON)
-	strict := class == "" || sdPipelines[class]
+	sdxl := sdxlPipelines[class]
+	strict := class == "" || sdPipelines[class] || sdxl
 	converters := map[string]component{}
 	for _, c := range diffusersComponents {
-		converters[c.dir] = c
+		if !c.sdxlOnly || sdxl {
+			converters[c.dir] = c
+		}
 	}
 	// The LDM components first, in pipeline order, then the rest by name.
 	dirs := []string{}
 	for _, c := range diffusersComponents {
-		if fs.isDir(c.dir) {
+		if _, ok := converters[c.dir]; ok && fs.isDir(c.dir) {
 			dirs = append(dirs, c.dir)
 		}
 	}
@@ -352,7 +392,7 @@ func openFolder(fs folder, path string) (m *Model, err error) {
 				f.Close()
 				return nil, err
 			}
-			renames, err := componentRenames(c, f.Names(), strict)
+			renames, err := componentRenames(c, f.Names(), shapesOf(f), strict)
 			if err != nil {
 				f.Close()
 				return nil, fmt.Errorf("%s: %w", f.Path(), err)
@@ -376,9 +416,9 @@ func openFolder(fs folder, path string) (m *Model, err error) {
 // componentRenames converts a component's stored names: with the LDM
 // converter when it has one and knows every name, otherwise (outside
 // strict SD pipelines) under "<folder>.".
-func componentRenames(c component, names []string, strict bool) ([]keymap.Rename, error) {
+func componentRenames(c component, names []string, shapes keymap.Shapes, strict bool) ([]keymap.Rename, error) {
 	if c.convert != nil {
-		r, err := c.convert(names)
+		r, err := c.convert(names, shapes)
 		if err == nil || strict {
 			return r, err
 		}

@@ -223,8 +223,8 @@ func TestOpenModelErrors(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "sdxl/text_encoder_2"), 0o755)
 	var buf bytes.Buffer
 	safetensors.Encode(&buf, map[string]safetensors.Tensor{
-		"conv_in.weight":                {DType: tensor.U8, Shape: tensor.Shape{1}, Data: []byte{1}},
-		"add_embedding.linear_1.weight": {DType: tensor.U8, Shape: tensor.Shape{1}, Data: []byte{1}},
+		"conv_in.weight":                  {DType: tensor.U8, Shape: tensor.Shape{1}, Data: []byte{1}},
+		"class_embedding.linear_1.weight": {DType: tensor.U8, Shape: tensor.Shape{1}, Data: []byte{1}},
 	}, nil)
 	mk("unknown/unet/diffusion_pytorch_model.safetensors", buf.Bytes())
 	mk("badshard/unet/diffusion_pytorch_model.safetensors.index.json", []byte(`{"weight_map":{"a":"../x.safetensors"}}`))
@@ -240,7 +240,7 @@ func TestOpenModelErrors(t *testing.T) {
 		{"empty", "empty: not a model: a folder needs model_index.json", true},
 		{"bin", "bin/unet: no diffusion_pytorch_model.safetensors (or .fp16 / sharded variant); PyTorch .bin files are not read", true},
 		{"sdxl", `sdxl: not a model: no unet/, vae/, text_encoder/ or transformer/ weights found`, true},
-		{"unknown", `unknown/unet/diffusion_pytorch_model.safetensors: 1 unknown diffusers UNet tensor names: "add_embedding.linear_1.weight"`, false},
+		{"unknown", `unknown/unet/diffusion_pytorch_model.safetensors: 1 unknown diffusers UNet tensor names: "class_embedding.linear_1.weight"`, false},
 		{"badshard", `badshard/unet/diffusion_pytorch_model.safetensors.index.json: tensor "a": shard "../x.safetensors" is not a file name in the same folder`, false},
 		{"broken", "broken/vae/diffusion_pytorch_model.safetensors: header length", false},
 		{"liar", `liar/unet/diffusion_pytorch_model.safetensors.index.json: 1 tensors listed for diffusion_pytorch_model-1.safetensors are missing from it, e.g. "conv_out.weight"`, false},

@@ -6,11 +6,11 @@ import (
 	"strings"
 )
 
-// Canonical names of the text encoder tensors that sit beside the text
-// model: the projection of CLIPTextModelWithProjection (a Linear weight
-// [proj, width], no bias) and CLIP's contrastive temperature (a scalar).
-// The SD1 text encoder uses neither; they are kept so that nothing stored
-// is dropped.
+// Canonical names of the CLIP-L (and ViT-H) text encoder tensors that sit
+// beside the text model: the projection of CLIPTextModelWithProjection (a
+// Linear weight [proj, width], no bias) and CLIP's contrastive temperature
+// (a scalar). The SD1 text encoder uses neither; they are kept so that
+// nothing stored is dropped. bigG's are under CLIPGPrefix (see Slots).
 const (
 	TextProjection = "cond_stage_model.transformer.text_projection.weight"
 	LogitScale     = "cond_stage_model.logit_scale"
@@ -23,8 +23,8 @@ type Component string
 // Components DetectComponent reports.
 const (
 	// ComponentUnknown is a file of no layout keymap converts (a Flux or
-	// SD3 transformer, T5, an OpenCLIP-layout text encoder, ...): its names
-	// are left as they are for the caller to report.
+	// SD3 transformer, T5, ...): its names are left as they are for the
+	// caller to report.
 	ComponentUnknown Component = "unknown"
 	// ComponentCheckpoint is a single-file checkpoint holding several
 	// components under the canonical prefixes.
@@ -38,11 +38,15 @@ const (
 	// ("encoder.down.0...", "quant_conv.weight"), diffusers names, or
 	// "first_stage_model." names.
 	ComponentVAE Component = "vae"
-	// ComponentTextEncoder is a CLIP text encoder alone in the transformers
-	// layout: "text_model.*" or the same names without "text_model.", with
-	// an optional "text_projection.weight" and "logit_scale", bare or under
-	// "transformer.", "cond_stage_model.transformer." or ComfyUI's
-	// "clip_l.transformer.".
+	// ComponentTextEncoder is a CLIP text encoder alone: in the
+	// transformers layout ("text_model.*" or the same names without
+	// "text_model.", with an optional "text_projection.weight" and
+	// "logit_scale"), bare or under "transformer.", a checkpoint's or
+	// ComfyUI's prefix ("cond_stage_model.transformer.",
+	// "conditioner.embedders.0.transformer.", "clip_l.transformer.",
+	// "text_encoders.clip_g.transformer.", ...); or an OpenCLIP text tower
+	// ("transformer.resblocks.*", "token_embedding.weight", ...), bare or
+	// under a checkpoint's prefix. Its width picks its Slot.
 	ComponentTextEncoder Component = "text encoder"
 )
 
@@ -87,6 +91,7 @@ const (
 	formBareVAE                   // LDM autoencoder without prefix
 	formDiffusersVAE              // diffusers AutoencoderKL
 	formTextEncoder               // transformers CLIP text encoder
+	formOpenCLIP                  // OpenCLIP text tower
 )
 
 // layout is what detect found in one file.
@@ -96,6 +101,7 @@ type layout struct {
 	form    form
 	clipL   bool   // formLDM: "clip_l." is the SD1 text encoder
 	te      teForm // formTextEncoder
+	outer   string // formOpenCLIP: the prefix of the tower's names
 }
 
 // DetectComponent tells what one weight file holds from its tensor names,
@@ -112,20 +118,30 @@ func DetectComponent(names []string) (Component, string) {
 // ComponentFile converts the names of one file that should hold kind (a
 // --vae, --text-encoder or UNet-only file) to canonical names: one Rename
 // per name, in order, with the wrapper prefix stripped and the component
-// placed under its canonical prefix (UNetPrefix, VAEPrefix, CLIPPrefix;
-// TextProjection, LogitScale). Markers keep their names. A file of another
-// kind, or with names no layout of kind explains, is an error naming them.
-func ComponentFile(kind Component, names []string) ([]Rename, error) {
+// placed under the canonical prefix of its Slot, which is returned too (a
+// text encoder's by its width, read through shapes). Markers keep their
+// names. A file of another kind, or with names no layout of kind explains,
+// is an error naming them; an OpenCLIP text tower of no slot's width is
+// an error matching ErrNoSlot.
+func ComponentFile(kind Component, names []string, shapes Shapes) ([]Rename, Slot, error) {
 	comp := componentName[kind]
 	if comp == "" && kind != ComponentCheckpoint {
-		return nil, fmt.Errorf("keymap: no layout of kind %q to convert to", kind)
+		return nil, Slot{}, fmt.Errorf("keymap: no layout of kind %q to convert to", kind)
 	}
 	l := detect(names)
 	if l.kind == kind {
-		return convertFile(l, names)
+		out, slot, err := convertFile(l, names, shapes)
+		if err != nil {
+			return nil, Slot{}, err
+		}
+		if kind == ComponentTextEncoder && slot.Name == "" {
+			return nil, Slot{}, fmt.Errorf("not a text encoder darkroom places: an OpenCLIP text model %d wide (bigG is %d, ViT-H %d): %w",
+				textWidth(names, shapes), SlotNamed("clip_g").Width, SlotNamed("clip_h").Width, ErrNoSlot)
+		}
+		return out, slot, nil
 	}
 	if l.kind != ComponentUnknown || kind == ComponentCheckpoint {
-		return nil, fmt.Errorf("not a %s file: it holds %s (e.g. %q)", kind, l.kind.phrase(), firstNonMarker(names))
+		return nil, Slot{}, fmt.Errorf("not a %s file: it holds %s (e.g. %q)", kind, l.kind.phrase(), firstNonMarker(names))
 	}
 	stripped := stripShared(names)
 	var misfits []string
@@ -137,10 +153,10 @@ func ComponentFile(kind Component, names []string) ([]Rename, error) {
 	if len(misfits) == 0 {
 		// Every name fits some layout of kind, but not one layout together
 		// (bare and prefixed names mixed, or a required part missing).
-		return nil, fmt.Errorf("not a %s file: its %d tensor names mix layouts or lack the main blocks (e.g. %q)", kind, len(names), firstNonMarker(names))
+		return nil, Slot{}, fmt.Errorf("not a %s file: its %d tensor names mix layouts or lack the main blocks (e.g. %q)", kind, len(names), firstNonMarker(names))
 	}
 	sort.Strings(misfits)
-	return nil, fmt.Errorf("not a %s file: %w", kind, &UnknownKeysError{Component: comp, Keys: misfits})
+	return nil, Slot{}, fmt.Errorf("not a %s file: %w", kind, &UnknownKeysError{Component: comp, Keys: misfits})
 }
 
 // phrase describes what a file of kind k holds, in a sentence.
@@ -172,9 +188,12 @@ var componentName = map[Component]string{
 // "alphas_cumprod" kept), with ComfyUI's "clip_l." text encoder names and
 // wrapper prefixes handled, or one component alone (see ComponentFile). A
 // file of unknown layout keeps its names (NormalizeLDM), so that family
-// detection can name what it is. The result has one Rename per name.
-func SingleFile(names []string) ([]Rename, error) {
-	return convertFile(detect(names), names)
+// detection can name what it is; so does an OpenCLIP text tower of no
+// slot's width. shapes gives a text encoder's width (nil: unknown). The
+// result has one Rename per name.
+func SingleFile(names []string, shapes Shapes) ([]Rename, error) {
+	out, _, err := convertFile(detect(names), names, shapes)
+	return out, err
 }
 
 func firstNonMarker(names []string) string {
@@ -253,8 +272,8 @@ func root(name string) (first, rest string) {
 var ldmUNetRoots = map[string]bool{"time_embed": true, "label_emb": true, "input_blocks": true, "middle_block": true, "output_blocks": true, "out": true, "scaled_fp8": true}
 
 // Diffusers UNet2DConditionModel top-level modules that DiffusersUNet
-// converts.
-var diffusersUNetRoots = map[string]bool{"conv_in": true, "time_embedding": true, "down_blocks": true, "mid_block": true, "up_blocks": true, "conv_norm_out": true, "conv_out": true}
+// converts (add_embedding: SDXL's size conditioning).
+var diffusersUNetRoots = map[string]bool{"conv_in": true, "time_embedding": true, "add_embedding": true, "down_blocks": true, "mid_block": true, "up_blocks": true, "conv_norm_out": true, "conv_out": true}
 
 // Autoencoder modules below "encoder." / "decoder.": shared by both
 // layouts, LDM only, diffusers only.
@@ -300,6 +319,11 @@ func fits(kind Component, s string) bool {
 				if _, ok := f.canonical(rest, !strings.HasPrefix(strings.TrimPrefix(rest, f.inner), "text_model.")); ok {
 					return true
 				}
+			}
+		}
+		for _, outer := range openCLIPOuters {
+			if rest, ok := strings.CutPrefix(s, outer); ok && openCLIPName(rest) {
+				return true
 			}
 		}
 	}
@@ -353,8 +377,11 @@ func classify(names []string) layout {
 	if tf, ok := textEncoderForm(names); ok {
 		return layout{kind: ComponentTextEncoder, form: formTextEncoder, te: tf}
 	}
+	if outer, ok := openCLIPForm(names); ok {
+		return layout{kind: ComponentTextEncoder, form: formOpenCLIP, outer: outer}
+	}
 	if te || !other {
-		return layout{kind: ComponentUnknown} // SDXL / OpenCLIP text encoders, or only markers
+		return layout{kind: ComponentUnknown} // several text encoders, or only markers
 	}
 
 	// Bare component names: every name must fit one layout.
@@ -396,27 +423,35 @@ type teForm struct {
 	outer, inner string
 }
 
-// teForms are tried in order: a file of ComfyUI's or the checkpoint's
-// names first, a transformers file ("text_model.*") last.
+// teForms are tried in order: a file of ComfyUI's or a checkpoint's names
+// first, a transformers file ("text_model.*") last. The prefix says
+// nothing about which encoder it is (the width does).
 var teForms = []teForm{
 	{"cond_stage_model.", "transformer."},
+	{"conditioner.embedders.0.", "transformer."},
 	{"clip_l.", "transformer."},
+	{"clip_g.", "transformer."},
+	{"clip_h.", "transformer."},
+	{"text_encoders.clip_l.", "transformer."},
+	{"text_encoders.clip_g.", "transformer."},
 	{"", "transformer."},
 	{"", ""},
 }
 
-// canonical converts a name below outer. bare says the file's text model
-// lacks the "text_model." base prefix.
+// canonical converts a name below outer to its transformers name
+// ("text_model.*", "text_projection.weight", "logit_scale"), which a Slot
+// places. bare says the file's text model lacks the "text_model." base
+// prefix.
 func (f teForm) canonical(rest string, bare bool) (string, bool) {
 	if rest == "logit_scale" {
-		return LogitScale, true
+		return rest, true
 	}
 	r, ok := strings.CutPrefix(rest, f.inner)
 	if !ok {
 		return "", false
 	}
 	if r == "text_projection.weight" {
-		return TextProjection, true
+		return r, true
 	}
 	if !bare {
 		if r, ok = strings.CutPrefix(r, "text_model."); !ok {
@@ -436,7 +471,7 @@ func (f teForm) canonical(rest string, bare bool) (string, bool) {
 	if _, _, ok := splitParam(r); !ok && r != "embeddings.position_ids" {
 		return "", false
 	}
-	return CLIPPrefix + r, true
+	return "text_model." + r, true
 }
 
 // textEncoderForm finds the form under which every (non-marker) name is
@@ -466,7 +501,7 @@ func textEncoderForm(names []string) (teForm, bool) {
 				ok = false
 				break
 			}
-			if strings.HasPrefix(to, CLIPPrefix) {
+			if strings.HasPrefix(to, "text_model.") {
 				model++
 			}
 		}
@@ -477,8 +512,10 @@ func textEncoderForm(names []string) (teForm, bool) {
 	return teForm{}, false
 }
 
-// convertFile renames names according to l.
-func convertFile(l layout, names []string) ([]Rename, error) {
+// convertFile renames names according to l and returns the slot they
+// fill (the zero Slot for a checkpoint, an unknown layout, or an OpenCLIP
+// tower of no slot's width, whose names are kept).
+func convertFile(l layout, names []string, shapes Shapes) ([]Rename, Slot, error) {
 	stripped := names
 	if l.wrapper != "" {
 		stripped = make([]string, len(names))
@@ -489,9 +526,9 @@ func convertFile(l layout, names []string) ([]Rename, error) {
 	out := make([]Rename, len(names))
 	switch l.form {
 	case formDiffusersUNet, formDiffusersVAE:
-		convert := DiffusersUNet
+		convert, slot := DiffusersUNet, SlotNamed("unet")
 		if l.form == formDiffusersVAE {
-			convert = DiffusersVAE
+			convert, slot = DiffusersVAE, SlotNamed("vae")
 		}
 		var idx []int
 		var inner []string
@@ -505,14 +542,15 @@ func convertFile(l layout, names []string) ([]Rename, error) {
 		}
 		rs, err := convert(inner)
 		if err != nil {
-			return nil, err
+			return nil, Slot{}, err
 		}
 		for k, r := range rs { // in input order, one per name
 			r.From = names[idx[k]]
 			out[idx[k]] = r
 		}
-		return out, nil
+		return out, slot, nil
 	case formTextEncoder:
+		slot, _ := textEncoderSlot(textWidth(names, shapes), false)
 		bare := true
 		for _, s := range stripped {
 			if rest, ok := strings.CutPrefix(s, l.te.outer+l.te.inner); ok && strings.HasPrefix(rest, "text_model.") {
@@ -524,10 +562,30 @@ func convertFile(l layout, names []string) ([]Rename, error) {
 				out[i] = Rename{From: names[i], To: s}
 				continue
 			}
-			to, _ := l.te.canonical(strings.TrimPrefix(s, l.te.outer), bare)
+			rel, _ := l.te.canonical(strings.TrimPrefix(s, l.te.outer), bare)
+			out[i] = Rename{From: names[i], To: slot.hfName(rel)}
+		}
+		return out, slot, nil
+	case formOpenCLIP:
+		slot, ok := textEncoderSlot(textWidth(names, shapes), true)
+		for i, s := range stripped {
+			to := names[i] // no slot: names kept
+			switch {
+			case markers[s]:
+				to = s
+			case ok:
+				to = slot.OpenCLIP + strings.TrimPrefix(s, l.outer)
+			}
 			out[i] = Rename{From: names[i], To: to}
 		}
-		return out, nil
+		return out, slot, nil
+	}
+	var slot Slot
+	switch l.kind {
+	case ComponentDiffusionModel:
+		slot = SlotNamed("unet")
+	case ComponentVAE:
+		slot = SlotNamed("vae")
 	}
 	for i, s := range stripped {
 		switch {
@@ -543,15 +601,19 @@ func convertFile(l layout, names []string) ([]Rename, error) {
 		r.From = names[i]
 		out[i] = r
 	}
-	return out, nil
+	return out, slot, nil
 }
 
-// DiffusersTextEncoder converts the names of a diffusers text_encoder/
-// file: a transformers CLIPTextModel or CLIPTextModelWithProjection, with
-// the "text_model." base prefix or without it (transformers loads both; the
-// choice is made for the whole file), a "text_projection.weight" (kept as
-// TextProjection) and position_ids buffers.
-func DiffusersTextEncoder(names []string) ([]Rename, error) {
+// DiffusersTextEncoder converts the names of a diffusers text_encoder/ or
+// text_encoder_2/ file: a transformers CLIPTextModel or
+// CLIPTextModelWithProjection, with the "text_model." base prefix or
+// without it (transformers loads both; the choice is made for the whole
+// file), a "text_projection.weight" and position_ids buffers, placed in
+// the Slot its width names (shapes; nil: CLIP-L): CLIP-L and ViT-H under
+// "cond_stage_model.transformer." (TextProjection), bigG under
+// CLIPGPrefix.
+func DiffusersTextEncoder(names []string, shapes Shapes) ([]Rename, error) {
+	slot, _ := textEncoderSlot(textWidth(names, shapes), false)
 	f := teForm{}
 	bare := true
 	for _, n := range names {
@@ -563,12 +625,12 @@ func DiffusersTextEncoder(names []string) ([]Rename, error) {
 	out := make([]Rename, 0, len(names))
 	var unknown []string
 	for _, n := range names {
-		to, ok := f.canonical(n, bare)
+		rel, ok := f.canonical(n, bare)
 		if !ok {
 			unknown = append(unknown, n)
 			continue
 		}
-		out = append(out, Rename{From: n, To: to})
+		out = append(out, Rename{From: n, To: slot.hfName(rel)})
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)

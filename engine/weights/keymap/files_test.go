@@ -99,6 +99,8 @@ func TestLayouts(t *testing.T) {
 	clipBare := cutPrefix(t, sd.clip, CLIPPrefix)
 	diffUNet := diffusersUNetNames(unetConfig{channels: []int{320, 640, 1280, 1280}, attn: []bool{true, true, true, false}, nRes: 2})
 	diffVAE := diffusersVAENames([]int{128, 256, 512, 512}, 2, false)
+	clipG := diffusersCLIPNames(2)
+	openCLIPG := []string{"transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.ln_1.weight", "token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection", "logit_scale"}
 	const (
 		tok    = CLIPPrefix + "embeddings.token_embedding.weight"
 		fc1    = CLIPPrefix + "encoder.layers.11.mlp.fc1.bias"
@@ -116,6 +118,8 @@ func TestLayouts(t *testing.T) {
 		spots   map[string]string // stored -> canonical
 		conv    []string          // stored names presented as 1x1 convolutions
 		whole   []string
+		widths  map[string]int // stored 2-D token embeddings [49408, width] (nil: no shapes)
+		slot    string         // the Slot ComponentFile names ("none": ErrNoSlot; "": the kind's default)
 	}{
 		{
 			name:  "A1111 checkpoint with training leftovers",
@@ -345,22 +349,79 @@ func TestLayouts(t *testing.T) {
 			spots: map[string]string{"encoder.final_layer_norm.weight": "encoder.final_layer_norm.weight"},
 		},
 		{
-			name:  "OpenCLIP-G text encoder in OpenCLIP layout",
-			names: []string{"transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.ln_1.weight", "token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection", "logit_scale"},
-			kind:  ComponentUnknown,
+			name:   "OpenCLIP bigG text encoder in OpenCLIP layout",
+			names:  openCLIPG,
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{"token_embedding.weight": 1280},
+			slot:   "clip_g",
+			spots:  map[string]string{"logit_scale": OpenCLIPGPrefix + "logit_scale", "text_projection": OpenCLIPGPrefix + "text_projection", "transformer.resblocks.0.attn.in_proj_weight": OpenCLIPGPrefix + "transformer.resblocks.0.attn.in_proj_weight"},
+		},
+		{
+			name:   "bigG extracted from the refiner (conditioner.embedders.0.model.)",
+			names:  withPrefix(openCLIPG, "conditioner.embedders.0.model."),
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{"conditioner.embedders.0.model.token_embedding.weight": 1280},
+			slot:   "clip_g",
+			spots:  map[string]string{"conditioner.embedders.0.model.ln_final.weight": OpenCLIPGPrefix + "ln_final.weight"},
+		},
+		{
+			name:  "OpenCLIP text tower of unknown width keeps its names",
+			names: openCLIPG,
+			kind:  ComponentTextEncoder,
+			slot:  "none",
 			spots: map[string]string{"logit_scale": "logit_scale", "text_projection": "text_projection"},
 		},
 		{
-			name:  "SD2 checkpoint text encoder alone (OpenCLIP under cond_stage_model.model.)",
-			names: []string{"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", "cond_stage_model.model.ln_final.weight"},
-			kind:  ComponentUnknown,
-			spots: map[string]string{"cond_stage_model.model.ln_final.weight": "cond_stage_model.model.ln_final.weight"},
+			name:   "SD2 checkpoint text encoder alone (OpenCLIP under cond_stage_model.model.)",
+			names:  withPrefix(openCLIPG, OpenCLIPHPrefix),
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{OpenCLIPHPrefix + "token_embedding.weight": 1024},
+			slot:   "clip_h",
+			spots:  map[string]string{OpenCLIPHPrefix + "ln_final.weight": OpenCLIPHPrefix + "ln_final.weight"},
+		},
+		{
+			name:   "transformers bigG (ComfyUI/SD3.5 clip_g.safetensors)",
+			names:  concat(clipG, []string{"text_projection.weight", "logit_scale"}),
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{"text_model.embeddings.token_embedding.weight": 1280},
+			slot:   "clip_g",
+			spots: map[string]string{
+				"text_model.encoder.layers.1.self_attn.q_proj.weight": CLIPGPrefix + "text_model.encoder.layers.1.self_attn.q_proj.weight",
+				"text_projection.weight":                              CLIPGPrefix + "text_projection.weight",
+				"logit_scale":                                         "text_encoders.clip_g.logit_scale",
+			},
+		},
+		{
+			name:   "bigG under SD3's text_encoders.clip_g.",
+			names:  withPrefix(clipG, "text_encoders.clip_g.transformer."),
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{"text_encoders.clip_g.transformer.text_model.embeddings.token_embedding.weight": 1280},
+			slot:   "clip_g",
+			spots:  map[string]string{"text_encoders.clip_g.transformer.text_model.final_layer_norm.bias": CLIPGPrefix + "text_model.final_layer_norm.bias"},
+		},
+		{
+			name:   "CLIP-L extracted from an SDXL checkpoint",
+			names:  withPrefix(clipHF, "conditioner.embedders.0.transformer."),
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{"conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": 768},
+			slot:   "clip_l",
+			spots:  map[string]string{"conditioner.embedders.0.transformer.text_model.encoder.layers.11.mlp.fc1.bias": fc1},
+			whole:  sd.clip,
+		},
+		{
+			name:   "transformers ViT-H (SD2) text model",
+			names:  clipG,
+			kind:   ComponentTextEncoder,
+			widths: map[string]int{"text_model.embeddings.token_embedding.weight": 1024},
+			slot:   "clip_h",
+			spots:  map[string]string{"text_model.final_layer_norm.bias": CLIPPrefix + "final_layer_norm.bias"},
 		},
 		{
 			name:  "SDXL diffusers UNet (add_embedding)",
-			names: concat(diffUNet, []string{"add_embedding.linear_1.weight"}),
-			kind:  ComponentUnknown,
-			spots: map[string]string{"conv_in.weight": "conv_in.weight"},
+			names: concat(diffUNet, []string{"add_embedding.linear_1.weight", "add_embedding.linear_2.bias"}),
+			kind:  ComponentDiffusionModel,
+			slot:  "unet",
+			spots: map[string]string{"conv_in.weight": in0, "add_embedding.linear_1.weight": UNetPrefix + "label_emb.0.0.weight", "add_embedding.linear_2.bias": UNetPrefix + "label_emb.0.2.bias"},
 		},
 		{
 			name:  "ControlNet in LDM layout",
@@ -399,7 +460,16 @@ func TestLayouts(t *testing.T) {
 			if kind != c.kind || wrapper != c.wrapper {
 				t.Errorf("DetectComponent = %q, %q; want %q, %q", kind, wrapper, c.kind, c.wrapper)
 			}
-			got, err := SingleFile(c.names)
+			var shapes Shapes
+			if c.widths != nil {
+				shapes = func(n string) []int {
+					if w, ok := c.widths[n]; ok {
+						return []int{49408, w}
+					}
+					return nil
+				}
+			}
+			got, err := SingleFile(c.names, shapes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -442,12 +512,25 @@ func TestLayouts(t *testing.T) {
 			}
 			if c.kind != ComponentUnknown && c.kind != ComponentCheckpoint {
 				// A component file converts the same way on its own.
-				cf, err := ComponentFile(c.kind, c.names)
+				cf, slot, err := ComponentFile(c.kind, c.names, shapes)
+				if c.slot == "none" {
+					if !errors.Is(err, ErrNoSlot) {
+						t.Errorf("ComponentFile error %v, want ErrNoSlot", err)
+					}
+					return
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
 				if fmt.Sprint(cf) != fmt.Sprint(got) {
 					t.Errorf("ComponentFile and SingleFile disagree")
+				}
+				want := c.slot
+				if want == "" {
+					want = map[Component]string{ComponentVAE: "vae", ComponentDiffusionModel: "unet", ComponentTextEncoder: "clip_l"}[c.kind]
+				}
+				if slot.Name != want {
+					t.Errorf("slot %q, want %q", slot.Name, want)
 				}
 			}
 		})
@@ -471,8 +554,10 @@ func TestComponentFileErrors(t *testing.T) {
 		{"a text encoder given as the UNet", ComponentDiffusionModel, []string{"v_pred", "text_model.final_layer_norm.weight"}, `not a diffusion model file: it holds a text encoder (e.g. "text_model.final_layer_norm.weight")`, false},
 		{"VAE with discriminator leftovers", ComponentVAE, concat(vaeBare, []string{"loss.logvar", "loss.discriminator.main.0.weight"}), `not a vae file: 2 unknown VAE tensor names: "loss.discriminator.main.0.weight", "loss.logvar"`, true},
 		{"T5 as the text encoder", ComponentTextEncoder, []string{"encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"}, `not a text encoder file: 2 unknown text encoder tensor names: "encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"`, true},
-		{"wrapped OpenCLIP as the text encoder", ComponentTextEncoder, []string{"module.transformer.resblocks.0.ln_1.weight", "module.text_model.final_layer_norm.weight"}, `not a text encoder file: 1 unknown text encoder tensor names: "module.transformer.resblocks.0.ln_1.weight"`, true},
-		{"SDXL diffusers UNet", ComponentDiffusionModel, concat(diffUNet, []string{"add_embedding.linear_1.weight", "add_embedding.linear_1.bias"}), `not a diffusion model file: 2 unknown UNet tensor names: "add_embedding.linear_1.bias", "add_embedding.linear_1.weight"`, true},
+		{"OpenCLIP and transformers names in one file", ComponentTextEncoder, []string{"module.transformer.resblocks.0.ln_1.weight", "module.text_model.final_layer_norm.weight"}, `not a text encoder file: its 2 tensor names mix layouts or lack the main blocks (e.g. "module.transformer.resblocks.0.ln_1.weight")`, false},
+		{"OpenCLIP with a vision tower", ComponentTextEncoder, []string{"transformer.resblocks.0.ln_1.weight", "token_embedding.weight", "visual.conv1.weight"}, `not a text encoder file: 1 unknown text encoder tensor names: "visual.conv1.weight"`, true},
+		{"OpenCLIP of no slot's width", ComponentTextEncoder, []string{"transformer.resblocks.0.ln_1.weight", "token_embedding.weight"}, `not a text encoder darkroom places: an OpenCLIP text model 0 wide (bigG is 1280, ViT-H 1024): no text encoder slot`, false},
+		{"diffusers UNet with a class embedding", ComponentDiffusionModel, concat(diffUNet, []string{"class_embedding.linear_1.weight", "class_embedding.linear_1.bias"}), `not a diffusion model file: 2 unknown UNet tensor names: "class_embedding.linear_1.bias", "class_embedding.linear_1.weight"`, true},
 		{"diffusers UNet with an unknown layer", ComponentDiffusionModel, concat(diffUNet, []string{"down_blocks.0.resnets.0.frobnicate.weight"}), `1 unknown diffusers UNet tensor names: "down_blocks.0.resnets.0.frobnicate.weight"`, true},
 		{"mixed text_model. and bare names", ComponentTextEncoder, []string{"text_model.embeddings.token_embedding.weight", "encoder.layers.0.mlp.fc1.weight"}, `not a text encoder file: its 2 tensor names mix layouts or lack the main blocks (e.g. "text_model.embeddings.token_embedding.weight")`, false},
 		{"Flux as the UNet", ComponentDiffusionModel, []string{"double_blocks.0.img_attn.qkv.weight", "img_in.weight"}, `not a diffusion model file: 2 unknown UNet tensor names: "double_blocks.0.img_attn.qkv.weight", "img_in.weight"`, true},
@@ -481,7 +566,7 @@ func TestComponentFileErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ComponentFile(c.kind, c.names)
+			_, _, err := ComponentFile(c.kind, c.names, nil)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -529,7 +614,7 @@ func TestDiffusersTextEncoder(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := DiffusersTextEncoder(c.names)
+			got, err := DiffusersTextEncoder(c.names, nil)
 			if c.err != "" {
 				var uk *UnknownKeysError
 				if !errors.As(err, &uk) || err.Error() != c.err {
@@ -555,9 +640,37 @@ func TestDiffusersTextEncoder(t *testing.T) {
 	for _, n := range diffusersCLIPNames(12) {
 		names = append(names, strings.TrimPrefix(n, "text_model."))
 	}
-	got, err := DiffusersTextEncoder(names)
+	got, err := DiffusersTextEncoder(names, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkSameSet(t, got, want)
+
+	// The width picks the slot: 1280 is bigG, under CLIPGPrefix with its
+	// transformers names; 1024 (SD2's ViT-H) and 768 are the CLIP-L slot's
+	// names.
+	for _, c := range []struct {
+		width int
+		want  string
+	}{{1280, CLIPGPrefix + "text_projection.weight"}, {1024, TextProjection}, {768, TextProjection}} {
+		names := concat(hf, []string{"text_projection.weight"})
+		got, err := DiffusersTextEncoder(names, func(n string) []int {
+			if n == "text_model.embeddings.token_embedding.weight" {
+				return []int{49408, c.width}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byFrom := checkRenames(t, names, got)
+		if r := byFrom["text_projection.weight"]; r.To != c.want {
+			t.Errorf("width %d: projection -> %q, want %q", c.width, r.To, c.want)
+		}
+		if c.width == 1280 {
+			if r := byFrom["text_model.encoder.layers.0.self_attn.q_proj.weight"]; r.To != CLIPGPrefix+"text_model.encoder.layers.0.self_attn.q_proj.weight" {
+				t.Errorf("bigG q_proj -> %q", r.To)
+			}
+		}
+	}
 }

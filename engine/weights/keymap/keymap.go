@@ -3,7 +3,10 @@
 // ComfyUI checkpoints: the UNet under "model.diffusion_model.", the VAE
 // under "first_stage_model." and the CLIP text encoder under
 // "cond_stage_model.transformer.text_model.". Models only ever see canonical
-// names.
+// names. Single-file checkpoints keep their own text-encoder names (SDXL's
+// "conditioner.embedders.*", SD2's "cond_stage_model.model.*"); diffusers
+// text encoders and separate text-encoder files are placed by the Slots
+// table, which their token-embedding width picks (CLIP-L, bigG, ViT-H).
 //
 // Diffusers tables are generated in loops from the block structure found in
 // the names themselves (number of levels, res blocks per level, which levels
@@ -254,13 +257,20 @@ func (st structure) levels(child string) (n, most int) {
 }
 
 // DiffusersUNet converts the names of a diffusers UNet2DConditionModel
-// (SD1.x / SD2.x layout) to canonical "model.diffusion_model." names.
+// (SD1.x / SD2.x, and SDXL base and refiner with their "text_time" size
+// embedding add_embedding -> label_emb.0) to canonical
+// "model.diffusion_model." names. The block structure (levels, res blocks,
+// which levels carry attention, transformer depth) is read from the names:
+// SDXL's level without attention and its 2- and 10-deep transformers need
+// nothing of their own, as the transformer blocks keep their names.
 func DiffusersUNet(names []string) ([]Rename, error) {
 	t := table{}
 	p := UNetPrefix
 	t["conv_in."] = target{p + "input_blocks.0.0.", leaf}
 	t["time_embedding.linear_1."] = target{p + "time_embed.0.", leaf}
 	t["time_embedding.linear_2."] = target{p + "time_embed.2.", leaf}
+	t["add_embedding.linear_1."] = target{p + "label_emb.0.0.", leaf}
+	t["add_embedding.linear_2."] = target{p + "label_emb.0.2.", leaf}
 	t["conv_norm_out."] = target{p + "out.0.", leaf}
 	t["conv_out."] = target{p + "out.2.", leaf}
 

@@ -315,8 +315,8 @@ func TestUnknownKeys(t *testing.T) {
 		extra   []string
 		want    string
 	}{
-		{"unet", DiffusersUNet, []string{"add_embedding.linear_1.weight", "down_blocks.0.resnets.0.frobnicate.weight", "down_blocks.9.resnets.0.conv1.bias.x", "zz.weight"},
-			`4 unknown diffusers UNet tensor names: "add_embedding.linear_1.weight", "down_blocks.0.resnets.0.frobnicate.weight", "down_blocks.9.resnets.0.conv1.bias.x" and 1 more`},
+		{"unet", DiffusersUNet, []string{"add_embedding.linear_3.weight", "down_blocks.0.resnets.0.frobnicate.weight", "down_blocks.9.resnets.0.conv1.bias.x", "zz.weight"},
+			`4 unknown diffusers UNet tensor names: "add_embedding.linear_3.weight", "down_blocks.0.resnets.0.frobnicate.weight", "down_blocks.9.resnets.0.conv1.bias.x" and 1 more`},
 		{"vae", DiffusersVAE, []string{"decoder.mid_block.attentions.0.to_x.weight"}, `1 unknown diffusers VAE tensor names: "decoder.mid_block.attentions.0.to_x.weight"`},
 		{"clip", DiffusersCLIP, []string{"text_projection.weight"}, `1 unknown diffusers text encoder tensor names: "text_projection.weight"`},
 	}

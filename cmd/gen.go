@@ -103,6 +103,9 @@ func newGenCmdFlags() (*cobra.Command, *genFlags) {
 			v = &seedValue{&f.seed} // parsed when the command runs: -1 is random
 		}
 		fl.VarP(v, field.Flag, field.Short, field.Usage)
+		if field.Kind == engine.KindBool {
+			fl.Lookup(field.Flag).NoOptDefVal = "true" // --zsnr alone means true
+		}
 		if field.Values != nil {
 			_ = c.RegisterFlagCompletionFunc(field.Flag, fixedCompletion(field.Values))
 		}
@@ -147,6 +150,8 @@ func (v *fieldValue) Type() string {
 		return "uint"
 	case engine.KindFloat:
 		return "float64"
+	case engine.KindBool:
+		return "bool"
 	case engine.KindStrings:
 		return "stringArray" // repeatable, each use one value
 	}

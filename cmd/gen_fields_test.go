@@ -30,10 +30,22 @@ var genSamples = map[string][2]string{
 	"batch":       {"2", "4"},
 	"batch_index": {"1", "2"},
 	// Added through the table alone:
-	"vae":           {"stored-vae.safetensors", "flag-vae.safetensors"},
-	"denoise":       {"0.5", "0.75"},
-	"convention":    {"diffusers", "comfyui"},
-	"text_encoders": {"stored-te.safetensors", "flag-te.safetensors"},
+	"vae":                      {"stored-vae.safetensors", "flag-vae.safetensors"},
+	"denoise":                  {"0.5", "0.75"},
+	"convention":               {"diffusers", "comfyui"},
+	"text_encoders":            {"stored-te.safetensors", "flag-te.safetensors"},
+	"prediction":               {"eps", "v"},
+	"zsnr":                     {"true", "false"},
+	"original_width":           {"2048", "1024"},
+	"original_height":          {"1536", "768"},
+	"crop_top":                 {"16", "32"},
+	"crop_left":                {"8", "24"},
+	"target_width":             {"1152", "1024"},
+	"target_height":            {"896", "768"},
+	"aesthetic_score":          {"7", "5"},
+	"negative_aesthetic_score": {"2", "3"},
+	"refiner":                  {"stored-refiner.safetensors", "flag-refiner.safetensors"},
+	"refiner_switch":           {"0.7", "0.6"},
 }
 
 // genBad holds, per request field, a flag value refused with a message
@@ -53,10 +65,22 @@ var genBad = map[string]string{
 	"batch":       "0",
 	"batch_index": "-1",
 	// Added through the table alone:
-	"vae":           "",
-	"denoise":       "1.5",
-	"convention":    "auto",
-	"text_encoders": "",
+	"vae":                      "",
+	"denoise":                  "1.5",
+	"convention":               "auto",
+	"text_encoders":            "",
+	"prediction":               "x0",
+	"zsnr":                     "maybe",
+	"original_width":           "-1",
+	"original_height":          "99999",
+	"crop_top":                 "-8",
+	"crop_left":                "-8",
+	"target_width":             "-1",
+	"target_height":            "-1",
+	"aesthetic_score":          "11",
+	"negative_aesthetic_score": "-1",
+	"refiner":                  "",
+	"refiner_switch":           "1",
 }
 
 // storedPNG writes a PNG whose darkroom chunk holds the stored samples.
@@ -108,7 +132,7 @@ func TestGenFromPrecedence(t *testing.T) {
 		}
 		t.Run(field.Name, func(t *testing.T) {
 			flagValue := genSamples[field.Name][1]
-			got, err := genRequest(t, "--from", path, "--"+field.Flag, flagValue)
+			got, err := genRequest(t, "--from", path, "--"+field.Flag+"="+flagValue)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +200,7 @@ func TestGenFieldErrorsNameFlags(t *testing.T) {
 		}
 		t.Run(field.Name, func(t *testing.T) {
 			c, f := newGenCmdFlags()
-			args := []string{"-m", "some-model", "--" + field.Flag, bad}
+			args := []string{"-m", "some-model", "--" + field.Flag + "=" + bad}
 			if err := c.ParseFlags(args); err != nil {
 				// Refused while parsing (not a number): pflag names the flag.
 				if !strings.Contains(err.Error(), "--"+field.Flag+`" flag: want a`) {

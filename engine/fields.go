@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"math"
@@ -60,6 +61,7 @@ const (
 	KindUint                     // uint64
 	KindFloat                    // float64
 	KindStrings                  // []string; Set appends one value
+	KindBool                     // bool
 )
 
 // String returns the Go type of the kind's values.
@@ -75,6 +77,8 @@ func (k FieldKind) String() string {
 		return "float64"
 	case KindStrings:
 		return "[]string"
+	case KindBool:
+		return "bool"
 	}
 	return fmt.Sprintf("FieldKind(%d)", uint8(k))
 }
@@ -227,6 +231,69 @@ var requestFields = []RequestField{
 			}
 			return ""
 		}).done(),
+	stringField("prediction", "", func(r *Request) *string { return &r.Prediction }).
+		flag("prediction", "", "what an ε/v model predicts when its file does not say: eps or v (SD2 768-v and v fine-tunes; a file's own declaration wins)").
+		enum([]string{"eps", "v"}, true).done(),
+	boolField("zsnr", func(r *Request) *bool { return &r.ZSNR }).
+		flag("zsnr", "", "rescale the noise schedule to zero terminal SNR (models trained so, as ComfyUI's ModelSamplingDiscrete zsnr)").
+		a1111("Zero terminal SNR", func(v bool) (string, bool) { return "True", v }, func(s string) (bool, error) { return strconv.ParseBool(strings.ToLower(s)) }).done(),
+	intField("original_width", 0, func(r *Request) *int { return &r.OriginalWidth }).
+		flag("original-width", "", "SDXL size conditioning: the original image width the model is told (0: the image width)").
+		valid(checkCondSize).done(),
+	intField("original_height", 0, func(r *Request) *int { return &r.OriginalHeight }).
+		flag("original-height", "", "SDXL size conditioning: the original image height (0: the image height)").
+		valid(checkCondSize).done(),
+	intField("crop_top", 0, func(r *Request) *int { return &r.CropTop }).
+		flag("crop-top", "", "SDXL crop conditioning: pixels cropped at the top (0: none)").
+		valid(checkCrop).done(),
+	intField("crop_left", 0, func(r *Request) *int { return &r.CropLeft }).
+		flag("crop-left", "", "SDXL crop conditioning: pixels cropped at the left (0: none)").
+		valid(checkCrop).done(),
+	intField("target_width", 0, func(r *Request) *int { return &r.TargetWidth }).
+		flag("target-width", "", "SDXL size conditioning: the target width (0: the image width)").
+		valid(checkCondSize).done(),
+	intField("target_height", 0, func(r *Request) *int { return &r.TargetHeight }).
+		flag("target-height", "", "SDXL size conditioning: the target height (0: the image height)").
+		valid(checkCondSize).done(),
+	floatField("aesthetic_score", 0, func(r *Request) *float64 { return &r.AestheticScore }).
+		flag("aesthetic-score", "", "SDXL refiner: the aesthetic score of the prompt (0: 6)").
+		valid(checkAesthetic).done(),
+	floatField("negative_aesthetic_score", 0, func(r *Request) *float64 { return &r.NegativeAestheticScore }).
+		flag("negative-aesthetic-score", "", "SDXL refiner: the aesthetic score of the negative prompt (0: 2.5)").
+		valid(checkAesthetic).done(),
+	stringField("refiner", "", func(r *Request) *string { return &r.Refiner }).
+		flag("refiner", "", "an SDXL refiner `file` (or name) that finishes the image: it takes over the last steps (--refiner-switch) on the same noise").
+		a1111("Refiner", func(v string) (string, bool) { return a1111BaseName(v), v != "" }, nil).done(),
+	floatField("refiner_switch", 0, func(r *Request) *float64 { return &r.RefinerSwitch }).
+		flag("refiner-switch", "", "fraction of the steps the base runs before the refiner takes over (A1111's 'switch at'; 0: 0.8)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v < 1) {
+				return "must be at least 0 and below 1 (0 means 0.8)"
+			}
+			return ""
+		}).
+		a1111("Refiner switch at", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
+}
+
+func checkCondSize(v int) string {
+	if v < 0 || v > 16384 {
+		return "must be between 0 and 16384 (0: the image size)"
+	}
+	return ""
+}
+
+func checkCrop(v int) string {
+	if v < 0 || v > 16384 {
+		return "must be between 0 and 16384"
+	}
+	return ""
+}
+
+func checkAesthetic(v float64) string {
+	if !(v >= 0 && v <= 10) {
+		return "must be between 0 and 10 (0: the default)"
+	}
+	return ""
 }
 
 func checkSize(v int) string {
@@ -277,6 +344,18 @@ func intField(name string, def int, get func(*Request) *int) *fieldBuilder[int] 
 
 func uintField(name string, def uint64, get func(*Request) *uint64) *fieldBuilder[uint64] {
 	return newField(KindUint, name, def, get, parseUint, func(v uint64) string { return strconv.FormatUint(v, 10) }, same)
+}
+
+func boolField(name string, get func(*Request) *bool) *fieldBuilder[bool] {
+	return newField(KindBool, name, false, get, parseBool, strconv.FormatBool, same)
+}
+
+func parseBool(s string) (bool, error) {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, errors.New("want a boolean (true or false)")
+	}
+	return v, nil
 }
 
 func floatField(name string, def float64, get func(*Request) *float64) *fieldBuilder[float64] {

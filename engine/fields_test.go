@@ -31,10 +31,22 @@ var fieldSamples = map[string][]string{
 	"batch":       {"3"},
 	"batch_index": {"2"},
 	// Added through the table alone:
-	"vae":           {"vae-ft-mse.safetensors"},
-	"denoise":       {"0.45"},
-	"convention":    {"diffusers"},
-	"text_encoders": {"clip_l.safetensors", "t5xxl_fp16.safetensors"},
+	"vae":                      {"vae-ft-mse.safetensors"},
+	"denoise":                  {"0.45"},
+	"convention":               {"diffusers"},
+	"text_encoders":            {"clip_l.safetensors", "t5xxl_fp16.safetensors"},
+	"prediction":               {"v"},
+	"zsnr":                     {"true"},
+	"original_width":           {"2048"},
+	"original_height":          {"1536"},
+	"crop_top":                 {"16"},
+	"crop_left":                {"8"},
+	"target_width":             {"1152"},
+	"target_height":            {"896"},
+	"aesthetic_score":          {"7"},
+	"negative_aesthetic_score": {"2"},
+	"refiner":                  {"sd_xl_refiner_1.0"},
+	"refiner_switch":           {"0.7"},
 }
 
 // fieldBad holds, for every field with a validation, a value it refuses.
@@ -49,9 +61,19 @@ var fieldBad = map[string]string{
 	"batch":       "65",
 	"batch_index": "65",
 	// Added through the table alone:
-	"denoise":       "1.5",
-	"convention":    "auto",
-	"text_encoders": "",
+	"denoise":                  "1.5",
+	"convention":               "auto",
+	"text_encoders":            "",
+	"prediction":               "x0",
+	"original_width":           "-1",
+	"original_height":          "99999",
+	"crop_top":                 "-8",
+	"crop_left":                "-8",
+	"target_width":             "-1",
+	"target_height":            "-1",
+	"aesthetic_score":          "11",
+	"negative_aesthetic_score": "-1",
+	"refiner_switch":           "1",
 }
 
 // sampleRequest is DefaultRequest with every field set to its sample.

@@ -25,7 +25,6 @@ func TestLoadRefusesOtherFamilies(t *testing.T) {
 		keys []string
 		want string
 	}{
-		{"sdxl", []string{"conditioner.embedders.1.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight", "model.diffusion_model.input_blocks.0.0.weight"}, "recognised as SDXL (base)"},
 		{"sd3", []string{"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "model.diffusion_model.x_embedder.proj.weight"}, "recognised as SD3"},
 		{"flux", []string{"double_blocks.0.img_mod.lin.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"}, "recognised as Flux.1 (schnell)"},
 	} {

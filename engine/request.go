@@ -43,6 +43,27 @@ type Request struct {
 	// Denoise is the denoising strength, 0 < Denoise ≤ 1; 0 means 1 (a full
 	// run from noise).
 	Denoise float64 `json:"denoise,omitempty"`
+	// Prediction is what an ε/v model predicts when its file says nothing:
+	// "eps" or "v" ("" uses the file's declaration or the family's guess).
+	Prediction string `json:"prediction,omitempty"`
+	// ZSNR rescales a discrete schedule to zero terminal SNR.
+	ZSNR bool `json:"zsnr,omitempty"`
+	// SDXL micro-conditioning; zero values are the peers' defaults (the
+	// image size, no crop, aesthetic scores 6 and 2.5).
+	OriginalWidth          int     `json:"original_width,omitempty"`
+	OriginalHeight         int     `json:"original_height,omitempty"`
+	CropTop                int     `json:"crop_top,omitempty"`
+	CropLeft               int     `json:"crop_left,omitempty"`
+	TargetWidth            int     `json:"target_width,omitempty"`
+	TargetHeight           int     `json:"target_height,omitempty"`
+	AestheticScore         float64 `json:"aesthetic_score,omitempty"`
+	NegativeAestheticScore float64 `json:"negative_aesthetic_score,omitempty"`
+	// Refiner is an SDXL refiner file (or name) that runs the last steps:
+	// the base runs the first RefinerSwitch of the steps (0 means 0.8),
+	// the refiner the rest on the same latent, as A1111's refiner and
+	// diffusers' denoising_end/denoising_start do.
+	Refiner       string  `json:"refiner,omitempty"`
+	RefinerSwitch float64 `json:"refiner_switch,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.

@@ -59,9 +59,9 @@ var (
 	clipGRoots = []string{"conditioner.embedders.1.model.", "conditioner.embedders.0.model.", "text_encoders.clip_g.transformer."}
 )
 
-// Probe claims the single-file layout (conditioner.embedders.* with the
-// UNet's label_emb), a UNet-only file (label_emb of the base or refiner
-// width), or a diffusers folder (unet/ with add_embedding, text_encoder_2/).
+// Probe claims an LDM UNet with a vector input (label_emb): Stability's
+// single files, UNet-only files and diffusers folders, which the weights
+// layer presents under the same names.
 func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 	d, ok := probe(k)
 	d.Runnable = ok
@@ -70,33 +70,41 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 
 func probe(k *family.Keys) (family.Detection, bool) {
 	u := keymap.UNetPrefix
-	if lab := u + "label_emb.0.0.weight"; k.Has(lab) && k.Has(u+"input_blocks.") {
-		adm := k.Dim(lab, 1)
-		ev := []string{k.Key(lab)}
-		if adm > 0 {
-			ev[0] += fmt.Sprintf(" (adm %d)", adm)
-		}
-		switch {
-		case k.Has("conditioner.embedders.1."):
-			return family.Detection{Variant: "base", Evidence: append([]string{k.Key(k.First("conditioner.embedders.1."))}, ev...)}, true
-		case k.Has("conditioner.embedders.0.model."):
-			return family.Detection{Variant: "refiner", Evidence: append([]string{k.Key(k.First("conditioner.embedders.0.model."))}, ev...)}, true
-		case k.Has("text_encoders.clip_g.") && k.Has(clipLRoots[1]):
-			return family.Detection{Variant: "base", Evidence: ev}, true
-		case k.Has("text_encoders.clip_g."):
-			return family.Detection{Variant: "refiner", Evidence: ev}, true
-		case adm == admBase && !k.Has("conditioner."):
-			return family.Detection{Variant: "base", Evidence: ev}, true
-		case adm == admRefiner && !k.Has("conditioner."):
-			return family.Detection{Variant: "refiner", Evidence: ev}, true
-		}
+	lab := u + "label_emb.0.0.weight"
+	if !k.Has(lab) || !k.Has(u+"input_blocks.") {
 		return family.Detection{}, false
 	}
-	if emb := "unet.add_embedding.linear_1.weight"; k.Has(emb) && k.Has("text_encoder_2.") {
-		ev := []string{k.Key(emb) + fmt.Sprintf(" (adm %d)", k.Dim(emb, 1))}
-		if k.Has(keymap.CLIPPrefix) || k.Has("text_encoder.") {
-			return family.Detection{Variant: "base", Evidence: ev}, true
+	adm := k.Dim(lab, 1)
+	ev := []string{k.Key(lab)}
+	if adm > 0 {
+		ev[0] += fmt.Sprintf(" (adm %d)", adm)
+	}
+	var g string
+	for _, r := range clipGRoots {
+		if g = k.First(r); g != "" {
+			break
 		}
+	}
+	var l string
+	for _, r := range clipLRoots {
+		if l = k.First(r); l != "" {
+			break
+		}
+	}
+	if g != "" {
+		ev = append([]string{k.Key(g)}, ev...)
+	}
+	// The vector input's width tells the real base from the refiner
+	// whatever encoders came with the file; other sizes (small test
+	// models) by whether a CLIP-L is there.
+	switch {
+	case adm == admBase:
+		return family.Detection{Variant: "base", Evidence: ev}, true
+	case adm == admRefiner:
+		return family.Detection{Variant: "refiner", Evidence: ev}, true
+	case g != "" && l != "":
+		return family.Detection{Variant: "base", Evidence: ev}, true
+	case g != "":
 		return family.Detection{Variant: "refiner", Evidence: ev}, true
 	}
 	return family.Detection{}, false

@@ -385,7 +385,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		applyFamilyDefaults(cmd, &req, m.Defaults(), f.fromFields)
 	}
 	bar := newProgress(stderr)
-	res, err := m.Generate(ctx, req, bar.event)
+	res, err := eng.Generate(ctx, req, bar.event)
 	bar.finish()
 	if err != nil {
 		return err

@@ -343,9 +343,29 @@ func (e *Engine) Generate(ctx context.Context, req Request, onEvent func(Event))
 	if err != nil {
 		return nil, err
 	}
+	var ref *Model
+	if req.Refiner != "" {
+		if ref, err = e.loadRefiner(ctx, req.Refiner); err != nil {
+			return nil, err
+		}
+	}
 	e.jobs.Lock()
 	defer e.jobs.Unlock()
-	return m.Generate(ctx, req, onEvent)
+	return m.generate(ctx, req, onEvent, ref)
+}
+
+// loadRefiner loads a request's refiner (kept in the cache beside the
+// model, so both stay resident), its errors naming the field.
+func (e *Engine) loadRefiner(ctx context.Context, name string) (*Model, error) {
+	ref, err := e.Load(ctx, name)
+	if err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("--refiner %s: %w", name, err)
+	}
+	return ref, nil
 }
 
 // ModelEntry is a model found in the model directories.

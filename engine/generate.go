@@ -71,6 +71,18 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	if req.Refiner != "" {
+		return nil, &FieldError{Field: "refiner", Value: req.Refiner, Msg: "a refiner is loaded by the engine: run the request with Engine.Generate"}
+	}
+	return m.generate(ctx, req, onEvent, nil)
+}
+
+// generate runs a validated request; ref, when set, is the refiner that
+// takes over the last steps.
+func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), ref *Model) (*Result, error) {
+	if m.c.RefineOnly != "" {
+		return nil, &FieldError{Field: "model", Value: req.Model, Msg: m.c.RefineOnly}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	conv, err := requestConvention(req)
@@ -115,15 +127,23 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	shape := m.LatentFormat().Shape(req.Batch, req.Width, req.Height, 0)
 	noise := rng.NewTorch(req.Seed).Randn(tensor.Shape(shape).NumElements())
 	t0 := time.Now()
-	latents, err := m.sample(ctx, SampleParams{
+	params := SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
 		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
 		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
 		Width: req.Width, Height: req.Height,
-	}, func(ev Event) {
+		Prediction: req.Prediction, ZSNR: req.ZSNR, Size: sizeConditioning(req),
+	}
+	progress := func(ev Event) {
 		ev.Elapsed = time.Since(start)
 		onEvent(ev)
-	})
+	}
+	var latents []float32
+	if ref != nil {
+		latents, err = m.sampleWithRefiner(ctx, req, params, ref, progress)
+	} else {
+		latents, err = m.sample(ctx, params, progress)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +203,27 @@ type SampleParams struct {
 	// Convention selects the numerical conventions; the zero value is
 	// ComfyUI's.
 	Convention Convention
+	// Start, when set, is the latent already at Sigmas[0] (a run that
+	// continues another, such as a refiner's): Noise and Latent are not
+	// used.
+	Start []float32
+	// Prediction overrides what an ε/v model predicts when its file does
+	// not say ("eps" or "v"; "" keeps the model's).
+	Prediction string
+	// ZSNR rescales a discrete schedule to zero terminal SNR.
+	ZSNR bool
+	// Size is SDXL-style micro-conditioning (zero fields: defaults).
+	Size family.SizeConditioning
+}
+
+// sizeConditioning gathers a request's micro-conditioning fields.
+func sizeConditioning(r Request) family.SizeConditioning {
+	return family.SizeConditioning{
+		OriginalWidth: r.OriginalWidth, OriginalHeight: r.OriginalHeight,
+		CropTop: r.CropTop, CropLeft: r.CropLeft,
+		TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight,
+		Aesthetic: r.AestheticScore, NegativeAesthetic: r.NegativeAestheticScore,
+	}
 }
 
 // Sample runs the sampler loop with classifier-free guidance and returns the
@@ -239,10 +280,16 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if p.Sigmas != nil && len(p.Sigmas) < 2 {
 		return nil, fmt.Errorf("sample: %d sigmas; want at least a start and an end", len(p.Sigmas))
 	}
-	if len(p.Noise) != tensor.Shape(p.Shape).NumElements() {
+	if p.Start != nil && (len(p.Start) != tensor.Shape(p.Shape).NumElements() || p.Sigmas == nil) {
+		return nil, fmt.Errorf("sample: a start latent needs its sigmas and %d values for latents %v", tensor.Shape(p.Shape).NumElements(), p.Shape)
+	}
+	if p.Start == nil && len(p.Noise) != tensor.Shape(p.Shape).NumElements() {
 		return nil, fmt.Errorf("sample: %d noise values for latents %v", len(p.Noise), p.Shape)
 	}
-	ms := m.c.Sampling
+	ms, pred, err := m.parameterization(p)
+	if err != nil {
+		return nil, err
+	}
 	sched := ms.Schedule(p.Convention)
 	sigmas := p.Sigmas
 	if sigmas == nil {
@@ -261,10 +308,12 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	}
 	flow := ms.Flow()
 	var x []float32
-	var err error
-	if flow != nil {
+	switch {
+	case p.Start != nil:
+		x = append([]float32(nil), p.Start...)
+	case flow != nil:
 		x, err = sampling.FlowNoiseLatent(p.Noise, p.Latent, sigmas[0])
-	} else {
+	default:
 		x, err = sampling.NoiseLatent(p.Noise, p.Latent, ms.NoiseScale(p.Convention, sigmas[0], p.Latent != nil))
 	}
 	if err != nil {
@@ -275,7 +324,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if w == 0 || h == 0 {
 		w, h = p.Shape[len(p.Shape)-1]*f.Factor, p.Shape[len(p.Shape)-2]*f.Factor
 	}
-	den, err := m.denoiser(ctx, p, family.Inputs{Width: w, Height: h})
+	den, err := m.denoiser(ctx, p, ms, pred, family.Inputs{Width: w, Height: h, Size: p.Size})
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +342,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 // denoiser binds the conditioning rows (the negative prompt's for every
 // image, then the prompt's, when cfg ≠ 1) and wraps the family's network
 // as a k-diffusion denoiser with classifier-free guidance.
-func (m *Model) denoiser(ctx context.Context, p SampleParams, in family.Inputs) (sampling.Denoiser, error) {
+func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSampling, pred sampling.Prediction, in family.Inputs) (sampling.Denoiser, error) {
 	b := p.Shape[0]
 	useUncond := p.CFG != 1
 	var rows []*family.Cond
@@ -301,6 +350,7 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, in family.Inputs) 
 		for range b {
 			rows = append(rows, p.Uncond.c)
 		}
+		in.NegativeRows = b
 	}
 	for range b {
 		rows = append(rows, p.Cond.c)
@@ -309,7 +359,7 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, in family.Inputs) 
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
 	}
-	den, err := guided(m.dev, step, m.c.Denoiser.Prediction(), m.c.Sampling, p.Convention, float32(p.CFG), p.Shape, useUncond)
+	den, err := guided(m.dev, step, pred, ms, p.Convention, float32(p.CFG), p.Shape, useUncond)
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
 	}

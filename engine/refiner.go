@@ -1,0 +1,138 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// parameterization is the model sampling and prediction type of a run:
+// the model's, with the request's zero-terminal-SNR rescaling and
+// prediction override applied. An override contradicting what the file
+// declares is refused.
+func (m *Model) parameterization(p SampleParams) (family.ModelSampling, sampling.Prediction, error) {
+	ms, pred := m.c.Sampling, m.c.Denoiser.Prediction()
+	if p.ZSNR {
+		z, ok := ms.(interface {
+			ZeroTerminalSNR() (family.ModelSampling, error)
+		})
+		if !ok {
+			return nil, 0, &FieldError{Field: "zsnr", Value: true, Msg: "only discrete (ε or v) models have a schedule to rescale"}
+		}
+		var err error
+		if ms, err = z.ZeroTerminalSNR(); err != nil {
+			return nil, 0, err
+		}
+	}
+	if p.Prediction != "" {
+		want, err := sampling.ParsePrediction(p.Prediction)
+		if err != nil {
+			return nil, 0, &FieldError{Field: "prediction", Value: p.Prediction, Msg: "want eps or v"}
+		}
+		switch {
+		case pred == sampling.Velocity:
+			return nil, 0, &FieldError{Field: "prediction", Value: p.Prediction, Msg: "this is a flow-matching model; it predicts a velocity"}
+		case want != pred && m.c.PredictionEvidence != "":
+			return nil, 0, &FieldError{Field: "prediction", Value: p.Prediction, Msg: fmt.Sprintf("the model declares %v-prediction (%s)", pred, m.c.PredictionEvidence)}
+		}
+		pred = want
+	}
+	return ms, pred, nil
+}
+
+// Default refiner switch point: the base runs 80% of the steps, as
+// A1111's default and diffusers' documented denoising_end=0.8.
+const defaultRefinerSwitch = 0.8
+
+// switchStep is the number of steps the base runs before the refiner: under
+// ComfyUI's convention round(steps·switch), as a KSamplerAdvanced pair is
+// set up (end_at_step / start_at_step); under diffusers' the steps whose
+// timestep is at or above round(1000 − switch·1000), as denoising_end
+// counts them. At least one step each.
+func (m *Model) switchStep(sigmas []float32, ms family.ModelSampling, conv Convention, frac float64) int {
+	steps := len(sigmas) - 1
+	k := int(math.Round(float64(steps) * frac))
+	if conv != ConventionComfy {
+		cutoff := math.Round(1000 - frac*1000)
+		k = 0
+		for _, s := range sigmas[:steps] {
+			if float64(ms.Timestep(conv, s)) >= cutoff {
+				k++
+			}
+		}
+	}
+	return min(max(k, 1), steps-1)
+}
+
+// sampleWithRefiner runs the base on the first part of the schedule and
+// the refiner on the rest, on one latent (A1111's refiner, diffusers'
+// denoising_end / denoising_start, two KSamplerAdvanced in ComfyUI). The
+// refiner encodes the prompts with its own text encoder. Both models stay
+// loaded.
+func (m *Model) sampleWithRefiner(ctx context.Context, req Request, p SampleParams, ref *Model, onEvent func(Event)) ([]float32, error) {
+	if ref == m {
+		return nil, &FieldError{Field: "refiner", Value: req.Refiner, Msg: "is the model itself"}
+	}
+	bf, rf := m.LatentFormat(), ref.LatentFormat()
+	if bf.Channels != rf.Channels || bf.Factor != rf.Factor || bf.Scale != rf.Scale || bf.Shift != rf.Shift {
+		return nil, &FieldError{Field: "refiner", Value: req.Refiner, Msg: fmt.Sprintf("works in another latent space (%d channels, scale %g; the model: %d, %g): a step swap needs the same one", rf.Channels, rf.Scale, bf.Channels, bf.Scale)}
+	}
+	if steps := req.Steps; steps < 2 {
+		return nil, &FieldError{Field: "steps", Value: steps, Msg: "a refiner needs at least 2 steps (one each)"}
+	}
+	ms, _, err := m.parameterization(p)
+	if err != nil {
+		return nil, err
+	}
+	sigmas, err := sampling.SamplerSigmas(p.Sampler, p.Scheduler, ms.Schedule(p.Convention), p.Steps)
+	if err != nil {
+		return nil, err
+	}
+	frac := req.RefinerSwitch
+	if frac == 0 {
+		frac = defaultRefinerSwitch
+	}
+	k := m.switchStep(sigmas, ms, p.Convention, frac)
+	total := len(sigmas) - 1
+	base := p
+	base.Sigmas = sigmas[:k+1]
+	x, err := m.sample(ctx, base, func(ev Event) {
+		ev.Total = total
+		onEvent(ev)
+	})
+	m.c.Denoiser.Reset()
+	if err != nil {
+		return nil, err
+	}
+
+	ref.mu.Lock()
+	defer ref.mu.Unlock()
+	defer ref.c.Denoiser.Reset()
+	opt := family.PromptOptions{ClipSkip: req.ClipSkip, Convention: p.Convention}
+	if err := ref.c.Text.Check(opt); err != nil {
+		return nil, err
+	}
+	rp := p
+	rp.Prediction, rp.ZSNR = "", false
+	rp.Sigmas, rp.Start, rp.Noise, rp.Latent = sigmas[k:], x, nil, nil
+	if rp.Cond, err = ref.encodePrompt(ctx, req.Prompt, opt); err != nil {
+		return nil, fmt.Errorf("refiner: %w", err)
+	}
+	if p.CFG != 1 {
+		if rp.Uncond, err = ref.encodePrompt(ctx, req.Negative, opt); err != nil {
+			return nil, fmt.Errorf("refiner: %w", err)
+		}
+	}
+	out, err := ref.sample(ctx, rp, func(ev Event) {
+		ev.Step += k
+		ev.Total = total
+		onEvent(ev)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refiner: %w", err)
+	}
+	return out, nil
+}

@@ -18,10 +18,11 @@ func newBenchCmd() *cobra.Command {
 		width, height, runs int
 		batch               int
 		vaeOnly, unetOnly   bool
+		arch                string
 	)
 	c := &cobra.Command{
 		Use:   "bench",
-		Short: "Time an SD1.5 UNet step and a VAE decode (random weights) on a device",
+		Short: "Time a UNet step (SD1.5 or SDXL) and a VAE decode (random weights) on a device",
 		Long: `Time the SD1.5 UNet (one step, batch 2 = the two halves of CFG) and the
 SD1.x VAE decoder with random weights, so no checkpoint is needed. Prints the
 warm-up run and the median of the timed runs. Results for the record go in
@@ -48,7 +49,7 @@ docs/performance.md with machine and date.`,
 			fmt.Fprintf(out, "device: %s\n", eng.Device().Name())
 			var results []engine.BenchResult
 			if !vaeOnly {
-				r, err := engine.BenchUNetStep(cmd.Context(), eng.Device(), width, height, batch, runs)
+				r, err := engine.BenchUNetStep(cmd.Context(), eng.Device(), arch, width, height, batch, runs)
 				if err != nil {
 					return err
 				}
@@ -92,6 +93,7 @@ docs/performance.md with machine and date.`,
 	f.IntVar(&runs, "runs", 5, "timed runs after one warm-up")
 	f.BoolVar(&vaeOnly, "vae", false, "only the VAE decode")
 	f.BoolVar(&unetOnly, "unet", false, "only the UNet step")
+	f.StringVar(&arch, "arch", "sd15", "UNet architecture: sd15 (SD1.5) or sdxl (SDXL 1.0 base: context 2048, vector input 2816)")
 	f.BoolVar(&profile, "profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes (no CUDA graphs)")
 	f.BoolVar(&noGraphs, "no-graphs", false, "GPU: run the UNet step op by op instead of replaying a CUDA graph")
 	f.StringVar(&conv, "conv", "auto", "GPU convolution: auto (cuDNN or im2col, whichever is faster per shape, measured once), cudnn or im2col")

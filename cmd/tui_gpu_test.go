@@ -28,7 +28,7 @@ func TestGPUGaugesMove(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := engine.BenchUNetStep(context.Background(), dev, 512, 512, 2, 3)
+		_, err := engine.BenchUNetStep(context.Background(), dev, "sd15", 512, 512, 2, 3)
 		done <- err
 	}()
 	var peak uint64

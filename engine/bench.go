@@ -45,24 +45,43 @@ func randomValues(r *rand.Rand, n int) []float32 {
 	return v
 }
 
-// BenchUNetStep times the SD1.5 UNet (random weights) on dev for a latent of
-// width/8 × height/8 and the given batch (2 = one CFG step), runs times after
-// one warm-up run. It checks the output is finite.
-func BenchUNetStep(ctx context.Context, dev backend.Device, width, height, batch, runs int) (BenchResult, error) {
-	m := unet.Load(weights.NewRandomBuilder(dev, 1), unet.SD15())
+// BenchUNets are the UNet configurations BenchUNetStep times, by name.
+var BenchUNets = map[string]struct {
+	Label  string
+	Config func() unet.Config
+}{
+	"sd15": {"SD1.5", unet.SD15},
+	"sdxl": {"SDXL", unet.SDXL},
+}
+
+// BenchUNetStep times a UNet with random weights (arch: a BenchUNets name,
+// "sd15" or "sdxl") on dev for a latent of width/8 × height/8 and the
+// given batch (2 = one CFG step), runs times after one warm-up run. It
+// checks the output is finite.
+func BenchUNetStep(ctx context.Context, dev backend.Device, arch string, width, height, batch, runs int) (BenchResult, error) {
+	spec, ok := BenchUNets[arch]
+	if !ok {
+		return BenchResult{}, fmt.Errorf("bench: unknown UNet %q (want sd15 or sdxl)", arch)
+	}
+	cfg := spec.Config()
+	m := unet.Load(weights.NewRandomBuilder(dev, 1), cfg)
 	r := rand.New(rand.NewPCG(1, 2))
 	h, w := height/8, width/8
 	x := dev.Upload(randomValues(r, batch*4*h*w), batch, 4, h, w)
-	c := dev.Upload(randomValues(r, batch*77*768), batch, 77, 768)
+	c := dev.Upload(randomValues(r, batch*77*cfg.ContextDim), batch, 77, cfg.ContextDim)
+	var y *backend.Tensor
+	if cfg.ADMInChannels > 0 {
+		y = dev.Upload(randomValues(r, batch*cfg.ADMInChannels), batch, cfg.ADMInChannels)
+	}
 	ts := make([]float32, batch)
 	for i := range ts {
 		ts[i] = 500
 	}
-	res := BenchResult{Name: fmt.Sprintf("SD1.5 UNet step %dx%d batch %d", width, height, batch)}
+	res := BenchResult{Name: fmt.Sprintf("%s UNet step %dx%d batch %d", spec.Label, width, height, batch)}
 	var host []time.Duration
 	for i := range runs + 1 {
 		start := time.Now()
-		out, err := m.Forward(ctx, dev, x, ts, c, nil)
+		out, err := m.Forward(ctx, dev, x, ts, c, y)
 		if err != nil {
 			return res, err
 		}

@@ -189,7 +189,7 @@ func TestGPUBench(t *testing.T) {
 	for _, prec := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
 		dev := openGPUIn(t, prec)
 		name := cuda.PrecisionName(prec)
-		r, err := BenchUNetStep(ctx, dev, 512, 512, 2, 20)
+		r, err := BenchUNetStep(ctx, dev, "sd15", 512, 512, 2, 20)
 		if err != nil {
 			t.Errorf("unet step: %v", err)
 		} else {

@@ -41,7 +41,7 @@ func run(device string, runs int, model, label string) error {
 	}
 	defer eng.Close()
 	dev := eng.Device()
-	u, err := engine.BenchUNetStep(ctx, dev, 512, 512, 2, runs)
+	u, err := engine.BenchUNetStep(ctx, dev, "sd15", 512, 512, 2, runs)
 	if err != nil {
 		return err
 	}

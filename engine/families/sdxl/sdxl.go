@@ -233,6 +233,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		l = clip.Load(b.Sub(strings.TrimSuffix(lRoot, ".")), lc)
 	}
 	net := unet.Load(b.Sub(strings.TrimSuffix(PrefixUNet, ".")), uc)
+	// Shapes cannot tell the scaling: SDXL's autoencoder uses 0.13025.
+	vc.ScalingFactor = LatentFormat().Scale
 	codec := vae.Load(b.Sub(strings.TrimSuffix(PrefixVAE, ".")), vc)
 	if err := b.Err(); err != nil {
 		return nil, err
@@ -250,9 +252,6 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	}
 	f := LatentFormat()
 	f.Channels, f.Factor = vc.ZChannels, vc.Factor()
-	if vc.ScalingFactor != 0 && vc.ScalingFactor != vae.SD1ScalingFactor {
-		f.Scale = vc.ScalingFactor // a diffusers config's own value
-	}
 	text := &Conditioner{
 		G:   clip.PromptEncoder{Tok: tokG, Model: g, Pad: 0, NoFinalNorm: true, Pool: clip.PoolProjected},
 		Dev: dev, ZeroEmptyNegative: zeroEmptyNegative(src, refiner),

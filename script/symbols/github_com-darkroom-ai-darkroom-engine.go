@@ -14,6 +14,7 @@ func init() {
 		// function, constant and variable definitions
 		"A1111Parameters":            reflect.ValueOf(engine.A1111Parameters),
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
+		"BenchUNets":                 reflect.ValueOf(&engine.BenchUNets).Elem(),
 		"BenchVAEDecode":             reflect.ValueOf(engine.BenchVAEDecode),
 		"CPUKernel":                  reflect.ValueOf(engine.CPUKernel),
 		"CanonicalSampler":           reflect.ValueOf(engine.CanonicalSampler),
@@ -37,6 +38,7 @@ func init() {
 		"FindTAESD":                  reflect.ValueOf(engine.FindTAESD),
 		"HubCacheDir":                reflect.ValueOf(engine.HubCacheDir),
 		"Inspect":                    reflect.ValueOf(engine.Inspect),
+		"KindBool":                   reflect.ValueOf(engine.KindBool),
 		"KindFloat":                  reflect.ValueOf(engine.KindFloat),
 		"KindInt":                    reflect.ValueOf(engine.KindInt),
 		"KindString":                 reflect.ValueOf(engine.KindString),

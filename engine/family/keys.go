@@ -270,3 +270,17 @@ func LDMUNet(k *Keys) bool {
 	const unet = "model.diffusion_model."
 	return k.Has(unet+"input_blocks.") && !k.Has(unet+"label_emb.") && !k.Has("conditioner.")
 }
+
+// LDMLinearProjection reports whether the LDM UNet's spatial transformers
+// project with linear layers (SD2.x, SDXL: use_linear_in_transformer)
+// rather than SD1's 1×1 convolutions, and names the tensor that says so.
+func LDMLinearProjection(k *Keys) (bool, string) {
+	const unet = "model.diffusion_model."
+	for _, name := range k.Names() {
+		if strings.HasPrefix(name, unet) && strings.HasSuffix(name, ".proj_in.weight") {
+			s, ok := k.Shape(name)
+			return ok && len(s) == 2, name
+		}
+	}
+	return false, ""
+}

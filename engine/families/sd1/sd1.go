@@ -47,8 +47,8 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 		return family.Detection{}, false
 	}
 	w, wkey := family.LDMContextWidth(k)
-	if w == 1024 {
-		return family.Detection{}, false
+	if linear, _ := family.LDMLinearProjection(k); w == 1024 || linear {
+		return family.Detection{}, false // SD2's context or projections
 	}
 	key := k.First(PrefixCLIP + "embeddings.token_embedding.")
 	if key == "" {

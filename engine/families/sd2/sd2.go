@@ -56,6 +56,8 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 		d.Evidence = []string{k.Key(key)}
 	} else if w, key := family.LDMContextWidth(k); w == 1024 {
 		d.Evidence = []string{k.Key(key) + " (context 1024)"}
+	} else if linear, key := family.LDMLinearProjection(k); linear {
+		d.Evidence = []string{k.Key(key) + " (linear projection)"}
 	} else {
 		return family.Detection{}, false
 	}

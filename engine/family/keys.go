@@ -197,7 +197,11 @@ func (k *Keys) componentHint() string {
 		return "it looks like a UNet on its own, whose context width names no family: open it with its checkpoint, or give its VAE and text encoder with --vae and --text-encoder"
 	case k.HasAll("encoder.down_blocks.", "decoder.up_blocks."), k.HasAll("first_stage_model.encoder.", "first_stage_model.decoder.") && len(k.Prefixes(1)) == 1:
 		return "it looks like a VAE on its own: pass it with --vae beside a checkpoint or diffusion-model file"
-	case k.Has("cond_stage_model.transformer.text_model.") && len(k.Prefixes(1)) == 1, k.Has("encoder.block.") && k.Has("shared."):
+	case k.Has("cond_stage_model.transformer.text_model.") && len(k.Prefixes(1)) == 1,
+		k.Has("cond_stage_model.model.") && len(k.Prefixes(1)) == 1,
+		k.Has("text_encoders.") && len(k.Prefixes(1)) == 1,
+		k.Has("conditioner.embedders.") && len(k.Prefixes(1)) == 1,
+		k.Has("encoder.block.") && k.Has("shared."):
 		return "it looks like a text encoder on its own: pass it with --text-encoder beside a diffusion-model file"
 	}
 	return ""

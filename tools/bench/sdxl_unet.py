@@ -11,7 +11,6 @@ Usage (diffusers' source on PYTHONPATH, a darkroom binary built anywhere):
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diffusers_baseline import time_ms  # noqa: E402
 from side_by_side import go_duration_ms  # noqa: E402
 
 SDXL = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -29,21 +29,6 @@ SDXL = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
             cross_attention_dim=2048, use_linear_projection=True,
             addition_embed_type="text_time", addition_time_embed_dim=256,
             projection_class_embeddings_input_dim=2816)
-
-
-def time_ms(fn, warm, runs):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
 
 
 def darkroom(binary, runs):

@@ -9,7 +9,6 @@ package sd1
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/families/internal/ldm"
 	"github.com/darkroom-ai/darkroom/engine/family"
@@ -123,14 +122,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		return nil, err
 	}
 	dev := env.Device
-	b := weights.NewBuilder(src, dev)
-	text := clip.Load(b.Sub(strings.TrimSuffix(PrefixCLIP, ".")), cc)
-	net := unet.Load(b.Sub(strings.TrimSuffix(PrefixUNet, ".")), uc)
-	codec := vae.Load(b.Sub(strings.TrimSuffix(PrefixVAE, ".")), vc)
-	if err := b.Err(); err != nil {
-		return nil, err
-	}
-	if err := ldm.CheckUnused(b, "SD1", PrefixUNet, PrefixVAE, PrefixCLIP); err != nil {
+	nets, err := ldm.LoadNets(src, dev, "SD1", uc, vc, ldm.TextSpec{Root: PrefixCLIP, Config: cc})
+	if err != nil {
 		return nil, err
 	}
 	ms, err := ldm.Sampling(decl)
@@ -140,9 +133,9 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	f := LatentFormat()
 	f.Channels, f.Factor, f.Scale = vc.ZChannels, vc.Factor(), vc.ScalingFactor
 	return &family.Components{
-		Text:     &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: text, Pad: tok.EOS()}, Dev: dev},
-		Denoiser: &ldm.Denoiser{Net: net, Dev: dev, Pred: decl.Pred},
-		VAE:      family.NewVAE(codec, f),
+		Text:     &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: tok.EOS()}, Dev: dev},
+		Denoiser: &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred},
+		VAE:      family.NewVAE(nets.VAE, f),
 		Sampling: ms,
 		Defaults: Defaults,
 		Parts:    Family{}.Describe(src),

@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/families/internal/ldm"
@@ -147,14 +146,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		return nil, err
 	}
 	dev := env.Device
-	b := weights.NewBuilder(src, dev)
-	text := clip.Load(b.Sub(strings.TrimSuffix(te, ".")), cc)
-	net := unet.Load(b.Sub(strings.TrimSuffix(PrefixUNet, ".")), uc)
-	codec := vae.Load(b.Sub(strings.TrimSuffix(PrefixVAE, ".")), vc)
-	if err := b.Err(); err != nil {
-		return nil, err
-	}
-	if err := ldm.CheckUnused(b, "SD2", PrefixUNet, PrefixVAE, te); err != nil {
+	nets, err := ldm.LoadNets(src, dev, "SD2", uc, vc, ldm.TextSpec{Root: te, Config: cc})
+	if err != nil {
 		return nil, err
 	}
 	ms, err := ldm.Sampling(decl)
@@ -170,12 +163,12 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	return &family.Components{
 		Text: &ldm.CLIPText{
 			// SD2's tokenizer pads with "!" (id 0), as ComfyUI's SD2 tokenizer does.
-			Enc:    clip.PromptEncoder{Tok: tok, Model: text, Pad: 0},
+			Enc:    clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: 0},
 			Dev:    dev,
 			Layers: skipMap(cc),
 		},
-		Denoiser:           &ldm.Denoiser{Net: net, Dev: dev, Pred: decl.Pred},
-		VAE:                family.NewVAE(codec, f),
+		Denoiser:           &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred},
+		VAE:                family.NewVAE(nets.VAE, f),
 		Sampling:           ms,
 		Defaults:           def,
 		Parts:              Family{}.Describe(src),

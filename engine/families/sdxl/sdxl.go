@@ -226,26 +226,17 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		return nil, err
 	}
 	dev := env.Device
-	b := weights.NewBuilder(src, dev)
-	g := clip.Load(b.Sub(strings.TrimSuffix(gRoot, ".")), gc)
-	var l *clip.TextModel
-	if !refiner {
-		l = clip.Load(b.Sub(strings.TrimSuffix(lRoot, ".")), lc)
-	}
-	net := unet.Load(b.Sub(strings.TrimSuffix(PrefixUNet, ".")), uc)
 	// Shapes cannot tell the scaling: SDXL's autoencoder uses 0.13025.
 	vc.ScalingFactor = LatentFormat().Scale
-	codec := vae.Load(b.Sub(strings.TrimSuffix(PrefixVAE, ".")), vc)
-	if err := b.Err(); err != nil {
-		return nil, err
-	}
-	prefixes := []string{PrefixUNet, PrefixVAE, gRoot}
+	texts := []ldm.TextSpec{{Root: gRoot, Config: gc}}
 	if !refiner {
-		prefixes = append(prefixes, lRoot)
+		texts = append(texts, ldm.TextSpec{Root: lRoot, Config: lc})
 	}
-	if err := ldm.CheckUnused(b, "SDXL", prefixes...); err != nil {
+	nets, err := ldm.LoadNets(src, dev, "SDXL", uc, vc, texts...)
+	if err != nil {
 		return nil, err
 	}
+	g := nets.Text[0]
 	ms, err := ldm.Sampling(decl)
 	if err != nil {
 		return nil, err
@@ -257,13 +248,13 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		Dev: dev, ZeroEmptyNegative: zeroEmptyNegative(src, refiner),
 	}
 	if !refiner {
-		text.L = &clip.PromptEncoder{Tok: tokL, Model: l, Pad: tokL.EOS(), NoFinalNorm: true}
+		text.L = &clip.PromptEncoder{Tok: tokL, Model: nets.Text[1], Pad: tokL.EOS(), NoFinalNorm: true}
 	}
 	c := &family.Components{
 		Text: text,
-		Denoiser: &ldm.Denoiser{Net: net, Dev: dev, Pred: decl.Pred,
+		Denoiser: &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred,
 			Vector: (&vector{embed: embed, refiner: refiner, pooled: gc.Projection}).build},
-		VAE:                family.NewVAE(codec, f),
+		VAE:                family.NewVAE(nets.VAE, f),
 		Sampling:           ms,
 		Defaults:           Defaults,
 		Parts:              Family{}.Describe(src),

@@ -14,11 +14,13 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/models/clip"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 )
 
 // Denoiser runs an LDM UNet.
@@ -247,4 +249,42 @@ func SD1LatentFormat() family.LatentFormat {
 		},
 		TAESD: "taesd_decoder.safetensors",
 	}
+}
+
+// TextSpec is one CLIP text encoder to load: the root prefix its tensors
+// live under and its configuration.
+type TextSpec struct {
+	Root   string
+	Config clip.Config
+}
+
+// Nets are the networks of an LDM checkpoint, on the device.
+type Nets struct {
+	// Text holds the text encoders, in the order they were asked for.
+	Text []*clip.TextModel
+	UNet *unet.Model
+	VAE  *vae.Model
+}
+
+// LoadNets uploads the UNet (under keymap.UNetPrefix), the VAE (under
+// keymap.VAEPrefix) and the text encoders, and refuses a checkpoint with
+// missing or misshaped tensors or with tensors under those prefixes that
+// nothing read (arch names the architecture in that message).
+func LoadNets(src weights.Source, dev backend.Device, arch string, uc unet.Config, vc vae.Config, texts ...TextSpec) (*Nets, error) {
+	b := weights.NewBuilder(src, dev)
+	n := &Nets{}
+	prefixes := []string{keymap.UNetPrefix, keymap.VAEPrefix}
+	for _, t := range texts {
+		n.Text = append(n.Text, clip.Load(b.Sub(strings.TrimSuffix(t.Root, ".")), t.Config))
+		prefixes = append(prefixes, t.Root)
+	}
+	n.UNet = unet.Load(b.Sub(strings.TrimSuffix(keymap.UNetPrefix, ".")), uc)
+	n.VAE = vae.Load(b.Sub(strings.TrimSuffix(keymap.VAEPrefix, ".")), vc)
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	if err := CheckUnused(b, arch, prefixes...); err != nil {
+		return nil, err
+	}
+	return n, nil
 }

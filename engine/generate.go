@@ -315,12 +315,6 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 		x, err = sampling.FlowNoiseLatent(p.Noise, p.Latent, sigmas[0])
 	default:
 		scale := ms.NoiseScale(p.Convention, sigmas[0], p.Latent != nil)
-		if p.Convention == ConventionDiffusers && p.Latent == nil && p.Sigmas == nil && p.Scheduler == "ddim_uniform" {
-			// diffusers' Euler-family schedulers with "leading" timestep
-			// spacing (ComfyUI's ddim_uniform; SDXL's scheduler config)
-			// start from noise·sqrt(σ₀²+1), with "linspace" from noise·σ₀.
-			scale = float32(math.Sqrt(1 + float64(sigmas[0])*float64(sigmas[0])))
-		}
 		x, err = sampling.NoiseLatent(p.Noise, p.Latent, scale)
 	}
 	if err != nil {

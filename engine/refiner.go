@@ -11,7 +11,8 @@ import (
 
 // parameterization is the model sampling and prediction type of a run:
 // the model's, with the request's zero-terminal-SNR rescaling and
-// prediction override applied. An override contradicting what the file
+// prediction override applied, and under diffusers' convention bound to
+// the run's scheduler (family.Discrete.ForScheduler). An override contradicting what the file
 // declares is refused.
 func (m *Model) parameterization(p SampleParams) (family.ModelSampling, sampling.Prediction, error) {
 	ms, pred := m.c.Sampling, m.c.Denoiser.Prediction()
@@ -39,6 +40,11 @@ func (m *Model) parameterization(p SampleParams) (family.ModelSampling, sampling
 			return nil, 0, &FieldError{Field: "prediction", Value: p.Prediction, Msg: fmt.Sprintf("the model declares %v-prediction (%s)", pred, m.c.PredictionEvidence)}
 		}
 		pred = want
+	}
+	if f, ok := ms.(interface {
+		ForScheduler(string) family.ModelSampling
+	}); ok && p.Convention != ConventionComfy {
+		ms = f.ForScheduler(p.Scheduler)
 	}
 	return ms, pred, nil
 }

@@ -99,6 +99,44 @@ func (d *Discrete) NoiseScale(c Convention, sigma0 float32, fromImage bool) floa
 // Flow returns nil: discrete models are variance exploding in sigma.
 func (d *Discrete) Flow() *sampling.Flow { return nil }
 
+// ForScheduler returns the model sampling as diffusers' scheduler that
+// implements the named ComfyUI scheduler uses it, where that differs from
+// Timestep and NoiseScale: "normal" is diffusers' "linspace" spacing,
+// whose Euler-family schedulers interpolate sigma linearly at fractional
+// timesteps and feed the network those timesteps (not the log-sigma
+// inverse of the sigma); "ddim_uniform" is its "leading" spacing, whose
+// runs from pure noise start at sqrt(σ₀²+1)·noise. Under ComfyUI's
+// convention it is d itself.
+func (d *Discrete) ForScheduler(scheduler string) ModelSampling {
+	return scheduledDiscrete{d, scheduler}
+}
+
+// scheduledDiscrete is a Discrete bound to the scheduler of a run.
+type scheduledDiscrete struct {
+	*Discrete
+	scheduler string
+}
+
+// Timestep is diffusers' linspace timestep for the sigmas of "normal" and
+// "sgm_uniform" under the continuous diffusers convention, and Discrete's
+// otherwise.
+func (s scheduledDiscrete) Timestep(c Convention, sigma float32) float32 {
+	if c == ConventionDiffusers && (s.scheduler == "normal" || s.scheduler == "sgm_uniform") {
+		return s.diffusers.InterpolatedTimestep(sigma)
+	}
+	return s.Discrete.Timestep(c, sigma)
+}
+
+// NoiseScale is sqrt(σ₀²+1) from pure noise for "ddim_uniform" under
+// either diffusers convention (leading spacing's init_noise_sigma), and
+// Discrete's otherwise.
+func (s scheduledDiscrete) NoiseScale(c Convention, sigma0 float32, fromImage bool) float32 {
+	if c != ConventionComfy && !fromImage && s.scheduler == "ddim_uniform" {
+		return float32(math.Sqrt(1 + float64(sigma0)*float64(sigma0)))
+	}
+	return s.Discrete.NoiseScale(c, sigma0, fromImage)
+}
+
 // FlowMatching is the model sampling of rectified-flow families (SD3,
 // Flux, Z-Image, Qwen-Image): one shifted flow schedule, which ComfyUI and
 // diffusers build alike.

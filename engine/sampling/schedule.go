@@ -36,6 +36,9 @@ type Schedule interface {
 type Discrete struct {
 	sigmas    []float32 // increasing, index = timestep
 	logSigmas []float32
+	// linear interpolates sigma itself between timesteps (diffusers'
+	// interpolation_type "linear", np.interp) instead of log sigma.
+	linear bool
 }
 
 // NewDiscrete builds a discrete schedule from a beta schedule, computed as
@@ -106,9 +109,11 @@ func newDiscrete(betaStart, betaEnd float64, steps int, kind string, diffusers, 
 		return nil, fmt.Errorf("discrete schedule: unknown beta schedule %q (valid: linear, scaled_linear)", kind)
 	}
 	if zsnr {
-		return zsnrDiscrete(betas, diffusers), nil
+		d := zsnrDiscrete(betas, diffusers)
+		d.linear = diffusers
+		return d, nil
 	}
-	d := &Discrete{sigmas: make([]float32, steps), logSigmas: make([]float32, steps)}
+	d := &Discrete{sigmas: make([]float32, steps), logSigmas: make([]float32, steps), linear: diffusers}
 	acp := 1.0
 	for i, b := range betas {
 		if diffusers {
@@ -248,7 +253,9 @@ func (d *Discrete) SigmaMax() float32 { return d.sigmas[len(d.sigmas)-1] }
 func (d *Discrete) Table() []float32 { return d.sigmas }
 
 // Sigma interpolates log sigma linearly between the neighbouring integer
-// timesteps, in float32 as ComfyUI does; t is clamped to [0, N-1].
+// timesteps, in float32 as ComfyUI does, or for a diffusers-built schedule
+// sigma itself in float64 as np.interp does (diffusers' Euler-family
+// schedulers with "linspace" spacing); t is clamped to [0, N-1].
 func (d *Discrete) Sigma(t float32) float32 {
 	n := len(d.sigmas)
 	if t != t {
@@ -257,6 +264,13 @@ func (d *Discrete) Sigma(t float32) float32 {
 	t = min(max(t, 0), float32(n-1))
 	lo := int(math.Floor(float64(t)))
 	hi := int(math.Ceil(float64(t)))
+	if d.linear {
+		if lo == hi {
+			return d.sigmas[lo]
+		}
+		a, b := float64(d.sigmas[lo]), float64(d.sigmas[hi])
+		return float32((b-a)*(float64(t)-float64(lo)) + a)
+	}
 	w := t - float32(lo)
 	ls := float32((1-w)*d.logSigmas[lo]) + float32(w*d.logSigmas[hi])
 	return exp32(ls)
@@ -281,6 +295,29 @@ func (d *Discrete) Timestep(sigma float32) float32 {
 	w := (lo - ls) / (lo - hi)
 	w = min(max(w, 0), 1)
 	return float32((1-w)*float64(low) + w*float64(low+1))
+}
+
+// InterpolatedTimestep inverts Sigma for a schedule that interpolates
+// sigma linearly (a diffusers-built one): the fractional timestep at which
+// Sigma gives sigma, which diffusers' linspace-spaced Euler-family
+// schedulers pass to the network as it is. It is Timestep for a schedule
+// that interpolates log sigma.
+func (d *Discrete) InterpolatedTimestep(sigma float32) float32 {
+	if !d.linear {
+		return d.Timestep(sigma)
+	}
+	n := len(d.sigmas)
+	k := sort.Search(n, func(i int) bool { return d.sigmas[i] >= sigma })
+	switch {
+	case k < n && d.sigmas[k] == sigma:
+		return float32(k)
+	case k == 0:
+		return 0
+	case k == n:
+		return float32(n - 1)
+	}
+	a, b := float64(d.sigmas[k-1]), float64(d.sigmas[k])
+	return float32(float64(k-1) + (float64(sigma)-a)/(b-a))
 }
 
 // NearestTimestep returns the integer timestep whose log sigma is nearest to

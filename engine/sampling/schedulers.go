@@ -106,6 +106,9 @@ func normalSigmas(s Schedule, steps int, sgm bool) []float32 {
 			appendZero = false
 		}
 		ts = linspace32(start, end, steps)
+		if d, ok := s.(*Discrete); ok && d.linear {
+			ts = numpyLinspaceDown(start, end, steps)
+		}
 	}
 	out := make([]float32, 0, len(ts)+1)
 	for _, t := range ts {
@@ -113,6 +116,26 @@ func normalSigmas(s Schedule, steps int, sgm bool) []float32 {
 	}
 	if appendZero {
 		out = append(out, 0)
+	}
+	return out
+}
+
+// numpyLinspaceDown is np.linspace(end, start, n, dtype=float32)[::-1],
+// diffusers' "linspace" timesteps: computed in float64 upwards from end,
+// the last value exactly start, then rounded and reversed.
+func numpyLinspaceDown(start, end float32, n int) []float32 {
+	out := make([]float32, n)
+	if n == 1 {
+		out[0] = end
+		return out
+	}
+	step := (float64(start) - float64(end)) / float64(n-1)
+	for j := range n {
+		v := float64(end) + float64(j)*step
+		if j == n-1 {
+			v = float64(start)
+		}
+		out[n-1-j] = float32(v)
 	}
 	return out
 }

@@ -390,9 +390,14 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 	if err != nil {
 		return err
 	}
+	// An img2img size taken from the init image is what the files record.
+	req.Width, req.Height = res.Request.Width, res.Request.Height
 	hash, err := m.Hash()
 	if err != nil {
 		return err
+	}
+	for _, n := range res.Notices {
+		fmt.Fprintln(stderr, "note:", n)
 	}
 	if res.PeakMemory > 0 {
 		fmt.Fprintf(stderr, "peak device memory: %.0f MiB\n", float64(res.PeakMemory)/(1<<20))
@@ -462,6 +467,7 @@ func applyDemoDefaults(cmd *cobra.Command, req *engine.Request, fromFields map[s
 	if !keep("cfg") {
 		req.CFG = demo.CFG
 	}
+	applyInitSize(cmd, req, fromFields)
 }
 
 // applyFamilyDefaults sets the model family's defaults (size, steps, cfg,
@@ -486,6 +492,22 @@ func applyFamilyDefaults(cmd *cobra.Command, req *engine.Request, d engine.Defau
 	}
 	if !keep("scheduler") && d.Scheduler != "" {
 		req.Scheduler = d.Scheduler
+	}
+	applyInitSize(cmd, req, fromFields)
+}
+
+// applyInitSize leaves the size of an img2img request to its init image
+// (the engine reads it) where the user gave no -W/-H.
+func applyInitSize(cmd *cobra.Command, req *engine.Request, fromFields map[string]bool) {
+	if req.InitImage == "" {
+		return
+	}
+	keep := func(flag string) bool { return flagGiven(cmd, flag) || fromFields[flag] }
+	if !keep("width") {
+		req.Width = 0
+	}
+	if !keep("height") {
+		req.Height = 0
 	}
 }
 

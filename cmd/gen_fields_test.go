@@ -46,6 +46,10 @@ var genSamples = map[string][2]string{
 	"negative_aesthetic_score": {"2", "3"},
 	"refiner":                  {"stored-refiner.safetensors", "flag-refiner.safetensors"},
 	"refiner_switch":           {"0.7", "0.6"},
+	"refiner_denoise":          {"0.3", "0.25"},
+	"init_image":               {"stored.png", "flag.png"},
+	"resize":                   {"fill", "stretch"},
+	"denoise_steps":            {"a1111", "diffusers"},
 }
 
 // genBad holds, per request field, a flag value refused with a message
@@ -81,6 +85,10 @@ var genBad = map[string]string{
 	"negative_aesthetic_score": "-1",
 	"refiner":                  "",
 	"refiner_switch":           "1",
+	"refiner_denoise":          "1",
+	"init_image":               "",
+	"resize":                   "shrink",
+	"denoise_steps":            "forge",
 }
 
 // storedPNG writes a PNG whose darkroom chunk holds the stored samples.

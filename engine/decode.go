@@ -3,10 +3,14 @@ package engine
 import (
 	"context"
 	"fmt"
-	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"image"
 	"image/color"
 	"math"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 )
 
 // DecodeImages decodes latents [shape] with the VAE into 8-bit images.
@@ -53,15 +57,17 @@ func (m *Model) decode(ctx context.Context, latents []float32, shape []int) ([]f
 	per := n / shape[0]
 	var out []float32
 	for i := range shape[0] {
-		lt := m.dev.Upload(latents[i*per:(i+1)*per], append([]int{1}, shape[1:]...)...)
-		img, err := m.c.VAE.Decode(ctx, m.dev, lt)
+		lat := latents[i*per : (i+1)*per]
+		px, err := decodeOne(ctx, m.dev, m.c.VAE, lat, shape)
 		if err != nil {
-			return nil, fmt.Errorf("decode: %w", err)
+			return nil, err
 		}
-		m.dev.Affine(img, img, 0.5, 0.5)
-		px, err := m.dev.Download(img)
-		if err != nil {
-			return nil, fmt.Errorf("decode: %w", err)
+		if !allFinite(px) {
+			// A 16-bit decode that overflowed (the SDXL VAE in fp16 does):
+			// decode again in float32 on the CPU, never a black image.
+			if px, err = m.decodeFloat32(ctx, lat, shape); err != nil {
+				return nil, err
+			}
 		}
 		for j, v := range px {
 			px[j] = min(max(v, 0), 1)
@@ -69,6 +75,61 @@ func (m *Model) decode(ctx context.Context, latents []float32, shape []int) ([]f
 		out = append(out, px...)
 	}
 	return out, nil
+}
+
+// decodeOne decodes one image's latents on dev into pixels in 0..1 (not
+// clamped).
+func decodeOne(ctx context.Context, dev backend.Device, v family.VAE, lat []float32, shape []int) ([]float32, error) {
+	lt := dev.Upload(lat, append([]int{1}, shape[1:]...)...)
+	defer dev.Free(lt)
+	img, err := v.Decode(ctx, dev, lt)
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	defer dev.Free(img)
+	dev.Affine(img, img, 0.5, 0.5)
+	px, err := dev.Download(img)
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return px, nil
+}
+
+// decodeFloat32 decodes on the CPU in float32 with a VAE built there from
+// the model's weights (kept for the model's next overflow), and notes it
+// in the job's notices.
+func (m *Model) decodeFloat32(ctx context.Context, lat []float32, shape []int) ([]float32, error) {
+	if _, onCPU := m.dev.(*cpu.Device); onCPU || m.c.VAEOn == nil {
+		return nil, fmt.Errorf("decode: the VAE produced non-finite values (NaN or Inf): the latents or the VAE's weights are broken")
+	}
+	if m.cpuDev == nil {
+		m.cpuDev = cpu.New()
+	}
+	if m.cpuVAE == nil {
+		v, err := m.c.VAEOn(m.cpuDev)
+		if err != nil {
+			return nil, fmt.Errorf("decode: the VAE overflowed on %s and could not be built on the CPU: %w", m.dev.Name(), err)
+		}
+		m.cpuVAE = v
+	}
+	px, err := decodeOne(ctx, m.cpuDev, m.cpuVAE, lat, shape)
+	if err != nil {
+		return nil, err
+	}
+	if !allFinite(px) {
+		return nil, fmt.Errorf("decode: the VAE produced non-finite values (NaN or Inf) even in float32: the latents or the VAE's weights are broken")
+	}
+	m.notices = append(m.notices, fmt.Sprintf("the VAE's 16-bit decode on %s overflowed (the SDXL VAE does in fp16); decoded again in float32 on the CPU — an fp16-fix VAE (--vae) or --precision bf16 avoids the detour", m.dev.Name()))
+	return px, nil
+}
+
+func allFinite(v []float32) bool {
+	for _, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // ToNRGBA converts planar RGB in 0..1 ([3, h, w]) to an 8-bit image,

@@ -336,6 +336,9 @@ func absPath(p string) string {
 // Generate loads req.Model and runs the request. Jobs on one engine run one
 // at a time, in call order.
 func (e *Engine) Generate(ctx context.Context, req Request, onEvent func(Event)) (*Result, error) {
+	if err := initSize(&req); err != nil {
+		return nil, err
+	}
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}

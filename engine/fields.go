@@ -187,7 +187,7 @@ var requestFields = []RequestField{
 		flag("vae", "", "a separate VAE `file` (or name in the model directories) to use instead of the checkpoint's").
 		a1111("VAE", func(v string) (string, bool) { return a1111BaseName(v), v != "" }, nil).done(),
 	floatField("denoise", 0, func(r *Request) *float64 { return &r.Denoise }).
-		flag("denoise", "", "denoising strength, more than 0 and at most 1 (default 1: a full run from noise; below 1 needs an init image, which img2img will bring)").
+		flag("denoise", "", "denoising strength, more than 0 and at most 1 (default 1: a full run from noise; below 1 needs --init-image)").
 		valid(func(v float64) string {
 			if !(v >= 0 && v <= 1) {
 				return "must be more than 0 and at most 1 (0 means 1)"
@@ -273,6 +273,22 @@ var requestFields = []RequestField{
 			return ""
 		}).
 		a1111("Refiner switch at", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
+	floatField("refiner_denoise", 0, func(r *Request) *float64 { return &r.RefinerDenoise }).
+		flag("refiner-denoise", "", "apply the refiner after the full run instead: an img2img pass over the finished latent with this denoising strength (e.g. 0.3; 0: step swap at --refiner-switch)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v < 1) {
+				return "must be at least 0 and below 1 (0: step swap)"
+			}
+			return ""
+		}).done(),
+	stringField("init_image", "", func(r *Request) *string { return &r.InitImage }).
+		flag("init-image", "i", "img2img: the `image` (PNG, JPEG, GIF) to start from, with --denoise below 1; without -W/-H the image's size (rounded down to a multiple of 8)").done(),
+	stringField("resize", "", func(r *Request) *string { return &r.Resize }).
+		flag("resize", "", "how an init image of another size is fitted: crop (scale to cover, cut the overflow; default), fill (scale to fit, repeat the edges) or stretch").
+		enum(resizeModes, true).done(),
+	stringField("denoise_steps", "", func(r *Request) *string { return &r.DenoiseSteps }).
+		flag("denoise-steps", "", "img2img steps: comfyui (run --steps steps of a steps/denoise schedule), a1111 (run int(denoise·steps)+1 of a steps schedule) or diffusers (int(steps·denoise)); default: the --convention's").
+		enum(denoiseRules, true).done(),
 }
 
 func checkCondSize(v int) string {
@@ -297,7 +313,7 @@ func checkAesthetic(v float64) string {
 }
 
 func checkSize(v int) string {
-	if v%8 != 0 || v < MinSize || v > MaxSize {
+	if v != 0 && (v%8 != 0 || v < MinSize || v > MaxSize) {
 		return fmt.Sprintf("must be a multiple of 8 between %d and %d", MinSize, MaxSize)
 	}
 	return ""

@@ -47,6 +47,10 @@ var fieldSamples = map[string][]string{
 	"negative_aesthetic_score": {"2"},
 	"refiner":                  {"sd_xl_refiner_1.0"},
 	"refiner_switch":           {"0.7"},
+	"refiner_denoise":          {"0.3"},
+	"init_image":               {"photo.png"},
+	"resize":                   {"fill"},
+	"denoise_steps":            {"a1111"},
 }
 
 // fieldBad holds, for every field with a validation, a value it refuses.
@@ -74,6 +78,9 @@ var fieldBad = map[string]string{
 	"aesthetic_score":          "11",
 	"negative_aesthetic_score": "-1",
 	"refiner_switch":           "1",
+	"refiner_denoise":          "1",
+	"resize":                   "shrink",
+	"denoise_steps":            "forge",
 }
 
 // sampleRequest is DefaultRequest with every field set to its sample.

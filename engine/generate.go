@@ -59,6 +59,9 @@ type Result struct {
 	// in bytes, on devices that track it (CUDA); 0 otherwise. Weights
 	// uploaded before the job count too.
 	PeakMemory uint64
+	// Notices are one-line messages about how the job ran that the user
+	// should see (a VAE decode redone in float32 after a 16-bit overflow).
+	Notices []string
 }
 
 // Generate runs one text-to-image request on the model with the generic
@@ -68,6 +71,9 @@ type Result struct {
 // synchronously on the generating goroutine. Cancelling ctx stops the job
 // between network blocks and sampler steps.
 func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) (*Result, error) {
+	if err := initSize(&req); err != nil {
+		return nil, err
+	}
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -80,7 +86,7 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 // generate runs a validated request; ref, when set, is the refiner that
 // takes over the last steps.
 func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), ref *Model) (*Result, error) {
-	if m.c.RefineOnly != "" {
+	if m.c.RefineOnly != "" && req.InitImage == "" {
 		return nil, &FieldError{Field: "model", Value: req.Model, Msg: m.c.RefineOnly}
 	}
 	m.mu.Lock()
@@ -89,9 +95,12 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	if err != nil {
 		return nil, err
 	}
-	if req.Denoise > 0 && req.Denoise < 1 {
+	if req.Denoise > 0 && req.Denoise < 1 && req.InitImage == "" {
 		// A partial run needs a starting image; txt2img has none.
-		return nil, &FieldError{Field: "denoise", Value: req.Denoise, Msg: "below 1 needs an init image, and img2img is not available yet (scripts: SampleParams.Latent and Denoise)"}
+		return nil, &FieldError{Field: "denoise", Value: req.Denoise, Msg: "below 1 needs an init image (--init-image)"}
+	}
+	if req.RefinerDenoise > 0 && ref == nil {
+		return nil, &FieldError{Field: "refiner_denoise", Value: req.RefinerDenoise, Msg: "needs a refiner (--refiner)"}
 	}
 	opt := family.PromptOptions{ClipSkip: req.ClipSkip, Convention: conv}
 	if err := m.checkRequest(req, opt); err != nil {
@@ -125,11 +134,21 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	res.EncodeTime = time.Since(start)
 
 	shape := m.LatentFormat().Shape(req.Batch, req.Width, req.Height, 0)
-	noise := rng.NewTorch(req.Seed).Randn(tensor.Shape(shape).NumElements())
+	g := rng.NewTorch(req.Seed)
+	var init []float32
+	if req.InitImage != "" {
+		// Under diffusers' convention the encoder's sample draws from g
+		// first, then the noise (its img2img pipelines' order).
+		if init, err = m.initLatents(ctx, req, conv, g); err != nil {
+			return nil, err
+		}
+	}
+	noise := g.Randn(tensor.Shape(shape).NumElements())
 	t0 := time.Now()
 	params := SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
 		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
+		Denoise: req.Denoise, DenoiseSteps: denoiseRule(req, conv), Latent: init,
 		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
 		Width: req.Width, Height: req.Height,
 		Prediction: req.Prediction, ZSNR: req.ZSNR, Size: sizeConditioning(req),
@@ -139,9 +158,12 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 		onEvent(ev)
 	}
 	var latents []float32
-	if ref != nil {
+	switch {
+	case ref != nil && req.RefinerDenoise > 0:
+		latents, err = m.sampleThenRefine(ctx, req, params, ref, progress)
+	case ref != nil:
 		latents, err = m.sampleWithRefiner(ctx, req, params, ref, progress)
-	} else {
+	default:
 		latents, err = m.sample(ctx, params, progress)
 	}
 	if err != nil {
@@ -159,7 +181,9 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	m.c.Denoiser.Reset()
 	t0 = time.Now()
 	onEvent(Event{Phase: PhaseDecode, Elapsed: time.Since(start)})
+	m.notices = nil
 	res.Images, err = m.decodeImages(ctx, latents, shape)
+	res.Notices, m.notices = m.notices, nil
 	if err != nil {
 		return nil, err
 	}
@@ -184,10 +208,13 @@ type SampleParams struct {
 	Sampler      string
 	Scheduler    string
 	Steps        int
-	// Denoise is the fraction of the schedule run (img2img strength, as
-	// ComfyUI's KSampler: the last Steps steps of a Steps/Denoise schedule);
-	// 0 or 1 is a full run from pure noise.
+	// Denoise is the fraction of the schedule run (img2img strength), by
+	// the DenoiseSteps rule (ComfyUI's KSampler by default: the last Steps
+	// steps of a Steps/Denoise schedule); 0 or 1 is a full run.
 	Denoise float64
+	// DenoiseSteps is the rule of a partial run: DenoiseStepsComfy ("" too),
+	// DenoiseStepsA1111 or DenoiseStepsDiffusers.
+	DenoiseSteps string
 	// Sigmas overrides Scheduler/Steps/Denoise when set.
 	Sigmas []float32
 	// Seed seeds the sampler's own noise (ancestral and SDE samplers).
@@ -295,7 +322,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if sigmas == nil {
 		var err error
 		if p.Denoise > 0 && p.Denoise < 1 {
-			sigmas, err = sampling.SamplerSigmasDenoise(p.Sampler, p.Scheduler, sched, p.Steps, p.Denoise)
+			sigmas, err = img2imgSigmas(p.DenoiseSteps, p.Sampler, p.Scheduler, sched, p.Steps, p.Denoise)
 		} else {
 			sigmas, err = sampling.SamplerSigmas(p.Sampler, p.Scheduler, sched, p.Steps)
 		}

@@ -68,6 +68,12 @@ type Model struct {
 	// src stays open while the model lives (a mapping later layers may
 	// stream weights from); Close releases it.
 	src *weights.Model
+	// cpuDev and cpuVAE decode again in float32 what the device's 16-bit
+	// VAE overflowed on (built on first need); notices collects what the
+	// running job should tell the user.
+	cpuDev  backend.Device
+	cpuVAE  family.VAE
+	notices []string
 	// data is the checkpoint of a model loaded from memory (for Hash).
 	data     []byte
 	hashOnce sync.Once

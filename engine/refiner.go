@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/rng"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 )
 
@@ -79,12 +80,8 @@ func (m *Model) switchStep(sigmas []float32, ms family.ModelSampling, conv Conve
 // refiner encodes the prompts with its own text encoder. Both models stay
 // loaded.
 func (m *Model) sampleWithRefiner(ctx context.Context, req Request, p SampleParams, ref *Model, onEvent func(Event)) ([]float32, error) {
-	if ref == m {
-		return nil, &FieldError{Field: "refiner", Value: req.Refiner, Msg: "is the model itself"}
-	}
-	bf, rf := m.LatentFormat(), ref.LatentFormat()
-	if bf.Channels != rf.Channels || bf.Factor != rf.Factor || bf.Scale != rf.Scale || bf.Shift != rf.Shift {
-		return nil, &FieldError{Field: "refiner", Value: req.Refiner, Msg: fmt.Sprintf("works in another latent space (%d channels, scale %g; the model: %d, %g): a step swap needs the same one", rf.Channels, rf.Scale, bf.Channels, bf.Scale)}
+	if err := m.checkRefiner(req, ref); err != nil {
+		return nil, err
 	}
 	if steps := req.Steps; steps < 2 {
 		return nil, &FieldError{Field: "steps", Value: steps, Msg: "a refiner needs at least 2 steps (one each)"}
@@ -114,6 +111,32 @@ func (m *Model) sampleWithRefiner(ctx context.Context, req Request, p SamplePara
 		return nil, err
 	}
 
+	rp := p
+	rp.Sigmas, rp.Start, rp.Noise, rp.Latent = sigmas[k:], x, nil, nil
+	return ref.refine(ctx, req, rp, func(ev Event) {
+		ev.Step += k
+		ev.Total = total
+		onEvent(ev)
+	})
+}
+
+// checkRefiner refuses a refiner that is the model itself or works in
+// another latent space.
+func (m *Model) checkRefiner(req Request, ref *Model) error {
+	if ref == m {
+		return &FieldError{Field: "refiner", Value: req.Refiner, Msg: "is the model itself"}
+	}
+	bf, rf := m.LatentFormat(), ref.LatentFormat()
+	if bf.Channels != rf.Channels || bf.Factor != rf.Factor || bf.Scale != rf.Scale || bf.Shift != rf.Shift {
+		return &FieldError{Field: "refiner", Value: req.Refiner, Msg: fmt.Sprintf("works in another latent space (%d channels, scale %g; the model: %d, %g): it needs the same one", rf.Channels, rf.Scale, bf.Channels, bf.Scale)}
+	}
+	return nil
+}
+
+// refine runs the refiner ref on p with its own text encoder (the
+// request's prompts, re-encoded) and its own model sampling: the model's
+// prediction override and zsnr do not apply to it.
+func (ref *Model) refine(ctx context.Context, req Request, p SampleParams, onEvent func(Event)) ([]float32, error) {
 	ref.mu.Lock()
 	defer ref.mu.Unlock()
 	defer ref.c.Denoiser.Reset()
@@ -121,24 +144,41 @@ func (m *Model) sampleWithRefiner(ctx context.Context, req Request, p SamplePara
 	if err := ref.c.Text.Check(opt); err != nil {
 		return nil, err
 	}
-	rp := p
-	rp.Prediction, rp.ZSNR = "", false
-	rp.Sigmas, rp.Start, rp.Noise, rp.Latent = sigmas[k:], x, nil, nil
-	if rp.Cond, err = ref.encodePrompt(ctx, req.Prompt, opt); err != nil {
+	p.Prediction, p.ZSNR = "", false
+	var err error
+	if p.Cond, err = ref.encodePrompt(ctx, req.Prompt, opt); err != nil {
 		return nil, fmt.Errorf("refiner: %w", err)
 	}
+	p.Uncond = nil
 	if p.CFG != 1 {
-		if rp.Uncond, err = ref.encodePrompt(ctx, req.Negative, opt); err != nil {
+		if p.Uncond, err = ref.encodePrompt(ctx, req.Negative, opt); err != nil {
 			return nil, fmt.Errorf("refiner: %w", err)
 		}
 	}
-	out, err := ref.sample(ctx, rp, func(ev Event) {
-		ev.Step += k
-		ev.Total = total
-		onEvent(ev)
-	})
+	out, err := ref.sample(ctx, p, onEvent)
 	if err != nil {
 		return nil, fmt.Errorf("refiner: %w", err)
 	}
 	return out, nil
+}
+
+// sampleThenRefine runs the model's whole schedule, then the refiner as an
+// img2img pass over the finished latent with strength req.RefinerDenoise
+// (a second KSampler with the refiner in ComfyUI; diffusers'
+// StableDiffusionXLImg2ImgPipeline given the latents): fresh noise from
+// the request's seed, added at the start sigma of the denoised part.
+func (m *Model) sampleThenRefine(ctx context.Context, req Request, p SampleParams, ref *Model, onEvent func(Event)) ([]float32, error) {
+	if err := m.checkRefiner(req, ref); err != nil {
+		return nil, err
+	}
+	x, err := m.sample(ctx, p, onEvent)
+	m.c.Denoiser.Reset()
+	if err != nil {
+		return nil, err
+	}
+	rp := p
+	rp.Latent, rp.Start, rp.Sigmas = x, nil, nil
+	rp.Noise = rng.NewTorch(req.Seed).Randn(len(x))
+	rp.Denoise = req.RefinerDenoise
+	return ref.refine(ctx, req, rp, onEvent)
 }

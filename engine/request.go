@@ -2,7 +2,8 @@ package engine
 
 import "fmt"
 
-// Request is one text-to-image job: every parameter of `darkroom gen`.
+// Request is one text-to-image or image-to-image job: every parameter of
+// `darkroom gen`.
 //
 // Each field has an entry in the field table (RequestFields, fields.go)
 // giving its flag, A1111 key, default and validation: a new field is the
@@ -41,8 +42,20 @@ type Request struct {
 	// split checkpoints have; empty uses the checkpoint's.
 	TextEncoders []string `json:"text_encoders,omitempty"`
 	// Denoise is the denoising strength, 0 < Denoise ≤ 1; 0 means 1 (a full
-	// run from noise).
+	// run from noise). Below 1 the run starts from InitImage.
 	Denoise float64 `json:"denoise,omitempty"`
+	// InitImage is an image file (PNG, JPEG, GIF) an img2img run starts
+	// from: fitted to Width×Height by Resize (a zero width or height is
+	// taken from the image), VAE-encoded, noised to the start of the
+	// denoised part of the schedule.
+	InitImage string `json:"init_image,omitempty"`
+	// Resize is how the init image is fitted: "crop" (default), "fill"
+	// or "stretch" (ResizeCrop, ResizeFill, ResizeStretch).
+	Resize string `json:"resize,omitempty"`
+	// DenoiseSteps is which steps a partial run makes of Steps and
+	// Denoise: "comfyui", "a1111" or "diffusers" (DenoiseStepsComfy...);
+	// "" follows the convention.
+	DenoiseSteps string `json:"denoise_steps,omitempty"`
 	// Prediction is what an ε/v model predicts when its file says nothing:
 	// "eps" or "v" ("" uses the file's declaration or the family's guess).
 	Prediction string `json:"prediction,omitempty"`
@@ -64,6 +77,11 @@ type Request struct {
 	// diffusers' denoising_end/denoising_start do.
 	Refiner       string  `json:"refiner,omitempty"`
 	RefinerSwitch float64 `json:"refiner_switch,omitempty"`
+	// RefinerDenoise, when set, applies the refiner after the model's full
+	// run instead of swapping at RefinerSwitch: an img2img pass over the
+	// finished latent with this strength (ComfyUI's second KSampler,
+	// diffusers' refiner(image=latents, strength=…)).
+	RefinerDenoise float64 `json:"refiner_denoise,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.
@@ -103,6 +121,16 @@ func (r *Request) Validate() error {
 	for _, f := range requestFields {
 		if err := f.Check(r); err != nil {
 			return err
+		}
+	}
+	if r.InitImage == "" {
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"width", r.Width}, {"height", r.Height}} {
+			if f.v == 0 {
+				return &FieldError{Field: f.name, Value: 0, Msg: "0 (the init image's size) needs an init image"}
+			}
 		}
 	}
 	if r.BatchIndex > r.Batch {

@@ -55,6 +55,10 @@ type Components struct {
 	// (Request.Prediction); a request contradicting a declared type is
 	// refused.
 	PredictionEvidence string
+	// VAEOn, when set, builds the VAE again on another device from the
+	// model's weights: the engine's float32 fallback when a 16-bit decode
+	// overflows (the SDXL VAE in fp16) is the CPU.
+	VAEOn func(dev backend.Device) (VAE, error)
 	// RefineOnly, when set, says why the model cannot start from noise and
 	// how to use it instead (the SDXL refiner); txt2img with it is refused
 	// with that message.

@@ -244,3 +244,21 @@ type codecVAE struct {
 }
 
 func (v codecVAE) Format() LatentFormat { return v.f }
+
+// SampledEncoder is implemented by VAEs whose encoder outputs a Gaussian:
+// EncodeSample draws the latents (mean + std·eps, then the latent format's
+// scaling) where Encode takes the mean, as diffusers' img2img pipelines do
+// with their generator. eps holds one unit normal per latent value.
+type SampledEncoder interface {
+	EncodeSample(ctx context.Context, dev backend.Device, img *backend.Tensor, eps []float32) (*backend.Tensor, error)
+}
+
+// EncodeSample forwards to the codec when it samples its latents, and
+// fails otherwise.
+func (v codecVAE) EncodeSample(ctx context.Context, dev backend.Device, img *backend.Tensor, eps []float32) (*backend.Tensor, error) {
+	s, ok := v.Codec.(SampledEncoder)
+	if !ok {
+		return nil, fmt.Errorf("vae encode: this VAE has no latent distribution to sample")
+	}
+	return s.EncodeSample(ctx, dev, img, eps)
+}

@@ -412,7 +412,7 @@ def model_sampling(ns, v=False, zsnr=False):
 
 
 def ksampler(ns, net, guider, sampler, scheduler, steps, noise, latent, cfg, seed, start_step=None, last_step=None,
-             force_full_denoise=False):
+             force_full_denoise=False, denoise=1.0):
     """KSampler(...).sample as comfy.sample.sample calls it; comfy.samplers.sample (CFGGuider) replaced by the
     KSAMPLER call it ends in, with our guider."""
     samplers = ns.comfy.samplers
@@ -428,7 +428,7 @@ def ksampler(ns, net, guider, sampler, scheduler, steps, noise, latent, cfg, see
     def callback(i, denoised, x, total):
         seen.append((int(i), x.detach().clone().float(), denoised.detach().clone().float()))
 
-    ks = samplers.KSampler(net.current_patcher, steps=steps, device="cpu", sampler=sampler, scheduler=scheduler, denoise=1.0)
+    ks = samplers.KSampler(net.current_patcher, steps=steps, device="cpu", sampler=sampler, scheduler=scheduler, denoise=denoise)
     full = ks.sigmas.clone().float()
     orig = samplers.sample
     samplers.sample = inner
@@ -573,8 +573,9 @@ def main():
         # name, model, sampler, scheduler, steps, cfg, v, zsnr
         ("sdxl_euler_normal", "sdxl", "euler", "normal", 8, 5.0, False, False),
         ("sdxl_dpmpp_2m_karras", "sdxl", "dpmpp_2m", "karras", 8, 5.0, False, False),
-        ("sd2_v_euler_normal", "sd2", "euler", "normal", 8, 7.0, True, False),
-        ("sd2_v_zsnr_euler_normal", "sd2", "euler", "normal", 8, 7.0, True, True),
+        # cfg 4 as in gen_sdxl_fixtures.py's SD 2.x cases (SD2_CFG: at 7 these nets' trajectories are chaotic)
+        ("sd2_v_euler_normal", "sd2", "euler", "normal", 8, 4.0, True, False),
+        ("sd2_v_zsnr_euler_normal", "sd2", "euler", "normal", 8, 4.0, True, True),
     ]
     nets = {}
     seed, w, h = 1234, 64, 64
@@ -662,6 +663,42 @@ def main():
                     stats=dict(image_rms=float(img.pow(2).mean().sqrt()), clipped=float(((img <= 0) | (img >= 1)).float().mean())))
         put(name, out, meta)
         log(f"{name}: ok base sigmas {[round(float(s), 4) for s in rb['sigmas']]} refiner {[round(float(s), 4) for s in rr['sigmas']]}")
+    except Exception as e:
+        failed += 1
+        log(f"{name}: FAILED {type(e).__name__}: {e}")
+        traceback.print_exc(limit=8)
+
+    # img2img: VAEEncode (the posterior's mean, ComfyUI's DiagonalGaussianRegularizer(sample=False)) of a test image,
+    # KSampler with denoise 0.6: the last 10 sigmas of a 16-step schedule, x = latent + sigma0*noise
+    name = "sdxl_img2img_euler_normal_d06"
+    try:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from gen_sdxl_fixtures import init_pixels
+        steps, cfg, seed, denoise = 10, 5.0, 77, 0.6
+        if "sdxl-tiny" not in nets:
+            nets["sdxl-tiny"] = load_nets(args.models, "sdxl-tiny")
+        unet, vae = nets["sdxl-tiny"]
+        pix = init_pixels(64, 64)
+        lat = vae.encode(pix / 255.0 * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+        clip, tok = clips["sdxl"]
+        cond, pooled, _ = encode(clip, tok, PROMPT)
+        uncond, upooled, _ = encode(clip, tok, NEGATIVE)
+        am = AdmModel(ns, False)
+        y, yn = adm_for(ns, am, cond, pooled, lat, "positive"), adm_for(ns, am, uncond, upooled, lat, "negative")
+        net = Net(unet, model_sampling(ns))
+        noise = ns.comfy.sample.prepare_noise(lat, seed)
+        r = ksampler(ns, net, Guider(ns, net, cond, uncond, y, yn, cfg), "euler", "normal", steps, noise, lat, cfg, seed,
+                     denoise=denoise)
+        img = decode(vae, r["final_latent"])
+        out = dict(init_pixels=pix, init_latent=lat, noise=noise, image=img, prompt_embeds=cond, negative_embeds=uncond,
+                   y=y, negative_y=yn, **r, model_timesteps=torch.tensor([c[1] for c in net.calls]))
+        meta = dict(kind="sampling", model="sdxl-tiny", sampler="euler", scheduler="normal", steps=steps, cfg=cfg, seed=seed,
+                    denoise=denoise, width=64, height=64, prompt=PROMPT, negative=NEGATIVE, model_sampling="EPS",
+                    model_calls=len(net.calls), init="VAEEncode (mean) of init_pixels/255",
+                    stats=dict(image_rms=float(img.pow(2).mean().sqrt()),
+                               final_latent_rms=float(r["final_latent"].pow(2).mean().sqrt())))
+        put(name, out, meta)
+        log(f"{name}: ok sigmas={[round(float(s), 4) for s in r['sigmas']]} stats={json.dumps(meta['stats'])}")
     except Exception as e:
         failed += 1
         log(f"{name}: FAILED {type(e).__name__}: {e}")

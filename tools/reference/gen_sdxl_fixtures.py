@@ -46,6 +46,19 @@ LONG_PROMPT = ("an oil painting of a quiet harbor at dawn, small fishing boats r
                "hills, warm light on the old stone houses, a few gulls in the pale sky, reflections on the water, fine "
                "brush strokes, muted colors, highly detailed, masterpiece")
 SD2_PROMPT = "a watercolor painting of a lighthouse at dusk"
+# cfg of the SD 2.x cases: at 7 the sharpened random networks made trajectories chaotic (a 1e-7 change in one
+# step grew about 3x per step), so a float32 re-implementation could not be compared step by step.
+SD2_CFG = 4.0
+
+
+def init_pixels(w, h):
+    """A deterministic RGB test image [1, 3, h, w] of byte values 0..255 (as float): gradients and a checkerboard,
+    so that an encoder sees edges and colour. Tests rebuild it from the stored tensor."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    r = (x * 255 / max(w - 1, 1)).round()
+    g = (y * 255 / max(h - 1, 1)).round()
+    b = ((torch.div(x, 8, rounding_mode="floor") + torch.div(y, 8, rounding_mode="floor")) % 2) * 180 + 40
+    return torch.stack([r, g, b]).unsqueeze(0)
 
 # Tokenizer: the 512 byte-level base tokens, the first N_MERGES merges of
 # OpenAI's CLIP BPE, then <|startoftext|> and <|endoftext|>: 1000 ids.
@@ -754,6 +767,65 @@ def sdxl_cases(base, refiner, commit):
     except Exception as e:
         log(f"{name}: FAILED {type(e).__name__}: {e}")
         traceback.print_exc(limit=6)
+
+    # (7) img2img from an image on the base (StableDiffusionXLImg2ImgPipeline with the base's components): the image
+    # is VAE-encoded and the posterior SAMPLED with the seeded generator (retrieve_latents' default), then the noise
+    # is the generator's next draw.
+    name = "img2img_image"
+    try:
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+        seed, steps, cfg, strength, w, h = 77, 10, 5.0, 0.6, 64, 64
+        pix = init_pixels(w, h)
+        i2i = StableDiffusionXLImg2ImgPipeline(**base.components)
+        i2i.scheduler = euler()
+        seen = {}
+        orig_add = i2i.scheduler.add_noise
+
+        def add_noise2(original, noise, timesteps):
+            seen["original"], seen["noise"], seen["timesteps"] = original.detach().clone(), noise.detach().clone(), timesteps.detach().clone()
+            res = orig_add(original, noise, timesteps)
+            seen["noised"] = res.detach().clone()
+            return res
+
+        i2i.scheduler.add_noise = add_noise2
+        rec = Recorder(i2i.unet)
+        try:
+            out = i2i(prompt=PROMPT, negative_prompt=NEGATIVE, image=pix / 255.0, strength=strength, num_inference_steps=steps,
+                      guidance_scale=cfg, generator=torch.Generator("cpu").manual_seed(seed), callback_on_step_end=rec.callback,
+                      output_type="pt")
+        finally:
+            rec.close()
+        s = i2i.scheduler
+        gen = torch.Generator("cpu").manual_seed(seed)
+        eps = torch.randn(seen["original"].shape, generator=gen)
+        noise2 = torch.randn(seen["original"].shape, generator=gen)
+        moments = i2i.vae.encode(pix / 255.0 * 2 - 1).latent_dist
+        t = {"init_pixels": pix, "posterior_mean": moments.mean * i2i.vae.config.scaling_factor,
+             "posterior_std": moments.std * i2i.vae.config.scaling_factor, "posterior_eps": eps,
+             "init_latent": seen["original"], "noise": seen["noise"], "noised_latent": seen["noised"],
+             "noise_timestep": seen["timesteps"].float(), "sigmas": s.sigmas.detach().float().clone(),
+             "timesteps": s.timesteps.detach().float().clone(), "model_timesteps": torch.tensor(rec.calls, dtype=torch.float32)}
+        ctx, a = rec.first["context"], rec.first["added"]
+        t["negative_prompt_embeds"], t["prompt_embeds"] = ctx[0:1], ctx[1:2]
+        t["add_neg_time_ids"], t["add_time_ids"] = a["time_ids"][0:1], a["time_ids"][1:2]
+        for i, l in enumerate(rec.latents):
+            t[f"latent_after_step_{i}"] = l
+        t["final_latent"] = rec.latents[-1]
+        t["image"] = hwc(out.images)
+        want = moments.mean * i2i.vae.config.scaling_factor + moments.std * i2i.vae.config.scaling_factor * eps
+        meta = dict(name=name, model="sdxl-tiny", pipeline="StableDiffusionXLImg2ImgPipeline(**base.components, image=pixels/255)",
+                    prompt=PROMPT, negative=NEGATIVE, seed=seed, steps=steps, strength=strength, cfg=cfg, width=w, height=h,
+                    sampler="euler", scheduler="ddim_uniform", steps_run=len(rec.latents),
+                    first_step_index=len(s.timesteps) - len(rec.latents),
+                    noise_is_second_draw=bool(torch.equal(noise2, seen["noise"])),
+                    init_latent_is_sampled_posterior=float((want - seen["original"]).abs().max()),
+                    strength_rule="diffusers: init_timestep = int(steps*strength); the last init_timestep of the steps "
+                                  "timesteps run; init latent = (mean + std*randn(gen))*scale, then noise = randn(gen)",
+                    token_ids=token_ids(base, PROMPT), **sched_info(s))
+        add(name, t, meta, rec)
+    except Exception as e:
+        log(f"{name}: FAILED {type(e).__name__}: {e}")
+        traceback.print_exc(limit=6)
     return tensors, manifest
 
 
@@ -764,14 +836,14 @@ def sd2_cases(sd2, commit):
     # Euler/DPM default "linspace"; the saved folder's config spells DDIM's "leading" out: ask for linspace.
     cfg0 = dict(sd2.scheduler.config, timestep_spacing="linspace")
     cases = [
-        ("v_euler_64", lambda: EulerDiscreteScheduler.from_config(cfg0), 1234, 8, 7.0, 64, 64, "euler", "normal", {}),
-        ("v_dpmpp2m_karras_96x64", lambda: DPMSolverMultistepScheduler.from_config(cfg0, use_karras_sigmas=True), 42, 10, 7.0, 96, 64,
+        ("v_euler_64", lambda: EulerDiscreteScheduler.from_config(cfg0), 1234, 8, SD2_CFG, 64, 64, "euler", "normal", {}),
+        ("v_dpmpp2m_karras_96x64", lambda: DPMSolverMultistepScheduler.from_config(cfg0, use_karras_sigmas=True), 42, 10, SD2_CFG, 96, 64,
          "dpmpp_2m", "karras", {}),
-        ("eps_euler_64", lambda: EulerDiscreteScheduler.from_config(cfg0, prediction_type="epsilon"), 1234, 8, 7.0, 64, 64, "euler",
+        ("eps_euler_64", lambda: EulerDiscreteScheduler.from_config(cfg0, prediction_type="epsilon"), 1234, 8, SD2_CFG, 64, 64, "euler",
          "normal", {}),
         ("v_zsnr_trailing_euler_64", lambda: EulerDiscreteScheduler.from_config(cfg0, rescale_betas_zero_snr=True,
                                                                                   timestep_spacing="trailing"),
-         1234, 8, 7.0, 64, 64, "euler", "simple", dict(guidance_rescale=0.0)),
+         1234, 8, SD2_CFG, 64, 64, "euler", "simple", dict(guidance_rescale=0.0)),
     ]
     for name, mk, seed, steps, cfg, w, h, sampler, sched, extra in cases:
         try:
@@ -863,7 +935,7 @@ def main():
             json.dump(dict(versions=versions, loaded=dict(base=how_b, refiner=how_r, sd2=how_s), single_file_checks=checks,
                            cases=manifest), f, indent=1, default=str)
         log(f"{fname}: {len(manifest)} cases, {len(tensors)} tensors")
-    want = 6 + 4
+    want = 7 + 4
     got = sum(len(json.load(open(os.path.join(args.out, f + ".json")))["cases"]) for f in ("sdxl_cases", "sd2_cases"))
     failed = want - got + sum(0 if c.get("ok") else 1 for c in checks.values())
     log(f"done: {got}/{want} cases, single-file checks {[(k, v.get('ok')) for k, v in checks.items()]}")

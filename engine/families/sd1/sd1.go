@@ -136,6 +136,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		Text:     &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: tok.EOS()}, Dev: dev},
 		Denoiser: &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred},
 		VAE:      family.NewVAE(nets.VAE, f),
+		VAEOn:    ldm.VAEOn(src, vc, f),
 		Sampling: ms,
 		Defaults: Defaults,
 		Parts:    Family{}.Describe(src),

@@ -169,6 +169,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		},
 		Denoiser:           &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred},
 		VAE:                family.NewVAE(nets.VAE, f),
+		VAEOn:              ldm.VAEOn(src, vc, f),
 		Sampling:           ms,
 		Defaults:           def,
 		Parts:              Family{}.Describe(src),

@@ -255,6 +255,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		Denoiser: &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred,
 			Vector: (&vector{embed: embed, refiner: refiner, pooled: gc.Projection}).build},
 		VAE:                family.NewVAE(nets.VAE, f),
+		VAEOn:              ldm.VAEOn(src, vc, f),
 		Sampling:           ms,
 		Defaults:           Defaults,
 		Parts:              Family{}.Describe(src),

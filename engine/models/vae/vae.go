@@ -274,8 +274,57 @@ func (m *Model) Decode(ctx context.Context, dev backend.Device, latents *backend
 }
 
 // Encode maps images [N, 3, H, W] in [-1, 1] to scaled latents
-// [N, Z, H/f, W/f], taking the mean of the latent distribution.
+// [N, Z, H/f, W/f], taking the mean of the latent distribution (ComfyUI's
+// VAEEncode, and diffusers' sample_mode="argmax").
 func (m *Model) Encode(ctx context.Context, dev backend.Device, img *backend.Tensor) (*backend.Tensor, error) {
+	moments, err := m.moments(ctx, dev, img)
+	if err != nil {
+		return nil, err
+	}
+	z := m.Config.ZChannels
+	mean := dev.Alloc(moments.Shape[0], z, moments.Shape[2], moments.Shape[3])
+	dev.Slice(mean, moments, 1, 0)
+	dev.Free(moments)
+	dev.Affine(mean, mean, m.Config.ScalingFactor, 0)
+	return mean, nil
+}
+
+// EncodeSample maps images to scaled latents drawn from the latent
+// distribution, (mean + std·eps)·scale with std = exp(logvar/2) and the
+// log-variance clamped to [−30, 20], as diffusers' DiagonalGaussian
+// sample() and img2img pipelines (retrieve_latents' default) compute it;
+// eps holds one unit normal per latent value, in [N, Z, h, w] order.
+func (m *Model) EncodeSample(ctx context.Context, dev backend.Device, img *backend.Tensor, eps []float32) (*backend.Tensor, error) {
+	moments, err := m.moments(ctx, dev, img)
+	if err != nil {
+		return nil, err
+	}
+	host, err := dev.Download(moments)
+	dev.Free(moments)
+	if err != nil {
+		return nil, err
+	}
+	n, z, h, w := moments.Shape[0], m.Config.ZChannels, moments.Shape[2], moments.Shape[3]
+	plane := z * h * w
+	if len(eps) != n*plane {
+		return nil, fmt.Errorf("vae encode: %d noise values for latents [%d %d %d %d]", len(eps), n, z, h, w)
+	}
+	out := make([]float32, n*plane)
+	scale := float64(m.Config.ScalingFactor)
+	for b := range n {
+		mean, logvar := host[2*b*plane:(2*b+1)*plane], host[(2*b+1)*plane:(2*b+2)*plane]
+		for i := range plane {
+			lv := min(max(float64(logvar[i]), -30), 20)
+			std := float32(math.Exp(0.5 * lv))
+			out[b*plane+i] = float32(float64(mean[i]+std*eps[b*plane+i]) * scale)
+		}
+	}
+	return dev.Upload(out, n, z, h, w), nil
+}
+
+// moments runs the encoder: [N, 2Z, h, w], the distribution's mean then
+// its log-variance, unscaled.
+func (m *Model) moments(ctx context.Context, dev backend.Device, img *backend.Tensor) (*backend.Tensor, error) {
 	if !m.Config.HasEncoder {
 		return nil, fmt.Errorf("vae encode: this checkpoint has no encoder")
 	}
@@ -297,10 +346,5 @@ func (m *Model) Encode(ctx context.Context, dev backend.Device, img *backend.Ten
 	}
 	h = m.encMid.forward(dev, h)
 	h = m.encOut.Forward(dev, m.encNorm.Forward(dev, h, true))
-	moments := m.quant.Forward(dev, h) // [N, 2Z, h, w]: mean, logvar
-	z := m.Config.ZChannels
-	mean := dev.Alloc(moments.Shape[0], z, moments.Shape[2], moments.Shape[3])
-	dev.Slice(mean, moments, 1, 0)
-	dev.Affine(mean, mean, m.Config.ScalingFactor, 0)
-	return mean, nil
+	return m.quant.Forward(dev, h), nil
 }

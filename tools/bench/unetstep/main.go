@@ -23,8 +23,9 @@ func main() {
 	height := flag.Int("H", 1024, "image height")
 	batch := flag.Int("batch", 2, "batch (2 = one CFG step)")
 	runs := flag.Int("runs", 20, "timed runs")
+	profile := flag.Bool("profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes (no CUDA graphs)")
 	flag.Parse()
-	eng, err := engine.Open(engine.Options{Device: *device, Precision: *precision})
+	eng, err := engine.Open(engine.Options{Device: *device, Precision: *precision, Profile: *profile})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "unetstep:", err)
 		os.Exit(1)
@@ -36,6 +37,14 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("device: %s\n", eng.Device().Name())
+	if *profile {
+		report, err := eng.ProfileReport(r.Name, *runs)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "unetstep:", err)
+			os.Exit(1)
+		}
+		fmt.Print(report)
+	}
 	fmt.Printf("%-36s %12s %12s %5d\n", r.Name, r.Warm.Round(1e5), r.Median().Round(1e4), len(r.Runs))
 	if r.Notes != "" {
 		fmt.Printf("  %s\n", r.Notes)

@@ -266,6 +266,19 @@ type Nets struct {
 	VAE  *vae.Model
 }
 
+// VAEOn returns a loader of the checkpoint's VAE alone on another device
+// (family.Components.VAEOn).
+func VAEOn(src weights.Source, vc vae.Config, f family.LatentFormat) func(backend.Device) (family.VAE, error) {
+	return func(dev backend.Device) (family.VAE, error) {
+		b := weights.NewBuilder(src, dev)
+		m := vae.Load(b.Sub(strings.TrimSuffix(keymap.VAEPrefix, ".")), vc)
+		if err := b.Err(); err != nil {
+			return nil, fmt.Errorf("vae: %w", err)
+		}
+		return family.NewVAE(m, f), nil
+	}
+}
+
 // LoadNets uploads the UNet (under keymap.UNetPrefix), the VAE (under
 // keymap.VAEPrefix) and the text encoders, and refuses a checkpoint with
 // missing or misshaped tensors or with tensors under those prefixes that

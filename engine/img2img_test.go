@@ -1,0 +1,288 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// testImage is w×h with a distinct colour per pixel.
+func testImage(w, h int) *image.NRGBA {
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			img.SetNRGBA(x, y, color.NRGBA{uint8(x * 255 / max(w-1, 1)), uint8(y * 255 / max(h-1, 1)), uint8((x*7 + y*13) % 256), 255})
+		}
+	}
+	return img
+}
+
+func writePNG(t *testing.T, img image.Image) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "init.png")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFitImage(t *testing.T) {
+	src := testImage(16, 8)
+	same, err := FitImage(src, 16, 8, ResizeStretch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(same.Pix) != string(src.Pix) {
+		t.Error("an image already at the size changed")
+	}
+	// crop: a 16x8 image into 8x8 is scaled by 1 and its middle kept
+	c, err := FitImage(src, 8, 8, ResizeCrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for y := range 8 {
+		for x := range 8 {
+			if c.NRGBAAt(x, y) != src.NRGBAAt(x+4, y) {
+				t.Fatalf("crop: (%d,%d) = %v, want the source's (%d,%d) %v", x, y, c.NRGBAAt(x, y), x+4, y, src.NRGBAAt(x+4, y))
+			}
+		}
+	}
+	// fill: into 16x16 the image sits in rows 4..11, rows above and below repeat its edge rows
+	f, err := FitImage(src, 16, 16, ResizeFill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for x := range 16 {
+		if f.NRGBAAt(x, 0) != src.NRGBAAt(x, 0) || f.NRGBAAt(x, 6) != src.NRGBAAt(x, 2) || f.NRGBAAt(x, 15) != src.NRGBAAt(x, 7) {
+			t.Fatalf("fill: column %d is not the image with repeated edges", x)
+		}
+	}
+	s, err := FitImage(src, 32, 24, ResizeStretch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Bounds(); b.Dx() != 32 || b.Dy() != 24 {
+		t.Errorf("stretch: %v, want 32x24", b)
+	}
+	if _, err := FitImage(src, 8, 8, "shrink"); err == nil {
+		t.Error("an unknown resize mode was accepted")
+	}
+}
+
+// TestLanczos checks the resampler's invariants: a flat image stays flat,
+// a 2-pixel checkerboard halved becomes its mean, a horizontal ramp
+// doubled stays monotonic and within Lanczos' small ringing (≤ 2%) of its
+// range.
+func TestLanczos(t *testing.T) {
+	flat := image.NewNRGBA(image.Rect(0, 0, 10, 6))
+	for i := range flat.Pix {
+		flat.Pix[i] = 77
+	}
+	out, _ := FitImage(flat, 23, 17, ResizeStretch)
+	for i, v := range out.Pix {
+		if i%4 != 3 && v != 77 {
+			t.Fatalf("flat image resized: value %d at %d", v, i)
+		}
+	}
+	cb := image.NewNRGBA(image.Rect(0, 0, 32, 32))
+	for y := range 32 {
+		for x := range 32 {
+			v := uint8(0)
+			if (x+y)%2 == 0 {
+				v = 200
+			}
+			cb.SetNRGBA(x, y, color.NRGBA{v, v, v, 255})
+		}
+	}
+	half, _ := FitImage(cb, 16, 16, ResizeStretch)
+	for y := 4; y < 12; y++ {
+		for x := 4; x < 12; x++ {
+			if v := half.NRGBAAt(x, y).R; v < 98 || v > 102 {
+				t.Fatalf("checkerboard halved: %d at (%d,%d), want about 100", v, x, y)
+			}
+		}
+	}
+	ramp := image.NewNRGBA(image.Rect(0, 0, 16, 1))
+	for x := range 16 {
+		ramp.SetNRGBA(x, 0, color.NRGBA{uint8(x * 16), 0, 0, 255})
+	}
+	up, _ := FitImage(ramp, 32, 1, ResizeStretch)
+	prev := -1
+	for x := range 32 {
+		v := int(up.NRGBAAt(x, 0).R)
+		if v < prev-1 || v > 245 {
+			t.Fatalf("ramp doubled: %d at %d after %d", v, x, prev)
+		}
+		prev = v
+	}
+}
+
+func TestImg2ImgSigmas(t *testing.T) {
+	s := sampling.DefaultDiscrete()
+	full10, _ := sampling.SamplerSigmas("euler", "normal", s, 10)
+	full16, _ := sampling.SamplerSigmas("euler", "normal", s, 16)
+	for _, c := range []struct {
+		rule  string
+		steps int
+		want  []float32
+	}{
+		{DenoiseStepsComfy, 10, full16[6:]},    // ComfyUI: 10 steps of int(10/0.6) = 16
+		{DenoiseStepsA1111, 7, full10[3:]},     // A1111: int(0.6·10)+1 = 7 of 10
+		{DenoiseStepsDiffusers, 6, full10[4:]}, // diffusers: int(10·0.6) = 6 of 10
+	} {
+		got, err := img2imgSigmas(c.rule, "euler", "normal", s, 10, 0.6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got)-1 != c.steps || testRelErr(got, c.want) != 0 {
+			t.Errorf("%s: %d steps %v, want %d %v", c.rule, len(got)-1, got, c.steps, c.want)
+		}
+	}
+	if got, _ := img2imgSigmas(DenoiseStepsA1111, "euler", "normal", s, 10, 1); len(got)-1 != 10 {
+		t.Errorf("a1111 at denoise 1 (capped at 0.999): %d steps, want 10", len(got)-1)
+	}
+}
+
+func testRelErr(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var d float64
+	for i := range a {
+		d = max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
+}
+
+func TestInitSize(t *testing.T) {
+	p := writePNG(t, testImage(100, 60))
+	for _, c := range []struct{ w, h, ww, wh int }{
+		{0, 0, 96, 56}, {64, 0, 64, 32}, {0, 120, 200, 120}, {48, 40, 48, 40},
+	} {
+		r := Request{InitImage: p, Width: c.w, Height: c.h}
+		if err := initSize(&r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Width != c.ww || r.Height != c.wh {
+			t.Errorf("%dx%d from a 100x60 image: %dx%d, want %dx%d", c.w, c.h, r.Width, r.Height, c.ww, c.wh)
+		}
+	}
+	r := Request{InitImage: filepath.Join(t.TempDir(), "missing.png")}
+	err := initSize(&r)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "init_image" {
+		t.Errorf("missing init image: %v, want a field error on init_image", err)
+	}
+}
+
+// TestImg2ImgRequests runs img2img on the tiny SD1 model: a low denoise
+// stays near the init image, bad input is refused in one line, and a
+// refiner given for post-apply must exist.
+func TestImg2ImgRequests(t *testing.T) {
+	m, err := Load(context.Background(), layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	init := testImage(64, 64)
+	p := writePNG(t, init)
+	req := Request{Prompt: "a red cube", Negative: "", Seed: 3, Steps: 6, CFG: 5, Sampler: "euler", Scheduler: "normal",
+		Batch: 1, ClipSkip: 1, InitImage: p}
+	dist := func(d float64) float64 {
+		r := req
+		r.Denoise = d
+		res, err := m.Generate(context.Background(), r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := res.Images[0].Bounds(); b.Dx() != 64 || b.Dy() != 64 {
+			t.Fatalf("size from the init image: %v, want 64x64", b)
+		}
+		var s float64
+		for i, v := range res.Images[0].Pix {
+			if i%4 != 3 {
+				s += math.Abs(float64(v) - float64(init.Pix[i]))
+			}
+		}
+		return s / float64(3*64*64)
+	}
+	low, high := dist(0.2), dist(1)
+	if !(low < high) {
+		t.Errorf("mean distance to the init image: denoise 0.2 %.1f, denoise 1 %.1f; want the low denoise nearer", low, high)
+	}
+	for _, c := range []struct {
+		r    Request
+		want string
+	}{
+		{Request{Prompt: "x", Seed: 1, Steps: 4, CFG: 5, Sampler: "euler", Scheduler: "normal", Width: 64, Height: 64, Batch: 1, ClipSkip: 1, Denoise: 0.5}, "--init-image"},
+		{func() Request { r := req; r.InitImage = filepath.Join(t.TempDir(), "nope.png"); return r }(), "init_image"},
+		{func() Request { r := req; r.RefinerDenoise = 0.3; return r }(), "needs a refiner"},
+	} {
+		_, err := m.Generate(context.Background(), c.r, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("got %v, want one line mentioning %q", err, c.want)
+		}
+	}
+}
+
+// nanDecoder is the CPU device with the VAE decoder's output (the only
+// 3-channel image downloaded) poisoned by one NaN, as a 16-bit decode that
+// overflowed would be.
+type nanDecoder struct{ backend.Device }
+
+func (d nanDecoder) Download(t *backend.Tensor) ([]float32, error) {
+	v, err := d.Device.Download(t)
+	if err == nil && len(t.Shape) == 4 && t.Shape[1] == 3 {
+		v[len(v)/2] = float32(math.NaN())
+	}
+	return v, err
+}
+
+// TestDecodeFallback checks that a decode with non-finite output is
+// redone in float32 on the CPU (never a black image) and said so.
+func TestDecodeFallback(t *testing.T) {
+	ctx := context.Background()
+	ref, err := Load(ctx, layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	m, err := Load(ctx, layouts[0].path, nanDecoder{cpu.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Prompt: "a red cube", Seed: 5, Steps: 3, CFG: 5, Sampler: "euler", Scheduler: "normal", Width: 64, Height: 64, Batch: 1, ClipSkip: 1}
+	want, err := ref.Generate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Generate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Images[0].Pix) != string(want.Images[0].Pix) {
+		t.Error("the float32 fallback decode differs from a plain CPU decode")
+	}
+	if len(got.Notices) != 1 || !strings.Contains(got.Notices[0], "float32") {
+		t.Errorf("notices %q, want one saying the decode was redone in float32", got.Notices)
+	}
+	if len(want.Notices) != 0 {
+		t.Errorf("a clean decode has notices %q", want.Notices)
+	}
+}

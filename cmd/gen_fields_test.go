@@ -50,6 +50,11 @@ var genSamples = map[string][2]string{
 	"init_image":               {"stored.png", "flag.png"},
 	"resize":                   {"fill", "stretch"},
 	"denoise_steps":            {"a1111", "diffusers"},
+	"mask":                     {"stored-mask.png", "flag-mask.png"},
+	"mask_grow":                {"4", "6"},
+	"mask_blur":                {"2", "8"},
+	"outpaint":                 {"32", "0,64,0,64"},
+	"outpaint_feather":         {"24", "16"},
 }
 
 // genBad holds, per request field, a flag value refused with a message
@@ -89,6 +94,11 @@ var genBad = map[string]string{
 	"init_image":               "",
 	"resize":                   "shrink",
 	"denoise_steps":            "forge",
+	"mask":                     "",
+	"mask_grow":                "-1",
+	"mask_blur":                "999",
+	"outpaint":                 "1,2,3",
+	"outpaint_feather":         "-4",
 }
 
 // storedPNG writes a PNG whose darkroom chunk holds the stored samples.

@@ -286,9 +286,38 @@ var requestFields = []RequestField{
 	stringField("resize", "", func(r *Request) *string { return &r.Resize }).
 		flag("resize", "", "how an init image of another size is fitted: crop (scale to cover, cut the overflow; default), fill (scale to fit, repeat the edges) or stretch").
 		enum(resizeModes, true).done(),
+	stringField("mask", "", func(r *Request) *string { return &r.Mask }).
+		flag("mask", "", "inpaint: a mask `image` (white repaints, black keeps), fitted like --init-image; without it a transparent init image's alpha is the mask").done(),
+	intField("mask_grow", 0, func(r *Request) *int { return &r.MaskGrow }).
+		flag("mask-grow", "", "inpaint: dilate the mask by N pixels").
+		valid(checkMaskPixels).done(),
+	intField("mask_blur", 0, func(r *Request) *int { return &r.MaskBlur }).
+		flag("mask-blur", "", "inpaint: feather the mask with a Gaussian of N pixels (A1111's mask blur)").
+		valid(checkMaskPixels).done(),
+	stringField("outpaint", "", func(r *Request) *string { return &r.Outpaint }).
+		flag("outpaint", "", "outpaint: extend the init image by N pixels per side, or LEFT,TOP,RIGHT,BOTTOM, and paint the new borders").
+		valid(func(v string) string {
+			if v == "" {
+				return ""
+			}
+			if _, err := ParseOutpaint(v); err != nil {
+				return "want N or LEFT,TOP,RIGHT,BOTTOM in pixels"
+			}
+			return ""
+		}).done(),
+	intField("outpaint_feather", 40, func(r *Request) *int { return &r.OutpaintFeather }).
+		flag("outpaint-feather", "", "outpaint: feather the mask into the image over N pixels (ComfyUI's default 40)").
+		valid(checkMaskPixels).done(),
 	stringField("denoise_steps", "", func(r *Request) *string { return &r.DenoiseSteps }).
 		flag("denoise-steps", "", "img2img steps: comfyui (run --steps steps of a steps/denoise schedule), a1111 (run int(denoise·steps)+1 of a steps schedule) or diffusers (int(steps·denoise)); default: the --convention's").
 		enum(denoiseRules, true).done(),
+}
+
+func checkMaskPixels(v int) string {
+	if v < 0 || v > 256 {
+		return "must be between 0 and 256 pixels"
+	}
+	return ""
 }
 
 func checkCondSize(v int) string {

@@ -51,6 +51,11 @@ var fieldSamples = map[string][]string{
 	"init_image":               {"photo.png"},
 	"resize":                   {"fill"},
 	"denoise_steps":            {"a1111"},
+	"mask":                     {"mask.png"},
+	"mask_grow":                {"6"},
+	"mask_blur":                {"4"},
+	"outpaint":                 {"0,64,0,64"},
+	"outpaint_feather":         {"24"},
 }
 
 // fieldBad holds, for every field with a validation, a value it refuses.
@@ -81,6 +86,10 @@ var fieldBad = map[string]string{
 	"refiner_denoise":          "1",
 	"resize":                   "shrink",
 	"denoise_steps":            "forge",
+	"mask_grow":                "-1",
+	"mask_blur":                "999",
+	"outpaint":                 "1,2,3",
+	"outpaint_feather":         "-4",
 }
 
 // sampleRequest is DefaultRequest with every field set to its sample.

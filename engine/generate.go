@@ -135,20 +135,22 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 
 	shape := m.LatentFormat().Shape(req.Batch, req.Width, req.Height, 0)
 	g := rng.NewTorch(req.Seed)
-	var init []float32
+	var init *initState
+	var initLatents, latentMask []float32
 	if req.InitImage != "" {
 		// Under diffusers' convention the encoder's sample draws from g
 		// first, then the noise (its img2img pipelines' order).
-		if init, err = m.initLatents(ctx, req, conv, g); err != nil {
+		if init, err = m.prepareInit(ctx, req, conv, g); err != nil {
 			return nil, err
 		}
+		initLatents, latentMask = init.latents, init.latentMask
 	}
 	noise := g.Randn(tensor.Shape(shape).NumElements())
 	t0 := time.Now()
 	params := SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
 		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
-		Denoise: req.Denoise, DenoiseSteps: denoiseRule(req, conv), Latent: init,
+		Denoise: req.Denoise, DenoiseSteps: denoiseRule(req, conv), Latent: initLatents, Mask: latentMask,
 		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
 		Width: req.Width, Height: req.Height,
 		Prediction: req.Prediction, ZSNR: req.ZSNR, Size: sizeConditioning(req),
@@ -187,6 +189,11 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	if err != nil {
 		return nil, err
 	}
+	if init != nil && init.mask != nil {
+		for i, img := range res.Images {
+			res.Images[i] = composite(img, init.img, init.mask)
+		}
+	}
 	res.DecodeTime = time.Since(t0)
 	onEvent(Event{Phase: PhaseDone, Elapsed: time.Since(start)})
 	return res, nil
@@ -222,6 +229,10 @@ type SampleParams struct {
 	// Noise is the unit initial noise [Shape]; Latent (optional) is a clean
 	// starting latent it is added to (img2img).
 	Noise, Latent []float32
+	// Mask (optional, with Latent) restricts the run to where it is 1: one
+	// value per latent pixel [h·w], shared by the batch and the channels
+	// (inpainting; see inpaintDenoiser).
+	Mask []float32
 	// Shape is the latent shape [B, C, h, w] (or [B, C, T, h, w]).
 	Shape []int
 	// Width and Height are the image size in pixels, for families whose
@@ -355,6 +366,14 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	den, err := m.denoiser(ctx, p, ms, pred, family.Inputs{Width: w, Height: h, Size: p.Size})
 	if err != nil {
 		return nil, err
+	}
+	if p.Mask != nil {
+		n := tensor.Shape(p.Shape).NumElements()
+		plane := p.Shape[len(p.Shape)-1] * p.Shape[len(p.Shape)-2]
+		if len(p.Mask) != plane || len(p.Latent) != n || len(p.Noise) != n {
+			return nil, fmt.Errorf("sample: a mask needs %d values, the init latent and its noise (%d values each)", plane, n)
+		}
+		den = inpaintDenoiser(den, p.Latent, p.Noise, p.Mask, flow != nil)
 	}
 	total := len(sigmas) - 1
 	cb := func(s sampling.StepInfo) {

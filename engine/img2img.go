@@ -69,9 +69,9 @@ func LoadImage(path string) (image.Image, error) {
 }
 
 // initSize fills a zero width or height of an img2img request from its
-// init image: both zero take the image's size, one zero keeps the image's
-// aspect; the result is rounded down to a multiple of 8 (ComfyUI's
-// VAEEncode crops the pixels so).
+// init image (with the outpaint borders): both zero take the image's
+// size, one zero keeps the image's aspect; the result is rounded down to
+// a multiple of 8 (ComfyUI's VAEEncode crops the pixels so).
 func initSize(req *Request) error {
 	if req.InitImage == "" || (req.Width != 0 && req.Height != 0) {
 		return nil
@@ -86,6 +86,13 @@ func initSize(req *Request) error {
 		return &FieldError{Field: "init_image", Value: req.InitImage, Msg: "not a PNG, JPEG or GIF image"}
 	}
 	w, h := cfg.Width, cfg.Height
+	if req.Outpaint != "" {
+		o, err := ParseOutpaint(req.Outpaint)
+		if err != nil {
+			return &FieldError{Field: "outpaint", Value: req.Outpaint, Msg: err.Error()}
+		}
+		w, h = w+o.Left+o.Right, h+o.Top+o.Bottom
+	}
 	switch {
 	case req.Width == 0 && req.Height == 0:
 	case req.Width == 0:
@@ -311,17 +318,60 @@ func (m *Model) encodeImage(ctx context.Context, img *image.NRGBA, g *rng.Torch)
 	return m.dev.Download(lat)
 }
 
-// initLatents loads, fits and encodes a request's init image, repeated for
-// the batch; under diffusers' convention the latents are sampled with g
-// (which then draws the noise), as diffusers' img2img pipelines do.
-func (m *Model) initLatents(ctx context.Context, req Request, conv Convention, g *rng.Torch) ([]float32, error) {
-	img, err := LoadImage(req.InitImage)
+// initState is what an img2img request's init image became: the fitted
+// image, its latents (repeated for the batch), and for inpainting the
+// pixel mask (grown and blurred) and its latent-grid version.
+type initState struct {
+	img        *image.NRGBA
+	latents    []float32
+	mask       *greyMask
+	latentMask []float32
+}
+
+// prepareInit loads, pads (outpaint), fits and encodes a request's init
+// image and builds its repaint mask (--mask, the outpaint borders, or the
+// image's transparency). Under diffusers' convention the latents are
+// sampled with g (which then draws the noise), as diffusers' img2img
+// pipelines do.
+func (m *Model) prepareInit(ctx context.Context, req Request, conv Convention, g *rng.Torch) (*initState, error) {
+	src, err := LoadImage(req.InitImage)
 	if err != nil {
 		return nil, &FieldError{Field: "init_image", Value: req.InitImage, Msg: trimPath(err, req.InitImage)}
 	}
-	fit, err := FitImage(img, req.Width, req.Height, req.Resize)
+	var mask *greyMask
+	if req.Outpaint != "" {
+		o, err := ParseOutpaint(req.Outpaint)
+		if err != nil {
+			return nil, &FieldError{Field: "outpaint", Value: req.Outpaint, Msg: err.Error()}
+		}
+		full, _ := FitImage(src, src.Bounds().Dx(), src.Bounds().Dy(), ResizeStretch)
+		padded, pm := o.pad(full, req.OutpaintFeather)
+		src, mask = padded, pm
+	}
+	fit, err := FitImage(src, req.Width, req.Height, req.Resize)
 	if err != nil {
 		return nil, &FieldError{Field: "init_image", Value: req.InitImage, Msg: err.Error()}
+	}
+	switch {
+	case req.Mask != "" && mask != nil:
+		return nil, &FieldError{Field: "mask", Value: req.Mask, Msg: "--outpaint makes its own mask (the new borders); give one or the other"}
+	case req.Mask != "":
+		mi, err := LoadImage(req.Mask)
+		if err != nil {
+			return nil, &FieldError{Field: "mask", Value: req.Mask, Msg: trimPath(err, req.Mask)}
+		}
+		mask = maskFromImage(mi)
+	case mask == nil:
+		mask = maskFromAlpha(src)
+	}
+	st := &initState{img: fit}
+	if mask != nil {
+		if st.mask, err = fitMask(mask, req.Width, req.Height, req.Resize); err != nil {
+			return nil, &FieldError{Field: "mask", Value: req.Mask, Msg: err.Error()}
+		}
+		st.mask = st.mask.grow(req.MaskGrow).blur(req.MaskBlur)
+		f := m.LatentFormat()
+		st.latentMask = st.mask.latent(req.Width/f.Factor, req.Height/f.Factor)
 	}
 	var sample *rng.Torch
 	if conv != ConventionComfy {
@@ -331,11 +381,11 @@ func (m *Model) initLatents(ctx context.Context, req Request, conv Convention, g
 	if err != nil {
 		return nil, fmt.Errorf("--init-image %s: %w", req.InitImage, err)
 	}
-	out := make([]float32, 0, len(one)*req.Batch)
+	st.latents = make([]float32, 0, len(one)*req.Batch)
 	for range req.Batch {
-		out = append(out, one...)
+		st.latents = append(st.latents, one...)
 	}
-	return out, nil
+	return st, nil
 }
 
 // trimPath drops a leading "path: " from err's text, since the field error

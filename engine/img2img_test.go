@@ -286,3 +286,124 @@ func TestDecodeFallback(t *testing.T) {
 		t.Errorf("a clean decode has notices %q", want.Notices)
 	}
 }
+
+func TestMaskOps(t *testing.T) {
+	m := &greyMask{w: 8, h: 8, v: make([]float32, 64)}
+	m.v[3*8+3] = 1
+	g := m.grow(2)
+	for y := range 8 {
+		for x := range 8 {
+			want := float32(0)
+			if x >= 1 && x <= 5 && y >= 1 && y <= 5 {
+				want = 1
+			}
+			if g.v[y*8+x] != want {
+				t.Fatalf("grow 2: (%d,%d) = %g, want %g", x, y, g.v[y*8+x], want)
+			}
+		}
+	}
+	flat := &greyMask{w: 6, h: 5, v: make([]float32, 30)}
+	for i := range flat.v {
+		flat.v[i] = 0.25
+	}
+	for _, v := range flat.blur(3).v {
+		if math.Abs(float64(v)-0.25) > 1e-6 {
+			t.Fatalf("blurred flat mask: %g, want 0.25", v)
+		}
+	}
+	// bilinear at pixel centres: a 4-wide ramp 0,1,2,3 halved reads 0.5 and 2.5
+	r := &greyMask{w: 4, h: 1, v: []float32{0, 1, 2, 3}}
+	if got := r.latent(2, 1); got[0] != 0.5 || got[1] != 2.5 {
+		t.Errorf("ramp resampled to 2: %v, want [0.5 2.5]", got)
+	}
+	if o, err := ParseOutpaint("8"); err != nil || o != (Outpaint{8, 8, 8, 8}) {
+		t.Errorf("ParseOutpaint(8) = %v, %v", o, err)
+	}
+	for _, bad := range []string{"", "1,2", "-3", "a,b,c,d"} {
+		if _, err := ParseOutpaint(bad); err == nil {
+			t.Errorf("ParseOutpaint(%q) accepted", bad)
+		}
+	}
+}
+
+// TestOutpaintPad checks ComfyUI's ImagePadForOutpaint layout: grey
+// borders with mask 1, the image inside, the mask feathered as
+// ((feather−d)/feather)² from the padded sides only.
+func TestOutpaintPad(t *testing.T) {
+	src := testImage(16, 12)
+	img, m := Outpaint{Left: 8, Right: 0, Top: 0, Bottom: 4}.pad(src, 4)
+	if b := img.Bounds(); b.Dx() != 24 || b.Dy() != 16 {
+		t.Fatalf("padded size %v, want 24x16", b)
+	}
+	if img.NRGBAAt(0, 0) != (color.NRGBA{128, 128, 128, 255}) || img.NRGBAAt(8, 0) != src.NRGBAAt(0, 0) {
+		t.Error("padded image: want grey borders and the image at (8, 0)")
+	}
+	at := func(x, y int) float32 { return m.v[y*24+x] }
+	if at(0, 0) != 1 || at(7, 5) != 1 || at(10, 15) != 1 {
+		t.Error("border mask is not 1")
+	}
+	if at(8, 5) != 1 || at(9, 5) != 0.5625 || at(12, 5) != 0 || at(20, 0) != 0 {
+		t.Errorf("feather from the left: %g %g %g, top-right %g; want 1 0.5625 0 0", at(8, 5), at(9, 5), at(12, 5), at(20, 0))
+	}
+	if at(20, 11) != 0.5625 || at(20, 8) != 0 {
+		t.Errorf("feather from the bottom: %g %g; want 0.5625 0", at(20, 11), at(20, 8))
+	}
+}
+
+// TestInpaintKeepsUnmasked inpaints the middle of an image on the tiny SD1
+// model: the pixels outside the mask come back exactly, the masked ones
+// change; a transparent init image is its own mask.
+func TestInpaintKeepsUnmasked(t *testing.T) {
+	m, err := Load(context.Background(), layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	init := testImage(64, 64)
+	mask := image.NewNRGBA(image.Rect(0, 0, 64, 64))
+	for y := range 64 {
+		for x := range 64 {
+			v := uint8(0)
+			if x >= 16 && x < 48 && y >= 16 && y < 48 {
+				v = 255
+			}
+			mask.SetNRGBA(x, y, color.NRGBA{v, v, v, 255})
+		}
+	}
+	holed := image.NewNRGBA(init.Bounds())
+	copy(holed.Pix, init.Pix)
+	for y := 16; y < 48; y++ {
+		for x := 16; x < 48; x++ {
+			holed.Pix[holed.PixOffset(x, y)+3] = 0
+		}
+	}
+	for name, r := range map[string]Request{
+		"mask file":    {InitImage: writePNG(t, init), Mask: writePNG(t, mask)},
+		"transparency": {InitImage: writePNG(t, holed)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r.Prompt, r.Seed, r.Steps, r.CFG, r.Sampler, r.Scheduler, r.Batch, r.ClipSkip = "a red cube", 9, 4, 5, "euler", "normal", 1, 1
+			r.Denoise = 0.9
+			res, err := m.Generate(context.Background(), r, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := res.Images[0]
+			changed := 0
+			for y := range 64 {
+				for x := range 64 {
+					in := x >= 16 && x < 48 && y >= 16 && y < 48
+					o, i := out.NRGBAAt(x, y), init.NRGBAAt(x, y)
+					if !in && (o.R != i.R || o.G != i.G || o.B != i.B) {
+						t.Fatalf("unmasked pixel (%d,%d) changed: %v, was %v", x, y, o, i)
+					}
+					if in && o != i {
+						changed++
+					}
+				}
+			}
+			if changed < 32*32/2 {
+				t.Errorf("only %d of %d masked pixels changed", changed, 32*32)
+			}
+		})
+	}
+}

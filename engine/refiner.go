@@ -112,7 +112,10 @@ func (m *Model) sampleWithRefiner(ctx context.Context, req Request, p SamplePara
 	}
 
 	rp := p
-	rp.Sigmas, rp.Start, rp.Noise, rp.Latent = sigmas[k:], x, nil, nil
+	rp.Sigmas, rp.Start = sigmas[k:], x
+	if p.Mask == nil {
+		rp.Noise, rp.Latent = nil, nil
+	}
 	return ref.refine(ctx, req, rp, func(ev Event) {
 		ev.Step += k
 		ev.Total = total

@@ -52,6 +52,20 @@ type Request struct {
 	// Resize is how the init image is fitted: "crop" (default), "fill"
 	// or "stretch" (ResizeCrop, ResizeFill, ResizeStretch).
 	Resize string `json:"resize,omitempty"`
+	// Mask is a mask image for inpainting (white repaints, black keeps);
+	// without it an init image's transparency is the mask. The run repaints
+	// only the masked latent area and the unmasked pixels come back
+	// unchanged.
+	Mask string `json:"mask,omitempty"`
+	// MaskGrow dilates the mask by this many pixels; MaskBlur then
+	// feathers it with a Gaussian of that many pixels.
+	MaskGrow int `json:"mask_grow,omitempty"`
+	MaskBlur int `json:"mask_blur,omitempty"`
+	// Outpaint extends the init image by "N" pixels on every side or
+	// "LEFT,TOP,RIGHT,BOTTOM", filled grey and repainted; OutpaintFeather
+	// feathers the mask into the image over that many pixels.
+	Outpaint        string `json:"outpaint,omitempty"`
+	OutpaintFeather int    `json:"outpaint_feather,omitempty"`
 	// DenoiseSteps is which steps a partial run makes of Steps and
 	// Denoise: "comfyui", "a1111" or "diffusers" (DenoiseStepsComfy...);
 	// "" follows the convention.

@@ -55,6 +55,7 @@ import argparse
 import ast
 import importlib.machinery
 import json
+import math
 import os
 import sys
 import traceback
@@ -224,7 +225,8 @@ def load_comfy(comfy_dir):
     ns = types.SimpleNamespace(comfy=comfy)
     cd = os.path.join(comfy_dir, "comfy")
     u = extract(os.path.join(cd, "utils.py"), ["state_dict_prefix_replace", "state_dict_key_replace", "transformers_convert",
-                                                "clip_text_transformers_convert"], {"torch": torch})
+                                                "clip_text_transformers_convert", "reshape_mask", "repeat_to_batch_size"],
+                {"torch": torch, "math": math})
     ns.utils = types.SimpleNamespace(**u)
     ns.process_clip = extract(os.path.join(cd, "supported_models.py"),
                               ["SDXL.process_clip_state_dict", "SDXLRefiner.process_clip_state_dict", "SD20.process_clip_state_dict"],
@@ -412,7 +414,7 @@ def model_sampling(ns, v=False, zsnr=False):
 
 
 def ksampler(ns, net, guider, sampler, scheduler, steps, noise, latent, cfg, seed, start_step=None, last_step=None,
-             force_full_denoise=False, denoise=1.0):
+             force_full_denoise=False, denoise=1.0, noise_mask=None):
     """KSampler(...).sample as comfy.sample.sample calls it; comfy.samplers.sample (CFGGuider) replaced by the
     KSAMPLER call it ends in, with our guider."""
     samplers = ns.comfy.samplers
@@ -421,6 +423,9 @@ def ksampler(ns, net, guider, sampler, scheduler, steps, noise, latent, cfg, see
     def inner(model, noise_, positive, negative, cfg_, device, sampler_obj, sigmas, model_options={}, latent_image=None,
               denoise_mask=None, callback=None, disable_pbar=False, seed=None):
         used["sigmas"] = sigmas.clone().float()
+        if denoise_mask is not None:  # CFGGuider.outer_sample's comfy.sampler_helpers.prepare_mask
+            denoise_mask = ns.utils.reshape_mask(denoise_mask, noise_.shape)
+            used["latent_mask"] = denoise_mask.clone().float()
         extra_args = {"model_options": {"transformer_options": {"sample_sigmas": sigmas}}, "seed": seed}
         return sampler_obj.sample(guider, sigmas, extra_args, callback, noise_, latent_image=latent_image,
                                   denoise_mask=denoise_mask, disable_pbar=True)
@@ -434,7 +439,7 @@ def ksampler(ns, net, guider, sampler, scheduler, steps, noise, latent, cfg, see
     samplers.sample = inner
     try:
         final = ks.sample(noise, None, None, cfg, latent_image=latent, start_step=start_step, last_step=last_step,
-                          force_full_denoise=force_full_denoise, callback=callback, seed=seed).float()
+                          force_full_denoise=force_full_denoise, callback=callback, seed=seed, denoise_mask=noise_mask).float()
     finally:
         samplers.sample = orig
     n = len(used["sigmas"]) - 1
@@ -442,7 +447,8 @@ def ksampler(ns, net, guider, sampler, scheduler, steps, noise, latent, cfg, see
         raise RuntimeError(f"callback steps {[s[0] for s in seen]}, want 0..{n - 1}")
     cb_x = [s[1] for s in seen]
     latents = cb_x[1:] + [final]
-    return dict(full_sigmas=full, sigmas=used["sigmas"], callback_x=torch.stack([x[0] for x in cb_x]),
+    extra = {"latent_mask": used["latent_mask"]} if "latent_mask" in used else {}
+    return dict(**extra, full_sigmas=full, sigmas=used["sigmas"], callback_x=torch.stack([x[0] for x in cb_x]),
                 denoised=torch.stack([s[2][0] for s in seen]), latents=torch.stack([x[0] for x in latents]),
                 final_latent=final)
 
@@ -695,6 +701,43 @@ def main():
         meta = dict(kind="sampling", model="sdxl-tiny", sampler="euler", scheduler="normal", steps=steps, cfg=cfg, seed=seed,
                     denoise=denoise, width=64, height=64, prompt=PROMPT, negative=NEGATIVE, model_sampling="EPS",
                     model_calls=len(net.calls), init="VAEEncode (mean) of init_pixels/255",
+                    stats=dict(image_rms=float(img.pow(2).mean().sqrt()),
+                               final_latent_rms=float(r["final_latent"].pow(2).mean().sqrt())))
+        put(name, out, meta)
+        log(f"{name}: ok sigmas={[round(float(s), 4) for s in r['sigmas']]} stats={json.dumps(meta['stats'])}")
+    except Exception as e:
+        failed += 1
+        log(f"{name}: FAILED {type(e).__name__}: {e}")
+        traceback.print_exc(limit=8)
+
+    # inpaint with the base model: VAEEncode (mean) + SetLatentNoiseMask (a soft-edged rectangle) + KSampler denoise 0.8:
+    # KSamplerX0Inpaint keeps the unmasked latent at the init latent noised to each sigma
+    name = "sdxl_inpaint_euler_normal_d08"
+    try:
+        from gen_sdxl_fixtures import init_pixels
+        steps, cfg, seed, denoise = 8, 5.0, 99, 0.8
+        unet, vae = nets["sdxl-tiny"]
+        pix = init_pixels(64, 64)
+        yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        # 1 inside x 16..47, y 8..39, a linear 4-pixel ramp outside: stored as 8-bit grey like a mask PNG
+        d = torch.maximum(torch.maximum(16 - xx, xx - 47), torch.maximum(8 - yy, yy - 39)).clamp(min=0)
+        mask = ((1 - d / 4).clamp(0, 1) * 255).round() / 255
+        lat = vae.encode(pix / 255.0 * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+        clip, tok = clips["sdxl"]
+        cond, pooled, _ = encode(clip, tok, PROMPT)
+        uncond, upooled, _ = encode(clip, tok, NEGATIVE)
+        am = AdmModel(ns, False)
+        y, yn = adm_for(ns, am, cond, pooled, lat, "positive"), adm_for(ns, am, uncond, upooled, lat, "negative")
+        net = Net(unet, model_sampling(ns))
+        noise = ns.comfy.sample.prepare_noise(lat, seed)
+        r = ksampler(ns, net, Guider(ns, net, cond, uncond, y, yn, cfg), "euler", "normal", steps, noise, lat, cfg, seed,
+                     denoise=denoise, noise_mask=mask.reshape(1, 1, 64, 64))
+        img = decode(vae, r["final_latent"])
+        out = dict(init_pixels=pix, mask=mask, init_latent=lat, noise=noise, image=img, **r)
+        meta = dict(kind="sampling", model="sdxl-tiny", sampler="euler", scheduler="normal", steps=steps, cfg=cfg, seed=seed,
+                    denoise=denoise, width=64, height=64, prompt=PROMPT, negative=NEGATIVE, model_sampling="EPS",
+                    model_calls=len(net.calls), init="VAEEncode (mean) of init_pixels/255", inpaint="SetLatentNoiseMask(mask)",
+                    note="image is ComfyUI's raw decode (no composite); darkroom composites the unmasked pixels back",
                     stats=dict(image_rms=float(img.pow(2).mean().sqrt()),
                                final_latent_rms=float(r["final_latent"].pow(2).mean().sqrt())))
         put(name, out, meta)

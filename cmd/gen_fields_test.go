@@ -55,6 +55,10 @@ var genSamples = map[string][2]string{
 	"mask_blur":                {"2", "8"},
 	"outpaint":                 {"32", "0,64,0,64"},
 	"outpaint_feather":         {"24", "16"},
+	"hires":                    {"2", "1.5"},
+	"hires_denoise":            {"0.45", "0.6"},
+	"hires_upscaler":           {"latent-bislerp", "lanczos"},
+	"hires_steps":              {"12", "15"},
 }
 
 // genBad holds, per request field, a flag value refused with a message
@@ -99,6 +103,10 @@ var genBad = map[string]string{
 	"mask_blur":                "999",
 	"outpaint":                 "1,2,3",
 	"outpaint_feather":         "-4",
+	"hires":                    "0.5",
+	"hires_denoise":            "2",
+	"hires_upscaler":           "esrgan",
+	"hires_steps":              "-1",
 }
 
 // storedPNG writes a PNG whose darkroom chunk holds the stored samples.

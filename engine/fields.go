@@ -308,6 +308,37 @@ var requestFields = []RequestField{
 	intField("outpaint_feather", 40, func(r *Request) *int { return &r.OutpaintFeather }).
 		flag("outpaint-feather", "", "outpaint: feather the mask into the image over N pixels (ComfyUI's default 40)").
 		valid(checkMaskPixels).done(),
+	floatField("hires", 0, func(r *Request) *float64 { return &r.Hires }).
+		flag("hires", "", "hires fix: upscale the result by this factor (e.g. 1.5 or 2) and refine it in a second pass; 0 or 1: off").
+		valid(func(v float64) string {
+			if !(v == 0 || v >= 1 && v <= 4) {
+				return "must be between 1 and 4 (0: off)"
+			}
+			return ""
+		}).
+		a1111("Hires upscale", func(v float64) (string, bool) { return formatFloat(v), v > 1 }, nil).done(),
+	floatField("hires_denoise", 0, func(r *Request) *float64 { return &r.HiresDenoise }).
+		flag("hires-denoise", "", "hires fix: the second pass's denoising strength (0: 0.5)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= 1) {
+				return "must be between 0 and 1 (0: 0.5)"
+			}
+			return ""
+		}).
+		a1111Request("Denoising strength", writeHiresDenoise, readHiresDenoise).done(),
+	stringField("hires_upscaler", "", func(r *Request) *string { return &r.HiresUpscaler }).
+		flag("hires-upscaler", "", "hires fix: how to upscale: lanczos (the image; default), latent-nearest, latent-bilinear, latent-bicubic or latent-bislerp (ComfyUI's latent methods)").
+		enum(hiresUpscalers, true).
+		a1111Request("Hires upscaler", writeHiresUpscaler, readHiresUpscaler).done(),
+	intField("hires_steps", 0, func(r *Request) *int { return &r.HiresSteps }).
+		flag("hires-steps", "", "hires fix: the second pass's steps (0: --steps)").
+		valid(func(v int) string {
+			if v < 0 || v > MaxSteps {
+				return fmt.Sprintf("must be between 0 and %d (0: --steps)", MaxSteps)
+			}
+			return ""
+		}).
+		a1111("Hires steps", func(v int) (string, bool) { return strconv.Itoa(v), v > 0 }, nil).done(),
 	stringField("denoise_steps", "", func(r *Request) *string { return &r.DenoiseSteps }).
 		flag("denoise-steps", "", "img2img steps: comfyui (run --steps steps of a steps/denoise schedule), a1111 (run int(denoise·steps)+1 of a steps schedule) or diffusers (int(steps·denoise)); default: the --convention's").
 		enum(denoiseRules, true).done(),

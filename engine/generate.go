@@ -99,6 +99,9 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 		// A partial run needs a starting image; txt2img has none.
 		return nil, &FieldError{Field: "denoise", Value: req.Denoise, Msg: "below 1 needs an init image (--init-image)"}
 	}
+	if req.Hires > 1 && (req.Mask != "" || req.Outpaint != "") {
+		return nil, &FieldError{Field: "hires", Value: req.Hires, Msg: "a hires fix of an inpainting run is not supported: inpaint at the final size"}
+	}
 	if req.RefinerDenoise > 0 && ref == nil {
 		return nil, &FieldError{Field: "refiner_denoise", Value: req.RefinerDenoise, Msg: "needs a refiner (--refiner)"}
 	}
@@ -170,6 +173,14 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if req.Hires > 1 {
+		if init != nil && init.mask != nil {
+			return nil, &FieldError{Field: "hires", Value: req.Hires, Msg: "a hires fix of an inpainting run is not supported: inpaint at the final size"}
+		}
+		if latents, shape, err = m.hiresPass(ctx, req, params, latents, progress); err != nil {
+			return nil, err
+		}
 	}
 	res.SampleTime = time.Since(t0)
 	res.Latents, res.LatentShape = latents, shape

@@ -407,3 +407,62 @@ func TestInpaintKeepsUnmasked(t *testing.T) {
 		})
 	}
 }
+
+func TestUpscaleLatents(t *testing.T) {
+	x := []float32{1, 2, 3, 4} // [1, 1, 2, 2]
+	near, err := upscaleLatents(x, []int{1, 1, 2, 2}, 4, 4, UpscaleLatentNearest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4}
+	if testRelErr(near, want) != 0 {
+		t.Errorf("nearest-exact 2x: %v, want %v", near, want)
+	}
+	// torch bilinear (align_corners=False) of [[1,2],[3,4]] to 4x4: first row 1, 1.25, 1.75, 2
+	bil, _ := upscaleLatents(x, []int{1, 1, 2, 2}, 4, 4, UpscaleLatentBilinear)
+	if testRelErr(bil[:4], []float32{1, 1.25, 1.75, 2}) > 1e-6 {
+		t.Errorf("bilinear 2x first row %v", bil[:4])
+	}
+	// flat channel vectors stay flat under every method
+	flat := make([]float32, 2*3*5)
+	for i := range flat {
+		flat[i] = float32(1 + i/15) // channel 0 ones, channel 1 twos
+	}
+	for _, m := range []string{UpscaleLatentNearest, UpscaleLatentBilinear, UpscaleLatentBicubic, UpscaleLatentBislerp} {
+		up, err := upscaleLatents(flat, []int{1, 2, 3, 5}, 8, 7, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(up) != 2*7*8 {
+			t.Fatalf("%s: %d values, want %d", m, len(up), 2*7*8)
+		}
+		for i, v := range up {
+			if w := float32(1 + i/56); math.Abs(float64(v-w)) > 1e-5 {
+				t.Fatalf("%s: value %g at %d, want %g", m, v, i, w)
+			}
+		}
+	}
+	if _, err := upscaleLatents(x, []int{1, 1, 2, 2}, 4, 4, "esrgan"); err == nil {
+		t.Error("an unknown upscaler was accepted")
+	}
+}
+
+// TestHiresFix runs a hires fix on the tiny SD1 model: the result has the
+// upscaled size, for an image-space and a latent upscaler.
+func TestHiresFix(t *testing.T) {
+	m, err := Load(context.Background(), layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, up := range []string{UpscaleLanczos, UpscaleLatentBislerp} {
+		req := Request{Prompt: "a red cube", Seed: 4, Steps: 3, CFG: 5, Sampler: "euler", Scheduler: "normal", Width: 64, Height: 48,
+			Batch: 1, ClipSkip: 1, Hires: 1.5, HiresUpscaler: up, HiresSteps: 2}
+		res, err := m.Generate(context.Background(), req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := res.Images[0].Bounds(); b.Dx() != 96 || b.Dy() != 72 {
+			t.Errorf("%s: %v, want 96x72", up, b)
+		}
+	}
+}

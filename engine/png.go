@@ -193,7 +193,7 @@ func a1111BaseName(path string) string {
 
 // writeDenoise writes a denoising strength below 1.
 func writeDenoise(r *Request, _ a1111Meta) []a1111Pair {
-	if r.Denoise > 0 && r.Denoise < 1 {
+	if r.Denoise > 0 && r.Denoise < 1 && r.Hires <= 1 {
 		return []a1111Pair{{"Denoising strength", formatFloat(r.Denoise)}}
 	}
 	return nil
@@ -211,6 +211,65 @@ func readDenoise(r *Request, params map[string]string) error {
 		return &FieldError{Field: "denoise", Value: s, Msg: err.Error()}
 	}
 	r.Denoise = v
+	return nil
+}
+
+// writeHiresDenoise writes a hires fix's second-pass strength as A1111
+// does: "Denoising strength" beside "Hires upscale".
+func writeHiresDenoise(r *Request, _ a1111Meta) []a1111Pair {
+	if r.Hires > 1 && r.HiresDenoise != 0 {
+		return []a1111Pair{{"Denoising strength", formatFloat(r.HiresDenoise)}}
+	}
+	return nil
+}
+
+// readHiresDenoise reads "Denoising strength" as the hires pass's when
+// the text has "Hires upscale".
+func readHiresDenoise(r *Request, params map[string]string) error {
+	s, ok := params["Denoising strength"]
+	if _, hires := params["Hires upscale"]; !ok || !hires {
+		return nil
+	}
+	v, err := parseFloat(s)
+	if err != nil {
+		return &FieldError{Field: "hires_denoise", Value: s, Msg: err.Error()}
+	}
+	r.HiresDenoise = v
+	return nil
+}
+
+// a1111Upscalers are A1111's names of the hires upscalers darkroom has.
+var a1111Upscalers = map[string]string{
+	UpscaleLanczos:        "Lanczos",
+	UpscaleLatentBilinear: "Latent",
+	UpscaleLatentBicubic:  "Latent (bicubic)",
+	UpscaleLatentNearest:  "Latent (nearest-exact)",
+	UpscaleLatentBislerp:  "Latent (bislerp)",
+}
+
+func writeHiresUpscaler(r *Request, _ a1111Meta) []a1111Pair {
+	if r.Hires > 1 && r.HiresUpscaler != "" {
+		return []a1111Pair{{"Hires upscaler", a1111Upscalers[r.HiresUpscaler]}}
+	}
+	return nil
+}
+
+// readHiresUpscaler maps A1111's upscaler names (its antialiased latent
+// variants to the plain ones); an upscaler model darkroom lacks
+// ("R-ESRGAN 4x+") leaves the default.
+func readHiresUpscaler(r *Request, params map[string]string) error {
+	s, ok := params["Hires upscaler"]
+	if !ok {
+		return nil
+	}
+	name := strings.TrimSpace(strings.ReplaceAll(s, " antialiased", ""))
+	name = strings.ReplaceAll(name, "(antialiased)", "")
+	name = strings.TrimSpace(strings.ReplaceAll(name, "(nearest)", "(nearest-exact)"))
+	for k, v := range a1111Upscalers {
+		if strings.EqualFold(v, name) {
+			r.HiresUpscaler = k
+		}
+	}
 	return nil
 }
 

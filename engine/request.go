@@ -66,6 +66,14 @@ type Request struct {
 	// feathers the mask into the image over that many pixels.
 	Outpaint        string `json:"outpaint,omitempty"`
 	OutpaintFeather int    `json:"outpaint_feather,omitempty"`
+	// Hires, when above 1, is a hires fix: after the run, the latents are
+	// upscaled by this factor (HiresUpscaler: "lanczos" in image space or
+	// a latent method, see UpscaleLanczos) and a second pass refines them
+	// at HiresDenoise (0: 0.5) with HiresSteps steps (0: Steps).
+	Hires         float64 `json:"hires,omitempty"`
+	HiresDenoise  float64 `json:"hires_denoise,omitempty"`
+	HiresUpscaler string  `json:"hires_upscaler,omitempty"`
+	HiresSteps    int     `json:"hires_steps,omitempty"`
 	// DenoiseSteps is which steps a partial run makes of Steps and
 	// Denoise: "comfyui", "a1111" or "diffusers" (DenoiseStepsComfy...);
 	// "" follows the convention.

@@ -47,15 +47,15 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		ModelDirs: f.models, Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
 		Engine: eng, GPUStats: nvmlStats{},
 	}
-	// Live previews: TAESD when its decoder is in the model directories,
-	// the linear latent approximation otherwise.
-	if path := engine.FindTAESD(eng.ModelDirs(), engine.TAESDDecoderFile); path != "" {
-		tae, err := engine.LoadTAESD(cmd.Context(), path, eng.Device())
-		if err != nil {
-			fmt.Fprintf(cmd.ErrOrStderr(), "darkroom: %v; previews use the linear approximation\n", err)
-		} else {
-			opts.Previewer = tae
-		}
+	// Live previews: TAESD (SD1/SD2), TAESDXL, TAESD3 and TAEF1 when their
+	// decoders are in the model directories, the linear latent
+	// approximation otherwise.
+	pv, errs := engine.LoadPreviewers(cmd.Context(), eng.ModelDirs(), eng.Device())
+	for _, err := range errs {
+		fmt.Fprintf(cmd.ErrOrStderr(), "darkroom: %v; its previews use the linear approximation\n", err)
+	}
+	if len(pv) > 0 {
+		opts.Previewer = pv
 	}
 	return tui.Run(cmd.Context(), opts)
 }

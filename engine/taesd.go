@@ -19,6 +19,46 @@ import (
 // files (pickles) are not supported.
 const TAESDDecoderFile = "taesd_decoder.safetensors"
 
+// TAESDDecoderFiles are the TAESD decoders of madebyollin's releases that
+// the families name in their LatentFormat.TAESD (SD1/SD2, SDXL, SD3, Flux).
+var TAESDDecoderFiles = []string{TAESDDecoderFile, "taesdxl_decoder.safetensors", "taesd3_decoder.safetensors", "taef1_decoder.safetensors"}
+
+// Previewers draws live previews with whichever of its TAESD decoders the
+// latents' format names (nil, so callers fall back to LatentPreview, when
+// none does).
+type Previewers []*TAESD
+
+// Preview dispatches to the decoder named by f.TAESD.
+func (p Previewers) Preview(f LatentFormat, latents []float32, shape []int, i int) *image.NRGBA {
+	for _, t := range p {
+		if t.file == f.TAESD {
+			return t.Preview(f, latents, shape, i)
+		}
+	}
+	return nil
+}
+
+// LoadPreviewers loads every decoder of TAESDDecoderFiles found in dirs
+// (FindTAESD) onto dev; a decoder that fails to load is left out and its
+// error returned beside the others.
+func LoadPreviewers(ctx context.Context, dirs []string, dev backend.Device) (Previewers, []error) {
+	var out Previewers
+	var errs []error
+	for _, f := range TAESDDecoderFiles {
+		p := FindTAESD(dirs, f)
+		if p == "" {
+			continue
+		}
+		t, err := LoadTAESD(ctx, p, dev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, errs
+}
+
 // taesdSubdirs are where FindTAESD looks under each model directory: the
 // directory itself, a models root, a ComfyUI root, and the sibling of a
 // checkpoints folder.

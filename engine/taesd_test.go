@@ -131,3 +131,35 @@ func TestTAESDPreview(t *testing.T) {
 		t.Errorf("preview differs from the reference by %d/255", worst)
 	}
 }
+
+// TestPreviewersDispatch loads every known decoder found in a model
+// directory and previews with the one the format names: an SDXL format
+// finds taesdxl_decoder.safetensors (the taef2 weights stand in), an SD1
+// format with no taesd_decoder falls back.
+func TestPreviewersDispatch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vae_approx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(testref.Path("taef2_decoder.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "taesdxl_decoder.safetensors"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "taesd3_decoder.safetensors"), []byte("broken"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pv, errs := LoadPreviewers(context.Background(), []string{filepath.Dir(dir)}, cpu.New())
+	if len(pv) != 1 || len(errs) != 1 {
+		t.Fatalf("%d previewers, %d errors (%v); want 1 and 1 (the broken taesd3)", len(pv), len(errs), errs)
+	}
+	xl := LatentFormat{Channels: 32, Factor: 8, TAESD: "taesdxl_decoder.safetensors"}
+	if img := pv.Preview(xl, make([]float32, 32*4*4), []int{1, 32, 4, 4}, 0); img == nil || img.Bounds().Dx() != 32 {
+		t.Errorf("SDXL-format preview: %v, want a 32x32 image", img)
+	}
+	if img := pv.Preview(DefaultModelFormat(), make([]float32, 4*4*4), []int{1, 4, 4, 4}, 0); img != nil {
+		t.Error("an SD1-format preview without taesd_decoder did not fall back")
+	}
+}

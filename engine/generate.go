@@ -148,12 +148,18 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 		}
 		initLatents, latentMask = init.latents, init.latentMask
 	}
+	var concat []float32
+	if m.c.InpaintChannels > 0 {
+		if concat, err = m.inpaintConcat(ctx, shape, init); err != nil {
+			return nil, err
+		}
+	}
 	noise := g.Randn(tensor.Shape(shape).NumElements())
 	t0 := time.Now()
 	params := SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,
 		Sampler: req.Sampler, Scheduler: req.Scheduler, Steps: req.Steps,
-		Denoise: req.Denoise, DenoiseSteps: denoiseRule(req, conv), Latent: initLatents, Mask: latentMask,
+		Denoise: req.Denoise, DenoiseSteps: denoiseRule(req, conv), Latent: initLatents, Mask: latentMask, Concat: concat,
 		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
 		Width: req.Width, Height: req.Height,
 		Prediction: req.Prediction, ZSNR: req.ZSNR, Size: sizeConditioning(req),
@@ -240,6 +246,10 @@ type SampleParams struct {
 	// Noise is the unit initial noise [Shape]; Latent (optional) is a clean
 	// starting latent it is added to (img2img).
 	Noise, Latent []float32
+	// Concat holds an inpainting model's extra input channels per image,
+	// [B, InpaintChannels, h, w] (the mask, then the masked image's
+	// latents); nil for other models (see inpaintConcat).
+	Concat []float32
 	// Mask (optional, with Latent) restricts the run to where it is 1: one
 	// value per latent pixel [h·w], shared by the batch and the channels
 	// (inpainting; see inpaintDenoiser).
@@ -374,7 +384,21 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if w == 0 || h == 0 {
 		w, h = p.Shape[len(p.Shape)-1]*f.Factor, p.Shape[len(p.Shape)-2]*f.Factor
 	}
-	den, err := m.denoiser(ctx, p, ms, pred, family.Inputs{Width: w, Height: h, Size: p.Size})
+	in := family.Inputs{Width: w, Height: h, Size: p.Size}
+	if m.c.InpaintChannels > 0 {
+		if p.Concat == nil {
+			if p.Concat, err = m.inpaintConcat(ctx, p.Shape, nil); err != nil {
+				return nil, err
+			}
+		}
+		cs := append([]int{p.Shape[0], m.c.InpaintChannels}, p.Shape[2:]...)
+		if len(p.Concat) != tensor.Shape(cs).NumElements() {
+			return nil, fmt.Errorf("sample: %d inpainting values for %v", len(p.Concat), cs)
+		}
+		in.Concat = m.dev.Upload(p.Concat, cs...)
+		defer m.dev.Free(in.Concat)
+	}
+	den, err := m.denoiser(ctx, p, ms, pred, in)
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func (m *Model) hiresPass(ctx context.Context, req Request, p SampleParams, lat 
 	m.c.Denoiser.Reset()
 	q := p
 	q.Shape, q.Width, q.Height = shape, w2, h2
-	q.Latent, q.Mask, q.Start, q.Sigmas = up, nil, nil, nil
+	q.Latent, q.Mask, q.Start, q.Sigmas, q.Concat = up, nil, nil, nil, nil // an inpainting model: blank channels
 	q.Noise = rng.NewTorch(req.Seed).Randn(tensor.Shape(shape).NumElements())
 	q.Denoise = req.HiresDenoise
 	if q.Denoise == 0 {

@@ -280,20 +280,36 @@ func (m *Model) EncodeImage(ctx context.Context, img *image.NRGBA) ([]float32, e
 // encodeImage encodes img; with g it samples the latent distribution with
 // g's next normals (diffusers' img2img), else it takes the mean.
 func (m *Model) encodeImage(ctx context.Context, img *image.NRGBA, g *rng.Torch) ([]float32, error) {
+	return m.encodePixels(ctx, imagePixels(img, nil), img.Bounds().Dx(), img.Bounds().Dy(), g)
+}
+
+// imagePixels maps an image to planar RGB in [−1, 1] ([3, h, w]); where
+// keep (optional, one value per pixel) is 0 the pixel becomes 0, the
+// mid grey ComfyUI's inpainting conditioning puts under the mask.
+func imagePixels(img *image.NRGBA, keep []float32) []float32 {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
-	f := m.LatentFormat()
-	if w%f.Factor != 0 || h%f.Factor != 0 {
-		return nil, fmt.Errorf("encode: image %dx%d: sides must be multiples of %d", w, h, f.Factor)
-	}
 	px := make([]float32, 3*w*h)
 	for y := range h {
 		for x := range w {
 			o := img.PixOffset(b.Min.X+x, b.Min.Y+y)
 			for c := range 3 {
-				px[c*w*h+y*w+x] = float32(img.Pix[o+c])/255*2 - 1
+				v := float32(img.Pix[o+c])/255*2 - 1
+				if keep != nil {
+					v *= keep[y*w+x]
+				}
+				px[c*w*h+y*w+x] = v
 			}
 		}
+	}
+	return px
+}
+
+// encodePixels encodes planar pixels in [−1, 1] of a w×h image.
+func (m *Model) encodePixels(ctx context.Context, px []float32, w, h int, g *rng.Torch) ([]float32, error) {
+	f := m.LatentFormat()
+	if w%f.Factor != 0 || h%f.Factor != 0 {
+		return nil, fmt.Errorf("encode: image %dx%d: sides must be multiples of %d", w, h, f.Factor)
 	}
 	t := m.dev.Upload(px, 1, 3, h, w)
 	defer m.dev.Free(t)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"image"
 	"image/color"
@@ -15,6 +16,8 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
 // testImage is w×h with a distinct colour per pixel.
@@ -463,6 +466,122 @@ func TestHiresFix(t *testing.T) {
 		}
 		if b := res.Images[0].Bounds(); b.Dx() != 96 || b.Dy() != 72 {
 			t.Errorf("%s: %v, want 96x72", up, b)
+		}
+	}
+}
+
+// inpaintingCheckpoint writes the tiny SD1 model as an inpainting
+// checkpoint: its UNet's conv_in takes 9 channels, the 5 extra ones
+// weighted by extra (0: the model computes what the 4-channel one does).
+func inpaintingCheckpoint(t *testing.T, extra float32) string {
+	t.Helper()
+	f, err := safetensors.Open(layouts[0].path)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer f.Close()
+	out := map[string]safetensors.Tensor{}
+	const convIn = "model.diffusion_model.input_blocks.0.0.weight"
+	for _, name := range f.Names() {
+		info, _ := f.Info(name)
+		raw, err := f.Raw(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != convIn {
+			out[name] = safetensors.Tensor{DType: info.DType, Shape: info.Shape, Data: raw}
+			continue
+		}
+		w, err := f.Float32(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oc, kk := info.Shape[0], info.Shape[2]*info.Shape[3]
+		w9 := make([]float32, oc*9*kk)
+		for o := range oc {
+			copy(w9[o*9*kk:o*9*kk+4*kk], w[o*4*kk:(o+1)*4*kk])
+			for i := 4 * kk; i < 9*kk; i++ {
+				w9[o*9*kk+i] = extra * float32((o*31+i*7)%13-6) / 6
+			}
+		}
+		b := make([]byte, 4*len(w9))
+		for i, v := range w9 {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+		out[name] = safetensors.Tensor{DType: tensor.F32, Shape: tensor.Shape{oc, 9, info.Shape[2], info.Shape[3]}, Data: b}
+	}
+	p := filepath.Join(t.TempDir(), "sd1-inpainting.safetensors")
+	if err := safetensors.Write(p, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestInpaintingModel runs a 9-channel inpainting UNet: it loads, and with
+// zero weights on its extra channels it computes exactly what the plain
+// model does (txt2img: ComfyUI's mask of ones and blank latent; inpaint:
+// the mask and masked-image latents); with weights there, the mask
+// conditioning changes the result and the unmasked pixels stay.
+func TestInpaintingModel(t *testing.T) {
+	ctx := context.Background()
+	plain, err := Load(ctx, layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	zero, err := Load(ctx, inpaintingCheckpoint(t, 0), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zero.c.InpaintChannels != 5 {
+		t.Fatalf("inpainting channels %d, want 5", zero.c.InpaintChannels)
+	}
+	init := testImage(64, 64)
+	mask := image.NewNRGBA(image.Rect(0, 0, 64, 64))
+	for y := range 64 {
+		for x := range 64 {
+			if x >= 8 && x < 40 && y >= 24 && y < 56 {
+				mask.SetNRGBA(x, y, color.NRGBA{255, 255, 255, 255})
+			} else {
+				mask.SetNRGBA(x, y, color.NRGBA{0, 0, 0, 255})
+			}
+		}
+	}
+	t2i := Request{Prompt: "a red cube", Seed: 2, Steps: 3, CFG: 5, Sampler: "euler", Scheduler: "normal", Width: 64, Height: 64, Batch: 2, ClipSkip: 1}
+	inp := t2i
+	inp.InitImage, inp.Mask, inp.Denoise, inp.Width, inp.Height = writePNG(t, init), writePNG(t, mask), 1, 0, 0
+	for name, req := range map[string]Request{"txt2img": t2i, "inpaint": inp} {
+		a, err := plain.Generate(ctx, req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := zero.Generate(ctx, req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if testRelErr(a.Latents, b.Latents) != 0 {
+			t.Errorf("%s: the inpainting UNet with zero extra weights differs from the plain one", name)
+		}
+	}
+	live, err := Load(ctx, inpaintingCheckpoint(t, 0.5), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := zero.Generate(ctx, inp, nil)
+	b, err := live.Generate(ctx, inp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testRelErr(a.Latents, b.Latents) == 0 {
+		t.Error("the mask and masked-image channels had no effect")
+	}
+	for y := range 64 {
+		for x := range 64 {
+			if !(x >= 8 && x < 40 && y >= 24 && y < 56) {
+				o, i := b.Images[1].NRGBAAt(x, y), init.NRGBAAt(x, y)
+				if o.R != i.R || o.G != i.G || o.B != i.B {
+					t.Fatalf("unmasked pixel (%d,%d) changed", x, y)
+				}
+			}
 		}
 	}
 }

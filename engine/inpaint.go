@@ -285,3 +285,53 @@ func composite(gen, init *image.NRGBA, m *greyMask) *image.NRGBA {
 	}
 	return out
 }
+
+// blankInpaintLatent is the latent of a black image that ComfyUI gives an
+// inpainting model with no mask (model_base's blank_inpaint_image_like,
+// SD1's VAE space, used for every 4-channel family).
+var blankInpaintLatent = [4]float32{0.8223, -0.6876, 0.6364, 0.1380}
+
+// inpaintConcat builds an inpainting model's extra channels for latents of
+// shape [B, C, h, w], as ComfyUI's InpaintModelConditioning and concat_cond
+// do: with a mask, the mask resampled to the latent grid and rounded, then
+// the latents of the init image with the (rounded) masked pixels set to
+// mid grey; without one (txt2img, or img2img with no mask), a mask of ones
+// and the blank latent.
+func (m *Model) inpaintConcat(ctx context.Context, shape []int, st *initState) ([]float32, error) {
+	b, c, h, w := shape[0], shape[1], shape[2], shape[3]
+	if m.c.InpaintChannels != c+1 {
+		return nil, fmt.Errorf("inpainting model: %d extra channels for %d latent channels (want mask + latents)", m.c.InpaintChannels, c)
+	}
+	plane := h * w
+	one := make([]float32, (c+1)*plane)
+	if st == nil || st.mask == nil {
+		if c != len(blankInpaintLatent) {
+			return nil, fmt.Errorf("an inpainting model with %d latent channels needs a mask (--mask)", c)
+		}
+		for i := range plane {
+			one[i] = 1
+			for ch := range c {
+				one[(1+ch)*plane+i] = blankInpaintLatent[ch]
+			}
+		}
+	} else {
+		for i, v := range st.latentMask {
+			one[i] = float32(math.RoundToEven(float64(v)))
+		}
+		keep := make([]float32, len(st.mask.v))
+		for i, v := range st.mask.v {
+			keep[i] = 1 - float32(math.RoundToEven(float64(v)))
+		}
+		bb := st.img.Bounds()
+		z, err := m.encodePixels(ctx, imagePixels(st.img, keep), bb.Dx(), bb.Dy(), nil)
+		if err != nil {
+			return nil, fmt.Errorf("inpainting model: the masked image: %w", err)
+		}
+		copy(one[plane:], z)
+	}
+	out := make([]float32, 0, b*len(one))
+	for range b {
+		out = append(out, one...)
+	}
+	return out, nil
+}

@@ -148,6 +148,9 @@ func (ref *Model) refine(ctx context.Context, req Request, p SampleParams, onEve
 		return nil, err
 	}
 	p.Prediction, p.ZSNR = "", false
+	if ref.c.InpaintChannels == 0 {
+		p.Concat = nil
+	}
 	var err error
 	if p.Cond, err = ref.encodePrompt(ctx, req.Prompt, opt); err != nil {
 		return nil, fmt.Errorf("refiner: %w", err)

@@ -55,6 +55,11 @@ type Components struct {
 	// (Request.Prediction); a request contradicting a declared type is
 	// refused.
 	PredictionEvidence string
+	// InpaintChannels is the number of channels an inpainting denoiser
+	// takes beside the latent (the mask, then the masked image's latents:
+	// 1 + latent channels; SD1/SD2/SDXL inpainting UNets take 9 in all),
+	// which the pipeline passes as Inputs.Concat; 0 for other models.
+	InpaintChannels int
 	// VAEOn, when set, builds the VAE again on another device from the
 	// model's weights: the engine's float32 fallback when a 16-bit decode
 	// overflows (the SDXL VAE in fp16) is the CPU.

@@ -107,7 +107,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if cc.Width != uc.ContextDim {
 		return nil, fmt.Errorf("text encoder width %d does not match the UNet context %d", cc.Width, uc.ContextDim)
 	}
-	if err := ldm.CheckLatents(uc, vc); err != nil {
+	concat, err := ldm.CheckLatents(uc, vc)
+	if err != nil {
 		return nil, err
 	}
 	decl, err := ldm.DeclaredPrediction(src)
@@ -133,13 +134,14 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	f := LatentFormat()
 	f.Channels, f.Factor, f.Scale = vc.ZChannels, vc.Factor(), vc.ScalingFactor
 	return &family.Components{
-		Text:     &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: tok.EOS()}, Dev: dev},
-		Denoiser: &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred},
-		VAE:      family.NewVAE(nets.VAE, f),
-		VAEOn:    ldm.VAEOn(src, vc, f),
-		Sampling: ms,
-		Defaults: Defaults,
-		Parts:    Family{}.Describe(src),
+		Text:            &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: tok.EOS()}, Dev: dev},
+		Denoiser:        &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred, Concat: concat},
+		VAE:             family.NewVAE(nets.VAE, f),
+		InpaintChannels: concat,
+		VAEOn:           ldm.VAEOn(src, vc, f),
+		Sampling:        ms,
+		Defaults:        Defaults,
+		Parts:           Family{}.Describe(src),
 
 		PredictionEvidence: decl.Evidence,
 	}, nil

@@ -128,7 +128,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if cc.Width != uc.ContextDim {
 		return nil, fmt.Errorf("text encoder width %d does not match the UNet context %d (SD2 uses OpenCLIP ViT-H, 1024 wide)", cc.Width, uc.ContextDim)
 	}
-	if err := ldm.CheckLatents(uc, vc); err != nil {
+	concat, err := ldm.CheckLatents(uc, vc)
+	if err != nil {
 		return nil, err
 	}
 	decl, err := ldm.DeclaredPrediction(src)
@@ -167,8 +168,9 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 			Dev:    dev,
 			Layers: skipMap(cc),
 		},
-		Denoiser:           &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred},
+		Denoiser:           &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred, Concat: concat},
 		VAE:                family.NewVAE(nets.VAE, f),
+		InpaintChannels:    concat,
 		VAEOn:              ldm.VAEOn(src, vc, f),
 		Sampling:           ms,
 		Defaults:           def,

@@ -165,7 +165,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if err != nil {
 		return nil, err
 	}
-	if err := ldm.CheckLatents(uc, vc); err != nil {
+	concat, err := ldm.CheckLatents(uc, vc)
+	if err != nil {
 		return nil, err
 	}
 	lRoot, gRoot := firstRoot(src, clipLRoots), firstRoot(src, clipGRoots)
@@ -253,8 +254,9 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	c := &family.Components{
 		Text: text,
 		Denoiser: &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred,
-			Vector: (&vector{embed: embed, refiner: refiner, pooled: gc.Projection}).build},
+			Vector: (&vector{embed: embed, refiner: refiner, pooled: gc.Projection}).build, Concat: concat},
 		VAE:                family.NewVAE(nets.VAE, f),
+		InpaintChannels:    concat,
 		VAEOn:              ldm.VAEOn(src, vc, f),
 		Sampling:           ms,
 		Defaults:           Defaults,

@@ -17,6 +17,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/models/clip"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
+	"github.com/darkroom-ai/darkroom/engine/nn"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -31,6 +32,10 @@ type Denoiser struct {
 	// Vector, when set, builds the UNet's vector input y [rows, adm] for the
 	// bound rows (SDXL's pooled text embedding and size embeddings).
 	Vector func(dev backend.Device, rows []*family.Cond, in family.Inputs) (*backend.Tensor, error)
+	// Concat is the number of channels an inpainting UNet takes after the
+	// latent's (the mask and the masked image's latents: 1 + Z), 0 for
+	// others.
+	Concat int
 }
 
 // Prediction is what the UNet predicts (ε or v).
@@ -38,8 +43,12 @@ func (d *Denoiser) Prediction() sampling.Prediction { return d.Pred }
 
 // Bind stacks the rows' contexts (and vectors) once.
 func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs) (family.Step, error) {
-	if in.Guidance != 0 || in.Concat != nil || in.Control != nil {
-		return nil, fmt.Errorf("this UNet takes no guidance embedding, concatenated latents or control residuals")
+	if in.Guidance != 0 || in.Control != nil {
+		return nil, fmt.Errorf("this UNet takes no guidance embedding or control residuals")
+	}
+	concat, err := d.concatRows(len(rows), in.Concat)
+	if err != nil {
+		return nil, err
 	}
 	ctxT, err := family.BatchContexts(d.Dev, rows)
 	if err != nil {
@@ -52,8 +61,40 @@ func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs
 		}
 	}
 	return func(ctx context.Context, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
+		if concat != nil {
+			if x.Shape[0] != concat.Shape[0] {
+				return nil, fmt.Errorf("inpainting UNet: %d latent rows for %d bound rows", x.Shape[0], concat.Shape[0])
+			}
+			xc := nn.Concat(d.Dev, 1, x, concat)
+			defer d.Dev.Free(xc)
+			x = xc
+		}
 		return d.Net.Forward(ctx, d.Dev, x, ts, ctxT, y)
 	}, nil
+}
+
+// concatRows stacks the per-image inpainting channels [B, Concat, h, w]
+// for the bound rows (row i is image i mod B: the negative rows, then the
+// prompt's); nil for a UNet without them.
+func (d *Denoiser) concatRows(rows int, c *backend.Tensor) (*backend.Tensor, error) {
+	switch {
+	case d.Concat == 0 && c == nil:
+		return nil, nil
+	case d.Concat == 0:
+		return nil, fmt.Errorf("this UNet takes no concatenated latents")
+	case c == nil:
+		return nil, fmt.Errorf("an inpainting UNet needs its mask and masked-image latents (%d channels)", d.Concat)
+	case len(c.Shape) != 4 || c.Shape[1] != d.Concat || rows%c.Shape[0] != 0:
+		return nil, fmt.Errorf("inpainting channels %v: want [images, %d, h, w] for %d rows", c.Shape, d.Concat, rows)
+	}
+	if rows == c.Shape[0] {
+		return c, nil
+	}
+	parts := make([]*backend.Tensor, rows/c.Shape[0])
+	for i := range parts {
+		parts[i] = c
+	}
+	return nn.Concat(d.Dev, 0, parts...), nil
 }
 
 // Reset drops the UNet's recorded CUDA graphs.
@@ -190,22 +231,24 @@ func Sampling(d Declared) (family.ModelSampling, error) {
 	return ms, nil
 }
 
-// CheckLatents checks that the UNet and the VAE agree on the latents, and
-// refuses inpainting UNets (which take the masked image too).
-func CheckLatents(uc unet.Config, vc vae.Config) error {
+// CheckLatents checks that the UNet and the VAE agree on the latents and
+// returns the channels an inpainting UNet takes beside them (the mask and
+// the masked image's latents, 1 + Z; 0 for other UNets).
+func CheckLatents(uc unet.Config, vc vae.Config) (int, error) {
+	concat := 0
 	if vc.ZChannels != uc.InChannels {
-		if uc.InChannels == vc.ZChannels*2+1 {
-			return fmt.Errorf("looks like an inpainting model (the UNet takes %d channels); inpainting is not supported yet", uc.InChannels)
+		if uc.InChannels != vc.ZChannels*2+1 {
+			return 0, fmt.Errorf("vae has %d latent channels, the UNet takes %d", vc.ZChannels, uc.InChannels)
 		}
-		return fmt.Errorf("vae has %d latent channels, the UNet takes %d", vc.ZChannels, uc.InChannels)
+		concat = vc.ZChannels + 1
 	}
 	if uc.OutChannels != vc.ZChannels {
-		return fmt.Errorf("the UNet predicts %d channels, the latents have %d", uc.OutChannels, vc.ZChannels)
+		return 0, fmt.Errorf("the UNet predicts %d channels, the latents have %d", uc.OutChannels, vc.ZChannels)
 	}
 	if vc.InChannels != 3 {
-		return fmt.Errorf("the VAE decodes %d image channels; only RGB (3) is supported", vc.InChannels)
+		return 0, fmt.Errorf("the VAE decodes %d image channels; only RGB (3) is supported", vc.InChannels)
 	}
-	return nil
+	return concat, nil
 }
 
 // CheckUnused refuses a load that left tensors under the prefixes unread:

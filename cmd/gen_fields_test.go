@@ -59,6 +59,10 @@ var genSamples = map[string][2]string{
 	"hires_denoise":            {"0.45", "0.6"},
 	"hires_upscaler":           {"latent-bislerp", "lanczos"},
 	"hires_steps":              {"12", "15"},
+	"variation_seed":           {"77", "78"},
+	"variation_strength":       {"0.3", "0.4"},
+	"seed_resize_from_w":       {"768", "640"},
+	"seed_resize_from_h":       {"512", "448"},
 }
 
 // genBad holds, per request field, a flag value refused with a message
@@ -107,6 +111,10 @@ var genBad = map[string]string{
 	"hires_denoise":            "2",
 	"hires_upscaler":           "esrgan",
 	"hires_steps":              "-1",
+	"variation_seed":           "",
+	"variation_strength":       "1.5",
+	"seed_resize_from_w":       "-1",
+	"seed_resize_from_h":       "99999",
 }
 
 // storedPNG writes a PNG whose darkroom chunk holds the stored samples.

@@ -308,6 +308,26 @@ var requestFields = []RequestField{
 	intField("outpaint_feather", 40, func(r *Request) *int { return &r.OutpaintFeather }).
 		flag("outpaint-feather", "", "outpaint: feather the mask into the image over N pixels (ComfyUI's default 40)").
 		valid(checkMaskPixels).done(),
+	uintField("variation_seed", 0, func(r *Request) *uint64 { return &r.VariationSeed }).
+		flag("variation-seed", "", "variation seed: the seed whose noise --variation-strength blends in (A1111's variation seed)").
+		a1111Request("Variation seed", writeVariationSeed, readVariationSeed).done(),
+	floatField("variation_strength", 0, func(r *Request) *float64 { return &r.VariationStrength }).
+		flag("variation-strength", "", "how far the initial noise moves towards --variation-seed's: 0 (none) to 1 (all), a slerp as A1111's").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= 1) {
+				return "must be between 0 and 1"
+			}
+			return ""
+		}).
+		a1111("Variation seed strength", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
+	intField("seed_resize_from_w", 0, func(r *Request) *int { return &r.SeedResizeFromW }).
+		flag("seed-resize-from-w", "", "draw the initial noise as for an image this wide and paste it centred (A1111's resize seed from; with --seed-resize-from-h)").
+		valid(checkCondSize).
+		a1111Request("Seed resize from", writeSeedResize, readSeedResize).done(),
+	intField("seed_resize_from_h", 0, func(r *Request) *int { return &r.SeedResizeFromH }).
+		flag("seed-resize-from-h", "", "the height of --seed-resize-from-w").
+		valid(checkCondSize).
+		keyOnly("Seed resize from").done(),
 	floatField("hires", 0, func(r *Request) *float64 { return &r.Hires }).
 		flag("hires", "", "hires fix: upscale the result by this factor (e.g. 1.5 or 2) and refine it in a second pass; 0 or 1: off").
 		valid(func(v float64) string {

@@ -60,6 +60,10 @@ var fieldSamples = map[string][]string{
 	"hires_denoise":            {"0.45"},
 	"hires_upscaler":           {"latent-bislerp"},
 	"hires_steps":              {"12"},
+	"variation_seed":           {"77"},
+	"variation_strength":       {"0.3"},
+	"seed_resize_from_w":       {"768"},
+	"seed_resize_from_h":       {"512"},
 }
 
 // fieldBad holds, for every field with a validation, a value it refuses.
@@ -98,6 +102,9 @@ var fieldBad = map[string]string{
 	"hires_denoise":            "2",
 	"hires_upscaler":           "esrgan",
 	"hires_steps":              "-1",
+	"variation_strength":       "1.5",
+	"seed_resize_from_w":       "-1",
+	"seed_resize_from_h":       "99999",
 }
 
 // sampleRequest is DefaultRequest with every field set to its sample.

@@ -154,7 +154,7 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 			return nil, err
 		}
 	}
-	noise := g.Randn(tensor.Shape(shape).NumElements())
+	noise := initialNoise(req, shape, g)
 	t0 := time.Now()
 	params := SampleParams{
 		Cond: cond, Uncond: uncond, CFG: req.CFG,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/rng"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
@@ -580,6 +581,51 @@ func TestInpaintingModel(t *testing.T) {
 				o, i := b.Images[1].NRGBAAt(x, y), init.NRGBAAt(x, y)
 				if o.R != i.R || o.G != i.G || o.B != i.B {
 					t.Fatalf("unmasked pixel (%d,%d) changed", x, y)
+				}
+			}
+		}
+	}
+}
+
+// TestVariationNoise checks A1111's variation seed and seed resize: no
+// variation is the seed's noise, strength 1 is the variation seed's,
+// between them the noise keeps unit scale; a resized seed's noise is the
+// from-size noise pasted centred into the seed's full-size noise.
+func TestVariationNoise(t *testing.T) {
+	shape := []int{2, 4, 6, 8}
+	n := 2 * 4 * 6 * 8
+	base := rng.NewTorch(5).Randn(n)
+	req := Request{Seed: 5, Width: 64, Height: 48}
+	if got := initialNoise(req, shape, rng.NewTorch(5)); testRelErr(got, base) != 0 {
+		t.Error("no variation: not the seed's noise")
+	}
+	req.VariationSeed, req.VariationStrength = 9, 1
+	if got := initialNoise(req, shape, rng.NewTorch(5)); testRelErr(got, rng.NewTorch(9).Randn(n)) > 1e-6 {
+		t.Error("strength 1: not the variation seed's noise")
+	}
+	req.VariationStrength = 0.5
+	mid := initialNoise(req, shape, rng.NewTorch(5))
+	var ss float64
+	for _, v := range mid {
+		ss += float64(v) * float64(v)
+	}
+	if rms := math.Sqrt(ss / float64(n)); rms < 0.8 || rms > 1.2 || testRelErr(mid, base) == 0 {
+		t.Errorf("strength 0.5: rms %.3f, want about 1 and a change", rms)
+	}
+	// resize from 32x32 (latent 4x4) into 64x48 (8x6): rows 1..4, columns 2..5
+	r := Request{Seed: 5, Width: 64, Height: 48, SeedResizeFromW: 32, SeedResizeFromH: 32}
+	got := initialNoise(r, shape, rng.NewTorch(5))
+	small := rng.NewTorch(5).Randn(2 * 4 * 4 * 4)
+	for i := range 8 {
+		for y := range 6 {
+			for x := range 8 {
+				v := got[i*48+y*8+x]
+				want := base[i*48+y*8+x]
+				if y >= 1 && y < 5 && x >= 2 && x < 6 {
+					want = small[i*16+(y-1)*4+(x-2)]
+				}
+				if v != want {
+					t.Fatalf("resized noise at plane %d (%d,%d): %g, want %g", i, x, y, v, want)
 				}
 			}
 		}

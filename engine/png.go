@@ -273,6 +273,52 @@ func readHiresUpscaler(r *Request, params map[string]string) error {
 	return nil
 }
 
+// writeVariationSeed writes the variation seed when it is used.
+func writeVariationSeed(r *Request, _ a1111Meta) []a1111Pair {
+	if r.VariationStrength == 0 {
+		return nil
+	}
+	return []a1111Pair{{"Variation seed", strconv.FormatUint(r.VariationSeed, 10)}}
+}
+
+func readVariationSeed(r *Request, params map[string]string) error {
+	s, ok := params["Variation seed"]
+	if !ok {
+		return nil
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return &FieldError{Field: "variation_seed", Value: s, Msg: "want a seed (0 to 2^64-1)"}
+	}
+	r.VariationSeed = v
+	return nil
+}
+
+// writeSeedResize writes "Seed resize from: WIDTHxHEIGHT" when set.
+func writeSeedResize(r *Request, _ a1111Meta) []a1111Pair {
+	if r.SeedResizeFromW <= 0 || r.SeedResizeFromH <= 0 {
+		return nil
+	}
+	return []a1111Pair{{"Seed resize from", fmt.Sprintf("%dx%d", r.SeedResizeFromW, r.SeedResizeFromH)}}
+}
+
+func readSeedResize(r *Request, params map[string]string) error {
+	s, ok := params["Seed resize from"]
+	if !ok {
+		return nil
+	}
+	ws, hs, ok := strings.Cut(s, "x")
+	w, err1 := strconv.Atoi(strings.TrimSpace(ws))
+	h, err2 := strconv.Atoi(strings.TrimSpace(hs))
+	if !ok || err1 != nil || err2 != nil {
+		return &FieldError{Field: "seed_resize_from_w", Value: s, Msg: "Seed resize from: want WIDTHxHEIGHT"}
+	}
+	if w > 0 && h > 0 { // A1111 writes -1x-1 for "off"
+		r.SeedResizeFromW, r.SeedResizeFromH = w, h
+	}
+	return nil
+}
+
 // writeSize writes width and height as "Size: WIDTHxHEIGHT".
 func writeSize(r *Request, _ a1111Meta) []a1111Pair {
 	return []a1111Pair{{"Size", fmt.Sprintf("%dx%d", r.Width, r.Height)}}

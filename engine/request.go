@@ -66,6 +66,15 @@ type Request struct {
 	// feathers the mask into the image over that many pixels.
 	Outpaint        string `json:"outpaint,omitempty"`
 	OutpaintFeather int    `json:"outpaint_feather,omitempty"`
+	// VariationSeed and VariationStrength blend the initial noise towards
+	// another seed's (A1111's variation seed / subseed strength: a slerp,
+	// 0 keeps the seed's noise); SeedResizeFromW/H draw the noise as for
+	// that image size and paste it centred (A1111's "resize seed from"), so
+	// a seed keeps its composition at another size.
+	VariationSeed     uint64  `json:"variation_seed,omitempty"`
+	VariationStrength float64 `json:"variation_strength,omitempty"`
+	SeedResizeFromW   int     `json:"seed_resize_from_w,omitempty"`
+	SeedResizeFromH   int     `json:"seed_resize_from_h,omitempty"`
 	// Hires, when above 1, is a hires fix: after the run, the latents are
 	// upscaled by this factor (HiresUpscaler: "lanczos" in image space or
 	// a latent method, see UpscaleLanczos) and a second pass refines them

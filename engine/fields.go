@@ -305,8 +305,8 @@ var requestFields = []RequestField{
 			}
 			return ""
 		}).done(),
-	intField("outpaint_feather", 40, func(r *Request) *int { return &r.OutpaintFeather }).
-		flag("outpaint-feather", "", "outpaint: feather the mask into the image over N pixels (ComfyUI's default 40)").
+	intField("outpaint_feather", 0, func(r *Request) *int { return &r.OutpaintFeather }).
+		flag("outpaint-feather", "", "outpaint: feather the mask into the image over N pixels (0: ComfyUI's default 40)").
 		valid(checkMaskPixels).done(),
 	uintField("variation_seed", 0, func(r *Request) *uint64 { return &r.VariationSeed }).
 		flag("variation-seed", "", "variation seed: the seed whose noise --variation-strength blends in (A1111's variation seed)").

@@ -46,6 +46,9 @@ const (
 	DenoiseStepsDiffusers = "diffusers"
 )
 
+// defaultOutpaintFeather is ComfyUI's ImagePadForOutpaint default.
+const defaultOutpaintFeather = 40
+
 var (
 	resizeModes  = []string{ResizeCrop, ResizeFill, ResizeStretch}
 	denoiseRules = []string{DenoiseStepsComfy, DenoiseStepsA1111, DenoiseStepsDiffusers}
@@ -361,7 +364,11 @@ func (m *Model) prepareInit(ctx context.Context, req Request, conv Convention, g
 			return nil, &FieldError{Field: "outpaint", Value: req.Outpaint, Msg: err.Error()}
 		}
 		full, _ := FitImage(src, src.Bounds().Dx(), src.Bounds().Dy(), ResizeStretch)
-		padded, pm := o.pad(full, req.OutpaintFeather)
+		feather := req.OutpaintFeather
+		if feather == 0 {
+			feather = defaultOutpaintFeather
+		}
+		padded, pm := o.pad(full, feather)
 		src, mask = padded, pm
 	}
 	fit, err := FitImage(src, req.Width, req.Height, req.Resize)

@@ -112,6 +112,7 @@ func TestReadPNGRequest(t *testing.T) {
 	aWant := DefaultRequest()
 	aWant.Prompt, aWant.Negative, aWant.Steps, aWant.Sampler, aWant.Scheduler = "a lighthouse", "blurry", 28, "dpmpp_2m", "karras"
 	aWant.CFG, aWant.Seed, aWant.Width, aWant.Height, aWant.Model = 6, 99, 640, 448, "dreamshaper_8"
+	aWant.Hires, aWant.HiresDenoise = 2, 0.5 // A1111's hires fix: its Denoising strength is the second pass's
 	comfyWant, _ := ParseComfyUIPrompt(comfyDefault)
 	for _, c := range []struct {
 		name string
@@ -121,8 +122,8 @@ func TestReadPNGRequest(t *testing.T) {
 	}{
 		{"darkroom", ownPath, PNGRequest{Request: own, Source: ChunkDarkroom, Fields: all}, ""},
 		{"A1111", write("a1111.png", map[string]string{ChunkParameters: a1111}), PNGRequest{Request: aWant, Source: ChunkParameters,
-			Fields:  []string{"prompt", "negative", "steps", "sampler", "scheduler", "cfg", "seed", "width", "height", "model"},
-			Ignored: []string{"Denoising strength", "Hires upscale", "Lora hashes"}}, ""},
+			Fields:  []string{"prompt", "negative", "steps", "sampler", "scheduler", "cfg", "seed", "width", "height", "model", "hires", "hires_denoise"},
+			Ignored: []string{"Lora hashes"}}, ""},
 		{"ComfyUI", write("comfy.png", map[string]string{ChunkComfyPrompt: comfyDefault, "workflow": "{}"}), comfyWant, ""},
 		{"nothing", write("plain.png", nil), PNGRequest{}, filepath.Join(dir, "plain.png") + `: no generation metadata (no "darkroom", "parameters" or "prompt" chunk)`},
 	} {

@@ -63,7 +63,7 @@ type Request struct {
 	MaskBlur int `json:"mask_blur,omitempty"`
 	// Outpaint extends the init image by "N" pixels on every side or
 	// "LEFT,TOP,RIGHT,BOTTOM", filled grey and repainted; OutpaintFeather
-	// feathers the mask into the image over that many pixels.
+	// feathers the mask into the image over that many pixels (0: 40).
 	Outpaint        string `json:"outpaint,omitempty"`
 	OutpaintFeather int    `json:"outpaint_feather,omitempty"`
 	// VariationSeed and VariationStrength blend the initial noise towards

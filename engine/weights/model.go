@@ -179,7 +179,7 @@ var diffusersComponents = []component{
 	{dir: "unet", base: "diffusion_pytorch_model", convert: namesOnly(keymap.DiffusersUNet)},
 	{dir: "vae", base: "diffusion_pytorch_model", convert: namesOnly(keymap.DiffusersVAE)},
 	{dir: "text_encoder", base: "model", convert: keymap.DiffusersTextEncoder},
-	{dir: "text_encoder_2", base: "model", convert: keymap.DiffusersTextEncoder, sdxlOnly: true},
+	{dir: "text_encoder_2", base: "model", convert: keymap.DiffusersTextEncoderIn("clip_g"), sdxlOnly: true},
 }
 
 // sdPipelines are the diffusers pipeline classes whose unet/, vae/ and

@@ -67,7 +67,7 @@ def tokenizer_files(path, merges_gz, pad):
     with open(os.path.join(path, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     from transformers import CLIPTokenizer
-    return CLIPTokenizer(os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt"), pad_token=pad)
+    return CLIPTokenizer(os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt"), pad_token=pad, model_max_length=77)
 
 
 @torch.no_grad()

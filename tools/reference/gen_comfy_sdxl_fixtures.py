@@ -233,7 +233,8 @@ def load_comfy(comfy_dir):
                               {"torch": torch, "utils": ns.utils})
     ns.Timestep = extract(os.path.join(cd, "ldm", "modules", "diffusionmodules", "openaimodel.py"), ["Timestep"],
                           {"nn": torch.nn, "torch": torch, "th": torch, "timestep_embedding": dm_util.timestep_embedding})["Timestep"]
-    ns.model_base = extract(os.path.join(cd, "model_base.py"), ["sdxl_pooled", "SDXL.encode_adm", "SDXLRefiner.encode_adm"],
+    ns.model_base = extract(os.path.join(cd, "model_base.py"), ["sdxl_pooled", "SDXL.encode_adm", "SDXLRefiner.encode_adm",
+                                                                  "BaseModel.scale_latent_inpaint"],
                             {"torch": torch, "unclip_adm": _unavailable("unclip_adm")})
     return ns
 
@@ -358,6 +359,9 @@ class _Patcher:
         return {}
 
 
+NS = None  # the loaded ComfyUI namespace (main sets it)
+
+
 class Net:
     """BaseModel._apply_model around a diffusers UNet: y (ADM) goes through add_embedding as label_emb."""
 
@@ -371,6 +375,10 @@ class Net:
 
     def memory_required(self, input_shape, cond_shapes=None):
         return 0
+
+    def scale_latent_inpaint(self, sigma, noise, latent_image, **kwargs):
+        """model_base.BaseModel.scale_latent_inpaint (ComfyUI's, taken with ast): the latent noised to sigma."""
+        return NS.model_base["BaseModel.scale_latent_inpaint"](self, sigma, noise, latent_image, **kwargs)
 
     def apply_model(self, x, t, c_crossattn=None, y=None, transformer_options=None, **kwargs):
         sigma = t
@@ -479,7 +487,8 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     torch.set_grad_enabled(False)
     os.makedirs(args.out, exist_ok=True)
-    ns = load_comfy(args.comfy)
+    global NS
+    ns = NS = load_comfy(args.comfy)
     commit = comfy_commit(args.comfy)
     tok_dir = os.path.join(args.models, "sdxl-tiny", "diffusers", "tokenizer")
     patch_tokenizer_path(ns, tok_dir)

@@ -868,6 +868,17 @@ def sd2_cases(sd2, commit):
     return tensors, manifest
 
 
+def finite(o):
+    """JSON has no infinities (a scheduler config's lambda_min_clipped is -inf): non-finite floats become strings."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, dict):
+        return {k: finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite(v) for v in o]
+    return o
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--diffusers", required=True, help="diffusers checkout (its scripts/ holds the conversion scripts)")
@@ -932,8 +943,8 @@ def main():
         save_file({k: v.detach().cpu().float().clone().contiguous() for k, v in tensors.items()},
                   os.path.join(args.out, fname + ".safetensors"))
         with open(os.path.join(args.out, fname + ".json"), "w") as f:
-            json.dump(dict(versions=versions, loaded=dict(base=how_b, refiner=how_r, sd2=how_s), single_file_checks=checks,
-                           cases=manifest), f, indent=1, default=str)
+            json.dump(finite(dict(versions=versions, loaded=dict(base=how_b, refiner=how_r, sd2=how_s), single_file_checks=checks,
+                                  cases=manifest)), f, indent=1, default=str)
         log(f"{fname}: {len(manifest)} cases, {len(tensors)} tensors")
     want = 7 + 4
     got = sum(len(json.load(open(os.path.join(args.out, f + ".json")))["cases"]) for f in ("sdxl_cases", "sd2_cases"))

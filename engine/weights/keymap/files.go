@@ -614,6 +614,19 @@ func convertFile(l layout, names []string, shapes Shapes) ([]Rename, Slot, error
 // CLIPGPrefix.
 func DiffusersTextEncoder(names []string, shapes Shapes) ([]Rename, error) {
 	slot, _ := textEncoderSlot(textWidth(names, shapes), false)
+	return diffusersTextEncoderIn(slot, names)
+}
+
+// DiffusersTextEncoderIn is DiffusersTextEncoder into the named slot
+// whatever the width: an SDXL pipeline's text_encoder_2/ is bigG by its
+// folder (the refiner's only encoder, and models of other widths).
+func DiffusersTextEncoderIn(slot string) func(names []string, shapes Shapes) ([]Rename, error) {
+	return func(names []string, _ Shapes) ([]Rename, error) {
+		return diffusersTextEncoderIn(SlotNamed(slot), names)
+	}
+}
+
+func diffusersTextEncoderIn(slot Slot, names []string) ([]Rename, error) {
 	f := teForm{}
 	bare := true
 	for _, n := range names {

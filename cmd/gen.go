@@ -58,7 +58,13 @@ const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         
   darkroom gen -m ~/models/v1-5-pruned-emaonly.safetensors \
       -p "a lighthouse at dusk, watercolor" -n "blurry" -s 42 -o lighthouse.png
   darkroom gen -m sd15 -p "a cat" --sampler dpmpp_2m --scheduler karras --steps 25 -b 4 -o cats.png
-  darkroom gen --from lighthouse.png -o again.png`
+  darkroom gen --from lighthouse.png -o again.png
+  darkroom gen -m sd_xl_base_1.0.safetensors --refiner sd_xl_refiner_1.0.safetensors -p "a fox" -o fox.png
+  darkroom gen -m sd15 --init-image photo.png --denoise 0.5 -p "an oil painting" -o painted.png      # img2img
+  darkroom gen -m sd15 --init-image photo.png --mask mask.png --mask-blur 4 -p "a red door" -o door.png  # inpaint
+  darkroom gen -m sd15 --init-image photo.png --outpaint 0,0,256,0 -p "a wide beach" -o wider.png      # outpaint
+  darkroom gen -m sd15 -p "a castle" --hires 2 --hires-denoise 0.5 --hires-upscaler latent-bislerp -o castle.png
+  darkroom gen -m sd15 -p "a castle" -s 42 --variation-seed 7 --variation-strength 0.2 -o castle-v.png`
 
 type genFlags struct {
 	models    []string

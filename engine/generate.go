@@ -203,6 +203,9 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	m.notices = nil
 	res.Images, err = m.decodeImages(ctx, latents, shape)
 	res.Notices, m.notices = m.notices, nil
+	if init != nil {
+		res.Notices = append(init.notes, res.Notices...)
+	}
 	if err != nil {
 		return nil, err
 	}

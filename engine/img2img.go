@@ -345,6 +345,8 @@ type initState struct {
 	latents    []float32
 	mask       *greyMask
 	latentMask []float32
+	// notes are what the job should tell the user (a mask resized).
+	notes []string
 }
 
 // prepareInit loads, pads (outpaint), fits and encodes a request's init
@@ -388,6 +390,21 @@ func (m *Model) prepareInit(ctx context.Context, req Request, conv Convention, g
 		mask = maskFromAlpha(src)
 	}
 	st := &initState{img: fit}
+	if mask != nil && req.Mask != "" {
+		if mask.w != req.Width || mask.h != req.Height {
+			st.notes = append(st.notes, fmt.Sprintf("--mask %s: %dx%d, fitted to %dx%d like the init image (--resize %s)", req.Mask, mask.w, mask.h, req.Width, req.Height, orDefault(req.Resize, ResizeCrop)))
+		}
+		lo, hi := mask.v[0], mask.v[0]
+		for _, v := range mask.v {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		switch {
+		case hi == 0:
+			return nil, &FieldError{Field: "mask", Value: req.Mask, Msg: "is all black: nothing to repaint (white repaints)"}
+		case lo == 1:
+			st.notes = append(st.notes, fmt.Sprintf("--mask %s is all white: the whole image is repainted (plain img2img)", req.Mask))
+		}
+	}
 	if mask != nil {
 		if st.mask, err = fitMask(mask, req.Width, req.Height, req.Resize); err != nil {
 			return nil, &FieldError{Field: "mask", Value: req.Mask, Msg: err.Error()}
@@ -455,4 +472,11 @@ func img2imgSigmas(rule, sampler, scheduler string, s sampling.Schedule, steps i
 		return nil, fmt.Errorf("denoise step rule %q: want comfyui, a1111 or diffusers", rule)
 	}
 	return full[n-run:], nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

@@ -631,3 +631,51 @@ func TestVariationNoise(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskInput: a mask of another size is fitted and said so, an all-white
+// one is named, an all-black one refused in one line.
+func TestMaskInput(t *testing.T) {
+	m, err := Load(context.Background(), layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	grey := func(w, h int, v uint8) string {
+		img := image.NewNRGBA(image.Rect(0, 0, w, h))
+		for i := range img.Pix {
+			img.Pix[i] = v
+		}
+		for i := 3; i < len(img.Pix); i += 4 {
+			img.Pix[i] = 255
+		}
+		return writePNG(t, img)
+	}
+	half := image.NewNRGBA(image.Rect(0, 0, 32, 32))
+	for y := range 32 {
+		for x := range 32 {
+			v := uint8(0)
+			if x < 16 {
+				v = 255
+			}
+			half.SetNRGBA(x, y, color.NRGBA{v, v, v, 255})
+		}
+	}
+	base := Request{Prompt: "a red cube", Seed: 1, Steps: 2, CFG: 5, Sampler: "euler", Scheduler: "normal", Batch: 1, ClipSkip: 1,
+		InitImage: writePNG(t, testImage(64, 64)), Denoise: 0.8}
+	r := base
+	r.Mask = writePNG(t, half)
+	res, err := m.Generate(context.Background(), r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Notices) != 1 || !strings.Contains(res.Notices[0], "32x32, fitted to 64x64") {
+		t.Errorf("notices %q, want the mask's resize", res.Notices)
+	}
+	r.Mask = grey(64, 64, 255)
+	if res, err = m.Generate(context.Background(), r, nil); err != nil || len(res.Notices) != 1 || !strings.Contains(res.Notices[0], "all white") {
+		t.Errorf("all-white mask: %v, notices %q", err, res.Notices)
+	}
+	r.Mask = grey(64, 64, 0)
+	if _, err := m.Generate(context.Background(), r, nil); err == nil || !strings.Contains(err.Error(), "all black") {
+		t.Errorf("all-black mask: %v, want a refusal", err)
+	}
+}

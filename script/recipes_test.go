@@ -34,6 +34,8 @@ func TestRecipes(t *testing.T) {
 		// 2 parts → 4 images, 2 columns, widened to the label "red + at
 		// night" (14×6−1 = 83 px).
 		{"prompt_matrix.go", []string{"-prompt", "a house|red|at night", "-steps", "3"}, 4 + 2*(83+4), 4 + 2*(64+11+4)},
+		// The source and 3 strengths; row header "img2img" (7×6−1 = 41 px, plus 4).
+		{"img2img_denoise_grid.go", []string{"-steps", "4"}, 4 + 45 + 4*68, 4 + 13 + 68},
 	}
 	matches, err := filepath.Glob("../recipes/*.go")
 	if err != nil {

@@ -59,7 +59,7 @@ func loadT5Fixture(t *testing.T) t5Fixture {
 	return f
 }
 
-func bundledT5JSON(t *testing.T) []byte {
+func bundledT5JSON(t testing.TB) []byte {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(bundledT5))
 	if err != nil {

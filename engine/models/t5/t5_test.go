@@ -426,3 +426,37 @@ func TestTimingXXL(t *testing.T) {
 		})
 	}
 }
+
+// halfCPU is the CPU backend claiming float16 storage, so that Forward
+// takes its float16 path (the clamps) on float32 data.
+type halfCPU struct{ backend.Device }
+
+func (halfCPU) Precision() tensor.DType { return tensor.F16 }
+
+// TestClampEngages shows, on the CPU, that the overflowing model of
+// TestHalfOverflowStaysFinite does push hidden states past Half16Limit:
+// with the float16 path's clamps the output changes, without them it is
+// the float32 result.
+func TestClampEngages(t *testing.T) {
+	f, _ := loadFixture(t)
+	dev := cpu.New()
+	m := load(t, scaled{Source: openModel(t), k: 30000}, "", dev)
+	ids := f.Cases[3].IDs
+	run := func(d backend.Device) []float32 {
+		out, err := m.Forward(d, ids, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := dev.Download(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	plain, clamped := run(dev), run(halfCPU{dev})
+	e := testref.RelErr(clamped, plain)
+	if e < 1e-3 {
+		t.Fatalf("the clamps changed the output by only %.3g: the model does not overflow float16", e)
+	}
+	t.Logf("clamping at ±%d changes the output by %.3g (relative)", t5.Half16Limit, e)
+}

@@ -43,6 +43,15 @@ __device__ __forceinline__ void affine_impl(int n, const T* x, T* y, float alpha
     GRID_STRIDE(i, n) y[i] = from_f<T>(to_f(x[i]) * alpha + beta);
 }
 
+// clamp limits x to [lo, hi]; NaN stays NaN (as torch.clamp). y may alias x.
+template <typename T>
+__device__ __forceinline__ void clamp_impl(int n, const T* x, T* y, float lo, float hi) {
+    GRID_STRIDE(i, n) {
+        float v = to_f(x[i]);
+        y[i] = from_f<T>(v < lo ? lo : (v > hi ? hi : v));
+    }
+}
+
 // binary handles equal shapes; y may alias a or b.
 template <typename T>
 __device__ __forceinline__ void binary_impl(int op, int n, const T* a, const T* b, T* y) {
@@ -214,6 +223,9 @@ __device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restri
     extern "C" __global__ void unary_##S(int op, int n, const T* x, T* y) { unary_impl<T>(op, n, x, y); }          \
     extern "C" __global__ void affine_##S(int n, const T* x, T* y, float alpha, float beta) {                     \
         affine_impl<T>(n, x, y, alpha, beta);                                                                      \
+    }                                                                                                              \
+    extern "C" __global__ void clamp_##S(int n, const T* x, T* y, float lo, float hi) {                          \
+        clamp_impl<T>(n, x, y, lo, hi);                                                                            \
     }                                                                                                              \
     extern "C" __global__ void binary_##S(int op, int n, const T* a, const T* b, T* y) {                          \
         binary_impl<T>(op, n, a, b, y);                                                                            \

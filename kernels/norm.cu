@@ -238,6 +238,28 @@ __device__ __forceinline__ void layernorm_impl(const T* x, T* y, const T* __rest
     }
 }
 
+// rmsnorm scales each row of x [rows, dim] by the reciprocal root mean
+// square of its values (no mean subtraction, no bias), accumulated in
+// float32, then by weight (may be null): T5LayerNorm, Flux/SD3/Qwen
+// RMSNorm. y may alias x.
+template <typename T>
+__device__ __forceinline__ void rmsnorm_impl(const T* x, T* y, const T* __restrict__ weight, int dim, float eps) {
+    __shared__ float sh[32];
+    const T* xs = x + (size_t)blockIdx.x * dim;
+    T* ys = y + (size_t)blockIdx.x * dim;
+    float q = 0.f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = to_f(xs[i]);
+        q += v * v;
+    }
+    float inv = 1.f / sqrtf(block_sum(q, sh) / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = to_f(xs[i]) * inv;
+        if (weight) v *= to_f(weight[i]);
+        ys[i] = from_f<T>(v);
+    }
+}
+
 // softmax applies a softmax to each row of x [rows, dim]; a row of only
 // -inf becomes zeros, as on the CPU. y may alias x.
 template <typename T>
@@ -267,6 +289,9 @@ __device__ __forceinline__ void softmax_impl(const T* x, T* y, int dim) {
         layernorm_impl<T>(x, y, gamma, beta, dim, eps);                                                          \
     }                                                                                                           \
     extern "C" __global__ void softmax_##S(const T* x, T* y, int dim) { softmax_impl<T>(x, y, dim); }           \
+    extern "C" __global__ void rmsnorm_##S(const T* x, T* y, const T* weight, int dim, float eps) {           \
+        rmsnorm_impl<T>(x, y, weight, dim, eps);                                                                \
+    }                                                                                                           \
     extern "C" __global__ void groupnorm_stats_##S(const T* x, float* part, int len, int splits) {              \
         groupnorm_stats_impl<T>(x, part, len, splits);                                                          \
     }                                                                                                           \

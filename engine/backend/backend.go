@@ -200,6 +200,12 @@ type Device interface {
 	// LayerNorm normalises over the last dimension and applies gamma/beta
 	// (either may be nil).
 	LayerNorm(dst, x, gamma, beta *Tensor, eps float32)
+	// RMSNorm scales each row of x over the last dimension by the
+	// reciprocal root mean square of its values, 1/sqrt(mean(x²)+eps),
+	// accumulated in float32 or wider whatever the storage, then by weight
+	// [dim] (nil: none). Unlike LayerNorm no mean is subtracted and no bias
+	// added: T5's layer norm, and the RMSNorm of Flux, SD3 and Qwen.
+	RMSNorm(dst, x, weight *Tensor, eps float32)
 	// Softmax applies a softmax over the last dimension.
 	Softmax(dst, x *Tensor)
 	// Attention computes softmax(q·kᵀ·scale)·v per head without
@@ -213,6 +219,9 @@ type Device interface {
 	Binary(op BinaryOp, dst, a, b *Tensor)
 	// Affine computes dst = x·alpha + beta elementwise.
 	Affine(dst, x *Tensor, alpha, beta float32)
+	// Clamp limits x elementwise to [lo, hi] (NaN stays NaN, ±Inf becomes
+	// the bound): T5's guard against float16 overflow of its hidden states.
+	Clamp(dst, x *Tensor, lo, hi float32)
 	// GEGLU splits x [..., 2H] into (a, g) halves and computes a·gelu(g) into dst [..., H].
 	GEGLU(dst, x *Tensor)
 	// Upsample2x is a nearest-neighbour 2× upsample of x [N, C, H, W].

@@ -121,11 +121,13 @@ var cases = []testCase{
 	{"linear_channels", testLinearChannels},
 	{"groupnorm", testGroupNorm},
 	{"layernorm", testLayerNorm},
+	{"rmsnorm", testRMSNorm},
 	{"softmax", testSoftmax},
 	{"attention", testAttention},
 	{"unary", testUnary},
 	{"binary", testBinary},
 	{"affine", testAffine},
+	{"clamp", testClamp},
 	{"geglu", testGEGLU},
 	{"upsample", testUpsample},
 	{"concat_slice", testConcatSlice},
@@ -507,6 +509,54 @@ func testLayerNorm(h *harness) {
 	}
 }
 
+// testRMSNorm checks RMSNorm against a float64 reference, with and
+// without a weight, on rows with large values (T5's hidden states reach
+// thousands) and rows that do not divide the block size.
+func testRMSNorm(h *harness) {
+	for _, s := range []struct {
+		rows, dim int
+		weight    bool
+		scale     float32
+	}{{1, 1, true, 1}, {7, 64, true, 1}, {3, 320, false, 1}, {5, 4096, true, 1}, {2, 1537, true, 1}, {4, 3000, false, 1}, {3, 512, true, 300}} {
+		x, w := h.rand(s.rows, s.dim), h.rand(s.dim)
+		if s.scale != 1 {
+			for i := range x.host {
+				x.host[i] *= s.scale
+			}
+			x.t = h.dev.Upload(x.host, s.rows, s.dim)
+			x.host = h.download(x.t)
+		}
+		dst := h.poisoned(s.rows, s.dim)
+		var wt *backend.Tensor
+		if s.weight {
+			wt = w.t
+		}
+		const eps = 1e-6
+		h.dev.RMSNorm(dst, x.t, wt, eps)
+		want := make([]float64, len(x.host))
+		for r := range s.rows {
+			row := x.host[r*s.dim : (r+1)*s.dim]
+			var sq float64
+			for _, v := range row {
+				sq += float64(v) * float64(v)
+			}
+			inv := 1 / math.Sqrt(sq/float64(s.dim)+eps)
+			for i, v := range row {
+				y := float64(v) * inv
+				if s.weight {
+					y *= float64(w.host[i])
+				}
+				want[r*s.dim+i] = y
+			}
+		}
+		ins := []*input{x}
+		if s.weight {
+			ins = append(ins, w)
+		}
+		h.check(fmt.Sprintf("rmsnorm %+v", s), h.download(dst), want, ins...)
+	}
+}
+
 func softmax64(row []float64) {
 	mx := math.Inf(-1)
 	for _, v := range row {
@@ -678,6 +728,33 @@ func testAffine(h *harness) {
 		want[i] = float64(v)*0.5 - 2
 	}
 	h.check("affine", h.download(dst), want, x)
+}
+
+// testClamp checks Clamp on values inside and outside the bounds, on
+// infinities, NaN, and in place.
+func testClamp(h *harness) {
+	x := h.rand(5, 37)
+	for i := range x.host {
+		x.host[i] *= 3
+	}
+	x.host[0], x.host[1], x.host[2] = float32(math.Inf(1)), float32(math.Inf(-1)), 1.5
+	x.t = h.dev.Upload(x.host, 5, 37)
+	x.host = h.download(x.t)
+	const lo, hi = -2, 1.5
+	dst := h.poisoned(5, 37)
+	h.dev.Clamp(dst, x.t, lo, hi)
+	want := make([]float64, len(x.host))
+	for i, v := range x.host {
+		want[i] = math.Min(math.Max(float64(v), lo), hi)
+	}
+	h.check("clamp", h.download(dst), want, x)
+	n := h.rand(3)
+	n.host[1] = float32(math.NaN())
+	n.t = h.dev.Upload(n.host, 3)
+	h.dev.Clamp(n.t, n.t, lo, hi)
+	if got := h.download(n.t); !math.IsNaN(float64(got[1])) {
+		h.t.Errorf("clamp in place: NaN became %g", got[1])
+	}
 }
 
 func testGEGLU(h *harness) {

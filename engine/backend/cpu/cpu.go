@@ -289,6 +289,43 @@ func (d *Device) LayerNorm(dst, x, gamma, beta *backend.Tensor, eps float32) {
 	})
 }
 
+// RMSNorm scales each row by the reciprocal root mean square of its
+// values over the last dimension, accumulated in float64, then by weight.
+func (d *Device) RMSNorm(dst, x, weight *backend.Tensor, eps float32) {
+	checkSame("rmsnorm", dst, x)
+	dim := x.Shape[len(x.Shape)-1]
+	if dim == 0 {
+		return
+	}
+	rows := x.Len() / dim
+	xd, od := data(x), data(dst)
+	var wd []float32
+	if weight != nil {
+		if weight.Len() != dim {
+			panic(fmt.Sprintf("rmsnorm: weight %v for rows of %d", weight.Shape, dim))
+		}
+		wd = data(weight)
+	}
+	d.parallel(rows, 16, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := xd[r*dim : (r+1)*dim]
+			var sq float64
+			for _, v := range row {
+				sq += float64(v) * float64(v)
+			}
+			inv := 1 / math.Sqrt(sq/float64(dim)+float64(eps))
+			o := od[r*dim : (r+1)*dim]
+			for i, v := range row {
+				y := float32(float64(v) * inv)
+				if wd != nil {
+					y *= wd[i]
+				}
+				o[i] = y
+			}
+		}
+	})
+}
+
 // Softmax applies a softmax over the last dimension.
 func (d *Device) Softmax(dst, x *backend.Tensor) {
 	checkSame("softmax", dst, x)

@@ -68,6 +68,24 @@ func (d *Device) Affine(dst, x *backend.Tensor, alpha, beta float32) {
 	})
 }
 
+// Clamp limits x elementwise to [lo, hi]; NaN stays NaN.
+func (d *Device) Clamp(dst, x *backend.Tensor, lo, hi float32) {
+	checkSame("clamp", dst, x)
+	xd, od := data(x), data(dst)
+	d.parallel(len(xd), elementwiseMin, func(l, h int) {
+		for i := l; i < h; i++ {
+			switch v := xd[i]; {
+			case v < lo:
+				od[i] = lo
+			case v > hi:
+				od[i] = hi
+			default:
+				od[i] = v
+			}
+		}
+	})
+}
+
 func binaryApply(op backend.BinaryOp, dst, a, b []float32) {
 	switch op {
 	case backend.Add:

@@ -289,6 +289,26 @@ func (d *Device) LayerNorm(dst, x, gamma, beta *backend.Tensor, eps float32) {
 	}, dst, x, gamma, beta)
 }
 
+// RMSNorm scales each row by the reciprocal root mean square of its
+// values over the last dimension (float32 accumulation), then by weight.
+func (d *Device) RMSNorm(dst, x, weight *backend.Tensor, eps float32) {
+	checkSame("rmsnorm", dst, x)
+	checkLen("rmsnorm", x.Shape)
+	dim := x.Shape[len(x.Shape)-1]
+	rows := x.Len() / max(dim, 1)
+	if rows == 0 || dim == 0 {
+		return
+	}
+	if weight != nil && weight.Len() != dim {
+		panic(fmt.Sprintf("rmsnorm: weight %v for rows of %d", weight.Shape, dim))
+	}
+	xp, yp, wp := d.ptr(x), d.ptr(dst), d.optPtr(weight)
+	d.enqueue(func() {
+		d.launch(d.kernel("rmsnorm"), [3]int{rows, 1, 1}, normThreads(dim, 512), 0,
+			ptrArg(xp), ptrArg(yp), ptrArg(wp), i32(dim), f32(eps))
+	}, dst, x, weight)
+}
+
 // Softmax applies a softmax over the last dimension.
 func (d *Device) Softmax(dst, x *backend.Tensor) {
 	checkSame("softmax", dst, x)
@@ -458,6 +478,18 @@ func (d *Device) Affine(dst, x *backend.Tensor, alpha, beta float32) {
 	n := x.Len()
 	xp, yp := d.ptr(x), d.ptr(dst)
 	d.enqueue(func() { d.launch1D(d.kernel("affine"), n, i32(n), ptrArg(xp), ptrArg(yp), f32(alpha), f32(beta)) }, dst, x)
+}
+
+// Clamp limits x elementwise to [lo, hi]; NaN stays NaN.
+func (d *Device) Clamp(dst, x *backend.Tensor, lo, hi float32) {
+	checkSame("clamp", dst, x)
+	checkLen("clamp", x.Shape)
+	n := x.Len()
+	if n == 0 {
+		return
+	}
+	xp, yp := d.ptr(x), d.ptr(dst)
+	d.enqueue(func() { d.launch1D(d.kernel("clamp"), n, i32(n), ptrArg(xp), ptrArg(yp), f32(lo), f32(hi)) }, dst, x)
 }
 
 // Binary applies an elementwise op with NumPy broadcasting.

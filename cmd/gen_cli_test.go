@@ -335,3 +335,69 @@ func decodePNG(t *testing.T, path string) *image.NRGBA {
 	draw.Draw(out, out.Bounds(), img, img.Bounds().Min, draw.Src)
 	return out
 }
+
+// TestGenImageToImage runs img2img, inpaint (with a resized mask, said
+// so), outpaint and a hires fix from the command line on the tiny model:
+// the written sizes follow the init image, the padding and the factor,
+// and --from regenerates an img2img PNG with its init image and strength.
+func TestGenImageToImage(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	abs, _ := filepath.Abs(filepath.Join(origDir, tinyModel))
+	base := []string{"gen", "-m", abs, "-p", "x", "-s", "3", "--steps", "2"}
+	if _, stderr, code := runCmd(t, append(base, "-W", "48", "-H", "32", "-o", "src.png")...); code != 0 {
+		t.Fatal(stderr)
+	}
+	mask := image.NewNRGBA(image.Rect(0, 0, 24, 16))
+	for i := 0; i < len(mask.Pix); i += 4 {
+		v := uint8(0)
+		if (i/4)%24 >= 12 {
+			v = 255
+		}
+		mask.Pix[i], mask.Pix[i+1], mask.Pix[i+2], mask.Pix[i+3] = v, v, v, 255
+	}
+	f, err := os.Create("mask.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := png.Encode(f, mask); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, c := range []struct {
+		name   string
+		extra  []string
+		w, h   int
+		stderr string
+	}{
+		{"img2img", []string{"--init-image", "src.png", "--denoise", "0.5"}, 48, 32, ""},
+		{"inpaint", []string{"--init-image", "src.png", "--mask", "mask.png", "--mask-blur", "1"}, 48, 32, "note: --mask mask.png: 24x16, fitted to 48x32"},
+		{"outpaint", []string{"--init-image", "src.png", "--outpaint", "8,0,8,0"}, 64, 32, ""},
+		{"hires", []string{"-W", "32", "-H", "32", "--hires", "1.5", "--hires-upscaler", "latent-bilinear"}, 48, 48, ""},
+	} {
+		out := c.name + ".png"
+		_, stderr, code := runCmd(t, append(append(base, c.extra...), "-o", out)...)
+		if code != 0 {
+			t.Fatalf("%s: %s", c.name, stderr)
+		}
+		if c.stderr != "" && !strings.Contains(stderr, c.stderr) {
+			t.Errorf("%s: stderr %q lacks %q", c.name, stderr, c.stderr)
+		}
+		r, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := png.DecodeConfig(r)
+		r.Close()
+		if err != nil || cfg.Width != c.w || cfg.Height != c.h {
+			t.Errorf("%s: %dx%d (%v), want %dx%d", c.name, cfg.Width, cfg.Height, err, c.w, c.h)
+		}
+	}
+	req, err := engine.RequestFromPNG("img2img.png")
+	if err != nil || req.InitImage != "src.png" || req.Denoise != 0.5 || req.Width != 48 {
+		t.Errorf("img2img.png records %+v (%v); want the init image, denoise 0.5 and the 48x32 size", req, err)
+	}
+	if _, stderr, code := runCmd(t, "gen", "--from", "img2img.png", "-o", "again.png"); code != 0 {
+		t.Errorf("--from an img2img PNG: %s", stderr)
+	}
+}

@@ -64,6 +64,11 @@ type Request struct {
 	// diffusers' denoising_end/denoising_start do.
 	Refiner       string  `json:"refiner,omitempty"`
 	RefinerSwitch float64 `json:"refiner_switch,omitempty"`
+	// LoRAs are LoRA files merged into the model's weights, each
+	// "FILE[:STRENGTH[:CLIP_STRENGTH]]" (ParseLoRA; a name is looked up in
+	// the LoRA folders). Engine.Generate adds the prompt's <lora:NAME:W>
+	// tags here and removes them from the prompt.
+	LoRAs []string `json:"loras,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.

@@ -38,7 +38,7 @@ func matmul(a, b []float32, m, k, n int) []float32 {
 // wb [J,R] and wa [I,P]; out is [P,R,K,L].
 func tucker(t []float32, ts tensor.Shape, wb []float32, wbs tensor.Shape, wa []float32, was tensor.Shape) ([]float32, tensor.Shape, error) {
 	if len(ts) != 4 || len(wb) == 0 || len(wa) == 0 || wbs[0] != ts[1] || was[0] != ts[0] {
-		return nil, nil, fmt.Errorf("Tucker core %v does not fit factors %v and %v", ts, was, wbs)
+		return nil, nil, fmt.Errorf("the Tucker core %v does not fit factors %v and %v", ts, was, wbs)
 	}
 	I, J, K, L := ts[0], ts[1], ts[2], ts[3]
 	R, P := len(wb)/J, len(wa)/I
@@ -82,7 +82,7 @@ func tucker(t []float32, ts tensor.Shape, wb []float32, wbs tensor.Shape, wa []f
 // [a·c, b·d, ...] (w1 is read as [a,b,1,1] for a convolution's w2).
 func kron(w1 []float32, s1 tensor.Shape, w2 []float32, s2 tensor.Shape) ([]float32, error) {
 	if len(s1) < 2 || len(s2) < 2 || s1.NumElements() != s1[0]*s1[1] {
-		return nil, fmt.Errorf("Kronecker factors %v and %v: want a matrix and a matrix or kernel", s1, s2)
+		return nil, fmt.Errorf("the Kronecker factors %v and %v: want a matrix and a matrix or kernel", s1, s2)
 	}
 	a, b := s1[0], s1[1]
 	c, d := s2[0], s2[1]

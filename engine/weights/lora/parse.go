@@ -14,7 +14,6 @@ package lora
 
 import (
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -41,7 +40,7 @@ const (
 	Diff Kind = "diff"
 )
 
-// part names the tensors of an adapter by role: "down", "up", "mid",
+// adapter is one LoRA module: its parts name the tensors by role: "down", "up", "mid",
 // "alpha", "w1a", "w1b", "w2a", "w2b", "t1", "t2", "w1", "w2", "diff",
 // "diff_b".
 type adapter struct {
@@ -234,6 +233,3 @@ func (f *file) tensor(a *adapter, role string) ([]float32, tensor.Shape, error) 
 	}
 	return v, info.Shape, nil
 }
-
-// base is the file name for messages.
-func (f *file) base() string { return filepath.Base(f.path) }

@@ -313,3 +313,122 @@ func BenchmarkDeltaSDXLFeedForward(b *testing.B) {
 		_ = matmul(up, down, 10240, 32, 1280)
 	}
 }
+
+// TestLyCORISFormulas checks LoKr (whole w1, factorised w2, and a Tucker
+// w2 on a kernel) and LoHa with Tucker cores against the LyCORIS
+// definitions written out element by element here.
+func TestLyCORISFormulas(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const a, b, o2, i2, rank, k = 2, 3, 4, 5, 3, 3
+	w1 := randn(r, a*b, 1)
+	w2a, w2b := randn(r, o2*rank, 1), randn(r, rank*i2, 1)
+	path := writeFile(t, map[string]safetensors.Tensor{
+		"m.lokr_w1": f32(w1, a, b), "m.lokr_w2_a": f32(w2a, o2, rank), "m.lokr_w2_b": f32(w2b, rank, i2), "m.alpha": f32([]float32{1.5}),
+	})
+	f, err := openFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.src.Close()
+	d, err := f.compute(f.adapters[0], a*o2*b*i2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.scale != 1.5/rank {
+		t.Errorf("LoKr scale %g, want alpha/rank %g", d.scale, 1.5/rank)
+	}
+	want := make([]float32, a*o2*b*i2)
+	for x := range a {
+		for y := range o2 {
+			for u := range b {
+				for v := range i2 {
+					var w2 float64
+					for q := range rank {
+						w2 += float64(w2a[y*rank+q]) * float64(w2b[q*i2+v])
+					}
+					want[(x*o2+y)*(b*i2)+u*i2+v] = float32(float64(w1[x*b+u]) * w2)
+				}
+			}
+		}
+	}
+	if e := testref.RelErr(d.w, want); e > 1e-6 {
+		t.Errorf("LoKr ΔW: relative error %g", e)
+	}
+
+	// LoHa with Tucker cores on a k×k kernel: each factor is
+	// Σ_{i,j} t[i,j,h,w]·w_b[j,c]·w_a[i,o].
+	const out, in = 4, 5
+	fac := func() (ta, wa, wb []float32) {
+		return randn(r, rank*rank*k*k, 1), randn(r, rank*out, 1), randn(r, rank*in, 1)
+	}
+	t1, w1a, w1b := fac()
+	t2, w2a2, w2b2 := fac()
+	path = writeFile(t, map[string]safetensors.Tensor{
+		"m.hada_t1": f32(t1, rank, rank, k, k), "m.hada_w1_a": f32(w1a, rank, out), "m.hada_w1_b": f32(w1b, rank, in),
+		"m.hada_t2": f32(t2, rank, rank, k, k), "m.hada_w2_a": f32(w2a2, rank, out), "m.hada_w2_b": f32(w2b2, rank, in),
+	})
+	f2, err := openFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.src.Close()
+	d, err = f2.compute(f2.adapters[0], out*in*k*k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuild := func(tt, wa, wb []float32, o, c, h, w int) float64 {
+		var s float64
+		for i := range rank {
+			for j := range rank {
+				s += float64(tt[((i*rank+j)*k+h)*k+w]) * float64(wb[j*in+c]) * float64(wa[i*out+o])
+			}
+		}
+		return s
+	}
+	want = make([]float32, out*in*k*k)
+	for o := range out {
+		for c := range in {
+			for h := range k {
+				for w := range k {
+					want[((o*in+c)*k+h)*k+w] = float32(rebuild(t1, w1a, w1b, o, c, h, w) * rebuild(t2, w2a2, w2b2, o, c, h, w))
+				}
+			}
+		}
+	}
+	if e := testref.RelErr(d.w, want); e > 1e-5 || d.scale != 1 {
+		t.Errorf("LoHa Tucker ΔW: relative error %g, scale %g (no alpha: 1)", e, d.scale)
+	}
+}
+
+// TestLoKrKernel: a whole w2 kernel makes ΔW[(x·c+y), (u·d+v), h, w] =
+// w1[x,u]·w2[y,v,h,w] with scale 1 (no factorised part: alpha unused).
+func TestLoKrKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	const a, b, c, d, k = 2, 3, 4, 5, 3
+	w1, w2 := randn(r, a*b, 1), randn(r, c*d*k*k, 1)
+	path := writeFile(t, map[string]safetensors.Tensor{"m.lokr_w1": f32(w1, a, b), "m.lokr_w2": f32(w2, c, d, k, k), "m.alpha": f32([]float32{7})})
+	f, err := openFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.src.Close()
+	dl, err := f.compute(f.adapters[0], a*c*b*d*k*k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, a*c*b*d*k*k)
+	for x := range a {
+		for y := range c {
+			for u := range b {
+				for v := range d {
+					for hw := range k * k {
+						want[((x*c+y)*(b*d)+u*d+v)*k*k+hw] = w1[x*b+u] * w2[(y*d+v)*k*k+hw]
+					}
+				}
+			}
+		}
+	}
+	if e := testref.RelErr(dl.w, want); e > 1e-7 || dl.scale != 1 {
+		t.Errorf("LoKr kernel ΔW: relative error %g, scale %g", e, dl.scale)
+	}
+}

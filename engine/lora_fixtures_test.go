@@ -269,6 +269,47 @@ func sub(a, b []float32) []float32 {
 	return out
 }
 
+// TestLoRAStackDerived stacks the kohya and peft files at other strengths
+// (0.6 and 0.5) and compares with what diffusers' single fusions imply:
+// W + 0.6/s_k·(fused_k − W) + 0.5/s_p·(fused_p − W), per part (UNet, text
+// encoder), within 1e-4 relative.
+func TestLoRAStackDerived(t *testing.T) {
+	fx, ref := readLoRAFixtures(t)
+	canon := canonicalOf(t)
+	kohya, peft := caseSpecs(fx, "kohya"), caseSpecs(fx, "peft")
+	if len(kohya) != 1 || len(peft) != 1 {
+		t.Skip("no kohya and peft cases")
+	}
+	m, err := weights.OpenModel(layouts[0].path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	src, err := lora.Apply(m.Source, "SD1.x", []lora.Spec{
+		{Path: kohya[0].Path, Strength: 0.6, ClipStrength: 0.6}, {Path: peft[0].Path, Strength: 0.5, ClipStrength: 0.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sel := range fx.Selected {
+		got, err := src.Float32(canon[sel])
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, _ := m.Source.Float32(canon[sel])
+		sk, sp := kohya[0].Strength, peft[0].Strength
+		if strings.HasPrefix(sel, "text_encoder/") {
+			sk, sp = kohya[0].ClipStrength, peft[0].ClipStrength
+		}
+		k, p := ref["kohya/"+sel], ref["peft/"+sel]
+		want := make([]float32, len(base))
+		for i := range base {
+			want[i] = base[i] + float32(0.6/sk)*(k[i]-base[i]) + float32(0.5/sp)*(p[i]-base[i])
+		}
+		check(t, sel, got, want, 1e-4)
+		check(t, sel+" change", sub(got, base), sub(want, base), 1e-4)
+	}
+}
+
 // TestLoRALatents runs the fixtures' 4-step Euler txt2img (diffusers'
 // convention) with each case's LoRAs loaded through the engine and
 // compares the final latent with diffusers' (1e-4 relative); the run

@@ -210,7 +210,11 @@ func (p *patched) Float32(name string) ([]float32, error) {
 		if pt.rows > 0 {
 			dst = w[pt.row0*rowLen : (pt.row0+pt.rows)*rowLen]
 		}
-		d, err := pt.f.compute(pt.a, len(dst))
+		numel := len(dst)
+		if pt.bias {
+			numel = -1
+		}
+		d, err := pt.f.compute(pt.a, numel)
 		if err != nil {
 			return nil, err
 		}

@@ -97,7 +97,8 @@ func kron(w1 []float32, s1 tensor.Shape, w2 []float32, s2 tensor.Shape) ([]float
 	return out, nil
 }
 
-// compute returns an adapter's ΔW for a target of numel elements.
+// compute returns an adapter's ΔW for a target of numel elements (-1: a
+// bias, whose weight's size is not checked).
 func (f *file) compute(a *adapter, numel int) (delta, error) {
 	get := func(role string) ([]float32, tensor.Shape, error) { return f.tensor(a, role) }
 	alpha, _, err := get("alpha")
@@ -252,7 +253,7 @@ func (f *file) compute(a *adapter, numel int) (delta, error) {
 		}
 		d.w, d.bias, d.scale = w, b, 1
 	}
-	if d.w != nil && len(d.w) != numel {
+	if d.w != nil && numel >= 0 && len(d.w) != numel {
 		return delta{}, fmt.Errorf("%s: %q: its ΔW has %d elements, the weight it targets %d", f.path, a.module, len(d.w), numel)
 	}
 	return d, nil

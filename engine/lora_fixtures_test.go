@@ -3,18 +3,15 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/rng"
-	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/lora"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
@@ -77,7 +74,7 @@ func canonicalOf(t *testing.T) map[string]string {
 type loraVariant struct {
 	name string
 	from string // the case whose file it renames
-	// rename returns the new name of a key ("" drops nothing: every key is renamed).
+	// rename returns the new name of a key (every key is renamed).
 	rename func(key string) string
 }
 
@@ -399,7 +396,6 @@ func TestLoRAStrengthZero(t *testing.T) {
 			t.Fatalf("latent %d: %v with the LoRA at 0, %v without", i, lb[i], la[i])
 		}
 	}
-	_ = tensor.F32
 }
 
 // TestLoRAEngine goes through the public surface: --lora values, <lora:>
@@ -492,10 +488,4 @@ func TestLoRAEngine(t *testing.T) {
 			t.Errorf("ParseLoRA(%q) = %v, %v; want %v", spec, got, err, want)
 		}
 	}
-	names := []string{}
-	for _, c := range fx.Cases {
-		names = append(names, c.Name)
-	}
-	sort.Strings(names)
-	_ = fmt.Sprint(names)
 }

@@ -25,12 +25,13 @@ type Spec struct {
 
 // patch is one adapter applied to (rows of) one tensor.
 type patch struct {
-	f        *file
-	a        *adapter
-	row0     int
-	rows     int
-	bias     bool // the adapter's bias difference (diff_b), applied to a bias
-	strength float64
+	f          *file
+	a          *adapter
+	row0       int
+	rows       int
+	bias       bool // the adapter's bias difference (diff_b), applied to a bias
+	transposed bool // the tensor is the transpose of the layer's weight
+	strength   float64
 }
 
 // patched is a Source whose targeted tensors read merged: float32, W plus
@@ -90,7 +91,7 @@ func Apply(src weights.Source, model string, specs []Spec) (weights.Source, erro
 				continue
 			}
 			if a.parts["diff"] != "" || a.kind != Diff {
-				p.patches[t.weight] = append(p.patches[t.weight], patch{f: f, a: a, row0: t.row0, rows: t.rows, strength: strength})
+				p.patches[t.weight] = append(p.patches[t.weight], patch{f: f, a: a, row0: t.row0, rows: t.rows, transposed: t.transposed, strength: strength})
 			}
 			if a.parts["diff_b"] != "" {
 				if t.bias == "" {
@@ -156,6 +157,9 @@ func (x *index) checkShape(f *file, a *adapter, t target) error {
 		return fmt.Errorf("%s: LoRA module %q: target %q is missing", f.path, a.module, t.weight)
 	}
 	rows, numel := info.Shape[0], info.Shape.NumElements()
+	if t.transposed {
+		rows = info.Shape[1]
+	}
 	if t.rows > 0 {
 		numel = numel / rows * t.rows
 		rows = t.rows
@@ -226,6 +230,17 @@ func (p *patched) Float32(name string) ([]float32, error) {
 			}
 		}
 		s := float32(pt.strength * d.scale)
+		if pt.transposed && !pt.bias {
+			// dst is [in, out], ΔW [out, in].
+			out := info.Shape[1]
+			in := len(dst) / out
+			for o := range out {
+				for i := range in {
+					dst[i*out+o] += s * src[o*in+i]
+				}
+			}
+			continue
+		}
 		for i, v := range src {
 			dst[i] += s * v
 		}

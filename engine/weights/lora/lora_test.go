@@ -432,3 +432,42 @@ func TestLoKrKernel(t *testing.T) {
 		t.Errorf("LoKr kernel ΔW: relative error %g, scale %g", e, dl.scale)
 	}
 }
+
+// TestOpenCLIPProjection: a LoRA on bigG's text_projection (a Linear
+// [proj, width] to LoRA trainers) lands transposed on the OpenCLIP
+// checkpoint's text_projection [width, proj].
+func TestOpenCLIPProjection(t *testing.T) {
+	m, err := weights.OpenModel(testref.Path("sdxl-tiny", "single.safetensors"))
+	if err != nil {
+		t.Skipf("no tiny SDXL model: %v", err)
+	}
+	defer m.Close()
+	const name, width, proj, rank = "conditioner.embedders.1.model.text_projection", 64, 32, 4
+	r := rand.New(rand.NewPCG(15, 16))
+	up, down := randn(r, proj*rank, 0.1), randn(r, rank*width, 0.1)
+	path := writeFile(t, map[string]safetensors.Tensor{
+		"lora_te2_text_projection.lora_up.weight": f32(up, proj, rank), "lora_te2_text_projection.lora_down.weight": f32(down, rank, width),
+	})
+	src, err := Apply(m.Source, "SDXL", []Spec{{Path: path, Strength: 1, ClipStrength: 0.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := m.Float32(name)
+	got, err := src.Float32(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]float32(nil), base...)
+	for o := range proj {
+		for i := range width {
+			var acc float64
+			for k := range rank {
+				acc += float64(up[o*rank+k]) * float64(down[k*width+i])
+			}
+			want[i*proj+o] += float32(0.5 * acc)
+		}
+	}
+	if e := testref.RelErr(got, want); e > 1e-6 {
+		t.Errorf("text_projection: relative error %g", e)
+	}
+}

@@ -18,6 +18,9 @@ type target struct {
 	row0, rows int
 	// clip marks a text-encoder weight (ClipStrength applies).
 	clip bool
+	// transposed marks a weight stored as the transpose of the Linear
+	// layer's (OpenCLIP's text_projection [width, proj]).
+	transposed bool
 }
 
 // index maps every name a LoRA file may give a layer of the model to the
@@ -148,6 +151,9 @@ func newIndex(src weights.Source) *index {
 			}
 			x.addTE(t, module, slot, kohya, diff, root+module)
 		}
+		if p := root + "text_projection.weight"; has(p) && len(shape(p)) == 2 {
+			x.addProjection(target{weight: p, clip: true}, slot, kohya, diff, root+"text_projection")
+		}
 	}
 	for _, er := range openCLIPRoots {
 		root := er.root
@@ -180,8 +186,25 @@ func newIndex(src weights.Source) *index {
 				x.addTE(t, hf+hfName, slot, kohya, diff, p+oc)
 			}
 		}
+		if p := root + "text_projection"; has(p) && len(shape(p)) == 2 {
+			x.addProjection(target{weight: p, clip: true, transposed: true}, slot, kohya, diff)
+		}
 	}
 	return x
+}
+
+// addProjection registers a text encoder's text_projection (kohya
+// "lora_te2_text_projection", diffusers "text_encoder_2.text_projection").
+func (x *index) addProjection(t target, slot string, kohya, diff []string, extra ...string) {
+	aliases := append([]string{}, extra...)
+	for _, k := range kohya {
+		aliases = append(aliases, k+"text_projection")
+	}
+	for _, d := range diff {
+		aliases = append(aliases, d+"text_projection")
+	}
+	aliases = append(aliases, slot+".transformer.text_projection", "text_encoders."+slot+".transformer.text_projection")
+	x.add(t, aliases...)
 }
 
 // addTE registers a text-encoder layer under its transformers module name

@@ -59,6 +59,8 @@ const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         
       -p "a lighthouse at dusk, watercolor" -n "blurry" -s 42 -o lighthouse.png
   darkroom gen -m sd15 -p "a cat" --sampler dpmpp_2m --scheduler karras --steps 25 -b 4 -o cats.png
   darkroom gen --from lighthouse.png -o again.png
+  darkroom gen -m sd15 --lora style.safetensors:0.8 --lora detail:1:0.5 -p "a cat" -o cat.png
+  darkroom gen -m sd15 -p "a cat <lora:style:0.8>" --lora-dir ~/loras -o cat.png
   darkroom gen -m sd_xl_base_1.0.safetensors --refiner sd_xl_refiner_1.0.safetensors -p "a fox" -o fox.png
   darkroom gen -m sd15 --init-image photo.png --denoise 0.5 -p "an oil painting" -o painted.png      # img2img
   darkroom gen -m sd15 --init-image photo.png --mask mask.png --mask-blur 4 -p "a red door" -o door.png  # inpaint
@@ -68,6 +70,7 @@ const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         
 
 type genFlags struct {
 	models    []string
+	loraDirs  []string
 	req       engine.Request // the request fields' flags
 	seed      string         // --seed as given: "" and -1 draw a random seed
 	output    string
@@ -120,6 +123,7 @@ func newGenCmdFlags() (*cobra.Command, *genFlags) {
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
+	fl.StringSliceVar(&f.loraDirs, "lora-dir", nil, "folders searched first for --lora NAME and <lora:NAME:W> (then each model directory's loras/ and Lora/)")
 	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom, A1111 (and forks) or ComfyUI (flags given explicitly override them)")
 	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× (1 to 64) with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
 	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
@@ -369,7 +373,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		existed[i] = exists(p)
 	}
 	ctx := cmd.Context()
-	eng, err := engine.Open(engine.Options{Device: f.device, Precision: f.precision, ModelDirs: f.models})
+	eng, err := engine.Open(engine.Options{Device: f.device, Precision: f.precision, ModelDirs: f.models, LoRADirs: f.loraDirs})
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,10 @@ type Options struct {
 	// NoFusedGemm computes biases and residual adds with separate kernels
 	// instead of cuBLASLt GEMM epilogues (for comparisons).
 	NoFusedGemm bool
+	// LoRADirs are searched first for LoRA names (--lora NAME,
+	// <lora:NAME:W>); then each model directory's loras/ and Lora/ folders
+	// (ComfyUI's and A1111's).
+	LoRADirs []string
 }
 
 // cudaOptions maps the engine options to the CUDA backend's.
@@ -240,9 +244,13 @@ func (e *Engine) Load(ctx context.Context, nameOrPath string) (*Model, error) {
 }
 
 // LoadRequest loads the model a request names: its checkpoint and, when
-// set, its separate VAE and text-encoder files.
+// set, its separate VAE and text-encoder files and its LoRAs.
 func (e *Engine) LoadRequest(ctx context.Context, req Request) (*Model, error) {
-	return e.LoadFiles(ctx, ModelFiles{Model: req.Model, VAE: req.VAE, TextEncoders: req.TextEncoders})
+	loras, err := requestLoRAs(req.LoRAs)
+	if err != nil {
+		return nil, err
+	}
+	return e.LoadFiles(ctx, ModelFiles{Model: req.Model, VAE: req.VAE, TextEncoders: req.TextEncoders, LoRAs: loras})
 }
 
 // LoadFiles is Load for a model made of several files (names or paths); the
@@ -259,6 +267,9 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 	if builtin && len(files.TextEncoders) > 0 {
 		return nil, &FieldError{Field: "text_encoders", Value: files.TextEncoders, Msg: "the built-in model takes no separate text encoder"}
 	}
+	if builtin && len(files.LoRAs) > 0 {
+		return nil, &FieldError{Field: "loras", Value: files.LoRAs[0].String(), Msg: "the built-in model takes no LoRA"}
+	}
 	resolved := ModelFiles{Model: path}
 	if files.VAE != "" {
 		if resolved.VAE, err = e.resolveFile(files.VAE, "vae"); err != nil {
@@ -272,6 +283,14 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 		}
 		resolved.TextEncoders = append(resolved.TextEncoders, p)
 	}
+	for _, l := range files.LoRAs {
+		p, err := e.resolveFile(l.Path, "loras")
+		if err != nil {
+			return nil, err
+		}
+		l.Path = p
+		resolved.LoRAs = append(resolved.LoRAs, l)
+	}
 	key := "builtin:" + path
 	if !builtin {
 		key = absPath(path)
@@ -282,10 +301,26 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 			key += "\x00te=" + absPath(te)
 		}
 	}
+	// The LoRA set (files and strengths) is part of the key: other LoRAs
+	// are other weights.
+	base := key
+	for _, l := range resolved.LoRAs {
+		key += "\x00lora=" + absPath(l.Path) + ":" + formatFloat(l.Strength) + ":" + formatFloat(l.ClipStrength)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if m, ok := e.models[key]; ok {
 		return m, nil
+	}
+	if len(resolved.LoRAs) > 0 {
+		// Another LoRA set on the same files replaces the last one kept
+		// (it is not closed here: a job may still hold it; its files and
+		// device memory go when it is collected).
+		for k := range e.models {
+			if strings.HasPrefix(k, base+"\x00lora=") {
+				delete(e.models, k)
+			}
+		}
 	}
 	var m *Model
 	if builtin {
@@ -313,7 +348,17 @@ func (e *Engine) resolveFile(name, kind string) (string, error) {
 	subs := map[string][]string{
 		"vae":           {"vae", "models/vae", "VAE", "models/VAE"},
 		"text_encoders": {"text_encoders", "models/text_encoders", "clip", "models/clip"},
+		"loras":         {"loras", "models/loras", "Lora", "models/Lora"},
 	}[kind]
+	if kind == "loras" {
+		for _, dir := range e.opts.LoRADirs {
+			for _, n := range []string{name, name + ".safetensors"} {
+				if p := filepath.Join(dir, n); fileExists(p) {
+					return p, nil
+				}
+			}
+		}
+	}
 	for _, root := range e.ModelDirs() {
 		for _, sub := range subs {
 			for _, n := range []string{name, name + ".safetensors"} {
@@ -323,7 +368,11 @@ func (e *Engine) resolveFile(name, kind string) (string, error) {
 			}
 		}
 	}
-	return "", &FieldError{Field: kind, Value: name, Msg: fmt.Sprintf("no such file, and none of that name in the %s folders of %s", kind, strings.Join(e.ModelDirs(), ", "))}
+	dirs := e.ModelDirs()
+	if kind == "loras" {
+		dirs = append(append([]string{}, e.opts.LoRADirs...), dirs...)
+	}
+	return "", &FieldError{Field: kind, Value: name, Msg: fmt.Sprintf("no such file, and none of that name in the %s folders of %s", kind, strings.Join(dirs, ", "))}
 }
 
 func absPath(p string) string {
@@ -341,6 +390,18 @@ func (e *Engine) Generate(ctx context.Context, req Request, onEvent func(Event))
 	}
 	if err := req.Validate(); err != nil {
 		return nil, err
+	}
+	// <lora:NAME:W> tags become LoRAs of the request, out of the prompt.
+	prompt, tags, err := ExtractLoRATags(req.Prompt)
+	if err != nil {
+		return nil, err
+	}
+	if len(tags) > 0 {
+		req.Prompt = prompt
+		req.LoRAs = slices.Clone(req.LoRAs)
+		for _, t := range tags {
+			req.LoRAs = append(req.LoRAs, t.String())
+		}
 	}
 	m, err := e.LoadRequest(ctx, req)
 	if err != nil {

@@ -231,6 +231,20 @@ var requestFields = []RequestField{
 			}
 			return ""
 		}).done(),
+	stringsField("loras", func(r *Request) *[]string { return &r.LoRAs }).
+		flag("lora", "", "a LoRA `file` (or name in the LoRA folders) merged into the model, as FILE[:STRENGTH[:CLIP_STRENGTH]] (strength 1, clip strength = strength); repeat to stack several. <lora:NAME:W> in the prompt does the same").
+		valid(func(v []string) string {
+			for _, s := range v {
+				if _, err := ParseLoRA(s); err != nil {
+					var fe *FieldError
+					if errors.As(err, &fe) {
+						return fe.Msg
+					}
+					return err.Error()
+				}
+			}
+			return ""
+		}).done(),
 	stringField("prediction", "", func(r *Request) *string { return &r.Prediction }).
 		flag("prediction", "", "what an ε/v model predicts when its file does not say: eps or v (SD2 768-v and v fine-tunes; a file's own declaration wins)").
 		enum([]string{"eps", "v"}, true).done(),

@@ -310,7 +310,7 @@ func (m *Model) checkRequest(req Request, opt family.PromptOptions) error {
 	if err := m.c.Text.Check(opt); err != nil {
 		return err
 	}
-	return nil
+	return m.checkLoRAs(req)
 }
 
 func (m *Model) checkShape(shape []int) error {

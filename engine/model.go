@@ -16,6 +16,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/darkroom-ai/darkroom/engine/weights/lora"
 
 	// Every model family registers itself.
 	_ "github.com/darkroom-ai/darkroom/engine/families/all"
@@ -74,6 +75,8 @@ type Model struct {
 	cpuDev  backend.Device
 	cpuVAE  family.VAE
 	notices []string
+	// loras are the LoRAs merged into the weights, in order.
+	loras []LoRA
 	// data is the checkpoint of a model loaded from memory (for Hash).
 	data     []byte
 	hashOnce sync.Once
@@ -112,10 +115,13 @@ func (m *Model) Close() error {
 // checkpoint (single .safetensors file or diffusers folder), or a
 // diffusion-model file with separate VAE and text-encoder files (ComfyUI's
 // split layout). VAE, when set, replaces the checkpoint's VAE.
+//
+// LoRAs are merged into the weights as they are built, in order.
 type ModelFiles struct {
 	Model        string
 	VAE          string
 	TextEncoders []string
+	LoRAs        []LoRA
 }
 
 // describe names the files in messages: "model.safetensors (+ --vae
@@ -127,6 +133,9 @@ func (f ModelFiles) describe() string {
 	}
 	for _, te := range f.TextEncoders {
 		extra = append(extra, "--text-encoder "+te)
+	}
+	for _, l := range f.LoRAs {
+		extra = append(extra, "--lora "+l.String())
 	}
 	if len(extra) == 0 {
 		return f.Model
@@ -147,7 +156,7 @@ func LoadFiles(ctx context.Context, files ModelFiles, dev backend.Device) (*Mode
 	if err != nil {
 		return nil, err
 	}
-	m, err := loadFrom(ctx, src, dev)
+	m, err := loadFrom(ctx, src, dev, files.LoRAs)
 	if err != nil {
 		src.Close()
 		return nil, fmt.Errorf("%s: %w", files.describe(), err)
@@ -165,7 +174,7 @@ func LoadBytes(ctx context.Context, name string, data []byte, dev backend.Device
 	if err != nil {
 		return nil, err
 	}
-	m, err := loadFrom(ctx, src, dev)
+	m, err := loadFrom(ctx, src, dev, nil)
 	if err != nil {
 		src.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -188,7 +197,9 @@ func Detect(files ModelFiles) (Detection, error) {
 	return d, nil
 }
 
-func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Model, error) {
+// loadFrom detects the family of src, merges loras into its weights (the
+// LoRA files stay open with src) and builds the components on dev.
+func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device, loras []LoRA) (*Model, error) {
 	if src.KeyList != nil {
 		return nil, fmt.Errorf("a key list (tensor names and shapes, no weights) can be inspected with darkroom info, not run")
 	}
@@ -196,6 +207,13 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Mod
 	fam, det, err := family.Detect(s.Keys())
 	if err != nil {
 		return nil, err
+	}
+	if len(loras) > 0 {
+		patched, err := lora.Apply(src.Source, det.Name(), loraSpecs(loras))
+		if err != nil {
+			return nil, err
+		}
+		src.Source = patched
 	}
 	c, err := fam.Load(ctx, s, family.Env{Device: dev, Detection: det})
 	if err != nil {
@@ -207,7 +225,7 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device) (*Mod
 	if c.Text == nil || c.Denoiser == nil || c.VAE == nil || c.Sampling == nil {
 		return nil, fmt.Errorf("family %s built incomplete components", fam.Name())
 	}
-	m := &Model{Family: det.Name(), Detection: det, Files: filePaths(src.Files), dev: dev, c: c, src: src}
+	m := &Model{Family: det.Name(), Detection: det, Files: filePaths(src.Files), dev: dev, c: c, src: src, loras: loras}
 	// A model dropped without Close still releases its files.
 	runtime.AddCleanup(m, func(src *weights.Model) { src.Close() }, src)
 	return m, nil

@@ -113,6 +113,11 @@ type Request struct {
 	// finished latent with this strength (ComfyUI's second KSampler,
 	// diffusers' refiner(image=latents, strength=…)).
 	RefinerDenoise float64 `json:"refiner_denoise,omitempty"`
+	// LoRAs are LoRA files merged into the model's weights, each
+	// "FILE[:STRENGTH[:CLIP_STRENGTH]]" (ParseLoRA; a name is looked up in
+	// the LoRA folders). Engine.Generate adds the prompt's <lora:NAME:W>
+	// tags here and removes them from the prompt.
+	LoRAs []string `json:"loras,omitempty"`
 }
 
 // DefaultRequest returns a request with the defaults of `darkroom gen`.

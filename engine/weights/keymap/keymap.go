@@ -264,6 +264,12 @@ func (st structure) levels(child string) (n, most int) {
 // SDXL's level without attention and its 2- and 10-deep transformers need
 // nothing of their own, as the transformer blocks keep their names.
 func DiffusersUNet(names []string) ([]Rename, error) {
+	return diffusersUNetTable(names).convert("UNet", names)
+}
+
+// diffusersUNetTable is DiffusersUNet's table for the block structure
+// found in names.
+func diffusersUNetTable(names []string) table {
 	t := table{}
 	p := UNetPrefix
 	t["conv_in."] = target{p + "input_blocks.0.0.", leaf}
@@ -315,7 +321,7 @@ func DiffusersUNet(names []string) ([]Rename, error) {
 			out++
 		}
 	}
-	return t.convert("UNet", names)
+	return t
 }
 
 // DiffusersVAE converts the names of a diffusers AutoencoderKL to canonical

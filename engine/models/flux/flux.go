@@ -2,8 +2,11 @@
 // of FLUX.1-dev and FLUX.1-schnell) as diffusers' FluxTransformer2DModel
 // computes it. Checkpoints name its tensors as diffusers stores them
 // (x_embedder, context_embedder, time_text_embed.*, transformer_blocks.N.*,
-// single_transformer_blocks.N.*, norm_out, proj_out), under some root
-// prefix.
+// single_transformer_blocks.N.*, norm_out, proj_out) or as the original
+// Black Forest Labs / ComfyUI files do (img_in, txt_in, time_in, vector_in,
+// guidance_in, double_blocks.N.* with fused qkv, single_blocks.N.linear1/2,
+// final_layer.*), under some root prefix (model.diffusion_model. in ComfyUI
+// checkpoints).
 //
 // The image latent is packed into 2×2 patches of 16 channels (64 values a
 // token, Pack/Unpack), embedded by x_embedder; the T5 text states by
@@ -60,6 +63,10 @@ type Config struct {
 	SingleLayers int   // single-stream blocks (38)
 	Guidance     bool  // guidance_embeds (dev: true, schnell: false)
 	AxesDim      []int // axes_dims_rope; shapes cannot tell it, set from DefaultAxesDim for head dim 128
+	// BFL is the original Black Forest Labs / ComfyUI layout (img_in,
+	// double_blocks.N.img_attn.qkv, single_blocks.N.linear1, final_layer…)
+	// instead of diffusers' names.
+	BFL bool
 }
 
 // String is a one-line summary.
@@ -68,8 +75,9 @@ func (c Config) String() string {
 		c.Width, c.Heads, c.HeadDim, c.Layers, c.SingleLayers, c.MLP, c.InChannels, c.OutChannels, c.JointDim, c.PooledDim, c.Guidance, c.AxesDim)
 }
 
-// ConfigFromWeights infers the configuration from the shapes of diffusers'
-// tensors under prefix ("" or e.g. "transformer.").
+// ConfigFromWeights infers the configuration from tensor shapes under
+// prefix ("", "transformer.", "model.diffusion_model.", …), in diffusers'
+// layout or, when there is no x_embedder but an img_in, BFL's (c.BFL).
 func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 	shape := func(name string) []int {
 		info, ok := src.Info(prefix + name)
@@ -87,6 +95,9 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 			return nil, fmt.Errorf("flux: %s%s has shape %v, want a matrix", prefix, name, s)
 		}
 		return s, nil
+	}
+	if shape("x_embedder.weight") == nil && shape("img_in.weight") != nil {
+		return bflConfig(shape, two, prefix)
 	}
 	var c Config
 	x, err := two("x_embedder.weight")
@@ -134,6 +145,66 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 		return Config{}, fmt.Errorf("flux: feed-forward weight has shape %v, want [mlp, %d]", mlp, c.Width)
 	}
 	c.MLP = mlp[0]
+	if c.HeadDim == 128 {
+		c.AxesDim = append([]int(nil), DefaultAxesDim...)
+	}
+	return c, nil
+}
+
+// bflConfig is ConfigFromWeights for the BFL / ComfyUI names.
+func bflConfig(shape func(string) []int, two func(string) ([]int, error), prefix string) (Config, error) {
+	c := Config{BFL: true}
+	x, err := two("img_in.weight")
+	if err != nil {
+		return Config{}, err
+	}
+	c.Width, c.InChannels = x[0], x[1]
+	for _, f := range []struct {
+		name string
+		dst  *int
+		dim  int
+	}{
+		{"txt_in.weight", &c.JointDim, 1},
+		{"vector_in.in_layer.weight", &c.PooledDim, 1},
+		{"time_in.in_layer.weight", &c.TimeDim, 1},
+		{"final_layer.linear.weight", &c.OutChannels, 0},
+	} {
+		s, err := two(f.name)
+		if err != nil {
+			return Config{}, err
+		}
+		*f.dst = s[f.dim]
+	}
+	c.Guidance = shape("guidance_in.in_layer.weight") != nil
+	for shape(fmt.Sprintf("double_blocks.%d.img_attn.qkv.weight", c.Layers)) != nil {
+		c.Layers++
+	}
+	for shape(fmt.Sprintf("single_blocks.%d.linear1.weight", c.SingleLayers)) != nil {
+		c.SingleLayers++
+	}
+	var nq []int
+	switch {
+	case c.Layers > 0:
+		nq = shape("double_blocks.0.img_attn.norm.query_norm.scale")
+		mlp := shape("double_blocks.0.img_mlp.0.weight")
+		if len(mlp) != 2 || mlp[0] <= 0 {
+			return Config{}, fmt.Errorf("flux: %sdouble_blocks.0.img_mlp.0.weight has shape %v, want [mlp, %d]", prefix, mlp, c.Width)
+		}
+		c.MLP = mlp[0]
+	case c.SingleLayers > 0:
+		nq = shape("single_blocks.0.norm.query_norm.scale")
+		l1 := shape("single_blocks.0.linear1.weight")
+		if len(l1) != 2 || l1[0] <= 3*c.Width {
+			return Config{}, fmt.Errorf("flux: %ssingle_blocks.0.linear1.weight has shape %v, want [3·%d + mlp, %d]", prefix, l1, c.Width, c.Width)
+		}
+		c.MLP = l1[0] - 3*c.Width
+	default:
+		return Config{}, fmt.Errorf("flux: no %sdouble_blocks.0 nor single_blocks.0", prefix)
+	}
+	if len(nq) != 1 || nq[0] <= 0 || c.Width%nq[0] != 0 || nq[0]%2 != 0 {
+		return Config{}, fmt.Errorf("flux: query norm scale has shape %v, want [head dim] (even, dividing %d)", nq, c.Width)
+	}
+	c.HeadDim, c.Heads = nq[0], c.Width/nq[0]
 	if c.HeadDim == 128 {
 		c.AxesDim = append([]int(nil), DefaultAxesDim...)
 	}
@@ -206,11 +277,16 @@ type Model struct {
 	projOut    *nn.Linear
 }
 
-// Load builds the model from b, prefixed at the root ConfigFromWeights was
-// given (diffusers' names). Problems are gathered in b.Err.
-func Load(b *weights.Builder, c Config) (*Model, error) {
+// Load builds the model on dev from b, prefixed at the root
+// ConfigFromWeights was given, in the layout it found (diffusers' names, or
+// BFL's when c.BFL). Missing or misshaped tensors are reported together in
+// one error.
+func Load(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 	if err := c.check(); err != nil {
 		return nil, err
+	}
+	if c.BFL {
+		return loadBFL(b, dev, c)
 	}
 	D := c.Width
 	lin := func(name string, in, out int) *nn.Linear { return nn.LoadLinear(b.Sub(name), in, out, true) }

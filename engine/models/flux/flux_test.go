@@ -72,7 +72,7 @@ func load(t *testing.T, src weights.Source, dev backend.Device, guidance bool) *
 	}
 	cfg.AxesDim = []int{4, 6, 6}
 	b := weights.NewBuilder(src, dev)
-	m, err := flux.Load(b, cfg)
+	m, err := flux.Load(b, dev, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +246,13 @@ func TestBadInput(t *testing.T) {
 	oneLine(t, "guidance for schnell", err)
 
 	cfg, _ := flux.ConfigFromWeights(src, "")
-	_, err = flux.Load(weights.NewBuilder(src, dev), cfg)
+	_, err = flux.Load(weights.NewBuilder(src, dev), dev, cfg)
 	oneLine(t, "no axes", err)
 	cfg.AxesDim = []int{4, 6, 4}
-	_, err = flux.Load(weights.NewBuilder(src, dev), cfg)
+	_, err = flux.Load(weights.NewBuilder(src, dev), dev, cfg)
 	oneLine(t, "axes sum", err)
 	cfg.AxesDim = []int{4, 6, 6}
-	_, err = flux.Load(weights.NewBuilder(without{src, "transformer_blocks.1.attn.norm_added_k.weight"}, dev), cfg)
+	_, err = flux.Load(weights.NewBuilder(without{src, "transformer_blocks.1.attn.norm_added_k.weight"}, dev), dev, cfg)
 	oneLine(t, "missing tensor", err)
 	_, err = flux.ConfigFromWeights(without{src, "x_embedder.weight"}, "")
 	oneLine(t, "no x_embedder", err)

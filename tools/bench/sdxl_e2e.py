@@ -22,6 +22,10 @@ import time
 
 import torch
 
+# the CLIP byte map and transformers 5's text_model prefix fix, as the fixture generator has them
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from gen_sdxl_fixtures import bytes_to_unicode, prefix_text_model  # noqa: E402
+
 sys_unet = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
                 block_out_channels=(320, 640, 1280),
                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -42,18 +46,6 @@ SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", 
              prediction_type="epsilon", interpolation_type="linear", steps_offset=1, timestep_spacing="leading",
              use_karras_sigmas=False)
 PROMPT, NEGATIVE = "a lighthouse on a cliff at dusk, oil painting", "blurry, low quality"
-
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
 
 
 def tokenizer_files(path, merges_gz, pad):
@@ -87,8 +79,6 @@ def build(dirname, merges):
                                      scheduler=EulerDiscreteScheduler(**SCHED))
     pipe.save_pretrained(dirname, safe_serialization=True)
     # transformers 5 drops CLIPTextModel's "text_model." prefix; released folders have it
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
-    from gen_sdxl_fixtures import prefix_text_model
     for sub in ("text_encoder", "text_encoder_2"):
         for f in os.listdir(os.path.join(dirname, sub)):
             if f.endswith(".safetensors"):

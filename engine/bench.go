@@ -34,7 +34,7 @@ func (r BenchResult) Median() time.Duration {
 
 // SD15VAE is the SD1.x autoencoder configuration (for benchmarks).
 func SD15VAE() vae.Config {
-	return vae.Config{Channels: 128, ChannelMult: []int{1, 2, 4, 4}, NumResBlocks: 2, ZChannels: 4, InChannels: 3, HasEncoder: false, ScalingFactor: vae.SD1ScalingFactor}
+	return vae.Config{Channels: 128, ChannelMult: []int{1, 2, 4, 4}, NumResBlocks: 2, ZChannels: 4, InChannels: 3, HasEncoder: false, ScalingFactor: vae.SD1ScalingFactor, QuantConvs: true}
 }
 
 func randomValues(r *rand.Rand, n int) []float32 {

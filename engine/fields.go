@@ -169,6 +169,33 @@ var requestFields = []RequestField{
 			return ""
 		}).
 		a1111("CFG scale", nil, nil).done(),
+	floatField("guidance", 0, func(r *Request) *float64 { return &r.Guidance }).
+		flag("guidance", "", "embedded guidance of a guidance-distilled model (Flux dev; diffusers' guidance_scale, ComfyUI's FluxGuidance; 0: the model's default, 3.5)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= MaxCFG) {
+				return fmt.Sprintf("must be between 0 and %d", MaxCFG)
+			}
+			return ""
+		}).
+		a1111("Distilled CFG Scale", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
+	intField("max_sequence_length", 0, func(r *Request) *int { return &r.MaxSequenceLength }).
+		flag("max-sequence-length", "", "T5 tokens a prompt is truncated and padded to (diffusers' name; 0: ComfyUI pads to at least 256 and never truncates, diffusers uses 512 for Flux dev and 256 for schnell)").
+		valid(func(v int) string {
+			if v < 0 || v > MaxSequenceLength {
+				return fmt.Sprintf("must be between 1 and %d (0: the default)", MaxSequenceLength)
+			}
+			return ""
+		}).
+		a1111("Max sequence length", func(v int) (string, bool) { return strconv.Itoa(v), v != 0 }, nil).done(),
+	floatField("shift", 0, func(r *Request) *float64 { return &r.Shift }).
+		flag("shift", "", "flow shift of a flow-matching model (Flux: the mu of ComfyUI's ModelSamplingFlux; 0: the model's rule, for Flux dev derived from the image size, 1.15 at 1024²)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= 100) {
+				return "must be between 0 and 100 (0: the model's rule)"
+			}
+			return ""
+		}).
+		a1111("Shift", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
 	uintField("seed", 0, func(r *Request) *uint64 { return &r.Seed }).
 		flag("seed", "s", "seed (0 to 2^64-1); random when absent or -1, and printed").
 		a1111("Seed", nil, nil).done(),

@@ -105,7 +105,16 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	if req.RefinerDenoise > 0 && ref == nil {
 		return nil, &FieldError{Field: "refiner_denoise", Value: req.RefinerDenoise, Msg: "needs a refiner (--refiner)"}
 	}
-	opt := family.PromptOptions{ClipSkip: req.ClipSkip, Convention: conv}
+	d := m.c.Defaults
+	switch {
+	case req.Guidance != 0 && d.Guidance == 0:
+		return nil, &FieldError{Field: "guidance", Value: req.Guidance, Msg: "this model has no embedded guidance (only guidance-distilled models such as Flux dev take it); use --cfg"}
+	case req.MaxSequenceLength != 0 && d.MaxSequenceLength == 0:
+		return nil, &FieldError{Field: "max_sequence_length", Value: req.MaxSequenceLength, Msg: "this model has no T5 text encoder"}
+	case req.Guidance == 0:
+		req.Guidance = d.Guidance
+	}
+	opt := family.PromptOptions{ClipSkip: req.ClipSkip, Convention: conv, MaxSequenceLength: req.MaxSequenceLength}
 	if err := m.checkRequest(req, opt); err != nil {
 		return nil, err
 	}
@@ -163,6 +172,7 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 		Seed: req.Seed, Noise: noise, Shape: shape, Convention: conv,
 		Width: req.Width, Height: req.Height,
 		Prediction: req.Prediction, ZSNR: req.ZSNR, Size: sizeConditioning(req),
+		Guidance: req.Guidance, Shift: req.Shift,
 	}
 	progress := func(ev Event) {
 		ev.Elapsed = time.Since(start)
@@ -276,6 +286,11 @@ type SampleParams struct {
 	ZSNR bool
 	// Size is SDXL-style micro-conditioning (zero fields: defaults).
 	Size family.SizeConditioning
+	// Guidance is a guidance-distilled model's embedded guidance (Flux
+	// dev); 0 takes the model's default.
+	Guidance float64
+	// Shift replaces a flow model's shift rule when positive (Flux: μ).
+	Shift float64
 }
 
 // sizeConditioning gathers a request's micro-conditioning fields.
@@ -383,11 +398,8 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 		return nil, err
 	}
 	f := m.LatentFormat()
-	w, h := p.Width, p.Height
-	if w == 0 || h == 0 {
-		w, h = p.Shape[len(p.Shape)-1]*f.Factor, p.Shape[len(p.Shape)-2]*f.Factor
-	}
-	in := family.Inputs{Width: w, Height: h, Size: p.Size}
+	w, h := m.imageSize(p)
+	in := family.Inputs{Width: w, Height: h, Size: p.Size, Guidance: float32(p.Guidance)}
 	if m.c.InpaintChannels > 0 {
 		if p.Concat == nil {
 			if p.Concat, err = m.inpaintConcat(ctx, p.Shape, nil); err != nil {

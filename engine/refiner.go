@@ -47,7 +47,31 @@ func (m *Model) parameterization(p SampleParams) (family.ModelSampling, sampling
 	}); ok && p.Convention != ConventionComfy {
 		ms = f.ForScheduler(p.Scheduler)
 	}
+	sized, ok := ms.(family.SizedSampling)
+	switch {
+	case ok:
+		w, h := m.imageSize(p)
+		var err error
+		if ms, err = sized.ForImage(w, h, p.Shift); err != nil {
+			return nil, 0, err
+		}
+	case p.Shift != 0:
+		return nil, 0, &FieldError{Field: "shift", Value: p.Shift, Msg: "only flow-matching models with a shift rule (Flux) take a shift"}
+	}
 	return ms, pred, nil
+}
+
+// imageSize is the request's image size, or the latent shape's times the
+// latent factor.
+func (m *Model) imageSize(p SampleParams) (w, h int) {
+	if p.Width > 0 && p.Height > 0 {
+		return p.Width, p.Height
+	}
+	f := m.LatentFormat().Factor
+	if len(p.Shape) < 4 {
+		return 0, 0
+	}
+	return p.Shape[len(p.Shape)-1] * f, p.Shape[len(p.Shape)-2] * f
 }
 
 // Default refiner switch point: the base runs 80% of the steps, as

@@ -32,6 +32,20 @@ type Request struct {
 	// ClipSkip selects the text encoder layer: 1 is the last (default), 2
 	// the penultimate (A1111 "Clip skip: 2").
 	ClipSkip int `json:"clip_skip,omitempty"`
+	// Guidance is the embedded guidance of a guidance-distilled model (Flux
+	// dev: diffusers' guidance_scale, ComfyUI's FluxGuidance, Forge's
+	// "Distilled CFG Scale"); 0 takes the model's default (3.5). Other
+	// models refuse it: their guidance is CFG.
+	Guidance float64 `json:"guidance,omitempty"`
+	// MaxSequenceLength is the number of T5 tokens a prompt is truncated
+	// and padded to (diffusers' max_sequence_length); 0 takes the
+	// convention's: ComfyUI pads to at least 256 and never truncates,
+	// diffusers pads and truncates to 512 (Flux dev) or 256 (schnell).
+	MaxSequenceLength int `json:"max_sequence_length,omitempty"`
+	// Shift replaces a flow model's shift rule when positive (Flux: the μ
+	// of ComfyUI's ModelSamplingFlux; Flux dev's default derives it from
+	// the image size, 1.15 at 1024²).
+	Shift float64 `json:"shift,omitempty"`
 	// Convention is whose numerical conventions the run reproduces:
 	// "comfyui" (the default; empty means comfyui) or "diffusers".
 	Convention string `json:"convention,omitempty"`
@@ -136,6 +150,9 @@ const (
 	MaxBatch = 64
 	MaxSteps = 1000
 	MaxCFG   = 100
+	// MaxSequenceLength bounds Request.MaxSequenceLength: T5's prompt
+	// window in the Flux and SD3 pipelines (diffusers refuses more).
+	MaxSequenceLength = 512
 )
 
 // Validate checks the request's fields, each on its own, and returns nil

@@ -91,6 +91,13 @@ type Defaults struct {
 	CFG           float64
 	Sampler       string
 	Scheduler     string
+	// Guidance is a guidance-distilled model's default embedded guidance
+	// (Flux dev 3.5); 0 for models without one, which refuse a request's.
+	Guidance float64
+	// MaxSequenceLength is diffusers' T5 window for the family (Flux dev
+	// 512, schnell 256); 0 for models without a T5 encoder, which refuse a
+	// request's.
+	MaxSequenceLength int
 }
 
 // Convention selects whose numerical conventions a run reproduces where
@@ -160,6 +167,9 @@ type PromptOptions struct {
 	ClipSkip int
 	// Convention selects the peer whose text padding is reproduced.
 	Convention Convention
+	// MaxSequenceLength truncates and pads T5 prompts to this many tokens;
+	// 0 is the convention's default (see Defaults.MaxSequenceLength).
+	MaxSequenceLength int
 }
 
 // Conditioner turns prompts into conditioning: one or more tokenizer and

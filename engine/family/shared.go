@@ -137,35 +137,6 @@ func (s scheduledDiscrete) NoiseScale(c Convention, sigma0 float32, fromImage bo
 	return s.Discrete.NoiseScale(c, sigma0, fromImage)
 }
 
-// FlowMatching is the model sampling of rectified-flow families (SD3,
-// Flux, Z-Image, Qwen-Image): one shifted flow schedule, which ComfyUI and
-// diffusers build alike.
-type FlowMatching struct {
-	// F is the shifted flow schedule (sampling.NewFlowSD3, NewFlowFlux).
-	F *sampling.Flow
-}
-
-// Schedule returns the flow schedule.
-func (f FlowMatching) Schedule(Convention) sampling.Schedule { return flowSchedule{f.F} }
-
-// Timestep is the flow's timestep (sigma·multiplier).
-func (f FlowMatching) Timestep(_ Convention, sigma float32) float32 { return f.F.Timestep(sigma) }
-
-// NoiseScale is 1: flow models start from sigma·noise + (1−sigma)·latent.
-func (f FlowMatching) NoiseScale(Convention, float32, bool) float32 { return 1 }
-
-// Flow returns the flow schedule.
-func (f FlowMatching) Flow() *sampling.Flow { return f.F }
-
-// flowSchedule presents a Flow as a sampling.Schedule for the schedulers.
-type flowSchedule struct{ f *sampling.Flow }
-
-func (s flowSchedule) SigmaMin() float32          { return s.f.SigmaMin() }
-func (s flowSchedule) SigmaMax() float32          { return s.f.SigmaMax() }
-func (s flowSchedule) Table() []float32           { return s.f.Table() }
-func (s flowSchedule) Timestep(x float32) float32 { return s.f.Timestep(x) }
-func (s flowSchedule) Sigma(t float32) float32    { return s.f.Sigma(t) }
-
 // BatchContexts stacks the rows' contexts into one [rows, T, D] tensor.
 // Contexts of different lengths (prompts of different window counts) are
 // repeated along T to their least common multiple, as ComfyUI does when it

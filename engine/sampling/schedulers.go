@@ -148,8 +148,20 @@ func sgmUniformScheduler(s Schedule, steps int) ([]float32, error) {
 	return normalSigmas(s, steps, true), nil
 }
 
+// SimpleSigmaser is implemented by schedules that compute the "simple"
+// scheduler's sigmas themselves instead of striding the table: diffusers'
+// flow-matching scheduler shifts linspace(1, 1/steps, steps) with its own
+// float32 arithmetic. SimpleSigmas returns steps values, without the final
+// 0.
+type SimpleSigmaser interface {
+	SimpleSigmas(steps int) []float32
+}
+
 // simpleScheduler takes every (N/steps)-th table entry from the top.
 func simpleScheduler(s Schedule, steps int) ([]float32, error) {
+	if ss, ok := s.(SimpleSigmaser); ok {
+		return append(ss.SimpleSigmas(steps), 0), nil
+	}
 	tab := s.Table()
 	ss := float64(len(tab)) / float64(steps)
 	out := make([]float32, 0, steps+1)

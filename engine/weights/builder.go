@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -148,12 +149,12 @@ func (b *Builder) Tensor(name string, shape ...int) *backend.Tensor {
 		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: shape %v, want %v", full, info.Shape, want))
 		return nil
 	}
-	raw, err := b.st.src.Raw(full)
+	raw, dt, err := b.st.read(full, info)
 	if err != nil {
 		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
 		return nil
 	}
-	t, err := b.st.dev.UploadRaw(raw, info.DType, shape...)
+	t, err := b.st.dev.UploadRaw(raw, dt, shape...)
 	if err != nil {
 		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
 		return nil
@@ -184,11 +185,18 @@ func (b *Builder) Unused(prefix string) []string {
 		return nil
 	}
 	for _, n := range b.st.src.Names() {
-		if strings.HasPrefix(n, prefix) && !b.st.used[n] {
+		if strings.HasPrefix(n, prefix) && !b.st.used[n] && !isScaledFP8Marker(n) {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// isScaledFP8Marker reports whether name is the "scaled_fp8" tensor ComfyUI
+// writes at the root of a scaled fp8 model (its dtype names the weights'
+// fp8 format): metadata, not a weight.
+func isScaledFP8Marker(name string) bool {
+	return name == "scaled_fp8" || strings.HasSuffix(name, ".scaled_fp8")
 }
 
 // Split uploads the named tensor of shape [parts·shape[0], shape[1:]...] as
@@ -216,7 +224,7 @@ func (b *Builder) Split(name string, parts int, shape ...int) []*backend.Tensor 
 		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: shape %v, want %v", full, info.Shape, want))
 		return out
 	}
-	raw, err := b.st.src.Raw(full)
+	raw, dt, err := b.st.read(full, info)
 	if err != nil {
 		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
 		return out
@@ -227,7 +235,7 @@ func (b *Builder) Split(name string, parts int, shape ...int) []*backend.Tensor 
 		if raw != nil {
 			part = raw[i*size : (i+1)*size]
 		}
-		t, err := b.st.dev.UploadRaw(part, info.DType, shape...)
+		t, err := b.st.dev.UploadRaw(part, dt, shape...)
 		if err != nil {
 			b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
 			return out
@@ -235,6 +243,49 @@ func (b *Builder) Split(name string, parts int, shape ...int) []*backend.Tensor 
 		out[i] = t
 	}
 	return out
+}
+
+// read returns a tensor's stored bytes and type. A weight quantised as
+// ComfyUI's scaled fp8 files store it — an fp8 "X.weight" beside a scalar
+// "X.scale_weight" — comes back dequantised to float32, weight·scale, as
+// ComfyUI's scaled_fp8 ops compute it; the scale (and the "X.scale_input"
+// its fp8 matmul path would use) count as used.
+func (st *builderState) read(full string, info TensorInfo) ([]byte, tensor.DType, error) {
+	raw, err := st.src.Raw(full)
+	if err != nil {
+		return nil, 0, err
+	}
+	base, ok := strings.CutSuffix(full, ".weight")
+	if !ok {
+		return raw, info.DType, nil
+	}
+	si, ok := st.src.Info(base + ".scale_weight")
+	if !ok {
+		return raw, info.DType, nil
+	}
+	st.used[base+".scale_weight"] = true
+	if _, ok := st.src.Info(base + ".scale_input"); ok {
+		st.used[base+".scale_input"] = true
+	}
+	if si.Shape.NumElements() != 1 {
+		return nil, 0, fmt.Errorf("scale_weight has shape %v, want a scalar (ComfyUI's scaled fp8)", si.Shape)
+	}
+	if raw == nil { // a key list: shapes only
+		return nil, tensor.F32, nil
+	}
+	scale, err := st.src.Float32(base + ".scale_weight")
+	if err != nil {
+		return nil, 0, err
+	}
+	w := make([]float32, info.Shape.NumElements())
+	if err := tensor.ToFloat32(info.DType, raw, w); err != nil {
+		return nil, 0, err
+	}
+	out := make([]byte, 4*len(w))
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v*scale[0]))
+	}
+	return out, tensor.F32, nil
 }
 
 // Claim marks a tensor the model does not read (transformers'

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/families/flux1"
 	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/families/sd2"
 	"github.com/darkroom-ai/darkroom/engine/families/sdxl"
@@ -147,6 +148,22 @@ func (shapeDevice) UploadRaw(_ []byte, dt tensor.DType, shape ...int) (*backend.
 	return &backend.Tensor{Shape: tensor.Shape(shape).Clone(), DType: dt}, nil
 }
 
+// Alloc, Concat and Free serve loaders that join stored tensors (BFL's
+// fused Flux projections).
+func (shapeDevice) Alloc(shape ...int) *backend.Tensor {
+	return &backend.Tensor{Shape: tensor.Shape(shape).Clone(), DType: tensor.F32}
+}
+func (shapeDevice) Concat(*backend.Tensor, int, ...*backend.Tensor) {}
+func (shapeDevice) Free(*backend.Tensor)                            {}
+
+// transformerOnly are the real lists of a diffusion model without its VAE
+// and text encoders: loading one alone must name the files it needs.
+var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true}
+
+// latentFormats are the latent spaces of the runnable families: channels,
+// scale and shift.
+var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}}
+
 // TestLoadRealKeyLists loads the real lists of the runnable families
 // (single files and diffusers folders) with no missing or unused tensor,
 // and refuses every recognised family that is not runnable yet with one
@@ -164,7 +181,7 @@ func TestLoadRealKeyLists(t *testing.T) {
 				t.Fatal(err)
 			}
 			c, err := f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
-			if d.Runnable && strings.HasSuffix(name, ".component") {
+			if d.Runnable && (strings.HasSuffix(name, ".component") || transformerOnly[name]) {
 				// A diffusion-model file alone: the split-files tests load it
 				// with its VAE and text encoders.
 				if err == nil || strings.Contains(err.Error(), "\n") {
@@ -176,9 +193,9 @@ func TestLoadRealKeyLists(t *testing.T) {
 				if err != nil {
 					t.Fatalf("load: %v", err)
 				}
-				scale := map[string]float32{sd1.Name: 0.18215, sd2.Name: 0.18215, sdxl.Name: 0.13025}[d.Family]
-				if got := c.VAE.Format(); got.Channels != 4 || got.Factor != 8 || got.Scale != scale {
-					t.Errorf("latent format %+v, want 4 channels, factor 8, scale %g", got, scale)
+				lf := latentFormats[d.Family]
+				if got := c.VAE.Format(); got.Channels != int(lf[0]) || got.Factor != 8 || got.Scale != lf[1] || got.Shift != lf[2] {
+					t.Errorf("latent format %+v, want %g channels, factor 8, scale %g, shift %g", got, lf[0], lf[1], lf[2])
 				}
 				for _, p := range c.Parts {
 					t.Logf("%s: %s", p.Name, p.Config)
@@ -249,5 +266,46 @@ func TestSD15UNetOnly(t *testing.T) {
 	_, err = f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
 	if err == nil || !strings.Contains(err.Error(), "no VAE weights") {
 		t.Errorf("load: %v", err)
+	}
+}
+
+// TestFluxSplitFiles loads BFL's transformer-only files (bf16 and fp8) with
+// ae.safetensors, clip_l.safetensors and t5xxl_fp16.safetensors given as
+// separate files, as ComfyUI users keep them, with no missing or unused
+// tensor; alone, a transformer names the files it still needs in one line.
+func TestFluxSplitFiles(t *testing.T) {
+	const ks = "../../../testdata/keyshapes/"
+	ae, clipL, t5 := ks+"flux-ae.component.json.gz", ks+"clip_l.component.json.gz", ks+"t5xxl.component.json.gz"
+	for _, main := range []string{"flux1-dev.single", "flux1-schnell.single", "flux1-dev-fp8-e4m3fn.component"} {
+		t.Run(main, func(t *testing.T) {
+			load := func(vae string, tes ...string) (*family.Components, error) {
+				m, err := weights.OpenFiles(ks+main+".json.gz", vae, tes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Close()
+				s := family.NewSource(m)
+				f, d, err := family.Detect(s.Keys())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+			}
+			c, err := load(ae, clipL, t5)
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			if got := c.VAE.Format(); got.Channels != 16 || got.Scale != 0.3611 || got.Shift != 0.1159 {
+				t.Errorf("latent format %+v", got)
+			}
+			_, err = load("")
+			want := "this Flux model has no VAE, CLIP-L, T5-XXL: also give --vae ae.safetensors --text-encoder clip_l.safetensors --text-encoder t5xxl_fp16.safetensors"
+			if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("alone: %v, want one line starting %q", err, want)
+			}
+			if _, err = load(ae, clipL); err == nil || !strings.HasPrefix(err.Error(), "this Flux model has no T5-XXL: also give --text-encoder t5xxl") {
+				t.Errorf("without T5: %v", err)
+			}
+		})
 	}
 }

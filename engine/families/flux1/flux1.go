@@ -1,16 +1,54 @@
 // Package flux1 is the FLUX.1 family (dev, schnell, Krea and fine-tunes):
-// double- and single-stream blocks with per-block modulation, CLIP-L pooled
-// + T5-XXL. Recognised; not runnable yet.
+// the Flux transformer (engine/models/flux) conditioned on T5-XXL token
+// states and CLIP-L's pooled output, the 16-channel Flux autoencoder
+// (scale 0.3611, shift 0.1159) and flow matching with Flux's shift
+// (resolution-dependent for dev, fixed for schnell). It registers itself;
+// import it for its side effect (engine/families/all does).
+//
+// Files are read as users have them: BFL's transformer-only
+// flux1-dev.safetensors with ae.safetensors, clip_l.safetensors and a
+// t5xxl file beside it (--vae, --text-encoder), ComfyUI's all-in-one
+// checkpoints (model.diffusion_model., vae., text_encoders.clip_l.,
+// text_encoders.t5xxl.) and the diffusers FluxPipeline folder.
 package flux1
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/families/internal/ldm"
 	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/models/clip"
+	"github.com/darkroom-ai/darkroom/engine/models/flux"
+	"github.com/darkroom-ai/darkroom/engine/models/t5"
+	"github.com/darkroom-ai/darkroom/engine/models/vae"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 )
 
 // Name is the family's name.
 const Name = "Flux.1"
 
-func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe}) }
+func init() { family.Register(Family{}) }
+
+// Family is the Flux.1 family.
+type Family struct{}
+
+// Name returns "Flux.1".
+func (Family) Name() string { return Name }
+
+// Probe claims Flux.1 transformers (see Probe) and marks them runnable.
+func (Family) Probe(k *family.Keys) (family.Detection, bool) {
+	d, ok := Probe(k)
+	d.Runnable = ok
+	return d, ok
+}
 
 // Probe claims BFL's names (double_blocks with img_mod, single_blocks; bare
 // or under model.diffusion_model.) or a diffusers FluxTransformer2DModel
@@ -38,4 +76,506 @@ func variant(guidance bool) string {
 		return "dev"
 	}
 	return "schnell"
+}
+
+// Where each component's tensors live in the layouts users have.
+var (
+	transformerRoots = []string{"", "model.diffusion_model.", "transformer."}
+	vaeRoots         = []string{keymap.VAEPrefix, "vae."}
+	clipRoots        = []string{"cond_stage_model.transformer.", "text_encoders.clip_l.transformer."}
+	t5Roots          = []string{"text_encoder_2.", "text_encoders.t5xxl.transformer."}
+)
+
+// LatentFormat is Flux's latent space: 16 channels, factor 8, scale 0.3611
+// and shift 0.1159, ComfyUI's latent→RGB factors for Flux and TAEF1.
+func LatentFormat() family.LatentFormat {
+	return family.LatentFormat{
+		Channels: 16, Factor: 8, Scale: 0.3611, Shift: 0.1159,
+		RGB: [][3]float32{
+			{-0.0346, 0.0244, 0.0681}, {0.0034, 0.0210, 0.0687}, {0.0275, -0.0668, -0.0433}, {-0.0174, 0.0160, 0.0617},
+			{0.0859, 0.0721, 0.0329}, {0.0004, 0.0383, 0.0115}, {0.0405, 0.0861, 0.0915}, {-0.0236, -0.0185, -0.0259},
+			{-0.0245, 0.0250, 0.1180}, {0.1008, 0.0755, -0.0421}, {-0.0515, 0.0201, 0.0011}, {0.0428, -0.0012, -0.0036},
+			{0.0817, 0.0765, 0.0749}, {-0.1264, -0.0522, -0.1103}, {-0.0280, -0.0881, -0.0499}, {-0.1262, -0.0982, -0.0778},
+		},
+		RGBBias: [3]float32{-0.0329, -0.0718, -0.0851},
+		TAESD:   "taef1_decoder.safetensors",
+	}
+}
+
+// Defaults of the two variants: dev as ComfyUI's Flux dev workflow (20
+// steps, euler / simple, guidance 3.5, no negative pass) with diffusers'
+// 512 T5 tokens; schnell 4 steps with 256.
+var (
+	DevDefaults = family.Defaults{Width: 1024, Height: 1024, Steps: 20, CFG: 1, Sampler: "euler", Scheduler: "simple",
+		Guidance: DefaultGuidance, MaxSequenceLength: 512}
+	SchnellDefaults = family.Defaults{Width: 1024, Height: 1024, Steps: 4, CFG: 1, Sampler: "euler", Scheduler: "simple",
+		MaxSequenceLength: 256}
+)
+
+// DefaultGuidance is Flux dev's embedded guidance (diffusers' guidance_scale
+// default, ComfyUI's FluxGuidance default).
+const DefaultGuidance = 3.5
+
+// ComfyMinLength is ComfyUI's T5 padding for Flux: prompts are padded to at
+// least 256 tokens and never truncated.
+const ComfyMinLength = 256
+
+// parts locates the components of a source.
+type parts struct {
+	root, vae, clip, t5 string
+	fc                  flux.Config
+	ferr                error
+}
+
+func locate(src *family.Source) parts {
+	k := src.Keys()
+	var p parts
+	p.root = "-"
+	for _, r := range transformerRoots {
+		if k.Has(r+"img_in.weight") || k.Has(r+"x_embedder.weight") {
+			p.root = r
+			break
+		}
+	}
+	if p.root == "-" {
+		p.root, p.ferr = "", errors.New("no Flux transformer weights")
+	} else {
+		p.fc, p.ferr = flux.ConfigFromWeights(src, p.root)
+	}
+	p.vae = first(k, vaeRoots, "decoder.conv_in.weight")
+	p.clip = first(k, clipRoots, "text_model.embeddings.token_embedding.weight")
+	roots := t5Roots
+	for i := 0; i < 16; i++ {
+		roots = append(roots, fmt.Sprintf("%s%d.", weights.ExtraTextEncoderPrefix, i))
+	}
+	for _, r := range roots {
+		if k.Has(r+"encoder.block.0.") && (k.Has(r+"shared.weight") || k.Has(r+"encoder.embed_tokens.weight")) {
+			p.t5 = r
+			break
+		}
+	}
+	return p
+}
+
+func first(k *family.Keys, roots []string, name string) string {
+	for _, r := range roots {
+		if k.Has(r + name) {
+			return r
+		}
+	}
+	return ""
+}
+
+// missing names the files a transformer-only model still needs, or "".
+func (p parts) missing() string {
+	var need []string
+	if p.vae == "" {
+		need = append(need, "--vae ae.safetensors")
+	}
+	if p.clip == "" {
+		need = append(need, "--text-encoder clip_l.safetensors")
+	}
+	if p.t5 == "" {
+		need = append(need, "--text-encoder t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors)")
+	}
+	if len(need) == 0 {
+		return ""
+	}
+	return "this Flux model has no " + strings.Join(p.lacking(), ", ") + ": also give " + strings.Join(need, " ")
+}
+
+func (p parts) lacking() []string {
+	var l []string
+	if p.vae == "" {
+		l = append(l, "VAE")
+	}
+	if p.clip == "" {
+		l = append(l, "CLIP-L")
+	}
+	if p.t5 == "" {
+		l = append(l, "T5-XXL")
+	}
+	return l
+}
+
+// Load builds the Flux components.
+func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*family.Components, error) {
+	p := locate(src)
+	if p.ferr != nil {
+		return nil, p.ferr
+	}
+	if msg := p.missing(); msg != "" {
+		return nil, errors.New(msg)
+	}
+	if err := strayTextEncoder(src, p); err != nil {
+		return nil, err
+	}
+	fc := p.fc
+	vc, err := vae.ConfigFromWeights(src, p.vae)
+	if err != nil {
+		return nil, err
+	}
+	f := LatentFormat()
+	if vc.ZChannels != f.Channels {
+		return nil, fmt.Errorf("the VAE has %d latent channels; Flux needs its own 16-channel autoencoder (BFL's ae.safetensors, --vae)", vc.ZChannels)
+	}
+	if fc.InChannels != 4*vc.ZChannels || fc.OutChannels != 4*vc.ZChannels {
+		return nil, fmt.Errorf("the Flux transformer takes %d and predicts %d values per token; 2×2 patches of the VAE's %d channels are %d (an inpainting or control variant is not supported)",
+			fc.InChannels, fc.OutChannels, vc.ZChannels, 4*vc.ZChannels)
+	}
+	if vc.InChannels != 3 {
+		return nil, fmt.Errorf("the VAE decodes %d image channels; only RGB (3) is supported", vc.InChannels)
+	}
+	cc, err := clip.ConfigFromWeights(src, p.clip)
+	if err != nil {
+		return nil, err
+	}
+	cc.Act = backend.QuickGELU
+	if cc.Width != fc.PooledDim {
+		return nil, fmt.Errorf("the CLIP text encoder is %d wide; this Flux transformer takes a %d-wide pooled vector (CLIP-L: clip_l.safetensors)", cc.Width, fc.PooledDim)
+	}
+	tc, err := t5.ConfigFromWeights(src, p.t5)
+	if err != nil {
+		return nil, err
+	}
+	if tc.Width != fc.JointDim {
+		return nil, fmt.Errorf("the T5 text encoder is %d wide; this Flux transformer attends to %d-wide text states (T5-XXL: t5xxl_fp16.safetensors)", tc.Width, fc.JointDim)
+	}
+	tokL, err := ldm.LoadTokenizer(src.TokenizerDirs["tokenizer"])
+	if err != nil {
+		return nil, err
+	}
+	var t5dir string
+	if src.Layout == weights.Diffusers {
+		t5dir = src.Path
+	}
+	tokT, err := tokenizer.FindT5(t5dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dev := env.Device
+	b := weights.NewBuilder(src, dev)
+	vc.ScalingFactor, vc.ShiftFactor = f.Scale, f.Shift
+	autoencoder := vae.Load(b.Sub(strings.TrimSuffix(p.vae, ".")), vc)
+	clipModel := clip.Load(b.Sub(strings.TrimSuffix(p.clip, ".")), cc)
+	t5Model := t5.Load(b.Sub(strings.TrimSuffix(p.t5, ".")), tc)
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	nb := b
+	if p.root != "" {
+		nb = b.Sub(strings.TrimSuffix(p.root, "."))
+	}
+	net, err := flux.Load(nb, dev, fc)
+	if err != nil {
+		return nil, err
+	}
+	if err := ldm.CheckUnused(b, "Flux", p.vae, p.clip, p.t5, p.root); err != nil {
+		return nil, err
+	}
+	ms, err := family.NewFluxSampling(fc.Guidance)
+	if err != nil {
+		return nil, err
+	}
+	if cfg, ok := src.JSON["scheduler/scheduler_config.json"]; ok {
+		if err := ms.ReadDiffusersScheduler(cfg); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(src.Path, "scheduler", "scheduler_config.json"), err)
+		}
+	}
+	defaults := SchnellDefaults
+	if fc.Guidance {
+		defaults = DevDefaults
+	}
+	vcCPU := vc
+	return &family.Components{
+		Text: &Conditioner{
+			L:      clip.PromptEncoder{Tok: tokL, Model: clipModel, Pad: tokL.EOS(), Pool: clip.PoolEOS},
+			T5:     t5.PromptEncoder{Tok: tokT, Model: t5Model},
+			Dev:    dev,
+			MaxLen: defaults.MaxSequenceLength,
+		},
+		Denoiser: &Denoiser{Net: net, Dev: dev},
+		VAE:      family.NewVAE(autoencoder, f),
+		VAEOn: func(d backend.Device) (family.VAE, error) {
+			b := weights.NewBuilder(src, d)
+			m := vae.Load(b.Sub(strings.TrimSuffix(p.vae, ".")), vcCPU)
+			if err := b.Err(); err != nil {
+				return nil, fmt.Errorf("vae: %w", err)
+			}
+			return family.NewVAE(m, f), nil
+		},
+		Sampling: ms,
+		Defaults: defaults,
+		Parts:    Family{}.Describe(src),
+	}, nil
+}
+
+// strayTextEncoder refuses a separate text-encoder file that is neither
+// the CLIP-L nor the T5 the model uses.
+func strayTextEncoder(src *family.Source, p parts) error {
+	k := src.Keys()
+	for i := 0; i < 16; i++ {
+		r := fmt.Sprintf("%s%d.", weights.ExtraTextEncoderPrefix, i)
+		if r == p.t5 {
+			continue
+		}
+		if name := k.First(r); name != "" {
+			info, _ := src.Info(name)
+			return fmt.Errorf("--text-encoder %s: Flux uses CLIP-L and T5-XXL text encoders, and this file is neither (or a second T5)", info.File)
+		}
+	}
+	return nil
+}
+
+// Describe infers the component configurations from shapes.
+func (Family) Describe(src *family.Source) []family.Part {
+	p := locate(src)
+	out := []family.Part{ldm.Part("transformer (Flux)", p.root, p.fc, p.ferr)}
+	if p.vae != "" {
+		vc, err := vae.ConfigFromWeights(src, p.vae)
+		vc.ScalingFactor, vc.ShiftFactor = LatentFormat().Scale, LatentFormat().Shift
+		out = append(out, ldm.Part("VAE", p.vae, vc, err))
+	}
+	if p.clip != "" {
+		c, err := clip.ConfigFromWeights(src, p.clip)
+		out = append(out, ldm.Part("text encoder (CLIP-L, pooled)", p.clip, c, err))
+	}
+	if p.t5 != "" {
+		c, err := t5.ConfigFromWeights(src, p.t5)
+		out = append(out, ldm.Part("text encoder (T5)", p.t5, c, err))
+	}
+	return out
+}
+
+// Conditioner encodes prompts into T5's token states (the transformer's
+// text stream) and CLIP-L's pooled output (its vector input), as ComfyUI's
+// FluxClipModel and diffusers' FluxPipeline.encode_prompt do.
+type Conditioner struct {
+	L   clip.PromptEncoder
+	T5  t5.PromptEncoder
+	Dev backend.Device
+	// MaxLen is diffusers' max_sequence_length default (512 dev, 256
+	// schnell).
+	MaxLen int
+}
+
+// Encode encodes text: under ComfyUI's convention with weights, CLIP-L's
+// 77-token windows (the first one's pooled output) and T5 padded to at
+// least 256 tokens; under diffusers', CLIP-L truncated to one window and
+// T5 truncated and padded to max_sequence_length.
+func (c *Conditioner) Encode(ctx context.Context, text string, opt family.PromptOptions) (*family.Cond, error) {
+	comfy := opt.Convention == family.ConventionComfy
+	var l *clip.Encoded
+	var err error
+	if comfy {
+		l, err = c.L.Encode(ctx, c.Dev, text, 1)
+	} else {
+		l, err = c.L.EncodeLiteral(ctx, c.Dev, text, 1)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.Dev.Free(l.Hidden)
+	o := t5.PromptOptions{Literal: !comfy, MaxLength: opt.MaxSequenceLength, MinLength: ComfyMinLength}
+	if !comfy && o.MaxLength == 0 {
+		o.MaxLength = c.MaxLen
+	}
+	t, err := c.T5.Encode(ctx, c.Dev, text, o)
+	if err != nil {
+		return nil, err
+	}
+	return &family.Cond{Prompt: text, Tokens: t.Tokens, Chunks: 1, Context: t.Hidden, Pooled: l.Pooled}, nil
+}
+
+// Tokenize returns T5's ids (</s> last): the encoder whose window limits
+// a Flux prompt.
+func (c *Conditioner) Tokenize(text string) []int {
+	ids, _ := c.T5.Tok.Encode(text, 0, false)
+	return ids
+}
+
+// Check refuses a clip skip: Flux reads only CLIP-L's pooled output, which
+// comes from the last layer whatever the skip.
+func (c *Conditioner) Check(opt family.PromptOptions) error {
+	if opt.ClipSkip > 1 {
+		return &family.FieldError{Field: "clip_skip", Value: opt.ClipSkip, Msg: "Flux reads only CLIP-L's pooled output (from its last layer): clip skip has no effect"}
+	}
+	return nil
+}
+
+// Denoiser runs the Flux transformer on 2×2-packed latents.
+type Denoiser struct {
+	Net *flux.Model
+	Dev backend.Device
+}
+
+// Prediction is a flow velocity.
+func (d *Denoiser) Prediction() sampling.Prediction { return sampling.Velocity }
+
+// Reset has nothing to drop.
+func (d *Denoiser) Reset() {}
+
+// group is a run of consecutive rows with text states of one length, run
+// through the transformer together.
+type group struct {
+	from, to int
+	txt      *backend.Tensor // [n, T, D]
+	pooled   *backend.Tensor // [n, P]
+	guidance []float32
+	txtIDs   [][3]float32
+}
+
+// Bind stacks each run of rows whose T5 states have the same length (a
+// prompt and a negative prompt of different lengths run as two batches,
+// as ComfyUI runs conditions it cannot concatenate).
+func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs) (family.Step, error) {
+	if in.Concat != nil || in.Control != nil {
+		return nil, errors.New("this Flux transformer takes no concatenated latents or control residuals")
+	}
+	c := d.Net.Config
+	guidance := in.Guidance
+	if c.Guidance && guidance == 0 {
+		guidance = DefaultGuidance
+	}
+	var groups []*group
+	for i, r := range rows {
+		if r == nil || r.Context == nil || r.Pooled == nil {
+			return nil, fmt.Errorf("flux: row %d has no text states or pooled vector", i)
+		}
+		if n := len(groups); n > 0 && groups[n-1].txt.Shape[1] == r.Context.Shape[1] {
+			groups[n-1].to = i + 1
+			continue
+		}
+		groups = append(groups, &group{from: i, to: i + 1, txt: r.Context})
+	}
+	for _, g := range groups {
+		n := g.to - g.from
+		txt, pooled := make([]*backend.Tensor, n), make([]*backend.Tensor, n)
+		for j := range n {
+			txt[j], pooled[j] = rows[g.from+j].Context, rows[g.from+j].Pooled
+		}
+		T := g.txt.Shape[1]
+		g.txt = d.Dev.Alloc(n, T, g.txt.Shape[2])
+		d.Dev.Concat(g.txt, 0, txt...)
+		g.pooled = d.Dev.Alloc(n, pooled[0].Shape[1])
+		d.Dev.Concat(g.pooled, 0, pooled...)
+		if c.Guidance {
+			g.guidance = make([]float32, n)
+			for j := range g.guidance {
+				g.guidance[j] = guidance
+			}
+		}
+		g.txtIDs = flux.TextIDs(T)
+	}
+	return func(ctx context.Context, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
+		return d.step(ctx, groups, len(rows), x, ts)
+	}, nil
+}
+
+// step pads an odd-sized latent to whole 2×2 patches (circularly, as
+// ComfyUI's pad_to_patch_size), runs each group and crops the prediction
+// back.
+func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
+	dev := d.Dev
+	if len(x.Shape) != 4 || x.Shape[0] != rows || len(ts) != rows {
+		return nil, fmt.Errorf("flux: latent %v with %d timesteps for %d bound rows", x.Shape, len(ts), rows)
+	}
+	h, w := x.Shape[2], x.Shape[3]
+	xp := padCircular(dev, x)
+	hp, wp := xp.Shape[2], xp.Shape[3]
+	tokens, err := flux.Pack(dev, xp)
+	if xp != x {
+		dev.Free(xp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Free(tokens)
+	imgIDs := flux.ImageIDs(hp, wp)
+	outs := make([]*backend.Tensor, len(groups))
+	defer func() {
+		for _, o := range outs {
+			if o != nil {
+				dev.Free(o)
+			}
+		}
+	}()
+	for i, g := range groups {
+		img := tokens
+		if len(groups) > 1 {
+			img = dev.Alloc(g.to-g.from, tokens.Shape[1], tokens.Shape[2])
+			dev.Slice(img, tokens, 0, g.from)
+		}
+		out, err := d.Net.Forward(ctx, dev, img, g.txt, g.pooled, ts[g.from:g.to], g.guidance, imgIDs, g.txtIDs)
+		if img != tokens {
+			dev.Free(img)
+		}
+		if err != nil {
+			return nil, err
+		}
+		outs[i] = out
+	}
+	all := outs[0]
+	if len(outs) > 1 {
+		all = dev.Alloc(rows, tokens.Shape[1], outs[0].Shape[2])
+		dev.Concat(all, 0, outs...)
+		defer dev.Free(all)
+	} else {
+		outs[0] = nil
+		defer dev.Free(all)
+	}
+	v, err := flux.Unpack(dev, all, hp, wp)
+	if err != nil {
+		return nil, err
+	}
+	return cropTo(dev, v, h, w), nil
+}
+
+// padCircular pads x [B, C, H, W] to even H and W by wrapping its first row
+// and column around (a new tensor), or returns x.
+func padCircular(dev backend.Device, x *backend.Tensor) *backend.Tensor {
+	orig := x
+	B, C, H, W := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	if H%2 == 1 {
+		top := dev.Alloc(B, C, 1, W)
+		dev.Slice(top, x, 2, 0)
+		y := dev.Alloc(B, C, H+1, W)
+		dev.Concat(y, 2, x, top)
+		dev.Free(top)
+		x, H = y, H+1
+	}
+	if W%2 == 1 {
+		left := dev.Alloc(B, C, H, 1)
+		dev.Slice(left, x, 3, 0)
+		y := dev.Alloc(B, C, H, W+1)
+		dev.Concat(y, 3, x, left)
+		dev.Free(left)
+		if x != orig {
+			dev.Free(x)
+		}
+		x = y
+	}
+	return x
+}
+
+// cropTo keeps the top-left h × w of v [B, C, H, W] (freeing v when it
+// cuts).
+func cropTo(dev backend.Device, v *backend.Tensor, h, w int) *backend.Tensor {
+	B, C, H, W := v.Shape[0], v.Shape[1], v.Shape[2], v.Shape[3]
+	if H != h {
+		y := dev.Alloc(B, C, h, W)
+		dev.Slice(y, v, 2, 0)
+		dev.Free(v)
+		v, H = y, h
+	}
+	if W != w {
+		y := dev.Alloc(B, C, H, w)
+		dev.Slice(y, v, 3, 0)
+		dev.Free(v)
+		v = y
+	}
+	return v
 }

@@ -32,6 +32,14 @@ type Config struct {
 	// ScalingFactor multiplies latents after encoding (SD1: 0.18215); shapes
 	// cannot tell it, so the model family sets it.
 	ScalingFactor float32
+	// ShiftFactor is subtracted from the latents before scaling (Flux:
+	// 0.1159; 0 for SD1/SD2/SDXL): sampler latents are (z − shift)·scale.
+	// The model family sets it.
+	ShiftFactor float32
+	// QuantConvs is whether the model has the 1×1 quant_conv and
+	// post_quant_conv around the latents (SD1/SD2/SDXL do; the Flux and SD3
+	// autoencoders do not).
+	QuantConvs bool
 }
 
 // SD1ScalingFactor is the SD1.x/SD2.x latent scaling factor.
@@ -45,6 +53,12 @@ func (c Config) String() string {
 	enc := ""
 	if !c.HasEncoder {
 		enc = ", decoder only"
+	}
+	if c.ShiftFactor != 0 {
+		enc = fmt.Sprintf(", shift %g", c.ShiftFactor) + enc
+	}
+	if !c.QuantConvs {
+		enc = ", no quant convs" + enc
 	}
 	return fmt.Sprintf("channels %d × %v, %d res blocks/level, %d latent channels, factor %d, scaling %g%s",
 		c.Channels, c.ChannelMult, c.NumResBlocks, c.ZChannels, c.Factor(), c.ScalingFactor, enc)
@@ -65,6 +79,7 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 		return Config{}, fmt.Errorf("vae: no %sdecoder.conv_in.weight", prefix)
 	}
 	c := Config{ZChannels: dIn[1], ScalingFactor: SD1ScalingFactor, InChannels: 3}
+	c.QuantConvs = shape("post_quant_conv.weight") != nil
 	if out := shape("decoder.conv_out.weight"); len(out) == 4 {
 		c.InChannels = out[0]
 	}
@@ -226,9 +241,13 @@ func Load(b *weights.Builder, c Config) *Model {
 		m.encMid = loadMid(e.Sub("mid"), top)
 		m.encNorm = nn.LoadGroupNorm(e.Sub("norm_out"), top, groups, eps)
 		m.encOut = nn.LoadConv2d(e.Sub("conv_out"), top, 2*z, 3, 1, 1)
-		m.quant = nn.LoadConv2d(b.Sub("quant_conv"), 2*z, 2*z, 1, 1, 0)
+		if c.QuantConvs {
+			m.quant = nn.LoadConv2d(b.Sub("quant_conv"), 2*z, 2*z, 1, 1, 0)
+		}
 	}
-	m.postQuant = nn.LoadConv2d(b.Sub("post_quant_conv"), z, z, 1, 1, 0)
+	if c.QuantConvs {
+		m.postQuant = nn.LoadConv2d(b.Sub("post_quant_conv"), z, z, 1, 1, 0)
+	}
 	d := b.Sub("decoder")
 	m.decIn = nn.LoadConv2d(d.Sub("conv_in"), z, top, 3, 1, 1)
 	m.decMid = loadMid(d.Sub("mid"), top)
@@ -256,8 +275,11 @@ func (m *Model) Decode(ctx context.Context, dev backend.Device, latents *backend
 		return nil, fmt.Errorf("vae decode: latents have %d channels, the model %d", latents.Shape[1], m.Config.ZChannels)
 	}
 	z := dev.Alloc(latents.Shape...)
-	dev.Affine(z, latents, 1/m.Config.ScalingFactor, 0)
-	h := m.decIn.Forward(dev, m.postQuant.Forward(dev, z))
+	dev.Affine(z, latents, 1/m.Config.ScalingFactor, m.Config.ShiftFactor)
+	if m.postQuant != nil {
+		z = m.postQuant.Forward(dev, z)
+	}
+	h := m.decIn.Forward(dev, z)
 	h = m.decMid.forward(dev, h)
 	for i := len(m.up) - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
@@ -285,7 +307,7 @@ func (m *Model) Encode(ctx context.Context, dev backend.Device, img *backend.Ten
 	mean := dev.Alloc(moments.Shape[0], z, moments.Shape[2], moments.Shape[3])
 	dev.Slice(mean, moments, 1, 0)
 	dev.Free(moments)
-	dev.Affine(mean, mean, m.Config.ScalingFactor, 0)
+	dev.Affine(mean, mean, m.Config.ScalingFactor, -m.Config.ShiftFactor*m.Config.ScalingFactor)
 	return mean, nil
 }
 
@@ -310,13 +332,13 @@ func (m *Model) EncodeSample(ctx context.Context, dev backend.Device, img *backe
 		return nil, fmt.Errorf("vae encode: %d noise values for latents [%d %d %d %d]", len(eps), n, z, h, w)
 	}
 	out := make([]float32, n*plane)
-	scale := float64(m.Config.ScalingFactor)
+	scale, shift := m.Config.ScalingFactor, m.Config.ShiftFactor
 	for b := range n {
 		mean, logvar := host[2*b*plane:(2*b+1)*plane], host[(2*b+1)*plane:(2*b+2)*plane]
 		for i := range plane {
 			lv := min(max(float64(logvar[i]), -30), 20)
 			std := float32(math.Exp(0.5 * lv))
-			out[b*plane+i] = float32(float64(mean[i]+std*eps[b*plane+i]) * scale)
+			out[b*plane+i] = (mean[i] + std*eps[b*plane+i] - shift) * scale
 		}
 	}
 	return dev.Upload(out, n, z, h, w), nil
@@ -346,5 +368,8 @@ func (m *Model) moments(ctx context.Context, dev backend.Device, img *backend.Te
 	}
 	h = m.encMid.forward(dev, h)
 	h = m.encOut.Forward(dev, m.encNorm.Forward(dev, h, true))
-	return m.quant.Forward(dev, h), nil
+	if m.quant != nil {
+		h = m.quant.Forward(dev, h)
+	}
+	return h, nil
 }

@@ -1,0 +1,236 @@
+package family
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+)
+
+// FlowMatching is the model sampling of rectified-flow families (SD3,
+// Flux, Z-Image, Qwen-Image): one shifted flow schedule as ComfyUI builds
+// it (a table the schedulers stride) and, when Diffusers is set, the
+// shift diffusers' FlowMatchEulerDiscreteScheduler applies to its
+// linspace sigmas, which the "simple" scheduler then returns under the
+// diffusers conventions.
+type FlowMatching struct {
+	// F is the shifted flow schedule (sampling.NewFlowSD3, NewFlowFlux).
+	F *sampling.Flow
+	// Diffusers maps diffusers' unshifted sigma (float32, as numpy computes
+	// it) to the shifted one; nil uses F's table under every convention.
+	Diffusers func(t float32) float32
+}
+
+// Schedule returns the flow schedule; under the diffusers conventions with
+// Diffusers set its "simple" sigmas are diffusers' own.
+func (f FlowMatching) Schedule(c Convention) sampling.Schedule {
+	if c != ConventionComfy && f.Diffusers != nil {
+		return diffusersFlowSchedule{flowSchedule{f.F}, f.Diffusers}
+	}
+	return flowSchedule{f.F}
+}
+
+// Timestep is the flow's timestep (sigma·multiplier).
+func (f FlowMatching) Timestep(_ Convention, sigma float32) float32 { return f.F.Timestep(sigma) }
+
+// NoiseScale is 1: flow models start from sigma·noise + (1−sigma)·latent.
+func (f FlowMatching) NoiseScale(Convention, float32, bool) float32 { return 1 }
+
+// Flow returns the flow schedule.
+func (f FlowMatching) Flow() *sampling.Flow { return f.F }
+
+// flowSchedule presents a Flow as a sampling.Schedule for the schedulers.
+type flowSchedule struct{ f *sampling.Flow }
+
+func (s flowSchedule) SigmaMin() float32          { return s.f.SigmaMin() }
+func (s flowSchedule) SigmaMax() float32          { return s.f.SigmaMax() }
+func (s flowSchedule) Table() []float32           { return s.f.Table() }
+func (s flowSchedule) Timestep(x float32) float32 { return s.f.Timestep(x) }
+func (s flowSchedule) Sigma(t float32) float32    { return s.f.Sigma(t) }
+
+// diffusersFlowSchedule is a flow schedule whose "simple" sigmas are
+// diffusers' FluxPipeline / SD3 pipeline sigmas: np.linspace(1, 1/steps,
+// steps) cast to float32, then shifted.
+type diffusersFlowSchedule struct {
+	flowSchedule
+	shift func(float32) float32
+}
+
+// SimpleSigmas implements sampling.SimpleSigmaser.
+func (s diffusersFlowSchedule) SimpleSigmas(steps int) []float32 {
+	out := make([]float32, steps)
+	for i := range out {
+		t := 1.0
+		if steps > 1 {
+			// numpy.linspace(1, 1/steps, steps): start + i·step, the last
+			// value exactly the end.
+			step := (1/float64(steps) - 1) / float64(steps-1)
+			t = 1 + float64(i)*step
+			if i == steps-1 {
+				t = 1 / float64(steps)
+			}
+		}
+		out[i] = s.shift(float32(t))
+	}
+	return out
+}
+
+// FluxShiftParams are the resolution-dependent shift of Flux-dev:
+// μ = Base + (Max − Base)·(tokens − BaseTokens)/(MaxTokens − BaseTokens)
+// for an image of tokens 2×2 latent patches (ComfyUI's ModelSamplingFlux
+// node, diffusers' use_dynamic_shifting with calculate_shift).
+type FluxShiftParams struct {
+	Base, Max             float64
+	BaseTokens, MaxTokens float64
+}
+
+// DefaultFluxShift is Flux-dev's: 0.5 at 256 tokens to 1.15 at 4096
+// (1024²).
+var DefaultFluxShift = FluxShiftParams{Base: 0.5, Max: 1.15, BaseTokens: 256, MaxTokens: 4096}
+
+// Mu is the shift for an image of tokens patches.
+func (p FluxShiftParams) Mu(tokens float64) float64 {
+	m := (p.Max - p.Base) / (p.MaxTokens - p.BaseTokens)
+	b := p.Base - m*p.BaseTokens
+	return tokens*m + b
+}
+
+// FluxSampling is the model sampling of Flux.1 before the image size is
+// known: a resolution-dependent shift (dev) or a fixed one (schnell).
+// The pipeline calls ForImage (the SizedSampling interface) before it
+// samples; used as is, it is the 1024² schedule.
+type FluxSampling struct {
+	// Dynamic selects the resolution-dependent shift (Shift's parameters);
+	// otherwise ComfyUI's fixed mu ComfyMu applies, and diffusers'
+	// non-dynamic shift DiffusersShift (SD3's form s·t/(1+(s−1)·t)).
+	Dynamic        bool
+	Shift          FluxShiftParams
+	ComfyMu        float64
+	DiffusersShift float64
+	def            FlowMatching
+}
+
+// SizedSampling is implemented by model samplings whose schedule depends on
+// the image size or on a request's shift (Flux): the pipeline samples with
+// ForImage's result.
+type SizedSampling interface {
+	// ForImage returns the model sampling for an image of width × height
+	// pixels; shift > 0 replaces the family's rule (Flux: μ).
+	ForImage(width, height int, shift float64) (ModelSampling, error)
+}
+
+// NewFluxSampling returns Flux's model sampling: dev's
+// resolution-dependent shift, or schnell's fixed settings (ComfyUI μ = 1,
+// diffusers shift 1, the identity).
+func NewFluxSampling(dynamic bool) (*FluxSampling, error) {
+	s := &FluxSampling{Dynamic: dynamic, Shift: DefaultFluxShift, ComfyMu: 1, DiffusersShift: 1}
+	def, err := s.ForImage(1024, 1024, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.def = def.(FlowMatching)
+	return s, nil
+}
+
+// ReadDiffusersScheduler takes the shift settings of a diffusers folder's
+// scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler: shift,
+// use_dynamic_shifting, base_shift, max_shift, base_image_seq_len,
+// max_image_seq_len) where present.
+func (s *FluxSampling) ReadDiffusersScheduler(config []byte) error {
+	var c struct {
+		Shift        *float64 `json:"shift"`
+		Dynamic      *bool    `json:"use_dynamic_shifting"`
+		BaseShift    *float64 `json:"base_shift"`
+		MaxShift     *float64 `json:"max_shift"`
+		BaseSeqLen   *float64 `json:"base_image_seq_len"`
+		MaxSeqLen    *float64 `json:"max_image_seq_len"`
+		ShiftTermnal *float64 `json:"shift_terminal"`
+	}
+	if err := json.Unmarshal(config, &c); err != nil {
+		return fmt.Errorf("scheduler config: %w", err)
+	}
+	set := func(dst *float64, v *float64) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	if c.Dynamic != nil {
+		s.Dynamic = *c.Dynamic
+	}
+	set(&s.DiffusersShift, c.Shift)
+	set(&s.Shift.Base, c.BaseShift)
+	set(&s.Shift.Max, c.MaxShift)
+	set(&s.Shift.BaseTokens, c.BaseSeqLen)
+	set(&s.Shift.MaxTokens, c.MaxSeqLen)
+	if c.ShiftTermnal != nil && *c.ShiftTermnal != 0 {
+		return fmt.Errorf("scheduler config: shift_terminal %g is not supported", *c.ShiftTermnal)
+	}
+	if s.Shift.MaxTokens == s.Shift.BaseTokens {
+		return fmt.Errorf("scheduler config: base_image_seq_len and max_image_seq_len are both %g", s.Shift.MaxTokens)
+	}
+	def, err := s.ForImage(1024, 1024, 0)
+	if err != nil {
+		return err
+	}
+	s.def = def.(FlowMatching)
+	return nil
+}
+
+// ForImage implements SizedSampling: ComfyUI's μ is the dynamic shift of
+// width·height/256 tokens (dev) or ComfyMu; diffusers' the dynamic shift
+// of ⌊h/16⌋·⌊w/16⌋ tokens (its pipeline floors the size) in its
+// exponential form, or its fixed shift. A positive shift is μ for both.
+func (s *FluxSampling) ForImage(width, height int, shift float64) (ModelSampling, error) {
+	if width <= 0 || height <= 0 {
+		return nil, fmt.Errorf("flux sampling: image %d×%d", width, height)
+	}
+	comfyMu := s.ComfyMu
+	var diffusers func(float32) float32
+	switch {
+	case shift > 0:
+		comfyMu = shift
+		diffusers = expShift(shift)
+	case s.Dynamic:
+		comfyMu = s.Shift.Mu(float64(width) * float64(height) / 256)
+		diffusers = expShift(s.Shift.Mu(float64((height / 16) * (width / 16))))
+	default:
+		diffusers = linearShift(s.DiffusersShift)
+	}
+	f, err := sampling.NewFlowFlux(comfyMu)
+	if err != nil {
+		return nil, err
+	}
+	return FlowMatching{F: f, Diffusers: diffusers}, nil
+}
+
+// expShift is diffusers' time_shift(mu, 1, t) = e^μ/(e^μ + (1/t − 1)) in
+// numpy float32 arithmetic.
+func expShift(mu float64) func(float32) float32 {
+	e := float32(math.Exp(mu))
+	return func(t float32) float32 {
+		return e / (e + (1/t - 1))
+	}
+}
+
+// linearShift is diffusers' fixed shift s·t/(1 + (s−1)·t) in float32.
+func linearShift(shift float64) func(float32) float32 {
+	s := float32(shift)
+	return func(t float32) float32 {
+		return s * t / (1 + (s-1)*t)
+	}
+}
+
+// Schedule is the 1024² schedule.
+func (s *FluxSampling) Schedule(c Convention) sampling.Schedule { return s.def.Schedule(c) }
+
+// Timestep is sigma (the transformer scales it by 1000 itself).
+func (s *FluxSampling) Timestep(c Convention, sigma float32) float32 {
+	return s.def.Timestep(c, sigma)
+}
+
+// NoiseScale is 1.
+func (s *FluxSampling) NoiseScale(Convention, float32, bool) float32 { return 1 }
+
+// Flow returns the 1024² flow schedule.
+func (s *FluxSampling) Flow() *sampling.Flow { return s.def.F }

@@ -86,9 +86,9 @@ func TestInfoTinyModel(t *testing.T) {
 			}
 			for _, want := range []string{
 				"total   600 tensors, 5.8M parameters, 11.1 MiB stored",
-				"UNet          model.diffusion_model.      304        1.1M  2.1 MiB  F16:304",
-				"VAE           first_stage_model.          244        1.4M  2.7 MiB  F16:244",
-				"text encoder  cond_stage_model.            52        3.3M  6.3 MiB  F16:52",
+				"diffusion model  model.diffusion_model.      304        1.1M  2.1 MiB  F16:304",
+				"VAE              first_stage_model.          244        1.4M  2.7 MiB  F16:244",
+				"text encoder     cond_stage_model.            52        3.3M  6.3 MiB  F16:52",
 				"hyperparameters",
 			} {
 				if !strings.Contains(out, want+"\n") {
@@ -136,7 +136,7 @@ func TestInfoOtherFamilies(t *testing.T) {
 		wants []string
 	}{
 		{"sdxl", []string{"model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", "conditioner.embedders.1.model.ln_final.weight"},
-			[]string{`family  SDXL (base) (found key "conditioner.embedders.1.model.ln_final.weight", key "model.diffusion_model.label_emb.0.0.weight" (adm 3))`, "text encoders  conditioner.embedders.", "BF16:2"}},
+			[]string{`family  SDXL (base) (found key "conditioner.embedders.1.model.ln_final.weight", key "model.diffusion_model.label_emb.0.0.weight" (adm 3))`, "text encoders    conditioner.embedders.", "BF16:2"}},
 		{"unknown", []string{"foo.bar.weight", "foo.baz", "lonely"},
 			[]string{"family  unknown model family: 3 tensors, names starting foo.bar. (1), foo. (1), lonely (1)", "other      foo.", "other      (top level)", "total   3 tensors, 18 parameters, 36 B stored"}},
 	}
@@ -328,7 +328,7 @@ func TestInfoRealKeyLists(t *testing.T) {
 			if !strings.HasPrefix(line, want) || !strings.Contains(line, "(found key \"") {
 				t.Errorf("family line %q, want %s with its deciding key", line, want)
 			}
-			runnable := strings.HasPrefix(line, "SD1.x") || strings.HasPrefix(line, "SD2.x") || strings.HasPrefix(line, "SDXL")
+			runnable := strings.HasPrefix(line, "SD1.x") || strings.HasPrefix(line, "SD2.x") || strings.HasPrefix(line, "SDXL") || strings.HasPrefix(line, "Flux.1")
 			if runnable == strings.HasSuffix(line, "; not supported yet") {
 				t.Errorf("family line %q: runnable families say nothing, others \"not supported yet\"", line)
 			}

@@ -66,7 +66,11 @@ const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         
   darkroom gen -m sd15 --init-image photo.png --mask mask.png --mask-blur 4 -p "a red door" -o door.png  # inpaint
   darkroom gen -m sd15 --init-image photo.png --outpaint 0,0,256,0 -p "a wide beach" -o wider.png      # outpaint
   darkroom gen -m sd15 -p "a castle" --hires 2 --hires-denoise 0.5 --hires-upscaler latent-bislerp -o castle.png
-  darkroom gen -m sd15 -p "a castle" -s 42 --variation-seed 7 --variation-strength 0.2 -o castle-v.png`
+  darkroom gen -m sd15 -p "a castle" -s 42 --variation-seed 7 --variation-strength 0.2 -o castle-v.png
+  darkroom gen -m flux1-dev.safetensors --vae ae.safetensors --text-encoder clip_l.safetensors \
+      --text-encoder t5xxl_fp8_e4m3fn.safetensors -p "a neon sign that says darkroom" --guidance 3.5 -o sign.png
+  darkroom gen -m flux1-schnell.safetensors --vae ae.safetensors --text-encoder clip_l.safetensors \
+      --text-encoder t5xxl_fp16.safetensors -p "a fox in the snow" -o fox.png        # 4 steps`
 
 type genFlags struct {
 	models    []string

@@ -212,11 +212,15 @@ type summary struct {
 // knownComponents are the canonical prefixes reported by name; anything
 // else is grouped by its first name component.
 var knownComponents = []struct{ label, prefix string }{
-	{"UNet", "model.diffusion_model."},
+	{"diffusion model", "model.diffusion_model."},
 	{"VAE", "first_stage_model."},
+	{"VAE", "vae."},
 	{"text encoder", "cond_stage_model."},
 	{"text encoders", "conditioner.embedders."},
 	{"text encoders", "text_encoders."},
+	{"text encoders", "text_encoder_files."},
+	{"transformer", "transformer."},
+	{"text encoder 2", "text_encoder_2."},
 }
 
 func componentOf(name string) (label, prefix string) {

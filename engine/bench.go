@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/models/flux"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -152,6 +153,57 @@ func BenchVAEDecode(ctx context.Context, dev backend.Device, width, height, runs
 			res.Warm = time.Since(start)
 		} else {
 			res.Runs = append(res.Runs, time.Since(start))
+		}
+		dev.Free(out)
+	}
+	return res, nil
+}
+
+// FluxDevConfig is the FLUX.1-dev transformer configuration (12 B
+// parameters), for benchmarks.
+func FluxDevConfig() flux.Config {
+	return flux.Config{InChannels: 64, OutChannels: 64, Width: 3072, Heads: 24, HeadDim: 128, JointDim: 4096, PooledDim: 768,
+		TimeDim: 256, MLP: 12288, Layers: 19, SingleLayers: 38, Guidance: true, AxesDim: append([]int(nil), flux.DefaultAxesDim...)}
+}
+
+// BenchFluxStep times one FLUX.1-dev transformer step with random weights on
+// dev for a width × height image (1024²: 4096 image tokens) and textTokens T5
+// tokens (512), batch 1 with guidance 3.5, runs times after one warm-up run;
+// it checks the output is finite.
+func BenchFluxStep(ctx context.Context, dev backend.Device, width, height, textTokens, runs int) (BenchResult, error) {
+	cfg := FluxDevConfig()
+	m, err := flux.Load(weights.NewRandomBuilder(dev, 1), dev, cfg)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	h, w := height/16, width/16
+	img := dev.Upload(randomValues(r, h*w*cfg.InChannels), 1, h*w, cfg.InChannels)
+	txt := dev.Upload(randomValues(r, textTokens*cfg.JointDim), 1, textTokens, cfg.JointDim)
+	pooled := dev.Upload(randomValues(r, cfg.PooledDim), 1, cfg.PooledDim)
+	imgIDs, txtIDs := flux.ImageIDs(2*h, 2*w), flux.TextIDs(textTokens)
+	res := BenchResult{Name: fmt.Sprintf("Flux.1-dev step %dx%d + %d text tokens", width, height, textTokens)}
+	for i := range runs + 1 {
+		start := time.Now()
+		out, err := m.Forward(ctx, dev, img, txt, pooled, []float32{0.5}, []float32{3.5}, imgIDs, txtIDs)
+		if err != nil {
+			return res, err
+		}
+		el := time.Since(start)
+		if i == 0 {
+			resetProfile(dev)
+			res.Warm = el
+			v, err := dev.Download(out)
+			if err != nil {
+				return res, err
+			}
+			for _, f := range v {
+				if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+					return res, fmt.Errorf("bench: non-finite Flux output")
+				}
+			}
+		} else {
+			res.Runs = append(res.Runs, el)
 		}
 		dev.Free(out)
 	}

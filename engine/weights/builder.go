@@ -41,7 +41,15 @@ type builderState struct {
 	// random, when set, makes the builder synthesise every tensor instead of
 	// reading src (benchmarks and tests of full-size architectures).
 	random *rand.Rand
+	// pool holds unit normals that large synthesised tensors are filled
+	// from (drawing each of a 12-billion-parameter model's values would
+	// take minutes).
+	pool []float32
 }
+
+// poolSize is the number of unit normals large random tensors are drawn
+// from; tensors up to this size get fresh draws.
+const poolSize = 1 << 22
 
 // Builder uploads a model's tensors from a Source to a Device under a name
 // prefix. It never fails midway: it gathers every missing or misshaped tensor
@@ -80,11 +88,31 @@ func (st *builderState) synthesise(name string, shape []int) *backend.Tensor {
 	} else {
 		fanIn := n / shape[0]
 		scale := 1 / math.Sqrt(float64(max(fanIn, 1)))
-		for i := range v {
-			v[i] = float32(st.random.NormFloat64() * scale)
+		if n <= poolSize {
+			for i := range v {
+				v[i] = float32(st.random.NormFloat64() * scale)
+			}
+		} else {
+			st.fillFromPool(v, float32(scale))
 		}
 	}
 	return st.dev.Upload(v, shape...)
+}
+
+// fillFromPool fills v with scale·pool[(off + i·stride) mod poolSize] for a
+// random offset and odd stride per tensor: normal values in an order no
+// matmul structure lines up with.
+func (st *builderState) fillFromPool(v []float32, scale float32) {
+	if st.pool == nil {
+		st.pool = make([]float32, poolSize)
+		for i := range st.pool {
+			st.pool[i] = float32(st.random.NormFloat64())
+		}
+	}
+	off, stride := st.random.IntN(poolSize), 2*st.random.IntN(poolSize/2)+1
+	for i := range v {
+		v[i] = scale * st.pool[(off+i*stride)&(poolSize-1)]
+	}
 }
 
 // Sub returns a Builder whose names are prefixed by name + ".".

@@ -12,8 +12,13 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
-// Dir returns the absolute path of testdata/reference in the repository.
+// Dir returns the absolute path of testdata/reference in the repository,
+// or $DARKROOM_TESTDATA when set (a test binary built here and run on
+// another machine, with the fixtures it needs copied beside it).
 func Dir() string {
+	if d := os.Getenv("DARKROOM_TESTDATA"); d != "" {
+		return d
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "reference")
 }

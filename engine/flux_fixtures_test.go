@@ -1,0 +1,287 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/families/flux1"
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+)
+
+// fluxCase is one entry of testdata/reference/flux-pipe/cases.json (made by
+// tools/reference/gen_flux_pipeline_fixtures.py with diffusers'
+// FluxPipeline).
+type fluxCase struct {
+	Name      string  `json:"name"`
+	Variant   string  `json:"variant"`
+	Prompt    string  `json:"prompt"`
+	Negative  *string `json:"negative_prompt"`
+	Width     int     `json:"width"`
+	Height    int     `json:"height"`
+	Steps     int     `json:"steps"`
+	Guidance  float64 `json:"guidance"`
+	TrueCFG   float64 `json:"true_cfg_scale"`
+	CFGUsed   bool    `json:"true_cfg_used"`
+	MaxSeqLen int     `json:"max_sequence_length"`
+	Seed      uint64  `json:"seed"`
+	Batch     int     `json:"batch"`
+	T5IDs     []int   `json:"t5_ids"`
+	CLIPIDs   []int   `json:"clip_ids"`
+	Sigmas    []float64
+}
+
+func fluxCases(t *testing.T) []fluxCase {
+	t.Helper()
+	if !testref.Exists("flux-pipe", "cases.json") {
+		t.Skip("no flux-pipe fixtures")
+	}
+	b, err := os.ReadFile(testref.Path("flux-pipe", "cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases []fluxCase `json:"cases"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Cases) == 0 {
+		t.Fatal("no cases in flux-pipe/cases.json")
+	}
+	return doc.Cases
+}
+
+// linkTree links every file under src into dst (same relative paths).
+func linkTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		return linkFile(p, filepath.Join(dst, rel))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func linkFile(src, dst string) error {
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return nil // the variant's own file wins
+	}
+	return os.Symlink(abs, dst)
+}
+
+// fluxFolder assembles the tiny FluxPipeline folder of a variant: the
+// fixture holds dev/ whole but for the T5 weights (the tiny T5 of t5-tiny)
+// and its tokenizer (the bundled one), and schnell/ only where it differs.
+func fluxFolder(t *testing.T, variant string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "FLUX.1-"+variant)
+	linkTree(t, testref.Path("flux-pipe", variant), dir)
+	if variant != "dev" {
+		linkTree(t, testref.Path("flux-pipe", "dev"), dir)
+	}
+	if err := linkFile(testref.Path("t5-tiny", "model.safetensors"), filepath.Join(dir, "text_encoder_2", "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// fluxLayouts loads a variant both ways users have it: the diffusers
+// folder, and BFL's transformer file with ae.safetensors, the CLIP-L file
+// and the T5 file given separately (the tiny CLIP vocabulary set by hand:
+// a single file carries none).
+func fluxLayouts(t *testing.T, variant string) map[string]*Model {
+	t.Helper()
+	ctx := context.Background()
+	folder := fluxFolder(t, variant)
+	fm, err := Load(ctx, folder, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fm.Close() })
+	bm, err := LoadFiles(ctx, ModelFiles{
+		Model:        testref.Path("flux-pipe", "bfl", "flux1-"+variant+".safetensors"),
+		VAE:          testref.Path("flux-pipe", "bfl", "ae.safetensors"),
+		TextEncoders: []string{filepath.Join(folder, "text_encoder", "model.safetensors"), testref.Path("t5-tiny", "model.safetensors")},
+	}, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bm.Close() })
+	tok, err := tokenizer.LoadCLIP(filepath.Join(folder, "tokenizer", "vocab.json"), filepath.Join(folder, "tokenizer", "merges.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm.c.Text.(*flux1.Conditioner).L.Tok = tok
+	return map[string]*Model{"diffusers": fm, "bfl": bm}
+}
+
+// TestFluxDiffusersCases runs the tiny FLUX.1-dev and -schnell pipelines,
+// from the diffusers folder and from BFL's split files, through the generic
+// pipeline under diffusers' convention and compares with diffusers'
+// FluxPipeline: the T5 and CLIP token ids (exact), the T5 states and the
+// pooled CLIP-L vector (1e-4), the sigmas (1e-6), the latent after every
+// step and the final latent (1e-4), the image (≥ 45 dB). Cases: dev at
+// 64×48 with 512 T5 tokens, dev with max_sequence_length 64 truncating a
+// long prompt and two images, dev with true CFG 3 and a negative prompt,
+// schnell with 256 tokens and no guidance.
+func TestFluxDiffusersCases(t *testing.T) {
+	cases := fluxCases(t)
+	fx := testref.Tensors(t, filepath.Join("flux-pipe", "cases.safetensors"))
+	models := map[string]map[string]*Model{}
+	for _, c := range cases {
+		if models[c.Variant] == nil {
+			models[c.Variant] = fluxLayouts(t, c.Variant)
+		}
+		for layout, m := range models[c.Variant] {
+			t.Run(c.Name+"/"+layout, func(t *testing.T) {
+				psnr := runFluxCase(t, m, c, fx, 1e-4)
+				if psnr < 45 {
+					t.Errorf("image PSNR %.1f dB < 45", psnr)
+				} else {
+					t.Logf("image PSNR %.1f dB", psnr)
+				}
+			})
+		}
+	}
+}
+
+// runFluxCase runs one FluxPipeline case on m under diffusers' convention,
+// checking the token ids, the T5 states, the pooled vector, the sigmas, the
+// latent after every step and the final latent (relative error ≤ tol), and
+// returns the image's PSNR against diffusers'.
+func runFluxCase(t *testing.T, m *Model, c fluxCase, fx map[string][]float32, tol float64) float64 {
+	t.Helper()
+	ctx := context.Background()
+	req := DefaultRequest()
+	req.Model, req.Prompt, req.Seed, req.Steps = "flux-tiny", c.Prompt, c.Seed, c.Steps
+	req.Width, req.Height, req.Batch, req.Convention = c.Width, c.Height, c.Batch, "diffusers"
+	req.Sampler, req.Scheduler, req.CFG = "euler", "simple", 1
+	req.MaxSequenceLength = c.MaxSeqLen
+	if c.Variant == "dev" {
+		req.Guidance = c.Guidance
+	}
+	if c.CFGUsed {
+		req.CFG, req.Negative = c.TrueCFG, *c.Negative
+	}
+	text := m.c.Text.(*flux1.Conditioner)
+	if got, _ := text.T5.Tok.Encode(c.Prompt, c.MaxSeqLen, true); fmt.Sprint(got) != fmt.Sprint(c.T5IDs) {
+		t.Errorf("T5 ids %v, want %v", got, c.T5IDs)
+	}
+	if got := text.L.Tok.Pad(bodyOf(text.L.Tok.Encode(c.Prompt)), tokenizer.ContextLength, text.L.Pad); fmt.Sprint(got) != fmt.Sprint(c.CLIPIDs) {
+		t.Errorf("CLIP ids %v, want %v", got, c.CLIPIDs)
+	}
+	opt := family.PromptOptions{Convention: ConventionDiffusers, MaxSequenceLength: c.MaxSeqLen}
+	prompts := map[string]string{"": c.Prompt}
+	if c.CFGUsed {
+		prompts["negative_"] = *c.Negative
+	}
+	for pre, p := range prompts {
+		cond, err := m.encodePrompt(ctx, p, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := cond.Values(m.dev)
+		want := fx[c.Name+"/"+pre+"prompt_embeds"]
+		check(t, pre+"prompt_embeds", got, want[:len(want)/c.Batch], tol)
+		pooled, _ := m.dev.Download(cond.c.Pooled)
+		want = fx[c.Name+"/"+pre+"pooled_prompt_embeds"]
+		check(t, pre+"pooled_prompt_embeds", pooled, want[:len(want)/c.Batch], tol)
+	}
+	ms, _, err := m.parameterization(SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := sampling.SamplerSigmas("euler", "simple", ms.Schedule(ConventionDiffusers), c.Steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, len(c.Sigmas))
+	for i, v := range c.Sigmas {
+		want[i] = float32(v)
+	}
+	check(t, "sigmas", sig, want, 1e-6)
+	var steps [][]float32
+	res, err := m.Generate(ctx, req, func(ev Event) {
+		if ev.Phase == PhaseSample {
+			steps = append(steps, ev.Latent)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != c.Steps {
+		t.Fatalf("%d steps, want %d", len(steps), c.Steps)
+	}
+	for i, s := range steps {
+		check(t, fmt.Sprintf("latents_step%d", i), s, fx[fmt.Sprintf("%s/latents_step%d", c.Name, i)], tol)
+	}
+	check(t, "final_latents", res.Latents, fx[c.Name+"/final_latents"], tol)
+	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := 3 * c.Height * c.Width
+	var hwc []float32
+	for i := range c.Batch {
+		hwc = append(hwc, chwToHWC(pix[i*per:(i+1)*per], c.Height, c.Width)...)
+	}
+	return testref.PSNR(hwc, fx[c.Name+"/image"])
+}
+
+// bodyOf drops a CLIP sequence's start and end tokens.
+func bodyOf(ids []int) []int { return ids[1 : len(ids)-1] }
+
+// TestGPUFluxCases runs the FluxPipeline cases from the diffusers folder on
+// the GPU: in float32 (TF32 off) with the CPU's tolerances, and in bf16
+// (Flux's precision) with the image ≥ 30 dB from diffusers' float32 one.
+func TestGPUFluxCases(t *testing.T) {
+	cases := fluxCases(t)
+	fx := testref.Tensors(t, filepath.Join("flux-pipe", "cases.safetensors"))
+	for _, prec := range []struct {
+		dt       tensor.DType
+		tol, min float64
+	}{{tensor.F32, 1e-4, 45}, {tensor.BF16, 1, 30}} {
+		t.Run(prec.dt.String(), func(t *testing.T) {
+			dev := openGPUIn(t, prec.dt)
+			models := map[string]*Model{}
+			for _, c := range cases {
+				if models[c.Variant] == nil {
+					m, err := Load(context.Background(), fluxFolder(t, c.Variant), dev)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer m.Close()
+					models[c.Variant] = m
+				}
+				t.Run(c.Name, func(t *testing.T) {
+					p := runFluxCase(t, models[c.Variant], c, fx, prec.tol)
+					t.Logf("%v image PSNR %.1f dB", prec.dt, p)
+					if p < prec.min {
+						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, p, prec.min)
+					}
+				})
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+	"github.com/darkroom-ai/darkroom/engine/weights"
 )
 
 // fluxCase is one entry of testdata/reference/flux-pipe/cases.json (made by
@@ -119,11 +120,24 @@ func fluxLayouts(t *testing.T, variant string) map[string]*Model {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fm.Close() })
-	bm, err := LoadFiles(ctx, ModelFiles{
-		Model:        testref.Path("flux-pipe", "bfl", "flux1-"+variant+".safetensors"),
-		VAE:          testref.Path("flux-pipe", "bfl", "ae.safetensors"),
-		TextEncoders: []string{filepath.Join(folder, "text_encoder", "model.safetensors"), testref.Path("t5-tiny", "model.safetensors")},
-	}, cpu.New())
+	src, err := weights.OpenFiles(testref.Path("flux-pipe", "bfl", "flux1-"+variant+".safetensors"), testref.Path("flux-pipe", "bfl", "ae.safetensors"),
+		[]string{filepath.Join(folder, "text_encoder", "model.safetensors"), testref.Path("t5-tiny", "model.safetensors")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The tiny transformer's RoPE axes (4, 6, 6): a single file cannot say
+	// them, and the released models' head dim 128 is the only one known.
+	// So is the tiny CLIP's head count (ConfigFromWeights assumes 64-wide
+	// heads); both come from the folder's configs.
+	src.JSON = map[string][]byte{}
+	for _, f := range []string{"transformer/config.json", "text_encoder/config.json"} {
+		b, err := os.ReadFile(filepath.Join(folder, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.JSON[f] = b
+	}
+	bm, err := loadFrom(ctx, src, cpu.New(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +147,7 @@ func fluxLayouts(t *testing.T, variant string) map[string]*Model {
 		t.Fatal(err)
 	}
 	bm.c.Text.(*flux1.Conditioner).L.Tok = tok
+	bm.c.Text.(*flux1.Conditioner).L.Pad = tok.EOS()
 	return map[string]*Model{"diffusers": fm, "bfl": bm}
 }
 

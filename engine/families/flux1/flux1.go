@@ -14,6 +14,7 @@ package flux1
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -141,6 +142,9 @@ func locate(src *family.Source) parts {
 		p.root, p.ferr = "", errors.New("no Flux transformer weights")
 	} else {
 		p.fc, p.ferr = flux.ConfigFromWeights(src, p.root)
+		if p.ferr == nil {
+			p.ferr = readAxes(src, &p.fc)
+		}
 	}
 	p.vae = first(k, vaeRoots, "decoder.conv_in.weight")
 	p.clip = first(k, clipRoots, "text_model.embeddings.token_embedding.weight")
@@ -155,6 +159,63 @@ func locate(src *family.Source) parts {
 		}
 	}
 	return p
+}
+
+// readAxes takes the RoPE axes from a diffusers folder's
+// transformer/config.json (axes_dims_rope): shapes cannot tell them, and
+// single files only come with the released models' head dim 128, whose
+// axes (16, 56, 56) ConfigFromWeights sets.
+func readAxes(src *family.Source, c *flux.Config) error {
+	b, ok := src.JSON["transformer/config.json"]
+	if !ok {
+		return nil
+	}
+	var cfg struct {
+		Axes []int `json:"axes_dims_rope"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("transformer/config.json: %w", err)
+	}
+	if cfg.Axes == nil {
+		return nil
+	}
+	sum := 0
+	for _, a := range cfg.Axes {
+		if a <= 0 || a%2 != 0 {
+			return fmt.Errorf("transformer/config.json: axes_dims_rope %v: each must be even and positive", cfg.Axes)
+		}
+		sum += a
+	}
+	if len(cfg.Axes) != 3 || sum != c.HeadDim {
+		return fmt.Errorf("transformer/config.json: axes_dims_rope %v: want 3 axes summing to the head dim %d", cfg.Axes, c.HeadDim)
+	}
+	c.AxesDim = cfg.Axes
+	return nil
+}
+
+// readHeads takes the CLIP encoder's head count from a diffusers folder's
+// text_encoder/config.json (num_attention_heads) when it is there: shapes
+// cannot tell it, and ConfigFromWeights assumes the released encoders'
+// head width of 64.
+func readHeads(src *family.Source, c *clip.Config) error {
+	b, ok := src.JSON["text_encoder/config.json"]
+	if !ok {
+		return nil
+	}
+	var cfg struct {
+		Heads int `json:"num_attention_heads"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("text_encoder/config.json: %w", err)
+	}
+	if cfg.Heads == 0 {
+		return nil
+	}
+	if cfg.Heads < 0 || c.Width%cfg.Heads != 0 {
+		return fmt.Errorf("text_encoder/config.json: num_attention_heads %d does not divide the width %d", cfg.Heads, c.Width)
+	}
+	c.Heads = cfg.Heads
+	return nil
 }
 
 func first(k *family.Keys, roots []string, name string) string {
@@ -231,6 +292,9 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		return nil, err
 	}
 	cc.Act = backend.QuickGELU
+	if err := readHeads(src, &cc); err != nil {
+		return nil, err
+	}
 	if cc.Width != fc.PooledDim {
 		return nil, fmt.Errorf("the CLIP text encoder is %d wide; this Flux transformer takes a %d-wide pooled vector (CLIP-L: clip_l.safetensors)", cc.Width, fc.PooledDim)
 	}

@@ -599,3 +599,25 @@ func TestOptionsHintLine(t *testing.T) {
 		t.Errorf("the error gave way to the hint: %q", got)
 	}
 }
+
+// The engine's own checks of an option, made when the job runs, fail the
+// job with the option named as the options line spells it.
+func TestOptionFailureNamesOption(t *testing.T) {
+	fake := tinyModels()
+	fake.fail["no t5"] = &engine.FieldError{Field: "max_sequence_length", Value: 300, Msg: "this model has no T5 text encoder"}
+	fake.fail["bad size"] = &engine.FieldError{Field: "width", Value: 64, Msg: "too small for this model"}
+	h := newHarness(t, fake, harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("no t5")
+	h.setOptions("max-sequence-length=300")
+	h.keys("ctrl+g")
+	h.fill("bad size")
+	h.setOptions("")
+	h.keys("ctrl+g")
+	h.waitFor("both failed", func(a *App) bool { return len(a.jobs) == 2 && a.jobs[1].State == JobFailed })
+	if got, want := h.app.jobs[0].Err, "max-sequence-length 300: this model has no T5 text encoder"; got != want {
+		t.Errorf("option failure %q, want %q", got, want)
+	}
+	if got, want := h.app.jobs[1].Err, "width 64: too small for this model"; got != want {
+		t.Errorf("own field failure %q, want %q", got, want)
+	}
+}

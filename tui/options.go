@@ -69,6 +69,26 @@ func asOption(err error, flag string) error {
 	return err
 }
 
+// optionFieldError tells an engine field error about an option field
+// with the option's name, as the options line spells it
+// (`max-sequence-length 300: this model has no T5 text encoder`); other
+// errors, and those about the editor's own fields, are returned as they
+// are.
+func optionFieldError(err error) error {
+	fe, ok := err.(*engine.FieldError)
+	if !ok {
+		return err
+	}
+	if _, owned := ownedFields[fe.Field]; owned {
+		return err
+	}
+	f, ok := engine.FieldByName(fe.Field)
+	if !ok || f.Flag == "" {
+		return err
+	}
+	return &optionError{flag: f.Flag, fe: fe}
+}
+
 // optionWord is one word of the options line: its text with the quotes
 // taken out, and the rune offsets of its first rune and of the rune after
 // it in the line.

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -289,18 +288,10 @@ func (p *PromptPane) Request(randSeed func() uint64) (engine.Request, error) {
 // the option's name, after "options: " (`options: batch-index 3: the
 // batch has 1 images`); errors about the editor's own fields are kept.
 func optionsValidateError(err error) error {
-	var fe *engine.FieldError
-	if !errors.As(err, &fe) {
-		return err
+	if e := optionFieldError(err); e != err {
+		return fmt.Errorf("options: %w", e)
 	}
-	if _, owned := ownedFields[fe.Field]; owned {
-		return err
-	}
-	f, ok := engine.FieldByName(fe.Field)
-	if !ok {
-		return err
-	}
-	return fmt.Errorf("options: %w", asOption(err, f.Flag))
+	return err
 }
 
 // Options returns the options line's text.

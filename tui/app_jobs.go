@@ -105,8 +105,11 @@ func (a *App) onDone(m jobDoneMsg) tea.Cmd {
 		j.State = JobCancelled
 		a.setLog(false, "Cancelled #%d.", j.ID)
 	case m.Err != nil:
-		j.State, j.Err = JobFailed, m.Err.Error()
-		a.setLog(true, "#%d failed: %v", j.ID, m.Err)
+		// The engine's checks of an option (guidance on a model without
+		// embedded guidance, …) name it as the options line does.
+		err := optionFieldError(m.Err)
+		j.State, j.Err = JobFailed, err.Error()
+		a.setLog(true, "#%d failed: %v", j.ID, err)
 	default:
 		j.State = JobDone
 		j.Step = j.Total

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"reflect"
 	"strconv"
 
 	"github.com/charmbracelet/x/ansi"
@@ -371,11 +372,15 @@ func TestMouse(t *testing.T) {
 	if h.app.focus != panePrompt || h.app.prompt.focus != fieldCFG {
 		t.Errorf("click on cfg: focus %v field %v", h.app.focus, h.app.prompt.focus)
 	}
-	click(5, 15) // queue row 2 (#2): the box starts at row 13
+	click(30, 12) // the options line, a whole row
+	if h.app.focus != panePrompt || h.app.prompt.focus != fieldOptions {
+		t.Errorf("click on options: focus %v field %v", h.app.focus, h.app.prompt.focus)
+	}
+	click(5, 16) // queue row 2 (#2): the box starts at row 14
 	if h.app.focus != paneQueue || h.app.queue.Selected() != 1 {
 		t.Errorf("click on queue row 2: focus %v sel %d", h.app.focus, h.app.queue.Selected())
 	}
-	h.send(tea.MouseWheelMsg{X: 5, Y: 15, Button: tea.MouseWheelDown})
+	h.send(tea.MouseWheelMsg{X: 5, Y: 16, Button: tea.MouseWheelDown})
 	if h.app.queue.Selected() != 2 {
 		t.Errorf("wheel down: sel %d, want 2", h.app.queue.Selected())
 	}
@@ -409,14 +414,15 @@ func TestCellSizeRedraws(t *testing.T) {
 }
 
 // In the compact layout (80×23, tmux) clicks find the fields and the
-// queue where the shorter prompt box draws them.
+// queue where the shorter prompt box draws them (the negative prompt
+// beside its label).
 func TestMouseCompact(t *testing.T) {
 	h := newHarness(t, tinyModels(), harnessOpts{w: 80, h: 23, model: "tiny", mode: termimg.ModeHalfblock})
 	click := func(x, y int) { h.send(tea.MouseClickMsg{X: x, Y: y, Button: tea.MouseLeft}) }
 	for _, c := range []struct {
 		x, y int
 		want field
-	}{{5, 2, fieldPrompt}, {5, 4, fieldNegative}, {30, 7, fieldCFG}, {5, 8, fieldSeed}, {30, 8, fieldSize}, {5, 9, fieldBatch}} {
+	}{{5, 2, fieldPrompt}, {5, 3, fieldNegative}, {30, 6, fieldCFG}, {5, 7, fieldSeed}, {30, 7, fieldSize}, {5, 8, fieldBatch}, {30, 9, fieldOptions}} {
 		click(c.x, c.y)
 		if h.app.focus != panePrompt || h.app.prompt.focus != c.want {
 			t.Errorf("click at %d,%d: focus %v field %v, want %v", c.x, c.y, h.app.focus, h.app.prompt.focus, c.want)
@@ -456,5 +462,162 @@ func TestBrokenModelNotPreselected(t *testing.T) {
 	h.keys("left")
 	if h.app.prompt.Model() != "tiny" {
 		t.Errorf("← from sd15: %q, want tiny (the broken file skipped)", h.app.prompt.Model())
+	}
+}
+
+// A job built with the options line carries them into its request (and
+// the engine's, and the PNG); a bad entry or a field with its own input
+// is refused on the log line, and nothing queued is lost; the queue and
+// history show the options, recalling a job restores them and re-running
+// keeps them.
+func TestFlowOptions(t *testing.T) {
+	fake := tinyModels()
+	fake.gate = make(chan struct{})
+	h := newHarness(t, fake, harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("a cat")
+	h.setOptions("guidance=3.5 denoise=0.5 init-image=x.png")
+	h.keys("ctrl+g")
+	h.fill("a dog")
+	h.setOptions("hires=2 lora=style:0.8 lora=detail") // shown in the field table's order
+	h.keys("ctrl+g")
+	if len(h.app.jobs) != 2 {
+		t.Fatalf("%d jobs, want 2 (log %q)", len(h.app.jobs), h.app.logMsg)
+	}
+	want := engine.DefaultRequest()
+	want.Model, want.Prompt, want.Seed, want.Steps, want.Width, want.Height = "tiny", "a cat", 1, 4, 64, 64
+	want.Guidance, want.Denoise, want.InitImage = 3.5, 0.5, "x.png"
+	if got := h.app.jobs[0].Req; !reflect.DeepEqual(got, want) {
+		t.Errorf("job 1 request\n got %+v\nwant %+v", got, want)
+	}
+	if r := h.app.jobs[1].Req; r.Hires != 2 || !reflect.DeepEqual(r.LoRAs, []string{"style:0.8", "detail"}) || r.Guidance != 0 || r.InitImage != "" {
+		t.Errorf("job 2 request %+v", r)
+	}
+	h.waitFor("job 1 running", func(a *App) bool { return a.jobs[0].State == JobRunning })
+	if scr := h.screen(); !strings.Contains(scr, "#2  queued  64×64 euler 4 steps lora=styl…") {
+		t.Errorf("queued row without its options:\n%s", scr)
+	}
+
+	// Refused entries: one line each, the job list untouched.
+	for _, c := range []struct{ options, log string }{
+		{"denoise=2", "Not enqueued: options: denoise 2: must be more than 0 and at most 1 (0 means 1)"},
+		{"steps=30", "Not enqueued: options: steps: use the steps field above, not options"},
+		{"guidence=3.5", `Not enqueued: options: unknown option "guidence" (did you mean guidance?)`},
+		{`init-image="my photo.png`, `Not enqueued: options: unterminated " quote in init-image="my photo.png`},
+	} {
+		h.setOptions(c.options)
+		h.keys("ctrl+g")
+		if h.app.logMsg != c.log || !h.app.logErr {
+			t.Errorf("%s: log %q (error %v), want %q", c.options, h.app.logMsg, h.app.logErr, c.log)
+		}
+		if !strings.Contains(h.screen(), c.log) {
+			t.Errorf("%s: the error is not on screen:\n%s", c.options, h.screen())
+		}
+		if len(h.app.jobs) != 2 || h.app.jobs[0].State != JobRunning || h.app.jobs[1].State != JobQueued {
+			t.Errorf("%s: jobs %s changed", c.options, ids(h.app.jobs))
+		}
+		if h.app.prompt.Options() != c.options {
+			t.Errorf("%s: options line now %q, want it kept for fixing", c.options, h.app.prompt.Options())
+		}
+	}
+
+	step(fake, 4)
+	h.waitFor("job 2 running", func(a *App) bool { return a.jobs[1].State == JobRunning })
+	step(fake, 4)
+	h.waitFor("both done", func(a *App) bool { return len(a.done) == 2 })
+	if got := fake.calls[0]; got.Guidance != 3.5 || got.Denoise != 0.5 || got.InitImage != "x.png" {
+		t.Errorf("engine request %+v", got)
+	}
+	saved, err := engine.RequestFromPNG(h.app.jobs[0].Paths[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.Guidance != 3.5 || saved.Denoise != 0.5 || saved.InitImage != "x.png" {
+		t.Errorf("PNG request %+v", saved)
+	}
+
+	// History: the options show under the list; enter recalls them.
+	h.setOptions("")
+	h.keys("alt+3", "down")
+	if scr := h.screen(); !strings.Contains(scr, "seed 1 · 64×64 ×1 · 0.0s · guidance=3.5 d…") {
+		t.Errorf("history item without its options:\n%s", scr)
+	}
+	h.keys("enter")
+	if got, want := h.app.prompt.Options(), "guidance=3.5 denoise=0.5 init-image=x.png"; got != want {
+		t.Errorf("recalled options %q, want %q", got, want)
+	}
+	h.keys("alt+3", "r")
+	h.waitFor("re-run queued", func(a *App) bool { return len(a.jobs) == 3 })
+	if r := h.app.jobs[2].Req; r.Guidance != 3.5 || r.Denoise != 0.5 || r.InitImage != "x.png" || r.Seed == 1 {
+		t.Errorf("re-run request %+v", r)
+	}
+	step(fake, 4)
+	h.waitFor("re-run done", func(a *App) bool { return len(a.done) == 3 })
+}
+
+// With the cursor in the options line the key hints row names the
+// options matching the word typed; with no hints row (under 20 rows) the
+// log row does, unless it holds an error.
+func TestOptionsHintLine(t *testing.T) {
+	h := newHarness(t, tinyModels(), harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	last := func() string {
+		lines := strings.Split(h.screen(), "\n")
+		return lines[len(lines)-1]
+	}
+	logRow := func() string {
+		lines := strings.Split(h.screen(), "\n")
+		return lines[len(lines)-2]
+	}
+	h.setOptions("guidance=3.5 den")
+	if got := last(); !strings.HasPrefix(got, "denoise denoising strength, more than 0 and at most 1 (default 1: a… · also d") {
+		t.Errorf("hint row %q", got)
+	}
+	if !strings.HasPrefix(logRow(), "Welcome to darkroom") {
+		t.Errorf("log row %q changed by the hint", logRow())
+	}
+	h.keys("left", "left", "left", "left", "left")
+	if got := last(); !strings.HasPrefix(got, "guidance embedded guidance of a guidance-distilled model") {
+		t.Errorf("hint for the word under the cursor: %q", got)
+	}
+	h.keys("ctrl+e")
+	h.typeText(" ")
+	if got := last(); !strings.HasPrefix(got, "options name=value, e.g. init-image=x.png") {
+		t.Errorf("hint between words: %q", got)
+	}
+	h.keys("alt+2")
+	if got := last(); !strings.HasPrefix(got, "ctrl+g enqueue") {
+		t.Errorf("key hints not back in the queue: %q", got)
+	}
+
+	h.send(tea.WindowSizeMsg{Width: 60, Height: 18})
+	h.setOptions("mask-b")
+	if got := last(); !strings.HasPrefix(got, "mask-blur inpaint: feather the mask") {
+		t.Errorf("hint on the log row at 60×18: %q", got)
+	}
+	h.setOptions("mask-blur=999")
+	h.keys("ctrl+g")
+	if got := last(); !strings.HasPrefix(got, "Not enqueued: options: mask-blur 999: must be") {
+		t.Errorf("the error gave way to the hint: %q", got)
+	}
+}
+
+// The engine's own checks of an option, made when the job runs, fail the
+// job with the option named as the options line spells it.
+func TestOptionFailureNamesOption(t *testing.T) {
+	fake := tinyModels()
+	fake.fail["no t5"] = &engine.FieldError{Field: "max_sequence_length", Value: 300, Msg: "this model has no T5 text encoder"}
+	fake.fail["bad size"] = &engine.FieldError{Field: "width", Value: 64, Msg: "too small for this model"}
+	h := newHarness(t, fake, harnessOpts{model: "tiny", mode: termimg.ModeHalfblock})
+	h.fill("no t5")
+	h.setOptions("max-sequence-length=300")
+	h.keys("ctrl+g")
+	h.fill("bad size")
+	h.setOptions("")
+	h.keys("ctrl+g")
+	h.waitFor("both failed", func(a *App) bool { return len(a.jobs) == 2 && a.jobs[1].State == JobFailed })
+	if got, want := h.app.jobs[0].Err, "max-sequence-length 300: this model has no T5 text encoder"; got != want {
+		t.Errorf("option failure %q, want %q", got, want)
+	}
+	if got, want := h.app.jobs[1].Err, "width 64: too small for this model"; got != want {
+		t.Errorf("own field failure %q, want %q", got, want)
 	}
 }

@@ -122,12 +122,23 @@ func (a *App) render() string {
 	hm.Styles = a.helpStyles()
 	hm.SetWidth(a.c.Width)
 	logLine := logStyle.Render(fitWidth(ansiTrunc(a.logMsg, a.c.Width), a.c.Width))
+	hintLine := fitWidth(hm.ShortHelpView(a.c.Keys.ShortHelp()), a.c.Width)
+	// While the options input has the cursor, the key hints row names
+	// the options matching the word typed; with no key hints row, the
+	// log row does, unless it holds an error.
+	if hint, ok := a.prompt.OptionsHint(a.c.Width); ok && a.focus == panePrompt && !a.script.open {
+		if l.hints() {
+			hintLine = hint
+		} else if !a.logErr {
+			logLine = hint
+		}
+	}
 	var frame string
 	if a.script.open {
 		out, input := a.script.View(a.c.Width, l.scriptH)
 		frame = body + "\n" + out + "\n" + logLine + "\n" + input
 	} else if l.hints() {
-		frame = body + "\n" + logLine + "\n" + fitWidth(hm.ShortHelpView(a.c.Keys.ShortHelp()), a.c.Width)
+		frame = body + "\n" + logLine + "\n" + hintLine
 	} else {
 		frame = body + "\n" + logLine
 	}
@@ -160,7 +171,8 @@ func (a *App) helpView() string {
 	hm.Styles = a.helpStyles()
 	hm.SetWidth(a.c.Width - 6)
 	body := s.OverlayTitle.Render("darkroom keys") + "\n\n" + hm.FullHelpView(a.c.Keys.FullHelp()) + "\n\n" +
-		s.Muted.Render("Prompt fields: type to edit, ←/→ change sampler/scheduler/model,\nenter on model opens the picker. Seed \"random\" draws a new one.")
+		s.Muted.Render("Prompt fields: type to edit, ←/→ change sampler/scheduler/model,\nenter on model opens the picker. Seed \"random\" draws a new one.\n"+
+			"options: every other setting, name=value with gen's flag names:\ninit-image=x.png denoise=0.5 hires=2 lora=style:0.8 guidance=3.5")
 	return s.Overlay.Render(body)
 }
 

@@ -98,7 +98,7 @@ func TestTmuxEndToEnd(t *testing.T) {
 
 	waitFor("the model", has("model   tiny", "Queue (0)"))
 	text("a lighthouse at dusk")
-	// Tab order from the prompt: negative, model, sampler, sched, steps, cfg, seed, size.
+	// Tab order from the prompt: negative, model, sampler, sched, steps, cfg, seed, size, batch, options.
 	setField(5, "30") // slow enough (seconds) to watch and to cancel
 	setField(8, "128x128")
 	keys("C-g")
@@ -109,6 +109,7 @@ func TestTmuxEndToEnd(t *testing.T) {
 	waitFor("#2 cancelled", has("#2  cancelled", "Cancelled #2."))
 	setField(5, "8")
 	setField(8, "64x64")
+	setField(10, "variation-seed=7 variation-strength=0.3") // the options line, on the real engine
 	keys("C-g")
 	s := waitFor("#3 done", has("#3  done", "#3 done in"))
 	if !strings.Contains(s, "#1  done") {
@@ -130,6 +131,15 @@ func TestTmuxEndToEnd(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("no PNG for job %s in %v", want, pngs)
+		}
+	}
+	// Job 3's options reached the engine and its PNG.
+	for _, p := range pngs {
+		if strings.Contains(filepath.Base(p), "-003-") {
+			req, err := engine.RequestFromPNG(p)
+			if err != nil || req.VariationSeed != 7 || req.VariationStrength != 0.3 {
+				t.Errorf("%s: request %+v (%v), want variation seed 7 at 0.3", p, req, err)
+			}
 		}
 	}
 	// The PNGs carry the model hash, as gen's do.

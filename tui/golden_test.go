@@ -61,6 +61,18 @@ func TestGolden(t *testing.T) {
 			}
 			h.keys("alt+3", "down")
 		}},
+		// The options line with the cursor in a word: its hint replaces
+		// the key hints.
+		{"Options", 80, 24, false, func(h *harness) {
+			h.typeText("a lighthouse at dusk")
+			h.setOptions("guidance=3.5 init-image=x.png den")
+		}},
+		// A bad option: the error on the log line, no job queued.
+		{"OptionsError", 80, 24, false, func(h *harness) {
+			h.typeText("a lighthouse at dusk")
+			h.setOptions("init-image=x.png denoise=2")
+			h.keys("ctrl+g")
+		}},
 		{"Help", 80, 24, false, func(h *harness) { h.keys("f1") }},
 		{"Picker", 80, 24, false, func(h *harness) { h.keys("ctrl+o", "down") }},
 		{"Quit", 80, 24, false, func(h *harness) {

@@ -326,6 +326,15 @@ func (h *harness) setField(f field, v string) {
 	h.typeText(v)
 }
 
+// setOptions focuses the options line with tab and replaces its text.
+func (h *harness) setOptions(v string) {
+	for h.app.focus != panePrompt || h.app.prompt.focus != fieldOptions {
+		h.keys("tab")
+	}
+	h.keys("ctrl+e", "ctrl+u")
+	h.typeText(v)
+}
+
 var errTest = errors.New("out of memory: needs 6.2 GiB, 4.0 GiB free")
 
 func tinyModels() *fakePipeline {

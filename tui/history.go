@@ -56,9 +56,13 @@ func (h *HistoryPane) Rows(items []*Job, iw, n int, focused bool) []string {
 	if n >= 3 {
 		j := items[min(h.sel, len(items)-1)]
 		r := j.Req
+		second := fmt.Sprintf("seed %d · %d×%d ×%d · %s", r.Seed, r.Width, r.Height, r.Batch, fmtDur(j.Elapsed))
+		if o := formatOptions(r); o != "" {
+			second += " · " + o
+		}
 		out = append(out,
 			s.Muted.Render(ansiTrunc(fmt.Sprintf("%s · %s/%s · %d steps · cfg %g", modelName(r.Model), r.Sampler, r.Scheduler, r.Steps, r.CFG), iw)),
-			s.Muted.Render(ansiTrunc(fmt.Sprintf("seed %d · %d×%d ×%d · %s", r.Seed, r.Width, r.Height, r.Batch, fmtDur(j.Elapsed)), iw)))
+			s.Muted.Render(ansiTrunc(second, iw)))
 	}
 	return out
 }

@@ -63,32 +63,17 @@ func (a *App) handleMouse(m tea.Mouse, wheel bool) tea.Cmd {
 	return cmd
 }
 
-// fieldAt maps a cell of the prompt box to its field, following
-// PromptPane.Render's rows.
+// fieldAt maps a cell of the prompt box to its field, following the
+// rows PromptPane.Render draws (PromptPane.rowFields).
 func (a *App) fieldAt(x, y int, l screen) (field, bool) {
-	half := 1 + (l.leftW-2)/2
-	pair := func(left, right field) (field, bool) {
-		if x < half || right == numFields {
-			return left, true
-		}
-		return right, true
+	rows := a.prompt.rowFields()
+	y-- // the box's top edge
+	if y < 0 || y >= len(rows) {
+		return 0, false
 	}
-	ph := a.prompt.prompt.height // text rows: 3, or 1 when compact
-	switch y -= ph - 3; {
-	case y >= 4-ph && y <= 4: // label and the text rows
-		return fieldPrompt, true
-	case y == 5 || y == 6:
-		return fieldNegative, true
-	case y == 7:
-		return fieldModel, true
-	case y == 8:
-		return pair(fieldSampler, fieldScheduler)
-	case y == 9:
-		return pair(fieldSteps, fieldCFG)
-	case y == 10:
-		return pair(fieldSeed, fieldSize)
-	case y == 11:
-		return pair(fieldBatch, numFields)
+	left, right := rows[y][0], rows[y][1]
+	if right == numFields || x < 1+(l.leftW-2)/2 {
+		return left, true
 	}
-	return 0, false
+	return right, true
 }

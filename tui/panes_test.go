@@ -75,7 +75,13 @@ func TestQueueRows(t *testing.T) {
 		{ID: 5, Req: req, State: JobQueued},
 		{ID: 6, Req: req, State: JobRunning, Phase: engine.PhaseEncode, Cancelling: true},
 	}
+	withOptions := req
+	withOptions.Hires, withOptions.InitImage = 2, "my photo.png"
+	jobs = append(jobs, &Job{ID: 7, Req: withOptions, State: JobQueued})
 	rows := q.Rows(jobs, 42, 10, false)
+	if got, want := strings.TrimRight(stripANSI(q.Rows(jobs, 80, 10, false)[6]), " "), `#7  queued  512×512 euler 20 steps init-image="my photo.png" hires=2`; got != want {
+		t.Errorf("queued row with options = %q, want %q", got, want)
+	}
 	want := []string{
 		"#1  done    ██████ 20/20  123it/s     1.5s",
 		"#2  running █▌░░░░  5/20  2.5it/s ETA 6.0s",
@@ -83,6 +89,7 @@ func TestQueueRows(t *testing.T) {
 		"#4  cancelled at step 3/20",
 		"#5  queued  512×512 euler 20 steps",
 		"#6  stopping ░░░░ encode",
+		"#7  queued  512×512 euler 20 steps init-i…",
 	}
 	for i, w := range want {
 		if got := strings.TrimRight(stripANSI(rows[i]), " "); got != w {

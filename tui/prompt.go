@@ -29,26 +29,38 @@ const (
 	fieldSeed
 	fieldSize
 	fieldBatch
+	fieldOptions
 	numFields
 )
 
-var fieldLabels = [numFields]string{"Prompt", "Negative", "model", "sampler", "sched", "steps", "cfg", "seed", "size", "batch"}
+var fieldLabels = [numFields]string{"Prompt", "Negative", "model", "sampler", "sched", "steps", "cfg", "seed", "size", "batch", "options"}
 
-// promptHeight is the prompt pane's height including its frame, with a
-// three-row prompt text area (one row in the compact layout).
-const promptHeight = 13
+// promptHeight is the pane's height including its frame in the full
+// layout (a three-row prompt text area); the compact layout's is 11.
+const promptHeight = 14
+
+// negativePlaceholder and optionsPlaceholder are what the empty
+// negative prompt and options line show.
+const (
+	negativePlaceholder = "Negative prompt (optional)"
+	optionsPlaceholder  = "name=value … (hires=2)"
+)
 
 // PromptPane edits the next job: multi-line prompt and negative prompt,
-// model, sampler, scheduler, steps, CFG, seed, size and batch.
+// model, sampler, scheduler, steps, CFG, seed, size and batch, and the
+// options line, name=value words for every other request field
+// (options.go).
 type PromptPane struct {
 	c                    *Common
 	prompt, negative     textEdit
+	options              textEdit
 	model                string
 	sampler, scheduler   string
 	samplers, schedulers []string
 	text                 [numFields]textEdit // steps, cfg, seed, size, batch
 	focus                field
 	focused              bool
+	compact              bool
 	width                int
 }
 
@@ -56,8 +68,9 @@ type PromptPane struct {
 func NewPromptPane(c *Common) *PromptPane {
 	p := &PromptPane{c: c, samplers: sampling.Samplers(), schedulers: sampling.Schedulers()}
 	p.prompt = newTextEdit("Describe the image…", 3, true)
-	p.negative = newTextEdit("Negative prompt (optional)", 1, false)
-	for f := fieldSteps; f < numFields; f++ {
+	p.negative = newTextEdit(negativePlaceholder, 1, false)
+	p.options = newTextEdit(optionsPlaceholder, 1, false)
+	for f := fieldSteps; f <= fieldBatch; f++ {
 		p.text[f] = newNumberEdit(numberRunes[f])
 	}
 	p.Load(engine.DefaultRequest())
@@ -84,17 +97,50 @@ func (p *PromptPane) textOf(f field) string { return p.text[f].Value() }
 // setText sets a number field's text, the cursor at its end.
 func (p *PromptPane) setText(f field, v string) { p.text[f].SetValue(v) }
 
-// SetCompact gives the prompt text area one row instead of three, for
-// terminals under fullHeight rows.
+// SetCompact gives the prompt text area one row instead of three and
+// puts the negative prompt beside its label, for terminals under
+// fullHeight rows.
 func (p *PromptPane) SetCompact(on bool) {
-	p.prompt.height = 3
+	p.compact = on
+	p.prompt.height, p.negative.placeholder = 3, negativePlaceholder
 	if on {
-		p.prompt.height = 1
+		p.prompt.height, p.negative.placeholder = 1, "(optional)"
 	}
 }
 
 // Height is the pane's height including its frame.
-func (p *PromptPane) Height() int { return promptHeight - 3 + p.prompt.height }
+func (p *PromptPane) Height() int { return len(p.rowFields()) + 2 }
+
+// rowFields lists the fields on each row inside the pane's frame, as
+// Render draws them: the row's left field and its right one (numFields
+// when the row holds one field).
+func (p *PromptPane) rowFields() [][2]field {
+	var rows [][2]field
+	one := func(f field, n int) {
+		for range n {
+			rows = append(rows, [2]field{f, numFields})
+		}
+	}
+	one(fieldPrompt, 1+p.prompt.height) // label and text
+	if p.compact {
+		one(fieldNegative, 1) // label and text on one row
+	} else {
+		one(fieldNegative, 2)
+	}
+	one(fieldModel, 1)
+	rows = append(rows, [2]field{fieldSampler, fieldScheduler}, [2]field{fieldSteps, fieldCFG}, [2]field{fieldSeed, fieldSize}, [2]field{fieldBatch, numFields})
+	one(fieldOptions, 1)
+	return rows
+}
+
+// negativeWidth is the width of the negative prompt's text: under its
+// label, or right of it in the compact layout.
+func (p *PromptPane) negativeWidth() int {
+	if p.compact {
+		return p.width - 2 - len(fieldLabels[fieldNegative]) - 2
+	}
+	return p.width - 3
+}
 
 // SetWidth sets the pane's outer width.
 func (p *PromptPane) SetWidth(w int) {
@@ -148,7 +194,10 @@ func (p *PromptPane) Update(msg tea.Msg) tea.Cmd {
 		p.prompt.Update(msg, p.width-3)
 		return nil
 	case fieldNegative:
-		p.negative.Update(msg, p.width-3)
+		p.negative.Update(msg, p.negativeWidth())
+		return nil
+	case fieldOptions:
+		p.options.Update(msg, 1<<20) // one row, scrolled sideways
 		return nil
 	}
 	if p.focus >= fieldSteps {
@@ -226,10 +275,41 @@ func (p *PromptPane) Request(randSeed func() uint64) (engine.Request, error) {
 	if req.Width, req.Height, err = parseSize(p.textOf(fieldSize)); err != nil {
 		return req, err
 	}
+	if err := applyOptions(&req, p.options.Value()); err != nil {
+		return req, fmt.Errorf("options: %w", err)
+	}
 	if err := req.Validate(); err != nil {
-		return req, err
+		return req, optionsValidateError(err)
 	}
 	return req, nil
+}
+
+// optionsValidateError tells a Validate error about an option field with
+// the option's name, after "options: " (`options: batch-index 3: the
+// batch has 1 images`); errors about the editor's own fields are kept.
+func optionsValidateError(err error) error {
+	if e := optionFieldError(err); e != err {
+		return fmt.Errorf("options: %w", e)
+	}
+	return err
+}
+
+// Options returns the options line's text.
+func (p *PromptPane) Options() string { return p.options.Value() }
+
+// optionsWidth is the width of the options input, right of its label.
+func (p *PromptPane) optionsWidth() int { return p.width - 2 - len(fieldLabels[fieldOptions]) - 2 }
+
+// OptionsHint returns the hint line for the word under the options
+// input's cursor (hintFor) when the input is focused, styled and cut to
+// w cells.
+func (p *PromptPane) OptionsHint(w int) (string, bool) {
+	if !p.focused || p.focus != fieldOptions {
+		return "", false
+	}
+	s := p.c.Styles
+	h := hintFor(p.options.Value(), p.options.cur)
+	return fitWidth(s.HelpKey.Render(h.name)+" "+s.HelpDesc.Render(h.text), w), true
 }
 
 func atoiField(name, s string) (int, error) {
@@ -268,6 +348,7 @@ func (p *PromptPane) Load(req engine.Request) {
 	p.setText(fieldSeed, strconv.FormatUint(req.Seed, 10))
 	p.setText(fieldSize, fmt.Sprintf("%dx%d", req.Width, req.Height))
 	p.setText(fieldBatch, strconv.Itoa(req.Batch))
+	p.options.SetValue(formatOptions(req))
 }
 
 // SetSeedRandom makes the next job draw a new seed.
@@ -319,16 +400,22 @@ func (p *PromptPane) Render(h int) string {
 		}
 		return left + label(b) + " " + value(b)
 	}
+	negative := p.negative.View(p.negativeWidth(), p.focused && p.focus == fieldNegative, s)
+	if p.compact {
+		negative = label(fieldNegative) + " " + negative
+	} else {
+		negative = label(fieldNegative) + "\n" + indent(negative)
+	}
 	lines := []string{
 		label(fieldPrompt),
 		indent(p.prompt.View(iw-1, p.focused && p.focus == fieldPrompt, s)),
-		label(fieldNegative),
-		indent(p.negative.View(iw-1, p.focused && p.focus == fieldNegative, s)),
+		negative,
 		label(fieldModel) + "   " + value(fieldModel),
 		pair(fieldSampler, fieldScheduler),
 		pair(fieldSteps, fieldCFG),
 		pair(fieldSeed, fieldSize),
 		pair(fieldBatch, numFields),
+		label(fieldOptions) + " " + p.options.ViewLine(p.optionsWidth(), p.focused && p.focus == fieldOptions, s),
 	}
 	return p.c.Box("Prompt", strings.Join(lines, "\n"), p.width, h, p.focused)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/darkroom-ai/darkroom/engine"
 )
@@ -15,24 +16,36 @@ func TestPromptRequest(t *testing.T) {
 		name    string
 		model   string
 		fields  map[field]string
+		options string
 		want    func(r engine.Request) bool
 		wantErr string
 	}{
-		{"defaults", "tiny", nil, func(r engine.Request) bool {
+		{"defaults", "tiny", nil, "", func(r engine.Request) bool {
 			return r.Model == "tiny" && r.Steps == 20 && r.CFG == 7 && r.Width == 512 && r.Height == 512 && r.Batch == 1 && r.Seed == 77 && r.Sampler == "euler"
 		}, ""},
-		{"explicit", "tiny", map[field]string{fieldSteps: "8", fieldCFG: "4.5", fieldSeed: "123", fieldSize: "64x96", fieldBatch: "2"}, func(r engine.Request) bool {
+		{"explicit", "tiny", map[field]string{fieldSteps: "8", fieldCFG: "4.5", fieldSeed: "123", fieldSize: "64x96", fieldBatch: "2"}, "", func(r engine.Request) bool {
 			return r.Steps == 8 && r.CFG == 4.5 && r.Seed == 123 && r.Width == 64 && r.Height == 96 && r.Batch == 2
 		}, ""},
-		{"square size", "tiny", map[field]string{fieldSize: "256"}, func(r engine.Request) bool { return r.Width == 256 && r.Height == 256 }, ""},
-		{"seed -1 is random", "tiny", map[field]string{fieldSeed: "-1"}, func(r engine.Request) bool { return r.Seed == 77 }, ""},
-		{"no model", "", nil, nil, "--models"},
-		{"bad steps", "tiny", map[field]string{fieldSteps: "many"}, nil, "steps \"many\""},
-		{"bad cfg", "tiny", map[field]string{fieldCFG: "x"}, nil, "cfg \"x\""},
-		{"bad seed", "tiny", map[field]string{fieldSeed: "1.5"}, nil, "seed \"1.5\""},
-		{"bad size", "tiny", map[field]string{fieldSize: "big"}, nil, "size \"big\""},
-		{"size not /8", "tiny", map[field]string{fieldSize: "100x64"}, nil, "multiple of 8"},
-		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, nil, "batch 0: must be between 1 and 64"},
+		{"square size", "tiny", map[field]string{fieldSize: "256"}, "", func(r engine.Request) bool { return r.Width == 256 && r.Height == 256 }, ""},
+		{"seed -1 is random", "tiny", map[field]string{fieldSeed: "-1"}, "", func(r engine.Request) bool { return r.Seed == 77 }, ""},
+		{"no model", "", nil, "", nil, "--models"},
+		{"bad steps", "tiny", map[field]string{fieldSteps: "many"}, "", nil, "steps \"many\""},
+		{"bad cfg", "tiny", map[field]string{fieldCFG: "x"}, "", nil, "cfg \"x\""},
+		{"bad seed", "tiny", map[field]string{fieldSeed: "1.5"}, "", nil, "seed \"1.5\""},
+		{"bad size", "tiny", map[field]string{fieldSize: "big"}, "", nil, "size \"big\""},
+		{"size not /8", "tiny", map[field]string{fieldSize: "100x64"}, "", nil, "multiple of 8"},
+		{"zero batch", "tiny", map[field]string{fieldBatch: "0"}, "", nil, "batch 0: must be between 1 and 64"},
+		{"options", "tiny", nil, "guidance=3.5 denoise=0.5 init-image=x.png", func(r engine.Request) bool {
+			return r.Guidance == 3.5 && r.Denoise == 0.5 && r.InitImage == "x.png" && r.Steps == 20 && r.Hires == 0
+		}, ""},
+		{"size from the init image", "tiny", map[field]string{fieldSize: "0x0"}, "init-image=x.png denoise=0.6", func(r engine.Request) bool {
+			return r.Width == 0 && r.Height == 0 && r.InitImage == "x.png"
+		}, ""},
+		{"size 0 needs an init image", "tiny", map[field]string{fieldSize: "0x0"}, "", nil, "width 0: 0 (the init image's size) needs an init image"},
+		{"bad option", "tiny", nil, "hires=2 denoise=2", nil, "options: denoise 2: must be more than 0 and at most 1 (0 means 1)"},
+		{"unknown option", "tiny", nil, "guidence=3.5", nil, `options: unknown option "guidence" (did you mean guidance?)`},
+		{"own field in options", "tiny", nil, "steps=9", nil, "options: steps: use the steps field above, not options"},
+		{"option checked with the others", "tiny", nil, "batch-index=3", nil, "options: batch-index 3: the batch has 1 images"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,6 +56,7 @@ func TestPromptRequest(t *testing.T) {
 			for f, v := range tt.fields {
 				p.setText(f, v)
 			}
+			p.options.SetValue(tt.options)
 			r, err := p.Request(func() uint64 { return 77 })
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -64,13 +78,70 @@ func TestPromptLoadRoundTrip(t *testing.T) {
 	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap()}
 	p := NewPromptPane(c)
 	want := engine.Request{Model: "m", Prompt: "a\nb", Negative: "ugly", Seed: 99, Steps: 12, CFG: 5.5, Sampler: "dpmpp_2m", Scheduler: "karras", Width: 64, Height: 128, Batch: 3, ClipSkip: 1}
+	p.options.SetValue("hires=2")
 	p.Load(want)
+	if o := p.Options(); o != "" {
+		t.Errorf("options %q after loading a request without any", o)
+	}
 	got, err := p.Request(func() uint64 { t.Error("random seed drawn"); return 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+
+	// The options come back as the options line, and from it.
+	want.Guidance, want.Denoise, want.InitImage, want.Hires, want.ZSNR = 3.5, 0.5, "my photo.png", 2, true
+	want.LoRAs = []string{"a:0.5", "b"}
+	p.Load(want)
+	if o, w := p.Options(), `guidance=3.5 denoise=0.5 lora=a:0.5 lora=b zsnr init-image="my photo.png" hires=2`; o != w {
+		t.Errorf("options line %q, want %q", o, w)
+	}
+	got, err = p.Request(func() uint64 { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip with options:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// The options line is a text field like the negative prompt: it takes
+// every rune (':' of a LoRA strength, '?', quotes), a pasted newline is a
+// space, and the pane draws it on its own row.
+func TestOptionsEditing(t *testing.T) {
+	c := &Common{Styles: DefaultStyles(true), Keys: DefaultKeyMap()}
+	p := NewPromptPane(c)
+	p.SetWidth(80)
+	if !strings.Contains(stripANSI(p.Render(promptHeight)), " options name=value … (hires=2)") {
+		t.Errorf("no options placeholder:\n%s", stripANSI(p.Render(promptHeight)))
+	}
+	p.Focus(fieldOptions)
+	if !p.Typing() {
+		t.Error("options field does not take typing")
+	}
+	for _, r := range `lora=style:0.8 mask="a?.png"` {
+		p.Update(tea.KeyPressMsg{Code: r, Text: string(r)})
+	}
+	p.Update(tea.PasteMsg{Content: "\nhires=2"})
+	if got, want := p.Options(), `lora=style:0.8 mask="a?.png" hires=2`; got != want {
+		t.Errorf("options %q, want %q", got, want)
+	}
+	view := stripANSI(p.Render(promptHeight))
+	if !strings.Contains(view, `▸options lora=style:0.8 mask="a?.png" hires=2`) {
+		t.Errorf("options row not drawn:\n%s", view)
+	}
+	if n := len(strings.Split(view, "\n")); n != promptHeight || p.Height() != promptHeight {
+		t.Errorf("pane is %d rows (Height %d), want %d", n, p.Height(), promptHeight)
+	}
+	hint, ok := p.OptionsHint(80)
+	if !ok || !strings.HasPrefix(stripANSI(hint), "hires hires fix: upscale") {
+		t.Errorf("hint %q %v", stripANSI(hint), ok)
+	}
+	p.Focus(fieldBatch)
+	if _, ok := p.OptionsHint(80); ok {
+		t.Error("hint shown with the cursor in batch")
 	}
 }
 
@@ -236,5 +307,46 @@ func TestNumberFieldEditing(t *testing.T) {
 	keys("left")
 	if v := stripANSI(p.Render(promptHeight)); !strings.Contains(v, "seed -▏1") {
 		t.Errorf("cursor not drawn inside the field:\n%s", v)
+	}
+}
+
+// A one-row view (the options line) scrolls sideways to the cursor and
+// marks what it cuts off; unfocused it shows the start.
+func TestTextEditViewLine(t *testing.T) {
+	s := DefaultStyles(true)
+	te := newTextEdit("ph", 1, false)
+	view := func(focused bool) string {
+		// The cursor cell is reverse video: bracket it to see it.
+		v := strings.NewReplacer("\x1b[7m", "[", "\x1b[27m", "]").Replace(te.ViewLine(10, focused, s))
+		return stripANSI(v)
+	}
+	te.SetValue("abc")
+	if got := view(true); got != "abc[ ]" {
+		t.Errorf("short, cursor at the end: %q", got)
+	}
+	te.SetValue("guidance=3.5 den")
+	if got := view(true); got != "…=3.5 den[ ]" {
+		t.Errorf("long, cursor at the end: %q", got)
+	}
+	if got := view(false); got != "guidance=…" {
+		t.Errorf("long, unfocused: %q", got)
+	}
+	te.cur = 2
+	if got := view(true); got != "gu[i]dance=…" {
+		t.Errorf("long, cursor near the start: %q", got)
+	}
+	te.cur = 11
+	if got := view(true); got != "…ance=3.[5]…" {
+		t.Errorf("long, cursor inside: %q", got)
+	}
+	te.cur = len(te.value) - 1 // on the last rune: nothing cut on the right
+	if got := view(true); got != "…e=3.5 de[n]" {
+		t.Errorf("long, cursor on the last rune: %q", got)
+	}
+	for cur := 0; cur <= len(te.value); cur++ {
+		te.cur = cur
+		if w := ansi.StringWidth(te.ViewLine(10, true, s)); w > 10 {
+			t.Errorf("cursor %d: %d cells, more than 10", cur, w)
+		}
 	}
 }

@@ -71,7 +71,11 @@ func (q *QueuePane) row(j *Job, iw int) string {
 	rest := iw - lipgloss.Width(head)
 	switch j.State {
 	case JobQueued:
-		return head + s.Muted.Render(ansiTrunc(fmt.Sprintf("%d×%d %s %d steps", j.Req.Width, j.Req.Height, j.Req.Sampler, j.Req.Steps), rest))
+		desc := fmt.Sprintf("%d×%d %s %d steps", j.Req.Width, j.Req.Height, j.Req.Sampler, j.Req.Steps)
+		if o := formatOptions(j.Req); o != "" {
+			desc += " " + o
+		}
+		return head + s.Muted.Render(ansiTrunc(desc, rest))
 	case JobFailed:
 		return head + s.Failed.Render(ansiTrunc(j.Err, rest))
 	case JobCancelled:

@@ -194,3 +194,43 @@ func (t *textEdit) View(width int, focused bool, s Styles) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// ViewLine renders the text on one row of width cells without wrapping:
+// from its start when not focused, else scrolled sideways to keep the
+// cursor (drawn in reverse video) in view; "…" marks text cut off at
+// either end. The options line uses it, where a long line must not hide
+// its start on another row.
+func (t *textEdit) ViewLine(width int, focused bool, s Styles) string {
+	if len(t.value) == 0 || width < 3 {
+		return t.View(width, focused, s)
+	}
+	r, n := t.value, len(t.value)
+	if !focused {
+		return s.TextareaText.Render(ansi.Truncate(string(r), width, "…"))
+	}
+	cur := t.cur
+	start, end := 0, n
+	left, right := "", ""
+	switch {
+	case n+1 <= width: // all of it, and the cursor cell after it
+	case cur < width-1: // the start, cut on the right
+		end, right = width-1, "…"
+	case cur == n: // the end, cut on the left, the cursor cell last
+		start, left = n-(width-2), "…"
+	default: // cut on the left, the cursor's rune last (but for a "…")
+		end, left = cur+1, "…"
+		avail := width - 1
+		if end < n {
+			right = "…"
+			avail--
+		}
+		start = end - avail
+	}
+	text := r[start:end]
+	c := cur - start
+	under, after := " ", ""
+	if c < len(text) {
+		under, after = string(text[c]), string(text[c+1:])
+	}
+	return s.Muted.Render(left) + s.TextareaText.Render(string(text[:c])) + "\x1b[7m" + under + "\x1b[27m" + s.TextareaText.Render(after) + s.Muted.Render(right)
+}

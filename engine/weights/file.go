@@ -2,10 +2,12 @@ package weights
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 	"github.com/darkroom-ai/darkroom/engine/weights/pth"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
@@ -57,4 +59,36 @@ func isPth(path string) bool {
 		return false
 	}
 	return bytes.HasPrefix(head, []byte("PK\x03\x04")) || head[0] == 0x80
+}
+
+// OpenUpscaler opens an upscaler model file (OpenFile: .safetensors or a
+// PyTorch checkpoint) under the canonical upscaler names of
+// keymap.Upscaler: any RRDBNet layout reads as basicsr's.
+func OpenUpscaler(path string) (*Model, error) {
+	f, err := OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	renames, err := keymap.Upscaler(f.Names())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	v := newView()
+	if err := v.add(f, renames); err != nil {
+		v.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	v.finish()
+	var size int64
+	if st, err := os.Stat(path); err == nil {
+		size = st.Size()
+	}
+	return &Model{
+		Source:   v,
+		Path:     path,
+		Layout:   SingleFile,
+		Files:    []FileInfo{{Path: path, Size: size, Tensors: len(f.Names())}},
+		Metadata: f.Metadata(),
+	}, nil
 }

@@ -262,7 +262,7 @@ var a1111UpscalerModels = map[string]string{
 // a1111NotUpscalerModels are A1111's upscalers of other kinds, which a
 // PNG may name and darkroom has no counterpart for: reading them leaves
 // the default.
-var a1111NotUpscalerModels = []string{"none", "nearest", "ldsr", "scunet", "scunet gan", "scunet psnr", "swinir_4x", "swinir 4x", "dat x2", "dat x3", "dat x4", "latent (antialiased)"}
+var a1111NotUpscalerModels = []string{"none", "nearest", "ldsr", "scunet", "scunet gan", "scunet psnr", "swinir_4x", "swinir 4x", "dat x2", "dat x3", "dat x4"}
 
 // writeHiresUpscaler writes A1111's name of the upscaler: the built-in
 // methods' names, a model's file name without its extension

@@ -86,15 +86,29 @@ func typeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// canonicalModule maps the Python 2 module names that protocol 0-2
-// pickles written by Python 3 carry (pickle's fix_imports) to their
-// Python 3 names.
+// python2Modules are Python 2 module names that protocol 0-2 pickles
+// written by Python 3 carry (pickle's fix_imports: subprocess.Popen is
+// written as commands.Popen, eval as __builtin__.eval), with the Python 3
+// modules an unpickler imports for them: the ones a refusal names, and
+// the two an allowed global may come under.
+var python2Modules = map[string]string{
+	"__builtin__": "builtins",
+	"exceptions":  "builtins",
+	"copy_reg":    "copyreg",
+	"commands":    "subprocess",
+	"cPickle":     "pickle",
+	"thread":      "_thread",
+	"urllib2":     "urllib.request",
+	"httplib":     "http.client",
+	"StringIO":    "io",
+	"cStringIO":   "io",
+	"UserDict":    "collections",
+}
+
+// canonicalModule returns the Python 3 name of a module a pickle names.
 func canonicalModule(m string) string {
-	switch m {
-	case "__builtin__":
-		return "builtins"
-	case "copy_reg":
-		return "copyreg"
+	if p3, ok := python2Modules[m]; ok {
+		return p3
 	}
 	return m
 }

@@ -180,3 +180,52 @@ func TestUpscaleBadInput(t *testing.T) {
 		t.Errorf("files written: %s", got)
 	}
 }
+
+// TestUpscaleFixtures runs the command on the Real-ESRGAN-layout fixture
+// as .pth (torch.save of {"params_ema": ...}) and as .safetensors: both
+// write the same pixels; the torch-written malicious file is refused.
+func TestUpscaleFixtures(t *testing.T) {
+	ref := filepath.Join("..", "testdata", "reference", "upscale")
+	if _, err := os.Stat(filepath.Join(ref, "rrdb_x4.pth")); err != nil {
+		t.Skip("no fixtures in testdata/reference/upscale")
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.png")
+	writeTestPNG(t, in, 40, 24)
+	var imgs []image.Image
+	for _, m := range []string{"rrdb_x4.pth", "rrdb_x4.safetensors"} {
+		out := filepath.Join(dir, m+".png")
+		if _, stderr, code := run(t, "upscale", in, "-m", filepath.Join(ref, m), "-o", out, "--device", "cpu", "--tile", "32", "--overlap", "8"); code != 0 {
+			t.Fatalf("%s: %s", m, stderr)
+		}
+		f, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := img.Bounds(); b.Dx() != 160 || b.Dy() != 96 {
+			t.Fatalf("%s: size %v", m, b)
+		}
+		imgs = append(imgs, img)
+	}
+	for y := range 96 {
+		for x := range 160 {
+			if imgs[0].At(x, y) != imgs[1].At(x, y) {
+				t.Fatalf("pixel (%d, %d): the .pth gives %v, the .safetensors %v", x, y, imgs[0].At(x, y), imgs[1].At(x, y))
+			}
+		}
+	}
+	evil := filepath.Join(ref, "pth", "evil_system.pth")
+	out := filepath.Join(dir, "evil.png")
+	_, stderr, code := run(t, "upscale", in, "-m", evil, "-o", out, "--device", "cpu")
+	if want := "darkroom: " + evil + ": refuses to load: the pickle calls posix.system (a checkpoint that could run code); convert it to .safetensors\n"; code == 0 || stderr != want {
+		t.Errorf("evil: code %d, stderr %q, want %q", code, stderr, want)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a refused model wrote a file")
+	}
+}

@@ -78,6 +78,8 @@ func NewRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newInfoCmd(),
 		newGenCmd(),
+		newUpscaleCmd(),
+		newUpscaleCmd(),
 		newDevicesCmd(),
 		newBenchCmd(),
 		newREPLCmd(),

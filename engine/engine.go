@@ -117,8 +117,10 @@ type Engine struct {
 	opts Options
 	dev  backend.Device
 
-	mu     sync.Mutex // guards models
+	mu     sync.Mutex // guards models and upscalers
 	models map[string]*Model
+	// upscalers are the upscaler models loaded (LoadUpscaler), by path.
+	upscalers map[string]*Upscaler
 	// jobs serialises generations on the device.
 	jobs sync.Mutex
 	// Notice is a one-line message for the user about device selection
@@ -194,6 +196,7 @@ func (e *Engine) Close() error {
 		m.Close()
 	}
 	e.models = map[string]*Model{}
+	e.upscalers = nil
 	if c, ok := e.dev.(interface{ Close() error }); ok {
 		return c.Close()
 	}
@@ -413,9 +416,15 @@ func (e *Engine) Generate(ctx context.Context, req Request, onEvent func(Event))
 			return nil, err
 		}
 	}
+	var up *Upscaler
+	if req.Hires > 1 && IsUpscalerModel(req.HiresUpscaler) {
+		if up, err = e.LoadUpscaler(ctx, req.HiresUpscaler); err != nil {
+			return nil, &FieldError{Field: "hires_upscaler", Value: req.HiresUpscaler, Msg: err.Error()}
+		}
+	}
 	e.jobs.Lock()
 	defer e.jobs.Unlock()
-	return m.generate(ctx, req, onEvent, ref)
+	return m.generate(ctx, req, onEvent, ref, up)
 }
 
 // loadRefiner loads a request's refiner (kept in the cache beside the

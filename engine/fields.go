@@ -38,7 +38,9 @@ type RequestField struct {
 	// and "Negative prompt" the line after them, as A1111 reads them.
 	A1111 string
 	// Values lists the valid values of an enumerated field (sampler,
-	// scheduler, convention), for completion; nil for other fields.
+	// scheduler, convention), or the usual ones of an open field
+	// (hires_upscaler, which also takes upscaler models), for completion;
+	// nil for other fields.
 	Values []string
 
 	get        func(*Request) any
@@ -388,8 +390,9 @@ var requestFields = []RequestField{
 		}).
 		a1111Request("Denoising strength", writeHiresDenoise, readHiresDenoise).done(),
 	stringField("hires_upscaler", "", func(r *Request) *string { return &r.HiresUpscaler }).
-		flag("hires-upscaler", "", "hires fix: how to upscale: lanczos (the image; default), latent-nearest, latent-bilinear, latent-bicubic or latent-bislerp (ComfyUI's latent methods)").
-		enum(hiresUpscalers, true).
+		flag("hires-upscaler", "", "hires fix: how to upscale: lanczos (the image; default), latent-nearest, latent-bilinear, latent-bicubic or latent-bislerp (ComfyUI's latent methods), or an upscaler model (a name in upscale_models, e.g. 4x-UltraSharp, or a file), whose result is resized to the hires size with Lanczos").
+		values(hiresUpscalers).
+		valid(checkHiresUpscaler).
 		a1111Request("Hires upscaler", writeHiresUpscaler, readHiresUpscaler).done(),
 	intField("hires_steps", 0, func(r *Request) *int { return &r.HiresSteps }).
 		flag("hires-steps", "", "hires fix: the second pass's steps (0: --steps)").
@@ -550,6 +553,28 @@ func (b *fieldBuilder[T]) flag(name, short, usage string) *fieldBuilder[T] {
 }
 
 // valid sets the validation: check returns what is wrong with v, or "".
+// values lists the field's usual values (for completion and help) without
+// restricting it to them.
+func (b *fieldBuilder[T]) values(vs []string) *fieldBuilder[T] {
+	b.f.Values = vs
+	return b
+}
+
+// checkHiresUpscaler accepts the built-in upscalers and any other name
+// as an upscaler model (found when the job loads it), except a misspelt
+// latent method.
+func checkHiresUpscaler(v string) string {
+	switch {
+	case v == "" || slices.Contains(hiresUpscalers, v):
+		return ""
+	case strings.TrimSpace(v) == "":
+		return "a blank name"
+	case strings.HasPrefix(strings.ToLower(v), "latent"):
+		return "unknown latent method; valid: " + strings.Join(hiresUpscalers, ", ") + ", or an upscaler model"
+	}
+	return ""
+}
+
 func (b *fieldBuilder[T]) valid(check func(v T) string) *fieldBuilder[T] {
 	get, name := b.get, b.f.Name
 	b.f.check = func(r *Request) *FieldError {

@@ -80,12 +80,23 @@ func (m *Model) Generate(ctx context.Context, req Request, onEvent func(Event)) 
 	if req.Refiner != "" {
 		return nil, &FieldError{Field: "refiner", Value: req.Refiner, Msg: "a refiner is loaded by the engine: run the request with Engine.Generate"}
 	}
-	return m.generate(ctx, req, onEvent, nil)
+	var up *Upscaler
+	if req.Hires > 1 && IsUpscalerModel(req.HiresUpscaler) {
+		// Without an engine there are no model folders: a file only.
+		if !fileExists(req.HiresUpscaler) {
+			return nil, &FieldError{Field: "hires_upscaler", Value: req.HiresUpscaler, Msg: "no such file (Engine.Generate also finds upscaler names in the upscale_models folders)"}
+		}
+		var err error
+		if up, err = LoadUpscaler(ctx, req.HiresUpscaler, m.dev); err != nil {
+			return nil, &FieldError{Field: "hires_upscaler", Value: req.HiresUpscaler, Msg: err.Error()}
+		}
+	}
+	return m.generate(ctx, req, onEvent, nil, up)
 }
 
 // generate runs a validated request; ref, when set, is the refiner that
-// takes over the last steps.
-func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), ref *Model) (*Result, error) {
+// takes over the last steps, up the hires fix's upscaler model.
+func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), ref *Model, up *Upscaler) (*Result, error) {
 	if m.c.RefineOnly != "" && req.InitImage == "" {
 		return nil, &FieldError{Field: "model", Value: req.Model, Msg: m.c.RefineOnly}
 	}
@@ -194,7 +205,7 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 		if init != nil && init.mask != nil {
 			return nil, &FieldError{Field: "hires", Value: req.Hires, Msg: "a hires fix of an inpainting run is not supported: inpaint at the final size"}
 		}
-		if latents, shape, err = m.hiresPass(ctx, req, params, latents, progress); err != nil {
+		if latents, shape, err = m.hiresPass(ctx, req, params, latents, progress, up); err != nil {
 			return nil, err
 		}
 	}

@@ -25,6 +25,11 @@ const (
 
 var hiresUpscalers = []string{UpscaleLanczos, UpscaleLatentNearest, UpscaleLatentBilinear, UpscaleLatentBicubic, UpscaleLatentBislerp}
 
+// IsUpscalerModel reports whether a Request.HiresUpscaler value names an
+// upscaler model (a name in the upscale_models folders or a file) rather
+// than one of the built-in methods.
+func IsUpscalerModel(s string) bool { return s != "" && !slices.Contains(hiresUpscalers, s) }
+
 // defaultHiresDenoise is the second pass's strength when the request gives
 // none (A1111's and ComfyUI's usual 0.5).
 const defaultHiresDenoise = 0.5
@@ -41,7 +46,10 @@ func hiresSize(req Request) (int, int) {
 // HiresSteps or Steps steps of a longer schedule), with fresh noise from
 // the request's seed (the second KSampler of a ComfyUI hires workflow,
 // A1111's hires fix).
-func (m *Model) hiresPass(ctx context.Context, req Request, p SampleParams, lat []float32, onEvent func(Event)) ([]float32, []int, error) {
+//
+// model is the upscaler model a request's HiresUpscaler names (nil for the
+// built-in methods).
+func (m *Model) hiresPass(ctx context.Context, req Request, p SampleParams, lat []float32, onEvent func(Event), model *Upscaler) ([]float32, []int, error) {
 	w2, h2 := hiresSize(req)
 	if max(w2, h2) > MaxSize {
 		return nil, nil, &FieldError{Field: "hires", Value: req.Hires, Msg: fmt.Sprintf("makes %dx%d, larger than %d", w2, h2, MaxSize)}
@@ -51,9 +59,14 @@ func (m *Model) hiresPass(ctx context.Context, req Request, p SampleParams, lat 
 	shape[len(shape)-1], shape[len(shape)-2] = w2/f.Factor, h2/f.Factor
 	var up []float32
 	var err error
-	switch req.HiresUpscaler {
-	case "", UpscaleLanczos:
-		up, err = m.upscaleImage(ctx, lat, p.Shape, w2, h2)
+	switch {
+	case req.HiresUpscaler == "" || req.HiresUpscaler == UpscaleLanczos:
+		up, err = m.upscaleImage(ctx, lat, p.Shape, w2, h2, nil)
+	case IsUpscalerModel(req.HiresUpscaler):
+		if model == nil {
+			return nil, nil, &FieldError{Field: "hires_upscaler", Value: req.HiresUpscaler, Msg: "an upscaler model that was not loaded"}
+		}
+		up, err = m.upscaleImage(ctx, lat, p.Shape, w2, h2, model)
 	default:
 		up, err = upscaleLatents(lat, p.Shape, shape[len(shape)-1], shape[len(shape)-2], req.HiresUpscaler)
 	}
@@ -81,14 +94,24 @@ func (m *Model) hiresPass(ctx context.Context, req Request, p SampleParams, lat 
 }
 
 // upscaleImage decodes the latents, resizes each image to w×h with
-// Lanczos-3 and encodes it again (the distribution's mean).
-func (m *Model) upscaleImage(ctx context.Context, lat []float32, shape []int, w, h int) ([]float32, error) {
+// Lanczos-3 and encodes it again (the distribution's mean). With an
+// upscaler model the image is first enlarged by the model, as many times
+// as it takes to reach w×h (A1111's hires fix: a 2× model runs twice for
+// a 4× hires fix), then resized to w×h with Lanczos.
+func (m *Model) upscaleImage(ctx context.Context, lat []float32, shape []int, w, h int, model *Upscaler) ([]float32, error) {
 	imgs, err := m.decodeImages(ctx, lat, shape)
 	if err != nil {
 		return nil, err
 	}
 	var out []float32
 	for _, img := range imgs {
+		if model != nil {
+			for pass := 0; pass < 4 && model.Scale() > 1 && (img.Bounds().Dx() < w || img.Bounds().Dy() < h); pass++ {
+				if img, err = model.Upscale(ctx, img, UpscaleOptions{}); err != nil {
+					return nil, fmt.Errorf("hires upscale: %w", err)
+				}
+			}
+		}
 		big, err := FitImage(img, w, h, ResizeStretch)
 		if err != nil {
 			return nil, err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -247,16 +248,47 @@ var a1111Upscalers = map[string]string{
 	UpscaleLatentBislerp:  "Latent (bislerp)",
 }
 
+// a1111UpscalerModels are A1111's names of its Real-ESRGAN models and
+// the release files they are (the names the models are found by in
+// upscale_models); its ESRGAN models are named by their file names.
+var a1111UpscalerModels = map[string]string{
+	"R-ESRGAN 4x+":          "RealESRGAN_x4plus",
+	"R-ESRGAN 4x+ Anime6B":  "RealESRGAN_x4plus_anime_6B",
+	"R-ESRGAN 2x+":          "RealESRGAN_x2plus",
+	"R-ESRGAN General 4xV3": "realesr-general-x4v3",
+	"R-ESRGAN AnimeVideo":   "realesr-animevideov3",
+}
+
+// a1111NotUpscalerModels are A1111's upscalers of other kinds, which a
+// PNG may name and darkroom has no counterpart for: reading them leaves
+// the default.
+var a1111NotUpscalerModels = []string{"none", "nearest", "ldsr", "scunet", "scunet gan", "scunet psnr", "swinir_4x", "swinir 4x", "dat x2", "dat x3", "dat x4"}
+
+// writeHiresUpscaler writes A1111's name of the upscaler: the built-in
+// methods' names, a model's file name without its extension
+// ("4x-UltraSharp"), as A1111 lists its ESRGAN models.
 func writeHiresUpscaler(r *Request, _ a1111Meta) []a1111Pair {
-	if r.Hires > 1 && r.HiresUpscaler != "" {
-		return []a1111Pair{{"Hires upscaler", a1111Upscalers[r.HiresUpscaler]}}
+	if r.Hires <= 1 || r.HiresUpscaler == "" {
+		return nil
 	}
-	return nil
+	if IsUpscalerModel(r.HiresUpscaler) {
+		name := upscalerName(r.HiresUpscaler)
+		for a, file := range a1111UpscalerModels {
+			if strings.EqualFold(file, name) {
+				name = a
+			}
+		}
+		return []a1111Pair{{"Hires upscaler", name}}
+	}
+	return []a1111Pair{{"Hires upscaler", a1111Upscalers[r.HiresUpscaler]}}
 }
 
 // readHiresUpscaler maps A1111's upscaler names (its antialiased latent
-// variants to the plain ones); an upscaler model darkroom lacks
-// ("R-ESRGAN 4x+") leaves the default.
+// variants to the plain ones); another name is an upscaler model, found
+// by that name in upscale_models when the job runs (A1111's Real-ESRGAN
+// names become their release files' names, "R-ESRGAN 4x+" →
+// RealESRGAN_x4plus); A1111's upscalers of other kinds (SwinIR, LDSR,
+// ScuNET, DAT, None) leave the default.
 func readHiresUpscaler(r *Request, params map[string]string) error {
 	s, ok := params["Hires upscaler"]
 	if !ok {
@@ -268,8 +300,17 @@ func readHiresUpscaler(r *Request, params map[string]string) error {
 	for k, v := range a1111Upscalers {
 		if strings.EqualFold(v, name) {
 			r.HiresUpscaler = k
+			return nil
 		}
 	}
+	if file, ok := a1111UpscalerModels[strings.TrimSpace(s)]; ok {
+		r.HiresUpscaler = file
+		return nil
+	}
+	if slices.Contains(a1111NotUpscalerModels, strings.ToLower(strings.TrimSpace(s))) || strings.HasPrefix(strings.ToLower(name), "latent") || strings.TrimSpace(s) == "" {
+		return nil
+	}
+	r.HiresUpscaler = strings.TrimSpace(s)
 	return nil
 }
 
@@ -507,6 +548,13 @@ func SavePNG(path string, img image.Image, req Request, modelHash, modelName str
 		ChunkParameters: A1111Parameters(req, modelHash, modelName),
 		ChunkDarkroom:   string(reqJSON),
 	}
+	return WritePNG(path, img, text)
+}
+
+// WritePNG writes img with the text chunks to path through a temporary
+// file in the same folder, so that a failed write leaves no partial file
+// (and an existing file stays until the new one is complete).
+func WritePNG(path string, img image.Image, text map[string]string) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, ".darkroom-*.png")
 	if err != nil {

@@ -245,7 +245,7 @@ func TestSDXLRefinerSwapDiffusers(t *testing.T) {
 	if err := req.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := base.generate(ctx, req, nil, ref)
+	res, err := base.generate(ctx, req, nil, ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +391,7 @@ func TestComfySDXLCases(t *testing.T) {
 				if err := req.Validate(); err != nil {
 					t.Fatal(err)
 				}
-				res, err := base.generate(ctx, req, nil, ref)
+				res, err := base.generate(ctx, req, nil, ref, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -230,13 +230,9 @@ type folder interface {
 	open(rel string) (tensorFile, int64, error)
 }
 
-// tensorFile is one file of tensors: a safetensors file, or a shape-only
-// stand-in.
-type tensorFile interface {
-	Source
-	Path() string
-	Metadata() map[string]string
-}
+// tensorFile is one file of tensors: a safetensors file, a PyTorch
+// checkpoint, or a shape-only stand-in.
+type tensorFile = TensorFile
 
 type osFolder string
 

@@ -132,6 +132,7 @@ var cases = []testCase{
 	{"upsample", testUpsample},
 	{"concat_slice", testConcatSlice},
 	{"permute", testPermute},
+	{"rank6", testRank6},
 	{"embedding", testEmbedding},
 	{"timestep", testTimestep},
 }
@@ -836,6 +837,44 @@ func testPermute(h *harness) {
 		}
 	}
 	h.check("permute", h.download(dst), want, x)
+}
+
+// testRank6 checks the rank-6 Permute and broadcasting Binary that the
+// upscalers' pixel shuffle and nearest-upsample add are made of, with
+// sides that are not multiples of anything, and a negative-part Clamp.
+func testRank6(h *harness) {
+	const c, r, y, x = 3, 2, 5, 7
+	in := h.rand(1, c, r, r, y, x)
+	dst := h.poisoned(1, c, y, r, x, r)
+	h.dev.Permute(dst, in.t, 0, 1, 4, 2, 5, 3) // pixel shuffle
+	want := make([]float64, c*r*r*y*x)
+	for ch := range c {
+		for i := range r {
+			for j := range r {
+				for yy := range y {
+					for xx := range x {
+						want[(((ch*y+yy)*r+i)*x+xx)*r+j] = float64(in.host[(((ch*r+i)*r+j)*y+yy)*x+xx])
+					}
+				}
+			}
+		}
+	}
+	h.check("permute rank 6", h.download(dst), want, in)
+	big := h.rand(1, c, y, r, x, r)
+	small := h.rand(1, c, y, 1, x, 1)
+	sum := h.poisoned(1, c, y, r, x, r)
+	h.dev.Binary(backend.Add, sum, big.t, small.t) // nearest-upsample add
+	for i := range want {
+		xx, yy, ch := (i/r)%x, (i/(r*x*r))%y, i/(r*x*r*y)
+		want[i] = float64(big.host[i]) + float64(small.host[(ch*y+yy)*x+xx])
+	}
+	h.check("broadcast add rank 6", h.download(sum), want, big, small)
+	neg := h.poisoned(1, c, y, r, x, r)
+	h.dev.Clamp(neg, big.t, -math.MaxFloat32, 0) // leaky / PReLU negative part
+	for i, v := range big.host {
+		want[i] = math.Min(float64(v), 0)
+	}
+	h.check("clamp negative part", h.download(neg), want, big)
 }
 
 func testEmbedding(h *harness) {

@@ -13,6 +13,7 @@ func init() {
 	Symbols["github.com/darkroom-ai/darkroom/engine/engine"] = map[string]reflect.Value{
 		// function, constant and variable definitions
 		"A1111Parameters":            reflect.ValueOf(engine.A1111Parameters),
+		"BenchFluxStep":              reflect.ValueOf(engine.BenchFluxStep),
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
 		"BenchUNets":                 reflect.ValueOf(&engine.BenchUNets).Elem(),
 		"BenchVAEDecode":             reflect.ValueOf(engine.BenchVAEDecode),
@@ -43,6 +44,7 @@ func init() {
 		"FieldByName":                reflect.ValueOf(engine.FieldByName),
 		"FindTAESD":                  reflect.ValueOf(engine.FindTAESD),
 		"FitImage":                   reflect.ValueOf(engine.FitImage),
+		"FluxDevConfig":              reflect.ValueOf(engine.FluxDevConfig),
 		"HubCacheDir":                reflect.ValueOf(engine.HubCacheDir),
 		"Inspect":                    reflect.ValueOf(engine.Inspect),
 		"IsUpscalerModel":            reflect.ValueOf(engine.IsUpscalerModel),
@@ -62,6 +64,7 @@ func init() {
 		"LoadUpscaler":               reflect.ValueOf(engine.LoadUpscaler),
 		"MaxBatch":                   reflect.ValueOf(constant.MakeFromLiteral("64", token.INT, 0)),
 		"MaxCFG":                     reflect.ValueOf(constant.MakeFromLiteral("100", token.INT, 0)),
+		"MaxSequenceLength":          reflect.ValueOf(constant.MakeFromLiteral("512", token.INT, 0)),
 		"MaxSize":                    reflect.ValueOf(constant.MakeFromLiteral("4096", token.INT, 0)),
 		"MaxSteps":                   reflect.ValueOf(constant.MakeFromLiteral("1000", token.INT, 0)),
 		"MaxUpscaledSide":            reflect.ValueOf(constant.MakeFromLiteral("32768", token.INT, 0)),

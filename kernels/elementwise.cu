@@ -73,6 +73,38 @@ __device__ __forceinline__ void binary_bcast_impl(int op, int n, const T* a, con
     }
 }
 
+// binary_rows applies op between a full operand x [rows, cols] and a row
+// operand r broadcast over blocks of rows: row i of x meets row
+// (i / per) % groups of r ([B, N, D] with [B, 1, D]: per N, groups B;
+// RoPE tables [L, hd] against [B, L, H, hd]: per H, groups L). swap puts r
+// first (r op x). One block walks whole rows, so no element needs an
+// index division; vec moves 16 bytes per access (cols a multiple of VEC(T),
+// every row 16-byte aligned).
+template <typename T>
+__device__ __forceinline__ void binary_rows_impl(int op, int rows, int cols, int per, int groups, int swap, int vec,
+                                                 const T* x, const T* r, T* y) {
+    constexpr int V = VEC(T);
+    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+        const size_t off = (size_t)row * cols;
+        const T* rr = r + (size_t)((row / per) % groups) * cols;
+        if (vec) {
+            for (int c = threadIdx.x * V; c < cols; c += blockDim.x * V) {
+                float a[VEC(T)], b[VEC(T)];
+                ld16(x + off + c, a);
+                ld16(rr + c, b);
+#pragma unroll
+                for (int k = 0; k < V; k++) a[k] = swap ? binary_apply(op, b[k], a[k]) : binary_apply(op, a[k], b[k]);
+                st16(y + off + c, a);
+            }
+        } else {
+            for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+                const float a = to_f(x[off + c]), b = to_f(rr[c]);
+                y[off + c] = from_f<T>(swap ? binary_apply(op, b, a) : binary_apply(op, a, b));
+            }
+        }
+    }
+}
+
 // permute writes y (shape d.shape) from x read through the strides d.sa.
 template <typename T>
 __device__ __forceinline__ void permute_impl(int n, const T* __restrict__ x, T* __restrict__ y, const Dims& d) {
@@ -232,6 +264,10 @@ __device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restri
     }                                                                                                              \
     extern "C" __global__ void binary_bcast_##S(int op, int n, const T* a, const T* b, T* y, Dims d) {            \
         binary_bcast_impl<T>(op, n, a, b, y, d);                                                                   \
+    }                                                                                                              \
+    extern "C" __global__ void binary_rows_##S(int op, int rows, int cols, int per, int groups, int swap, int vec,  \
+                                               const T* x, const T* r, T* y) {                                     \
+        binary_rows_impl<T>(op, rows, cols, per, groups, swap, vec, x, r, y);                                      \
     }                                                                                                              \
     extern "C" __global__ void permute_##S(int n, const T* x, T* y, Dims d) { permute_impl<T>(n, x, y, d); }      \
     extern "C" __global__ void geglu_##S(int n, int h, const T* x, T* y) { geglu_impl<T>(n, h, x, y); }           \

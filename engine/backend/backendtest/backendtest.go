@@ -671,6 +671,13 @@ func testBinary(h *harness) {
 		{[]int{2, 3, 4}, []int{1, 3, 1}, []int{2, 1, 4}},
 		{[]int{5, 7}, []int{5, 1}, []int{5, 7}},
 		{[]int{3, 1}, []int{3, 1}, []int{1}},
+		// Row broadcasts (the CUDA backend's binary_rows): modulation
+		// vectors [B, 1, D], RoPE tables [1, L, 1, hd], either operand.
+		{[]int{2, 5, 16}, []int{2, 5, 16}, []int{2, 1, 16}},
+		{[]int{2, 5, 12}, []int{2, 1, 12}, []int{2, 5, 12}},
+		{[]int{1, 6, 3, 8}, []int{1, 6, 3, 8}, []int{1, 6, 1, 8}},
+		{[]int{2, 6, 3, 8}, []int{1, 6, 1, 8}, []int{2, 6, 3, 8}},
+		{[]int{3, 5, 7}, []int{3, 5, 7}, []int{7}},
 	}
 	for op := backend.Add; op <= backend.Div; op++ {
 		for _, s := range shapes {

@@ -95,6 +95,10 @@ type Device struct {
 	es    uint64
 	sfx   string
 
+	// noRowsKernel records that the loaded fatbins predate binary_rows
+	// (owner goroutine only).
+	noRowsKernel bool
+
 	work chan func()
 	quit chan struct{}
 	wg   sync.WaitGroup

@@ -513,9 +513,82 @@ func (d *Device) Binary(op backend.BinaryOp, dst, a, b *backend.Tensor) {
 	for i, s := range dst.Shape {
 		ds.shape[i], ds.sa[i], ds.sb[i] = int32(s), int32(sa[i]), int32(sb[i])
 	}
-	d.enqueue(func() {
+	bcast := func() {
 		d.launch1D(d.kernel("binary_bcast"), n, i32(int(op)), i32(n), ptrArg(ap), ptrArg(bp), ptrArg(yp), dimsArg(&ds))
+	}
+	xp, rp, sr, swap := ap, bp, sb, 0
+	if !a.Shape.Equal(dst.Shape) {
+		xp, rp, sr, swap = bp, ap, sa, 1
+	}
+	pl, ok := planRows(dst.Shape, sr)
+	if !ok || (swap == 1 && !b.Shape.Equal(dst.Shape)) {
+		d.enqueue(bcast, dst, a, b)
+		return
+	}
+	v := vecElems(d.es)
+	aligned := pl.cols%v == 0 && xp%16 == 0 && rp%16 == 0 && yp%16 == 0
+	vec, threads := boolArg(aligned), pl.cols
+	if aligned {
+		threads = pl.cols / v
+	}
+	block := min(256, max(32, (threads+31)/32*32))
+	grid := min(pl.rows, 65535)
+	d.enqueue(func() {
+		// Fatbins built before binary_rows existed run the general kernel.
+		name := d.kernel("binary_rows")
+		if d.noRowsKernel {
+			bcast()
+			return
+		}
+		if _, err := d.function(name); err != nil {
+			d.noRowsKernel = true
+			bcast()
+			return
+		}
+		d.launch(name, [3]int{grid, 1, 1}, block, 0, i32(int(op)), i32(pl.rows), i32(pl.cols),
+			i32(pl.per), i32(pl.groups), i32(swap), vec, ptrArg(xp), ptrArg(rp), ptrArg(yp))
 	}, dst, a, b)
+}
+
+// rowsPlan is a broadcast that binary_rows runs: the full operand seen as
+// [rows, cols], the row operand as [groups, cols], row i of the full one
+// meeting row (i / per) % groups.
+type rowsPlan struct{ rows, cols, per, groups int }
+
+// planRows recognises a row operand of strides sr (0 on broadcast
+// dimensions, as BroadcastStrides gives them) against shape: from the
+// innermost dimension, a contiguous block (cols), then a broadcast block
+// (per), then a contiguous block (groups), then only broadcast dimensions;
+// dimensions of size 1 fit anywhere.
+func planRows(shape tensor.Shape, sr []int) (rowsPlan, bool) {
+	p := rowsPlan{cols: 1, per: 1, groups: 1}
+	stage := 0 // 0 cols, 1 per, 2 groups, 3 outer broadcast
+	for i := len(shape) - 1; i >= 0; i-- {
+		n, s := shape[i], sr[i]
+		if n == 1 {
+			continue
+		}
+		for {
+			switch {
+			case stage == 0 && s == p.cols:
+				p.cols *= n
+			case stage == 1 && s == 0:
+				p.per *= n
+			case stage == 2 && s == p.cols*p.groups:
+				p.groups *= n
+			case stage == 3 && s == 0:
+			default:
+				if stage == 0 && p.cols == 1 || stage == 3 {
+					return p, false
+				}
+				stage++
+				continue
+			}
+			break
+		}
+	}
+	p.rows = shape.NumElements() / p.cols
+	return p, p.per > 1 && p.cols > 1
 }
 
 // GEGLU computes a·gelu(g) for x = [a, g] along the last dimension.

@@ -300,3 +300,134 @@ func TestGPUFluxCases(t *testing.T) {
 		})
 	}
 }
+
+// fluxComfyCase is one entry of testdata/reference/flux-comfy/cases.json
+// (tools/reference/gen_comfy_flux_fixtures.py: ComfyUI's own tokenizers,
+// encoders, prompt weighting, model sampling, KSampler and samplers, with
+// the tiny diffusers transformer and VAE).
+type fluxComfyCase struct {
+	Name    string `json:"name"`
+	Request struct {
+		Variant   string   `json:"variant"`
+		Prompt    string   `json:"prompt"`
+		Negative  string   `json:"negative"`
+		Width     int      `json:"width"`
+		Height    int      `json:"height"`
+		Steps     int      `json:"steps"`
+		Sampler   string   `json:"sampler"`
+		Scheduler string   `json:"scheduler"`
+		CFG       float64  `json:"cfg"`
+		Guidance  *float64 `json:"guidance"`
+		Seed      uint64   `json:"seed"`
+		Batch     int      `json:"batch"`
+		Shift     *float64 `json:"shift_override"`
+	} `json:"request"`
+	Sigmas []float64 `json:"sigmas"`
+}
+
+// TestFluxComfyCases runs the tiny Flux models under darkroom's default
+// (ComfyUI) convention and compares with ComfyUI's own code: the T5 states
+// of ComfyUI's tokenization (weights, padded to at least 256 tokens,
+// untruncated beyond) and CLIP-L's pooled output (1e-4), the sigmas of
+// ModelSamplingFlux at the image's size, of a --shift override and of
+// schnell's FLOW sampling (1e-6), every step's latent and the final one
+// (1e-4), the image (≥ 45 dB). Cases: euler/simple, the same without the
+// ModelSamplingFlux node (shift 1.15), a weighted prompt, a prompt beyond
+// 77 CLIP and 256 T5 tokens with CFG 2.5 against a short negative (T5
+// lengths differ: two batches) with dpmpp_2m and two images, schnell, and
+// heun/beta on an odd latent (72×56 px).
+func TestFluxComfyCases(t *testing.T) {
+	if !testref.Exists("flux-comfy", "cases.json") || !testref.Exists("flux-pipe", "cases.json") {
+		t.Skip("no flux-comfy fixtures")
+	}
+	b, err := os.ReadFile(testref.Path("flux-comfy", "cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases []fluxComfyCase `json:"cases"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	fx := testref.Tensors(t, filepath.Join("flux-comfy", "cases.safetensors"))
+	ctx := context.Background()
+	models := map[string]*Model{}
+	for _, c := range doc.Cases {
+		r := c.Request
+		if models[r.Variant] == nil {
+			m, err := Load(ctx, fluxFolder(t, r.Variant), cpu.New())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			models[r.Variant] = m
+		}
+		m := models[r.Variant]
+		t.Run(c.Name, func(t *testing.T) {
+			req := DefaultRequest()
+			req.Model, req.Prompt, req.Negative, req.Seed, req.Steps = "flux-tiny", r.Prompt, r.Negative, r.Seed, r.Steps
+			req.Width, req.Height, req.Batch, req.CFG = r.Width, r.Height, r.Batch, r.CFG
+			req.Sampler, req.Scheduler = r.Sampler, r.Scheduler
+			if r.Guidance != nil && r.Variant == "dev" {
+				req.Guidance = *r.Guidance
+			}
+			if r.Shift != nil {
+				req.Shift = *r.Shift
+			}
+			opt := family.PromptOptions{Convention: ConventionComfy}
+			prompts := map[string]string{"": r.Prompt}
+			if r.CFG != 1 {
+				prompts["negative_"] = r.Negative
+			}
+			for pre, p := range prompts {
+				cond, err := m.encodePrompt(ctx, p, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := cond.Values(m.dev)
+				check(t, pre+"cond", got, fx[c.Name+"/"+pre+"cond"], 1e-4)
+				pooled, _ := m.dev.Download(cond.c.Pooled)
+				check(t, pre+"pooled", pooled, fx[c.Name+"/"+pre+"pooled"], 1e-4)
+			}
+			ms, _, err := m.parameterization(SampleParams{Width: r.Width, Height: r.Height, Shift: req.Shift})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, err := sampling.SamplerSigmas(r.Sampler, r.Scheduler, ms.Schedule(ConventionComfy), r.Steps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([]float32, len(c.Sigmas))
+			for i, v := range c.Sigmas {
+				want[i] = float32(v)
+			}
+			check(t, "sigmas", sig, want, 1e-6)
+			var steps []float32
+			res, err := m.Generate(ctx, req, func(ev Event) {
+				if ev.Phase == PhaseSample {
+					steps = append(steps, ev.Latent...)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, "latents", steps, fx[c.Name+"/latents"], 1e-4)
+			check(t, "final_latent", res.Latents, fx[c.Name+"/final_latent"], 1e-4)
+			pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			per := 3 * r.Height * r.Width
+			var hwc []float32
+			for i := range r.Batch {
+				hwc = append(hwc, chwToHWC(pix[i*per:(i+1)*per], r.Height, r.Width)...)
+			}
+			if p := testref.PSNR(hwc, fx[c.Name+"/image"]); p < 45 {
+				t.Errorf("image PSNR %.1f dB < 45", p)
+			} else {
+				t.Logf("image PSNR %.1f dB", p)
+			}
+		})
+	}
+}

@@ -102,11 +102,12 @@ func (p FluxShiftParams) Mu(tokens float64) float64 {
 // samples; used as is, it is the 1024² schedule.
 type FluxSampling struct {
 	// Dynamic selects the resolution-dependent shift (Shift's parameters);
-	// otherwise ComfyUI's fixed mu ComfyMu applies, and diffusers'
-	// non-dynamic shift DiffusersShift (SD3's form s·t/(1+(s−1)·t)).
+	// otherwise the fixed shift DiffusersShift applies in SD3's form
+	// s·t/(1+(s−1)·t): ComfyUI's FLOW model sampling
+	// (ModelSamplingDiscreteFlow, schnell's shift 1 and multiplier 1),
+	// diffusers' non-dynamic FlowMatchEulerDiscreteScheduler.
 	Dynamic        bool
 	Shift          FluxShiftParams
-	ComfyMu        float64
 	DiffusersShift float64
 	def            FlowMatching
 }
@@ -121,10 +122,10 @@ type SizedSampling interface {
 }
 
 // NewFluxSampling returns Flux's model sampling: dev's
-// resolution-dependent shift, or schnell's fixed settings (ComfyUI μ = 1,
-// diffusers shift 1, the identity).
+// resolution-dependent shift, or schnell's fixed settings (shift 1: σ = t,
+// under both peers' conventions).
 func NewFluxSampling(dynamic bool) (*FluxSampling, error) {
-	s := &FluxSampling{Dynamic: dynamic, Shift: DefaultFluxShift, ComfyMu: 1, DiffusersShift: 1}
+	s := &FluxSampling{Dynamic: dynamic, Shift: DefaultFluxShift, DiffusersShift: 1}
 	def, err := s.ForImage(1024, 1024, 0)
 	if err != nil {
 		return nil, err
@@ -177,27 +178,31 @@ func (s *FluxSampling) ReadDiffusersScheduler(config []byte) error {
 	return nil
 }
 
-// ForImage implements SizedSampling: ComfyUI's μ is the dynamic shift of
-// width·height/256 tokens (dev) or ComfyMu; diffusers' the dynamic shift
-// of ⌊h/16⌋·⌊w/16⌋ tokens (its pipeline floors the size) in its
-// exponential form, or its fixed shift. A positive shift is μ for both.
+// ForImage implements SizedSampling. With the resolution-dependent shift
+// (dev), ComfyUI's μ is that of width·height/256 tokens (its
+// ModelSamplingFlux node) and diffusers' that of ⌊h/16⌋·⌊w/16⌋ tokens (its
+// pipeline floors the size), in the exponential form; otherwise (schnell)
+// both use the fixed shift of the FLOW form, ComfyUI over its 1000-entry
+// table with multiplier 1. A positive shift is μ for both, as ComfyUI's
+// ModelSamplingFlux node sets it.
 func (s *FluxSampling) ForImage(width, height int, shift float64) (ModelSampling, error) {
 	if width <= 0 || height <= 0 {
 		return nil, fmt.Errorf("flux sampling: image %d×%d", width, height)
 	}
-	comfyMu := s.ComfyMu
+	var f *sampling.Flow
+	var err error
 	var diffusers func(float32) float32
 	switch {
 	case shift > 0:
-		comfyMu = shift
+		f, err = sampling.NewFlowFlux(shift)
 		diffusers = expShift(shift)
 	case s.Dynamic:
-		comfyMu = s.Shift.Mu(float64(width) * float64(height) / 256)
+		f, err = sampling.NewFlowFlux(s.Shift.Mu(float64(width) * float64(height) / 256))
 		diffusers = expShift(s.Shift.Mu(float64((height / 16) * (width / 16))))
 	default:
+		f, err = sampling.NewFlowSD3(s.DiffusersShift, 1)
 		diffusers = linearShift(s.DiffusersShift)
 	}
-	f, err := sampling.NewFlowFlux(comfyMu)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,142 @@
+package cmd
+
+import (
+	"image"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
+)
+
+var fluxPipe = filepath.Join("..", "testdata", "reference", "flux-pipe")
+
+// fluxDevFolder links the tiny FLUX.1-dev pipeline folder together (the
+// fixture keeps the T5 weights in t5-tiny).
+func fluxDevFolder(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "FLUX.1-dev")
+	link := func(src, dst string) {
+		abs, err := filepath.Abs(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(abs, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := filepath.Join(fluxPipe, "dev")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		link(p, filepath.Join(dir, rel))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link(filepath.Join("..", "testdata", "reference", "t5-tiny", "model.safetensors"), filepath.Join(dir, "text_encoder_2", "model.safetensors"))
+	return dir
+}
+
+// TestGenFlux generates the FluxPipeline case dev_default from the command
+// line (a diffusers folder, --convention diffusers, --guidance): the PNG
+// equals diffusers' image (≥ 45 dB over 8-bit quantisation), its text
+// records the distilled guidance as Forge does, and gen --from makes the
+// same image again.
+func TestGenFlux(t *testing.T) {
+	model := fluxDevFolder(t)
+	out := filepath.Join(t.TempDir(), "flux.png")
+	prompt := `A cozy Café at dusk, neon sign reading "OPEN 24/7"!`
+	_, stderr, code := runCmd(t, "gen", "-m", model, "-p", prompt, "-s", "42", "--steps", "4", "-W", "64", "-H", "48",
+		"--convention", "diffusers", "--guidance", "3.5", "--max-sequence-length", "512", "-o", out)
+	if code != 0 {
+		t.Fatalf("gen failed: %s", stderr)
+	}
+	f, err := safetensors.Open(filepath.Join(fluxPipe, "cases.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want, err := f.Float32("dev_default/image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readPNG(t, out)
+	if p := psnrFloat(got, want); p < 45 {
+		t.Errorf("PSNR %.1f dB against diffusers' image, want ≥ 45", p)
+	}
+	pr, err := engine.ReadPNGRequest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := pr.Request
+	if meta.Guidance != 3.5 || meta.MaxSequenceLength != 512 || meta.CFG != 1 {
+		t.Errorf("stored request: guidance %g, max_sequence_length %d, cfg %g", meta.Guidance, meta.MaxSequenceLength, meta.CFG)
+	}
+	pf, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := engine.ReadPNGText(pf)
+	pf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := text["parameters"]; !strings.Contains(p, "Distilled CFG Scale: 3.5") || !strings.Contains(p, "CFG scale: 1") {
+		t.Errorf("A1111 parameters lack Forge's distilled guidance: %q", p)
+	}
+	again := filepath.Join(t.TempDir(), "again.png")
+	if _, stderr, code := runCmd(t, "gen", "--from", out, "-m", model, "-o", again); code != 0 {
+		t.Fatalf("gen --from failed: %s", stderr)
+	}
+	if p := psnr8(readPNG(t, again), got); !math.IsInf(p, 1) {
+		t.Errorf("gen --from: PSNR %.1f dB, want the same image", p)
+	}
+}
+
+// TestGenFluxNeedsFiles: BFL's transformer file alone names the files it
+// still needs, in one line; --guidance on a model without embedded
+// guidance is refused.
+func TestGenFluxNeedsFiles(t *testing.T) {
+	_, stderr, code := runCmd(t, "gen", "-m", filepath.Join(fluxPipe, "bfl", "flux1-dev.safetensors"), "-p", "x", "-o", filepath.Join(t.TempDir(), "x.png"))
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	if code == 0 || !strings.Contains(last, "also give --vae ae.safetensors --text-encoder clip_l.safetensors --text-encoder t5xxl_fp16.safetensors") {
+		t.Errorf("code %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = runCmd(t, "gen", "-m", tinyModel, "-p", "x", "--guidance", "3.5", "-W", "64", "-H", "64", "-o", filepath.Join(t.TempDir(), "y.png"))
+	if code == 0 || !strings.Contains(stderr, "--guidance 3.5: this model has no embedded guidance") {
+		t.Errorf("guidance on SD1: code %d, stderr %q", code, stderr)
+	}
+}
+
+// psnrFloat compares an 8-bit image with a float image [H, W, 3] in [0, 1].
+func psnrFloat(img image.Image, want []float32) float64 {
+	r := img.Bounds()
+	var mse float64
+	i := 0
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			for _, c := range []uint32{cr, cg, cb} {
+				d := float64(c>>8)/255 - float64(want[i])
+				mse += d * d
+				i++
+			}
+		}
+	}
+	if i != len(want) {
+		return 0
+	}
+	return 10 * math.Log10(1/(mse/float64(i)))
+}

@@ -383,7 +383,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 	if sigmas == nil {
 		var err error
 		if p.Denoise > 0 && p.Denoise < 1 {
-			sigmas, err = img2imgSigmas(p.DenoiseSteps, p.Sampler, p.Scheduler, sched, p.Steps, p.Denoise)
+			sigmas, err = img2imgSigmas(p.DenoiseSteps, p.Sampler, p.Scheduler, sched, p.Steps, p.Denoise, ms.Flow() != nil)
 		} else {
 			sigmas, err = sampling.SamplerSigmas(p.Sampler, p.Scheduler, sched, p.Steps)
 		}

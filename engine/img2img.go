@@ -452,8 +452,9 @@ func denoiseRule(req Request, conv Convention) string {
 }
 
 // img2imgSigmas returns the sigmas a partial run (0 < denoise < 1) samples
-// under the step rule.
-func img2imgSigmas(rule, sampler, scheduler string, s sampling.Schedule, steps int, denoise float64) ([]float32, error) {
+// under the step rule; flow marks a flow-matching model, whose diffusers
+// pipelines count the steps in floats.
+func img2imgSigmas(rule, sampler, scheduler string, s sampling.Schedule, steps int, denoise float64, flow bool) ([]float32, error) {
 	if rule == DenoiseStepsComfy || rule == "" {
 		return sampling.SamplerSigmasDenoise(sampler, scheduler, s, steps, denoise)
 	}
@@ -463,10 +464,14 @@ func img2imgSigmas(rule, sampler, scheduler string, s sampling.Schedule, steps i
 	}
 	n := len(full) - 1 // the steps of the schedule (some samplers drop one)
 	var run int
-	switch rule {
-	case DenoiseStepsA1111:
+	switch {
+	case rule == DenoiseStepsA1111:
 		run = int(math.Min(denoise, 0.999)*float64(n)) + 1
-	case DenoiseStepsDiffusers:
+	case rule == DenoiseStepsDiffusers && flow:
+		// The flow pipelines' get_timesteps (Flux, SD3): t_start =
+		// int(steps − steps·strength), in floats.
+		run = n - int(math.Max(float64(n)-float64(n)*denoise, 0))
+	case rule == DenoiseStepsDiffusers:
 		run = min(int(float64(n)*denoise), n)
 	default:
 		return nil, fmt.Errorf("denoise step rule %q: want comfyui, a1111 or diffusers", rule)

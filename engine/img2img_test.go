@@ -152,7 +152,7 @@ func TestImg2ImgSigmas(t *testing.T) {
 		{DenoiseStepsA1111, 7, full10[3:]},     // A1111: int(0.6·10)+1 = 7 of 10
 		{DenoiseStepsDiffusers, 6, full10[4:]}, // diffusers: int(10·0.6) = 6 of 10
 	} {
-		got, err := img2imgSigmas(c.rule, "euler", "normal", s, 10, 0.6)
+		got, err := img2imgSigmas(c.rule, "euler", "normal", s, 10, 0.6, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,8 +160,24 @@ func TestImg2ImgSigmas(t *testing.T) {
 			t.Errorf("%s: %d steps %v, want %d %v", c.rule, len(got)-1, got, c.steps, c.want)
 		}
 	}
-	if got, _ := img2imgSigmas(DenoiseStepsA1111, "euler", "normal", s, 10, 1); len(got)-1 != 10 {
+	if got, _ := img2imgSigmas(DenoiseStepsA1111, "euler", "normal", s, 10, 1, false); len(got)-1 != 10 {
 		t.Errorf("a1111 at denoise 1 (capped at 0.999): %d steps, want 10", len(got)-1)
+	}
+	// The flow pipelines' get_timesteps (FluxImg2ImgPipeline,
+	// StableDiffusion3Img2ImgPipeline) count in floats: 5 steps at
+	// strength 0.55 skip int(5 − 2.75) = 2 and run 3, where the SD
+	// pipelines run int(2.75) = 2.
+	for _, c := range []struct {
+		flow  bool
+		steps int
+	}{{false, 2}, {true, 3}} {
+		got, err := img2imgSigmas(DenoiseStepsDiffusers, "euler", "normal", s, 5, 0.55, c.flow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got)-1 != c.steps {
+			t.Errorf("diffusers rule, flow %v: %d steps, want %d", c.flow, len(got)-1, c.steps)
+		}
 	}
 }
 

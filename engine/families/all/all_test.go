@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -305,6 +306,60 @@ func TestFluxSplitFiles(t *testing.T) {
 			}
 			if _, err = load(ae, clipL); err == nil || !strings.HasPrefix(err.Error(), "this Flux model has no T5-XXL: also give --text-encoder t5xxl") {
 				t.Errorf("without T5: %v", err)
+			}
+		})
+	}
+}
+
+// TestFluxBadComponents: a 4-channel (SD) VAE, a T5 of the wrong width and
+// an OpenCLIP bigG beside a Flux transformer each get one line.
+func TestFluxBadComponents(t *testing.T) {
+	const ks = "../../../testdata/keyshapes/"
+	ae, clipL, clipG, t5 := ks+"flux-ae.component.json.gz", ks+"clip_l.component.json.gz", ks+"clip_g.component.json.gz", ks+"t5xxl.component.json.gz"
+	// An SD1.5 VAE alone, as a key list of one file.
+	sd, err := weights.ReadKeyList(ks + "sd15.single.json.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vae := weights.KeyListFile{Tensors: map[string][2]json.RawMessage{}}
+	for _, f := range sd.Files {
+		for n, v := range f.Tensors {
+			if rest, ok := strings.CutPrefix(n, "first_stage_model."); ok {
+				vae.Tensors[rest] = v
+			}
+		}
+	}
+	b, err := json.Marshal(weights.KeyList{Name: "sd-vae", Family: "component", Layout: "component", Files: map[string]weights.KeyListFile{"vae.safetensors": vae}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdVAE := filepath.Join(t.TempDir(), "sd-vae.json")
+	if err := os.WriteFile(sdVAE, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, vae string
+		tes       []string
+		want      string
+	}{
+		{"4-channel VAE", sdVAE, []string{clipL, t5}, "the VAE has 4 latent channels; Flux needs its own 16-channel autoencoder"},
+		{"tiny T5", ae, []string{clipL, "../../../testdata/reference/t5-tiny/model.safetensors"}, "the T5 text encoder is 32 wide; this Flux transformer attends to 4096-wide text states"},
+		{"bigG too", ae, []string{clipL, clipG, t5}, "holds an OpenCLIP text encoder"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := weights.OpenFiles(ks+"flux1-dev.single.json.gz", c.vae, c.tes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s := family.NewSource(m)
+			f, d, err := family.Detect(s.Keys())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("load: %v, want one line containing %q", err, c.want)
 			}
 		})
 	}

@@ -381,6 +381,15 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 // the CLIP-L nor the T5 the model uses.
 func strayTextEncoder(src *family.Source, p parts) error {
 	k := src.Keys()
+	for _, r := range []string{keymap.CLIPGPrefix, keymap.OpenCLIPGPrefix, keymap.OpenCLIPHPrefix} {
+		if name := k.First(r); name != "" {
+			where := "the model"
+			if info, ok := src.Info(name); ok && info.File != "" {
+				where = info.File
+			}
+			return fmt.Errorf("%s holds an OpenCLIP text encoder (%q); Flux uses CLIP-L and T5-XXL only", where, name)
+		}
+	}
 	for i := 0; i < 16; i++ {
 		r := fmt.Sprintf("%s%d.", weights.ExtraTextEncoderPrefix, i)
 		if r == p.t5 {

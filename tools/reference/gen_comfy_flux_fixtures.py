@@ -148,45 +148,8 @@ def f32(t):
 
 # ----------------------------------------------------------------- ComfyUI --
 
-def _module(name, **attrs):
-    m = types.ModuleType(name)
-    m.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    m.__dict__.update(attrs)
-    return m
-
-
-class _Permissive(types.ModuleType):
-    """A stub module: named attributes as given, any other name a function returning False."""
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return lambda *a, **k: False
-
-
-class _Args:
-    """comfy.cli_args.args: every flag off."""
-    fast = set()
-
-    def __getattr__(self, name):
-        return None
-
-
-def _unavailable(what):
-    def f(*args, **kwargs):
-        raise RuntimeError(f"{what} is stubbed out in gen_comfy_flux_fixtures.py")
-    return f
-
-
-def _repeat_to_batch_size(t, batch_size, dim=0):
-    n = t.shape[dim]
-    if n > batch_size:
-        return t.narrow(dim, 0, batch_size)
-    if n < batch_size:
-        reps = [1] * t.ndim
-        reps[dim] = -(-batch_size // n)
-        return t.repeat(reps).narrow(dim, 0, batch_size)
-    return t
+# The stubs ComfyUI's imports need, shared with the SDXL script.
+from gen_comfy_sdxl_fixtures import _Args, _module, _Permissive, _repeat_to_batch_size, _unavailable  # noqa: E402
 
 
 def extract(path, names, env):

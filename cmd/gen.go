@@ -61,6 +61,7 @@ const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         
   darkroom gen --from lighthouse.png -o again.png
   darkroom gen -m sd15 --lora style.safetensors:0.8 --lora detail:1:0.5 -p "a cat" -o cat.png
   darkroom gen -m sd15 -p "a cat <lora:style:0.8>" --lora-dir ~/loras -o cat.png
+  darkroom gen -m sd15 -p "a cat, embedding:my-style" --embedding-dir ~/embeddings -o cat.png     # textual inversion
   darkroom gen -m sd_xl_base_1.0.safetensors --refiner sd_xl_refiner_1.0.safetensors -p "a fox" -o fox.png
   darkroom gen -m sd15 --init-image photo.png --denoise 0.5 -p "an oil painting" -o painted.png      # img2img
   darkroom gen -m sd15 --init-image photo.png --mask mask.png --mask-blur 4 -p "a red door" -o door.png  # inpaint
@@ -75,6 +76,7 @@ const genExample = `  darkroom gen "a handwritten digit 7" -o seven.png         
 type genFlags struct {
 	models    []string
 	loraDirs  []string
+	embDirs   []string
 	req       engine.Request // the request fields' flags
 	seed      string         // --seed as given: "" and -1 draw a random seed
 	output    string
@@ -128,6 +130,7 @@ func newGenCmdFlags() (*cobra.Command, *genFlags) {
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories searched for -m NAME (default "+engine.DefaultModelDir()+"; ComfyUI / A1111 / SwarmUI roots work)")
 	fl.StringSliceVar(&f.loraDirs, "lora-dir", nil, "folders searched first for --lora NAME and <lora:NAME:W> (then each model directory's loras/ and Lora/)")
+	fl.StringSliceVar(&f.embDirs, "embedding-dir", nil, "folders searched first for embedding:NAME in prompts (textual inversion; then each model directory's embeddings/ and models/embeddings/)")
 	fl.StringVar(&f.from, "from", "", "regenerate from the parameters stored in a PNG made by darkroom, A1111 (and forks) or ComfyUI (flags given explicitly override them)")
 	fl.IntVar(&f.viewScale, "view-scale", 0, "enlarge the written PNG N× (1 to 64) with nearest-neighbour sampling (default 8 for the built-in model, else 1)")
 	_ = c.RegisterFlagCompletionFunc("device", fixedCompletion([]string{"auto", "cpu", "cuda"}))
@@ -377,7 +380,7 @@ func runGen(cmd *cobra.Command, f *genFlags) error {
 		existed[i] = exists(p)
 	}
 	ctx := cmd.Context()
-	eng, err := engine.Open(engine.Options{Device: f.device, Precision: f.precision, ModelDirs: f.models, LoRADirs: f.loraDirs})
+	eng, err := engine.Open(engine.Options{Device: f.device, Precision: f.precision, ModelDirs: f.models, LoRADirs: f.loraDirs, EmbeddingDirs: f.embDirs})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"context"
+	"encoding/binary"
 	"image"
 	"io/fs"
 	"math"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
@@ -139,4 +142,62 @@ func psnrFloat(img image.Image, want []float32) float64 {
 		return 0
 	}
 	return 10 * math.Log10(1/(mse/float64(i)))
+}
+
+// TestGenEmbedding: --embedding-dir finds embedding:NAME; an embedding made
+// of a word's token vectors gives the word's image, and a missing one is
+// one line.
+func TestGenEmbedding(t *testing.T) {
+	dir := t.TempDir()
+	f, err := safetensors.Open(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := f.Float32("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight")
+	info, _ := f.Info("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight")
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.Open(engine.Options{Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := eng.Load(context.Background(), tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := m.Tokenize("horse")
+	eng.Close()
+	w := info.Shape[1]
+	var vec []byte
+	for _, id := range ids[1 : len(ids)-1] {
+		for _, v := range table[id*w : (id+1)*w] {
+			vec = binary.LittleEndian.AppendUint32(vec, math.Float32bits(v))
+		}
+	}
+	err = safetensors.Write(filepath.Join(dir, "steed.safetensors"), map[string]safetensors.Tensor{
+		"emb_params": {DType: tensor.F32, Shape: tensor.Shape{len(ids) - 2, w}, Data: vec},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	args := []string{"-m", tinyModel, "-s", "7", "--steps", "3", "-W", "64", "-H", "64"}
+	if _, stderr, code := runCmd(t, append([]string{"gen", "-p", "an astronaut riding a horse", "-o", filepath.Join(out, "a.png")}, args...)...); code != 0 {
+		t.Fatal(stderr)
+	}
+	if _, stderr, code := runCmd(t, append([]string{"gen", "-p", "an astronaut riding a embedding:steed", "--embedding-dir", dir, "-o", filepath.Join(out, "b.png")}, args...)...); code != 0 {
+		t.Fatal(stderr)
+	}
+	if p := psnr8(readPNG(t, filepath.Join(out, "b.png")), readPNG(t, filepath.Join(out, "a.png"))); !math.IsInf(p, 1) {
+		t.Errorf("embedding image differs from the word's: %.1f dB", p)
+	}
+	_, stderr, code := runCmd(t, append([]string{"gen", "-p", "a embedding:nope", "--embedding-dir", dir, "-o", filepath.Join(out, "c.png")}, args...)...)
+	if code == 0 || !strings.Contains(stderr, `embedding "nope": none of that name`) {
+		t.Errorf("missing embedding: code %d, %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, "c.png")); err == nil {
+		t.Error("a failed generation wrote its output")
+	}
 }

@@ -62,6 +62,10 @@ type Options struct {
 	// <lora:NAME:W>); then each model directory's loras/ and Lora/ folders
 	// (ComfyUI's and A1111's).
 	LoRADirs []string
+	// EmbeddingDirs are searched first for textual-inversion embeddings
+	// ("embedding:NAME" in prompts); then each model directory's
+	// embeddings/ and models/embeddings/ folders (A1111's and ComfyUI's).
+	EmbeddingDirs []string
 }
 
 // cudaOptions maps the engine options to the CUDA backend's.
@@ -273,7 +277,7 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 	if builtin && len(files.LoRAs) > 0 {
 		return nil, &FieldError{Field: "loras", Value: files.LoRAs[0].String(), Msg: "the built-in model takes no LoRA"}
 	}
-	resolved := ModelFiles{Model: path}
+	resolved := ModelFiles{Model: path, EmbeddingDirs: e.embeddingDirs()}
 	if files.VAE != "" {
 		if resolved.VAE, err = e.resolveFile(files.VAE, "vae"); err != nil {
 			return nil, err
@@ -339,6 +343,20 @@ func (e *Engine) LoadFiles(ctx context.Context, files ModelFiles) (*Model, error
 	}
 	e.models[key] = m
 	return m, nil
+}
+
+// embeddingDirs are the folders embeddings are looked up in: the
+// engine's own, then each model directory's embeddings folders that exist.
+func (e *Engine) embeddingDirs() []string {
+	dirs := append([]string{}, e.opts.EmbeddingDirs...)
+	for _, root := range e.ModelDirs() {
+		for _, sub := range []string{"embeddings", "models/embeddings"} {
+			if st, err := os.Stat(filepath.Join(root, sub)); err == nil && st.IsDir() {
+				dirs = append(dirs, filepath.Join(root, sub))
+			}
+		}
+	}
+	return dirs
 }
 
 // resolveFile finds a separate component file: an existing path, or a

@@ -137,7 +137,7 @@ func fluxLayouts(t *testing.T, variant string) map[string]*Model {
 		}
 		src.JSON[f] = b
 	}
-	bm, err := loadFrom(ctx, src, cpu.New(), nil)
+	bm, err := loadFrom(ctx, src, cpu.New(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,6 +122,9 @@ type ModelFiles struct {
 	VAE          string
 	TextEncoders []string
 	LoRAs        []LoRA
+	// EmbeddingDirs are the folders "embedding:NAME" in prompts is looked
+	// up in (textual inversion); none leaves the syntax as text.
+	EmbeddingDirs []string
 }
 
 // describe names the files in messages: "model.safetensors (+ --vae
@@ -156,7 +159,11 @@ func LoadFiles(ctx context.Context, files ModelFiles, dev backend.Device) (*Mode
 	if err != nil {
 		return nil, err
 	}
-	m, err := loadFrom(ctx, src, dev, files.LoRAs)
+	var emb family.Embeddings
+	if st := newEmbeddingStore(files.EmbeddingDirs); st != nil {
+		emb = st
+	}
+	m, err := loadFrom(ctx, src, dev, files.LoRAs, emb)
 	if err != nil {
 		src.Close()
 		return nil, fmt.Errorf("%s: %w", files.describe(), err)
@@ -174,7 +181,7 @@ func LoadBytes(ctx context.Context, name string, data []byte, dev backend.Device
 	if err != nil {
 		return nil, err
 	}
-	m, err := loadFrom(ctx, src, dev, nil)
+	m, err := loadFrom(ctx, src, dev, nil, nil)
 	if err != nil {
 		src.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -199,7 +206,7 @@ func Detect(files ModelFiles) (Detection, error) {
 
 // loadFrom detects the family of src, merges loras into its weights (the
 // LoRA files stay open with src) and builds the components on dev.
-func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device, loras []LoRA) (*Model, error) {
+func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device, loras []LoRA, emb family.Embeddings) (*Model, error) {
 	if src.KeyList != nil {
 		return nil, fmt.Errorf("a key list (tensor names and shapes, no weights) can be inspected with darkroom info, not run")
 	}
@@ -215,7 +222,7 @@ func loadFrom(ctx context.Context, src *weights.Model, dev backend.Device, loras
 		}
 		src.Source = patched
 	}
-	c, err := fam.Load(ctx, s, family.Env{Device: dev, Detection: det})
+	c, err := fam.Load(ctx, s, family.Env{Device: dev, Detection: det, Embeddings: emb})
 	if err != nil {
 		if errors.Is(err, family.ErrNotSupported) {
 			return nil, err

@@ -34,6 +34,9 @@ type Env struct {
 	Device backend.Device
 	// Detection is what the family's probe found.
 	Detection Detection
+	// Embeddings resolves "embedding:NAME" in prompts (textual
+	// inversion); nil when the engine has no embeddings folders.
+	Embeddings Embeddings
 }
 
 // Components are a loaded model's parts, the only things the generic

@@ -106,17 +106,74 @@ func tokenWeights(s string, weight float64, depth int) []Segment {
 // and batched into windows like a word of ChunkWords (a segment of at least 8
 // tokens may be split across windows, a shorter one moves whole to the next
 // window). Start, end and padding tokens have weight 1. pad is EOS() for SD1
-// and CLIP-L.
+// and CLIP-L. "embedding:NAME" is text here; see WeightedChunksWith.
 func (c *CLIP) WeightedChunks(text string, pad int) (ids [][]int, weights [][]float64) {
+	ids, weights, _, _ = c.WeightedChunksWith(text, pad, nil)
+	return ids, weights
+}
+
+// EmbeddingPrefix introduces a textual-inversion embedding in a prompt, as
+// ComfyUI spells it: "a photo of embedding:my-style".
+const EmbeddingPrefix = "embedding:"
+
+// EmbeddingLookup returns how many vectors the textual-inversion embedding
+// called name has, or an error when there is none.
+type EmbeddingLookup func(name string) (vectors int, err error)
+
+// WeightedChunksWith is WeightedChunks with textual-inversion embeddings, as
+// ComfyUI's tokenizer finds them: each weighted segment is cut before every
+// " embedding:" (or "\nembedding:"), the first word after the prefix names
+// the embedding (with trailing commas dropped when the name as written has
+// none), its vectors form one group with the segment's weight, and the rest
+// of the piece is text. The ids of an embedding's vectors are placeholders,
+// -1, -2, … in order of appearance across the prompt; names lists the
+// embeddings in that order. A nil lookup leaves "embedding:" as text. tokens
+// counts the prompt's tokens and vectors (no start, end or padding).
+func (c *CLIP) WeightedChunksWith(text string, pad int, lookup EmbeddingLookup) (ids [][]int, weights [][]float64, names []string, err error) {
 	var groups [][]int
 	var groupWeights []float64
-	for _, seg := range ParseWeights(text) {
-		g := c.appendIDs(nil, seg.Text)
-		if len(g) == 0 {
-			continue
+	next := -1
+	add := func(g []int, w float64) {
+		if len(g) > 0 {
+			groups = append(groups, g)
+			groupWeights = append(groupWeights, w)
 		}
-		groups = append(groups, g)
-		groupWeights = append(groupWeights, seg.Weight)
+	}
+	for _, seg := range ParseWeights(text) {
+		for _, piece := range splitEmbeddings(seg.Text) {
+			rest, ok := strings.CutPrefix(piece, EmbeddingPrefix)
+			if !ok || lookup == nil {
+				add(c.appendIDs(nil, piece), seg.Weight)
+				continue
+			}
+			fields := strings.Fields(rest)
+			if len(fields) == 0 {
+				add(c.appendIDs(nil, piece), seg.Weight)
+				continue
+			}
+			name, leftover := fields[0], strings.Join(fields[1:], " ")
+			n, lerr := lookup(name)
+			if lerr != nil {
+				if trimmed := strings.TrimRight(name, ","); trimmed != name && trimmed != "" {
+					if n2, e2 := lookup(trimmed); e2 == nil {
+						n, lerr = n2, nil
+						leftover = name[len(trimmed):] + " " + leftover
+						name = trimmed
+					}
+				}
+			}
+			if lerr != nil {
+				return nil, nil, nil, lerr
+			}
+			g := make([]int, n)
+			for i := range g {
+				g[i] = next
+				next--
+			}
+			names = append(names, name)
+			add(g, seg.Weight)
+			add(c.appendIDs(nil, leftover), seg.Weight)
+		}
 	}
 	// Lay out each token's group number (0 for special tokens) the same way
 	// as the ids, to find each position's weight.
@@ -139,5 +196,37 @@ func (c *CLIP) WeightedChunks(text string, pad int) (ids [][]int, weights [][]fl
 			}
 		}
 	}
-	return ids, weights
+	return ids, weights, names, nil
+}
+
+// splitEmbeddings cuts text before every " embedding:" and
+// "\nembedding:", dropping the separating space or newline and empty
+// pieces (ComfyUI's re.split(' embedding:|\nembedding:') with the prefix
+// put back).
+func splitEmbeddings(text string) []string {
+	var out []string
+	for {
+		i := indexEmbedding(text)
+		if i < 0 {
+			break
+		}
+		if i > 0 {
+			out = append(out, text[:i])
+		}
+		text = text[i+1:] // keep "embedding:…"
+	}
+	if text != "" {
+		out = append(out, text)
+	}
+	return out
+}
+
+func indexEmbedding(text string) int {
+	best := -1
+	for _, sep := range []string{" " + EmbeddingPrefix, "\n" + EmbeddingPrefix} {
+		if i := strings.Index(text, sep); i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	return best
 }

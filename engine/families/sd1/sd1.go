@@ -134,7 +134,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	f := LatentFormat()
 	f.Channels, f.Factor, f.Scale = vc.ZChannels, vc.Factor(), vc.ScalingFactor
 	return &family.Components{
-		Text:            &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: tok.EOS()}, Dev: dev},
+		Text: &ldm.CLIPText{Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: tok.EOS(),
+			Embeddings: family.EmbeddingsFor(env.Embeddings, "clip_l", nets.Text[0].Config.Width)}, Dev: dev},
 		Denoiser:        &ldm.Denoiser{Net: nets.UNet, Dev: dev, Pred: decl.Pred, Concat: concat},
 		VAE:             family.NewVAE(nets.VAE, f),
 		InpaintChannels: concat,

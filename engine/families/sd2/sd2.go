@@ -164,7 +164,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	return &family.Components{
 		Text: &ldm.CLIPText{
 			// SD2's tokenizer pads with "!" (id 0), as ComfyUI's SD2 tokenizer does.
-			Enc:    clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: 0},
+			Enc: clip.PromptEncoder{Tok: tok, Model: nets.Text[0], Pad: 0,
+				Embeddings: family.EmbeddingsFor(env.Embeddings, "clip_h", nets.Text[0].Config.Width)},
 			Dev:    dev,
 			Layers: skipMap(cc),
 		},

@@ -245,11 +245,13 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	f := LatentFormat()
 	f.Channels, f.Factor = vc.ZChannels, vc.Factor()
 	text := &Conditioner{
-		G:   clip.PromptEncoder{Tok: tokG, Model: g, Pad: 0, NoFinalNorm: true, Pool: clip.PoolProjected},
+		G: clip.PromptEncoder{Tok: tokG, Model: g, Pad: 0, NoFinalNorm: true, Pool: clip.PoolProjected,
+			Embeddings: family.EmbeddingsFor(env.Embeddings, "clip_g", gc.Width)},
 		Dev: dev, ZeroEmptyNegative: zeroEmptyNegative(src, refiner),
 	}
 	if !refiner {
-		text.L = &clip.PromptEncoder{Tok: tokL, Model: nets.Text[1], Pad: tokL.EOS(), NoFinalNorm: true}
+		text.L = &clip.PromptEncoder{Tok: tokL, Model: nets.Text[1], Pad: tokL.EOS(), NoFinalNorm: true,
+			Embeddings: family.EmbeddingsFor(env.Embeddings, "clip_l", lc.Width)}
 	}
 	c := &family.Components{
 		Text: text,

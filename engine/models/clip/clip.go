@@ -9,6 +9,7 @@ package clip
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/nn"
@@ -258,6 +259,10 @@ type Options struct {
 	// occurrence in each sequence; the largest id when it is absent, as
 	// transformers does for legacy configs).
 	EOS int
+	// Extra holds the input vectors of placeholder ids (textual-inversion
+	// embeddings): id −1 − k takes Extra[k] (Width values) in place of a
+	// token embedding.
+	Extra [][]float32
 }
 
 // Forward encodes token ids [B][T] (T ≤ Positions) and returns the hidden
@@ -292,15 +297,44 @@ func (m *TextModel) Run(dev backend.Device, ids [][]int, o Options) (hidden, poo
 			return nil, nil, fmt.Errorf("clip: token sequences of different lengths %d and %d", t, len(seq))
 		}
 		for _, id := range seq {
-			if id < 0 || id >= c.Vocab {
+			switch {
+			case id < 0 && -1-id < len(o.Extra):
+				if len(o.Extra[-1-id]) != c.Width {
+					return nil, nil, fmt.Errorf("clip: embedding vector %d has %d values, the encoder is %d wide", -1-id, len(o.Extra[-1-id]), c.Width)
+				}
+			case id < 0 || id >= c.Vocab:
 				return nil, nil, fmt.Errorf("clip: token id %d outside the vocabulary of %d", id, c.Vocab)
 			}
 		}
 		flat = append(flat, seq...)
 	}
+	var extraAt []int // positions of placeholder ids in flat
+	for i, id := range flat {
+		if id < 0 {
+			extraAt = append(extraAt, i)
+		}
+	}
+	if len(extraAt) > 0 {
+		flat = slices.Clone(flat)
+		for _, i := range extraAt {
+			flat[i] = 0
+		}
+	}
 	b := len(ids)
 	x := dev.Alloc(b, t, c.Width)
 	dev.Embedding(x, m.tokEmb, flat)
+	if len(extraAt) > 0 {
+		// Textual-inversion vectors replace their placeholders' rows.
+		h, err := dev.Download(x)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, i := range extraAt {
+			copy(h[i*c.Width:(i+1)*c.Width], o.Extra[-1-ids[i/t][i%t]])
+		}
+		dev.Free(x)
+		x = dev.Upload(h, b, t, c.Width)
+	}
 	pos := dev.Alloc(t, c.Width)
 	dev.Slice(pos, m.posEmb, 0, 0)
 	dev.Binary(backend.Add, x, x, pos)

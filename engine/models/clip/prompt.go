@@ -27,11 +27,16 @@ type PromptEncoder struct {
 	// Pool selects a pooled output to compute beside the hidden states
 	// (from the first window, as ComfyUI takes it).
 	Pool Pooling
+	// Embeddings, when set, resolves "embedding:NAME" in prompts to the
+	// textual-inversion vectors for this encoder (Width values each);
+	// nil leaves the syntax as text.
+	Embeddings func(name string) ([][]float32, error)
 }
 
-// run encodes token windows with the encoder's options.
-func (p *PromptEncoder) run(dev backend.Device, ids [][]int, skip int, pool bool) (hidden, pooled *backend.Tensor, err error) {
-	o := Options{Skip: skip, NoFinalNorm: p.NoFinalNorm, EOS: p.Tok.EOS()}
+// run encodes token windows with the encoder's options; extra are the
+// vectors of placeholder ids.
+func (p *PromptEncoder) run(dev backend.Device, ids [][]int, skip int, pool bool, extra ...[]float32) (hidden, pooled *backend.Tensor, err error) {
+	o := Options{Skip: skip, NoFinalNorm: p.NoFinalNorm, EOS: p.Tok.EOS(), Extra: extra}
 	if pool {
 		o.Pool = p.Pool
 	}
@@ -56,8 +61,23 @@ func (p *PromptEncoder) Encode(ctx context.Context, dev backend.Device, text str
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	chunks, weights := p.Tok.WeightedChunks(text, p.Pad)
-	out, pooled, err := p.run(dev, chunks, skip, true)
+	var extra [][]float32
+	var lookup tokenizer.EmbeddingLookup
+	if p.Embeddings != nil {
+		lookup = func(name string) (int, error) {
+			v, err := p.Embeddings(name)
+			if err != nil {
+				return 0, err
+			}
+			extra = append(extra, v...)
+			return len(v), nil
+		}
+	}
+	chunks, weights, names, err := p.Tok.WeightedChunksWith(text, p.Pad, lookup)
+	if err != nil {
+		return nil, fmt.Errorf("encode prompt: %w", err)
+	}
+	out, pooled, err := p.run(dev, chunks, skip, true, extra...)
 	if err != nil {
 		return nil, fmt.Errorf("encode prompt: %w", err)
 	}
@@ -68,9 +88,13 @@ func (p *PromptEncoder) Encode(ctx context.Context, dev backend.Device, text str
 	}
 	// [chunks, 77, D] -> [1, 77·chunks, D]: chunks are consecutive in memory.
 	width := out.Shape[2]
-	tokens := 0
+	tokens := len(extra)
 	for _, seg := range tokenizer.ParseWeights(text) {
 		tokens += len(p.Tok.Encode(seg.Text)) - 2
+	}
+	for _, n := range names {
+		// "embedding:NAME" was counted as text above.
+		tokens -= len(p.Tok.Encode(tokenizer.EmbeddingPrefix+n)) - 2
 	}
 	return &Encoded{Hidden: out.Reshape(1, len(chunks)*out.Shape[1], width), Pooled: firstRow(dev, pooled), Tokens: tokens, Chunks: len(chunks)}, nil
 }

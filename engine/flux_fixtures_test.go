@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -430,4 +432,96 @@ func TestFluxComfyCases(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFluxImg2ImgRuns runs img2img and inpainting on the tiny Flux model:
+// finite latents, and at a small denoise the image stays near the init
+// image (the peer fixture, tools/reference/gen_flux_img2img_fixtures.py,
+// is still to be made).
+func TestFluxImg2ImgRuns(t *testing.T) {
+	if !testref.Exists("flux-pipe", "cases.json") {
+		t.Skip("no flux-pipe fixtures")
+	}
+	ctx := context.Background()
+	m, err := Load(ctx, fluxFolder(t, "dev"), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := DefaultRequest()
+	base.Model, base.Prompt, base.Seed, base.Steps, base.Width, base.Height = "flux-tiny", "a red fox", 3, 4, 64, 48
+	base.CFG, base.Sampler, base.Scheduler = 1, "euler", "simple"
+	first, err := m.Generate(ctx, base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	init := filepath.Join(dir, "init.png")
+	if err := WritePNG(init, first.Images[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	z, err := m.EncodeImage(ctx, first.Images[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev float64
+	for _, denoise := range []float64{0.2, 0.5, 0.9} {
+		req := base
+		req.InitImage, req.Denoise, req.Seed = init, denoise, 11
+		res, err := m.Generate(ctx, req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := testref.RelErr(res.Latents, z)
+		t.Logf("img2img denoise %g: final latent %.3g from the encoded init image", denoise, d)
+		if math.IsNaN(d) || d <= prev {
+			t.Errorf("denoise %g: distance %.3g from the init latent, not above the last (%.3g)", denoise, d, prev)
+		}
+		prev = d
+	}
+	// Inpainting keeps the unmasked pixels.
+	mask := image.NewGray(image.Rect(0, 0, 64, 48))
+	for y := 0; y < 48; y++ {
+		for x := 32; x < 64; x++ {
+			mask.Pix[y*64+x] = 255
+		}
+	}
+	mp := filepath.Join(dir, "mask.png")
+	if err := WritePNG(mp, mask, nil); err != nil {
+		t.Fatal(err)
+	}
+	req := base
+	req.InitImage, req.Mask, req.Denoise = init, mp, 0.8
+	res, err := m.Generate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for y := 0; y < 48; y++ {
+		for x := 0; x < 24; x++ {
+			if res.Images[0].NRGBAAt(x, y) != first.Images[0].NRGBAAt(x, y) {
+				t.Fatalf("inpaint changed the unmasked pixel (%d, %d)", x, y)
+			}
+		}
+	}
+}
+
+// psnrImages compares two images of one size, 8 bits per channel.
+func psnrImages(a, b image.Image) float64 {
+	var mse float64
+	n := 0
+	r := a.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			ar, ag, ab, _ := a.At(x, y).RGBA()
+			br, bg, bb, _ := b.At(x, y).RGBA()
+			for _, d := range []float64{float64(ar>>8) - float64(br>>8), float64(ag>>8) - float64(bg>>8), float64(ab>>8) - float64(bb>>8)} {
+				mse += d * d
+				n++
+			}
+		}
+	}
+	if mse == 0 {
+		return math.Inf(1)
+	}
+	return 10 * math.Log10(255*255/(mse/float64(n)))
 }

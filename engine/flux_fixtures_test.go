@@ -504,24 +504,3 @@ func TestFluxImg2ImgRuns(t *testing.T) {
 		}
 	}
 }
-
-// psnrImages compares two images of one size, 8 bits per channel.
-func psnrImages(a, b image.Image) float64 {
-	var mse float64
-	n := 0
-	r := a.Bounds()
-	for y := r.Min.Y; y < r.Max.Y; y++ {
-		for x := r.Min.X; x < r.Max.X; x++ {
-			ar, ag, ab, _ := a.At(x, y).RGBA()
-			br, bg, bb, _ := b.At(x, y).RGBA()
-			for _, d := range []float64{float64(ar>>8) - float64(br>>8), float64(ag>>8) - float64(bg>>8), float64(ab>>8) - float64(bb>>8)} {
-				mse += d * d
-				n++
-			}
-		}
-	}
-	if mse == 0 {
-		return math.Inf(1)
-	}
-	return 10 * math.Log10(255*255/(mse/float64(n)))
-}

@@ -67,6 +67,8 @@ var suffixes = []struct {
 	{".lora_mid.weight", LoRA, "mid"},
 	{".lora_A.weight", LoRA, "down"},
 	{".lora_B.weight", LoRA, "up"},
+	{".down.weight", LoRA, "down"}, // XLabs' Flux processors (double_blocks.0.processor.qkv_lora1.down.weight)
+	{".up.weight", LoRA, "up"},
 	{".hada_w1_a", LoHa, "w1a"},
 	{".hada_w1_b", LoHa, "w1b"},
 	{".hada_w2_a", LoHa, "w2a"},

@@ -133,16 +133,18 @@ func diffusersAliases(m string) []string {
 // for name; the other reaches it through fluxPairs.
 func (x *index) addFlux() {
 	has := func(n string) bool { _, ok := x.src.Info(n); return ok }
-	var root string
-	bfl := false
-	switch {
-	case has("img_in.weight"):
-		root, bfl = "", true
-	case has("model.diffusion_model.img_in.weight"):
-		root, bfl = "model.diffusion_model.", true
-	case has("transformer.x_embedder.weight") && (has("transformer.transformer_blocks.0.attn.to_q.weight") || has("transformer.single_transformer_blocks.0.attn.to_q.weight")):
-		root = "transformer."
-	default:
+	root, found, bfl := "", false, false
+	for _, r := range []string{"", "model.diffusion_model.", "transformer."} {
+		if has(r + "img_in.weight") {
+			root, found, bfl = r, true, true
+			break
+		}
+		if has(r+"x_embedder.weight") && (has(r+"transformer_blocks.0.attn.to_q.weight") || has(r+"single_transformer_blocks.0.attn.to_q.weight")) {
+			root, found = r, true
+			break
+		}
+	}
+	if !found {
 		return
 	}
 	rowsOf := func(module string) int {
@@ -202,7 +204,7 @@ func (x *index) addFlux() {
 			continue
 		}
 		module, ok := strings.CutSuffix(rest, ".weight")
-		if !ok || rowsOf(module) == 0 || (bfl && !isBFLModule(module)) {
+		if !ok || rowsOf(module) == 0 || (bfl && !isBFLModule(module)) || (!bfl && root == "" && !isDiffusersModule(module)) {
 			continue
 		}
 		x.add(whole(module), own(module)...)
@@ -299,7 +301,21 @@ var bflTops = []string{"img_in.", "txt_in.", "time_in.", "vector_in.", "guidance
 // isBFLModule reports whether module is a BFL transformer name.
 func isBFLModule(module string) bool {
 	for _, t := range bflTops {
-		if strings.HasPrefix(module, t) {
+		if strings.HasPrefix(module+".", t) {
+			return true
+		}
+	}
+	return false
+}
+
+// diffusersTops are the first name parts of a diffusers Flux transformer's
+// tensors.
+var diffusersTops = []string{"x_embedder.", "context_embedder.", "time_text_embed.", "norm_out.", "proj_out.", "transformer_blocks.", "single_transformer_blocks."}
+
+// isDiffusersModule reports whether module is a diffusers transformer name.
+func isDiffusersModule(module string) bool {
+	for _, t := range diffusersTops {
+		if strings.HasPrefix(module+".", t) {
 			return true
 		}
 	}

@@ -1,13 +1,17 @@
 package lora
 
 import (
+	"math"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
 // fluxModule is a LoRA module name and the [out, in] of the ΔW it carries.
@@ -39,12 +43,12 @@ func fluxConventions(t *testing.T, bfl, diff *weights.Model) map[string][]fluxMo
 			}
 		}
 	}
-	matrices(bfl, "", isBFLModule, func(m string, s tensor.Shape) {
+	all := func(string) bool { return true }
+	matrices(bfl, "", all, func(m string, s tensor.Shape) { // the file holds the transformer only
 		conv["kohya"] = append(conv["kohya"], fluxModule{"lora_unet_" + underscored(m), s[0], s[1]})
 		conv["comfyui"] = append(conv["comfyui"], fluxModule{"diffusion_model." + m, s[0], s[1]})
 		conv["bfl-peft"] = append(conv["bfl-peft"], fluxModule{"base_model.model." + m, s[0], s[1]})
 	})
-	all := func(string) bool { return true }
 	matrices(diff, "transformer.", all, func(m string, s tensor.Shape) {
 		conv["peft"] = append(conv["peft"], fluxModule{"transformer." + m, s[0], s[1]})
 		conv["onetrainer"] = append(conv["onetrainer"], fluxModule{"lora_transformer_" + underscored(m), s[0], s[1]})
@@ -229,4 +233,251 @@ func TestFluxCrossTargets(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fluxLoRA is one random LoRA over every Linear of the tiny Flux
+// transformer, by BFL module: down [rank, in], up [out, rank], alpha.
+type fluxLoRA struct {
+	rank  int
+	mods  []string // BFL modules, sorted
+	down  map[string][]float32
+	up    map[string][]float32
+	shape map[string][2]int // [out, in]
+	alpha map[string]float32
+}
+
+func newFluxLoRA(t *testing.T, bfl weights.Source, seed uint64) *fluxLoRA {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 7))
+	l := &fluxLoRA{rank: 4, down: map[string][]float32{}, up: map[string][]float32{}, shape: map[string][2]int{}, alpha: map[string]float32{}}
+	names := bfl.Names()
+	sort.Strings(names)
+	for _, n := range names {
+		m, ok := strings.CutSuffix(n, ".weight")
+		info, _ := bfl.Info(n)
+		if !ok || len(info.Shape) != 2 || !isBFLModule(m) {
+			continue
+		}
+		out, in := info.Shape[0], info.Shape[1]
+		l.mods = append(l.mods, m)
+		l.shape[m] = [2]int{out, in}
+		l.down[m], l.up[m] = randn(r, l.rank*in, 0.2), randn(r, out*l.rank, 0.2)
+		l.alpha[m] = float32(1 + r.IntN(8))
+	}
+	return l
+}
+
+// write saves the LoRA under a naming convention: "kohya"
+// (lora_unet_<bfl>, lora_down/lora_up/alpha), "comfyui"
+// (diffusion_model.<bfl>.lora_A/lora_B/alpha), or, converted to the
+// diffusers modules as diffusers' _convert_kohya_flux_lora_to_diffusers
+// does (down copied to each piece of a fused layer, up cut by rows,
+// norm_out's halves swapped, alpha/rank baked into down), "peft"
+// (transformer.<diffusers>.lora_A/lora_B) or "onetrainer"
+// (lora_transformer_<diffusers> lora_down/lora_up).
+func (l *fluxLoRA) write(t *testing.T, convention string) string {
+	t.Helper()
+	ts := map[string]safetensors.Tensor{}
+	switch convention {
+	case "kohya", "comfyui":
+		for _, m := range l.mods {
+			s := l.shape[m]
+			key, down, up := "lora_unet_"+underscored(m), ".lora_down.weight", ".lora_up.weight"
+			if convention == "comfyui" {
+				key, down, up = "diffusion_model."+m, ".lora_A.weight", ".lora_B.weight"
+			}
+			ts[key+down] = f32(l.down[m], l.rank, s[1])
+			ts[key+up] = f32(l.up[m], s[0], l.rank)
+			ts[key+".alpha"] = f32([]float32{l.alpha[m]})
+		}
+	case "peft", "onetrainer":
+		const D, M = 32, 128
+		byDiff := map[string][]fluxPair{}
+		for _, p := range fluxPairs(D, M, 2, 2) {
+			if _, ok := l.shape[p.bfl]; ok {
+				byDiff[p.diff] = append(byDiff[p.diff], p)
+			}
+		}
+		for d, ps := range byDiff {
+			b := ps[0].bfl
+			s := l.shape[b]
+			out := 0
+			for _, p := range ps {
+				out += max(p.rows, 0)
+				if p.rows == 0 {
+					out = s[0]
+				}
+			}
+			scale := l.alpha[b] / float32(l.rank)
+			down := make([]float32, len(l.down[b]))
+			for i, v := range l.down[b] {
+				down[i] = v * scale
+			}
+			up := make([]float32, out*l.rank)
+			for _, p := range ps {
+				rows := p.rows
+				if rows == 0 {
+					rows = s[0]
+				}
+				copy(up[p.dRow0*l.rank:(p.dRow0+rows)*l.rank], l.up[b][p.bRow0*l.rank:(p.bRow0+rows)*l.rank])
+			}
+			key, dn, un := "transformer."+d, ".lora_A.weight", ".lora_B.weight"
+			if convention == "onetrainer" {
+				key, dn, un = "lora_transformer_"+underscored(d), ".lora_down.weight", ".lora_up.weight"
+			}
+			ts[key+dn] = f32(down, l.rank, s[1])
+			ts[key+un] = f32(up, out, l.rank)
+		}
+	default:
+		t.Fatalf("no convention %q", convention)
+	}
+	return writeFile(t, ts)
+}
+
+func openFluxTiny(t *testing.T) map[string]*weights.Model {
+	t.Helper()
+	out := map[string]*weights.Model{}
+	for layout, p := range map[string]string{
+		"bfl":       testref.Path("flux-pipe", "bfl", "flux1-dev.safetensors"),
+		"diffusers": testref.Path("flux-pipe", "dev", "transformer", "diffusion_pytorch_model.safetensors"),
+	} {
+		m, err := weights.OpenModel(p)
+		if err != nil {
+			t.Skipf("no tiny Flux model: %v", err)
+		}
+		t.Cleanup(func() { m.Close() })
+		out[layout] = m
+	}
+	return out
+}
+
+// TestFluxMergeAcrossLayouts applies one random LoRA over every Linear of
+// the tiny FLUX.1-dev transformer, written in four naming conventions
+// (two BFL-named, two diffusers-named), to the transformer in both
+// layouts, and checks that every pair of rows the layouts share (fused
+// qkv and linear1 against to_q/…/proj_mlp, the swapped final-layer
+// halves) merges to the same values (1e-5), that each convention gives the
+// merge of the first (1e-6), and that BFL-named merges on the BFL model
+// are W + strength·alpha/rank·up·down computed here.
+func TestFluxMergeAcrossLayouts(t *testing.T) {
+	models := openFluxTiny(t)
+	l := newFluxLoRA(t, models["bfl"].Source, 1)
+	const strength = 0.7
+	merged := map[string]map[string]weights.Source{}
+	for _, conv := range []string{"kohya", "comfyui", "peft", "onetrainer"} {
+		path := l.write(t, conv)
+		merged[conv] = map[string]weights.Source{}
+		for layout, m := range models {
+			src, err := Apply(m.Source, "Flux.1 (dev)", []Spec{{Path: path, Strength: strength, ClipStrength: strength}})
+			if err != nil {
+				t.Fatalf("%s on %s: %v", conv, layout, err)
+			}
+			merged[conv][layout] = src
+		}
+	}
+	read := func(src weights.Source, name string, row0, rows int) []float32 {
+		t.Helper()
+		v, err := src.Float32(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := src.Info(name)
+		per := len(v) / info.Shape[0]
+		if rows == 0 {
+			rows = info.Shape[0]
+		}
+		return v[row0*per : (row0+rows)*per]
+	}
+	pairs := 0
+	for conv, by := range merged {
+		for _, p := range fluxPairs(32, 128, 2, 2) {
+			if _, ok := l.shape[p.bfl]; !ok {
+				continue
+			}
+			pairs++
+			for _, suffix := range []string{".weight", ".bias"} {
+				b := read(by["bfl"], p.bfl+suffix, p.bRow0, p.rows)
+				d := read(by["diffusers"], p.diff+suffix, p.dRow0, p.rows)
+				if e := maxAbs(b, d); e > 1e-5 {
+					t.Errorf("%s: %s rows %d+ and %s rows %d+ differ by %g", conv, p.bfl+suffix, p.bRow0, p.diff+suffix, p.dRow0, e)
+				}
+				for layout := range by {
+					name, row0 := p.bfl+suffix, p.bRow0
+					if layout == "diffusers" {
+						name, row0 = p.diff+suffix, p.dRow0
+					}
+					got, want := read(by[layout], name, row0, p.rows), read(merged["kohya"][layout], name, row0, p.rows)
+					if e := maxAbs(got, want); e > 1e-6 {
+						t.Errorf("%s on %s: %s differs from kohya's merge by %g", conv, layout, name, e)
+					}
+				}
+			}
+		}
+	}
+	if pairs < 4*40 {
+		t.Errorf("only %d pairs compared", pairs)
+	}
+	// The direct formula on the BFL model.
+	for _, m := range l.mods {
+		base, err := models["bfl"].Float32(m + ".weight")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := l.shape[m]
+		want := append([]float32(nil), base...)
+		k := float64(strength) * float64(l.alpha[m]) / float64(l.rank)
+		for o := range s[0] {
+			for i := range s[1] {
+				var acc float64
+				for r := range l.rank {
+					acc += float64(l.up[m][o*l.rank+r]) * float64(l.down[m][r*s[1]+i])
+				}
+				want[o*s[1]+i] += float32(k * acc)
+			}
+		}
+		if e := maxAbs(read(merged["kohya"]["bfl"], m+".weight", 0, 0), want); e > 1e-6 {
+			t.Errorf("%s: off the formula by %g", m, e)
+		}
+	}
+}
+
+// TestFluxStrengthZero: at strength 0 no tensor is patched and every
+// tensor reads bit for bit as stored, in both layouts and conventions.
+func TestFluxStrengthZero(t *testing.T) {
+	models := openFluxTiny(t)
+	l := newFluxLoRA(t, models["bfl"].Source, 2)
+	for _, conv := range []string{"kohya", "peft"} {
+		path := l.write(t, conv)
+		for layout, m := range models {
+			src, err := Apply(m.Source, "Flux.1 (dev)", []Spec{{Path: path}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := Patched(src); n != 0 {
+				t.Errorf("%s on %s: %d tensors patched at strength 0", conv, layout, n)
+			}
+			for _, n := range m.Names() {
+				a, err := src.Raw(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := m.Raw(n)
+				if string(a) != string(b) {
+					t.Errorf("%s on %s: %s changed", conv, layout, n)
+				}
+			}
+		}
+	}
+}
+
+// maxAbs is the largest |a−b| (+Inf when the lengths differ).
+func maxAbs(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	m := 0.0
+	for i := range a {
+		m = max(m, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return m
 }

@@ -193,7 +193,11 @@ func (x *index) checkShape(f *file, a *adapter, t target) error {
 		return nil // checked when the weight is read
 	}
 	if out != rows || n != numel {
-		return fmt.Errorf("%s: LoRA module %q changes a %d×%d weight, but %q is %v", f.path, a.module, out, n/max(out, 1), t.weight, info.Shape)
+		part := ""
+		if t.rows > 0 {
+			part = fmt.Sprintf(" (it takes rows [%d, %d) of it: want %d×%d)", t.row0, t.row0+t.rows, rows, numel/max(rows, 1))
+		}
+		return fmt.Errorf("%s: LoRA module %q changes a %d×%d weight, but %q is %v%s", f.path, a.module, out, n/max(out, 1), t.weight, info.Shape, part)
 	}
 	return nil
 }

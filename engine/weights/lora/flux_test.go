@@ -481,3 +481,49 @@ func maxAbs(a, b []float32) float64 {
 	}
 	return m
 }
+
+// TestFluxWrongFamily: a Flux LoRA on SD1 and an SDXL LoRA on Flux fail
+// in one line naming the file and the family the file is for; a Flux
+// LoRA whose shapes do not fit says which weight.
+func TestFluxWrongFamily(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	flux := map[string]safetensors.Tensor{
+		"lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight":   f32(randn(r, 96*4, 1), 96, 4),
+		"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": f32(randn(r, 4*32, 1), 4, 32),
+	}
+	sdxl := map[string]safetensors.Tensor{
+		"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight":   f32(randn(r, 640*4, 1), 640, 4),
+		"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": f32(randn(r, 4*2048, 1), 4, 2048),
+		"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight":                 f32(randn(r, 4, 1), 1, 4),
+		"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight":               f32(randn(r, 4, 1), 4, 1),
+	}
+	peft := map[string]safetensors.Tensor{
+		"transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight": f32(randn(r, 4*32, 1), 4, 32),
+		"transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight": f32(randn(r, 64*4, 1), 64, 4),
+	}
+	sd1 := openTiny(t, "single.safetensors")
+	fx := openFluxTiny(t)
+	for _, c := range []struct {
+		name    string
+		src     weights.Source
+		model   string
+		tensors map[string]safetensors.Tensor
+		want    string
+	}{
+		{"flux on sd1", sd1.Source, "SD1.x", flux, `targets nothing in this SD1.x model (the file looks like a LoRA for Flux.1)`},
+		{"sdxl on flux", fx["bfl"].Source, "Flux.1 (dev)", sdxl, `modules target nothing in this Flux.1 (dev) model, e.g. "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight" (the file looks like a LoRA for SDXL)`},
+		{"wrong shape", fx["bfl"].Source, "Flux.1 (dev)", peft, `changes a 64×32 weight, but "single_blocks.0.linear1.weight" is [224 32] (it takes rows [96, 224) of it: want 128×32)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := writeFile(t, c.tensors)
+			_, err := Apply(c.src, c.model, []Spec{{Path: p, Strength: 1, ClipStrength: 1}})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, c.want) || !strings.HasPrefix(msg, p+": ") || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line starting with the file and containing %q", msg, c.want)
+			}
+		})
+	}
+}

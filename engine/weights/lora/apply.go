@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -42,6 +43,46 @@ type patched struct {
 	weights.Source
 	patches map[string][]patch
 	files   []*file
+	// shared holds the ΔW of adapters that feed several targets (a fused
+	// Flux layer crossing layouts) until each target has read its rows.
+	mu     sync.Mutex
+	shared map[*adapter]*sharedDelta
+}
+
+// sharedDelta is a ΔW computed once for several targets.
+type sharedDelta struct {
+	d    delta
+	left int // targets still to read it
+}
+
+// delta returns pt's ΔW, computing an adapter that feeds several targets
+// once and dropping it when the last has read it.
+func (p *patched) delta(pt patch, numel int) (delta, error) {
+	if pt.srcRows == 0 || pt.bias {
+		return pt.f.compute(pt.a, numel)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.shared[pt.a]
+	if s == nil {
+		d, err := pt.f.compute(pt.a, numel)
+		if err != nil {
+			return delta{}, err
+		}
+		s = &sharedDelta{d: d}
+		for _, ps := range p.patches {
+			for _, q := range ps {
+				if q.a == pt.a && q.srcRows > 0 && !q.bias {
+					s.left++
+				}
+			}
+		}
+		p.shared[pt.a] = s
+	}
+	if s.left--; s.left <= 0 {
+		delete(p.shared, pt.a)
+	}
+	return s.d, nil
 }
 
 // Apply opens the LoRA files of specs and returns src with them merged
@@ -56,7 +97,7 @@ func Apply(src weights.Source, model string, specs []Spec) (weights.Source, erro
 		return src, nil
 	}
 	x := newIndex(src)
-	p := &patched{Source: src, patches: map[string][]patch{}}
+	p := &patched{Source: src, patches: map[string][]patch{}, shared: map[*adapter]*sharedDelta{}}
 	fail := func(err error) (weights.Source, error) {
 		for _, f := range p.files {
 			f.src.Close()
@@ -235,7 +276,7 @@ func (p *patched) Float32(name string) ([]float32, error) {
 		if pt.bias {
 			numel = -1
 		}
-		d, err := pt.f.compute(pt.a, numel)
+		d, err := p.delta(pt, numel)
 		if err != nil {
 			return nil, err
 		}

@@ -417,6 +417,22 @@ func TestFluxMergeAcrossLayouts(t *testing.T) {
 	if pairs < 4*40 {
 		t.Errorf("only %d pairs compared", pairs)
 	}
+	// A model build reads each tensor once: every fused ΔW shared by
+	// several targets is computed once and dropped when its last target
+	// has read it.
+	src, err := Apply(models["diffusers"].Source, "Flux.1 (dev)", []Spec{{Path: l.write(t, "kohya"), Strength: strength}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := src.(*patched)
+	for _, n := range p.Names() {
+		if _, err := p.Float32(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(p.shared); n != 0 {
+		t.Errorf("%d shared ΔW still held after one read of every tensor", n)
+	}
 	// The direct formula on the BFL model.
 	for _, m := range l.mods {
 		base, err := models["bfl"].Float32(m + ".weight")

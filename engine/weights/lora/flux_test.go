@@ -99,26 +99,38 @@ func fluxConventions(t *testing.T, bfl, diff *weights.Model) map[string][]fluxMo
 // take exactly the module's ΔW rows, with the right input width.
 func TestFluxReleasedNames(t *testing.T) {
 	const keyshapes = "../../../testdata/keyshapes/"
-	bfl, err := weights.OpenModel(keyshapes + "flux1-dev.single.json.gz")
-	if err != nil {
-		t.Skip(err)
+	open := func(name string) *weights.Model {
+		t.Helper()
+		m, err := weights.OpenModel(keyshapes + name + ".json.gz")
+		if err != nil {
+			t.Skip(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
 	}
-	defer bfl.Close()
-	diff, err := weights.OpenModel(keyshapes + "flux1-dev.diffusers.json.gz")
-	if err != nil {
-		t.Skip(err)
+	for _, variant := range []string{"dev", "schnell"} {
+		bfl, diff := open("flux1-"+variant+".single"), open("flux1-"+variant+".diffusers")
+		// BFL's transformer file (no text encoders), ComfyUI's all-in-one
+		// file (model.diffusion_model., text_encoders.clip_l/t5xxl), the
+		// diffusers folder.
+		layouts := map[string]*index{"bfl": newIndex(bfl.Source), "diffusers": newIndex(diff.Source)}
+		if variant == "dev" {
+			layouts["comfy"] = newIndex(open("flux1-dev-fp8.comfy").Source)
+		}
+		conv := fluxConventions(t, bfl, diff)
+		if n := len(conv["kohya"]); n < 500 {
+			t.Fatalf("only %d kohya modules", n)
+		}
+		checkFluxConventions(t, variant, conv, layouts)
 	}
-	defer diff.Close()
-	// The BFL transformer file with the folder's text encoders, as
-	// OpenFiles gives them (CLIP-L and T5 under the same roots here).
-	layouts := map[string]*index{"bfl": newIndex(bfl.Source), "diffusers": newIndex(diff.Source)}
-	conv := fluxConventions(t, bfl, diff)
-	if n := len(conv["kohya"]); n < 500 {
-		t.Fatalf("only %d kohya modules", n)
-	}
+}
+
+// checkFluxConventions runs checkFluxTargets on every module of every
+// convention in every layout.
+func checkFluxConventions(t *testing.T, variant string, conv map[string][]fluxModule, layouts map[string]*index) {
 	for name, mods := range conv {
 		for lname, x := range layouts {
-			t.Run(name+"/"+lname, func(t *testing.T) {
+			t.Run(variant+"/"+name+"/"+lname, func(t *testing.T) {
 				bad := 0
 				for _, m := range mods {
 					if lname == "bfl" && (strings.HasPrefix(m.name, "lora_te") || strings.HasPrefix(m.name, "text_encoder")) {

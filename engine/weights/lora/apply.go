@@ -58,7 +58,13 @@ type sharedDelta struct {
 // delta returns pt's ΔW, computing an adapter that feeds several targets
 // once and dropping it when the last has read it.
 func (p *patched) delta(pt patch, numel int) (delta, error) {
-	if pt.srcRows == 0 || pt.bias {
+	if pt.bias {
+		// A bias difference applies at the strength alone, whatever the
+		// weight's adapter (ComfyUI's "diff" patch on the bias).
+		b, _, err := pt.f.tensor(pt.a, "diff_b")
+		return delta{bias: b, scale: 1}, err
+	}
+	if pt.srcRows == 0 {
 		return pt.f.compute(pt.a, numel)
 	}
 	p.mu.Lock()

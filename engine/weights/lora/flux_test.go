@@ -555,3 +555,71 @@ func TestFluxWrongFamily(t *testing.T) {
 		})
 	}
 }
+
+// TestFluxBiasDiff: ComfyUI's extracted LoRAs carry lora_up/lora_down and
+// a diff_b on the same module. On a fused BFL layer crossing to the
+// diffusers layout, each bias takes its rows of diff_b at the strength
+// alone (no alpha/rank), as ComfyUI's "diff" patch on the bias applies
+// it, and the weight its rows of ΔW; both layouts agree.
+func TestFluxBiasDiff(t *testing.T) {
+	models := openFluxTiny(t)
+	r := rand.New(rand.NewPCG(4, 4))
+	up, down, db := randn(r, 224*4, 0.2), randn(r, 4*32, 0.2), randn(r, 224, 0.2)
+	p := writeFile(t, map[string]safetensors.Tensor{
+		"diffusion_model.single_blocks.1.linear1.lora_up.weight":   f32(up, 224, 4),
+		"diffusion_model.single_blocks.1.linear1.lora_down.weight": f32(down, 4, 32),
+		"diffusion_model.single_blocks.1.linear1.alpha":            f32([]float32{2}),
+		"diffusion_model.single_blocks.1.linear1.diff_b":           f32(db, 224),
+		"diffusion_model.img_in.diff_b":                            f32(db[:32], 32),
+	})
+	const strength = 0.6
+	got := map[string]weights.Source{}
+	for layout, m := range models {
+		src, err := Apply(m.Source, "Flux.1 (dev)", []Spec{{Path: p, Strength: strength}})
+		if err != nil {
+			t.Fatalf("%s: %v", layout, err)
+		}
+		got[layout] = src
+	}
+	read := func(layout, name string) []float32 {
+		t.Helper()
+		v, err := got[layout].Float32(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	base := func(layout, name string) []float32 {
+		t.Helper()
+		v, err := models[layout].Float32(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// The BFL bias: b + strength·diff_b.
+	b0, b1 := base("bfl", "single_blocks.1.linear1.bias"), read("bfl", "single_blocks.1.linear1.bias")
+	for i := range b0 {
+		if want := b0[i] + float32(strength)*db[i]; math.Abs(float64(b1[i]-want)) > 1e-6 {
+			t.Fatalf("linear1.bias[%d] = %g, want %g", i, b1[i], want)
+		}
+	}
+	// The diffusers pieces take its rows.
+	D := 32
+	for _, c := range []struct {
+		name string
+		row0 int
+	}{{"single_transformer_blocks.1.attn.to_q", 0}, {"single_transformer_blocks.1.attn.to_k", D}, {"single_transformer_blocks.1.attn.to_v", 2 * D}, {"single_transformer_blocks.1.proj_mlp", 3 * D}} {
+		bias := read("diffusers", c.name+".bias")
+		if e := maxAbs(bias, b1[c.row0:c.row0+len(bias)]); e > 1e-6 {
+			t.Errorf("%s.bias differs from BFL's rows by %g", c.name, e)
+		}
+		w, bw := read("diffusers", c.name+".weight"), read("bfl", "single_blocks.1.linear1.weight")
+		if e := maxAbs(w, bw[c.row0*D:c.row0*D+len(w)]); e > 1e-5 {
+			t.Errorf("%s.weight differs from BFL's rows by %g", c.name, e)
+		}
+	}
+	if e := maxAbs(read("diffusers", "x_embedder.bias"), read("bfl", "img_in.bias")); e > 1e-6 {
+		t.Errorf("a diff_b alone: x_embedder.bias and img_in.bias differ by %g", e)
+	}
+}

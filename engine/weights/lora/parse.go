@@ -82,7 +82,7 @@ var suffixes = []struct {
 	{".lokr_w1", LoKr, "w1"},
 	{".lokr_w2", LoKr, "w2"},
 	{".lokr_t2", LoKr, "t2"},
-	{".diff_b", Diff, "diff_b"},
+	{".diff_b", "", "diff_b"}, // with any kind: ComfyUI's extracted LoRAs carry lora_up/down and diff_b
 	{".diff", Diff, "diff"},
 	{".alpha", "", "alpha"},
 	{".dora_scale", "", "dora"},
@@ -194,6 +194,9 @@ func (f *file) classify(a *adapter) error {
 	}
 	if has("dora") {
 		return fmt.Errorf("%s: %q is a DoRA module (dora_scale / lora_magnitude_vector), which darkroom does not apply", f.path, a.module)
+	}
+	if a.kind == "" && has("diff_b") {
+		a.kind = Diff // a bias difference alone
 	}
 	need := map[Kind][][]string{
 		LoRA: {{"down", "up"}},

@@ -5,7 +5,10 @@
 // (the device then stores it in its compute dtype, as any weight). Every
 // family gets LoRAs this way with no code of its own: the LoRA names are
 // mapped onto the canonical names of package keymap (the diffusers names
-// through keymap's own tables, run backwards).
+// through keymap's own tables, run backwards). Flux.1 LoRAs, named after
+// either layout of the transformer (BFL's fused qkv / linear1 or
+// diffusers' to_q … proj_mlp), reach either layout of the model through
+// row pairs (flux.go): one module may feed row blocks of several tensors.
 //
 // scale is alpha/rank as ComfyUI's comfy/weight_adapter computes it (alpha
 // defaults to the rank: scale 1); a key that targets nothing in the model

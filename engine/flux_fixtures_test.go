@@ -115,9 +115,15 @@ func fluxFolder(t *testing.T, variant string) string {
 // a single file carries none).
 func fluxLayouts(t *testing.T, variant string) map[string]*Model {
 	t.Helper()
+	return fluxLayoutsWith(t, variant, nil)
+}
+
+// fluxLayoutsWith is fluxLayouts with loras merged into both.
+func fluxLayoutsWith(t *testing.T, variant string, loras []LoRA) map[string]*Model {
+	t.Helper()
 	ctx := context.Background()
 	folder := fluxFolder(t, variant)
-	fm, err := Load(ctx, folder, cpu.New())
+	fm, err := LoadFiles(ctx, ModelFiles{Model: folder, LoRAs: loras}, cpu.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +145,7 @@ func fluxLayouts(t *testing.T, variant string) map[string]*Model {
 		}
 		src.JSON[f] = b
 	}
-	bm, err := loadFrom(ctx, src, cpu.New(), nil, nil)
+	bm, err := loadFrom(ctx, src, cpu.New(), loras, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -29,6 +30,8 @@ type patch struct {
 	a          *adapter
 	row0       int
 	rows       int
+	src0       int  // the first row of ΔW it takes
+	srcRows    int  // the rows of ΔW (0: rows, or the whole tensor)
 	bias       bool // the adapter's bias difference (diff_b), applied to a bias
 	transposed bool // the tensor is the transpose of the layer's weight
 	strength   float64
@@ -40,6 +43,52 @@ type patched struct {
 	weights.Source
 	patches map[string][]patch
 	files   []*file
+	// shared holds the ΔW of adapters that feed several targets (a fused
+	// Flux layer crossing layouts) until each target has read its rows.
+	mu     sync.Mutex
+	shared map[*adapter]*sharedDelta
+}
+
+// sharedDelta is a ΔW computed once for several targets.
+type sharedDelta struct {
+	d    delta
+	left int // targets still to read it
+}
+
+// delta returns pt's ΔW, computing an adapter that feeds several targets
+// once and dropping it when the last has read it.
+func (p *patched) delta(pt patch, numel int) (delta, error) {
+	if pt.bias {
+		// A bias difference applies at the strength alone, whatever the
+		// weight's adapter (ComfyUI's "diff" patch on the bias).
+		b, _, err := pt.f.tensor(pt.a, "diff_b")
+		return delta{bias: b, scale: 1}, err
+	}
+	if pt.srcRows == 0 {
+		return pt.f.compute(pt.a, numel)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.shared[pt.a]
+	if s == nil {
+		d, err := pt.f.compute(pt.a, numel)
+		if err != nil {
+			return delta{}, err
+		}
+		s = &sharedDelta{d: d}
+		for _, ps := range p.patches {
+			for _, q := range ps {
+				if q.a == pt.a && q.srcRows > 0 && !q.bias {
+					s.left++
+				}
+			}
+		}
+		p.shared[pt.a] = s
+	}
+	if s.left--; s.left <= 0 {
+		delete(p.shared, pt.a)
+	}
+	return s.d, nil
 }
 
 // Apply opens the LoRA files of specs and returns src with them merged
@@ -54,7 +103,7 @@ func Apply(src weights.Source, model string, specs []Spec) (weights.Source, erro
 		return src, nil
 	}
 	x := newIndex(src)
-	p := &patched{Source: src, patches: map[string][]patch{}}
+	p := &patched{Source: src, patches: map[string][]patch{}, shared: map[*adapter]*sharedDelta{}}
 	fail := func(err error) (weights.Source, error) {
 		for _, f := range p.files {
 			f.src.Close()
@@ -75,29 +124,33 @@ func Apply(src weights.Source, model string, specs []Spec) (weights.Source, erro
 		}
 		var unmatched []string
 		for _, a := range f.adapters {
-			t, ok := x.targets[a.module]
+			ts, ok := x.targets[a.module]
 			if !ok {
 				unmatched = append(unmatched, a.module)
 				continue
 			}
-			if err := x.checkShape(f, a, t); err != nil {
-				return fail(err)
-			}
-			strength := s.Strength
-			if t.clip {
-				strength = s.ClipStrength
-			}
-			if strength == 0 {
-				continue
-			}
-			if a.parts["diff"] != "" || a.kind != Diff {
-				p.patches[t.weight] = append(p.patches[t.weight], patch{f: f, a: a, row0: t.row0, rows: t.rows, transposed: t.transposed, strength: strength})
-			}
-			if a.parts["diff_b"] != "" {
-				if t.bias == "" {
-					return fail(fmt.Errorf("%s: LoRA key %q: a bias difference for %q, which has no bias", s.Path, a.parts["diff_b"], t.weight))
+			for _, t := range ts {
+				if err := x.checkShape(f, a, t); err != nil {
+					return fail(err)
 				}
-				p.patches[t.bias] = append(p.patches[t.bias], patch{f: f, a: a, row0: t.row0, rows: t.rows, bias: true, strength: strength})
+				strength := s.Strength
+				if t.clip {
+					strength = s.ClipStrength
+				}
+				if strength == 0 {
+					continue
+				}
+				pt := patch{f: f, a: a, row0: t.row0, rows: t.rows, src0: t.src0, srcRows: t.srcRows, transposed: t.transposed, strength: strength}
+				if a.parts["diff"] != "" || a.kind != Diff {
+					p.patches[t.weight] = append(p.patches[t.weight], pt)
+				}
+				if a.parts["diff_b"] != "" {
+					if t.bias == "" {
+						return fail(fmt.Errorf("%s: LoRA key %q: a bias difference for %q, which has no bias", s.Path, a.parts["diff_b"], t.weight))
+					}
+					pt.bias, pt.transposed = true, false
+					p.patches[t.bias] = append(p.patches[t.bias], pt)
+				}
 			}
 		}
 		if len(unmatched) > 0 {
@@ -132,7 +185,7 @@ func (x *index) unmatchedError(f *file, model string, unmatched []string) error 
 	fam, _ := f.familyOf()
 	te2 := strings.HasPrefix(unmatched[0], "lora_te2_") || strings.HasPrefix(unmatched[0], "text_encoder_2.")
 	switch {
-	case fam != "" && fam != model && !(fam == "SDXL" && strings.HasPrefix(model, "SDXL")):
+	case fam != "" && !strings.HasPrefix(model, fam):
 		hint = fmt.Sprintf(" (the file looks like a LoRA for %s)", fam)
 	case te2 && !containsSlot(x.encoders, "clip_g"):
 		hint = " (a LoRA for SDXL's second text encoder; the model has none)"
@@ -164,6 +217,10 @@ func (x *index) checkShape(f *file, a *adapter, t target) error {
 		numel = numel / rows * t.rows
 		rows = t.rows
 	}
+	if t.srcRows > 0 {
+		numel = numel / rows * t.srcRows
+		rows = t.srcRows
+	}
 	shape := func(role string) tensor.Shape {
 		i, _ := f.src.Info(a.parts[role])
 		return i.Shape
@@ -183,7 +240,11 @@ func (x *index) checkShape(f *file, a *adapter, t target) error {
 		return nil // checked when the weight is read
 	}
 	if out != rows || n != numel {
-		return fmt.Errorf("%s: LoRA module %q changes a %d×%d weight, but %q is %v", f.path, a.module, out, n/max(out, 1), t.weight, info.Shape)
+		part := ""
+		if t.rows > 0 {
+			part = fmt.Sprintf(" (it takes rows [%d, %d) of it: want %d×%d)", t.row0, t.row0+t.rows, rows, numel/max(rows, 1))
+		}
+		return fmt.Errorf("%s: LoRA module %q changes a %d×%d weight, but %q is %v%s", f.path, a.module, out, n/max(out, 1), t.weight, info.Shape, part)
 	}
 	return nil
 }
@@ -215,19 +276,30 @@ func (p *patched) Float32(name string) ([]float32, error) {
 			dst = w[pt.row0*rowLen : (pt.row0+pt.rows)*rowLen]
 		}
 		numel := len(dst)
+		if pt.srcRows > 0 {
+			numel = numel / pt.rows * pt.srcRows
+		}
 		if pt.bias {
 			numel = -1
 		}
-		d, err := pt.f.compute(pt.a, numel)
+		d, err := p.delta(pt, numel)
 		if err != nil {
 			return nil, err
 		}
 		src := d.w
 		if pt.bias {
 			src = d.bias
-			if len(src) != len(dst) {
-				return nil, fmt.Errorf("%s: %q: bias difference has %d values, %q %d", pt.f.path, pt.a.parts["diff_b"], len(src), name, len(dst))
+		}
+		if pt.srcRows > 0 {
+			// This target takes rows [src0, src0+rows) of ΔW.
+			per := len(src) / pt.srcRows
+			if len(src) != per*pt.srcRows || (pt.src0+pt.rows)*per > len(src) {
+				return nil, fmt.Errorf("%s: %q: its ΔW has %d values, not %d rows", pt.f.path, pt.a.module, len(src), pt.srcRows)
 			}
+			src = src[pt.src0*per : (pt.src0+pt.rows)*per]
+		}
+		if pt.bias && len(src) != len(dst) {
+			return nil, fmt.Errorf("%s: %q: bias difference has %d values, %q %d", pt.f.path, pt.a.parts["diff_b"], len(src), name, len(dst))
 		}
 		s := float32(pt.strength * d.scale)
 		if pt.transposed && !pt.bias {

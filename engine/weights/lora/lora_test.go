@@ -277,7 +277,7 @@ func TestReleasedNames(t *testing.T) {
 				default:
 					continue
 				}
-				if tg, ok := dx.targets[aliases[len(aliases)-2]]; !ok || (tg.weight != n && tg.rows == 0) {
+				if tg, ok := dx.targets[aliases[len(aliases)-2]]; !ok || (tg[0].weight != n && tg[0].rows == 0) {
 					t.Errorf("diffusers %s/%s -> %v, want %s", comp, stored, tg, n)
 				}
 			}

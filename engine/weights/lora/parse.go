@@ -5,7 +5,10 @@
 // (the device then stores it in its compute dtype, as any weight). Every
 // family gets LoRAs this way with no code of its own: the LoRA names are
 // mapped onto the canonical names of package keymap (the diffusers names
-// through keymap's own tables, run backwards).
+// through keymap's own tables, run backwards). Flux.1 LoRAs, named after
+// either layout of the transformer (BFL's fused qkv / linear1 or
+// diffusers' to_q … proj_mlp), reach either layout of the model through
+// row pairs (flux.go): one module may feed row blocks of several tensors.
 //
 // scale is alpha/rank as ComfyUI's comfy/weight_adapter computes it (alpha
 // defaults to the rank: scale 1); a key that targets nothing in the model
@@ -67,6 +70,8 @@ var suffixes = []struct {
 	{".lora_mid.weight", LoRA, "mid"},
 	{".lora_A.weight", LoRA, "down"},
 	{".lora_B.weight", LoRA, "up"},
+	{".down.weight", LoRA, "down"}, // XLabs' Flux processors (double_blocks.0.processor.qkv_lora1.down.weight)
+	{".up.weight", LoRA, "up"},
 	{".hada_w1_a", LoHa, "w1a"},
 	{".hada_w1_b", LoHa, "w1b"},
 	{".hada_w2_a", LoHa, "w2a"},
@@ -80,7 +85,7 @@ var suffixes = []struct {
 	{".lokr_w1", LoKr, "w1"},
 	{".lokr_w2", LoKr, "w2"},
 	{".lokr_t2", LoKr, "t2"},
-	{".diff_b", Diff, "diff_b"},
+	{".diff_b", "", "diff_b"}, // with any kind: ComfyUI's extracted LoRAs carry lora_up/down and diff_b
 	{".diff", Diff, "diff"},
 	{".alpha", "", "alpha"},
 	{".dora_scale", "", "dora"},
@@ -192,6 +197,9 @@ func (f *file) classify(a *adapter) error {
 	}
 	if has("dora") {
 		return fmt.Errorf("%s: %q is a DoRA module (dora_scale / lora_magnitude_vector), which darkroom does not apply", f.path, a.module)
+	}
+	if a.kind == "" && has("diff_b") {
+		a.kind = Diff // a bias difference alone
 	}
 	need := map[Kind][][]string{
 		LoRA: {{"down", "up"}},

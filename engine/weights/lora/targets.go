@@ -10,12 +10,19 @@ import (
 )
 
 // target is the weight a LoRA module changes: a canonical tensor, or a
-// block of rows of one (q, k or v of OpenCLIP's fused in_proj_weight).
+// block of rows of one (q, k or v of OpenCLIP's fused in_proj_weight, of
+// Flux's fused qkv and linear1). A module may have several targets, each
+// taking its own block of the module's ΔW rows: a LoRA on Flux's fused
+// qkv feeds a diffusers-layout model's to_q, to_k and to_v.
 type target struct {
 	weight, bias string
 	// row0 and rows select rows of weight (and bias); rows 0 is the whole
 	// tensor.
 	row0, rows int
+	// src0 is the first row of the module's ΔW this target takes, and
+	// srcRows the number of rows that ΔW has; srcRows 0 means the ΔW is
+	// exactly the target's rows (src0 0).
+	src0, srcRows int
 	// clip marks a text-encoder weight (ClipStrength applies).
 	clip bool
 	// transposed marks a weight stored as the transpose of the Linear
@@ -24,10 +31,11 @@ type target struct {
 }
 
 // index maps every name a LoRA file may give a layer of the model to the
-// layer's target.
+// layer's targets (one, or several row blocks of ΔW for a fused layer
+// crossing layouts).
 type index struct {
 	src     weights.Source
-	targets map[string]target
+	targets map[string][]target
 	// ctxWidth is the UNet's cross-attention context width (0 when none).
 	ctxWidth int
 	// encoders are the text encoders found ("clip_l", "clip_g", "clip_h").
@@ -37,10 +45,14 @@ type index struct {
 // underscored is a module name as kohya-ss spells it ("down_blocks_0_…").
 func underscored(s string) string { return strings.ReplaceAll(s, ".", "_") }
 
-func (x *index) add(t target, aliases ...string) {
+// add registers one whole target under every alias not yet taken.
+func (x *index) add(t target, aliases ...string) { x.addSplit([]target{t}, aliases...) }
+
+// addSplit registers a module whose ΔW feeds several targets.
+func (x *index) addSplit(ts []target, aliases ...string) {
 	for _, a := range aliases {
 		if _, dup := x.targets[a]; !dup {
-			x.targets[a] = t
+			x.targets[a] = ts
 		}
 	}
 }
@@ -98,7 +110,7 @@ func teAliases(slot string) (kohya, diffusers []string) {
 // canonical ones; an OpenCLIP tower's fused in_proj under the q/k/v names
 // of the transformers layout.
 func newIndex(src weights.Source) *index {
-	x := &index{src: src, targets: map[string]target{}}
+	x := &index{src: src, targets: map[string][]target{}}
 	names := src.Names()
 	has := func(n string) bool { _, ok := src.Info(n); return ok }
 	shape := func(n string) tensor.Shape { i, _ := src.Info(n); return i.Shape }
@@ -190,6 +202,8 @@ func newIndex(src weights.Source) *index {
 			x.addProjection(target{weight: p, clip: true, transposed: true}, slot, kohya, diff)
 		}
 	}
+	x.addT5()
+	x.addFlux()
 	return x
 }
 
@@ -223,13 +237,19 @@ func (x *index) addTE(t target, hf, slot string, kohya, diff []string, extra ...
 }
 
 // familyOf guesses the family a LoRA file was made for from its names and
-// shapes: a second text encoder means SDXL; otherwise the cross-attention
+// shapes: Flux.1's block names (BFL's double_blocks / single_blocks /
+// img_attn / txt_attn, diffusers' single_transformer_blocks, OneTrainer's
+// lora_transformer_transformer_blocks) mean Flux.1; a second text encoder
+// (with no Flux name) means SDXL; otherwise the cross-attention
 // context width its to_k/to_v layers take (768 SD1.x, 1024 SD2.x, 2048
 // SDXL, 1280 the SDXL refiner). It returns "" when it cannot tell.
 func (f *file) familyOf() (name string, ctx int) {
 	te2 := false
 	for _, a := range f.adapters {
 		m := a.module
+		if isFluxModule(m) {
+			return "Flux.1", 0
+		}
 		if strings.HasPrefix(m, "lora_te2_") || strings.HasPrefix(m, "text_encoder_2.") {
 			te2 = true
 		}
@@ -255,4 +275,17 @@ func (f *file) familyOf() (name string, ctx int) {
 		return "the SDXL refiner", ctx
 	}
 	return "", ctx
+}
+
+// fluxMarks are parts of LoRA module names only Flux.1 LoRAs have.
+var fluxMarks = []string{"double_blocks", "single_blocks", "single_transformer_blocks", "img_attn", "txt_attn", "lora_transformer_transformer_blocks"}
+
+// isFluxModule reports whether a LoRA module name is a Flux.1 layer's.
+func isFluxModule(m string) bool {
+	for _, k := range fluxMarks {
+		if strings.Contains(m, k) {
+			return true
+		}
+	}
+	return false
 }

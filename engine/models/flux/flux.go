@@ -75,6 +75,39 @@ func (c Config) String() string {
 		c.Width, c.Heads, c.HeadDim, c.Layers, c.SingleLayers, c.MLP, c.InChannels, c.OutChannels, c.JointDim, c.PooledDim, c.Guidance, c.AxesDim)
 }
 
+// layoutNames are the tensors ConfigFromWeights reads, in one layout.
+type layoutNames struct {
+	bfl                       bool
+	x, txt, pooled, time, out string // matrices: [Width, in], [Width, JointDim], ..., [OutChannels, Width]
+	guidance                  string
+	double, single            string // a block's tensor that exists, with %d for its index
+	doubleNormQ, doubleMLP    string // block 0's query norm [head dim] and first MLP layer [MLP, Width]
+	singleNormQ, singleMLP    string
+	singleFused               bool   // singleMLP is linear1 [3·Width + MLP, Width], not proj_mlp
+	name                      string // the layout in messages
+}
+
+var (
+	diffusersNames = layoutNames{
+		x: "x_embedder.weight", txt: "context_embedder.weight", pooled: "time_text_embed.text_embedder.linear_1.weight",
+		time: "time_text_embed.timestep_embedder.linear_1.weight", out: "proj_out.weight",
+		guidance: "time_text_embed.guidance_embedder.linear_1.weight",
+		double:   "transformer_blocks.%d.attn.to_q.weight", single: "single_transformer_blocks.%d.attn.to_q.weight",
+		doubleNormQ: "transformer_blocks.0.attn.norm_q.weight", doubleMLP: "transformer_blocks.0.ff.net.0.proj.weight",
+		singleNormQ: "single_transformer_blocks.0.attn.norm_q.weight", singleMLP: "single_transformer_blocks.0.proj_mlp.weight",
+		name: "diffusers",
+	}
+	bflNames = layoutNames{
+		bfl: true,
+		x:   "img_in.weight", txt: "txt_in.weight", pooled: "vector_in.in_layer.weight",
+		time: "time_in.in_layer.weight", out: "final_layer.linear.weight", guidance: "guidance_in.in_layer.weight",
+		double: "double_blocks.%d.img_attn.qkv.weight", single: "single_blocks.%d.linear1.weight",
+		doubleNormQ: "double_blocks.0.img_attn.norm.query_norm.scale", doubleMLP: "double_blocks.0.img_mlp.0.weight",
+		singleNormQ: "single_blocks.0.norm.query_norm.scale", singleMLP: "single_blocks.0.linear1.weight", singleFused: true,
+		name: "BFL",
+	}
+)
+
 // ConfigFromWeights infers the configuration from tensor shapes under
 // prefix ("", "transformer.", "model.diffusion_model.", …), in diffusers'
 // layout or, when there is no x_embedder but an img_in, BFL's (c.BFL).
@@ -86,21 +119,22 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 		}
 		return info.Shape
 	}
+	n := diffusersNames
+	if shape(n.x) == nil && shape(bflNames.x) != nil {
+		n = bflNames
+	}
 	two := func(name string) ([]int, error) {
 		s := shape(name)
 		if len(s) != 2 || s[0] <= 0 || s[1] <= 0 {
 			if s == nil {
-				return nil, fmt.Errorf("flux: no %s%s: not a diffusers Flux transformer", prefix, name)
+				return nil, fmt.Errorf("flux: no %s%s: not a %s Flux transformer", prefix, name, n.name)
 			}
 			return nil, fmt.Errorf("flux: %s%s has shape %v, want a matrix", prefix, name, s)
 		}
 		return s, nil
 	}
-	if shape("x_embedder.weight") == nil && shape("img_in.weight") != nil {
-		return bflConfig(shape, two, prefix)
-	}
-	var c Config
-	x, err := two("x_embedder.weight")
+	c := Config{BFL: n.bfl}
+	x, err := two(n.x)
 	if err != nil {
 		return Config{}, err
 	}
@@ -109,102 +143,44 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 		name string
 		dst  *int
 		dim  int
-	}{
-		{"context_embedder.weight", &c.JointDim, 1},
-		{"time_text_embed.text_embedder.linear_1.weight", &c.PooledDim, 1},
-		{"time_text_embed.timestep_embedder.linear_1.weight", &c.TimeDim, 1},
-		{"proj_out.weight", &c.OutChannels, 0},
-	} {
+	}{{n.txt, &c.JointDim, 1}, {n.pooled, &c.PooledDim, 1}, {n.time, &c.TimeDim, 1}, {n.out, &c.OutChannels, 0}} {
 		s, err := two(f.name)
 		if err != nil {
 			return Config{}, err
 		}
 		*f.dst = s[f.dim]
 	}
-	c.Guidance = shape("time_text_embed.guidance_embedder.linear_1.weight") != nil
-	for shape(fmt.Sprintf("transformer_blocks.%d.attn.to_q.weight", c.Layers)) != nil {
+	c.Guidance = shape(n.guidance) != nil
+	for shape(fmt.Sprintf(n.double, c.Layers)) != nil {
 		c.Layers++
 	}
-	for shape(fmt.Sprintf("single_transformer_blocks.%d.attn.to_q.weight", c.SingleLayers)) != nil {
+	for shape(fmt.Sprintf(n.single, c.SingleLayers)) != nil {
 		c.SingleLayers++
 	}
 	var nq, mlp []int
+	fused := false
 	switch {
 	case c.Layers > 0:
-		nq, mlp = shape("transformer_blocks.0.attn.norm_q.weight"), shape("transformer_blocks.0.ff.net.0.proj.weight")
+		nq, mlp = shape(n.doubleNormQ), shape(n.doubleMLP)
 	case c.SingleLayers > 0:
-		nq, mlp = shape("single_transformer_blocks.0.attn.norm_q.weight"), shape("single_transformer_blocks.0.proj_mlp.weight")
+		nq, mlp, fused = shape(n.singleNormQ), shape(n.singleMLP), n.singleFused
 	default:
-		return Config{}, fmt.Errorf("flux: no %stransformer_blocks.0 nor single_transformer_blocks.0", prefix)
+		return Config{}, fmt.Errorf("flux: no %s%s nor %s", prefix, fmt.Sprintf(n.double, 0), fmt.Sprintf(n.single, 0))
 	}
 	if len(nq) != 1 || nq[0] <= 0 || c.Width%nq[0] != 0 || nq[0]%2 != 0 {
 		return Config{}, fmt.Errorf("flux: query norm has shape %v, want [head dim] (even, dividing %d)", nq, c.Width)
 	}
 	c.HeadDim, c.Heads = nq[0], c.Width/nq[0]
-	if len(mlp) != 2 || mlp[0] <= 0 {
-		return Config{}, fmt.Errorf("flux: feed-forward weight has shape %v, want [mlp, %d]", mlp, c.Width)
-	}
-	c.MLP = mlp[0]
-	if c.HeadDim == 128 {
-		c.AxesDim = append([]int(nil), DefaultAxesDim...)
-	}
-	return c, nil
-}
-
-// bflConfig is ConfigFromWeights for the BFL / ComfyUI names.
-func bflConfig(shape func(string) []int, two func(string) ([]int, error), prefix string) (Config, error) {
-	c := Config{BFL: true}
-	x, err := two("img_in.weight")
-	if err != nil {
-		return Config{}, err
-	}
-	c.Width, c.InChannels = x[0], x[1]
-	for _, f := range []struct {
-		name string
-		dst  *int
-		dim  int
-	}{
-		{"txt_in.weight", &c.JointDim, 1},
-		{"vector_in.in_layer.weight", &c.PooledDim, 1},
-		{"time_in.in_layer.weight", &c.TimeDim, 1},
-		{"final_layer.linear.weight", &c.OutChannels, 0},
-	} {
-		s, err := two(f.name)
-		if err != nil {
-			return Config{}, err
-		}
-		*f.dst = s[f.dim]
-	}
-	c.Guidance = shape("guidance_in.in_layer.weight") != nil
-	for shape(fmt.Sprintf("double_blocks.%d.img_attn.qkv.weight", c.Layers)) != nil {
-		c.Layers++
-	}
-	for shape(fmt.Sprintf("single_blocks.%d.linear1.weight", c.SingleLayers)) != nil {
-		c.SingleLayers++
-	}
-	var nq []int
 	switch {
-	case c.Layers > 0:
-		nq = shape("double_blocks.0.img_attn.norm.query_norm.scale")
-		mlp := shape("double_blocks.0.img_mlp.0.weight")
-		if len(mlp) != 2 || mlp[0] <= 0 {
-			return Config{}, fmt.Errorf("flux: %sdouble_blocks.0.img_mlp.0.weight has shape %v, want [mlp, %d]", prefix, mlp, c.Width)
-		}
-		c.MLP = mlp[0]
-	case c.SingleLayers > 0:
-		nq = shape("single_blocks.0.norm.query_norm.scale")
-		l1 := shape("single_blocks.0.linear1.weight")
-		if len(l1) != 2 || l1[0] <= 3*c.Width {
-			return Config{}, fmt.Errorf("flux: %ssingle_blocks.0.linear1.weight has shape %v, want [3·%d + mlp, %d]", prefix, l1, c.Width, c.Width)
-		}
-		c.MLP = l1[0] - 3*c.Width
+	case fused && (len(mlp) != 2 || mlp[0] <= 3*c.Width):
+		return Config{}, fmt.Errorf("flux: %s%s has shape %v, want [3·%d + mlp, %d]", prefix, n.singleMLP, mlp, c.Width, c.Width)
+	case fused:
+		c.MLP = mlp[0] - 3*c.Width
+	case len(mlp) != 2 || mlp[0] <= 0:
+		return Config{}, fmt.Errorf("flux: feed-forward weight has shape %v, want [mlp, %d]", mlp, c.Width)
 	default:
-		return Config{}, fmt.Errorf("flux: no %sdouble_blocks.0 nor single_blocks.0", prefix)
+		c.MLP = mlp[0]
 	}
-	if len(nq) != 1 || nq[0] <= 0 || c.Width%nq[0] != 0 || nq[0]%2 != 0 {
-		return Config{}, fmt.Errorf("flux: query norm scale has shape %v, want [head dim] (even, dividing %d)", nq, c.Width)
-	}
-	c.HeadDim, c.Heads = nq[0], c.Width/nq[0]
 	if c.HeadDim == 128 {
 		c.AxesDim = append([]int(nil), DefaultAxesDim...)
 	}

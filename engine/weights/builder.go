@@ -116,7 +116,12 @@ func (st *builderState) fillFromPool(v []float32, scale float32) {
 }
 
 // Sub returns a Builder whose names are prefixed by name + ".".
+// An empty name is b itself (a component stored without a prefix, such
+// as BFL's bare transformer names).
 func (b *Builder) Sub(name string) *Builder {
+	if name == "" {
+		return b
+	}
 	return &Builder{st: b.st, prefix: b.prefix + name + "."}
 }
 

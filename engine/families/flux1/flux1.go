@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -148,11 +149,7 @@ func locate(src *family.Source) parts {
 	}
 	p.vae = first(k, vaeRoots, "decoder.conv_in.weight")
 	p.clip = first(k, clipRoots, "text_model.embeddings.token_embedding.weight")
-	roots := t5Roots
-	for i := 0; i < 16; i++ {
-		roots = append(roots, fmt.Sprintf("%s%d.", weights.ExtraTextEncoderPrefix, i))
-	}
-	for _, r := range roots {
+	for _, r := range append(slices.Clone(t5Roots), extraRoots(k)...) {
 		if k.Has(r+"encoder.block.0.") && (k.Has(r+"shared.weight") || k.Has(r+"encoder.embed_tokens.weight")) {
 			p.t5 = r
 			break
@@ -216,6 +213,23 @@ func readHeads(src *family.Source, c *clip.Config) error {
 	}
 	c.Heads = cfg.Heads
 	return nil
+}
+
+// extraRoots are the roots of the separate text-encoder files that fill no
+// canonical slot ("text_encoder_files.N.", see weights.OpenFiles), in name order.
+func extraRoots(k *family.Keys) []string {
+	var out []string
+	for _, n := range k.Names() {
+		rest, ok := strings.CutPrefix(n, weights.ExtraTextEncoderPrefix)
+		if !ok {
+			continue
+		}
+		num, _, _ := strings.Cut(rest, ".")
+		if r := weights.ExtraTextEncoderPrefix + num + "."; !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func first(k *family.Keys, roots []string, name string) string {
@@ -329,11 +343,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if err := b.Err(); err != nil {
 		return nil, err
 	}
-	nb := b
-	if p.root != "" {
-		nb = b.Sub(strings.TrimSuffix(p.root, "."))
-	}
-	net, err := flux.Load(nb, dev, fc)
+	net, err := flux.Load(b.Sub(strings.TrimSuffix(p.root, ".")), dev, fc)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +363,6 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if fc.Guidance {
 		defaults = DevDefaults
 	}
-	vcCPU := vc
 	return &family.Components{
 		Text: &Conditioner{
 			L:      clip.PromptEncoder{Tok: tokL, Model: clipModel, Pad: tokL.EOS(), Pool: clip.PoolEOS},
@@ -363,14 +372,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		},
 		Denoiser: &Denoiser{Net: net, Dev: dev},
 		VAE:      family.NewVAE(autoencoder, f),
-		VAEOn: func(d backend.Device) (family.VAE, error) {
-			b := weights.NewBuilder(src, d)
-			m := vae.Load(b.Sub(strings.TrimSuffix(p.vae, ".")), vcCPU)
-			if err := b.Err(); err != nil {
-				return nil, fmt.Errorf("vae: %w", err)
-			}
-			return family.NewVAE(m, f), nil
-		},
+		VAEOn:    ldm.VAEOnAt(src, p.vae, vc, f),
 		Sampling: ms,
 		Defaults: defaults,
 		Parts:    Family{}.Describe(src),
@@ -390,8 +392,7 @@ func strayTextEncoder(src *family.Source, p parts) error {
 			return fmt.Errorf("%s holds an OpenCLIP text encoder (%q); Flux uses CLIP-L and T5-XXL only", where, name)
 		}
 	}
-	for i := 0; i < 16; i++ {
-		r := fmt.Sprintf("%s%d.", weights.ExtraTextEncoderPrefix, i)
+	for _, r := range extraRoots(k) {
 		if r == p.t5 {
 			continue
 		}

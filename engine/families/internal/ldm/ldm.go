@@ -312,9 +312,15 @@ type Nets struct {
 // VAEOn returns a loader of the checkpoint's VAE alone on another device
 // (family.Components.VAEOn).
 func VAEOn(src weights.Source, vc vae.Config, f family.LatentFormat) func(backend.Device) (family.VAE, error) {
+	return VAEOnAt(src, keymap.VAEPrefix, vc, f)
+}
+
+// VAEOnAt is VAEOn for an autoencoder under another prefix ("vae." in
+// ComfyUI's all-in-one Flux files).
+func VAEOnAt(src weights.Source, prefix string, vc vae.Config, f family.LatentFormat) func(backend.Device) (family.VAE, error) {
 	return func(dev backend.Device) (family.VAE, error) {
 		b := weights.NewBuilder(src, dev)
-		m := vae.Load(b.Sub(strings.TrimSuffix(keymap.VAEPrefix, ".")), vc)
+		m := vae.Load(b.Sub(strings.TrimSuffix(prefix, ".")), vc)
 		if err := b.Err(); err != nil {
 			return nil, fmt.Errorf("vae: %w", err)
 		}

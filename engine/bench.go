@@ -79,18 +79,34 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, arch string, width, 
 		ts[i] = 500
 	}
 	res := BenchResult{Name: fmt.Sprintf("%s UNet step %dx%d batch %d", spec.Label, width, height, batch)}
+	host, err := timeSteps(ctx, dev, &res, runs, "UNet", func() (*backend.Tensor, error) {
+		return m.Forward(ctx, dev, x, ts, c, y)
+	})
+	if err != nil {
+		return res, err
+	}
+	// The host's share: how long queueing the step took before the wait.
+	res.Notes = unetNotes(dev, BenchResult{Runs: host}.Median(), m.GraphStatus)
+	return res, nil
+}
+
+// timeSteps runs step runs+1 times on dev, each until the device is idle:
+// the first (allocations, caches, graph recording) is res.Warm and must
+// give a finite output, the others go to res.Runs. It returns how long
+// each timed call took to queue (the host's share).
+func timeSteps(ctx context.Context, dev backend.Device, res *BenchResult, runs int, what string, step func() (*backend.Tensor, error)) ([]time.Duration, error) {
 	var host []time.Duration
 	for i := range runs + 1 {
 		start := time.Now()
-		out, err := m.Forward(ctx, dev, x, ts, c, y)
+		out, err := step()
 		if err != nil {
-			return res, err
+			return nil, err
 		}
 		if i > 0 {
 			host = append(host, time.Since(start))
 		}
 		if err := dev.Sync(ctx); err != nil {
-			return res, err
+			return nil, err
 		}
 		el := time.Since(start)
 		if i == 0 {
@@ -98,11 +114,11 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, arch string, width, 
 			res.Warm = el
 			v, err := dev.Download(out)
 			if err != nil {
-				return res, err
+				return nil, err
 			}
 			for _, f := range v {
 				if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-					return res, fmt.Errorf("bench: non-finite UNet output")
+					return nil, fmt.Errorf("bench: non-finite %s output", what)
 				}
 			}
 		} else {
@@ -110,9 +126,7 @@ func BenchUNetStep(ctx context.Context, dev backend.Device, arch string, width, 
 		}
 		dev.Free(out)
 	}
-	// The host's share: how long queueing the step took before the wait.
-	res.Notes = unetNotes(dev, BenchResult{Runs: host}.Median(), m.GraphStatus)
-	return res, nil
+	return host, nil
 }
 
 // unetNotes is the note of a UNet benchmark: the host's enqueue time and,
@@ -183,29 +197,11 @@ func BenchFluxStep(ctx context.Context, dev backend.Device, width, height, textT
 	pooled := dev.Upload(randomValues(r, cfg.PooledDim), 1, cfg.PooledDim)
 	imgIDs, txtIDs := flux.ImageIDs(2*h, 2*w), flux.TextIDs(textTokens)
 	res := BenchResult{Name: fmt.Sprintf("Flux.1-dev step %dx%d + %d text tokens", width, height, textTokens)}
-	for i := range runs + 1 {
-		start := time.Now()
-		out, err := m.Forward(ctx, dev, img, txt, pooled, []float32{0.5}, []float32{3.5}, imgIDs, txtIDs)
-		if err != nil {
-			return res, err
-		}
-		el := time.Since(start)
-		if i == 0 {
-			resetProfile(dev)
-			res.Warm = el
-			v, err := dev.Download(out)
-			if err != nil {
-				return res, err
-			}
-			for _, f := range v {
-				if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-					return res, fmt.Errorf("bench: non-finite Flux output")
-				}
-			}
-		} else {
-			res.Runs = append(res.Runs, el)
-		}
-		dev.Free(out)
+	_, err = timeSteps(ctx, dev, &res, runs, "Flux", func() (*backend.Tensor, error) {
+		return m.Forward(ctx, dev, img, txt, pooled, []float32{0.5}, []float32{3.5}, imgIDs, txtIDs)
+	})
+	if err != nil {
+		return res, err
 	}
 	return res, nil
 }

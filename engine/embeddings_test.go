@@ -11,11 +11,9 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
-	"github.com/darkroom-ai/darkroom/engine/families/sdxl"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
-	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
@@ -130,13 +128,7 @@ func TestEmbeddingsSDXLPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	tok, err := tokenizer.LoadCLIP(testref.Path("sdxl-tiny", "tokenizer", "vocab.json"), testref.Path("sdxl-tiny", "tokenizer", "merges.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := m.c.Text.(*sdxl.Conditioner)
-	text.L.Tok, text.G.Tok = tok, tok
-	text.L.Pad = tok.EOS()
+	tok := useTinyTokenizer(t, m)
 	ids := tok.Encode("red fox")
 	word := ids[1 : len(ids)-1]
 	files := map[string]safetensors.Tensor{}

@@ -264,12 +264,17 @@ func runFluxCase(t *testing.T, m *Model, c fluxCase, fx map[string][]float32, to
 	if err != nil {
 		t.Fatal(err)
 	}
-	per := 3 * c.Height * c.Width
-	var hwc []float32
-	for i := range c.Batch {
-		hwc = append(hwc, chwToHWC(pix[i*per:(i+1)*per], c.Height, c.Width)...)
+	return testref.PSNR(batchToHWC(pix, c.Batch, c.Height, c.Width), fx[c.Name+"/image"])
+}
+
+// batchToHWC lays out a batch of CHW images [B, 3, h, w] as [B, h, w, 3].
+func batchToHWC(pix []float32, batch, h, w int) []float32 {
+	per := 3 * h * w
+	var out []float32
+	for i := range batch {
+		out = append(out, chwToHWC(pix[i*per:(i+1)*per], h, w)...)
 	}
-	return testref.PSNR(hwc, fx[c.Name+"/image"])
+	return out
 }
 
 // bodyOf drops a CLIP sequence's start and end tokens.
@@ -426,12 +431,7 @@ func TestFluxComfyCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			per := 3 * r.Height * r.Width
-			var hwc []float32
-			for i := range r.Batch {
-				hwc = append(hwc, chwToHWC(pix[i*per:(i+1)*per], r.Height, r.Width)...)
-			}
-			if p := testref.PSNR(hwc, fx[c.Name+"/image"]); p < 45 {
+			if p := testref.PSNR(batchToHWC(pix, r.Batch, r.Height, r.Width), fx[c.Name+"/image"]); p < 45 {
 				t.Errorf("image PSNR %.1f dB < 45", p)
 			} else {
 				t.Logf("image PSNR %.1f dB", p)

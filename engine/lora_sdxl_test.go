@@ -13,7 +13,6 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/families/sdxl"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
-	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
@@ -27,10 +26,7 @@ func TestLoRASDXLSmoke(t *testing.T) {
 	if !testref.Exists("sdxl-tiny", "single.safetensors") {
 		t.Skip("no tiny SDXL model")
 	}
-	tok, err := tokenizer.LoadCLIP(testref.Path("sdxl-tiny", "tokenizer", "vocab.json"), testref.Path("sdxl-tiny", "tokenizer", "merges.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := tinyTokenizer(t)
 	r := rand.New(rand.NewPCG(9, 10))
 	f32 := func(shape ...int) safetensors.Tensor {
 		n := tensor.Shape(shape).NumElements()

@@ -7,10 +7,8 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
-	"github.com/darkroom-ai/darkroom/engine/families/sdxl"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
-	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 )
 
 // sdxlCase is one entry of testdata/reference/sdxl_cases.json (made by
@@ -62,13 +60,7 @@ func TestSDXLDiffusersCases(t *testing.T) {
 	}
 	defer m.Close()
 	// The tiny model's 1000-token vocabulary (a single file carries none).
-	tok, err := tokenizer.LoadCLIP(testref.Path("sdxl-tiny", "tokenizer", "vocab.json"), testref.Path("sdxl-tiny", "tokenizer", "merges.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := m.c.Text.(*sdxl.Conditioner)
-	text.L.Tok, text.G.Tok = tok, tok
-	text.L.Pad = tok.EOS()
+	useTinyTokenizer(t, m)
 	fx := testref.Tensors(t, "sdxl_cases.safetensors")
 	ran := 0
 	for _, c := range manifest.Cases {

@@ -39,11 +39,18 @@ func loadTinySDXL(t *testing.T) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
+	useTinyTokenizer(t, m)
+	return m
+}
+
+// useTinyTokenizer gives an SDXL base model's encoders the tiny vocabulary.
+func useTinyTokenizer(t *testing.T, m *Model) *tokenizer.CLIP {
+	t.Helper()
 	tok := tinyTokenizer(t)
 	text := m.c.Text.(*sdxl.Conditioner)
 	text.L.Tok, text.G.Tok = tok, tok
 	text.L.Pad = tok.EOS()
-	return m
+	return tok
 }
 
 // loadTinySD2 loads the tiny SD 2.x model from its single file (OpenCLIP

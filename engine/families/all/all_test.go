@@ -270,6 +270,23 @@ func TestSD15UNetOnly(t *testing.T) {
 	}
 }
 
+// loadSplit opens a model's files as weights.OpenFiles does, detects its
+// family and loads it on a device that records shapes only.
+func loadSplit(t *testing.T, main, vae string, tes ...string) (*family.Components, error) {
+	t.Helper()
+	m, err := weights.OpenFiles(main, vae, tes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s := family.NewSource(m)
+	f, d, err := family.Detect(s.Keys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+}
+
 // TestFluxSplitFiles loads BFL's transformer-only files (bf16 and fp8) with
 // ae.safetensors, clip_l.safetensors and t5xxl_fp16.safetensors given as
 // separate files, as ComfyUI users keep them, with no missing or unused
@@ -280,17 +297,7 @@ func TestFluxSplitFiles(t *testing.T) {
 	for _, main := range []string{"flux1-dev.single", "flux1-schnell.single", "flux1-dev-fp8-e4m3fn.component"} {
 		t.Run(main, func(t *testing.T) {
 			load := func(vae string, tes ...string) (*family.Components, error) {
-				m, err := weights.OpenFiles(ks+main+".json.gz", vae, tes)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer m.Close()
-				s := family.NewSource(m)
-				f, d, err := family.Detect(s.Keys())
-				if err != nil {
-					t.Fatal(err)
-				}
-				return f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+				return loadSplit(t, ks+main+".json.gz", vae, tes...)
 			}
 			c, err := load(ae, clipL, t5)
 			if err != nil {
@@ -347,17 +354,7 @@ func TestFluxBadComponents(t *testing.T) {
 		{"bigG too", ae, []string{clipL, clipG, t5}, "holds an OpenCLIP text encoder"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m, err := weights.OpenFiles(ks+"flux1-dev.single.json.gz", c.vae, c.tes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			s := family.NewSource(m)
-			f, d, err := family.Detect(s.Keys())
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = f.Load(context.Background(), s, family.Env{Device: shapeDevice{}, Detection: d})
+			_, err := loadSplit(t, ks+"flux1-dev.single.json.gz", c.vae, c.tes...)
 			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("load: %v, want one line containing %q", err, c.want)
 			}

@@ -254,6 +254,29 @@ func (m *machine) u64() (uint64, error) {
 
 func (m *machine) push(v any) { m.stack = append(m.stack, v) }
 
+// memoIndex reads the memo index of a PUT or GET opcode: a byte after
+// the one-byte form (short), four after the long form (long), a decimal
+// line after the text form.
+func (m *machine) memoIndex(op, short, long byte, what string) (uint64, error) {
+	switch op {
+	case short:
+		v, err := m.u8()
+		return uint64(v), err
+	case long:
+		v, err := m.u32()
+		return uint64(v), err
+	}
+	s, err := m.line()
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, m.errf("bad %s index %q", what, s)
+	}
+	return v, nil
+}
+
 func (m *machine) pop() (any, error) {
 	if len(m.stack) == 0 || (len(m.marks) > 0 && len(m.stack) == m.marks[len(m.marks)-1]) {
 		return nil, m.errf("stack underflow")
@@ -582,30 +605,9 @@ func (m *machine) step(op byte) error {
 		return m.setItems(d, items)
 
 	case 'q', 'r', 'p': // BINPUT, LONG_BINPUT, PUT
-		var idx uint64
-		switch op {
-		case 'q':
-			v, err := m.u8()
-			if err != nil {
-				return err
-			}
-			idx = uint64(v)
-		case 'r':
-			v, err := m.u32()
-			if err != nil {
-				return err
-			}
-			idx = uint64(v)
-		default:
-			s, err := m.line()
-			if err != nil {
-				return err
-			}
-			v, err := strconv.ParseUint(s, 10, 32)
-			if err != nil {
-				return m.errf("bad PUT index %q", s)
-			}
-			idx = v
+		idx, err := m.memoIndex(op, 'q', 'r', "PUT")
+		if err != nil {
+			return err
 		}
 		v, err := m.top()
 		if err != nil {
@@ -619,30 +621,9 @@ func (m *machine) step(op byte) error {
 		}
 		m.memo[uint64(len(m.memo))] = v
 	case 'h', 'j', 'g': // BINGET, LONG_BINGET, GET
-		var idx uint64
-		switch op {
-		case 'h':
-			v, err := m.u8()
-			if err != nil {
-				return err
-			}
-			idx = uint64(v)
-		case 'j':
-			v, err := m.u32()
-			if err != nil {
-				return err
-			}
-			idx = uint64(v)
-		default:
-			s, err := m.line()
-			if err != nil {
-				return err
-			}
-			v, err := strconv.ParseUint(s, 10, 32)
-			if err != nil {
-				return m.errf("bad GET index %q", s)
-			}
-			idx = v
+		idx, err := m.memoIndex(op, 'h', 'j', "GET")
+		if err != nil {
+			return err
 		}
 		v, ok := m.memo[idx]
 		if !ok {

@@ -140,13 +140,13 @@ func NewFluxSampling(dynamic bool) (*FluxSampling, error) {
 // max_image_seq_len) where present.
 func (s *FluxSampling) ReadDiffusersScheduler(config []byte) error {
 	var c struct {
-		Shift        *float64 `json:"shift"`
-		Dynamic      *bool    `json:"use_dynamic_shifting"`
-		BaseShift    *float64 `json:"base_shift"`
-		MaxShift     *float64 `json:"max_shift"`
-		BaseSeqLen   *float64 `json:"base_image_seq_len"`
-		MaxSeqLen    *float64 `json:"max_image_seq_len"`
-		ShiftTermnal *float64 `json:"shift_terminal"`
+		Shift         *float64 `json:"shift"`
+		Dynamic       *bool    `json:"use_dynamic_shifting"`
+		BaseShift     *float64 `json:"base_shift"`
+		MaxShift      *float64 `json:"max_shift"`
+		BaseSeqLen    *float64 `json:"base_image_seq_len"`
+		MaxSeqLen     *float64 `json:"max_image_seq_len"`
+		ShiftTerminal *float64 `json:"shift_terminal"`
 	}
 	if err := json.Unmarshal(config, &c); err != nil {
 		return fmt.Errorf("scheduler config: %w", err)
@@ -164,8 +164,8 @@ func (s *FluxSampling) ReadDiffusersScheduler(config []byte) error {
 	set(&s.Shift.Max, c.MaxShift)
 	set(&s.Shift.BaseTokens, c.BaseSeqLen)
 	set(&s.Shift.MaxTokens, c.MaxSeqLen)
-	if c.ShiftTermnal != nil && *c.ShiftTermnal != 0 {
-		return fmt.Errorf("scheduler config: shift_terminal %g is not supported", *c.ShiftTermnal)
+	if c.ShiftTerminal != nil && *c.ShiftTerminal != 0 {
+		return fmt.Errorf("scheduler config: shift_terminal %g is not supported", *c.ShiftTerminal)
 	}
 	if s.Shift.MaxTokens == s.Shift.BaseTokens {
 		return fmt.Errorf("scheduler config: base_image_seq_len and max_image_seq_len are both %g", s.Shift.MaxTokens)

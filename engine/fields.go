@@ -190,7 +190,7 @@ var requestFields = []RequestField{
 		}).
 		a1111("Max sequence length", func(v int) (string, bool) { return strconv.Itoa(v), v != 0 }, nil).done(),
 	floatField("shift", 0, func(r *Request) *float64 { return &r.Shift }).
-		flag("shift", "", "flow shift of a flow-matching model (Flux: the mu of ComfyUI's ModelSamplingFlux; 0: the model's rule, for Flux dev derived from the image size, 1.15 at 1024²)").
+		flag("shift", "", "flow shift of a flow-matching model (Flux: the mu of ComfyUI's ModelSamplingFlux; SD3: ModelSamplingSD3's shift; 0: the model's rule, 3 for SD3, for Flux dev derived from the image size, 1.15 at 1024²)").
 		valid(func(v float64) string {
 			if !(v >= 0 && v <= 100) {
 				return "must be between 0 and 100 (0: the model's rule)"
@@ -198,6 +198,32 @@ var requestFields = []RequestField{
 			return ""
 		}).
 		a1111("Shift", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
+	stringField("slg_layers", "", func(r *Request) *string { return &r.SLGLayers }).
+		flag("slg-layers", "", `Skip-Layer Guidance for SD3/SD3.5 (ComfyUI's SkipLayerGuidanceSD3, diffusers' skip_guidance_layers): the MMDiT blocks the extra pass leaves out, e.g. "7,8,9" for SD3.5 Medium; empty is off`).
+		valid(func(v string) string {
+			if _, err := ParseSLGLayers(v); err != nil {
+				return err.Error()
+			}
+			return ""
+		}).
+		a1111("SLG layers", func(v string) (string, bool) { return v, v != "" }, nil).done(),
+	floatField("slg_scale", 0, func(r *Request) *float64 { return &r.SLGScale }).
+		flag("slg-scale", "", "Skip-Layer Guidance scale (with --slg-layers; 0: ComfyUI's 3)").
+		valid(func(v float64) string {
+			if !(v >= 0 && v <= 10) {
+				return "must be between 0 and 10"
+			}
+			return ""
+		}).
+		a1111Request("SLG scale", slgWrite("SLG scale", func(r *Request) *float64 { return &r.SLGScale }), slgRead("SLG scale", func(r *Request) *float64 { return &r.SLGScale })).done(),
+	floatField("slg_start", 0, func(r *Request) *float64 { return &r.SLGStart }).
+		flag("slg-start", "", "fraction of the schedule where Skip-Layer Guidance starts (with --slg-layers; 0: ComfyUI's 0.01)").
+		valid(unitFraction).
+		a1111Request("SLG start", slgWrite("SLG start", func(r *Request) *float64 { return &r.SLGStart }), slgRead("SLG start", func(r *Request) *float64 { return &r.SLGStart })).done(),
+	floatField("slg_end", 0, func(r *Request) *float64 { return &r.SLGEnd }).
+		flag("slg-end", "", "fraction of the schedule where Skip-Layer Guidance ends (with --slg-layers; 0: ComfyUI's 0.15; diffusers' default is 0.2)").
+		valid(unitFraction).
+		a1111Request("SLG end", slgWrite("SLG end", func(r *Request) *float64 { return &r.SLGEnd }), slgRead("SLG end", func(r *Request) *float64 { return &r.SLGEnd })).done(),
 	uintField("seed", 0, func(r *Request) *uint64 { return &r.Seed }).
 		flag("seed", "s", "seed (0 to 2^64-1); random when absent or -1, and printed").
 		a1111("Seed", nil, nil).done(),
@@ -685,3 +711,38 @@ func (b *fieldBuilder[T]) keyOnly(key string) *fieldBuilder[T] {
 }
 
 func (b *fieldBuilder[T]) done() RequestField { return b.f }
+
+// slgWrite writes a Skip-Layer Guidance setting into A1111 text, only
+// when the request has SLG layers.
+func slgWrite(key string, get func(*Request) *float64) func(*Request, a1111Meta) []a1111Pair {
+	return func(r *Request, _ a1111Meta) []a1111Pair {
+		if r.SLGLayers == "" {
+			return nil
+		}
+		return []a1111Pair{{key, formatFloat(*get(r))}}
+	}
+}
+
+// slgRead reads a Skip-Layer Guidance setting back from A1111 text.
+func slgRead(key string, get func(*Request) *float64) func(*Request, map[string]string) error {
+	return func(r *Request, params map[string]string) error {
+		s, ok := params[key]
+		if !ok {
+			return nil
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("%s %q: not a number", key, s)
+		}
+		*get(r) = v
+		return nil
+	}
+}
+
+// unitFraction accepts a fraction of the schedule, 0 to 1.
+func unitFraction(v float64) string {
+	if !(v >= 0 && v <= 1) {
+		return "must be between 0 and 1"
+	}
+	return ""
+}

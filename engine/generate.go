@@ -150,7 +150,9 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 	}
 	var uncond *Conditioning
 	if req.CFG != 1 {
-		if uncond, err = m.encodePrompt(ctx, req.Negative, opt); err != nil {
+		neg := opt
+		neg.Negative = true
+		if uncond, err = m.encodePrompt(ctx, req.Negative, neg); err != nil {
 			return nil, err
 		}
 	}
@@ -184,6 +186,7 @@ func (m *Model) generate(ctx context.Context, req Request, onEvent func(Event), 
 		Width: req.Width, Height: req.Height,
 		Prediction: req.Prediction, ZSNR: req.ZSNR, Size: sizeConditioning(req),
 		Guidance: req.Guidance, Shift: req.Shift,
+		SLGLayers: req.SLGLayers, SLGScale: orDefault(req.SLGScale, DefaultSLGScale), SLGStart: orDefault(req.SLGStart, DefaultSLGStart), SLGEnd: orDefault(req.SLGEnd, DefaultSLGEnd),
 	}
 	progress := func(ev Event) {
 		ev.Elapsed = time.Since(start)
@@ -302,6 +305,11 @@ type SampleParams struct {
 	Guidance float64
 	// Shift replaces a flow model's shift rule when positive (Flux: μ).
 	Shift float64
+	// SLGLayers, SLGScale, SLGStart and SLGEnd are Skip-Layer Guidance
+	// (see slg.go): the blocks to skip ("" is off), the scale and the
+	// active fraction of the schedule.
+	SLGLayers                  string
+	SLGScale, SLGStart, SLGEnd float64
 }
 
 // sizeConditioning gathers a request's micro-conditioning fields.
@@ -424,7 +432,7 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 		in.Concat = m.dev.Upload(p.Concat, cs...)
 		defer m.dev.Free(in.Concat)
 	}
-	den, err := m.denoiser(ctx, p, ms, pred, in)
+	den, err := m.denoiser(ctx, p, ms, pred, in, sigmas)
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +458,10 @@ func (m *Model) sample(ctx context.Context, p SampleParams, onEvent func(Event))
 // denoiser binds the conditioning rows (the negative prompt's for every
 // image, then the prompt's, when cfg ≠ 1) and wraps the family's network
 // as a k-diffusion denoiser with classifier-free guidance.
-func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSampling, pred sampling.Prediction, in family.Inputs) (sampling.Denoiser, error) {
+//
+// With Skip-Layer Guidance (p.SLGLayers) the prompt's rows are bound once
+// more with those blocks skipped, for the guidance hook (slgPost).
+func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSampling, pred sampling.Prediction, in family.Inputs, sigmas []float32) (sampling.Denoiser, error) {
 	b := p.Shape[0]
 	useUncond := p.CFG != 1
 	var rows []*family.Cond
@@ -467,7 +478,11 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSam
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
 	}
-	den, err := guided(m.dev, step, pred, ms, p.Convention, float32(p.CFG), p.Shape, useUncond)
+	post, err := m.slgPost(ctx, p, ms, pred, in, sigmas)
+	if err != nil {
+		return nil, err
+	}
+	den, err := guided(m.dev, step, pred, ms, p.Convention, float32(p.CFG), p.Shape, useUncond, post)
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
 	}
@@ -481,7 +496,8 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSam
 // velocity, the negative rows first; ε models are guided on the network
 // output (ε_u + cfg·(ε_c − ε_u), then x − σ·ε̂), v and flow models on the
 // denoised estimates as ComfyUI's cfg_function does.
-func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool) (sampling.Denoiser, error) {
+func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool,
+	post func(context.Context, []float32, float32, []float32, []float32) error) (sampling.Denoiser, error) {
 	per := tensor.Shape(shape).NumElements() / shape[0]
 	net := func(ctx context.Context, xIn []float32, t float32) ([]float32, error) {
 		rows := len(xIn) / per
@@ -497,5 +513,7 @@ func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms f
 		return dev.Download(raw)
 	}
 	timestep := func(sigma float32) float32 { return ms.Timestep(conv, sigma) }
-	return sampling.GuidedWith(net, pred, timestep, cfg, useUncond, sampling.EngineGuidance(pred))
+	opts := sampling.EngineGuidance(pred)
+	opts.Post = post
+	return sampling.GuidedWith(net, pred, timestep, cfg, useUncond, opts)
 }

@@ -479,9 +479,11 @@ func img2imgSigmas(rule, sampler, scheduler string, s sampling.Schedule, steps i
 	return full[n-run:], nil
 }
 
-func orDefault(s, def string) string {
-	if s == "" {
+// orDefault returns v, or def when v is the zero value.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
 		return def
 	}
-	return s
+	return v
 }

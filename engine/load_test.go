@@ -25,7 +25,6 @@ func TestLoadRefusesOtherFamilies(t *testing.T) {
 		keys []string
 		want string
 	}{
-		{"sd3", []string{"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "model.diffusion_model.x_embedder.proj.weight"}, "recognised as SD3"},
 		{"flux2", []string{"double_stream_modulation_img.lin.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"}, "recognised as Flux.2"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -52,7 +52,7 @@ func A1111Parameters(req Request, modelHash, modelName string) string {
 			case a1111Negative:
 				b.WriteString("\n" + a1111Negative + ": " + p.value)
 			default:
-				settings = append(settings, p.key+": "+p.value)
+				settings = append(settings, p.key+": "+quoteA1111(p.value))
 			}
 		}
 	}
@@ -96,6 +96,16 @@ type a1111Meta struct{ modelHash, modelName string }
 
 // a1111Pair is one "Key: value" of A1111 text.
 type a1111Pair struct{ key, value string }
+
+// quoteA1111 quotes a settings value that holds a comma, a colon or a
+// double quote, as A1111's infotext writer does (json.dumps), so that its
+// parser (and a1111Setting) reads it back whole.
+func quoteA1111(v string) string {
+	if strings.ContainsAny(v, ",:\"") {
+		return strconv.Quote(v)
+	}
+	return v
+}
 
 // a1111Setting is one "Key: value" of A1111's settings line, as A1111's
 // own infotext parser matches it (a value in double quotes may hold commas).

@@ -181,7 +181,9 @@ func (ref *Model) refine(ctx context.Context, req Request, p SampleParams, onEve
 	}
 	p.Uncond = nil
 	if p.CFG != 1 {
-		if p.Uncond, err = ref.encodePrompt(ctx, req.Negative, opt); err != nil {
+		neg := opt
+		neg.Negative = true
+		if p.Uncond, err = ref.encodePrompt(ctx, req.Negative, neg); err != nil {
 			return nil, fmt.Errorf("refiner: %w", err)
 		}
 	}

@@ -46,6 +46,16 @@ type Request struct {
 	// of ComfyUI's ModelSamplingFlux; Flux dev's default derives it from
 	// the image size, 1.15 at 1024²).
 	Shift float64 `json:"shift,omitempty"`
+	// SLGLayers turns on Skip-Layer Guidance (SD3/SD3.5's MMDiT; ComfyUI's
+	// SkipLayerGuidanceSD3, diffusers' skip_guidance_layers): the blocks
+	// left out of the extra pass, as the node takes them ("7, 8, 9");
+	// empty is off. SLGScale, SLGStart and SLGEnd are its scale and the
+	// fraction of the schedule where it acts; 0 takes the node's defaults
+	// (3, 0.01, 0.15).
+	SLGLayers string  `json:"slg_layers,omitempty"`
+	SLGScale  float64 `json:"slg_scale,omitempty"`
+	SLGStart  float64 `json:"slg_start,omitempty"`
+	SLGEnd    float64 `json:"slg_end,omitempty"`
 	// Convention is whose numerical conventions the run reproduces:
 	// "comfyui" (the default; empty means comfyui) or "diffusers".
 	Convention string `json:"convention,omitempty"`

@@ -173,6 +173,10 @@ type PromptOptions struct {
 	// MaxSequenceLength truncates and pads T5 prompts to this many tokens;
 	// 0 is the convention's default (see Defaults.MaxSequenceLength).
 	MaxSequenceLength int
+	// Negative marks the negative prompt: diffusers' SDXL and SD3
+	// pipelines encode it at their default CLIP layer whatever the clip
+	// skip, which their conditioners reproduce under its convention.
+	Negative bool
 }
 
 // Conditioner turns prompts into conditioning: one or more tokenizer and
@@ -227,6 +231,16 @@ type Inputs struct {
 	// Size is SDXL-style micro-conditioning; zero fields take the peers'
 	// defaults.
 	Size SizeConditioning
+	// SkipLayers lists transformer blocks the step leaves out (the
+	// Skip-Layer Guidance pass of SD3); set only for a LayerSkipper.
+	SkipLayers []int
+}
+
+// LayerSkipper is a Denoiser whose step can leave blocks out
+// (Inputs.SkipLayers), which Skip-Layer Guidance needs.
+type LayerSkipper interface {
+	// Blocks is the number of blocks, numbered from 0.
+	Blocks() int
 }
 
 // SizeConditioning is the size and crop micro-conditioning of SDXL-style

@@ -2,6 +2,7 @@ package family
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 
@@ -11,15 +12,17 @@ import (
 // FlowMatching is the model sampling of rectified-flow families (SD3,
 // Flux, Z-Image, Qwen-Image): one shifted flow schedule as ComfyUI builds
 // it (a table the schedulers stride) and, when Diffusers is set, the
-// shift diffusers' FlowMatchEulerDiscreteScheduler applies to its
-// linspace sigmas, which the "simple" scheduler then returns under the
-// diffusers conventions.
+// sigmas diffusers' pipelines sample with, which the "simple" scheduler
+// then returns under the diffusers conventions.
 type FlowMatching struct {
 	// F is the shifted flow schedule (sampling.NewFlowSD3, NewFlowFlux).
 	F *sampling.Flow
-	// Diffusers maps diffusers' unshifted sigma (float32, as numpy computes
-	// it) to the shifted one; nil uses F's table under every convention.
-	Diffusers func(t float32) float32
+	// Diffusers returns diffusers' sigmas for a number of steps (without
+	// the final 0): PipelineSigmas for pipelines that pass their own
+	// (Flux), SchedulerSigmas for those that leave them to
+	// FlowMatchEulerDiscreteScheduler (SD3); nil uses F's table under every
+	// convention.
+	Diffusers func(steps int) []float32
 }
 
 // Schedule returns the flow schedule; under the diffusers conventions with
@@ -49,31 +52,66 @@ func (s flowSchedule) Table() []float32           { return s.f.Table() }
 func (s flowSchedule) Timestep(x float32) float32 { return s.f.Timestep(x) }
 func (s flowSchedule) Sigma(t float32) float32    { return s.f.Sigma(t) }
 
-// diffusersFlowSchedule is a flow schedule whose "simple" sigmas are
-// diffusers' FluxPipeline / SD3 pipeline sigmas: np.linspace(1, 1/steps,
-// steps) cast to float32, then shifted.
+// diffusersFlowSchedule is a flow schedule whose "simple" sigmas are a
+// diffusers pipeline's.
 type diffusersFlowSchedule struct {
 	flowSchedule
-	shift func(float32) float32
+	sigmas func(steps int) []float32
 }
 
 // SimpleSigmas implements sampling.SimpleSigmaser.
-func (s diffusersFlowSchedule) SimpleSigmas(steps int) []float32 {
-	out := make([]float32, steps)
+func (s diffusersFlowSchedule) SimpleSigmas(steps int) []float32 { return s.sigmas(steps) }
+
+// linspace is numpy.linspace(start, end, n): start + i·step in float64,
+// the last value exactly end.
+func linspace(start, end float64, n int) []float64 {
+	out := make([]float64, n)
 	for i := range out {
-		t := 1.0
-		if steps > 1 {
-			// numpy.linspace(1, 1/steps, steps): start + i·step, the last
-			// value exactly the end.
-			step := (1/float64(steps) - 1) / float64(steps-1)
-			t = 1 + float64(i)*step
-			if i == steps-1 {
-				t = 1 / float64(steps)
-			}
+		switch {
+		case i == n-1 && n > 1:
+			out[i] = end
+		case n > 1:
+			out[i] = start + float64(i)*((end-start)/float64(n-1))
+		default:
+			out[i] = start
 		}
-		out[i] = s.shift(float32(t))
 	}
 	return out
+}
+
+// PipelineSigmas are the sigmas FluxPipeline passes to its scheduler:
+// np.linspace(1, 1/steps, steps) cast to float32, then shifted (in the
+// scheduler's float32 arithmetic).
+func PipelineSigmas(shift func(float32) float32) func(steps int) []float32 {
+	return func(steps int) []float32 {
+		t := linspace(1, 1/float64(steps), steps)
+		out := make([]float32, steps)
+		for i := range out {
+			out[i] = shift(float32(t[i]))
+		}
+		return out
+	}
+}
+
+// SchedulerSigmas are FlowMatchEulerDiscreteScheduler's own sigmas for a
+// fixed shift s (what StableDiffusion3Pipeline samples with): timesteps
+// np.linspace(1000·σ_max, 1000·σ_min, steps) in float64 over the
+// scheduler's training sigmas (σ_max = 1, σ_min the float32 shifted 1/1000,
+// so the shift applies to it twice), divided by 1000, shifted in float64
+// and cast to float32.
+func SchedulerSigmas(shift float64) func(steps int) []float32 {
+	s := float32(shift)
+	t := float32(1) / 1000
+	min := float64(s * t / (1 + (s-1)*t))
+	return func(steps int) []float32 {
+		ts := linspace(1000, 1000*min, steps)
+		out := make([]float32, steps)
+		for i, v := range ts {
+			x := v / 1000
+			out[i] = float32(shift * x / (1 + (shift-1)*x))
+		}
+		return out
+	}
 }
 
 // FluxShiftParams are the resolution-dependent shift of Flux-dev:
@@ -206,7 +244,7 @@ func (s *FluxSampling) ForImage(width, height int, shift float64) (ModelSampling
 	if err != nil {
 		return nil, err
 	}
-	return FlowMatching{F: f, Diffusers: diffusers}, nil
+	return FlowMatching{F: f, Diffusers: PipelineSigmas(diffusers)}, nil
 }
 
 // expShift is diffusers' time_shift(mu, 1, t) = e^μ/(e^μ + (1/t − 1)) in
@@ -239,3 +277,85 @@ func (s *FluxSampling) NoiseScale(Convention, float32, bool) float32 { return 1 
 
 // Flow returns the 1024² flow schedule.
 func (s *FluxSampling) Flow() *sampling.Flow { return s.def.F }
+
+// SD3Shift is SD3's and SD3.5's flow shift (ComfyUI's ModelSamplingSD3
+// default, the shift of their scheduler_config.json).
+const SD3Shift = 3.0
+
+// SD3Sampling is the model sampling of SD3 and SD3.5: ComfyUI's
+// ModelSamplingDiscreteFlow with multiplier 1000 (timestep = σ·1000) and
+// diffusers' FlowMatchEulerDiscreteScheduler, both with one fixed shift. A
+// request's shift replaces it (ComfyUI's ModelSamplingSD3 node), through
+// ForImage.
+type SD3Sampling struct {
+	Shift float64
+	def   FlowMatching
+}
+
+// NewSD3Sampling returns SD3's model sampling with the given shift.
+func NewSD3Sampling(shift float64) (*SD3Sampling, error) {
+	s := &SD3Sampling{Shift: shift}
+	def, err := s.ForImage(1024, 1024, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.def = def.(FlowMatching)
+	return s, nil
+}
+
+// ReadDiffusersScheduler takes the shift of a diffusers folder's
+// scheduler/scheduler_config.json; the resolution-dependent shift is not
+// what SD3's scheduler does and is refused.
+func (s *SD3Sampling) ReadDiffusersScheduler(config []byte) error {
+	var c struct {
+		Shift   *float64 `json:"shift"`
+		Dynamic *bool    `json:"use_dynamic_shifting"`
+		Steps   *int     `json:"num_train_timesteps"`
+	}
+	if err := json.Unmarshal(config, &c); err != nil {
+		return fmt.Errorf("scheduler config: %w", err)
+	}
+	if c.Dynamic != nil && *c.Dynamic {
+		return errors.New("scheduler config: use_dynamic_shifting is not SD3's scheduler (a fixed shift)")
+	}
+	if c.Steps != nil && *c.Steps != 1000 {
+		return fmt.Errorf("scheduler config: num_train_timesteps %d, want 1000", *c.Steps)
+	}
+	if c.Shift != nil {
+		s.Shift = *c.Shift
+	}
+	def, err := s.ForImage(1024, 1024, 0)
+	if err != nil {
+		return err
+	}
+	s.def = def.(FlowMatching)
+	return nil
+}
+
+// ForImage implements SizedSampling: the schedule does not depend on the
+// image; shift > 0 replaces the model's.
+func (s *SD3Sampling) ForImage(width, height int, shift float64) (ModelSampling, error) {
+	if width <= 0 || height <= 0 {
+		return nil, fmt.Errorf("sd3 sampling: image %d×%d", width, height)
+	}
+	if shift <= 0 {
+		shift = s.Shift
+	}
+	f, err := sampling.NewFlowSD3(shift, 1000)
+	if err != nil {
+		return nil, err
+	}
+	return FlowMatching{F: f, Diffusers: SchedulerSigmas(shift)}, nil
+}
+
+// Schedule is the model's schedule.
+func (s *SD3Sampling) Schedule(c Convention) sampling.Schedule { return s.def.Schedule(c) }
+
+// Timestep is σ·1000.
+func (s *SD3Sampling) Timestep(c Convention, sigma float32) float32 { return s.def.Timestep(c, sigma) }
+
+// NoiseScale is 1.
+func (s *SD3Sampling) NoiseScale(Convention, float32, bool) float32 { return 1 }
+
+// Flow returns the flow schedule.
+func (s *SD3Sampling) Flow() *sampling.Flow { return s.def.F }

@@ -62,6 +62,11 @@ type GuideOptions struct {
 	// engine feeds its networks this way (see EngineGuidance). It does not
 	// apply to Velocity, whose input is unscaled.
 	ReciprocalInput bool
+	// Post, when set, runs after the halves are combined (ComfyUI's
+	// post_cfg_function) with the latent x, sigma, the conditional half's
+	// raw network output and the guided denoised estimate, which it may
+	// change in place (SkipLayerGuidance).
+	Post func(ctx context.Context, x []float32, sigma float32, cond, den []float32) error
 }
 
 // EngineGuidance returns the options that reproduce darkroom's engine
@@ -150,25 +155,61 @@ func GuidedWith(model BatchFunc, pred Prediction, timestep TimestepFunc, scale f
 			return nil, fmt.Errorf("model returned %d values for %d inputs", len(out), len(in))
 		}
 		den := make([]float32, n)
-		if !hasUncond {
+		c := out[halves*n-n:]
+		switch {
+		case !hasUncond:
 			pred.toDenoised(den, x, out, sigma)
-			return den, nil
-		}
-		u, c := out[:n], out[n:]
-		if opts.Space == GuideOutput {
+		case opts.Space == GuideOutput:
+			u := out[:n]
 			g := make([]float32, n)
 			for i := range g {
 				g[i] = u[i] + float32(scale*float32(c[i]-u[i]))
 			}
 			pred.toDenoised(den, x, g, sigma)
-			return den, nil
+		default:
+			du := make([]float32, n)
+			pred.toDenoised(du, x, out[:n], sigma)
+			pred.toDenoised(den, x, c, sigma)
+			for i := range den {
+				den[i] = du[i] + float32(float32(den[i]-du[i])*scale)
+			}
 		}
-		du := make([]float32, n)
-		pred.toDenoised(du, x, u, sigma)
-		pred.toDenoised(den, x, c, sigma)
-		for i := range den {
-			den[i] = du[i] + float32(float32(den[i]-du[i])*scale)
+		if opts.Post != nil {
+			if err := opts.Post(ctx, x, sigma, c, den); err != nil {
+				return nil, err
+			}
 		}
 		return den, nil
 	}, nil
+}
+
+// SkipLayerGuidance returns a GuideOptions.Post function adding Skip-Layer
+// Guidance where active(sigma): skipped is the network with some blocks
+// left out, run on the conditional rows, and the guided estimate moves by
+// scale·(D_c − D_skip), D the denoised estimates of the conditional output
+// and of the skipped network's, as ComfyUI's SkipLayerGuidanceSD3
+// (post_cfg_function) computes it; diffusers' skip_guidance_layers adds
+// scale·(v_c − v_skip) to the guided velocity, the same step.
+func SkipLayerGuidance(skipped BatchFunc, pred Prediction, timestep TimestepFunc, scale float32, active func(sigma float32) bool, opts GuideOptions) func(ctx context.Context, x []float32, sigma float32, cond, den []float32) error {
+	return func(ctx context.Context, x []float32, sigma float32, cond, den []float32) error {
+		if scale == 0 || !active(sigma) {
+			return nil
+		}
+		in := make([]float32, len(x))
+		pred.scaleInput(in, x, sigma, opts.ReciprocalInput)
+		k, err := skipped(ctx, in, timestep(sigma))
+		if err != nil {
+			return err
+		}
+		if len(k) != len(x) || len(cond) != len(x) {
+			return fmt.Errorf("skip-layer guidance: %d and %d outputs for %d inputs", len(k), len(cond), len(x))
+		}
+		dc, dk := make([]float32, len(x)), make([]float32, len(x))
+		pred.toDenoised(dc, x, cond, sigma)
+		pred.toDenoised(dk, x, k, sigma)
+		for i := range den {
+			den[i] += float32(float32(dc[i]-dk[i]) * scale)
+		}
+		return nil
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/families/flux1"
 	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/families/sd2"
+	"github.com/darkroom-ai/darkroom/engine/families/sd3"
 	"github.com/darkroom-ai/darkroom/engine/families/sdxl"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
@@ -159,11 +160,11 @@ func (shapeDevice) Free(*backend.Tensor)                            {}
 
 // transformerOnly are the real lists of a diffusion model without its VAE
 // and text encoders: loading one alone must name the files it needs.
-var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true}
+var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true, "sd35-large.single": true, "sd35-medium.single": true}
 
 // latentFormats are the latent spaces of the runnable families: channels,
 // scale and shift.
-var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}}
+var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}, sd3.Name: {16, 1.5305, 0.0609}}
 
 // TestLoadRealKeyLists loads the real lists of the runnable families
 // (single files and diffusers folders) with no missing or unused tensor,
@@ -313,6 +314,34 @@ func TestFluxSplitFiles(t *testing.T) {
 			}
 			if _, err = load(ae, clipL); err == nil || !strings.HasPrefix(err.Error(), "this Flux model has no T5-XXL: also give --text-encoder t5xxl") {
 				t.Errorf("without T5: %v", err)
+			}
+		})
+	}
+}
+
+// TestSD3SplitFiles loads Stability's SD3.5 Large and Medium files (the
+// transformer and VAE, no text encoders) with clip_l, clip_g and t5xxl
+// given as separate files, with no missing or unused tensor, and without
+// the T5 (optional, as ComfyUI allows); without the CLIPs they name the
+// files they need in one line.
+func TestSD3SplitFiles(t *testing.T) {
+	const ks = "../../../testdata/keyshapes/"
+	clipL, clipG, t5 := ks+"clip_l.component.json.gz", ks+"clip_g.component.json.gz", ks+"t5xxl.component.json.gz"
+	for _, main := range []string{"sd35-large.single", "sd35-medium.single"} {
+		t.Run(main, func(t *testing.T) {
+			for _, tes := range [][]string{{clipL, clipG, t5}, {clipL, clipG}} {
+				c, err := loadSplit(t, ks+main+".json.gz", "", tes...)
+				if err != nil {
+					t.Fatalf("load with %d text encoders: %v", len(tes), err)
+				}
+				if got := c.VAE.Format(); got.Channels != 16 || got.Scale != 1.5305 || got.Shift != 0.0609 {
+					t.Errorf("latent format %+v", got)
+				}
+			}
+			_, err := loadSplit(t, ks+main+".json.gz", "", clipL)
+			want := "this SD3 model has no CLIP-G: also give --text-encoder clip_g.safetensors"
+			if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("without CLIP-G: %v, want one line starting %q", err, want)
 			}
 		})
 	}

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -28,6 +27,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/models/flux"
 	"github.com/darkroom-ai/darkroom/engine/models/t5"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
+	"github.com/darkroom-ai/darkroom/engine/nn"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -147,14 +147,9 @@ func locate(src *family.Source) parts {
 			p.ferr = readAxes(src, &p.fc)
 		}
 	}
-	p.vae = first(k, vaeRoots, "decoder.conv_in.weight")
-	p.clip = first(k, clipRoots, "text_model.embeddings.token_embedding.weight")
-	for _, r := range append(slices.Clone(t5Roots), extraRoots(k)...) {
-		if k.Has(r+"encoder.block.0.") && (k.Has(r+"shared.weight") || k.Has(r+"encoder.embed_tokens.weight")) {
-			p.t5 = r
-			break
-		}
-	}
+	p.vae = ldm.FirstRoot(k, vaeRoots, "decoder.conv_in.weight")
+	p.clip = ldm.FirstRoot(k, clipRoots, "text_model.embeddings.token_embedding.weight")
+	p.t5 = ldm.T5Root(k, t5Roots)
 	return p
 }
 
@@ -188,57 +183,6 @@ func readAxes(src *family.Source, c *flux.Config) error {
 	}
 	c.AxesDim = cfg.Axes
 	return nil
-}
-
-// readHeads takes the CLIP encoder's head count from a diffusers folder's
-// text_encoder/config.json (num_attention_heads) when it is there: shapes
-// cannot tell it, and ConfigFromWeights assumes the released encoders'
-// head width of 64.
-func readHeads(src *family.Source, c *clip.Config) error {
-	b, ok := src.JSON["text_encoder/config.json"]
-	if !ok {
-		return nil
-	}
-	var cfg struct {
-		Heads int `json:"num_attention_heads"`
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("text_encoder/config.json: %w", err)
-	}
-	if cfg.Heads == 0 {
-		return nil
-	}
-	if cfg.Heads < 0 || c.Width%cfg.Heads != 0 {
-		return fmt.Errorf("text_encoder/config.json: num_attention_heads %d does not divide the width %d", cfg.Heads, c.Width)
-	}
-	c.Heads = cfg.Heads
-	return nil
-}
-
-// extraRoots are the roots of the separate text-encoder files that fill no
-// canonical slot ("text_encoder_files.N.", see weights.OpenFiles), in name order.
-func extraRoots(k *family.Keys) []string {
-	var out []string
-	for _, n := range k.Names() {
-		rest, ok := strings.CutPrefix(n, weights.ExtraTextEncoderPrefix)
-		if !ok {
-			continue
-		}
-		num, _, _ := strings.Cut(rest, ".")
-		if r := weights.ExtraTextEncoderPrefix + num + "."; !slices.Contains(out, r) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func first(k *family.Keys, roots []string, name string) string {
-	for _, r := range roots {
-		if k.Has(r + name) {
-			return r
-		}
-	}
-	return ""
 }
 
 // missing names the files a transformer-only model still needs, or "".
@@ -306,7 +250,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		return nil, err
 	}
 	cc.Act = backend.QuickGELU
-	if err := readHeads(src, &cc); err != nil {
+	if err := ldm.ReadCLIPHeads(src, "text_encoder/config.json", &cc); err != nil {
 		return nil, err
 	}
 	if cc.Width != fc.PooledDim {
@@ -392,7 +336,7 @@ func strayTextEncoder(src *family.Source, p parts) error {
 			return fmt.Errorf("%s holds an OpenCLIP text encoder (%q); Flux uses CLIP-L and T5-XXL only", where, name)
 		}
 	}
-	for _, r := range extraRoots(k) {
+	for _, r := range ldm.ExtraRoots(k) {
 		if r == p.t5 {
 			continue
 		}
@@ -558,7 +502,7 @@ func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backe
 		return nil, fmt.Errorf("flux: latent %v with %d timesteps for %d bound rows", x.Shape, len(ts), rows)
 	}
 	h, w := x.Shape[2], x.Shape[3]
-	xp := padCircular(dev, x)
+	xp := nn.PadCircular(dev, x, 2)
 	hp, wp := xp.Shape[2], xp.Shape[3]
 	tokens, err := flux.Pack(dev, xp)
 	if xp != x {
@@ -605,51 +549,5 @@ func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backe
 	if err != nil {
 		return nil, err
 	}
-	return cropTo(dev, v, h, w), nil
-}
-
-// padCircular pads x [B, C, H, W] to even H and W by wrapping its first row
-// and column around (a new tensor), or returns x.
-func padCircular(dev backend.Device, x *backend.Tensor) *backend.Tensor {
-	orig := x
-	B, C, H, W := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	if H%2 == 1 {
-		top := dev.Alloc(B, C, 1, W)
-		dev.Slice(top, x, 2, 0)
-		y := dev.Alloc(B, C, H+1, W)
-		dev.Concat(y, 2, x, top)
-		dev.Free(top)
-		x, H = y, H+1
-	}
-	if W%2 == 1 {
-		left := dev.Alloc(B, C, H, 1)
-		dev.Slice(left, x, 3, 0)
-		y := dev.Alloc(B, C, H, W+1)
-		dev.Concat(y, 3, x, left)
-		dev.Free(left)
-		if x != orig {
-			dev.Free(x)
-		}
-		x = y
-	}
-	return x
-}
-
-// cropTo keeps the top-left h × w of v [B, C, H, W] (freeing v when it
-// cuts).
-func cropTo(dev backend.Device, v *backend.Tensor, h, w int) *backend.Tensor {
-	B, C, H, W := v.Shape[0], v.Shape[1], v.Shape[2], v.Shape[3]
-	if H != h {
-		y := dev.Alloc(B, C, h, W)
-		dev.Slice(y, v, 2, 0)
-		dev.Free(v)
-		v, H = y, h
-	}
-	if W != w {
-		y := dev.Alloc(B, C, H, w)
-		dev.Slice(y, v, 3, 0)
-		dev.Free(v)
-		v = y
-	}
-	return v
+	return nn.CropTo(dev, v, h, w), nil
 }

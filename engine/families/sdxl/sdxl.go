@@ -213,15 +213,9 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if err != nil {
 		return nil, err
 	}
-	tokL, err := ldm.LoadTokenizer(src.TokenizerDirs["tokenizer"])
+	tokL, tokG, err := ldm.LoadTokenizers(src)
 	if err != nil {
 		return nil, err
-	}
-	tokG := tokL
-	if dir := src.TokenizerDirs["tokenizer_2"]; dir != "" {
-		if tokG, err = ldm.LoadTokenizer(dir); err != nil {
-			return nil, err
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -325,6 +319,9 @@ var layers = ldm.SkipMap{Default: 2}
 // vector [1, P].
 func (c *Conditioner) Encode(ctx context.Context, text string, opt family.PromptOptions) (*family.Cond, error) {
 	skip := layers.Skip(opt.ClipSkip)
+	if opt.Negative && opt.Convention != family.ConventionComfy {
+		skip = layers.Skip(0) // diffusers encodes the negative prompt at the default layer
+	}
 	comfy := opt.Convention == family.ConventionComfy
 	if !comfy && text == "" && c.ZeroEmptyNegative {
 		return c.zeros(ctx, text)

@@ -45,12 +45,12 @@ func loadBFL(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 		Config:    c,
 		xEmbed:    lin("img_in", c.InChannels, D),
 		ctxEmbed:  lin("txt_in", c.JointDim, D),
-		timeEmbed: mlp2{lin("time_in.in_layer", c.TimeDim, D), lin("time_in.out_layer", D, D)},
-		textEmbed: mlp2{lin("vector_in.in_layer", c.PooledDim, D), lin("vector_in.out_layer", D, D)},
+		timeEmbed: nn.MLP2{lin("time_in.in_layer", c.TimeDim, D), lin("time_in.out_layer", D, D)},
+		textEmbed: nn.MLP2{lin("vector_in.in_layer", c.PooledDim, D), lin("vector_in.out_layer", D, D)},
 		projOut:   lin("final_layer.linear", D, c.OutChannels),
 	}
 	if c.Guidance {
-		m.guideEmbed = &mlp2{lin("guidance_in.in_layer", c.TimeDim, D), lin("guidance_in.out_layer", D, D)}
+		m.guideEmbed = &nn.MLP2{lin("guidance_in.in_layer", c.TimeDim, D), lin("guidance_in.out_layer", D, D)}
 	}
 	ada := split("final_layer.adaLN_modulation.1", 2, D, D) // shift, scale
 	m.normOut = &nn.Linear{In: D, Out: 2 * D}
@@ -68,8 +68,8 @@ func loadBFL(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 				normAQ: b.Tensor(p+"txt_attn.norm.query_norm.scale", hd), normAK: b.Tensor(p+"txt_attn.norm.key_norm.scale", hd),
 				out: lin(p+"img_attn.proj", D, D), addOut: lin(p+"txt_attn.proj", D, D),
 			},
-			ff:    [2]*nn.Linear{lin(p+"img_mlp.0", D, c.MLP), lin(p+"img_mlp.2", c.MLP, D)},
-			ffCtx: [2]*nn.Linear{lin(p+"txt_mlp.0", D, c.MLP), lin(p+"txt_mlp.2", c.MLP, D)},
+			ff:    nn.FeedForward{lin(p+"img_mlp.0", D, c.MLP), lin(p+"img_mlp.2", c.MLP, D)},
+			ffCtx: nn.FeedForward{lin(p+"txt_mlp.0", D, c.MLP), lin(p+"txt_mlp.2", c.MLP, D)},
 		})
 	}
 	// linear1 is [3D + MLP, D]: cut into rows of gcd(D, MLP) and regroup.

@@ -207,16 +207,6 @@ func (c Config) check() error {
 	return nil
 }
 
-type mlp2 struct{ l1, l2 *nn.Linear } // linear_1, SiLU, linear_2
-
-func (m *mlp2) forward(dev backend.Device, x *backend.Tensor) *backend.Tensor {
-	h := m.l1.Forward(dev, x)
-	dev.Unary(backend.SiLU, h, h)
-	y := m.l2.Forward(dev, h)
-	dev.Free(h)
-	return y
-}
-
 type attention struct {
 	q, k, v      *nn.Linear
 	normQ, normK *backend.Tensor
@@ -229,7 +219,7 @@ type attention struct {
 type doubleBlock struct {
 	mod, modCtx *nn.Linear // norm1.linear, norm1_context.linear (D -> 6D)
 	attn        attention
-	ff, ffCtx   [2]*nn.Linear // net.0.proj, net.2
+	ff, ffCtx   nn.FeedForward // net.0.proj, net.2
 }
 
 type singleBlock struct {
@@ -244,9 +234,9 @@ type Model struct {
 	Config     Config
 	xEmbed     *nn.Linear
 	ctxEmbed   *nn.Linear
-	timeEmbed  mlp2
-	guideEmbed *mlp2 // nil without guidance embeds
-	textEmbed  mlp2
+	timeEmbed  nn.MLP2
+	guideEmbed *nn.MLP2 // nil without guidance embeds
+	textEmbed  nn.MLP2
 	double     []doubleBlock
 	single     []singleBlock
 	normOut    *nn.Linear // D -> 2D (scale, shift)
@@ -270,15 +260,15 @@ func Load(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 		Config:   c,
 		xEmbed:   lin("x_embedder", c.InChannels, D),
 		ctxEmbed: lin("context_embedder", c.JointDim, D),
-		timeEmbed: mlp2{lin("time_text_embed.timestep_embedder.linear_1", c.TimeDim, D),
+		timeEmbed: nn.MLP2{lin("time_text_embed.timestep_embedder.linear_1", c.TimeDim, D),
 			lin("time_text_embed.timestep_embedder.linear_2", D, D)},
-		textEmbed: mlp2{lin("time_text_embed.text_embedder.linear_1", c.PooledDim, D),
+		textEmbed: nn.MLP2{lin("time_text_embed.text_embedder.linear_1", c.PooledDim, D),
 			lin("time_text_embed.text_embedder.linear_2", D, D)},
 		normOut: lin("norm_out.linear", D, 2*D),
 		projOut: lin("proj_out", D, c.OutChannels),
 	}
 	if c.Guidance {
-		m.guideEmbed = &mlp2{lin("time_text_embed.guidance_embedder.linear_1", c.TimeDim, D),
+		m.guideEmbed = &nn.MLP2{lin("time_text_embed.guidance_embedder.linear_1", c.TimeDim, D),
 			lin("time_text_embed.guidance_embedder.linear_2", D, D)}
 	}
 	hd := c.HeadDim
@@ -295,8 +285,8 @@ func Load(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 				normAQ: b.Tensor(a+"norm_added_q.weight", hd), normAK: b.Tensor(a+"norm_added_k.weight", hd),
 				out: lin(a+"to_out.0", D, D), addOut: lin(a+"to_add_out", D, D),
 			},
-			ff:    [2]*nn.Linear{lin(p+"ff.net.0.proj", D, c.MLP), lin(p+"ff.net.2", c.MLP, D)},
-			ffCtx: [2]*nn.Linear{lin(p+"ff_context.net.0.proj", D, c.MLP), lin(p+"ff_context.net.2", c.MLP, D)},
+			ff:    nn.FeedForward{lin(p+"ff.net.0.proj", D, c.MLP), lin(p+"ff.net.2", c.MLP, D)},
+			ffCtx: nn.FeedForward{lin(p+"ff_context.net.0.proj", D, c.MLP), lin(p+"ff_context.net.2", c.MLP, D)},
 		})
 	}
 	for i := range c.SingleLayers {
@@ -364,30 +354,16 @@ type run struct {
 
 // chunk returns part i of width D of a modulation vector [B, k·D] as [B, 1, D].
 func (r *run) chunk(mod *backend.Tensor, i int) *backend.Tensor {
-	D := r.c.Width
-	out := r.dev.Alloc(r.B, D)
-	r.dev.Slice(out, mod, 1, i*D)
-	return out.Reshape(r.B, 1, D)
+	return nn.Chunk(r.dev, mod, i, r.c.Width)
 }
 
 // modulate returns LayerNorm(x)·(1+scale)+shift, no affine.
 func (r *run) modulate(x, shift, scale *backend.Tensor) *backend.Tensor {
-	dev := r.dev
-	y := dev.Alloc(x.Shape...)
-	dev.LayerNorm(y, x, nil, nil, Eps)
-	s1 := dev.Alloc(scale.Shape...)
-	dev.Affine(s1, scale, 1, 1)
-	dev.Binary(backend.Mul, y, y, s1)
-	dev.Free(s1)
-	dev.Binary(backend.Add, y, y, shift)
-	return y
+	return nn.Modulate(r.dev, x, shift, scale, Eps)
 }
 
 // gatedAdd does x += gate·y.
-func (r *run) gatedAdd(x, gate, y *backend.Tensor) {
-	r.dev.Binary(backend.Mul, y, y, gate)
-	r.dev.Binary(backend.Add, x, x, y)
-}
+func (r *run) gatedAdd(x, gate, y *backend.Tensor) { nn.GatedAdd(r.dev, x, gate, y) }
 
 // qk projects x [B, N, D], RMS-normalises each head and returns [B, N, H, hd].
 func (r *run) qk(l *nn.Linear, norm, x *backend.Tensor) *backend.Tensor {
@@ -433,14 +409,6 @@ func (r *run) attend(q, k, v *backend.Tensor) *backend.Tensor {
 	r.dev.Free(k)
 	r.dev.Free(v)
 	return out
-}
-
-func (r *run) feedForward(ff [2]*nn.Linear, x *backend.Tensor) *backend.Tensor {
-	h := ff[0].Forward(r.dev, x)
-	r.dev.Unary(backend.GELUTanh, h, h)
-	y := ff[1].Forward(r.dev, h)
-	r.dev.Free(h)
-	return y
 }
 
 func (r *run) silu(temb *backend.Tensor) *backend.Tensor {
@@ -491,7 +459,7 @@ func (r *run) doubleForward(bl *doubleBlock, txt, img, stemb *backend.Tensor) {
 	r.gatedAdd(img, mi[2], y)
 	dev.Free(y)
 	h := r.modulate(img, mi[3], mi[4])
-	y = r.feedForward(bl.ff, h)
+	y = bl.ff.Forward(dev, h)
 	dev.Free(h)
 	r.gatedAdd(img, mi[5], y)
 	dev.Free(y)
@@ -502,7 +470,7 @@ func (r *run) doubleForward(bl *doubleBlock, txt, img, stemb *backend.Tensor) {
 	r.gatedAdd(txt, mc[2], y)
 	dev.Free(y)
 	h = r.modulate(txt, mc[3], mc[4])
-	y = r.feedForward(bl.ffCtx, h)
+	y = bl.ffCtx.Forward(dev, h)
 	dev.Free(h)
 	r.gatedAdd(txt, mc[5], y)
 	dev.Free(y)
@@ -546,14 +514,14 @@ func (r *run) singleForward(bl *singleBlock, x, stemb *backend.Tensor) {
 }
 
 // embedSteps returns mlp(sinusoid(ts·1000)) [B, D].
-func (r *run) embedSteps(m *mlp2, ts []float32) *backend.Tensor {
+func (r *run) embedSteps(m *nn.MLP2, ts []float32) *backend.Tensor {
 	scaled := make([]float32, len(ts))
 	for i, t := range ts {
 		scaled[i] = t * 1000 // in float32, as diffusers scales in the model dtype
 	}
 	e := r.dev.Alloc(len(ts), r.c.TimeDim)
 	r.dev.TimestepEmbedding(e, scaled, backend.TimestepParams{Dim: r.c.TimeDim, FlipSinToCos: true, MaxPeriod: 10000, Scale: 1})
-	y := m.forward(r.dev, e)
+	y := m.Forward(r.dev, e)
 	r.dev.Free(e)
 	return y
 }
@@ -617,7 +585,7 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, img, txt, poole
 		dev.Binary(backend.Add, temb, temb, g)
 		dev.Free(g)
 	}
-	p := m.textEmbed.forward(dev, pooled)
+	p := m.textEmbed.Forward(dev, pooled)
 	dev.Binary(backend.Add, temb, temb, p)
 	dev.Free(p)
 	stemb := r.silu(temb) // every modulation reads SiLU(temb)

@@ -172,21 +172,30 @@ func splitMerge(s string) (a, b string, ok bool) {
 // loadTables builds tables from a diffusers/transformers tokenizer folder's
 // vocab.json (token -> id) and merges.txt.
 func loadTables(vocabJSON, mergesTXT []byte) (*tables, error) {
+	encoder, merges, err := parseVocabMerges(vocabJSON, mergesTXT)
+	if err != nil {
+		return nil, err
+	}
+	return newTables(encoder, merges)
+}
+
+// parseVocabMerges parses a vocab.json (token -> id) and a merges.txt.
+func parseVocabMerges(vocabJSON, mergesTXT []byte) (map[string]int32, [][2]string, error) {
 	var encoder map[string]int32
 	if err := json.Unmarshal(vocabJSON, &encoder); err != nil {
-		return nil, fmt.Errorf("parse vocab.json: %w", err)
+		return nil, nil, fmt.Errorf("parse vocab.json: %w", err)
 	}
 	if len(encoder) == 0 {
-		return nil, errors.New("parse vocab.json: empty vocabulary")
+		return nil, nil, errors.New("parse vocab.json: empty vocabulary")
 	}
 	if len(encoder) > maxVocab {
-		return nil, fmt.Errorf("parse vocab.json: %d tokens, more than %d", len(encoder), maxVocab)
+		return nil, nil, fmt.Errorf("parse vocab.json: %d tokens, more than %d", len(encoder), maxVocab)
 	}
 	merges, err := parseMerges(mergesTXT)
 	if err != nil {
-		return nil, fmt.Errorf("parse merges.txt: %w", err)
+		return nil, nil, fmt.Errorf("parse merges.txt: %w", err)
 	}
-	return newTables(encoder, merges)
+	return encoder, merges, nil
 }
 
 // parseMerges reads a merges.txt: an optional "#version" first line, then
@@ -213,9 +222,29 @@ func parseMerges(data []byte) ([][2]string, error) {
 	return merges, nil
 }
 
-// newTables checks a vocabulary and its merges and indexes them.
+// newTables checks a CLIP vocabulary and its merges and indexes them.
 func newTables(encoder map[string]int32, merges [][2]string) (*tables, error) {
-	t := &tables{encoder: encoder, merges: make(map[mergeKey]mergeVal, len(merges))}
+	t, err := newBPETables(encoder, merges, wordEnd)
+	if err != nil {
+		return nil, err
+	}
+	var ok bool
+	if t.bos, ok = encoder[StartOfText]; !ok {
+		return nil, fmt.Errorf("vocabulary has no %s", StartOfText)
+	}
+	if t.eos, ok = encoder[EndOfText]; !ok {
+		return nil, fmt.Errorf("vocabulary has no %s", EndOfText)
+	}
+	t.unk = t.eos // CLIP's unknown token is <|endoftext|>
+	return t, nil
+}
+
+// newBPETables checks a byte-level BPE vocabulary and its merges and
+// indexes them. suffix is the end-of-word marker the last byte symbol of a
+// piece carries ("</w>" for CLIP, "" for GPT-2-style vocabularies such as
+// Qwen's). The tables have no unknown token (unk -1) and no bos or eos.
+func newBPETables(encoder map[string]int32, merges [][2]string, suffix string) (*tables, error) {
+	t := &tables{encoder: encoder, merges: make(map[mergeKey]mergeVal, len(merges)), bos: -1, eos: -1, unk: -1}
 	maxID := int32(-1)
 	for tok, id := range encoder {
 		if id < 0 || id >= maxVocab {
@@ -233,14 +262,6 @@ func newTables(encoder map[string]int32, merges [][2]string) (*tables, error) {
 		}
 		t.decoder[id] = tok
 	}
-	var ok bool
-	if t.bos, ok = encoder[StartOfText]; !ok {
-		return nil, fmt.Errorf("vocabulary has no %s", StartOfText)
-	}
-	if t.eos, ok = encoder[EndOfText]; !ok {
-		return nil, fmt.Errorf("vocabulary has no %s", EndOfText)
-	}
-	t.unk = t.eos // CLIP's unknown token is <|endoftext|>
 	for i, m := range merges {
 		a, okA := encoder[m[0]]
 		b, okB := encoder[m[1]]
@@ -257,7 +278,7 @@ func newTables(encoder map[string]int32, merges [][2]string) (*tables, error) {
 		if id, ok := encoder[string(r)]; ok {
 			t.byteSym[b] = id
 		}
-		if id, ok := encoder[string(r)+wordEnd]; ok {
+		if id, ok := encoder[string(r)+suffix]; ok {
 			t.byteSymEnd[b] = id
 		}
 	}
@@ -274,4 +295,14 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d bytes", limit)
 	}
 	return b, nil
+}
+
+// gunzip decompresses an embedded file.
+func gunzip(gz []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	return readLimited(zr, maxFileSize)
 }

@@ -481,3 +481,41 @@ func BenchmarkQwenParse(b *testing.B) {
 		}
 	}
 }
+
+// TestQwenIgnoreMerges: with the model's ignore_merges (Llama 3 style), a
+// piece that is a vocabulary token as a whole skips the merges, as the
+// tokenizers library does; without it the merges decide.
+func TestQwenIgnoreMerges(t *testing.T) {
+	for _, ignore := range []bool{false, true} {
+		data := qwenTokenizerJSON(t, true, func(d map[string]any) {
+			m := d["model"].(map[string]any)
+			m["ignore_merges"] = ignore
+			vocab := m["vocab"].(map[string]int)
+			vocab["ĠĠĠ"] = 258
+			d["added_tokens"] = []map[string]any{{"id": 259, "content": "<|endoftext|>", "special": true}}
+		})
+		dir := t.TempDir()
+		path := filepath.Join(dir, "tokenizer.json")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// A tokenizer_config.json beside the file names the padding token.
+		if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"pad_token": {"content": "ĠĠ"}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		q, err := LoadQwen(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []int{256, 32} // "ĠĠ" then "Ġ" (byte 0x20)
+		if ignore {
+			want = []int{258}
+		}
+		if got := q.IDs("   "); !slices.Equal(got, want) {
+			t.Errorf("ignore_merges %v: IDs = %v, want %v", ignore, got, want)
+		}
+		if q.Pad() != 256 || q.EOS() != -1 || q.Source != path {
+			t.Errorf("Pad, EOS, Source = %d, %d, %q; want 256, -1, %q", q.Pad(), q.EOS(), q.Source, path)
+		}
+	}
+}

@@ -19,6 +19,10 @@
 // Unlike the old Python ("slow") tokenizer without ftfy, this pipeline does
 // not delete control characters or put spaces around CJK characters; unlike
 // OpenAI's own simple_tokenizer, it does not run ftfy or unescape HTML.
+//
+// T5 (t5.go) is T5's SentencePiece Unigram tokenizer, and Qwen (qwen.go)
+// the byte-level BPE of the Qwen language models that condition Z-Image
+// and Qwen-Image, with those pipelines' prompt templates (qwenprompt.go).
 package tokenizer
 
 import (

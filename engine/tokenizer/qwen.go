@@ -104,7 +104,7 @@ var bundledQwen3 = sync.OnceValues(func() (*Qwen, error) {
 	}
 	q := &Qwen{t: q25.t, ignoreMerges: q25.ignoreMerges, pad: q25.pad, eos: q25.eos, Source: "bundled qwen3"}
 	var added []addedToken
-	for _, a := range q25.raw {
+	for _, a := range q25.byID {
 		if a.id < qwen3Added[0].id || a.id > qwen3Added[len(qwen3Added)-1].id {
 			added = append(added, a)
 		}
@@ -303,7 +303,7 @@ type qwenJSON struct {
 	} `json:"pre_tokenizer"`
 	Model struct {
 		Type         string            `json:"type"`
-		Vocab        map[string]int32  `json:"vocab"`
+		Vocab        json.RawMessage   `json:"vocab"`
 		Merges       []json.RawMessage `json:"merges"`
 		Dropout      *float64          `json:"dropout"`
 		Prefix       *string           `json:"continuing_subword_prefix"`
@@ -334,10 +334,15 @@ func ParseQwenJSON(data, configJSON []byte) (*Qwen, error) {
 		return nil, errors.New("bpe byte_fallback is not supported (Qwen has none)")
 	case m.Prefix != nil && *m.Prefix != "", m.Suffix != nil && *m.Suffix != "":
 		return nil, errors.New("bpe continuing_subword_prefix / end_of_word_suffix are not supported (Qwen has none)")
-	case len(m.Vocab) == 0:
-		return nil, errors.New("bpe model with an empty vocab")
-	case len(m.Vocab) > maxVocab || len(m.Merges) > maxVocab:
-		return nil, fmt.Errorf("bpe model larger than %d tokens or merges", maxVocab)
+	case len(m.Merges) > maxVocab:
+		return nil, fmt.Errorf("bpe model with more than %d merges", maxVocab)
+	}
+	vocab, err := decodeVocab(m.Vocab)
+	if err != nil {
+		return nil, fmt.Errorf("bpe vocab is not an object of token ids: %w", err)
+	}
+	if len(vocab) == 0 || len(vocab) > maxVocab {
+		return nil, fmt.Errorf("bpe model with %d tokens, want 1 to %d", len(vocab), maxVocab)
 	}
 	if n := doc.Normalizer; n != nil && n.Type != "NFC" {
 		return nil, fmt.Errorf("unsupported normalizer %q (want NFC)", n.Type)
@@ -363,7 +368,7 @@ func ParseQwenJSON(data, configJSON []byte) (*Qwen, error) {
 		}
 		merges[i] = [2]string{p[0], p[1]}
 	}
-	t, err := newBPETables(m.Vocab, merges, "")
+	t, err := newBPETables(vocab, merges, "")
 	if err != nil {
 		return nil, err
 	}

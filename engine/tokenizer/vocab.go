@@ -181,11 +181,9 @@ func loadTables(vocabJSON, mergesTXT []byte) (*tables, error) {
 
 // parseVocabMerges parses a vocab.json (token -> id) and a merges.txt.
 func parseVocabMerges(vocabJSON, mergesTXT []byte) (map[string]int32, [][2]string, error) {
-	encoder, ok := scanVocabJSON(vocabJSON)
-	if !ok {
-		if err := json.Unmarshal(vocabJSON, &encoder); err != nil {
-			return nil, nil, fmt.Errorf("parse vocab.json: %w", err)
-		}
+	encoder, err := decodeVocab(vocabJSON)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse vocab.json: %w", err)
 	}
 	if len(encoder) == 0 {
 		return nil, nil, errors.New("parse vocab.json: empty vocabulary")
@@ -198,6 +196,17 @@ func parseVocabMerges(vocabJSON, mergesTXT []byte) (map[string]int32, [][2]strin
 		return nil, nil, fmt.Errorf("parse merges.txt: %w", err)
 	}
 	return encoder, merges, nil
+}
+
+// decodeVocab decodes a JSON object of tokens to ids, by scanVocabJSON
+// when it can.
+func decodeVocab(data []byte) (map[string]int32, error) {
+	if m, ok := scanVocabJSON(data); ok {
+		return m, nil
+	}
+	var m map[string]int32
+	err := json.Unmarshal(data, &m)
+	return m, err
 }
 
 // scanVocabJSON is a fast reader of the common shape of vocab.json, a flat

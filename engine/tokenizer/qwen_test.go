@@ -208,6 +208,9 @@ func TestComfyQwenImage(t *testing.T) {
 	if got := ComfyQwenImage("a cat"); got != QwenImageTemplate.Apply("a cat") {
 		t.Errorf("ComfyQwenImage(a cat) = %q", got)
 	}
+	if got, want := ComfyQwenImage(`a \(cat\) (dog:1.2)`), QwenImageTemplate.Apply("a (cat) (dog:1.2)"); got != want {
+		t.Errorf("ComfyQwenImage with escapes = %q, want %q", got, want)
+	}
 	// One <|im_start|> then "user" "\n": ComfyUI drops those three tokens.
 	if got := ComfyQwenImageDrop(q25.IDs(chat)); got != 3 {
 		t.Errorf("ComfyQwenImageDrop(%q) = %d, want 3", chat, got)

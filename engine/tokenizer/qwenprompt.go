@@ -39,8 +39,13 @@ func Qwen3Chat(prompt string, thinking bool) string {
 // template with enable_thinking=True (Qwen3Chat(prompt, true)), tokenized
 // with padding="max_length", max_length=512 and truncation, nothing
 // dropped (the padding is left out by the attention mask). ComfyUI's
-// Z-Image text encoder writes the same template by hand; it tokenizes
-// without padding or truncation.
+// Z-Image text encoder writes the same template by hand and tokenizes it
+// without padding or truncation; its code is not in the ComfyUI snapshot
+// this was checked against (a125cd8), and it is reported to load the same
+// qwen25_tokenizer folder as Qwen-Image, which NewQwen25 reproduces: that
+// differs from Qwen3's tokenizer (NewQwen3, diffusers') only on prompts
+// holding <tool_response>, </tool_response>, <think> or </think>, plain
+// text there.
 var ZImageTemplate = PromptTemplate{
 	Prefix:    "<|im_start|>user\n",
 	Suffix:    "<|im_end|>\n<|im_start|>assistant\n",
@@ -75,12 +80,16 @@ func (q *Qwen) EncodeTemplate(t PromptTemplate, prompt string) (ids, mask []int)
 
 // ComfyQwenImage returns the text ComfyUI's QwenImageTokenizer tokenizes
 // for prompt: the prompt itself if it starts with "<|im_start|>" (or
-// Llama's "<|start_header_id|>"), else QwenImageTemplate applied to it.
+// Llama's "<|start_header_id|>"), else QwenImageTemplate applied to it;
+// then, weights being disabled, only the escaped parentheses \( and \)
+// become plain ones. (ComfyUI also cuts the text before each
+// " embedding:" or "\nembedding:" to look up a textual-inversion embedding,
+// dropping that space or newline; that is left to the caller.)
 func ComfyQwenImage(prompt string) string {
-	if strings.HasPrefix(prompt, "<|im_start|>") || strings.HasPrefix(prompt, "<|start_header_id|>") {
-		return prompt
+	if !strings.HasPrefix(prompt, "<|im_start|>") && !strings.HasPrefix(prompt, "<|start_header_id|>") {
+		prompt = QwenImageTemplate.Apply(prompt)
 	}
-	return QwenImageTemplate.Apply(prompt)
+	return unescapeParens(escapeParens(prompt))
 }
 
 // ComfyQwenImageDrop returns how many leading tokens of ids ComfyUI's

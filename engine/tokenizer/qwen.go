@@ -129,7 +129,8 @@ func NewQwen3() (*Qwen, error) { return bundledQwen3() }
 // LoadQwen reads a Qwen tokenizer from path: a tokenizer.json, or a folder
 // (a diffusers tokenizer/ folder) holding a tokenizer.json or a vocab.json
 // and merges.txt. A tokenizer_config.json beside them supplies the added
-// tokens (when there is no tokenizer.json) and the padding and end tokens.
+// tokens (when there is no tokenizer.json; an added_tokens.json, as older
+// folders have, adds to them) and the padding and end tokens.
 func LoadQwen(path string) (*Qwen, error) {
 	dir, file := path, ""
 	if st, err := os.Stat(path); err != nil {
@@ -166,7 +167,11 @@ func LoadQwen(path string) (*Qwen, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load qwen tokenizer: %w", err)
 	}
-	if q, err = ParseQwen(v, m, cfg); err != nil {
+	extra, err := readOptional(filepath.Join(dir, "added_tokens.json"))
+	if err != nil {
+		return nil, fmt.Errorf("load qwen tokenizer: %w", err)
+	}
+	if q, err = parseQwenFiles(v, m, cfg, extra); err != nil {
 		return nil, fmt.Errorf("load qwen tokenizer %s: %w", dir, err)
 	}
 	q.Source = dir
@@ -207,9 +212,10 @@ func readOptional(path string) ([]byte, error) {
 
 // qwenConfig is the part of tokenizer_config.json the tokenizer reads.
 type qwenConfig struct {
-	Added map[string]addedJSON `json:"added_tokens_decoder"`
-	Pad   json.RawMessage      `json:"pad_token"`
-	EOS   json.RawMessage      `json:"eos_token"`
+	Added   map[string]addedJSON `json:"added_tokens_decoder"`
+	Pad     json.RawMessage      `json:"pad_token"`
+	EOS     json.RawMessage      `json:"eos_token"`
+	Special []json.RawMessage    `json:"additional_special_tokens"`
 }
 
 // tokenName reads a tokenizer_config token entry: a string, an object with
@@ -245,6 +251,14 @@ func parseQwenConfig(data []byte) (*qwenConfig, error) {
 // Qwen2TokenizerFast does for a folder without tokenizer.json. It fails,
 // rather than panics, on malformed input.
 func ParseQwen(vocabJSON, mergesTXT, configJSON []byte) (*Qwen, error) {
+	return parseQwenFiles(vocabJSON, mergesTXT, configJSON, nil)
+}
+
+// parseQwenFiles is ParseQwen with the contents of an older folder's
+// added_tokens.json (token -> id; nil for none), whose tokens join those of
+// added_tokens_decoder that it does not repeat, special if the config names
+// them as its end, padding or additional special tokens.
+func parseQwenFiles(vocabJSON, mergesTXT, configJSON, addedTokensJSON []byte) (*Qwen, error) {
 	encoder, merges, err := parseVocabMerges(vocabJSON, mergesTXT)
 	if err != nil {
 		return nil, err
@@ -269,6 +283,26 @@ func ParseQwen(vocabJSON, mergesTXT, configJSON []byte) (*Qwen, error) {
 			return nil, fmt.Errorf("tokenizer_config.json: %w", err)
 		}
 		added = append(added, tok)
+	}
+	if len(addedTokensJSON) > 0 {
+		var extra map[string]int
+		if err := json.Unmarshal(addedTokensJSON, &extra); err != nil {
+			return nil, fmt.Errorf("parse added_tokens.json: %w", err)
+		}
+		special := map[string]bool{tokenName(cfg.Pad): true, tokenName(cfg.EOS): true}
+		for _, s := range cfg.Special {
+			special[tokenName(s)] = true
+		}
+		for content, id := range extra {
+			if _, ok := cfg.Added[fmt.Sprint(id)]; ok {
+				continue
+			}
+			tok, err := addedJSON{ID: id, Content: content, Special: special[content]}.token()
+			if err != nil {
+				return nil, fmt.Errorf("added_tokens.json: %w", err)
+			}
+			added = append(added, tok)
+		}
 	}
 	q := &Qwen{t: t}
 	if err := q.setAdded(added); err != nil {

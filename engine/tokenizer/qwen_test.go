@@ -320,7 +320,38 @@ func TestLoadQwenFolders(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tj, "tokenizer", "tokenizer.json"), qwenTokenizerJSON(t, false, nil), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{vm, tj} {
+	// An older layout: the added tokens in added_tokens.json, the config
+	// naming only the special ones.
+	old := filepath.Join(root, "old")
+	writeQwenFolder(t, filepath.Join(old, "tokenizer"))
+	q25, _ := qwenPair(t)
+	extra := map[string]int{}
+	var special []string
+	for id, a := range q25.byID {
+		extra[a.content] = id
+		if a.special && a.content != "<|endoftext|>" && a.content != "<|im_end|>" {
+			special = append(special, a.content)
+		}
+	}
+	for name, v := range map[string]any{
+		"added_tokens.json":     extra,
+		"tokenizer_config.json": map[string]any{"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", "additional_special_tokens": special},
+	} {
+		b, _ := json.Marshal(v)
+		if err := os.WriteFile(filepath.Join(old, "tokenizer", name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qo, err := FindQwen(old, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range q25.VocabSize() {
+		if qo.IsSpecial(id) != q25.IsSpecial(id) {
+			t.Errorf("added_tokens.json folder: IsSpecial(%d) = %v", id, qo.IsSpecial(id))
+		}
+	}
+	for _, dir := range []string{vm, tj, old} {
 		q, err := FindQwen(dir, true)
 		if err != nil {
 			t.Fatal(err)
@@ -519,6 +550,32 @@ func TestQwenIgnoreMerges(t *testing.T) {
 		}
 		if q.Pad() != 256 || q.EOS() != -1 || q.Source != path {
 			t.Errorf("Pad, EOS, Source = %d, %d, %q; want 256, -1, %q", q.Pad(), q.EOS(), q.Source, path)
+		}
+	}
+}
+
+// TestQwenConcurrent: the shared bundled tokenizers and their cache serve
+// concurrent callers (run it with -race).
+func TestQwenConcurrent(t *testing.T) {
+	f := loadQwenFixture(t)
+	_, q3 := qwenPair(t)
+	done := make(chan string)
+	for w := range 4 {
+		go func() {
+			for i, c := range f.Cases {
+				if i%4 == w {
+					if got := q3.IDs(c.Text); !slices.Equal(got, c.Qwen3) {
+						done <- fmt.Sprintf("case %d: %s", i, firstDiff(got, c.Qwen3))
+						return
+					}
+				}
+			}
+			done <- ""
+		}()
+	}
+	for range 4 {
+		if msg := <-done; msg != "" {
+			t.Error(msg)
 		}
 	}
 }

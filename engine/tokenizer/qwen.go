@@ -178,13 +178,23 @@ func LoadQwen(path string) (*Qwen, error) {
 	return q, nil
 }
 
+// QwenFamily names the bundled vocabulary FindQwen falls back to.
+type QwenFamily int
+
+// The Qwen families of the text encoders.
+const (
+	// Qwen25 is Qwen2.5-VL, Qwen-Image's text encoder (NewQwen25).
+	Qwen25 QwenFamily = iota
+	// Qwen3 is Qwen3, Z-Image's text encoder (NewQwen3).
+	Qwen3
+)
+
 // FindQwen returns the Qwen tokenizer of a model folder: dir/tokenizer (a
 // diffusers ZImagePipeline or QwenImagePipeline folder) or dir itself when
 // either holds a tokenizer.json or vocab.json; otherwise (a single model
-// file, dir ""), the bundled vocabulary of the given family: NewQwen3 if
-// qwen3, else NewQwen25. A tokenizer that is present but does not parse is
-// an error, never silently replaced.
-func FindQwen(dir string, qwen3 bool) (*Qwen, error) {
+// file, dir ""), the bundled vocabulary of family. A tokenizer that is
+// present but does not parse is an error, never silently replaced.
+func FindQwen(dir string, family QwenFamily) (*Qwen, error) {
 	if dir != "" {
 		for _, sub := range []string{"tokenizer", "."} {
 			d := filepath.Join(dir, sub)
@@ -195,7 +205,7 @@ func FindQwen(dir string, qwen3 bool) (*Qwen, error) {
 			}
 		}
 	}
-	if qwen3 {
+	if family == Qwen3 {
 		return NewQwen3()
 	}
 	return NewQwen25()

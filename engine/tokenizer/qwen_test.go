@@ -342,7 +342,7 @@ func TestLoadQwenFolders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	qo, err := FindQwen(old, false)
+	qo, err := FindQwen(old, Qwen25)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestLoadQwenFolders(t *testing.T) {
 		}
 	}
 	for _, dir := range []string{vm, tj, old} {
-		q, err := FindQwen(dir, true)
+		q, err := FindQwen(dir, Qwen3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,11 +366,11 @@ func TestLoadQwenFolders(t *testing.T) {
 		}
 	}
 	// No tokenizer in the folder: the bundled one of the family.
-	q, err := FindQwen(t.TempDir(), true)
+	q, err := FindQwen(t.TempDir(), Qwen3)
 	if err != nil || q.Source != "bundled qwen3" {
 		t.Errorf("FindQwen(empty dir, qwen3) = %v, %v; want the bundled qwen3", q, err)
 	}
-	if q, err := FindQwen("", false); err != nil || q.Source != "bundled qwen2.5" {
+	if q, err := FindQwen("", Qwen25); err != nil || q.Source != "bundled qwen2.5" {
 		t.Errorf("FindQwen(\"\", qwen2.5) = %v, %v; want the bundled qwen2.5", q, err)
 	}
 }

@@ -544,7 +544,8 @@ func (q *Qwen) IsSpecial(id int) bool {
 }
 
 // IDs returns the ids of text, nothing added around it: HF's
-// tokenizer(text)["input_ids"].
+// tokenizer(text)["input_ids"]. Bytes that are not valid UTF-8 (which a
+// Python string cannot hold) are read as U+FFFD.
 func (q *Qwen) IDs(text string) []int {
 	return q.appendIDs(nil, text)
 }

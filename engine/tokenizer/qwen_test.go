@@ -199,6 +199,22 @@ func checkTemplate(t *testing.T, name string, q *Qwen, tpl PromptTemplate, promp
 	}
 }
 
+func TestPromptTemplateKept(t *testing.T) {
+	for _, tc := range []struct {
+		tpl         PromptTemplate
+		n, from, to int
+	}{
+		{QwenImageTemplate, 1058, 34, 546}, // QwenImagePipeline's max_sequence_length=512
+		{QwenImageTemplate, 41, 34, 41},
+		{QwenImageTemplate, 10, 10, 10},
+		{ZImageTemplate, 512, 0, 512},
+	} {
+		if from, to := tc.tpl.Kept(tc.n); from != tc.from || to != tc.to {
+			t.Errorf("Kept(%d) with drop %d = [%d, %d), want [%d, %d)", tc.n, tc.tpl.Drop, from, to, tc.from, tc.to)
+		}
+	}
+}
+
 func TestComfyQwenImage(t *testing.T) {
 	q25, _ := qwenPair(t)
 	chat := "<|im_start|>user\ninjected<|im_end|>"

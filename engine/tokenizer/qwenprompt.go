@@ -13,9 +13,24 @@ type PromptTemplate struct {
 	Drop int
 	// MaxLength is the tokenizer's max_length, Drop included.
 	MaxLength int
+	// Keep is how many hidden states the pipeline keeps after the dropped
+	// ones at most (its max_sequence_length); 0 for no limit beyond
+	// MaxLength.
+	Keep int
 	// Pad: padding="max_length" (Z-Image); otherwise padding only to the
 	// longest prompt of the batch, none for one prompt (Qwen-Image).
 	Pad bool
+}
+
+// Kept returns the range [from, to) of the hidden states, of n tokens,
+// that the pipeline passes on to its transformer (before its padding mask
+// selects the valid ones).
+func (t PromptTemplate) Kept(n int) (from, to int) {
+	from, to = min(t.Drop, n), n
+	if t.Keep > 0 {
+		to = min(to, from+t.Keep)
+	}
+	return from, to
 }
 
 // Apply returns the templated text of prompt.
@@ -61,7 +76,8 @@ const qwenImageSystem = "Describe the image by detailing the color, shape, size,
 // assistant's turn, tokenized with max_length=1024+34 and truncation; the
 // 34 tokens before the user's text (prompt_template_encode_start_idx:
 // "<|im_start|>system\n", the system prompt, "<|im_end|>\n<|im_start|>user\n")
-// are dropped. ComfyUI's QwenImageTokenizer uses the same template but finds
+// are dropped, and of the rest the pipeline call keeps at most
+// max_sequence_length, 512 by default (up to 1024). ComfyUI's QwenImageTokenizer uses the same template but finds
 // the tokens to drop in the ids (ComfyQwenImageDrop), tokenizes without
 // truncation, and leaves a prompt that starts with "<|im_start|>" as it is
 // (ComfyQwenImage).
@@ -70,6 +86,7 @@ var QwenImageTemplate = PromptTemplate{
 	Suffix:    "<|im_end|>\n<|im_start|>assistant\n",
 	Drop:      34,
 	MaxLength: 1024 + 34,
+	Keep:      512,
 }
 
 // EncodeTemplate tokenizes the templated prompt as the template's pipeline

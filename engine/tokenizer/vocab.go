@@ -210,8 +210,9 @@ func decodeVocab(data []byte) (map[string]int32, error) {
 }
 
 // scanVocabJSON is a fast reader of the common shape of vocab.json, a flat
-// object of strings to integer ids, several times faster than
-// encoding/json on a vocabulary of 150000 tokens. It gives up (false) on
+// object of strings to integer ids, without encoding/json's reflection
+// (ParseQwen of the bundled 151643 tokens: 0.2 s instead of 0.44 s). It
+// gives up (false) on
 // anything it does not fully understand: invalid UTF-8, a control
 // character, an id that is not a plain int32, or any other JSON than one
 // object; the caller then lets encoding/json parse the input (and report

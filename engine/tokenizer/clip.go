@@ -19,6 +19,10 @@
 // Unlike the old Python ("slow") tokenizer without ftfy, this pipeline does
 // not delete control characters or put spaces around CJK characters; unlike
 // OpenAI's own simple_tokenizer, it does not run ftfy or unescape HTML.
+//
+// T5 (t5.go) is T5's SentencePiece Unigram tokenizer, and Qwen (qwen.go)
+// the byte-level BPE of the Qwen language models that condition Z-Image
+// and Qwen-Image, with those pipelines' prompt templates (qwenprompt.go).
 package tokenizer
 
 import (
@@ -49,10 +53,8 @@ const maxFileSize = 64 << 20
 
 // CLIP is a CLIP BPE tokenizer. It is safe for concurrent use.
 type CLIP struct {
-	t *tables
-
-	mu    sync.Mutex
-	cache map[string][]int32
+	t     *tables
+	cache bpeCache
 }
 
 // NewCLIP returns a tokenizer over OpenAI CLIP's vocabulary, bundled with
@@ -107,7 +109,7 @@ func readFile(path string) ([]byte, error) {
 }
 
 func newCLIP(t *tables) *CLIP {
-	return &CLIP{t: t, cache: make(map[string][]int32)}
+	return &CLIP{t: t}
 }
 
 // BOS returns the id of <|startoftext|> (49406 in CLIP's vocabulary).
@@ -212,23 +214,34 @@ func (c *CLIP) appendPlain(ids []int, text string) []int {
 
 // bpe returns the ids of one piece, from the cache when possible. The
 // result must not be modified.
-func (c *CLIP) bpe(piece string) []int32 {
+func (c *CLIP) bpe(piece string) []int32 { return c.cache.ids(c.t, piece) }
+
+// bpeCache memoizes the BPE of short pieces; it is safe for concurrent
+// use, and its zero value is ready.
+type bpeCache struct {
+	mu sync.Mutex
+	m  map[string][]int32
+}
+
+// ids returns t.merge(piece), from the cache when possible. The result must
+// not be modified.
+func (c *bpeCache) ids(t *tables, piece string) []int32 {
 	cacheable := len(piece) <= maxCachedPiece
 	if cacheable {
 		c.mu.Lock()
-		ids, ok := c.cache[piece]
+		ids, ok := c.m[piece]
 		c.mu.Unlock()
 		if ok {
 			return ids
 		}
 	}
-	ids := c.t.merge(piece)
+	ids := t.merge(piece)
 	if cacheable {
 		c.mu.Lock()
-		if len(c.cache) >= cacheLimit {
-			clear(c.cache)
+		if c.m == nil || len(c.m) >= cacheLimit {
+			c.m = make(map[string][]int32)
 		}
-		c.cache[piece] = ids
+		c.m[piece] = ids
 		c.mu.Unlock()
 	}
 	return ids
@@ -272,7 +285,7 @@ func (h *pairHeap) Pop() any {
 // is the order of the tokenizers library; CLIP's Python loop, which merges
 // every occurrence of the best pair per pass, gives the same result because
 // a merge can only create pairs of higher rank than itself. Bytes without a
-// token become the unknown token.
+// token become the unknown token, or are dropped if there is none.
 func (t *tables) merge(piece string) []int32 {
 	n := len(piece)
 	if n == 0 {
@@ -327,6 +340,9 @@ func (t *tables) merge(piece string) []int32 {
 	for i := int32(0); i >= 0; i = syms[i].next {
 		id := syms[i].id
 		if id < 0 {
+			if t.unk < 0 {
+				continue // no unknown token: the byte is dropped, as tokenizers does
+			}
 			id = t.unk
 		}
 		out = append(out, id)

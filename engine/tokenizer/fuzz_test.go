@@ -175,3 +175,32 @@ func FuzzEncode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanVocabJSON: whatever the fast vocab.json reader accepts,
+// encoding/json accepts too, with the same map.
+func FuzzScanVocabJSON(f *testing.F) {
+	for _, s := range []string{
+		`{}`, ` {"a": 1, "b":2 } `, `{"\u00e9\"": -3}`, `{"a":01}`, `{"a":1,}`, `{"a":1e2}`,
+		`{"a":2147483648}`, `{"a":-2147483648}`, "{\"\xff\":1}", `{"a":1}x`, `{"Ġ":0,"ĠĠ":1}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := scanVocabJSON([]byte(s))
+		if !ok {
+			return
+		}
+		var want map[string]int32
+		if err := json.Unmarshal([]byte(s), &want); err != nil {
+			t.Fatalf("scanVocabJSON accepted %q, encoding/json: %v", s, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: %v, encoding/json %v", s, got, want)
+		}
+		for k, v := range want {
+			if g, ok := got[k]; !ok || g != v {
+				t.Fatalf("%q: %v, encoding/json %v", s, got, want)
+			}
+		}
+	})
+}

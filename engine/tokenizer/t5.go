@@ -1,8 +1,6 @@
 package tokenizer
 
 import (
-	"bytes"
-	"compress/gzip"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
@@ -48,12 +46,40 @@ type T5 struct {
 	Source string
 }
 
+// addedJSON is an added token as tokenizer.json's added_tokens and
+// tokenizer_config.json's added_tokens_decoder (keyed by id) write it.
+type addedJSON struct {
+	ID         int    `json:"id"`
+	Content    string `json:"content"`
+	LStrip     bool   `json:"lstrip"`
+	RStrip     bool   `json:"rstrip"`
+	Normalized bool   `json:"normalized"`
+	SingleWord bool   `json:"single_word"`
+	Special    bool   `json:"special"`
+}
+
+// token checks an added token's entry and converts it.
+func (a addedJSON) token() (addedToken, error) {
+	if a.Content == "" || a.ID < 0 || a.ID >= maxVocab {
+		return addedToken{}, fmt.Errorf("added token %q with id %d", a.Content, a.ID)
+	}
+	if a.SingleWord {
+		return addedToken{}, fmt.Errorf("added token %q: single_word is not supported", a.Content)
+	}
+	return addedToken{content: a.Content, id: a.ID, lstrip: a.LStrip, rstrip: a.RStrip,
+		normalized: a.Normalized, special: a.Special}, nil
+}
+
 // addedToken is an entry of tokenizer.json's added_tokens, matched in the
 // raw text.
 type addedToken struct {
 	content        string
 	id             int
 	lstrip, rstrip bool
+	// normalized: matched in the normalized text rather than the raw one;
+	// special: a control token (skipped by a decode that skips them).
+	// Both are read by the Qwen tokenizer only.
+	normalized, special bool
 }
 
 // piece is a span of text on its way through the pre-tokenizers; first is
@@ -72,15 +98,8 @@ type preStep func([]piece) []piece
 //go:embed t5_tokenizer.json.gz
 var bundledT5 []byte
 
-// maxT5File bounds the size of a tokenizer.json.
-const maxT5File = 64 << 20
-
 var bundledT5Once = sync.OnceValues(func() (*T5, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(bundledT5))
-	if err != nil {
-		return nil, fmt.Errorf("bundled t5 tokenizer: %w", err)
-	}
-	data, err := readLimited(zr, maxT5File)
+	data, err := gunzip(bundledT5)
 	if err != nil {
 		return nil, fmt.Errorf("bundled t5 tokenizer: %w", err)
 	}
@@ -158,12 +177,7 @@ func isUnigram(data []byte) bool {
 
 // t5JSON is the part of tokenizer.json the T5 tokenizer reads.
 type t5JSON struct {
-	AddedTokens []struct {
-		ID      int    `json:"id"`
-		Content string `json:"content"`
-		LStrip  bool   `json:"lstrip"`
-		RStrip  bool   `json:"rstrip"`
-	} `json:"added_tokens"`
+	AddedTokens   []addedJSON     `json:"added_tokens"`
 	Normalizer    json.RawMessage `json:"normalizer"`
 	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
 	PostProcessor json.RawMessage `json:"post_processor"`
@@ -213,10 +227,11 @@ func ParseT5(data []byte) (*T5, error) {
 	}
 	t := &T5{model: model, pad: -1, eos: -1}
 	for _, a := range doc.AddedTokens {
-		if a.Content == "" || a.ID < 0 || a.ID >= maxVocab {
-			return nil, fmt.Errorf("added token %q with id %d", a.Content, a.ID)
+		tok, err := a.token()
+		if err != nil {
+			return nil, err
 		}
-		t.added = append(t.added, addedToken{content: a.Content, id: a.ID, lstrip: a.LStrip, rstrip: a.RStrip})
+		t.added = append(t.added, tok)
 		switch a.Content {
 		case "<pad>":
 			t.pad = a.ID
@@ -534,13 +549,19 @@ func (t *T5) Encode(text string, maxLen int, pad bool) (ids, mask []int) {
 	ids = append(ids, t.prefix...)
 	ids = append(ids, body...)
 	ids = append(ids, t.suffix...)
-	mask = make([]int, len(ids), cap(ids))
+	return maskAndPad(ids, maxLen, pad, t.pad)
+}
+
+// maskAndPad returns ids with a mask of ones and, with pad and maxLen > 0,
+// both padded to maxLen (ids with padID, the mask with zeros).
+func maskAndPad(ids []int, maxLen int, pad bool, padID int) ([]int, []int) {
+	mask := make([]int, len(ids), max(len(ids), maxLen))
 	for i := range mask {
 		mask[i] = 1
 	}
 	if maxLen > 0 && pad {
 		for len(ids) < maxLen {
-			ids = append(ids, t.pad)
+			ids = append(ids, padID)
 			mask = append(mask, 0)
 		}
 	}
@@ -551,7 +572,7 @@ func (t *T5) Encode(text string, maxLen int, pad bool) (ids, mask []int) {
 func (t *T5) encodeBody(ids []int, text string) []int {
 	at := 0
 	for at <= len(text) {
-		start, end, tok := t.nextAdded(text, at)
+		start, end, tok := nextAdded(t.added, text, at)
 		seg := text[at:start]
 		ids = t.encodeSegment(ids, seg, at == 0)
 		if tok == nil {
@@ -563,15 +584,38 @@ func (t *T5) encodeBody(ids []int, text string) []int {
 	return ids
 }
 
-// nextAdded finds the leftmost (then longest) added token in text at or
-// after from; start and end include the whitespace its lstrip/rstrip
-// swallow. Without one it returns len(text), len(text), nil.
-func (t *T5) nextAdded(text string, from int) (start, end int, tok *addedToken) {
+// nextAdded finds the leftmost (then longest) token of added in text at or
+// after from, as the tokenizers library's added-vocabulary split does;
+// start and end include the whitespace its lstrip/rstrip swallow. Without
+// one it returns len(text), len(text), nil.
+func nextAdded(added []addedToken, text string, from int) (start, end int, tok *addedToken) {
+	// The bytes an added token can start with; when there is one (Qwen's
+	// all start with '<'), IndexByte jumps from candidate to candidate.
+	var first [256]bool
+	distinct, only := 0, byte(0)
+	for k := range added {
+		if c := added[k].content[0]; !first[c] {
+			first[c], only = true, c
+			distinct++
+		}
+	}
+	if distinct == 0 {
+		return len(text), len(text), nil
+	}
 	for i := from; i < len(text); i++ {
+		if distinct == 1 {
+			j := strings.IndexByte(text[i:], only)
+			if j < 0 {
+				break
+			}
+			i += j
+		} else if !first[text[i]] {
+			continue
+		}
 		var best *addedToken
-		for k := range t.added {
-			a := &t.added[k]
-			if strings.HasPrefix(text[i:], a.content) && (best == nil || len(a.content) > len(best.content)) {
+		for k := range added {
+			a := &added[k]
+			if a.content[0] == text[i] && strings.HasPrefix(text[i:], a.content) && (best == nil || len(a.content) > len(best.content)) {
 				best = a
 			}
 		}

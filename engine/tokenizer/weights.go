@@ -26,13 +26,23 @@ const (
 // that are not finite numbers stay text, weights are clamped to ±100, and
 // groups nested deeper than 32 levels are kept as text.
 func ParseWeights(text string) []Segment {
-	text = strings.ReplaceAll(text, `\)`, escClose)
-	text = strings.ReplaceAll(text, `\(`, escOpen)
-	segs := tokenWeights(text, 1, 0)
+	segs := tokenWeights(escapeParens(text), 1, 0)
 	for i := range segs {
-		segs[i].Text = strings.ReplaceAll(strings.ReplaceAll(segs[i].Text, escClose, ")"), escOpen, "(")
+		segs[i].Text = unescapeParens(segs[i].Text)
 	}
 	return segs
+}
+
+// escapeParens hides the literal parentheses \( and \) from the weight
+// parser, as ComfyUI's escape_important does.
+func escapeParens(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, `\)`, escClose), `\(`, escOpen)
+}
+
+// unescapeParens turns hidden parentheses into plain ones, as ComfyUI's
+// unescape_important does.
+func unescapeParens(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, escClose, ")"), escOpen, "(")
 }
 
 // splitParentheses splits s into top-level parenthesised groups (with their

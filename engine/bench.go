@@ -10,6 +10,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/models/flux"
+	"github.com/darkroom-ai/darkroom/engine/models/mmdit"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -171,6 +172,56 @@ func BenchVAEDecode(ctx context.Context, dev backend.Device, width, height, runs
 		dev.Free(out)
 	}
 	return res, nil
+}
+
+// SD35Config is the SD3.5 Large (8.1 B parameters) or Medium (2.5 B, with
+// MMDiT-X blocks 0–12) transformer configuration, for benchmarks.
+func SD35Config(variant string) (mmdit.Config, error) {
+	c := mmdit.Config{InChannels: 16, OutChannels: 16, Patch: 2, HeadDim: 64, JointDim: 4096, PooledDim: 2048, TimeDim: 256,
+		QKNorm: mmdit.RMSQKNorm}
+	switch variant {
+	case "large":
+		c.Heads, c.Layers, c.PosEmbedMax = 38, 38, 192
+	case "medium":
+		c.Heads, c.Layers, c.PosEmbedMax = 24, 24, 384
+		for i := range 13 {
+			c.Dual = append(c.Dual, i)
+		}
+	default:
+		return mmdit.Config{}, fmt.Errorf("SD3.5 variant %q: want large or medium", variant)
+	}
+	c.Width = c.Heads * c.HeadDim
+	c.MLP = 4 * c.Width
+	return c, nil
+}
+
+// BenchSD3Step times one SD3.5 (Large or Medium) transformer step with
+// random weights on dev for a width × height image, batch rows (2: CFG)
+// and textTokens text states (333: 77 CLIP + 256 T5), runs times after one
+// warm-up run; it checks the output is finite.
+func BenchSD3Step(ctx context.Context, dev backend.Device, variant string, width, height, batch, textTokens, runs int) (BenchResult, error) {
+	cfg, err := SD35Config(variant)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	m, err := mmdit.Load(weights.NewRandomBuilder(dev, 1), dev, cfg)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	h, w := height/8, width/8
+	x := dev.Upload(randomValues(r, batch*16*h*w), batch, 16, h, w)
+	txt := dev.Upload(randomValues(r, batch*textTokens*cfg.JointDim), batch, textTokens, cfg.JointDim)
+	pooled := dev.Upload(randomValues(r, batch*cfg.PooledDim), batch, cfg.PooledDim)
+	ts := make([]float32, batch)
+	for i := range ts {
+		ts[i] = 500
+	}
+	res := BenchResult{Name: fmt.Sprintf("SD3.5 %s step %dx%d b%d + %d text tokens", variant, width, height, batch, textTokens)}
+	_, err = timeSteps(ctx, dev, &res, runs, "SD3", func() (*backend.Tensor, error) {
+		return m.Forward(ctx, dev, x, txt, pooled, ts, mmdit.ForwardOptions{})
+	})
+	return res, err
 }
 
 // FluxDevConfig is the FLUX.1-dev transformer configuration (12 B

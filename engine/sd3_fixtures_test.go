@@ -14,6 +14,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
@@ -269,4 +270,40 @@ func runSD3Case(t *testing.T, m *Model, c sd3Case, fx map[string][]float32, tol 
 		t.Fatal(err)
 	}
 	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+}
+
+// TestGPUSD3Cases runs the StableDiffusion3Pipeline cases from the
+// diffusers folder on the GPU: in float32 (TF32 off) with the CPU's
+// tolerances, and in bf16 with the image ≥ 30 dB from diffusers' float32
+// one.
+func TestGPUSD3Cases(t *testing.T) {
+	cases := sd3Cases(t)
+	fx := testref.Tensors(t, filepath.Join("sd3", "cases.safetensors"))
+	for _, prec := range []struct {
+		dt       tensor.DType
+		tol, min float64
+	}{{tensor.F32, 1e-4, 45}, {tensor.BF16, 1, 30}} {
+		t.Run(prec.dt.String(), func(t *testing.T) {
+			dev := openGPUIn(t, prec.dt)
+			models := map[string]*Model{}
+			for _, c := range cases {
+				key := fmt.Sprint(c.Model, c.NoT5)
+				if models[key] == nil {
+					m, err := Load(context.Background(), sd3Folder(t, c.Model, c.NoT5), dev)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer m.Close()
+					models[key] = m
+				}
+				t.Run(c.Name, func(t *testing.T) {
+					p := runSD3Case(t, models[key], c, fx, prec.tol)
+					t.Logf("%v image PSNR %.1f dB", prec.dt, p)
+					if p < prec.min {
+						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, p, prec.min)
+					}
+				})
+			}
+		})
+	}
 }

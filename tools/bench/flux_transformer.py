@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """FLUX.1-dev transformer step, side by side in one call on one NVIDIA GPU:
-darkroom (tools/bench/fluxstep, bf16), diffusers eager (SDPA) and diffusers
+darkroom (tools/bench/ditstep -model flux-dev, bf16), diffusers eager (SDPA) and diffusers
 under torch.compile(mode="reduce-overhead"), random weights of the real
 FLUX.1-dev configuration (12 B parameters), 1024x1024 (4096 image tokens)
 + 512 T5 tokens, batch 1, guidance 3.5, bf16. CUDA events around each call,
 median after warm-up; the compile time is reported too. darkroom runs
 first, in its own process, so the two never share the GPU's memory.
 
-Usage (diffusers' source on PYTHONPATH, the fluxstep binary built anywhere):
-    PYTHONPATH=<diffusers>/src python3 tools/bench/flux_transformer.py --fluxstep ./bin/fluxstep
+Usage (diffusers' source on PYTHONPATH, the ditstep binary built anywhere):
+    PYTHONPATH=<diffusers>/src python3 tools/bench/flux_transformer.py --ditstep ./bin/ditstep
 """
 import argparse
 import os
@@ -36,7 +36,7 @@ def step_tflop(img=4096, txt=512):
 
 
 def darkroom(binary, runs, extra):
-    cmd = [binary, "-precision", "bf16", "-runs", str(runs)] + extra
+    cmd = [binary, "-model", "flux-dev", "-precision", "bf16", "-runs", str(runs)] + extra
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     print(out.stdout, out.stderr, flush=True)
     for line in out.stdout.splitlines():
@@ -48,7 +48,7 @@ def darkroom(binary, runs, extra):
 @torch.no_grad()
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fluxstep", default="./bin/fluxstep")
+    p.add_argument("--ditstep", default="./bin/ditstep")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-darkroom", action="store_true")
@@ -56,9 +56,9 @@ def main():
     a = p.parse_args()
     res = {}
     if not a.no_darkroom:
-        res["darkroom bf16"] = darkroom(a.fluxstep, a.runs, [])
+        res["darkroom bf16"] = darkroom(a.ditstep, a.runs, [])
         if a.profile:
-            darkroom(a.fluxstep, 3, ["-profile"])
+            darkroom(a.ditstep, 3, ["-profile"])
     dt = torch.bfloat16
     with torch.device("meta"):
         model = FluxTransformer2DModel(**FLUX_DEV)

@@ -86,3 +86,55 @@ func (r *renamedFile) Float32(name string) ([]float32, error) {
 	}
 	return r.tensorFile.Float32(s)
 }
+
+// QuantizedTensor is a tensor a GGUF file stores block-quantised: its
+// blocks (aliasing the file mapping), ggml type and row length (ggml's
+// ne[0], the elements of one stored row).
+type QuantizedTensor struct {
+	Blocks []byte
+	Type   gguf.Type
+	RowLen int64
+}
+
+// QuantizedBlocks returns the stored blocks of a canonical tensor that a
+// GGUF file holds in a type Dequantize converts; ok is false for every
+// other tensor (plain types, other files, key lists).
+func (m *Model) QuantizedBlocks(name string) (QuantizedTensor, bool) {
+	return quantizedBlocks(m.Source, name)
+}
+
+// quantizedBlocks is QuantizedBlocks for any Source: a GGUF file, a view
+// or renaming of one, or a *Model (and what embeds one).
+func quantizedBlocks(src Source, name string) (QuantizedTensor, bool) {
+	switch s := src.(type) {
+	case *view:
+		if e, ok := s.entries[name]; ok {
+			return quantizedBlocks(e.file, e.stored)
+		}
+	case *renamedFile:
+		if stored, ok := s.stored[name]; ok {
+			return quantizedBlocks(s.tensorFile, stored)
+		}
+	case *gguf.File:
+		t, ok := s.Tensor(name)
+		if !ok || !t.Type.Quantized() || !t.Type.CanDequantize() {
+			return QuantizedTensor{}, false
+		}
+		b, _, err := s.Blocks(name)
+		if err != nil {
+			return QuantizedTensor{}, false
+		}
+		return QuantizedTensor{Blocks: b, Type: t.Type, RowLen: t.Dims[0]}, true
+	case quantizedSource: // a *Model, or what embeds one
+		return s.QuantizedBlocks(name)
+	}
+	return QuantizedTensor{}, false
+}
+
+// quantizedSource is a Source that can hand out a tensor's stored GGUF
+// blocks.
+type quantizedSource interface {
+	QuantizedBlocks(name string) (QuantizedTensor, bool)
+}
+
+var _ TensorFile = (*gguf.File)(nil)

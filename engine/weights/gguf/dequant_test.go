@@ -104,3 +104,26 @@ func TestDequantizeParallel(t *testing.T) {
 		t.Error("a partial block was accepted")
 	}
 }
+
+// TestQuantizeQ8_0MatchesGGML: QuantizeQ8_0 writes the blocks ggml's
+// quantize_row_q8_0_ref wrote of the same rows, byte for byte (zeros,
+// huge values with infinite half scales, tiny and subnormal scales, ...).
+func TestQuantizeQ8_0MatchesGGML(t *testing.T) {
+	f := openReference(t)
+	src, err := f.Float32("q8_0.src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, _, _ := f.Blocks("q8_0.q")
+	want := blocks[:len(src)/32*34]
+	got := make([]byte, len(want))
+	if err := QuantizeQ8_0(src, got); err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("byte %d (block %d): %#02x, ggml %#02x", i, i/34, got[i], want[i])
+		}
+	}
+	t.Logf("%d blocks byte-equal to ggml", len(got)/34)
+}

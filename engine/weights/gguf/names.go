@@ -69,3 +69,34 @@ func LoaderNames(arch string, names []string) map[string]string {
 	}
 	return out
 }
+
+// T5StoredName is T5Name's inverse: llama.cpp's name of a T5 encoder
+// tensor given transformers' name ("shared.weight" is
+// "token_embd.weight"), for writing GGUF files; false for a name llama.cpp
+// does not store (transformers' second embedding copy
+// "encoder.embed_tokens.weight", decoder tensors).
+func T5StoredName(name string) (string, bool) {
+	switch name {
+	case "shared.weight":
+		return "token_embd.weight", true
+	case "encoder.final_layer_norm.weight":
+		return "enc.output_norm.weight", true
+	}
+	rest, ok := strings.CutPrefix(name, "encoder.block.")
+	if !ok {
+		return "", false
+	}
+	block, rest, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", false
+	}
+	for from, to := range t5Layers {
+		if suffix, ok := strings.CutPrefix(rest, to+"."); ok {
+			stored := "enc.blk." + block + "." + from + "." + suffix
+			if back, ok := T5Name(stored); ok && back == name {
+				return stored, true
+			}
+		}
+	}
+	return "", false
+}

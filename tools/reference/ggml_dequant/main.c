@@ -17,7 +17,9 @@
 // C semantics of ggml-quants.c, every operation rounded to float32.
 //
 // For each quantised type T the file holds "T.q" (the blocks, stored as a
-// GGUF tensor of type T) and "T.want" (F32, ggml's dequantisation). The
+// GGUF tensor of type T) and "T.want" (F32, ggml's dequantisation); for
+// Q8_0 also "q8_0.src", the rows quantize_row_q8_0_ref quantised into the
+// first blocks (darkroom's Q8_0 quantiser is tested against them). The
 // blocks are of two kinds: rows quantised by ggml's quantize_row_T_ref
 // from hard data (zeros, huge and tiny magnitudes, all-negative rows, a
 // single outlier, random normals of several scales), then blocks of
@@ -136,9 +138,15 @@ int main(int argc, char **argv) {
 		unsigned char *blocks = malloc((size_t)nb * q->size);
 		float *x = malloc((size_t)perRow * q->block * sizeof(float));
 		float *want = malloc((size_t)n * sizeof(float));
+		// The quantiser's input, kept for Q8_0 (darkroom quantises Q8_0).
+		int keepSrc = q->ggml == GGML_TYPE_Q8_0;
+		float *src = keepSrc ? malloc((size_t)nq * q->block * sizeof(float)) : NULL;
 		for (int r = 0; r < rows; r++) {
 			fill(x, perRow * q->block, r % NKINDS);
 			q->quant(x, blocks + (size_t)r * perRow * q->size, perRow * q->block);
+			if (keepSrc) {
+				memcpy(src + (size_t)r * perRow * q->block, x, (size_t)perRow * q->block * sizeof(float));
+			}
 		}
 		for (size_t i = (size_t)nq * q->size; i < (size_t)nb * q->size; i++) {
 			blocks[i] = (unsigned char)(next() >> 56);
@@ -149,6 +157,11 @@ int main(int argc, char **argv) {
 		add(name, q->ggml, n, blocks, (size_t)nb * q->size);
 		snprintf(name, sizeof name, "%s.want", q->name);
 		add(name, GGML_TYPE_F32, n, want, (size_t)n * sizeof(float));
+		if (keepSrc) {
+			// "T.src": the rows quantize_row_T_ref made the first blocks of.
+			snprintf(name, sizeof name, "%s.src", q->name);
+			add(name, GGML_TYPE_F32, (uint64_t)nq * q->block, src, (size_t)nq * q->block * sizeof(float));
+		}
 		free(x);
 	}
 	{

@@ -110,3 +110,42 @@ func TestQuantizedWeightRefusedElsewhere(t *testing.T) {
 	}()
 	_, _ = d.Download(qw)
 }
+
+// BenchmarkQuantizedLinear times a 4096→4096 linear layer on 256 tokens
+// with its weight as float32 and kept as Q8_0 or Q4_K blocks.
+func BenchmarkQuantizedLinear(b *testing.B) {
+	d := New()
+	r := rand.New(rand.NewPCG(7, 8))
+	const rows, in, out = 256, 4096, 4096
+	xs := make([]float32, rows*in)
+	for i := range xs {
+		xs[i] = float32(r.NormFloat64())
+	}
+	x := d.Upload(xs, rows, in)
+	y := d.Alloc(rows, out)
+	for _, typ := range []gguf.Type{gguf.F32, gguf.Q8_0, gguf.Q4_K} {
+		var w *backend.Tensor
+		if typ == gguf.F32 {
+			v := make([]float32, out*in)
+			for i := range v {
+				v[i] = float32(r.NormFloat64())
+			}
+			w = d.Upload(v, out, in)
+		} else {
+			blocks := randomBlocks(r, typ, out*in/typ.BlockSize())
+			var err error
+			w, err = d.UploadQuantized(backend.QuantizedWeight{
+				Type: typ.String(), Blocks: blocks, RowBytes: in / typ.BlockSize() * typ.TypeSize(),
+				Dequantize: func(src []byte, dst []float32) error { return gguf.Dequantize(typ, src, dst) },
+			}, out, in)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(typ.String(), func(b *testing.B) {
+			for b.Loop() {
+				d.Linear(y, x, w, nil)
+			}
+		})
+	}
+}

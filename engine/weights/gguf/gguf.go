@@ -67,6 +67,11 @@ const DefaultAlignment = 32
 // ComfyUI-GGUF's fix_5d_tensors.py adds back), so up to 8 are read.
 const MaxDims = 8
 
+// MaxArrayLen bounds a metadata array's length (16 Mi values, 64 times
+// the largest tokenizer vocabulary in use), so that a corrupt or hostile
+// header cannot make the reader hold gigabytes of values.
+const MaxArrayLen = 1 << 24
+
 // OrigShapePrefix starts the metadata key under which ComfyUI-GGUF's
 // converter stores a tensor's original shape when it stored the tensor
 // flattened to rows of 256 elements ("comfy.gguf.orig_shape.<name>").
@@ -288,6 +293,10 @@ func (r *reader) value(what string) Value {
 	}
 	if int(elem) >= len(valueSizes) {
 		r.err = fmt.Errorf("%s is an array of unknown value type %d", what, elem)
+		return Value{}
+	}
+	if n > MaxArrayLen {
+		r.err = fmt.Errorf("%s: array of %d values exceeds the %d value limit", what, n, MaxArrayLen)
 		return Value{}
 	}
 	if n > uint64(r.left())/uint64(valueSizes[elem]) {

@@ -155,6 +155,7 @@ var badCases = func() []struct {
 		{"alignment", "not a power of two", corrupt(t, bytes.Index(sample(t), []byte("general.alignment"))+len("general.alignment")+4, u32(48)...)},
 		{"value type", "unknown value type", corrupt(t, bytes.Index(sample(t), []byte("x.f"))+3, u32(77)...)},
 		{"bool", "neither 0 nor 1", corrupt(t, bytes.Index(sample(t), []byte("x.b"))+7, 2)},
+		{"array length", "exceeds the 16777216 value limit", corrupt(t, bytes.Index(sample(t), []byte("x.tokens"))+len("x.tokens")+8, u64(1<<30)...)},
 		{"utf8", "not valid UTF-8", corrupt(t, bytes.Index(sample(t), []byte("x.f")), 0xff)},
 	}
 }()

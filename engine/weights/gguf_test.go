@@ -19,7 +19,9 @@ const ggufKeyshapes = keyshapes + "gguf/"
 // TestGGUFKeyListsMatchSafetensors: city96's GGUF files present the same
 // canonical names and shapes as the safetensors files they were made
 // from: Flux.1-dev (BFL names), the SDXL UNet (LDM names; the shapes
-// ComfyUI's orig_shape metadata restores) and the T5-XXL encoder
+// ComfyUI's orig_shape metadata restores), the SD3.5 Large and Medium
+// transformers (Stability's names without the checkpoint prefix) and the
+// T5-XXL encoder
 // (llama.cpp names renamed to transformers', as ComfyUI-GGUF's loader
 // does; one token embedding instead of the fp16 file's two copies).
 func TestGGUFKeyListsMatchSafetensors(t *testing.T) {
@@ -29,6 +31,12 @@ func TestGGUFKeyListsMatchSafetensors(t *testing.T) {
 		})
 		t.Run("sdxl-unet-"+q, func(t *testing.T) {
 			sameUnder(t, "UNet", openModel(t, ggufKeyshapes+"sdxl-unet-"+q+".component.json.gz"), keymap.UNetPrefix, keyList(t, "sdxl-unet.component"), keymap.UNetPrefix)
+		})
+	}
+	for _, size := range []string{"large", "medium"} {
+		t.Run("sd35-"+size, func(t *testing.T) {
+			m := openModel(t, ggufKeyshapes+"sd35-"+size+"-Q8_0.component.json.gz")
+			sameUnder(t, "transformer", m, "", keyList(t, "sd35-"+size+".single"), keymap.UNetPrefix)
 		})
 	}
 	t.Run("t5xxl", func(t *testing.T) {

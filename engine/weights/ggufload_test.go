@@ -3,6 +3,7 @@ package weights_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,22 @@ func TestGGUFKeyListsLoad(t *testing.T) {
 			}
 			if got != c.want {
 				t.Errorf("detected %s, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+// TestGGUFSD35Recognised: city96's SD3.5 Large and Medium GGUFs are
+// recognised as SD3.5 and refused in one line, as SD3 does not run yet.
+func TestGGUFSD35Recognised(t *testing.T) {
+	for size, want := range map[string]string{"large": "SD3 (3.5 Large)", "medium": "SD3 (3.5 Medium)"} {
+		t.Run(size, func(t *testing.T) {
+			got, err := loadSplit(t, ks+"gguf/sd35-"+size+"-Q8_0.component.json.gz", "")
+			if got != want {
+				t.Errorf("detected %s, want %s", got, want)
+			}
+			if !errors.Is(err, family.ErrNotSupported) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("load: %v, want one line: not supported", err)
 			}
 		})
 	}

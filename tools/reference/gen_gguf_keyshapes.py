@@ -60,8 +60,11 @@ def quantised(name, ne0, ndims, base, qtype):
     return qtype
 
 
-def image_model(src, name, arch, label, qtype, shape_fix, note):
+def image_model(src, name, arch, label, qtype, shape_fix, note, prefix=None, rel_out=None):
     rel, tensors = read(src)
+    if prefix is not None:  # a checkpoint's diffusion model, the prefix stripped (convert.py's strip_prefix)
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        rel = rel_out
     out = {}
     for key, (dt, shape) in tensors.items():
         n = math.prod(shape)
@@ -115,4 +118,11 @@ os.makedirs(OUT, exist_ok=True)
 for label, q in (("Q8_0", "Q8_0"), ("Q4_K_S", "Q4_K")):
     image_model("flux1-dev.single", f"flux1-dev-{label}.component", "flux", label, q, False, "city96/FLUX.1-dev-gguf")
     image_model("sdxl-unet.component", f"sdxl-unet-{label}.component", "sdxl", label, q, True, "SDXL base UNet GGUF")
+for size in ("large", "medium"):
+    # city96/stable-diffusion-3.5-large-gguf (and -medium): the transformer of
+    # Stability's checkpoint, bare names; Large's 2432-wide rows are no whole K
+    # block, so the published files are of the 32-element types.
+    image_model(f"sd35-{size}.single", f"sd35-{size}-Q8_0.component", "sd3", "Q8_0", "Q8_0", False,
+                f"city96/stable-diffusion-3.5-{size}-gguf", prefix="model.diffusion_model.",
+                rel_out=f"sd3.5_{size}.safetensors")
 t5("Q8_0")

@@ -303,9 +303,9 @@ func (r *reader) value(what string) Value {
 		r.err = fmt.Errorf("%s: array of %d values does not fit in the %d bytes left", what, n, r.left())
 		return Value{}
 	}
-	vals := make([]any, n)
-	for i := range vals {
-		vals[i] = r.scalar(elem, what)
+	vals := make([]any, 0, min(n, 1<<16))
+	for range n {
+		vals = append(vals, r.scalar(elem, what))
 		if r.err != nil {
 			return Value{}
 		}
@@ -343,8 +343,11 @@ func parse(data []byte, path string) (*File, error) {
 	if nTensors > uint64(r.left())/33 {
 		return nil, fail("tensor count %d does not fit in a file of %d bytes", nTensors, len(data))
 	}
+	// The counts only bound the loops: what is allocated grows with the
+	// records actually read, so a large count in a large file costs nothing
+	// before the records fail.
 	gf := &File{path: path, data: data, version: version, alignment: DefaultAlignment,
-		kv: make(map[string]Value, nKV), tensors: make(map[string]*Tensor, nTensors), meta: map[string]string{}}
+		kv: map[string]Value{}, tensors: map[string]*Tensor{}, meta: map[string]string{}}
 	for i := uint64(0); i < nKV; i++ {
 		key := r.str(fmt.Sprintf("metadata key %d", i))
 		if r.err != nil {
@@ -378,7 +381,7 @@ func parse(data []byte, path string) (*File, error) {
 		}
 		gf.alignment = int64(a)
 	}
-	list := make([]*Tensor, 0, nTensors)
+	var list []*Tensor
 	for i := uint64(0); i < nTensors; i++ {
 		t, err := readTensorInfo(r, i)
 		if err != nil {

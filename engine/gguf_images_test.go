@@ -203,3 +203,34 @@ func TestSDXLGGUF(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectGGUF: darkroom info reports a GGUF file's block-quantised
+// tensors by their ggml type and stored size, its other tensors as
+// stored.
+func TestInspectGGUF(t *testing.T) {
+	if !testref.Exists("flux-pipe", "bfl", "flux1-dev.safetensors") {
+		t.Skip("no flux-pipe fixtures")
+	}
+	path := writeGGUF(t, testref.Path("flux-pipe", "bfl", "flux1-dev.safetensors"), filepath.Join(t.TempDir(), "flux-Q8_0.gguf"), "flux", true, nil)
+	in, err := Inspect(ModelFiles{Model: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, ti := range in.Tensors {
+		counts[ti.DType]++
+		n := int64(1)
+		for _, d := range ti.Shape {
+			n *= int64(d)
+		}
+		if want := map[string]int64{"Q8_0": n / 32 * 34, "F16": 2 * n}[ti.DType]; ti.Size != want {
+			t.Errorf("%s: %s of %d bytes, want %d", ti.Name, ti.DType, ti.Size, want)
+		}
+	}
+	if counts["Q8_0"] == 0 || counts["F16"] == 0 || len(counts) != 2 {
+		t.Errorf("dtypes %v, want Q8_0 and F16", counts)
+	}
+	if in.Detection.Name() != "Flux.1 (dev)" {
+		t.Errorf("detected %v", in.Detection)
+	}
+}

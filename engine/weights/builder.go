@@ -217,7 +217,7 @@ func (b *Builder) LinearWeight(name string, out, in int) *backend.Tensor {
 		up, okDev := b.st.dev.(backend.QuantizedUploader)
 		full := b.prefix + name
 		if info, ok := b.st.src.Info(full); okDev && ok && info.Shape.Equal(tensor.Shape{out, in}) {
-			if q, ok := quantizedBlocks(b.st.src, full); ok && q.RowLen == int64(in) {
+			if q, ok := quantizedBlocks(b.st.src, full); ok && q.Type.CanDequantize() && q.RowLen == int64(in) {
 				typ := q.Type
 				t, err := up.UploadQuantized(backend.QuantizedWeight{
 					Type: typ.String(), Blocks: q.Blocks, RowBytes: in / typ.BlockSize() * typ.TypeSize(),

@@ -97,8 +97,9 @@ type QuantizedTensor struct {
 }
 
 // QuantizedBlocks returns the stored blocks of a canonical tensor that a
-// GGUF file holds in a type Dequantize converts; ok is false for every
-// other tensor (plain types, other files, key lists).
+// GGUF file holds block-quantised (Q8_0, Q4_K, IQ2_XS, ...; check
+// Type.CanDequantize before dequantising); ok is false for every other
+// tensor (plain types, other files, key lists).
 func (m *Model) QuantizedBlocks(name string) (QuantizedTensor, bool) {
 	return quantizedBlocks(m.Source, name)
 }
@@ -117,7 +118,7 @@ func quantizedBlocks(src Source, name string) (QuantizedTensor, bool) {
 		}
 	case *gguf.File:
 		t, ok := s.Tensor(name)
-		if !ok || !t.Type.Quantized() || !t.Type.CanDequantize() {
+		if !ok || !t.Type.Quantized() {
 			return QuantizedTensor{}, false
 		}
 		b, _, err := s.Blocks(name)

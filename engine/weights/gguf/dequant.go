@@ -296,23 +296,30 @@ func dequantQ5K(b []byte, y []float32) {
 
 // block_q6_K: ql[128], qh[64], scales[16] int8, d.
 func dequantQ6K(b []byte, y []float32) {
-	ql, qh, sc := b[0:128], b[128:192], b[192:208]
+	ql, qh := b[0:128], b[128:192]
 	d := half(b[208:])
+	// ggml computes d·scale for every value; the product is the same
+	// float32 each time, so it is taken once per scale.
+	var ds [16]float32
+	for i, s := range b[192:208] {
+		ds[i] = d * float32(int8(s))
+	}
 	o := 0
 	for n := 0; n < 256; n += 128 {
+		sc := ds[n/16 : n/16+8]
 		for l := range 32 {
 			is := l / 16
 			q1 := int8((ql[l]&0xf)|((qh[l]>>0)&3)<<4) - 32
 			q2 := int8((ql[l+32]&0xf)|((qh[l]>>2)&3)<<4) - 32
 			q3 := int8((ql[l]>>4)|((qh[l]>>4)&3)<<4) - 32
 			q4 := int8((ql[l+32]>>4)|((qh[l]>>6)&3)<<4) - 32
-			y[o+l] = float32(d*float32(int8(sc[is]))) * float32(q1)
-			y[o+l+32] = float32(d*float32(int8(sc[is+2]))) * float32(q2)
-			y[o+l+64] = float32(d*float32(int8(sc[is+4]))) * float32(q3)
-			y[o+l+96] = float32(d*float32(int8(sc[is+6]))) * float32(q4)
+			y[o+l] = sc[is] * float32(q1)
+			y[o+l+32] = sc[is+2] * float32(q2)
+			y[o+l+64] = sc[is+4] * float32(q3)
+			y[o+l+96] = sc[is+6] * float32(q4)
 		}
 		o += 128
-		ql, qh, sc = ql[64:], qh[32:], sc[8:]
+		ql, qh = ql[64:], qh[32:]
 	}
 }
 

@@ -127,3 +127,26 @@ func TestQuantizeQ8_0MatchesGGML(t *testing.T) {
 	}
 	t.Logf("%d blocks byte-equal to ggml", len(got)/34)
 }
+
+// BenchmarkDequantize measures each type's dequantisation of 16 Mi values
+// (the reference blocks repeated), over all threads.
+func BenchmarkDequantize(b *testing.B) {
+	f := openReference(b)
+	for _, name := range []string{"q8_0", "q4_0", "q4_K", "q6_K"} {
+		blocks, typ, _ := f.Blocks(name + ".q")
+		const n = 1 << 24
+		src := make([]byte, 0, n/typ.BlockSize()*typ.TypeSize())
+		for len(src) < cap(src) {
+			src = append(src, blocks[:min(len(blocks), cap(src)-len(src))]...)
+		}
+		dst := make([]float32, n)
+		b.Run(typ.String(), func(b *testing.B) {
+			b.SetBytes(4 * n)
+			for b.Loop() {
+				if err := Dequantize(typ, src, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

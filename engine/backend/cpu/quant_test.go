@@ -45,7 +45,10 @@ func randomBlocks(r *rand.Rand, t gguf.Type, n int) []byte {
 func TestQuantizedLinear(t *testing.T) {
 	d := New()
 	r := rand.New(rand.NewPCG(1, 2))
-	const in, out = 512, 300 // tiles of 128 rows: three tiles, the last partial
+	const in, out = 512, 300
+	// Tiles of 128 rows: three tiles, the last partial.
+	defer func(b int) { quantTileBytes = b }(quantTileBytes)
+	quantTileBytes = 128 * in * 4
 	for _, typ := range []gguf.Type{gguf.Q4_0, gguf.Q4_1, gguf.Q5_0, gguf.Q5_1, gguf.Q8_0, gguf.Q2_K, gguf.Q3_K, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K, gguf.Q8_K} {
 		t.Run(typ.String(), func(t *testing.T) {
 			blocks := randomBlocks(r, typ, out*in/typ.BlockSize())

@@ -128,7 +128,16 @@ func fluxLayoutsWith(t *testing.T, variant string, loras []LoRA) map[string]*Mod
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fm.Close() })
-	src, err := weights.OpenFiles(testref.Path("flux-pipe", "bfl", "flux1-"+variant+".safetensors"), testref.Path("flux-pipe", "bfl", "ae.safetensors"),
+	bm := fluxBFL(t, folder, testref.Path("flux-pipe", "bfl", "flux1-"+variant+".safetensors"), loras)
+	return map[string]*Model{"diffusers": fm, "bfl": bm}
+}
+
+// fluxBFL loads a BFL-named tiny transformer file with the tiny ae, the
+// CLIP-L of folder (a fluxFolder) and the tiny T5 given separately.
+func fluxBFL(t *testing.T, folder, transformer string, loras []LoRA) *Model {
+	t.Helper()
+	ctx := context.Background()
+	src, err := weights.OpenFiles(transformer, testref.Path("flux-pipe", "bfl", "ae.safetensors"),
 		[]string{filepath.Join(folder, "text_encoder", "model.safetensors"), testref.Path("t5-tiny", "model.safetensors")})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +165,7 @@ func fluxLayoutsWith(t *testing.T, variant string, loras []LoRA) map[string]*Mod
 	}
 	bm.c.Text.(*flux1.Conditioner).L.Tok = tok
 	bm.c.Text.(*flux1.Conditioner).L.Pad = tok.EOS()
-	return map[string]*Model{"diffusers": fm, "bfl": bm}
+	return bm
 }
 
 // TestFluxDiffusersCases runs the tiny FLUX.1-dev and -schnell pipelines,
@@ -189,13 +198,9 @@ func TestFluxDiffusersCases(t *testing.T) {
 	}
 }
 
-// runFluxCase runs one FluxPipeline case on m under diffusers' convention,
-// checking the token ids, the T5 states, the pooled vector, the sigmas, the
-// latent after every step and the final latent (relative error ≤ tol), and
-// returns the image's PSNR against diffusers'.
-func runFluxCase(t *testing.T, m *Model, c fluxCase, fx map[string][]float32, tol float64) float64 {
-	t.Helper()
-	ctx := context.Background()
+// fluxRequest is the request of a FluxPipeline case under diffusers'
+// convention.
+func fluxRequest(c fluxCase) Request {
 	req := DefaultRequest()
 	req.Model, req.Prompt, req.Seed, req.Steps = "flux-tiny", c.Prompt, c.Seed, c.Steps
 	req.Width, req.Height, req.Batch, req.Convention = c.Width, c.Height, c.Batch, "diffusers"
@@ -207,6 +212,17 @@ func runFluxCase(t *testing.T, m *Model, c fluxCase, fx map[string][]float32, to
 	if c.CFGUsed {
 		req.CFG, req.Negative = c.TrueCFG, *c.Negative
 	}
+	return req
+}
+
+// runFluxCase runs one FluxPipeline case on m under diffusers' convention,
+// checking the token ids, the T5 states, the pooled vector, the sigmas, the
+// latent after every step and the final latent (relative error ≤ tol), and
+// returns the image's PSNR against diffusers'.
+func runFluxCase(t *testing.T, m *Model, c fluxCase, fx map[string][]float32, tol float64) float64 {
+	t.Helper()
+	ctx := context.Background()
+	req := fluxRequest(c)
 	text := m.c.Text.(*flux1.Conditioner)
 	if got, _ := text.T5.Tok.Encode(c.Prompt, c.MaxSeqLen, true); fmt.Sprint(got) != fmt.Sprint(c.T5IDs) {
 		t.Errorf("T5 ids %v, want %v", got, c.T5IDs)

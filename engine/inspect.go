@@ -73,7 +73,13 @@ func inspect(src *weights.Model) *Inspection {
 	}
 	for _, name := range src.Names() {
 		if info, ok := src.Info(name); ok {
-			in.Tensors = append(in.Tensors, TensorInfo{Name: name, DType: info.DType.String(), Shape: info.Shape.Clone(), Size: info.Size})
+			ti := TensorInfo{Name: name, DType: info.DType.String(), Shape: info.Shape.Clone(), Size: info.Size}
+			if q, ok := src.QuantizedBlocks(name); ok {
+				// A GGUF block type: its name and stored size, not the
+				// float32 it loads as.
+				ti.DType, ti.Size = q.Type.String(), int64(len(q.Blocks))
+			}
+			in.Tensors = append(in.Tensors, ti)
 		}
 	}
 	s := family.NewSource(src)

@@ -13,9 +13,12 @@ type Linear struct {
 	In, Out      int
 }
 
-// LoadLinear reads `weight` (and `bias` when withBias) under b.
+// LoadLinear reads `weight` (and `bias` when withBias) under b. The
+// weight is read with Builder.LinearWeight, so it stays block-quantised
+// where the builder keeps GGUF weights quantised (Builder.KeepQuantized):
+// pass it to nothing but Linear and LinearAdd (Forward, AddInto) then.
 func LoadLinear(b *weights.Builder, in, out int, withBias bool) *Linear {
-	l := &Linear{Weight: b.Tensor("weight", out, in), In: in, Out: out}
+	l := &Linear{Weight: b.LinearWeight("weight", out, in), In: in, Out: out}
 	if withBias {
 		l.Bias = b.Tensor("bias", out)
 	}

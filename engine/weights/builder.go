@@ -10,6 +10,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights/gguf"
 )
 
 // MissingTensorsError lists every tensor a model asked for that was absent or
@@ -45,6 +46,9 @@ type builderState struct {
 	// from (drawing each of a 12-billion-parameter model's values would
 	// take minutes).
 	pool []float32
+	// keepQuantized makes LinearWeight keep GGUF block-quantised weights
+	// quantised on devices that can (KeepQuantized).
+	keepQuantized bool
 }
 
 // poolSize is the number of unit normals large random tensors are drawn
@@ -193,6 +197,42 @@ func (b *Builder) Tensor(name string, shape ...int) *backend.Tensor {
 		return nil
 	}
 	return t
+}
+
+// KeepQuantized makes LinearWeight keep a weight that a GGUF file stores
+// block-quantised (Q8_0, Q4_K, ...) as stored on a device that can
+// dequantise inside its matmul (backend.QuantizedUploader: the CPU
+// backend), instead of dequantising it to float32 at load. Off by default:
+// a weight kept quantised may only be used by Linear and LinearAdd, so a
+// loader turns it on only where every LinearWeight goes there.
+func (b *Builder) KeepQuantized(on bool) { b.st.keepQuantized = on }
+
+// LinearWeight is Tensor for a linear layer's weight [out, in]. With
+// KeepQuantized on, a device that can keep it quantised and a GGUF tensor
+// stored block-quantised in rows of in elements, the weight is uploaded
+// as its blocks (backend.QuantizedUploader), to be dequantised inside the
+// matmul; otherwise it is Tensor(name, out, in).
+func (b *Builder) LinearWeight(name string, out, in int) *backend.Tensor {
+	if b.st.keepQuantized && b.st.random == nil {
+		up, okDev := b.st.dev.(backend.QuantizedUploader)
+		full := b.prefix + name
+		if info, ok := b.st.src.Info(full); okDev && ok && info.Shape.Equal(tensor.Shape{out, in}) {
+			if q, ok := quantizedBlocks(b.st.src, full); ok && q.Type.CanDequantize() && q.RowLen == int64(in) {
+				typ := q.Type
+				t, err := up.UploadQuantized(backend.QuantizedWeight{
+					Type: typ.String(), Blocks: q.Blocks, RowBytes: in / typ.BlockSize() * typ.TypeSize(),
+					Dequantize: func(src []byte, dst []float32) error { return gguf.Dequantize(typ, src, dst) },
+				}, out, in)
+				b.st.used[full] = true
+				if err != nil {
+					b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+					return nil
+				}
+				return t
+			}
+		}
+	}
+	return b.Tensor(name, out, in)
 }
 
 // Optional uploads the tensor when present and returns nil otherwise.

@@ -9,17 +9,17 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 	"github.com/darkroom-ai/darkroom/engine/weights/pth"
-	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
 // TensorFile is one file of tensors under its stored names: a
-// *safetensors.File or a *pth.File.
+// *safetensors.File, a *pth.File, or a GGUF file (*gguf.File, under the
+// names ComfyUI-GGUF's loader gives it).
 type TensorFile interface {
 	Source
 	// Path is the file's path.
 	Path() string
 	// Metadata is the safetensors "__metadata__" (nil for a PyTorch
-	// checkpoint).
+	// checkpoint; a GGUF file's scalar metadata as strings).
 	Metadata() map[string]string
 }
 
@@ -29,14 +29,14 @@ var pthExts = []string{".pth", ".pt", ".ckpt", ".bin"}
 // OpenFile opens one file of tensors with its stored names (no renaming,
 // no family detection): a .safetensors file, or a PyTorch checkpoint
 // (.pth, .pt, .ckpt, .bin) read by package pth, which refuses any pickle
-// that could run code. A file of another extension is read by its first
+// that could run code, or a .gguf file. A file of another extension is read by its first
 // bytes (a zip archive or a pickle is a checkpoint). Upscaler models are
 // opened this way.
 func OpenFile(path string) (TensorFile, error) {
 	if isPth(path) {
 		return pth.Open(path)
 	}
-	return safetensors.Open(path)
+	return openTensorFile(path)
 }
 
 func isPth(path string) bool {
@@ -46,7 +46,7 @@ func isPth(path string) bool {
 			return true
 		}
 	}
-	if ext == ".safetensors" {
+	if ext == ".safetensors" || ext == ".gguf" {
 		return false
 	}
 	f, err := os.Open(path)

@@ -118,8 +118,8 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 	return m, nil
 }
 
-// openExtraFile opens a separate component file: a safetensors file, or a
-// key list of one file (shapes only).
+// openExtraFile opens a separate component file: a safetensors or GGUF
+// file, or a key list of one file (shapes only).
 func openExtraFile(path string) (tensorFile, int64, error) {
 	if lower := strings.ToLower(path); strings.HasSuffix(lower, ".json.gz") || strings.HasSuffix(lower, ".json") {
 		kl, err := ReadKeyList(path)
@@ -134,7 +134,7 @@ func openExtraFile(path string) (tensorFile, int64, error) {
 			if err != nil {
 				return nil, 0, fmt.Errorf("%s: %w", path, err)
 			}
-			return sf, sf.size, nil
+			return keyListFile(sf), sf.size, nil
 		}
 	}
 	return osFolder("").open(path)

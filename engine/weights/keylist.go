@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights/gguf"
 )
 
 // KeyList is a checkpoint's tensor names, dtypes and shapes without data,
@@ -92,9 +93,18 @@ func (kl *KeyList) Open() (*Model, error) {
 		return nil, fmt.Errorf("key list %s: a %s layout has one file, not %d", kl.Name, kl.Layout, len(files))
 	}
 	for rel, f := range files {
-		return singleModel(f, kl.Name+"/"+rel, f.size)
+		return singleModel(keyListFile(f), kl.Name+"/"+rel, f.size)
 	}
 	panic("unreachable")
+}
+
+// keyListFile is a key list's file as a tensorFile: a .gguf file's under
+// the names its loader gives it (ggufNames), as the file itself would be.
+func keyListFile(f *shapeFile) tensorFile {
+	if isGGUF(f.path) {
+		return ggufNames(f)
+	}
+	return f
 }
 
 // shapeFile is a tensorFile with shapes and no data.
@@ -126,7 +136,13 @@ func newShapeFile(p string, f KeyListFile) (*shapeFile, error) {
 		}
 		d, err := tensor.ParseDType(dt)
 		if err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: %w", p, name, err)
+			// A GGUF file's list names ggml types ("Q4_K"), read as
+			// the dtype gguf.File.Raw serves them in.
+			gt, gerr := gguf.ParseType(dt)
+			if gerr != nil || !isGGUF(p) {
+				return nil, fmt.Errorf("%s: tensor %q: %w", p, name, err)
+			}
+			d = gguf.DType(gt)
 		}
 		info := TensorInfo{Name: name, DType: d, Shape: tensor.Shape(shape), File: p}
 		info.Size = int64(info.Shape.NumElements() * d.Size())
@@ -222,5 +238,5 @@ func (k keyListFolder) open(rel string) (tensorFile, int64, error) {
 	if !ok {
 		return nil, 0, fmt.Errorf("%s: %w", k.path(rel), os.ErrNotExist)
 	}
-	return f, f.size, nil
+	return keyListFile(f), f.size, nil
 }

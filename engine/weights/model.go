@@ -70,8 +70,10 @@ type notModelError struct{ path, msg string }
 func (e *notModelError) Error() string        { return e.path + ": " + e.msg }
 func (e *notModelError) Is(target error) bool { return target == ErrNotModel }
 
-// OpenModel opens a single .safetensors checkpoint or a diffusers folder and
-// presents its tensors under canonical names. Every error starts with the
+// OpenModel opens a single .safetensors checkpoint, a single .gguf file
+// (city96's ComfyUI-GGUF and stable-diffusion.cpp files; quantised
+// tensors are dequantised to float32 as they are read) or a diffusers
+// folder and presents its tensors under canonical names. Every error starts with the
 // path of the file or folder at fault.
 func OpenModel(path string) (*Model, error) {
 	st, err := os.Stat(path)
@@ -96,7 +98,7 @@ func OpenModel(path string) (*Model, error) {
 			return m, nil
 		}
 		switch strings.ToLower(filepath.Ext(path)) {
-		case ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx":
+		case ".ckpt", ".pt", ".pth", ".bin", ".onnx":
 			return nil, &notModelError{path, "not a safetensors file (" + filepath.Ext(path) + " checkpoints are not supported; convert to .safetensors)"}
 		}
 		return openSingle(path)
@@ -105,7 +107,7 @@ func OpenModel(path string) (*Model, error) {
 }
 
 func openSingle(path string) (*Model, error) {
-	f, err := safetensors.Open(path)
+	f, err := openTensorFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +257,7 @@ func (f osFolder) entries(rel string) []string {
 }
 func (f osFolder) open(rel string) (tensorFile, int64, error) {
 	p := f.path(rel)
-	sf, err := safetensors.Open(p)
+	sf, err := openTensorFile(p)
 	if err != nil {
 		return nil, 0, err
 	}

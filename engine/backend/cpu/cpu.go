@@ -31,6 +31,9 @@ func (d *Device) Name() string { return fmt.Sprintf("cpu (%d threads)", d.thread
 func data(t *backend.Tensor) []float32 {
 	buf, ok := t.Buf.([]float32)
 	if !ok {
+		if q, isQ := t.Buf.(*quantWeight); isQ {
+			panic(fmt.Sprintf("cpu: tensor %v is a %s weight kept quantised: only Linear and LinearAdd read it", t.Shape, q.Type))
+		}
 		panic(fmt.Sprintf("cpu: tensor %v does not live on the CPU", t))
 	}
 	return buf[t.Offset : t.Offset+t.Len()]
@@ -143,7 +146,8 @@ func (d *Device) MatMul(dst, a, b *backend.Tensor, transB bool) {
 	})
 }
 
-// Linear computes dst = x·wᵀ + bias.
+// Linear computes dst = x·wᵀ + bias. A weight kept quantised
+// (UploadQuantized) is dequantised tile by tile inside the product.
 func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 	out, in := w.Shape[0], w.Shape[1]
 	if x.Shape[len(x.Shape)-1] != in || dst.Len() != x.Len()/in*out {
@@ -158,6 +162,10 @@ func (d *Device) Linear(dst, x, w, bias *backend.Tensor) {
 			copy(cd[r*out:(r+1)*out], bd)
 		}
 		beta = 1
+	}
+	if q, ok := w.Buf.(*quantWeight); ok {
+		q.linear(rows, out, in, data(x), beta, cd)
+		return
 	}
 	gemm.Sgemm(false, true, rows, out, in, 1, data(x), in, data(w), in, beta, cd, out)
 }

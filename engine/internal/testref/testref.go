@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
@@ -85,3 +87,25 @@ func Exists(elem ...string) bool {
 	_, err := os.Stat(Path(elem...))
 	return err == nil
 }
+
+// ShapeDevice is a device that records the shapes of uploads and stores
+// nothing: for loading a real-size key list (weights.KeyList) through a
+// family's loader, to prove it asks for exactly the tensors a real file
+// holds.
+type ShapeDevice struct{ backend.Device }
+
+// UploadRaw returns a tensor of the shape, holding no data.
+func (ShapeDevice) UploadRaw(_ []byte, dt tensor.DType, shape ...int) (*backend.Tensor, error) {
+	return &backend.Tensor{Shape: tensor.Shape(shape).Clone(), DType: dt}, nil
+}
+
+// Alloc returns a tensor of the shape, holding no data.
+func (ShapeDevice) Alloc(shape ...int) *backend.Tensor {
+	return &backend.Tensor{Shape: tensor.Shape(shape).Clone(), DType: tensor.F32}
+}
+
+// Concat does nothing (loaders join stored tensors with it).
+func (ShapeDevice) Concat(*backend.Tensor, int, ...*backend.Tensor) {}
+
+// Free does nothing.
+func (ShapeDevice) Free(*backend.Tensor) {}

@@ -38,14 +38,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights/internal/mapfile"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
@@ -85,7 +84,7 @@ var Wrappers = []string{"params_ema", "params", "state_dict", "model"}
 type File struct {
 	path    string
 	data    []byte
-	mapped  bool
+	mapping *mapfile.Data // nil for FromBytes
 	closed  bool
 	names   []string
 	tensors map[string]*tensorRef
@@ -95,42 +94,18 @@ type File struct {
 // Open maps a checkpoint read-only and reads its tensor table. A file
 // whose pickle could run code is refused with an *UnsafeError.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, pathErr(path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, pathErr(path, err)
-	}
-	if st.IsDir() {
-		return nil, &Error{path, "is a directory, not a PyTorch checkpoint"}
-	}
-	size := st.Size()
-	if int64(int(size)) != size {
-		return nil, &Error{path, fmt.Sprintf("file of %d bytes is too large to map", size)}
-	}
-	var data []byte
-	mapped := false
-	if size > 0 {
-		data, err = syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-		mapped = err == nil
-		if !mapped {
-			data = make([]byte, size)
-			if _, err := f.ReadAt(data, 0); err != nil {
-				return nil, pathErr(path, fmt.Errorf("read: %w", err))
-			}
-		}
-	}
-	pf, err := parse(data, path)
-	if err != nil {
-		if mapped {
-			_ = syscall.Munmap(data)
-		}
+	m, err := mapfile.Open(path, "PyTorch checkpoint")
+	if me := (*mapfile.Error)(nil); errors.As(err, &me) {
+		return nil, &Error{me.Path, me.Msg}
+	} else if err != nil {
 		return nil, err
 	}
-	pf.mapped = mapped
+	pf, err := parse(m.Bytes, path)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	pf.mapping = m
 	return pf, nil
 }
 
@@ -138,14 +113,6 @@ func Open(path string) (*File, error) {
 // errors. The File aliases data, which must not change while it is used.
 func FromBytes(name string, data []byte) (*File, error) {
 	return parse(data, name)
-}
-
-func pathErr(path string, err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		err = pe.Err
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 func parse(data []byte, path string) (*File, error) {
@@ -519,9 +486,8 @@ func (f *File) Close() error {
 		return nil
 	}
 	f.closed = true
-	if f.mapped {
-		f.mapped = false
-		return syscall.Munmap(f.data)
+	if f.mapping != nil {
+		return f.mapping.Close()
 	}
 	return nil
 }

@@ -17,15 +17,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"sort"
 	"strings"
-	"syscall"
 	"unicode/utf8"
 
 	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights/internal/mapfile"
 )
 
 // MaxHeaderSize bounds the JSON header length accepted by Open (100 MiB),
@@ -77,8 +75,8 @@ type entry struct {
 // methods may be called concurrently, but not concurrently with Close.
 type File struct {
 	path    string
-	data    []byte // whole file
-	mapped  bool   // data is a memory mapping that Close must unmap
+	data    []byte        // whole file
+	mapping *mapfile.Data // the file's mapping, nil for FromBytes
 	closed  bool
 	names   []string
 	tensors map[string]*entry
@@ -87,51 +85,18 @@ type File struct {
 
 // Open maps a safetensors file read-only and validates its header.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, pathErr(path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, pathErr(path, err)
-	}
-	if st.IsDir() {
-		return nil, &Error{Path: path, Msg: "is a directory, not a safetensors file"}
-	}
-	size := st.Size()
-	if size < 8 {
-		return nil, &Error{Path: path, Msg: fmt.Sprintf("file of %d bytes is too short for a safetensors header", size)}
-	}
-	// Check the header length before mapping so the common corruptions
-	// report the header, not a mapping failure.
-	var lenBuf [8]byte
-	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
-		return nil, pathErr(path, fmt.Errorf("read header length: %w", err))
-	}
-	if err := checkHeaderLen(binary.LittleEndian.Uint64(lenBuf[:]), size); err != nil {
-		return nil, &Error{Path: path, Msg: err.Error()}
-	}
-	if int64(int(size)) != size {
-		return nil, &Error{Path: path, Msg: fmt.Sprintf("file of %d bytes is too large to map", size)}
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	mapped := err == nil
-	if !mapped {
-		// Some file systems cannot be mapped: read the file instead.
-		data = make([]byte, size)
-		if _, err := f.ReadAt(data, 0); err != nil {
-			return nil, pathErr(path, fmt.Errorf("read: %w", err))
-		}
-	}
-	sf, err := parse(data, path)
-	if err != nil {
-		if mapped {
-			_ = syscall.Munmap(data)
-		}
+	m, err := mapfile.Open(path, "safetensors file")
+	if me := (*mapfile.Error)(nil); errors.As(err, &me) {
+		return nil, &Error{Path: me.Path, Msg: me.Msg}
+	} else if err != nil {
 		return nil, err
 	}
-	sf.mapped = mapped
+	sf, err := parse(m.Bytes, path)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	sf.mapping = m
 	return sf, nil
 }
 
@@ -139,16 +104,6 @@ func Open(path string) (*File, error) {
 // data, which must not be modified while the File is in use.
 func FromBytes(data []byte) (*File, error) {
 	return parse(data, "")
-}
-
-// pathErr turns an OS error into "<path>: <reason>" without repeating the
-// path that *os.PathError already carries.
-func pathErr(path string, err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", path, pe.Err)
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 func checkHeaderLen(n uint64, size int64) error {
@@ -396,12 +351,11 @@ func (f *File) Close() error {
 		return nil
 	}
 	f.closed = true
-	if f.mapped {
-		f.mapped = false
-		if err := syscall.Munmap(f.data); err != nil {
+	f.data = nil
+	if f.mapping != nil {
+		if err := f.mapping.Close(); err != nil {
 			return fmt.Errorf("%s: unmap: %w", f.path, err)
 		}
 	}
-	f.data = nil
 	return nil
 }

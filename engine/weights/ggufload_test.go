@@ -3,7 +3,6 @@ package weights_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,8 +38,12 @@ func loadSplit(t *testing.T, main, vae string, tes ...string) (string, error) {
 
 // sdxlVAE writes the SDXL base checkpoint's VAE as a key list of one
 // file (as a separate sdxl_vae.safetensors holds it).
-func sdxlVAE(t *testing.T) string {
-	kl, err := weights.ReadKeyList(ks + "sdxl-base.single.json.gz")
+func sdxlVAE(t *testing.T) string { return vaeOf(t, "sdxl-base.single") }
+
+// vaeOf writes the VAE of a single-file key list (first_stage_model.*) as
+// a key list of one file, as a separate VAE file holds it.
+func vaeOf(t *testing.T, list string) string {
+	kl, err := weights.ReadKeyList(ks + list + ".json.gz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +55,11 @@ func sdxlVAE(t *testing.T) string {
 			}
 		}
 	}
-	b, err := json.Marshal(weights.KeyList{Name: "sdxl-vae", Family: "component", Layout: "component", Files: map[string]weights.KeyListFile{"sdxl_vae.safetensors": vae}})
+	b, err := json.Marshal(weights.KeyList{Name: list + "-vae", Family: "component", Layout: "component", Files: map[string]weights.KeyListFile{list + "_vae.safetensors": vae}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "sdxl_vae.json")
+	p := filepath.Join(t.TempDir(), list+"_vae.json")
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -96,17 +99,19 @@ func TestGGUFKeyListsLoad(t *testing.T) {
 	}
 }
 
-// TestGGUFSD35Recognised: city96's SD3.5 Large and Medium GGUFs are
-// recognised as SD3.5 and refused in one line, as SD3 does not run yet.
-func TestGGUFSD35Recognised(t *testing.T) {
+// TestGGUFSD35Load: city96's SD3.5 Large and Medium GGUFs (the MMDiT
+// alone) load with the SD3.5 VAE, CLIP-L, CLIP-G and the T5-XXL Q8_0 GGUF
+// with no missing or unused tensor.
+func TestGGUFSD35Load(t *testing.T) {
+	clipL, clipG, t5GGUF := ks+"clip_l.component.json.gz", ks+"clip_g.component.json.gz", ks+"gguf/t5xxl-encoder-Q8_0.component.json.gz"
 	for size, want := range map[string]string{"large": "SD3 (3.5 Large)", "medium": "SD3 (3.5 Medium)"} {
 		t.Run(size, func(t *testing.T) {
-			got, err := loadSplit(t, ks+"gguf/sd35-"+size+"-Q8_0.component.json.gz", "")
+			got, err := loadSplit(t, ks+"gguf/sd35-"+size+"-Q8_0.component.json.gz", vaeOf(t, "sd35-"+size+".single"), clipL, clipG, t5GGUF)
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
 			if got != want {
 				t.Errorf("detected %s, want %s", got, want)
-			}
-			if !errors.Is(err, family.ErrNotSupported) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("load: %v, want one line: not supported", err)
 			}
 		})
 	}

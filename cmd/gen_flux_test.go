@@ -23,32 +23,40 @@ var fluxPipe = filepath.Join("..", "testdata", "reference", "flux-pipe")
 func fluxDevFolder(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "FLUX.1-dev")
-	link := func(src, dst string) {
-		abs, err := filepath.Abs(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(abs, dst); err != nil {
-			t.Fatal(err)
-		}
+	linkTreeInto(t, filepath.Join(fluxPipe, "dev"), dir)
+	linkInto(t, filepath.Join("..", "testdata", "reference", "t5-tiny", "model.safetensors"), filepath.Join(dir, "text_encoder_2", "model.safetensors"))
+	return dir
+}
+
+// linkInto links dst to src (made absolute).
+func linkInto(t *testing.T, src, dst string) {
+	t.Helper()
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		t.Fatal(err)
 	}
-	root := filepath.Join(fluxPipe, "dev")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(abs, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// linkTreeInto links every file under root into dir (same relative paths).
+func linkTreeInto(t *testing.T, root, dir string) {
+	t.Helper()
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		link(p, filepath.Join(dir, rel))
+		linkInto(t, p, filepath.Join(dir, rel))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	link(filepath.Join("..", "testdata", "reference", "t5-tiny", "model.safetensors"), filepath.Join(dir, "text_encoder_2", "model.safetensors"))
-	return dir
 }
 
 // TestGenFlux generates the FluxPipeline case dev_default from the command

@@ -337,21 +337,37 @@ func TestGPUFluxCases(t *testing.T) {
 type fluxComfyCase struct {
 	Name    string `json:"name"`
 	Request struct {
-		Variant   string   `json:"variant"`
-		Prompt    string   `json:"prompt"`
-		Negative  string   `json:"negative"`
-		Width     int      `json:"width"`
-		Height    int      `json:"height"`
-		Steps     int      `json:"steps"`
-		Sampler   string   `json:"sampler"`
-		Scheduler string   `json:"scheduler"`
-		CFG       float64  `json:"cfg"`
-		Guidance  *float64 `json:"guidance"`
-		Seed      uint64   `json:"seed"`
-		Batch     int      `json:"batch"`
-		Shift     *float64 `json:"shift_override"`
+		comfyCaseRequest
+		Variant  string   `json:"variant"`
+		Guidance *float64 `json:"guidance"`
+		Shift    *float64 `json:"shift_override"`
 	} `json:"request"`
 	Sigmas []float64 `json:"sigmas"`
+}
+
+// comfyCaseRequest is the request of a ComfyUI fixture case (cases.json's
+// "request"), as darkroom is asked for it.
+type comfyCaseRequest struct {
+	Prompt    string  `json:"prompt"`
+	Negative  string  `json:"negative"`
+	Width     int     `json:"width"`
+	Height    int     `json:"height"`
+	Steps     int     `json:"steps"`
+	Sampler   string  `json:"sampler"`
+	Scheduler string  `json:"scheduler"`
+	CFG       float64 `json:"cfg"`
+	Seed      uint64  `json:"seed"`
+	Batch     int     `json:"batch"`
+}
+
+// request is r as a darkroom request for model (ComfyUI's convention, the
+// default).
+func (r comfyCaseRequest) request(model string) Request {
+	req := DefaultRequest()
+	req.Model, req.Prompt, req.Negative, req.Seed, req.Steps = model, r.Prompt, r.Negative, r.Seed, r.Steps
+	req.Width, req.Height, req.Batch, req.CFG = r.Width, r.Height, r.Batch, r.CFG
+	req.Sampler, req.Scheduler = r.Sampler, r.Scheduler
+	return req
 }
 
 // TestFluxComfyCases runs the tiny Flux models under darkroom's default
@@ -394,65 +410,88 @@ func TestFluxComfyCases(t *testing.T) {
 		}
 		m := models[r.Variant]
 		t.Run(c.Name, func(t *testing.T) {
-			req := DefaultRequest()
-			req.Model, req.Prompt, req.Negative, req.Seed, req.Steps = "flux-tiny", r.Prompt, r.Negative, r.Seed, r.Steps
-			req.Width, req.Height, req.Batch, req.CFG = r.Width, r.Height, r.Batch, r.CFG
-			req.Sampler, req.Scheduler = r.Sampler, r.Scheduler
+			req := r.request("flux-tiny")
 			if r.Guidance != nil && r.Variant == "dev" {
 				req.Guidance = *r.Guidance
 			}
 			if r.Shift != nil {
 				req.Shift = *r.Shift
 			}
-			opt := family.PromptOptions{Convention: ConventionComfy}
-			prompts := map[string]string{"": r.Prompt}
-			if r.CFG != 1 {
-				prompts["negative_"] = r.Negative
-			}
-			for pre, p := range prompts {
-				cond, err := m.encodePrompt(ctx, p, opt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, _ := cond.Values(m.dev)
-				check(t, pre+"cond", got, fx[c.Name+"/"+pre+"cond"], 1e-4)
-				pooled, _ := m.dev.Download(cond.c.Pooled)
-				check(t, pre+"pooled", pooled, fx[c.Name+"/"+pre+"pooled"], 1e-4)
-			}
-			ms, _, err := m.parameterization(SampleParams{Width: r.Width, Height: r.Height, Shift: req.Shift})
-			if err != nil {
-				t.Fatal(err)
-			}
-			sig, err := sampling.SamplerSigmas(r.Sampler, r.Scheduler, ms.Schedule(ConventionComfy), r.Steps)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := make([]float32, len(c.Sigmas))
-			for i, v := range c.Sigmas {
-				want[i] = float32(v)
-			}
-			check(t, "sigmas", sig, want, 1e-6)
-			var steps []float32
-			res, err := m.Generate(ctx, req, func(ev Event) {
-				if ev.Phase == PhaseSample {
-					steps = append(steps, ev.Latent...)
-				}
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			check(t, "latents", steps, fx[c.Name+"/latents"], 1e-4)
-			check(t, "final_latent", res.Latents, fx[c.Name+"/final_latent"], 1e-4)
-			pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if p := testref.PSNR(batchToHWC(pix, r.Batch, r.Height, r.Width), fx[c.Name+"/image"]); p < 45 {
-				t.Errorf("image PSNR %.1f dB < 45", p)
-			} else {
-				t.Logf("image PSNR %.1f dB", p)
-			}
+			runComfyCase(t, m, c.Name, req, c.Sigmas, fx)
 		})
+	}
+}
+
+// checkConds encodes req's prompt and, with CFG, its negative prompt
+// (fixture keys pre+cond / pre+pooled, and pre+"negative_"+cond, …) and
+// compares the text states and the pooled vector (relative error ≤ tol).
+func checkConds(t *testing.T, m *Model, opt family.PromptOptions, req Request, fx map[string][]float32, pre, cond, pooled string, tol float64) {
+	t.Helper()
+	prompts := map[string]string{"": req.Prompt}
+	if req.CFG != 1 {
+		prompts["negative_"] = req.Negative
+	}
+	for neg, p := range prompts {
+		opt.Negative = neg != ""
+		c, err := m.encodePrompt(context.Background(), p, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := c.Values(m.dev)
+		check(t, neg+cond, got, fx[pre+neg+cond], tol)
+		pv, _ := m.dev.Download(c.c.Pooled)
+		check(t, neg+pooled, pv, fx[pre+neg+pooled], tol)
+	}
+}
+
+// checkSamplerSigmas compares the sigmas of req's sampler and scheduler on m's
+// model sampling for p (under p.Convention) with a fixture's (1e-6).
+func checkSamplerSigmas(t *testing.T, m *Model, p SampleParams, req Request, sigmas []float64) {
+	t.Helper()
+	ms, _, err := m.parameterization(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := sampling.SamplerSigmas(req.Sampler, req.Scheduler, ms.Schedule(p.Convention), req.Steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, len(sigmas))
+	for i, v := range sigmas {
+		want[i] = float32(v)
+	}
+	check(t, "sigmas", sig, want, 1e-6)
+}
+
+// runComfyCase runs one request on m under ComfyUI's convention and
+// compares with a ComfyUI fixture ("<name>/<what>" in fx): the text states
+// and pooled vector of the prompt and, with CFG, of the negative prompt
+// (1e-4), the sigmas (1e-6), the latent after every step and the final one
+// (1e-4) and the image (≥ 45 dB).
+func runComfyCase(t *testing.T, m *Model, name string, req Request, sigmas []float64, fx map[string][]float32) {
+	t.Helper()
+	ctx := context.Background()
+	checkConds(t, m, family.PromptOptions{Convention: ConventionComfy}, req, fx, name+"/", "cond", "pooled", 1e-4)
+	checkSamplerSigmas(t, m, SampleParams{Width: req.Width, Height: req.Height, Shift: req.Shift}, req, sigmas)
+	var steps []float32
+	res, err := m.Generate(ctx, req, func(ev Event) {
+		if ev.Phase == PhaseSample {
+			steps = append(steps, ev.Latent...)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, "latents", steps, fx[name+"/latents"], 1e-4)
+	check(t, "final_latent", res.Latents, fx[name+"/final_latent"], 1e-4)
+	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := testref.PSNR(batchToHWC(pix, req.Batch, req.Height, req.Width), fx[name+"/image"]); p < 45 {
+		t.Errorf("image PSNR %.1f dB < 45", p)
+	} else {
+		t.Logf("image PSNR %.1f dB", p)
 	}
 }
 

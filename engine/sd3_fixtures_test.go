@@ -13,7 +13,6 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/families/sd3"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
-	"github.com/darkroom-ai/darkroom/engine/sampling"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -222,34 +221,8 @@ func runSD3Case(t *testing.T, m *Model, c sd3Case, fx map[string][]float32, tol 
 		}
 	}
 	opt := family.PromptOptions{Convention: ConventionDiffusers, MaxSequenceLength: c.MSL, ClipSkip: req.ClipSkip}
-	prompts := map[string]string{"": c.Prompt}
-	if c.CFG > 1 {
-		prompts["negative_"] = req.Negative
-	}
-	for pre, p := range prompts {
-		opt.Negative = pre != ""
-		cond, err := m.encodePrompt(ctx, p, opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := cond.Values(m.dev)
-		check(t, pre+"prompt_embeds", got, fx[c.Name+"/"+pre+"prompt_embeds"], tol)
-		pooled, _ := m.dev.Download(cond.c.Pooled)
-		check(t, pre+"pooled_prompt_embeds", pooled, fx[c.Name+"/"+pre+"pooled_prompt_embeds"], tol)
-	}
-	ms, _, err := m.parameterization(SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := sampling.SamplerSigmas("euler", "simple", ms.Schedule(ConventionDiffusers), c.Steps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([]float32, len(c.Sigmas))
-	for i, v := range c.Sigmas {
-		want[i] = float32(v)
-	}
-	check(t, "sigmas", sig, want, 1e-6)
+	checkConds(t, m, opt, req, fx, c.Name+"/", "prompt_embeds", "pooled_prompt_embeds", tol)
+	checkSamplerSigmas(t, m, SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"}, req, c.Sigmas)
 	var steps [][]float32
 	res, err := m.Generate(ctx, req, func(ev Event) {
 		if ev.Phase == PhaseSample {

@@ -418,29 +418,57 @@ class RawTokenizer:
         return self.tok.get_vocab()
 
 
-def load_text(ns, pipe_dir, t5_dir):
-    comfy = ns.comfy
-    sd1_clip, flux_te = comfy.sd1_clip, comfy.text_encoders.flux
-    tok_dir = os.path.join(pipe_dir, "tokenizer")
-    # ComfyUI's SDTokenizer reads comfy/sd1_tokenizer (the real CLIP vocabulary) when given no path
-    orig = sd1_clip.SDTokenizer.__init__
+def use_clip_tokenizer(ns, tok_dir):
+    """Makes ComfyUI's SDTokenizer read tok_dir when given no path (it reads comfy/sd1_tokenizer, the real CLIP
+    vocabulary, then)."""
+    sd1_clip = ns.comfy.sd1_clip
+    orig = getattr(sd1_clip.SDTokenizer.__init__, "_comfy_orig", sd1_clip.SDTokenizer.__init__)
 
     def init(self, tokenizer_path=None, *a, **k):
         orig(self, tokenizer_path if tokenizer_path is not None else tok_dir, *a, **k)
 
+    init._comfy_orig = orig
     sd1_clip.SDTokenizer.__init__ = init
-    tokenizer = flux_te.FluxTokenizer()
 
-    clip_cfg = json.load(open(os.path.join(pipe_dir, "text_encoder", "config.json")))
+
+CLIP_OVERRIDE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                      "max_position_embeddings", "hidden_act", "layer_norm_eps", "projection_dim")
+
+
+def clip_overrides(cfg_path, eos):
+    """The tiny CLIP's sizes as a ComfyUI config override (model_options["<name>_model_config"])."""
+    cfg = json.load(open(cfg_path))
+    over = {k: cfg[k] for k in CLIP_OVERRIDE_KEYS if k in cfg}
+    over["eos_token_id"] = eos
+    return cfg, over
+
+
+def t5_overrides(t5_dir):
+    """The tiny T5's sizes as ComfyUI's t5xxl_model_config override ("gelu_new" is ComfyUI's "gelu_pytorch_tanh")."""
     t5_cfg = json.load(open(os.path.join(t5_dir, "encoder.json")))["config"]
     act = {"gelu_new": "gelu_pytorch_tanh", "gelu_pytorch_tanh": "gelu_pytorch_tanh", "relu": "relu"}[t5_cfg["dense_act_fn"]]
-    l_over = {k: clip_cfg[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                                       "max_position_embeddings", "hidden_act", "layer_norm_eps", "projection_dim")
-              if k in clip_cfg}
-    l_over["eos_token_id"] = tokenizer.clip_l.end_token
-    t5_over = dict(d_ff=t5_cfg["d_ff"], d_kv=t5_cfg["d_kv"], d_model=t5_cfg["d_model"], num_heads=t5_cfg["num_heads"],
-                   num_layers=t5_cfg["num_layers"], vocab_size=t5_cfg["vocab_size"], is_gated_act=t5_cfg["is_gated_act"],
-                   dense_act_fn=act, model_type="t5")
+    over = dict(d_ff=t5_cfg["d_ff"], d_kv=t5_cfg["d_kv"], d_model=t5_cfg["d_model"], num_heads=t5_cfg["num_heads"],
+                num_layers=t5_cfg["num_layers"], vocab_size=t5_cfg["vocab_size"], is_gated_act=t5_cfg["is_gated_act"],
+                dense_act_fn=act, model_type="t5")
+    return t5_cfg, over
+
+
+def pad_token_table(sd, key):
+    """Zero-pads a tiny CLIP token table to ComfyUI's fixed 49408 rows; returns the tiny row count."""
+    w = sd[key]
+    sd[key] = torch.cat([w, torch.zeros(COMFY_VOCAB - w.shape[0], w.shape[1])])
+    return int(w.shape[0])
+
+
+def load_text(ns, pipe_dir, t5_dir):
+    comfy = ns.comfy
+    flux_te = comfy.text_encoders.flux
+    tok_dir = os.path.join(pipe_dir, "tokenizer")
+    use_clip_tokenizer(ns, tok_dir)
+    tokenizer = flux_te.FluxTokenizer()
+
+    clip_cfg, l_over = clip_overrides(os.path.join(pipe_dir, "text_encoder", "config.json"), tokenizer.clip_l.end_token)
+    t5_cfg, t5_over = t5_overrides(t5_dir)
     model_options = {"clip_l_model_config": l_over, "t5xxl_model_config": t5_over}
     clip = flux_te.FluxClipModel(device="cpu", dtype=torch.float32, model_options=model_options)
     # the tiny vocabulary's special tokens (ComfyUI hard-codes CLIP-L's 49406 / 49407 / 49407)
@@ -449,9 +477,7 @@ def load_text(ns, pipe_dir, t5_dir):
     lsd = read_st(os.path.join(pipe_dir, "text_encoder", "model.safetensors"))
     if not any(k.startswith("text_model.") for k in lsd):
         lsd = {"text_model." + k: v for k, v in lsd.items()}
-    k_emb = "text_model.embeddings.token_embedding.weight"
-    w = lsd[k_emb]
-    lsd[k_emb] = torch.cat([w, torch.zeros(COMFY_VOCAB - w.shape[0], w.shape[1])])
+    rows = pad_token_table(lsd, "text_model.embeddings.token_embedding.weight")
     dim = l_over["hidden_size"]
     lsd["text_projection.weight"] = torch.eye(dim)  # unused: Flux takes CLIP-L's unprojected pooled output
     lm, lu = clip.load_sd(lsd)
@@ -459,7 +485,7 @@ def load_text(ns, pipe_dir, t5_dir):
     tm, tu = clip.load_sd(t5sd)
     clip.eval()
     info = dict(clip_l_config_overrides=l_over, t5xxl_config_overrides=t5_over,
-                clip_l_special_tokens=clip.clip_l.special_tokens, clip_l_vocab_rows=int(w.shape[0]),
+                clip_l_special_tokens=clip.clip_l.special_tokens, clip_l_vocab_rows=rows,
                 clip_l_load=dict(missing=sorted(lm), unexpected=sorted(lu)), t5_load=dict(missing=sorted(tm), unexpected=sorted(tu)),
                 t5_tokenizer="comfy/text_encoders/t5_tokenizer (ComfyUI's)", t5_tokenizer_class=type(tokenizer.t5xxl.tokenizer).__name__,
                 clip_tokenizer=tok_dir, clip_tokenizer_class=type(tokenizer.clip_l.tokenizer).__name__,
@@ -620,8 +646,69 @@ def load_vae(pipe_dir):
 
 # ------------------------------------------------------------------ cases --
 
-def run_case(ns, c, clip_shim, nets, vae, hf):
+def ksample(ns, model, patcher, c, positive, negative, vae, t, meta):
+    """The empty latent, comfy.sample.prepare_noise and comfy.sample.sample (-> KSampler) as common_ksampler runs them,
+    with a callback recording every step, and the decode; fills t (noise, sigmas, x_start, denoised, latents,
+    final_latent, latent_out, image) and meta; returns (final, samples, sigmas, latent, noise)."""
     comfy = ns.comfy
+    # latent: EmptySD3LatentImage (width/height multiples of 16) or EmptyLatentImage (multiples of 8, 4 channels)
+    # then comfy.sample.fix_empty_latent_channels, as common_ksampler does
+    h8, w8 = c["height"] // 8, c["width"] // 8
+    if c["width"] % 16 == 0 and c["height"] % 16 == 0:
+        latent = torch.zeros([c["batch"], 16, h8, w8])
+        meta["latent_node"] = "EmptySD3LatentImage"
+    else:
+        latent = torch.zeros([c["batch"], 4, h8, w8])
+        meta["latent_node"] = "EmptyLatentImage + fix_empty_latent_channels"
+    latent = comfy.sample.fix_empty_latent_channels(patcher, latent)
+    noise = comfy.sample.prepare_noise(latent, c["seed"])
+    t["noise"] = noise
+
+    seen = []
+
+    def callback(step, x0, x, total_steps):
+        seen.append((int(step), x.detach().clone(), x0.detach().clone()))
+
+    final_box = []
+    orig_out = model.process_latent_out
+
+    def process_latent_out(z):  # records the sampler's result (sampler space) on its way out of inner_sample
+        final_box.append(z.detach().clone())
+        return orig_out(z)
+
+    model.process_latent_out = process_latent_out
+    ks_sigmas = comfy.samplers.KSampler(patcher, steps=c["steps"], device="cpu", sampler=c["sampler"],
+                                        scheduler=c["scheduler"], denoise=1.0).sigmas.clone()
+    samples = comfy.sample.sample(patcher, noise, c["steps"], c["cfg"], c["sampler"], c["scheduler"], positive, negative,
+                                  latent, denoise=1.0, callback=callback, disable_pbar=True, seed=c["seed"])
+    final = final_box[-1]
+    n = len(ks_sigmas) - 1
+    if [s[0] for s in seen] != list(range(n)):
+        raise RuntimeError(f"callback steps {[s[0] for s in seen]}, want 0..{n - 1}")
+    cb_x = [s[1] for s in seen]
+    t["sigmas"] = ks_sigmas
+    # the callback's x (before each step) is x_start, latents[0], ..., latents[-2]; x_start is CONST.noise_scaling
+    # of the noise at sigmas[0] (sigma * noise + (1 - sigma) * 0: noise times 0.99999994 where ComfyUI's first sigma
+    # is that float32 value rather than 1)
+    t["x_start"] = cb_x[0]
+    t["denoised"] = torch.stack([s[2] for s in seen])
+    t["latents"] = torch.stack(cb_x[1:] + [final])
+    t["final_latent"] = final
+    t["latent_out"] = samples  # ComfyUI's LATENT: process_latent_out(final) = final / scale + shift
+    with torch.no_grad():
+        dec = vae.decode(samples).sample.float()
+    t["image"] = torch.clamp((dec + 1.0) / 2.0, min=0.0, max=1.0).movedim(1, -1)
+    fmt = model.latent_format
+    checks = meta.setdefault("checks", {})
+    checks["noise_is_randn_of_seed"] = bool(torch.equal(noise, torch.randn(noise.shape, generator=torch.manual_seed(c["seed"]))))
+    checks["latent_out_is_final_over_scale_plus_shift"] = bool(torch.allclose(
+        samples, final / fmt.scale_factor + fmt.shift_factor, rtol=0, atol=1e-6))
+    meta["sigmas"] = [float(s) for s in ks_sigmas]
+    meta["latent_shape"] = list(latent.shape)
+    return final, samples, ks_sigmas, latent, noise
+
+
+def run_case(ns, c, clip_shim, nets, vae, hf):
     name, variant = c["name"], c["variant"]
     network = nets[variant]
     network.reset()
@@ -678,53 +765,8 @@ def run_case(ns, c, clip_shim, nets, vae, hf):
     meta["multiplier"] = float(ms.multiplier) if hasattr(ms, "multiplier") else None
     meta["comfy_graph"]["FluxGuidance"] = c["guidance"]
 
-    # latent: EmptySD3LatentImage (width/height multiples of 16) or EmptyLatentImage (multiples of 8, 4 channels)
-    # then comfy.sample.fix_empty_latent_channels, as common_ksampler does
+    final = ksample(ns, model, patcher, c, positive, negative, vae, t, meta)[0]
     h8, w8 = c["height"] // 8, c["width"] // 8
-    if c["width"] % 16 == 0 and c["height"] % 16 == 0:
-        latent = torch.zeros([c["batch"], 16, h8, w8])
-        meta["latent_node"] = "EmptySD3LatentImage"
-    else:
-        latent = torch.zeros([c["batch"], 4, h8, w8])
-        meta["latent_node"] = "EmptyLatentImage + fix_empty_latent_channels"
-    latent = comfy.sample.fix_empty_latent_channels(patcher, latent)
-    noise = comfy.sample.prepare_noise(latent, c["seed"])
-    t["noise"] = noise
-
-    seen = []
-
-    def callback(step, x0, x, total_steps):
-        seen.append((int(step), x.detach().clone(), x0.detach().clone()))
-
-    final_box = []
-    orig_out = model.process_latent_out
-
-    def process_latent_out(z):  # records the sampler's result (sampler space) on its way out of inner_sample
-        final_box.append(z.detach().clone())
-        return orig_out(z)
-
-    model.process_latent_out = process_latent_out
-    ks_sigmas = comfy.samplers.KSampler(patcher, steps=c["steps"], device="cpu", sampler=c["sampler"],
-                                        scheduler=c["scheduler"], denoise=1.0).sigmas.clone()
-    samples = comfy.sample.sample(patcher, noise, c["steps"], c["cfg"], c["sampler"], c["scheduler"], positive, negative,
-                                  latent, denoise=1.0, callback=callback, disable_pbar=True, seed=c["seed"])
-    final = final_box[-1]
-    n = len(ks_sigmas) - 1
-    if [s[0] for s in seen] != list(range(n)):
-        raise RuntimeError(f"callback steps {[s[0] for s in seen]}, want 0..{n - 1}")
-    cb_x = [s[1] for s in seen]
-    t["sigmas"] = ks_sigmas
-    # the callback's x (before each step) is x_start, latents[0], ..., latents[-2]; x_start is CONST.noise_scaling
-    # of the noise at sigmas[0] (sigma * noise + (1 - sigma) * 0: noise times 0.99999994 where ComfyUI's first sigma
-    # is that float32 value rather than 1)
-    t["x_start"] = cb_x[0]
-    t["denoised"] = torch.stack([s[2] for s in seen])
-    t["latents"] = torch.stack(cb_x[1:] + [final])
-    t["final_latent"] = final
-    t["latent_out"] = samples  # ComfyUI's LATENT: process_latent_out(final) = final / 0.3611 + 0.1159
-    with torch.no_grad():
-        dec = vae.decode(samples).sample.float()
-    t["image"] = torch.clamp((dec + 1.0) / 2.0, min=0.0, max=1.0).movedim(1, -1)
     calls = network.calls
     t["model_timesteps"] = torch.tensor([cl["timestep"][0] for cl in calls])
     t["velocity_call0"] = calls[0]["out"]  # packed [B, tokens, 64] of the first network call (the cond batch)
@@ -735,21 +777,52 @@ def run_case(ns, c, clip_shim, nets, vae, hf):
     ids[..., 2] = torch.arange(wp, dtype=torch.float32)[None, :]
     checks = meta.setdefault("checks", {})
     checks["img_ids_0_row_col"] = bool(torch.equal(calls[0]["img_ids"], ids.reshape(-1, 3)))
-    checks["noise_is_randn_of_seed"] = bool(torch.equal(noise, torch.randn(noise.shape, generator=torch.manual_seed(c["seed"]))))
-    checks["latent_out_is_final_over_scale_plus_shift"] = bool(torch.allclose(samples, final / 0.3611 + 0.1159, rtol=0, atol=1e-6))
     if network.checks:
         checks["comfy_network_vs_diffusers"] = network.checks
     meta["model_calls"] = [dict(batch=cl["batch"], txt_len=cl["txt_len"], img_tokens=cl["img_tokens"],
                                 timestep=cl["timestep"][0], guidance=cl["guidance"][0] if cl["guidance"] else None) for cl in calls]
     meta["n_model_calls"] = len(calls)
-    meta["sigmas"] = [float(s) for s in ks_sigmas]
-    meta["latent_shape"] = list(latent.shape)
     img = t["image"]
     meta["stats"] = dict(pixel_std=float(img.std()), pixel_mean=float(img.mean()),
                          clipped=float(((img <= 0) | (img >= 1)).float().mean()),
                          final_latent_std=float(final.std()), final_latent_rms=float(final.pow(2).mean().sqrt()))
     meta["tensors"] = {k: list(v.shape) for k, v in t.items()}
     return {f"{name}/{k}": f32(v) for k, v in t.items()}, meta
+
+
+def setup():
+    """No gradients, float32 matmuls without TF32; returns (and logs) the versions of the libraries used."""
+    torch.set_grad_enabled(False)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    versions = dict(torch=torch.__version__, python=sys.version.split()[0])
+    for mod in ("transformers", "tokenizers", "safetensors", "diffusers", "numpy", "scipy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            versions[mod] = None
+    log(f"versions: {versions}")
+    return versions
+
+
+def run_all(cases, run, describe):
+    """run(c) -> (tensors, meta) for every case, keeping the others when one fails (a flat image fails too);
+    logs describe(meta) for each; returns (tensors, manifest, failed)."""
+    tensors, manifest, failed = {}, [], []
+    for c in cases:
+        try:
+            out, meta = run(c)
+        except Exception as e:  # keep the other cases
+            failed.append(c["name"])
+            log(f"{c['name']}: FAILED {type(e).__name__}: {e}")
+            traceback.print_exc(limit=14)
+            continue
+        if meta["stats"]["pixel_std"] <= 0.05:
+            failed.append(c["name"] + " (flat image)")
+        tensors.update(out)
+        manifest.append(meta)
+        log(f"{c['name']}: ok {describe(meta)}")
+    return tensors, manifest, failed
 
 
 def main():
@@ -762,17 +835,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default="", help="comma-separated case names")
     args = ap.parse_args()
-    torch.set_grad_enabled(False)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     os.makedirs(args.out, exist_ok=True)
-    versions = dict(torch=torch.__version__, python=sys.version.split()[0])
-    for mod in ("transformers", "tokenizers", "safetensors", "diffusers", "numpy", "scipy"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            versions[mod] = None
-    log(f"versions: {versions}")
+    versions = setup()
 
     ns = load_comfy(args.comfy)
     commit = comfy_commit(args.comfy)
@@ -802,22 +866,11 @@ def main():
         nets[variant] = make_network(ns, tr, cn)
     vae = load_vae(args.pipe)
 
-    tensors, manifest, failed = {}, [], []
-    for c in cases:
-        try:
-            out, meta = run_case(ns, c, clip_shim, nets, vae, hf)
-        except Exception as e:  # keep the other cases
-            failed.append(c["name"])
-            log(f"{c['name']}: FAILED {type(e).__name__}: {e}")
-            traceback.print_exc(limit=12)
-            continue
-        if meta["stats"]["pixel_std"] <= 0.05:
-            failed.append(c["name"] + " (flat image)")
-        tensors.update(out)
-        manifest.append(meta)
-        log(f"{c['name']}: ok {meta['model_type']} shift={meta['shift']:.6f} calls={meta['n_model_calls']} "
-            f"t5={meta['t5_len']} clip_windows={meta['clip_windows']} sigmas={[round(s, 6) for s in meta['sigmas']]} "
-            f"pixel_std={meta['stats']['pixel_std']:.4f} checks={json.dumps(meta['checks'])[:400]}")
+    tensors, manifest, failed = run_all(
+        cases, lambda c: run_case(ns, c, clip_shim, nets, vae, hf),
+        lambda meta: f"{meta['model_type']} shift={meta['shift']:.6f} calls={meta['n_model_calls']} "
+                     f"t5={meta['t5_len']} clip_windows={meta['clip_windows']} sigmas={[round(s, 6) for s in meta['sigmas']]} "
+                     f"pixel_std={meta['stats']['pixel_std']:.4f} checks={json.dumps(meta['checks'])[:400]}")
 
     log("\ncase                            model   shift     steps calls pixel_std  sigmas")
     for m in manifest:

@@ -14,6 +14,7 @@ func init() {
 		// function, constant and variable definitions
 		"A1111Parameters":            reflect.ValueOf(engine.A1111Parameters),
 		"BenchFluxStep":              reflect.ValueOf(engine.BenchFluxStep),
+		"BenchSD3Step":               reflect.ValueOf(engine.BenchSD3Step),
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
 		"BenchUNets":                 reflect.ValueOf(&engine.BenchUNets).Elem(),
 		"BenchVAEDecode":             reflect.ValueOf(engine.BenchVAEDecode),
@@ -93,6 +94,7 @@ func init() {
 		"ResizeFill":                 reflect.ValueOf(constant.MakeFromLiteral("\"fill\"", token.STRING, 0)),
 		"ResizeStretch":              reflect.ValueOf(constant.MakeFromLiteral("\"stretch\"", token.STRING, 0)),
 		"SD15VAE":                    reflect.ValueOf(engine.SD15VAE),
+		"SD35Config":                 reflect.ValueOf(engine.SD35Config),
 		"SampleGPUs":                 reflect.ValueOf(engine.SampleGPUs),
 		"SavePNG":                    reflect.ValueOf(engine.SavePNG),
 		"TAESDDecoderFile":           reflect.ValueOf(constant.MakeFromLiteral("\"taesd_decoder.safetensors\"", token.STRING, 0)),

@@ -542,6 +542,21 @@ func (s *convDNN) plan(d *Device, k convKey) *convPlan {
 	if st := l.setTensor4d(p.y, cudnnTensorNCHW, dt, int32(k.n), int32(k.oc), int32(oh), int32(ow)); st != 0 {
 		return fail("%v", l.errorf("cudnnSetTensor4dDescriptor(y)", st))
 	}
+	// A geometry the tuning cache knows takes its algorithm without a
+	// search, when cuDNN still accepts it.
+	if t, hit := d.tune.lookup(k); hit && t.Algo >= 0 && t.Algo < cudnnFwdAlgoCount && cudnnAcceptMath(k.dtype, tf32, t.Math) {
+		var size uintptr
+		if l.setConvMath(p.conv, t.Math) == 0 && l.forwardWsSize(s.handle, p.x, p.filter, p.conv, p.y, t.Algo, &size) == 0 && uint64(size) <= cudnnWorkspaceLimit {
+			p.algo, p.mathType, p.workspace, p.ms = t.Algo, t.Math, uint64(size), t.CudnnMs
+			if d.opts.Profile {
+				p.label = cudnnLabel(k, oh, ow, cudnnFwdAlgoNames[t.Algo])
+			}
+			return p
+		}
+		if st := l.setConvMath(p.conv, cudnnRequestMath(k.dtype, tf32)); st != 0 {
+			return fail("%v", l.errorf("cudnnSetConvolutionMathType", st))
+		}
+	}
 	var count int32
 	s.perf = [cudnnFwdAlgoCount]cudnnFwdPerf{}
 	find := d.rec == nil

@@ -66,6 +66,10 @@ type Options struct {
 	// NoFusedGemm adds biases and residuals with separate kernels instead
 	// of cuBLASLt epilogues.
 	NoFusedGemm bool
+	// TuningCache is the file that keeps the per-geometry convolution
+	// measurements between processes (see tuning.go): "" is
+	// DefaultTuningCache(), "off" measures in every process.
+	TuningCache string
 }
 
 // ConvStrategy selects how Conv2D runs.
@@ -144,6 +148,10 @@ type Device struct {
 	// convChoices holds the measured strategy per geometry (ConvAuto).
 	dnn         convDNN
 	convChoices map[convKey]convChoice
+	// tune is the tuning cache (nil when off); tunedHits counts the
+	// geometries it answered.
+	tune      *tuning
+	tunedHits int
 	// ep runs GEMMs with a fused bias through cuBLASLt.
 	ep epilogueLt
 
@@ -233,6 +241,19 @@ func newDevice(info GPUInfo, drv *driver, blas *cublas, opts Options) *Device {
 	}
 }
 
+// tuningKey is what this device's measurements are valid for.
+func (d *Device) tuningKey() tuningKey {
+	k := tuningKey{GPU: d.info.Name, Arch: d.info.Arch(), Driver: nvmlDriverVersion(), CUDA: versionString(d.drv.version),
+		TF32: d.opts.TF32, Workmax: cudnnWorkspaceLimit}
+	if d.blas != nil {
+		k.CUBLAS = d.blas.Version()
+	}
+	if d.dnn.lib != nil {
+		k.CUDNN = d.dnn.lib.Version()
+	}
+	return k
+}
+
 // kernelModules returns the embedded fatbins, or those in the folder named
 // by DARKROOM_CUDA_KERNELS (for kernel development without a rebuild of
 // the Go binary).
@@ -320,6 +341,13 @@ func (d *Device) setup(mods []kernels.Module) error {
 			return fmt.Errorf("cuda: --conv cudnn: %s", d.dnn.info())
 		}
 	}
+	path := d.opts.TuningCache
+	if path == "" {
+		path = DefaultTuningCache()
+	}
+	if path != "" && path != "off" {
+		d.tune = loadTuning(path, d.tuningKey())
+	}
 	var p unsafe.Pointer
 	if r := drv.cuMemHostAlloc(&p, stagingBytes, 0); r == cudaSuccess {
 		d.staging = p
@@ -335,6 +363,9 @@ func (d *Device) teardown() {
 	d.dropGraphs()
 	d.poolRelease()
 	d.releaseProfile()
+	// A cache that cannot be written costs the next process its
+	// measurements, nothing else.
+	_ = d.tune.save()
 	d.dnn.teardown()
 	d.ep.teardown(d)
 	if d.staging != nil {

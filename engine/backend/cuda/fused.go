@@ -193,9 +193,16 @@ func (d *Device) convCudnnFor(g convGeom, x, wt, y uint64, beta float32) bool {
 	if d.opts.Conv == ConvAuto {
 		k := g.key(d.dtype)
 		ch, ok := d.convChoices[k]
-		if !ok && d.rec == nil && !d.failed() {
-			ch = d.measureConv(g, x, wt)
-			d.convChoices[k] = ch
+		if !ok {
+			if t, hit := d.tune.lookup(k); hit {
+				ch, ok = convChoice{im2col: t.Im2col, cudnnMs: t.CudnnMs, im2colMs: t.Im2colMs}, true
+				d.tunedHits++
+			} else if d.rec == nil && !d.failed() {
+				ch, ok = d.measureConv(g, x, wt), true
+			}
+			if ok {
+				d.convChoices[k] = ch
+			}
 		}
 		if ch.im2col {
 			return false
@@ -248,6 +255,9 @@ func (d *Device) measureConv(g convGeom, x, wt uint64) convChoice {
 		im2colMs: timeIt(func() { d.convIm2col(g, x, wt, out.ptr, 0) }),
 	}
 	ch.im2col = ch.im2colMs < ch.cudnnMs
+	t := tunedOf(k)
+	t.Im2col, t.Algo, t.Math, t.CudnnMs, t.Im2colMs = ch.im2col, plan.algo, plan.mathType, ch.cudnnMs, ch.im2colMs
+	d.tune.record(k, t)
 	return ch
 }
 
@@ -276,6 +286,9 @@ func (d *Device) ConvInfo() string {
 			}
 			s = fmt.Sprintf("%s or im2col + cuBLAS, measured per shape: cuDNN for %d, im2col for %d (one run of each shape: cuDNN %.2f ms, im2col %.2f ms, best %.2f ms)",
 				d.dnn.info(), dnn, im, tDnn, tIm, tBest)
+			if d.tune != nil {
+				s += fmt.Sprintf("; %d shapes from the tuning cache %s", d.tunedHits, d.tune.path)
+			}
 		default:
 			s = "im2col + cuBLAS (" + d.dnn.info() + ")"
 		}

@@ -86,6 +86,7 @@ func NewRootCmd() *cobra.Command {
 		newRunCmd(),
 		newPullCmd(),
 		newLsCmd(),
+		newServeCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root

@@ -1,0 +1,165 @@
+package cmd
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/server"
+)
+
+// serveFlags are the flags of `darkroom serve`.
+type serveFlags struct {
+	listen      string
+	tokens      []string
+	adminTokens []string
+	models      []string
+	devices     []string
+	precision   string
+	model       string
+	queue       int
+	maxSteps    int
+	maxPixels   int
+	maxBatch    int
+	maxBodyMiB  int
+}
+
+const serveLong = `Serve darkroom over HTTP: a JSON API that A1111 clients (webuiapi, Krita
+plugins, bots, notebooks) can use as they use A1111's (/sdapi/v1/txt2img,
+img2img, sd-models, samplers, schedulers, options, progress, interrupt), and
+darkroom's own (/v1/jobs with the engine request as JSON, a Server-Sent
+Events progress stream, /v1/models, /v1/devices, /v1/admin/...). See
+docs/serve.md for the routes.
+
+Jobs wait in a bounded queue (429 beyond --queue) that serves clients
+round-robin, and run on one worker per --device, each with its own model
+cache. Models and other files are named, never given as paths: names are
+looked up in the --models directories only.
+
+Without --token the server answers every caller and may only listen on a
+loopback address. With tokens (--token NAME:SECRET, or DARKROOM_TOKENS as a
+comma-separated list), requests need "Authorization: Bearer SECRET"; a
+client cancels only its own jobs; --admin-token callers may use the admin
+routes and cancel any job.`
+
+const serveExample = `  # Serve on loopback with the built-in model and the GPU (or CPU)
+  darkroom serve
+
+  # A GPU box on the network: tokens, a model folder, both GPUs
+  darkroom serve --listen 0.0.0.0:7860 --token alice:s3cret --admin-token r00t \
+      --models ~/ComfyUI/models --device cuda:0 --device cuda:1
+
+  curl -s localhost:7860/sdapi/v1/txt2img -d '{"prompt": "a 7", "steps": 8, "width": 32, "height": 32}'`
+
+func newServeCmd() *cobra.Command {
+	f := &serveFlags{}
+	c := &cobra.Command{
+		Use:     "serve",
+		Short:   "Serve an HTTP API (A1111-compatible and darkroom's own) with one worker per device",
+		Long:    serveLong,
+		Example: serveExample,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd, f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:7860", "address to listen on (HOST:PORT); a non-loopback address needs --token")
+	fl.StringArrayVar(&f.tokens, "token", nil, "bearer token NAME:SECRET (or SECRET, named \"default\") a client authenticates with; repeat for several clients")
+	fl.StringArrayVar(&f.adminTokens, "admin-token", nil, "bearer token (NAME:SECRET or SECRET) that may also use /v1/admin and cancel any job")
+	fl.StringSliceVar(&f.models, "models", nil, "model directories requests name models in (default "+engine.DefaultModelDir()+")")
+	fl.StringArrayVar(&f.devices, "device", []string{"auto"}, "a worker's device: auto (every GPU, else the CPU), cpu, cuda (every GPU) or cuda:N; repeat for several")
+	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32")
+	fl.StringVar(&f.model, "model", "", "model of A1111 requests that name none (default: the built-in model)")
+	fl.IntVar(&f.queue, "queue", 64, "jobs that may wait; more get 429")
+	fl.IntVar(&f.maxSteps, "max-steps", 150, "most sampling steps a request may ask for")
+	fl.IntVar(&f.maxPixels, "max-pixels", 2048*2048, "most pixels (width×height, hires fix included) of an image")
+	fl.IntVar(&f.maxBatch, "max-batch", 8, "most images of one request")
+	fl.IntVar(&f.maxBodyMiB, "max-body", 32, "largest request body in MiB")
+	return c
+}
+
+// parseTokens reads NAME:SECRET (or SECRET) tokens.
+func parseTokens(flag string, values []string, admin bool) ([]server.Token, error) {
+	var out []server.Token
+	for _, v := range values {
+		name, secret, ok := strings.Cut(v, ":")
+		if !ok {
+			name, secret = "default", v
+			if admin {
+				name = "admin"
+			}
+		}
+		if name == "" || secret == "" {
+			return nil, fmt.Errorf("--%s %q: want NAME:SECRET or SECRET", flag, v)
+		}
+		if len(secret) < 8 {
+			return nil, fmt.Errorf("--%s %s: the secret is shorter than 8 characters", flag, name)
+		}
+		out = append(out, server.Token{Name: name, Secret: secret, Admin: admin})
+	}
+	return out, nil
+}
+
+func (f *serveFlags) options(cmd *cobra.Command) (server.Options, error) {
+	values := f.tokens
+	if env := os.Getenv("DARKROOM_TOKENS"); env != "" {
+		values = append(values, strings.Split(env, ",")...)
+	}
+	tokens, err := parseTokens("token", values, false)
+	if err != nil {
+		return server.Options{}, err
+	}
+	admins, err := parseTokens("admin-token", f.adminTokens, true)
+	if err != nil {
+		return server.Options{}, err
+	}
+	for name, v := range map[string]int{"queue": f.queue, "max-steps": f.maxSteps, "max-pixels": f.maxPixels, "max-batch": f.maxBatch, "max-body": f.maxBodyMiB} {
+		if v < 1 {
+			return server.Options{}, fmt.Errorf("--%s %d: want a positive number", name, v)
+		}
+	}
+	return server.Options{
+		Tokens: append(tokens, admins...), ModelDirs: f.models, QueueSize: f.queue, DefaultModel: f.model,
+		Limits: server.Limits{MaxBody: int64(f.maxBodyMiB) << 20, MaxPixels: f.maxPixels, MaxSteps: f.maxSteps, MaxBatch: f.maxBatch},
+		Log:    slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)),
+	}, nil
+}
+
+func runServe(cmd *cobra.Command, f *serveFlags) error {
+	opts, err := f.options(cmd)
+	if err != nil {
+		return err
+	}
+	if len(opts.Tokens) == 0 && !server.IsLoopback(f.listen) {
+		return fmt.Errorf("--listen %s: not a loopback address, so a --token is required", f.listen)
+	}
+	runners, err := server.OpenRunners(f.devices, engine.Options{ModelDirs: f.models, Precision: f.precision})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, r := range runners {
+			r.Engine.Close()
+		}
+	}()
+	s, err := server.New(opts, server.NewLocal(runners...))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var names []string
+	for _, r := range runners {
+		names = append(names, r.Name+" ("+r.Engine.Device().Name()+")")
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "darkroom serve: http://%s, workers: %s\n", f.listen, strings.Join(names, ", "))
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+	defer stop()
+	return s.ListenAndServe(ctx, f.listen)
+}

@@ -87,6 +87,7 @@ func NewRootCmd() *cobra.Command {
 		newPullCmd(),
 		newLsCmd(),
 		newServeCmd(),
+		newWorkerCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root

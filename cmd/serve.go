@@ -3,10 +3,14 @@ package cmd
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +32,37 @@ type serveFlags struct {
 	maxPixels   int
 	maxBatch    int
 	maxBodyMiB  int
+	nats        natsFlags
+}
+
+// natsFlags are the JetStream flags of serve and worker.
+type natsFlags struct {
+	url     string
+	token   string
+	listen  string
+	store   string
+	ackWait time.Duration
+}
+
+func addNATSFlags(c *cobra.Command, f *natsFlags, serve bool) {
+	fl := c.Flags()
+	if serve {
+		fl.StringVar(&f.url, "nats", "", "NATS server whose JetStream holds the job queue: nats://HOST:4222 joins a cluster, \"off\" keeps the queue in process (default: an embedded nats-server)")
+		fl.StringVar(&f.listen, "nats-listen", "127.0.0.1:4222", "address of the embedded nats-server, which other machines' workers join (darkroom worker --nats nats://HOST:4222)")
+		fl.StringVar(&f.store, "nats-store", filepath.Join(filepath.Dir(engine.DefaultModelDir()), "jetstream"), "folder of the embedded nats-server's JetStream files (queued jobs and results survive restarts)")
+	} else {
+		fl.StringVar(&f.url, "nats", "", "NATS server of the job queue (nats://HOST:4222), as darkroom serve prints it")
+	}
+	fl.StringVar(&f.token, "nats-token", "", "NATS token: required of clients by the embedded server, sent to a joined one (or DARKROOM_NATS_TOKEN)")
+	fl.DurationVar(&f.ackWait, "ack-wait", 30*time.Second, "how long a silent worker keeps a job before it goes to another worker")
+}
+
+// tokenValue is --nats-token, or DARKROOM_NATS_TOKEN.
+func (f *natsFlags) tokenValue() string {
+	if f.token != "" {
+		return f.token
+	}
+	return os.Getenv("DARKROOM_NATS_TOKEN")
 }
 
 const serveLong = `Serve darkroom over HTTP: a JSON API that A1111 clients (webuiapi, Krita
@@ -82,6 +117,7 @@ func newServeCmd() *cobra.Command {
 	fl.IntVar(&f.maxPixels, "max-pixels", 2048*2048, "most pixels (width×height, hires fix included) of an image")
 	fl.IntVar(&f.maxBatch, "max-batch", 8, "most images of one request")
 	fl.IntVar(&f.maxBodyMiB, "max-body", 32, "largest request body in MiB")
+	addNATSFlags(c, &f.nats, true)
 	return c
 }
 
@@ -140,6 +176,110 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if len(opts.Tokens) == 0 && !server.IsLoopback(f.listen) {
 		return fmt.Errorf("--listen %s: not a loopback address, so a --token is required", f.listen)
 	}
+	var runners []*server.Runner
+	if !(len(f.devices) == 1 && f.devices[0] == "none") {
+		if runners, err = server.OpenRunners(f.devices, engine.Options{ModelDirs: f.models, Precision: f.precision}); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, r := range runners {
+			r.Engine.Close()
+		}
+	}()
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+	defer stop()
+	var back server.Backend
+	queue := "in process"
+	switch f.nats.url {
+	case "off":
+		if len(runners) == 0 {
+			return fmt.Errorf("--device none needs a NATS queue for remote workers: drop --nats off")
+		}
+		back = server.NewLocal(runners...)
+	default:
+		url := f.nats.url
+		if url == "" {
+			token := f.nats.tokenValue()
+			if host, _, err := net.SplitHostPort(f.nats.listen); err == nil && token == "" && !server.IsLoopback(f.nats.listen) {
+				return fmt.Errorf("--nats-listen %s: not a loopback address (%s), so a --nats-token is required", f.nats.listen, host)
+			}
+			ns, err := server.StartEmbedded(server.EmbeddedOptions{Listen: f.nats.listen, StoreDir: f.nats.store, Token: token})
+			if err != nil {
+				return err
+			}
+			defer ns.Shutdown()
+			url = ns.ClientURL()
+			queue = "JetStream (embedded nats-server " + url + ")"
+		} else {
+			queue = "JetStream (" + url + ")"
+		}
+		nc, err := server.Dial(url, f.nats.tokenValue())
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		jopts := server.JetStreamOptions{AckWait: f.nats.ackWait, Log: opts.Log}
+		js, err := server.NewJetStream(ctx, nc, jopts)
+		if err != nil {
+			return err
+		}
+		back = js
+		var wg sync.WaitGroup
+		defer func() { stop(); wg.Wait() }()
+		for _, r := range runners {
+			wg.Go(func() { server.RunWorker(ctx, nc, r, jopts) })
+		}
+	}
+	s, err := server.New(opts, back)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	names := []string{}
+	for _, r := range runners {
+		names = append(names, r.Name+" ("+r.Engine.Device().Name()+")")
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "darkroom serve: http://%s, queue: %s, workers here: %s\n", f.listen, queue, strings.Join(names, ", "))
+	return s.ListenAndServe(ctx, f.listen)
+}
+
+// workerFlags are the flags of `darkroom worker`.
+type workerFlags struct {
+	nats      natsFlags
+	models    []string
+	devices   []string
+	precision string
+}
+
+func newWorkerCmd() *cobra.Command {
+	f := &workerFlags{}
+	c := &cobra.Command{
+		Use:   "worker",
+		Short: "Run jobs of a darkroom serve queue (NATS JetStream) on this machine's devices",
+		Long: `Join the job queue of a darkroom serve (its NATS JetStream) and run its jobs
+on this machine: one worker per --device, each with its own model cache.
+Models are named by the server's clients and looked up in this machine's
+--models directories. A job is acknowledged once its images are stored in
+JetStream; a worker that dies mid-job leaves it to another after --ack-wait.`,
+		Example: `  darkroom worker --nats nats://gpu-box:4222 --nats-token SECRET --models ~/models`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runWorker(cmd, f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringSliceVar(&f.models, "models", nil, "model directories (default "+engine.DefaultModelDir()+")")
+	fl.StringArrayVar(&f.devices, "device", []string{"auto"}, "a worker's device: auto (every GPU, else the CPU), cpu, cuda or cuda:N; repeat for several")
+	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32")
+	addNATSFlags(c, &f.nats, false)
+	return c
+}
+
+func runWorker(cmd *cobra.Command, f *workerFlags) error {
+	if f.nats.url == "" {
+		return fmt.Errorf("--nats: the NATS server of the queue is needed (nats://HOST:4222)")
+	}
 	runners, err := server.OpenRunners(f.devices, engine.Options{ModelDirs: f.models, Precision: f.precision})
 	if err != nil {
 		return err
@@ -149,17 +289,29 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 			r.Engine.Close()
 		}
 	}()
-	s, err := server.New(opts, server.NewLocal(runners...))
+	nc, err := server.Dial(f.nats.url, f.nats.tokenValue())
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	var names []string
-	for _, r := range runners {
-		names = append(names, r.Name+" ("+r.Engine.Device().Name()+")")
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "darkroom serve: http://%s, workers: %s\n", f.listen, strings.Join(names, ", "))
+	defer nc.Close()
+	host, _ := os.Hostname()
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
 	defer stop()
-	return s.ListenAndServe(ctx, f.listen)
+	errs := make(chan error, len(runners))
+	for _, r := range runners {
+		r.Name = host + "/" + r.Name
+		fmt.Fprintf(cmd.ErrOrStderr(), "darkroom worker %s on %s\n", r.Name, f.nats.url)
+		go func() {
+			errs <- server.RunWorker(ctx, nc, r, server.JetStreamOptions{AckWait: f.nats.ackWait, Log: log})
+		}()
+	}
+	var first error
+	for range runners {
+		if err := <-errs; err != nil && first == nil && ctx.Err() == nil {
+			first = err
+			stop()
+		}
+	}
+	return first
 }

@@ -275,6 +275,11 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, c caller) (*job,
 	s.mu.Lock()
 	j, ok := s.jobs[id]
 	s.mu.Unlock()
+	if rs, isStore := s.back.(resultStore); !ok && isStore {
+		if o, found := rs.Stored(r.Context(), id); found {
+			j, ok = s.adopt(o), true
+		}
+	}
 	if !ok {
 		s.fail(w, r, http.StatusNotFound, fmt.Sprintf("job %s: no such job", id))
 		return nil, false
@@ -284,6 +289,23 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, c caller) (*job,
 		return nil, false
 	}
 	return j, true
+}
+
+// adopt records a stored outcome of a job this server did not take (it
+// was taken before a restart) as a finished job.
+func (s *Server) adopt(o Outcome) *job {
+	s.mu.Lock()
+	j, ok := s.jobs[o.ID]
+	if !ok {
+		j = &job{ID: o.ID, Client: o.Client, Task: Task{ID: o.ID, Client: o.Client, Request: o.Request}, created: time.Now(),
+			state: StateQueued, changed: make(chan struct{}), done: make(chan struct{})}
+		s.jobs[o.ID] = j
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.Finished(o)
+	}
+	return j
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request, c caller) {

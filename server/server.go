@@ -146,6 +146,12 @@ type Backend interface {
 	Unload() int
 }
 
+// resultStore is a backend that keeps outcomes beyond the server's memory
+// (JetStream): a job taken before a restart is found there.
+type resultStore interface {
+	Stored(ctx context.Context, id string) (Outcome, bool)
+}
+
 // WorkerInfo describes a worker for /v1/devices.
 type WorkerInfo struct {
 	Name   string   `json:"name"`
@@ -170,9 +176,11 @@ type Server struct {
 	finished []string          // ended job ids, oldest first
 	models   map[string]string // per-client A1111 model (/sdapi/v1/options)
 
-	ctx    context.Context
-	stop   context.CancelFunc
-	served chan error
+	ctx       context.Context
+	stop      context.CancelFunc
+	served    chan error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New creates a server whose jobs run on back. It starts the backend.
@@ -199,13 +207,16 @@ func New(opts Options, back Backend) (*Server, error) {
 
 // Close stops the backend and cancels the jobs that wait or run.
 func (s *Server) Close() error {
-	s.stop()
-	err := <-s.served
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	s.catalog.Close()
-	return err
+	s.closeOnce.Do(func() {
+		s.stop()
+		err := <-s.served
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		s.catalog.Close()
+		s.closeErr = err
+	})
+	return s.closeErr
 }
 
 // Handler returns the HTTP handler of the API.
@@ -320,7 +331,7 @@ func (s *Server) submit(client string, t Task) (*job, error) {
 	if err := s.check(&t); err != nil {
 		return nil, err
 	}
-	t.ID = newID()
+	t.ID, t.Client = newID(), client
 	j := &job{ID: t.ID, Client: client, Task: t, created: time.Now(), state: StateQueued,
 		changed: make(chan struct{}), done: make(chan struct{})}
 	s.mu.Lock()

@@ -76,8 +76,7 @@ func sharedModelDir(t *testing.T) string {
 // queue); gate holds them back until env.start.
 func newEnv(t *testing.T, opts Options, workers int, gate bool) *testEnv {
 	t.Helper()
-	env := &testEnv{t: t, dir: sharedModelDir(t)}
-	opts.ModelDirs = []string{env.dir}
+	opts.ModelDirs = []string{sharedModelDir(t)}
 	var runners []*Runner
 	for i := range workers {
 		e, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: opts.ModelDirs, NamesOnly: true})
@@ -88,20 +87,13 @@ func newEnv(t *testing.T, opts Options, workers int, gate bool) *testEnv {
 		runners = append(runners, &Runner{Engine: e, Name: fmt.Sprintf("cpu-%d", i), Scratch: t.TempDir(), PreviewEvery: time.Millisecond})
 	}
 	var back Backend = NewLocal(runners...)
+	var g chan struct{}
 	if gate || workers == 0 {
-		env.gate = make(chan struct{})
-		back = gated{back, env.gate}
+		g = make(chan struct{})
+		back = gated{back, g}
 	}
-	s, err := New(opts, back)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.srv = s
-	env.http = httptest.NewServer(s.Handler())
-	t.Cleanup(func() {
-		env.http.Close()
-		s.Close()
-	})
+	env := newEnvBackend(t, opts, back)
+	env.gate = g
 	return env
 }
 

@@ -21,7 +21,9 @@ import (
 // message (its JSON). Images travel as bytes, never as paths on the
 // server's disk.
 type Task struct {
-	ID      string         `json:"id"`
+	ID string `json:"id"`
+	// Client is the client the job belongs to.
+	Client  string         `json:"client"`
 	Request engine.Request `json:"request"`
 	// Given lists the request fields the client set; the model's own
 	// defaults (size, steps, cfg, sampler, scheduler) replace the others
@@ -39,6 +41,9 @@ type Task struct {
 // Outcome is what a worker reports for a task.
 type Outcome struct {
 	ID string `json:"id"`
+	// Client is the task's client: a server that did not take the job (it
+	// restarted) checks ownership with it.
+	Client string `json:"client,omitempty"`
 	// Images are PNG files with the A1111 "parameters" and the darkroom
 	// request chunks; Infotexts their A1111 parameters text.
 	Images    [][]byte `json:"images,omitempty"`
@@ -91,7 +96,7 @@ type Runner struct {
 // never panics: an engine panic becomes the outcome's error.
 func (r *Runner) Run(ctx context.Context, t Task, progress func(Progress)) (out Outcome) {
 	start := time.Now()
-	out = Outcome{ID: t.ID, Request: t.Request, Worker: r.Name}
+	out = Outcome{ID: t.ID, Client: t.Client, Request: t.Request, Worker: r.Name}
 	defer func() {
 		if p := recover(); p != nil {
 			out.Error = fmt.Sprintf("engine panic: %v", p)

@@ -1,0 +1,318 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/darkroom-ai/darkroom/engine"
+)
+
+// workerEnv makes the test binary a JetStream worker process (see
+// TestMain): its value is the NATS URL, workerName the worker's name.
+const (
+	workerEnv  = "DARKROOM_SERVER_TEST_WORKER"
+	workerName = "DARKROOM_SERVER_TEST_WORKER_NAME"
+)
+
+func TestMain(m *testing.M) {
+	if url := os.Getenv(workerEnv); url != "" {
+		os.Exit(testWorker(url, os.Getenv(workerName)))
+	}
+	os.Exit(m.Run())
+}
+
+// testWorker is a worker process: a CPU runner on the shared queue. It
+// prints "stored ID" for every outcome it stores, for the test to count.
+func testWorker(url, name string) int {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer nc.Close()
+	e, err := engine.Open(engine.Options{Device: "cpu", NamesOnly: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	r := &Runner{Engine: e, Name: name}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { // the test closes stdin to stop the worker
+		io.Copy(io.Discard, os.Stdin)
+		stop()
+	}()
+	err = RunWorker(ctx, nc, r, JetStreamOptions{AckWait: 2 * time.Second, stored: func(id string) { fmt.Printf("stored %s\n", id) }})
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// workerProc is a worker process of the test.
+type workerProc struct {
+	name  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{}
+}
+
+func startWorker(t *testing.T, url, name string, stored chan<- string) *workerProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), workerEnv+"="+url, workerName+"="+name)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &workerProc{name: name, cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if id, ok := strings.CutPrefix(sc.Text(), "stored "); ok {
+				stored <- id
+			}
+		}
+		cmd.Wait()
+		close(w.done)
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		select {
+		case <-w.done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-w.done
+		}
+	})
+	return w
+}
+
+// TestJetStreamKill: a server on an embedded nats-server, 3 worker
+// processes, 50 jobs; one worker is killed with SIGKILL in the middle of
+// a job. Every job ends done, and every outcome is stored exactly once
+// (counted from the workers' own reports): the killed job is redelivered
+// to another worker, nothing runs twice to completion.
+func TestJetStreamKill(t *testing.T) {
+	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	back, err := NewJetStream(ctx, nc, JetStreamOptions{AckWait: 2 * time.Second, Window: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnvBackend(t, Options{QueueSize: 100}, back)
+
+	stored := make(chan string, 200)
+	var workers []*workerProc
+	for i := range 3 {
+		workers = append(workers, startWorker(t, ns.ClientURL(), fmt.Sprintf("proc-%d", i), stored))
+	}
+	const jobs = 50
+	var ids []string
+	for i := range jobs {
+		var v jobView
+		env.want(202, call{method: "POST", path: "/v1/jobs", client: fmt.Sprintf("c%d", i%5),
+			body: fmt.Sprintf(`{"prompt": "a %d", "seed": %d, "steps": %d, "width": 16, "height": 16}`, i%10, i, 3+i%2)}, &v)
+		ids = append(ids, v.ID)
+	}
+	owner := func(i int) string { return fmt.Sprintf("c%d", i%5) }
+	// Kill proc-1 once it is in the middle of a job.
+	victim := workers[1]
+	var killed string
+	deadline := time.Now().Add(60 * time.Second)
+	for killed == "" {
+		for i, id := range ids {
+			var v jobView
+			env.want(200, call{method: "GET", path: "/v1/jobs/" + id + "?images=0", client: owner(i)}, &v)
+			if v.State == StateRunning && v.Worker == victim.name && v.Step > 0 && v.Step < v.Total {
+				victim.cmd.Process.Signal(syscall.SIGKILL)
+				killed = id
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("proc-1 never ran a job")
+		}
+	}
+	<-victim.done
+	// Every job ends done.
+	for i, id := range ids {
+		v := env.wait(id, "", owner(i))
+		if v.State != StateDone || len(v.Images) != 1 {
+			t.Fatalf("job %d (%s): %s %q", i, id, v.State, v.Error)
+		}
+		if id == killed && v.Worker == victim.name {
+			t.Errorf("the killed job %s reports the killed worker", id)
+		}
+	}
+	// Count the outcomes stored: each job exactly once.
+	count := map[string]int{}
+	timeout := time.After(5 * time.Second)
+collect:
+	for len(count) < jobs {
+		select {
+		case id := <-stored:
+			count[id]++
+		case <-timeout:
+			break collect
+		}
+	}
+	// Late duplicates would arrive now.
+	for drained := false; !drained; {
+		select {
+		case id := <-stored:
+			count[id]++
+		case <-time.After(500 * time.Millisecond):
+			drained = true
+		}
+	}
+	for _, id := range ids {
+		if count[id] != 1 {
+			t.Errorf("job %s stored %d times, want 1", id, count[id])
+		}
+	}
+	t.Logf("50 jobs on 3 worker processes, %s killed mid-job (job %s): all done, each stored once", victim.name, killed)
+}
+
+// newEnvBackend is newEnv with a given backend.
+func newEnvBackend(t *testing.T, opts Options, back Backend) *testEnv {
+	t.Helper()
+	env := &testEnv{t: t, dir: sharedModelDir(t)}
+	opts.ModelDirs = []string{env.dir}
+	s, err := New(opts, back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.srv = s
+	env.http = httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		env.http.Close()
+		s.Close()
+	})
+	return env
+}
+
+// TestJetStreamRestart: jobs handed to JetStream while no worker runs
+// survive a restart of the server and of its embedded nats-server (same
+// store folder); a worker that joins afterwards runs them, and the new
+// server answers for them.
+func TestJetStreamRestart(t *testing.T) {
+	store := t.TempDir()
+	ctx := context.Background()
+	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := NewJetStream(ctx, nc, JetStreamOptions{Window: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := newEnvBackend(t, Options{}, back)
+	var ids []string
+	for i := range 5 {
+		var v jobView
+		first.want(202, call{method: "POST", path: "/v1/jobs", client: "alice", body: fmt.Sprintf(`{"prompt": "a %d", "seed": %d, "steps": 3}`, i, i)}, &v)
+		ids = append(ids, v.ID)
+	}
+	js, _ := jetstream.New(nc)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, err := js.Stream(ctx, jobStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jobs in the stream, want 5", info.State.Msgs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first.http.Close()
+	first.srv.Close()
+	nc.Close()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	ns, err = StartEmbedded(EmbeddedOptions{StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err = nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	back, err = NewJetStream(ctx, nc, JetStreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := newEnvBackend(t, Options{}, back)
+	e, err := engine.Open(engine.Options{Device: "cpu", NamesOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- RunWorker(wctx, nc, &Runner{Engine: e, Name: "late"}, JetStreamOptions{}) }()
+	defer func() { stop(); <-done }()
+	for _, id := range ids {
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			status, b := second.do(call{method: "GET", path: "/v1/jobs/" + id, client: "alice"})
+			if status == 200 {
+				var v jobView
+				json.Unmarshal(b, &v)
+				// The job keeps its client, which ownership checks use.
+				if v.State != StateDone || len(v.Images) != 1 || v.Worker != "late" || v.Client != "local/alice" {
+					t.Fatalf("job %s after the restart: %s %q on %q", id, v.State, v.Error, v.Worker)
+				}
+				break
+			}
+			if status != 404 || time.Now().After(deadline) {
+				t.Fatalf("job %s after the restart: %d %s", id, status, b)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

@@ -369,7 +369,7 @@ func RunWorker(ctx context.Context, nc *nats.Conn, r *Runner, opts JetStreamOpti
 		}
 	}()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
 				break

@@ -55,7 +55,7 @@ func testWorker(url, name string) int {
 		io.Copy(io.Discard, os.Stdin)
 		stop()
 	}()
-	err = RunWorker(ctx, nc, r, JetStreamOptions{AckWait: 2 * time.Second, stored: func(id string) { fmt.Printf("stored %s\n", id) }})
+	err = RunWorker(ctx, nc, r, JetStreamOptions{AckWait: time.Second, stored: func(id string) { fmt.Printf("stored %s\n", id) }})
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -111,7 +111,7 @@ func startWorker(t *testing.T, url, name string, stored chan<- string) *workerPr
 }
 
 // TestJetStreamKill: a server on an embedded nats-server, 3 worker
-// processes, 50 jobs; one worker is killed with SIGKILL in the middle of
+// processes, 50 jobs (20 under -race); one worker is killed with SIGKILL in the middle of
 // a job. Every job ends done, and every outcome is stored exactly once
 // (counted from the workers' own reports): the killed job is redelivered
 // to another worker, nothing runs twice to completion.
@@ -127,7 +127,7 @@ func TestJetStreamKill(t *testing.T) {
 	}
 	defer nc.Close()
 	ctx := context.Background()
-	back, err := NewJetStream(ctx, nc, JetStreamOptions{AckWait: 2 * time.Second, Window: 50})
+	back, err := NewJetStream(ctx, nc, JetStreamOptions{AckWait: time.Second, Window: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +138,16 @@ func TestJetStreamKill(t *testing.T) {
 	for i := range 3 {
 		workers = append(workers, startWorker(t, ns.ClientURL(), fmt.Sprintf("proc-%d", i), stored))
 	}
-	const jobs = 50
+	t0 := time.Now()
+	jobs := 50
+	if raceDetector {
+		jobs = 20 // race-instrumented worker processes are slow
+	}
 	var ids []string
 	for i := range jobs {
 		var v jobView
 		env.want(202, call{method: "POST", path: "/v1/jobs", client: fmt.Sprintf("c%d", i%5),
-			body: fmt.Sprintf(`{"prompt": "a %d", "seed": %d, "steps": %d, "width": 16, "height": 16}`, i%10, i, 3+i%2)}, &v)
+			body: fmt.Sprintf(`{"prompt": "a %d", "seed": %d, "steps": %d, "width": 16, "height": 16}`, i%10, i, 2+i%2)}, &v)
 		ids = append(ids, v.ID)
 	}
 	owner := func(i int) string { return fmt.Sprintf("c%d", i%5) }
@@ -166,6 +170,7 @@ func TestJetStreamKill(t *testing.T) {
 		}
 	}
 	<-victim.done
+	tKill := time.Since(t0)
 	// Every job ends done.
 	for i, id := range ids {
 		v := env.wait(id, "", owner(i))
@@ -176,6 +181,7 @@ func TestJetStreamKill(t *testing.T) {
 			t.Errorf("the killed job %s reports the killed worker", id)
 		}
 	}
+	tDone := time.Since(t0)
 	// Count the outcomes stored: each job exactly once.
 	count := map[string]int{}
 	timeout := time.After(5 * time.Second)
@@ -197,12 +203,19 @@ collect:
 			drained = true
 		}
 	}
+	// Stop the workers together (each takes up to a fetch wait).
+	for _, w := range workers {
+		w.stdin.Close()
+	}
+	for _, w := range workers {
+		<-w.done
+	}
 	for _, id := range ids {
 		if count[id] != 1 {
 			t.Errorf("job %s stored %d times, want 1", id, count[id])
 		}
 	}
-	t.Logf("50 jobs on 3 worker processes, %s killed mid-job (job %s): all done, each stored once", victim.name, killed)
+	t.Logf("%d jobs on 3 worker processes, %s killed mid-job (job %s) after %v: all done after %v, each stored once", jobs, victim.name, killed, tKill, tDone)
 }
 
 // newEnvBackend is newEnv with a given backend.
@@ -288,14 +301,11 @@ func TestJetStreamRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := newEnvBackend(t, Options{}, back)
-	e, err := engine.Open(engine.Options{Device: "cpu", NamesOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- RunWorker(wctx, nc, &Runner{Engine: e, Name: "late"}, JetStreamOptions{}) }()
+	go func() {
+		done <- RunWorker(wctx, nc, &Runner{Engine: sharedEngine(t), Name: "late"}, JetStreamOptions{})
+	}()
 	defer func() { stop(); <-done }()
 	for _, id := range ids {
 		for deadline := time.Now().Add(60 * time.Second); ; {

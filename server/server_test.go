@@ -14,6 +14,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,6 +74,25 @@ func sharedModelDir(t *testing.T) string {
 	return modelDir
 }
 
+var (
+	sharedOnce sync.Once
+	shared     *engine.Engine
+	sharedErr  error
+)
+
+// sharedEngine is the workers' CPU engine, one for the test binary, so
+// that the built-in model loads once (slow under the race detector).
+func sharedEngine(t *testing.T) *engine.Engine {
+	dir := sharedModelDir(t)
+	sharedOnce.Do(func() {
+		shared, sharedErr = engine.Open(engine.Options{Device: "cpu", ModelDirs: []string{dir}, NamesOnly: true})
+	})
+	if sharedErr != nil {
+		t.Fatal(sharedErr)
+	}
+	return shared
+}
+
 // newEnv starts a server with workers CPU workers (0: none, jobs only
 // queue); gate holds them back until env.start.
 func newEnv(t *testing.T, opts Options, workers int, gate bool) *testEnv {
@@ -79,12 +100,7 @@ func newEnv(t *testing.T, opts Options, workers int, gate bool) *testEnv {
 	opts.ModelDirs = []string{sharedModelDir(t)}
 	var runners []*Runner
 	for i := range workers {
-		e, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: opts.ModelDirs, NamesOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		runners = append(runners, &Runner{Engine: e, Name: fmt.Sprintf("cpu-%d", i), Scratch: t.TempDir(), PreviewEvery: time.Millisecond})
+		runners = append(runners, &Runner{Engine: sharedEngine(t), Name: fmt.Sprintf("cpu-%d", i), Scratch: t.TempDir(), PreviewEvery: time.Millisecond})
 	}
 	var back Backend = NewLocal(runners...)
 	var g chan struct{}
@@ -345,8 +361,8 @@ func TestModelsAndDevices(t *testing.T) {
 		t.Fatalf("job %+v", done)
 	}
 	env.want(200, call{method: "GET", path: "/v1/devices"}, &devs)
-	if l := devs.Workers[0].Loaded; len(l) != 1 || l[0] != "digits2" {
-		t.Errorf("loaded models %v, want [digits2]", l)
+	if l := devs.Workers[0].Loaded; !slices.Contains(l, "digits2") {
+		t.Errorf("loaded models %v, want digits2 among them", l)
 	}
 	// Admin: probe the file, list families, unload.
 	var probe map[string]any
@@ -361,8 +377,13 @@ func TestModelsAndDevices(t *testing.T) {
 	}
 	var un struct{ Unloaded int }
 	env.want(200, call{method: "POST", path: "/v1/admin/unload"}, &un)
-	if un.Unloaded != 1 {
-		t.Errorf("unloaded %d models, want 1", un.Unloaded)
+	if un.Unloaded < 1 {
+		t.Errorf("unloaded %d models, want digits2 at least", un.Unloaded)
+	}
+	var after struct{ Workers []WorkerInfo }
+	env.want(200, call{method: "GET", path: "/v1/devices"}, &after)
+	if l := after.Workers[0].Loaded; len(l) != 0 {
+		t.Errorf("loaded after unload: %v", l)
 	}
 	var q struct{ Jobs []jobView }
 	env.want(200, call{method: "GET", path: "/v1/admin/queue"}, &q)
@@ -555,6 +576,9 @@ func TestFairness(t *testing.T) {
 	var all []queued
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	for c := range clients {
 		name := fmt.Sprintf("c%d", c)
 		// Client c starts once client c-1 has queued all its jobs; each
@@ -572,6 +596,13 @@ func TestFairness(t *testing.T) {
 		cw.Wait()
 	}
 	wg.Wait()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// 200 waiting jobs hold their requests only: well under 100 KiB each.
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if grown > 20<<20 {
+		t.Errorf("the heap grew by %d MiB for 200 queued jobs", grown>>20)
+	}
 	order := make([]string, clients*each)
 	for _, q := range all {
 		var v jobView
@@ -594,7 +625,7 @@ func TestFairness(t *testing.T) {
 	if order[0] != "c0" || order[1] != "c1" || order[9] != "c9" || order[10] != "c0" {
 		t.Errorf("first places %v", order[:12])
 	}
-	t.Logf("200 jobs of 10 clients queued; the first 12 places: %v", order[:12])
+	t.Logf("200 jobs of 10 clients queued (heap %+d KiB); the first 12 places: %v", grown>>10, order[:12])
 }
 
 // TestFairRun runs 3 clients' jobs (5, 2 and 2, the flood first) on one

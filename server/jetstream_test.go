@@ -326,3 +326,77 @@ func TestJetStreamRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestJetStreamInProcess is `darkroom serve`'s default set-up: an
+// embedded nats-server and a worker in the server's process on the same
+// connection. A job runs with progress and previews; a running job is
+// cancelled through JetStream; a job cancelled before a worker takes it
+// never runs; /v1/devices lists the worker from its heartbeats.
+func TestJetStreamInProcess(t *testing.T) {
+	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, stop := context.WithCancel(context.Background())
+	back, err := NewJetStream(ctx, nc, JetStreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnvBackend(t, Options{}, back)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunWorker(ctx, nc, &Runner{Engine: sharedEngine(t), Name: "here", PreviewEvery: time.Millisecond}, JetStreamOptions{})
+	}()
+	defer func() { stop(); <-done }()
+
+	var v jobView
+	env.want(202, call{method: "POST", path: "/v1/jobs", body: `{"prompt": "a 5", "seed": 5, "steps": 4}`}, &v)
+	if v = env.wait(v.ID, "", ""); v.State != StateDone || len(v.Images) != 1 || v.Worker != "here" || v.Step != 4 {
+		t.Fatalf("job: %s %q on %q at step %d", v.State, v.Error, v.Worker, v.Step)
+	}
+	img, _ := decodePNG(t, v.Images[0])
+	req := engine.DefaultRequest()
+	req.Prompt, req.Seed, req.Steps, req.Width, req.Height, req.CFG = "a 5", 5, 4, 32, 32, 5
+	samePixels(t, "JetStream job", img, direct(t, req))
+
+	env.want(202, call{method: "POST", path: "/v1/jobs", body: `{"prompt": "a 6", "steps": 150}`}, &v)
+	long := v.ID
+	env.want(202, call{method: "POST", path: "/v1/jobs", body: `{"prompt": "a 8", "steps": 150}`}, &v)
+	next := v.ID
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		env.want(200, call{method: "GET", path: "/v1/jobs/" + long + "?images=0"}, &v)
+		if v.State == StateRunning && v.Step > 0 && v.Preview != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the long job does not run: %+v", v)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	var devs struct{ Workers []WorkerInfo }
+	env.want(200, call{method: "GET", path: "/v1/devices"}, &devs)
+	if len(devs.Workers) != 1 || devs.Workers[0].Name != "here" || !devs.Workers[0].Remote {
+		t.Errorf("workers %+v", devs.Workers)
+	}
+	// The second job is already on the work queue (the window is 16):
+	// its cancel reaches the worker through the cancel mark.
+	env.want(200, call{method: "DELETE", path: "/v1/jobs/" + next}, nil)
+	env.want(200, call{method: "DELETE", path: "/v1/jobs/" + long}, nil)
+	if v = env.wait(long, "", ""); v.State != StateCancelled || v.Step >= 150 {
+		t.Errorf("cancelled running job: %s at step %d", v.State, v.Step)
+	}
+	if v = env.wait(next, "", ""); v.State != StateCancelled || v.Step != 0 {
+		t.Errorf("cancelled waiting job: %s at step %d", v.State, v.Step)
+	}
+	var un struct{ Unloaded int }
+	env.want(200, call{method: "POST", path: "/v1/admin/unload"}, &un)
+	if un.Unloaded != -1 {
+		t.Errorf("unload through JetStream answers %d, want -1 (told, not counted)", un.Unloaded)
+	}
+}

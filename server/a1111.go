@@ -98,7 +98,7 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 	if sampler != "" {
 		sm, sched, ok := engine.CanonicalSampler(sampler)
 		if !ok {
-			return Task{}, &httpError{http.StatusBadRequest, fmt.Sprintf("sampler_name %q: unknown sampler (GET /sdapi/v1/samplers lists them)", sampler)}
+			return Task{}, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("sampler_name %q: unknown sampler (GET /sdapi/v1/samplers lists them)", sampler)}
 		}
 		req.Sampler = sm
 		set("sampler", true)
@@ -144,7 +144,7 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 	t := Task{Request: req}
 	if img2img {
 		if len(b.InitImages) == 0 {
-			return Task{}, &httpError{http.StatusBadRequest, "init_images: img2img needs an image"}
+			return Task{}, &httpError{status: http.StatusBadRequest, msg: "init_images: img2img needs an image"}
 		}
 		var err error
 		if t.InitImage, err = decodeImage("init_images[0]", b.InitImages[0]); err != nil {
@@ -172,7 +172,7 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 			case 2:
 				t.Request.Resize = engine.ResizeFill
 			default:
-				return Task{}, &httpError{http.StatusBadRequest, fmt.Sprintf("resize_mode %d: darkroom resizes with 0 (just resize), 1 (crop and resize) or 2 (resize and fill)", *b.ResizeMode)}
+				return Task{}, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("resize_mode %d: darkroom resizes with 0 (just resize), 1 (crop and resize) or 2 (resize and fill)", *b.ResizeMode)}
 			}
 		}
 	} else if b.EnableHR {

@@ -26,13 +26,19 @@ import (
 type httpError struct {
 	status int
 	msg    string
+	field  string // the request field at fault, if one is
 }
 
 func (e *httpError) Error() string { return e.msg }
 
 // badField turns a request validation error into a 400 naming the field.
 func badField(err error) error {
-	return &httpError{http.StatusBadRequest, err.Error()}
+	he := &httpError{status: http.StatusBadRequest, msg: err.Error()}
+	var fe *engine.FieldError
+	if errors.As(err, &fe) {
+		he.field = fe.Field
+	}
+	return he
 }
 
 // errorBody is the JSON of every error answer. Detail repeats the message
@@ -45,15 +51,20 @@ type errorBody struct {
 
 // fail answers an error with its status, as JSON.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.failField(w, r, status, msg, "")
+}
+
+// failField is fail naming the request field at fault.
+func (s *Server) failField(w http.ResponseWriter, r *http.Request, status int, msg, field string) {
 	s.opts.Log.Info("refused", "method", r.Method, "path", r.URL.Path, "status", status, "error", msg)
-	writeJSON(w, status, errorBody{Error: msg, Detail: msg})
+	writeJSON(w, status, errorBody{Error: msg, Detail: msg, Field: field})
 }
 
 // failErr answers err: its status when it is an *httpError, else 500.
 func (s *Server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
-		s.fail(w, r, he.status, he.msg)
+		s.failField(w, r, he.status, he.msg, he.field)
 		return
 	}
 	s.fail(w, r, http.StatusInternalServerError, err.Error())
@@ -75,13 +86,13 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, stric
 	if _, err := buf.ReadFrom(body); err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
-			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.Limits.MaxBody)}
+			return nil, &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body over %d bytes", s.opts.Limits.MaxBody)}
 		}
-		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("reading the body: %v", err)}
+		return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("reading the body: %v", err)}
 	}
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(buf.Bytes(), &keys); err != nil {
-		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("body: not a JSON object: %v", err)}
+		return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("body: not a JSON object: %v", err)}
 	}
 	dec := json.NewDecoder(&buf)
 	if strict {
@@ -90,9 +101,9 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, stric
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("body: %s: want a %s, got a JSON %s", te.Field, te.Type, te.Value)}
+			return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("body: %s: want a %s, got a JSON %s", te.Field, te.Type, te.Value)}
 		}
-		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("body: %v", err)}
+		return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("body: %v", err)}
 	}
 	return keys, nil
 }
@@ -105,10 +116,10 @@ func decodeImage(field, s string) ([]byte, error) {
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
 	if err != nil {
-		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("%s: not base64: %v", field, err)}
+		return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("%s: not base64: %v", field, err)}
 	}
 	if _, _, err := imageSize(b); err != nil {
-		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("%s: %v", field, err)}
+		return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("%s: %v", field, err)}
 	}
 	return b, nil
 }

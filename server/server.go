@@ -337,7 +337,7 @@ func (s *Server) submit(client string, t Task) (*job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.queue.push(j); err != nil {
-		return nil, &httpError{http.StatusTooManyRequests, fmt.Sprintf("%v: %d jobs wait; try again later", err, s.opts.QueueSize)}
+		return nil, &httpError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v: %d jobs wait; try again later", err, s.opts.QueueSize)}
 	}
 	s.jobs[j.ID] = j
 	s.opts.Log.Info("job queued", "id", j.ID, "client", client, "model", t.Request.Model)
@@ -351,7 +351,7 @@ func (s *Server) check(t *Task) error {
 	req := &t.Request
 	// The init image and mask travel as bytes; a path is never read.
 	if req.InitImage != "" || req.Mask != "" {
-		return &httpError{http.StatusBadRequest, "init_image and mask are images (base64), not paths"}
+		return &httpError{status: http.StatusBadRequest, msg: "init_image and mask are images (base64), not paths"}
 	}
 	if t.InitImage != nil {
 		req.InitImage = "init.png" // for Validate: an img2img request
@@ -370,16 +370,16 @@ func (s *Server) check(t *Task) error {
 	}
 	l := s.opts.Limits
 	if req.Steps > l.MaxSteps || req.HiresSteps > l.MaxSteps {
-		return &httpError{http.StatusBadRequest, fmt.Sprintf("steps %d: this server allows at most %d", max(req.Steps, req.HiresSteps), l.MaxSteps)}
+		return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("steps %d: this server allows at most %d", max(req.Steps, req.HiresSteps), l.MaxSteps)}
 	}
 	if req.Batch > l.MaxBatch {
-		return &httpError{http.StatusBadRequest, fmt.Sprintf("batch %d: this server allows at most %d images a request", req.Batch, l.MaxBatch)}
+		return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("batch %d: this server allows at most %d images a request", req.Batch, l.MaxBatch)}
 	}
 	// A size the client left out is the model's, checked by the worker.
 	t.MaxPixels = l.MaxPixels
 	if slices.Contains(t.Given, "width") || slices.Contains(t.Given, "height") {
 		if err := checkPixels(*req, l.MaxPixels); err != nil {
-			return &httpError{http.StatusBadRequest, err.Error()}
+			return &httpError{status: http.StatusBadRequest, msg: err.Error()}
 		}
 	}
 	for _, img := range [][]byte{t.InitImage, t.Mask} {
@@ -388,10 +388,10 @@ func (s *Server) check(t *Task) error {
 		}
 		iw, ih, err := imageSize(img)
 		if err != nil {
-			return &httpError{http.StatusBadRequest, err.Error()}
+			return &httpError{status: http.StatusBadRequest, msg: err.Error()}
 		}
 		if iw*ih > l.MaxPixels {
-			return &httpError{http.StatusBadRequest, fmt.Sprintf("init image %dx%d: this server allows at most %d pixels an image", iw, ih, l.MaxPixels)}
+			return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("init image %dx%d: this server allows at most %d pixels an image", iw, ih, l.MaxPixels)}
 		}
 	}
 	if _, err := s.catalog.Resolve(req.Model); err != nil {
@@ -526,7 +526,7 @@ func (s *Server) update(id string, f func(*job)) {
 // one is stopped by its worker. It returns an *httpError when c may not.
 func (s *Server) cancelJob(c caller, j *job) error {
 	if !c.owns(j.Client) {
-		return &httpError{http.StatusForbidden, fmt.Sprintf("job %s belongs to another client", j.ID)}
+		return &httpError{status: http.StatusForbidden, msg: fmt.Sprintf("job %s belongs to another client", j.ID)}
 	}
 	s.mu.Lock()
 	if j.ended() {

@@ -269,6 +269,9 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, c caller,
 	case <-r.Context().Done():
 		s.cancelJob(c, j)
 		return
+	case <-s.ctx.Done():
+		s.fail(w, r, http.StatusServiceUnavailable, "the server is shutting down")
+		return
 	}
 	s.mu.Lock()
 	o := *j.out

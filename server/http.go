@@ -212,7 +212,9 @@ type jobView struct {
 func (s *Server) view(j *job, withImages bool) jobView {
 	v := jobView{ID: j.ID, Client: j.Client, State: j.state, Worker: j.worker, Phase: j.phase, Step: j.step, Total: j.total, Created: j.created}
 	if j.state == StateQueued {
-		v.Position = s.queue.position(j)
+		// A job handed to the JetStream queue has left the fair queue
+		// (position -1): it is next, as far as this server knows.
+		v.Position = max(s.queue.position(j), 0)
 	}
 	if j.state == StateRunning {
 		v.Preview = j.preview
@@ -398,6 +400,8 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, c caller) {
 		select {
 		case <-changed:
 		case <-r.Context().Done():
+			return
+		case <-s.ctx.Done():
 			return
 		}
 	}

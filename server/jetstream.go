@@ -535,6 +535,13 @@ func StartEmbedded(o EmbeddedOptions) (*natsserver.Server, error) {
 			return nil, fmt.Errorf("--nats-listen %s: port %q: not a number", o.Listen, p)
 		}
 		host = h
+		// The server binds in the background; a taken port is clearer
+		// said here.
+		ln, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-listen %s: %w (another darkroom serve? give another --nats-listen, or join it with --nats)", o.Listen, err)
+		}
+		ln.Close()
 	}
 	ns, err := natsserver.NewServer(&natsserver.Options{
 		Host: host, Port: port, JetStream: true, StoreDir: o.StoreDir, NoSigs: true, NoLog: true,

@@ -38,7 +38,10 @@ const (
 	unloadSubject   = "darkroom.admin.unload"
 	inlineTaskLimit = 256 << 10
 	resultTTL       = 24 * time.Hour
-	heartbeatEvery  = 2 * time.Second
+	// maxDeliveriesAdvisory is JetStream's notice that the workers'
+	// consumer gave up on a message.
+	maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + jobStream + "." + jobConsumer
+	heartbeatEvery        = 2 * time.Second
 )
 
 // JetStreamOptions configure the JetStream queue.
@@ -50,6 +53,10 @@ type JetStreamOptions struct {
 	// Window is how many tasks the server hands to JetStream ahead of the
 	// workers (default 16); the rest wait in the server's fair queue.
 	Window int
+	// MaxDeliver is how many times a task is delivered before it fails
+	// (default 5): a task that kills every worker that takes it (out of
+	// memory) fails instead of going round for ever.
+	MaxDeliver int
 	// Log receives the worker's job lines (nil: none).
 	Log *slog.Logger
 	// stored, when set, is called with a task's id each time a worker has
@@ -63,6 +70,9 @@ func (o *JetStreamOptions) setDefaults() {
 	}
 	if o.Window <= 0 {
 		o.Window = 16
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = 5
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -93,7 +103,7 @@ func openQueue(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*queu
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, jobStream, jetstream.ConsumerConfig{
 		Durable: jobConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: opts.AckWait,
-		MaxDeliver: -1, MaxAckPending: 1024,
+		MaxDeliver: opts.MaxDeliver, MaxAckPending: 1024,
 	}); err != nil {
 		return nil, fmt.Errorf("jetstream consumer %s: %w", jobConsumer, err)
 	}
@@ -167,6 +177,19 @@ func (b *JetStream) Serve(ctx context.Context, s *Server) error {
 		return fmt.Errorf("nats subscribe: %w", err)
 	}
 	defer beats.Unsubscribe()
+	// A task delivered MaxDeliver times without an outcome fails.
+	exceeded, err := nc.Subscribe(maxDeliveriesAdvisory, func(m *nats.Msg) {
+		var adv struct {
+			StreamSeq uint64 `json:"stream_seq"`
+		}
+		if json.Unmarshal(m.Data, &adv) == nil {
+			go b.q.giveUp(ctx, adv.StreamSeq)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("nats subscribe: %w", err)
+	}
+	defer exceeded.Unsubscribe()
 	watch, err := b.q.kv.Watch(ctx, "result.*", jetstream.UpdatesOnly())
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", resultBucket, err)
@@ -251,6 +274,29 @@ func (q *queue) publish(ctx context.Context, t Task) error {
 		return fmt.Errorf("publish task: %w", err)
 	}
 	return nil
+}
+
+// giveUp stores a failed outcome for the task at stream sequence seq,
+// which JetStream delivered MaxDeliver times without an acknowledgement,
+// and removes it from the stream.
+func (q *queue) giveUp(ctx context.Context, seq uint64) {
+	st, err := q.js.Stream(ctx, jobStream)
+	if err != nil {
+		return
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return
+	}
+	t, err := q.task(ctx, m.Data)
+	if err != nil {
+		return
+	}
+	o := Outcome{ID: t.ID, Client: t.Client, Request: t.Request,
+		Error: fmt.Sprintf("delivered to workers %d times and never finished (did it stop the workers that took it?)", q.opts.MaxDeliver)}
+	if q.store(ctx, o) == nil {
+		st.DeleteMsg(ctx, seq)
+	}
 }
 
 // outcome reads a stored outcome.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -398,5 +399,62 @@ func TestJetStreamInProcess(t *testing.T) {
 	env.want(200, call{method: "POST", path: "/v1/admin/unload"}, &un)
 	if un.Unloaded != -1 {
 		t.Errorf("unload through JetStream answers %d, want -1 (told, not counted)", un.Unloaded)
+	}
+}
+
+// TestJetStreamMaxDeliver: a task that no worker ever finishes (each one
+// that takes it dies) fails after MaxDeliver deliveries instead of going
+// round for ever, and says so.
+func TestJetStreamMaxDeliver(t *testing.T) {
+	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	opts := JetStreamOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2}
+	back, err := NewJetStream(ctx, nc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnvBackend(t, Options{}, back)
+	var v jobView
+	env.want(202, call{method: "POST", path: "/v1/jobs", body: `{"prompt": "a 0", "steps": 2}`}, &v)
+	// A "worker" that takes the task and dies each time: it never acks.
+	js, _ := jetstream.New(nc)
+	cons, err := js.Consumer(ctx, jobStream, jobConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It keeps asking for work, as workers do: JetStream gives up on a
+	// message when it would deliver it once more.
+	fctx, stop := context.WithCancel(ctx)
+	var deliveries atomic.Int32
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		for fctx.Err() == nil {
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+			if err != nil {
+				continue
+			}
+			for range batch.Messages() {
+				deliveries.Add(1)
+			}
+		}
+	}()
+	v = env.wait(v.ID, "", "")
+	stop()
+	<-fetched
+	if n := deliveries.Load(); n != 2 {
+		t.Errorf("the task was delivered %d times, want 2", n)
+	}
+	if v.State != StateFailed || !strings.Contains(v.Error, "delivered to workers 2 times") {
+		t.Fatalf("the job is %s: %q", v.State, v.Error)
 	}
 }

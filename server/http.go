@@ -64,6 +64,9 @@ func (s *Server) failField(w http.ResponseWriter, r *http.Request, status int, m
 func (s *Server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
+		if he.status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "5")
+		}
 		s.failField(w, r, he.status, he.msg, he.field)
 		return
 	}
@@ -366,8 +369,8 @@ func (s *Server) jobImage(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 // jobEvents streams a job's progress as Server-Sent Events: a "progress"
-// event (the job without images) on every change, then one "done" event
-// with the images when it ends.
+// event (the job without images) on every change and every 15 s, then one
+// "done" event with the images when it ends.
 func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, c caller) {
 	j, ok := s.lookup(w, r, c)
 	if !ok {
@@ -378,6 +381,8 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, c caller) {
 		s.fail(w, r, http.StatusInternalServerError, "streaming unsupported")
 		return
 	}
+	keepAlive := time.NewTicker(15 * time.Second)
+	defer keepAlive.Stop()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -399,6 +404,9 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, c caller) {
 		}
 		select {
 		case <-changed:
+		case <-keepAlive.C:
+			// The state again: proxies do not close an idle stream
+			// while the job waits.
 		case <-r.Context().Done():
 			return
 		case <-s.ctx.Done():

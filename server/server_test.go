@@ -558,6 +558,15 @@ func TestQueueFull(t *testing.T) {
 		t.Errorf("429 body %+v", e)
 	}
 	env.want(429, call{method: "POST", path: "/sdapi/v1/txt2img", body: `{"steps": 2}`}, nil)
+	req, _ := http.NewRequest("POST", env.http.URL+"/v1/jobs", strings.NewReader(`{}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After: %d %v", resp.StatusCode, resp.Header)
+	}
 	env.want(200, call{method: "DELETE", path: "/v1/jobs/" + ids[0]}, nil)
 	env.want(202, call{method: "POST", path: "/v1/jobs", body: `{"steps": 2}`}, nil)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/darkroom-ai/darkroom/engine"
 )
 
 func qjob(client, model string) *job {
@@ -61,4 +63,29 @@ func TestFairQueuePrefer(t *testing.T) {
 	if _, err := q.pop(cctx, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("pop on an empty queue: %v", err)
 	}
+}
+
+// TestRunnerIgnoresPaths: a task naming an init image by path (a task put
+// on the queue by hand) reads no file: the request is img2img without an
+// image, refused; without the denoise it runs as text-to-image.
+func TestRunnerIgnoresPaths(t *testing.T) {
+	r := &Runner{Engine: sharedEngine(t), Name: "t"}
+	task := Task{ID: "x", Request: engineRequest(t), Given: []string{"width", "height", "steps", "cfg", "sampler", "scheduler"}}
+	task.Request.InitImage, task.Request.Denoise = "/etc/passwd", 0.5
+	o := r.Run(context.Background(), task, nil)
+	if !strings.Contains(o.Error, "needs an init image") || o.Field != "denoise" || o.Request.InitImage != "" {
+		t.Fatalf("outcome: %q (field %q), init image %q", o.Error, o.Field, o.Request.InitImage)
+	}
+	task.Request.Denoise = 0
+	if o = r.Run(context.Background(), task, nil); o.Error != "" || len(o.Images) != 1 {
+		t.Fatalf("outcome: %q, %d images", o.Error, len(o.Images))
+	}
+}
+
+// engineRequest is a small request for the built-in model.
+func engineRequest(t *testing.T) engine.Request {
+	t.Helper()
+	req := engine.DefaultRequest()
+	req.Prompt, req.Seed, req.Steps, req.Width, req.Height = "a 4", 4, 2, 32, 32
+	return req
 }

@@ -113,6 +113,10 @@ func (r *Runner) Run(ctx context.Context, t Task, progress func(Progress)) (out 
 		return out
 	}
 	req := t.Request
+	// Images come as bytes only: a path in a task (from anyone on the
+	// queue) is never read.
+	req.InitImage, req.Mask = "", ""
+	out.Request.InitImage, out.Request.Mask = "", ""
 	for _, f := range []struct {
 		data []byte
 		path *string

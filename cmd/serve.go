@@ -87,8 +87,12 @@ const serveExample = `  # Serve on loopback with the built-in model and the GPU 
   darkroom serve
 
   # A GPU box on the network: tokens, a model folder, both GPUs
-  darkroom serve --listen 0.0.0.0:7860 --token alice:s3cret --admin-token r00t \
+  darkroom serve --listen 0.0.0.0:7860 --token alice:s3cretpass --admin-token root:r00tpass \
       --models ~/ComfyUI/models --device cuda:0 --device cuda:1
+
+  # A front box whose jobs run on other machines' workers
+  darkroom serve --device none --nats-listen 0.0.0.0:4222 --nats-token NATSSECRET
+  darkroom worker --nats nats://front:4222 --nats-token NATSSECRET   # on each GPU box
 
   curl -s localhost:7860/sdapi/v1/txt2img -d '{"prompt": "a 7", "steps": 8, "width": 32, "height": 32}'`
 
@@ -109,7 +113,7 @@ func newServeCmd() *cobra.Command {
 	fl.StringArrayVar(&f.tokens, "token", nil, "bearer token NAME:SECRET (or SECRET, named \"default\") a client authenticates with; repeat for several clients")
 	fl.StringArrayVar(&f.adminTokens, "admin-token", nil, "bearer token (NAME:SECRET or SECRET) that may also use /v1/admin and cancel any job")
 	fl.StringSliceVar(&f.models, "models", nil, "model directories requests name models in (default "+engine.DefaultModelDir()+")")
-	fl.StringArrayVar(&f.devices, "device", []string{"auto"}, "a worker's device: auto (every GPU, else the CPU), cpu, cuda (every GPU) or cuda:N; repeat for several")
+	fl.StringArrayVar(&f.devices, "device", []string{"auto"}, "a worker's device: auto (every GPU, else the CPU), cpu, cuda (every GPU), cuda:N, or none (no worker here: other machines' darkroom worker run the jobs); repeat for several")
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32")
 	fl.StringVar(&f.model, "model", "", "model of A1111 requests that name none (default: the built-in model)")
 	fl.IntVar(&f.queue, "queue", 64, "jobs that may wait; more get 429")

@@ -1,8 +1,10 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -52,9 +54,9 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		if c.ListModels() == nil {
 			return fmt.Errorf("--server %s: no answer from GET /v1/models (is darkroom serve running there, is the token right?)", f.server)
 		}
-		// The jobs, their models and devices are the server's; previews
-		// are not streamed yet.
-		return tui.Run(cmd.Context(), tui.Options{Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir, Engine: c})
+		// The jobs, their models and the GPU gauges are the server's;
+		// previews are not streamed yet.
+		return tui.Run(cmd.Context(), tui.Options{Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir, Engine: c, GPUStats: serverStats{c}})
 	}
 	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device, Precision: f.precision})
 	if err != nil {
@@ -76,6 +78,27 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		opts.Previewer = pv
 	}
 	return tui.Run(cmd.Context(), opts)
+}
+
+// serverStats feeds the TUI's GPU gauges from a server's /v1/devices
+// (memory only: the server reports no utilisation).
+type serverStats struct{ c *server.Client }
+
+// GPUStats lists the server machine's GPUs.
+func (s serverStats) GPUStats() ([]tui.GPUStat, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	devs, _, err := s.c.Devices(ctx)
+	if err != nil {
+		return nil, nil // an unreachable server shows no GPUs, as NVML's absence does
+	}
+	var out []tui.GPUStat
+	for _, d := range devs {
+		if d.Kind == "cuda" {
+			out = append(out, tui.GPUStat{Index: len(out), Name: d.Name, MemUsed: d.MemoryTotal - d.MemoryFree, MemTotal: d.MemoryTotal})
+		}
+	}
+	return out, nil
 }
 
 // nvmlStats feeds the TUI's device gauges from NVML.

@@ -101,6 +101,23 @@ func (c *Client) ListModels() []engine.ModelEntry {
 	return out
 }
 
+// Devices returns the server machine's devices and its workers.
+func (c *Client) Devices(ctx context.Context) ([]Device, []WorkerInfo, error) {
+	resp, err := c.do(ctx, "GET", "/v1/devices", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	var d struct {
+		Devices []Device
+		Workers []WorkerInfo
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		return nil, nil, fmt.Errorf("server %s: the answer to GET /v1/devices: %w", c.URL, err)
+	}
+	return d.Devices, d.Workers, nil
+}
+
 // ModelDirs returns the server's URL: its models are looked up there.
 func (c *Client) ModelDirs() []string { return []string{c.URL} }
 

@@ -28,6 +28,10 @@ func TestClient(t *testing.T) {
 	if NewClient(env.http.URL, "wrong").ListModels() != nil {
 		t.Error("ListModels with a wrong token lists models")
 	}
+	devs, workers, err := c.Devices(context.Background())
+	if err != nil || len(devs) == 0 || devs[len(devs)-1].Kind != "cpu" || len(workers) != 1 || workers[0].Name != "cpu-0" {
+		t.Fatalf("Devices: %+v %+v %v", devs, workers, err)
+	}
 	req := engine.DefaultRequest()
 	req.Prompt, req.Seed, req.Steps, req.Width, req.Height, req.CFG = "a 1", 11, 5, 32, 32, 5
 	var steps []int

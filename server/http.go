@@ -462,16 +462,19 @@ func (s *Server) getModels(w http.ResponseWriter, r *http.Request, c caller) {
 	writeJSON(w, http.StatusOK, map[string]any{"models": s.listModels()})
 }
 
+// Device is a compute device of the server's machine, as /v1/devices
+// lists it.
+type Device struct {
+	Name        string `json:"name"`
+	Kind        string `json:"kind"` // "cuda" or "cpu"
+	MemoryTotal uint64 `json:"memory_total"`
+	MemoryFree  uint64 `json:"memory_free"`
+}
+
 func (s *Server) getDevices(w http.ResponseWriter, r *http.Request, c caller) {
-	type device struct {
-		Name        string `json:"name"`
-		Kind        string `json:"kind"`
-		MemoryTotal uint64 `json:"memory_total"`
-		MemoryFree  uint64 `json:"memory_free"`
-	}
-	var devs []device
+	var devs []Device
 	for _, d := range s.catalog.Devices() {
-		devs = append(devs, device{d.Name, d.Kind, d.MemoryTotal, d.MemoryFree})
+		devs = append(devs, Device{d.Name, d.Kind, d.MemoryTotal, d.MemoryFree})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"devices": devs, "workers": s.back.Workers(), "queued": s.queue.len()})
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -117,16 +118,7 @@ func startWorker(t *testing.T, url, name string, stored chan<- string) *workerPr
 // (counted from the workers' own reports): the killed job is redelivered
 // to another worker, nothing runs twice to completion.
 func TestJetStreamKill(t *testing.T) {
-	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	ns, nc := embeddedNATS(t)
 	ctx := context.Background()
 	back, err := NewJetStream(ctx, nc, JetStreamOptions{AckWait: time.Second, Window: 50})
 	if err != nil {
@@ -337,16 +329,7 @@ func TestJetStreamRestart(t *testing.T) {
 // cancelled through JetStream; a job cancelled before a worker takes it
 // never runs; /v1/devices lists the worker from its heartbeats.
 func TestJetStreamInProcess(t *testing.T) {
-	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := embeddedNATS(t)
 	ctx, stop := context.WithCancel(context.Background())
 	back, err := NewJetStream(ctx, nc, JetStreamOptions{})
 	if err != nil {
@@ -409,16 +392,7 @@ func TestJetStreamInProcess(t *testing.T) {
 // that takes it dies) fails after MaxDeliver deliveries instead of going
 // round for ever, and says so.
 func TestJetStreamMaxDeliver(t *testing.T) {
-	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := embeddedNATS(t)
 	ctx := context.Background()
 	opts := JetStreamOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2}
 	back, err := NewJetStream(ctx, nc, opts)
@@ -460,4 +434,21 @@ func TestJetStreamMaxDeliver(t *testing.T) {
 	if v.State != StateFailed || !strings.Contains(v.Error, "delivered to workers 2 times") {
 		t.Fatalf("the job is %s: %q", v.State, v.Error)
 	}
+}
+
+// embeddedNATS starts a nats-server with JetStream for the test and
+// connects to it; both end with the test.
+func embeddedNATS(t *testing.T) (*natsserver.Server, *nats.Conn) {
+	t.Helper()
+	ns, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return ns, nc
 }

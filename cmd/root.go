@@ -86,6 +86,8 @@ func NewRootCmd() *cobra.Command {
 		newRunCmd(),
 		newPullCmd(),
 		newLsCmd(),
+		newServeCmd(),
+		newWorkerCmd(),
 		// Register further commands here (tui, repl, run, ...).
 	)
 	return root

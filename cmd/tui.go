@@ -1,13 +1,16 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/server"
 	"github.com/darkroom-ai/darkroom/tui"
 )
 
@@ -20,6 +23,8 @@ type tuiFlags struct {
 	outputDir string
 	device    string
 	precision string
+	server    string
+	token     string
 }
 
 func addTUIFlags(root *cobra.Command, f *tuiFlags) {
@@ -30,6 +35,8 @@ func addTUIFlags(root *cobra.Command, f *tuiFlags) {
 	fl.StringVar(&f.outputDir, "output-dir", ".", "where the TUI writes PNGs")
 	fl.StringVar(&f.device, "device", "auto", "compute device: auto, cpu or cuda")
 	fl.StringVar(&f.precision, "precision", "auto", "GPU precision: auto (fp16), fp16, bf16 or fp32 (parity mode); the CPU always computes in float32")
+	fl.StringVar(&f.server, "server", "", "run the TUI's jobs on a darkroom serve at this URL (http://HOST:7860) instead of this machine")
+	fl.StringVar(&f.token, "server-token", "", "bearer token for --server (or DARKROOM_TOKEN)")
 }
 
 // runTUI opens the TUI when standard input and output are terminals, and
@@ -37,6 +44,19 @@ func addTUIFlags(root *cobra.Command, f *tuiFlags) {
 func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 	if !term.IsTerminal(int(os.Stdin.Fd())) || !term.IsTerminal(int(os.Stdout.Fd())) {
 		return cmd.Help()
+	}
+	if f.server != "" {
+		token := f.token
+		if token == "" {
+			token = os.Getenv("DARKROOM_TOKEN")
+		}
+		c := server.NewClient(f.server, token)
+		if c.ListModels() == nil {
+			return fmt.Errorf("--server %s: no answer from GET /v1/models (is darkroom serve running there, is the token right?)", f.server)
+		}
+		// The jobs, their models and the GPU gauges are the server's;
+		// previews are not streamed yet.
+		return tui.Run(cmd.Context(), tui.Options{Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir, Engine: c, GPUStats: serverStats{c}})
 	}
 	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device, Precision: f.precision})
 	if err != nil {
@@ -58,6 +78,27 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		opts.Previewer = pv
 	}
 	return tui.Run(cmd.Context(), opts)
+}
+
+// serverStats feeds the TUI's GPU gauges from a server's /v1/devices
+// (memory only: the server reports no utilisation).
+type serverStats struct{ c *server.Client }
+
+// GPUStats lists the server machine's GPUs.
+func (s serverStats) GPUStats() ([]tui.GPUStat, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	devs, _, err := s.c.Devices(ctx)
+	if err != nil {
+		return nil, nil // an unreachable server shows no GPUs, as NVML's absence does
+	}
+	var out []tui.GPUStat
+	for _, d := range devs {
+		if d.Kind == "cuda" {
+			out = append(out, tui.GPUStat{Index: len(out), Name: d.Name, MemUsed: d.MemoryTotal - d.MemoryFree, MemTotal: d.MemoryTotal})
+		}
+	}
+	return out, nil
 }
 
 // nvmlStats feeds the TUI's device gauges from NVML.

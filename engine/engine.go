@@ -28,6 +28,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/engine/demo"
 	"github.com/darkroom-ai/darkroom/engine/families/sd1"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
@@ -41,6 +42,15 @@ type Options struct {
 	// Device is "auto" (default: the first NVIDIA GPU when a driver is
 	// found, else the CPU), "cpu" or "cuda".
 	Device string
+	// NamesOnly makes every file a request names (model, VAE, text
+	// encoders, LoRAs, refiner, upscaler) a name looked up in the model
+	// directories, never a path: an absolute name, one that climbs out
+	// with "..", and the Hugging Face cache are refused. A server sets it
+	// so that its clients reach no file outside the model directories.
+	NamesOnly bool
+	// GPU is the CUDA device number the engine opens (0, the default, is
+	// the first GPU): a server runs one engine per GPU.
+	GPU int
 	// Precision is the GPU's storage and tensor-core type: "auto" or ""
 	// (fp16, the default for SD1.x), "fp16", "bf16" or "fp32" (the parity
 	// mode). The CPU backend always computes in float32.
@@ -70,7 +80,7 @@ type Options struct {
 
 // cudaOptions maps the engine options to the CUDA backend's.
 func (o Options) cudaOptions() (cuda.Options, error) {
-	c := cuda.Options{Profile: o.Profile, NoGraphs: o.NoGraphs, NoFusedGemm: o.NoFusedGemm}
+	c := cuda.Options{Ordinal: o.GPU, Profile: o.Profile, NoGraphs: o.NoGraphs, NoFusedGemm: o.NoFusedGemm}
 	switch o.Precision {
 	case "", "auto", "fp16":
 		c.Precision = tensor.F16
@@ -207,6 +217,45 @@ func (e *Engine) Close() error {
 	return nil
 }
 
+// Unload closes every cached model and upscaler, freeing their memory,
+// after the job in flight (if any) has finished; it returns how many
+// models it closed. The next request loads its model again.
+func (e *Engine) Unload() int {
+	e.jobs.Lock()
+	defer e.jobs.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := len(e.models)
+	for _, m := range e.models {
+		m.Close()
+	}
+	e.models = map[string]*Model{}
+	e.upscalers = nil
+	return n
+}
+
+// Loaded lists the names of the models in the cache.
+func (e *Engine) Loaded() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, m := range e.models {
+		out = append(out, m.Name)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Families lists the model families darkroom recognises, by name ("SD1.x",
+// "SDXL", "Flux.1"); some are recognised only (Detection.Runnable).
+func Families() []string {
+	var out []string
+	for _, f := range family.Families() {
+		out = append(out, f.Name())
+	}
+	return out
+}
+
 // ModelDirs returns the directories searched for model names.
 func (e *Engine) ModelDirs() []string {
 	if len(e.opts.ModelDirs) == 0 {
@@ -225,6 +274,9 @@ const DefaultModel = demo.Name
 // (ResolveHub: sd15, org/name, org/name/file.safetensors). The built-in
 // model resolves to its name.
 func (e *Engine) Resolve(name string) (string, error) {
+	if e.opts.NamesOnly {
+		return e.resolveName(name)
+	}
 	if name == "" || name == DefaultModel {
 		if _, err := os.Stat(name); name == "" || err != nil {
 			return DefaultModel, nil
@@ -242,6 +294,34 @@ func (e *Engine) Resolve(name string) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("%s: no such file, and no model of that name in %s", name, strings.Join(e.ModelDirs(), ", "))
+}
+
+// resolveName is Resolve under Options.NamesOnly: the built-in model or an
+// entry of the model directories, by name.
+func (e *Engine) resolveName(name string) (string, error) {
+	if name == "" || name == DefaultModel {
+		return DefaultModel, nil
+	}
+	if err := checkName(name, "model"); err != nil {
+		return "", err
+	}
+	for _, m := range e.ListModels() {
+		if m.Name == name || m.Name == strings.TrimSuffix(name, ".safetensors") || filepath.Base(m.Path) == name {
+			return m.Path, nil
+		}
+	}
+	return "", &FieldError{Field: "model", Value: name, Msg: "no model of that name in the model directories"}
+}
+
+// checkName refuses, for Options.NamesOnly, a name that is not a name
+// inside a folder: absolute, or climbing out with "..".
+func checkName(name, field string) error {
+	clean := filepath.Clean(name)
+	if name == "" || filepath.IsAbs(name) || strings.HasPrefix(name, "/") || strings.HasPrefix(name, `\`) || filepath.VolumeName(name) != "" ||
+		clean == ".." || strings.HasPrefix(clean, "../") || strings.HasPrefix(clean, `..\`) || strings.Contains(name, "\x00") {
+		return &FieldError{Field: field, Value: name, Msg: "a name inside the model directories, not a path"}
+	}
+	return nil
 }
 
 // Load returns the model at path or of that name, loading it on first use
@@ -363,7 +443,11 @@ func (e *Engine) embeddingDirs() []string {
 // file of that name in the model directories' ComfyUI-style folder
 // (models/vae, models/text_encoders, models/clip).
 func (e *Engine) resolveFile(name, kind string) (string, error) {
-	if _, err := os.Stat(name); err == nil {
+	if e.opts.NamesOnly {
+		if err := checkName(name, kind); err != nil {
+			return "", err
+		}
+	} else if _, err := os.Stat(name); err == nil {
 		return name, nil
 	}
 	subs := map[string][]string{
@@ -540,8 +624,11 @@ func (e *Engine) ListModels() []ModelEntry {
 		}
 	}
 	// Models in the Hugging Face cache (darkroom pull, diffusers,
-	// huggingface-cli), by the names -m takes.
+	// huggingface-cli), by the names -m takes; not under NamesOnly.
 	for _, h := range ListHub() {
+		if e.opts.NamesOnly {
+			break
+		}
 		if rp := real(h.Path); !seen[rp] {
 			out = append(out, ModelEntry{Name: h.Name, Path: h.Path, Size: h.Size})
 			seen[rp] = true

@@ -33,6 +33,24 @@ var a1111Schedules = map[string]string{
 	"linear_quadratic": "Linear Quadratic",
 }
 
+// A1111SamplerName returns A1111's name of a sampler ("euler_ancestral":
+// "Euler a"), or the name itself when A1111 has none.
+func A1111SamplerName(sampler string) string {
+	if n, ok := a1111Samplers[sampler]; ok {
+		return n
+	}
+	return sampler
+}
+
+// A1111SchedulerName returns A1111's name of a scheduler ("karras":
+// "Karras"), or the name itself when A1111 has none.
+func A1111SchedulerName(scheduler string) string {
+	if n, ok := a1111Schedules[scheduler]; ok {
+		return n
+	}
+	return scheduler
+}
+
 // samplerAliases are other UIs' spellings of the samplers. Normalised,
 // most are A1111's names ("euler_a" is "Euler a"); they are listed so that
 // "did you mean" can suggest them as users type them.

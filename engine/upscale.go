@@ -158,7 +158,11 @@ func (e *Engine) ResolveUpscaler(name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("no upscaler model named")
 	}
-	if fileExists(name) {
+	if e.opts.NamesOnly {
+		if err := checkName(name, "hires_upscaler"); err != nil {
+			return "", err
+		}
+	} else if fileExists(name) {
 		return name, nil
 	}
 	for _, root := range e.ModelDirs() {

@@ -33,6 +33,8 @@ import (
 //     engine/backend/cuda embeds it.
 //   - engine/internal/... holds test-only helpers (engine/internal/testref);
 //     the test-only rule keeps them out of non-test code.
+//   - server (darkroom serve's HTTP API and job queue) sits below cmd,
+//     beside no frontend: it drives the engine only.
 //   - The top line holds the commands (main.go, tools/...) and this
 //     package.
 const layers = `
@@ -55,12 +57,13 @@ termimg
 script/...
 repl
 tui/...
+server/...
 cmd
 ., internal/..., tools/...
 `
 
 // frontends are the packages no engine package may import.
-var frontends = []string{"tui/...", "repl/...", "script/...", "cmd/...", "termimg/..."}
+var frontends = []string{"tui/...", "repl/...", "script/...", "cmd/...", "termimg/...", "server/..."}
 
 // testOnly are helper packages that only _test.go files may import.
 var testOnly = []string{"engine/internal/testref", "engine/hub/hubtest"}
@@ -79,9 +82,15 @@ var familyHelpers = []string{"engine/families/internal/..."}
 var rules = []rule{
 	{
 		name:   "cmd-api",
-		why:    "cmd reaches the engine only through its public API (engine, and engine/demo for the built-in model) and the frontends (termimg, script, repl, tui)",
+		why:    "cmd reaches the engine only through its public API (engine, and engine/demo for the built-in model), the frontends (termimg, script, repl, tui) and the server",
 		from:   []string{"cmd/..."},
-		breaks: importsOutside("engine", "engine/demo", "termimg/...", "script/...", "repl/...", "tui/...", "cmd/..."),
+		breaks: importsOutside("engine", "engine/demo", "termimg/...", "script/...", "repl/...", "tui/...", "server/...", "cmd/..."),
+	},
+	{
+		name:   "server-api",
+		why:    "the server reaches the engine only through its public API (engine; engine/demo in tests) and imports no frontend",
+		from:   []string{"server/..."},
+		breaks: importsOutside("engine", "server/..."),
 	},
 	{
 		name:   "repl-not-tui",
@@ -92,7 +101,7 @@ var rules = []rule{
 	},
 	{
 		name:   "engine-no-frontend",
-		why:    "no package under engine/ imports a frontend (tui, repl, script, cmd, termimg)",
+		why:    "no package under engine/ imports a frontend (tui, repl, script, cmd, termimg) or the server",
 		from:   []string{"engine/..."},
 		tests:  true,
 		breaks: importsAny(frontends...),

@@ -1,0 +1,324 @@
+package qwenllm
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
+)
+
+// The fixtures come from tools/reference/gen_qwenllm_fixtures.py:
+// transformers 5.17's Qwen3ForCausalLM and
+// Qwen2_5_VLForConditionalGeneration (tiny random configs, F16-rounded
+// weights), float32 on the CPU.
+
+type fixture struct {
+	Versions map[string]string `json:"versions"`
+	Cases    []struct {
+		IDs  [][]int `json:"ids"`
+		Mask [][]int `json:"mask"`
+	} `json:"cases"`
+	Qwen3    struct{ Config json.RawMessage } `json:"qwen3"`
+	Qwen25VL struct {
+		Config json.RawMessage
+		Diffs  []float64 `json:"text_model_vs_full_max_abs_diff"`
+	} `json:"qwen25vl"`
+}
+
+func readFixture(t *testing.T) fixture {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "qwenllm.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f fixture
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// openTiny opens a fixture model and infers its configuration from shapes.
+func openTiny(t *testing.T, name string) (*safetensors.File, Config) {
+	t.Helper()
+	src, err := safetensors.Open(filepath.Join("testdata", name+".safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	c, err := ConfigFromWeights(src, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, c
+}
+
+func readStates(t *testing.T, name string) map[string][]float32 {
+	t.Helper()
+	f, err := safetensors.Open(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]float32{}
+	for _, n := range f.Names() {
+		v, err := f.Float32(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n] = v
+	}
+	return out
+}
+
+// valid keeps the rows [B·T, W] of the tokens the mask marks (all when nil).
+func valid(x []float32, mask [][]int, T, W int) []float32 {
+	if mask == nil {
+		return x
+	}
+	var out []float32
+	for b, row := range mask {
+		for j, m := range row {
+			if m != 0 {
+				out = append(out, x[(b*T+j)*W:(b*T+j+1)*W]...)
+			}
+		}
+	}
+	return out
+}
+
+// TestAgainstTransformers compares every layer's output and every entry of
+// transformers' hidden_states, on the valid tokens of every case, with
+// transformers' float32 CPU run: ≤ 1e-4 relative.
+func TestAgainstTransformers(t *testing.T) {
+	fx := readFixture(t)
+	dev := cpu.New()
+	for _, tc := range []struct {
+		name string
+		arch Arch
+		cfg  json.RawMessage // nil: from shapes alone
+	}{
+		{"qwen3", Qwen3, nil},
+		{"qwen25vl", Qwen25VL, fx.Qwen25VL.Config},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, err := safetensors.Open(filepath.Join("testdata", tc.name+".safetensors"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			c, err := ConfigFromWeights(src, "", tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Config{Arch: tc.arch, Vocab: 512, Width: 64, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16, FF: 96,
+				Eps: 1e-6, Theta: 1e6, Stack: "model."}
+			if c != want {
+				t.Fatalf("config %+v, want %+v", c, want)
+			}
+			b := weights.NewBuilder(src, dev)
+			m := Load(b, c)
+			if err := b.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if u := b.Unused(""); len(u) > 0 {
+				t.Fatalf("unused tensors %v", u)
+			}
+			ref := readStates(t, tc.name+"_out.safetensors")
+			worst := 0.0
+			for i, cs := range fx.Cases {
+				B, T, W := len(cs.IDs), len(cs.IDs[0]), c.Width
+				check := func(what string, got []float32, key string) {
+					t.Helper()
+					w, ok := ref[fmt.Sprintf("c%d/%s", i, key)]
+					if !ok {
+						t.Fatalf("fixture has no c%d/%s", i, key)
+					}
+					if len(got) != B*T*W || len(w) != B*T*W {
+						t.Fatalf("case %d %s: %d values, fixture %d, want %d", i, what, len(got), len(w), B*T*W)
+					}
+					e := testref.RelErr(valid(got, cs.Mask, T, W), valid(w, cs.Mask, T, W))
+					worst = max(worst, e)
+					if !(e <= 1e-4) {
+						t.Errorf("case %d %s: relative error %.3g vs transformers %s", i, what, e, key)
+					}
+				}
+				run := func(layers int, norm bool) []float32 {
+					t.Helper()
+					x, err := m.Forward(dev, cs.IDs, cs.Mask, layers, norm)
+					if err != nil {
+						t.Fatal(err)
+					}
+					v, err := dev.Download(x)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return v
+				}
+				for j := 1; j <= c.Layers; j++ {
+					check(fmt.Sprintf("layer %d output", j), run(j, false), fmt.Sprintf("layer%d", j))
+				}
+				for k := -(c.Layers + 1); k <= c.Layers; k++ {
+					x, err := m.HiddenState(dev, cs.IDs, cs.Mask, k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					v, err := dev.Download(x)
+					if err != nil {
+						t.Fatal(err)
+					}
+					kk := (k + c.Layers + 1) % (c.Layers + 1)
+					check(fmt.Sprintf("hidden_states[%d]", k), v, fmt.Sprintf("hs%d", kk))
+				}
+				check("last_hidden_state", run(c.Layers, true), "last")
+			}
+			t.Logf("%s (transformers %s): worst relative error %.3g over %d cases", tc.name, fx.Versions["transformers"], worst, len(fx.Cases))
+		})
+	}
+	// The full Qwen2_5_VLForConditionalGeneration (its own multimodal
+	// position ids) and its Qwen2_5_VLTextModel alone (1-D positions) agreed
+	// exactly on the valid tokens when the fixture was made.
+	for i, d := range fx.Qwen25VL.Diffs {
+		if d != 0 {
+			t.Errorf("case %d: transformers' full Qwen2.5-VL and its text model differ by %g", i, d)
+		}
+	}
+}
+
+func TestRealKeyLists(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want Config
+	}{
+		{"qwen3-4b", Config{Arch: Qwen3, Vocab: 151936, Width: 2560, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FF: 9728,
+			Eps: 1e-6, Theta: 1e6, Stack: "model."}},
+		{"qwen25-vl-7b", Config{Arch: Qwen25VL, Vocab: 152064, Width: 3584, Layers: 28, Heads: 28, KVHeads: 4, HeadDim: 128, FF: 18944,
+			Eps: 1e-6, Theta: 1e6, Stack: "model."}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			kl, err := weights.ReadKeyList(filepath.Join("..", "..", "..", "testdata", "keyshapes", tc.file+".component.json.gz"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, err := kl.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := ConfigFromWeights(src, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c != tc.want {
+				t.Fatalf("config %v, want %v", c, tc.want)
+			}
+			b := weights.NewBuilder(src, testref.ShapeDevice{})
+			Load(b, c)
+			if err := b.Err(); err != nil {
+				t.Fatal(err)
+			}
+			var unused, ignored []string
+			for _, n := range b.Unused("") {
+				if Ignored(n) {
+					ignored = append(ignored, n)
+				} else {
+					unused = append(unused, n)
+				}
+			}
+			if len(unused) > 0 {
+				t.Fatalf("%d unused tensors: %v", len(unused), unused[:min(5, len(unused))])
+			}
+			t.Logf("%v; %d tensors not read (vision tower, lm_head)", c, len(ignored))
+		})
+	}
+}
+
+func TestConfigJSON(t *testing.T) {
+	src, err := safetensors.Open(filepath.Join("testdata", "qwen25vl.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := ConfigFromWeights(src, "", nil); err == nil || !strings.Contains(err.Error(), "config.json") {
+		t.Errorf("tiny Qwen2.5 without config.json: %v, want an error asking for it", err)
+	}
+	c, err := ConfigFromWeights(src, "", []byte(`{"text_config": {"head_dim": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HeadDim != 32 || c.Heads != 2 || c.KVHeads != 1 || c.Eps != 1e-5 || c.Theta != 1e4 {
+		t.Errorf("config %v: want head 32 (2 heads, 1 key/value), eps 1e-5, theta 1e4", c)
+	}
+	if _, err := ConfigFromWeights(src, "", []byte(`{`)); err == nil {
+		t.Error("broken config.json accepted")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	src, c := openTiny(t, "qwen3")
+	dev := cpu.New()
+	m := Load(weights.NewBuilder(src, dev), c)
+	for _, tc := range []struct {
+		name      string
+		ids, mask [][]int
+		index     int
+		want      string
+	}{
+		{"empty", nil, nil, -1, "no tokens"},
+		{"ragged", [][]int{{1, 2}, {3}}, nil, -1, "different lengths"},
+		{"vocab", [][]int{{1, 512}}, nil, -1, "outside the vocabulary"},
+		{"left padding", [][]int{{0, 1, 2}}, [][]int{{0, 1, 1}}, -1, "right padding"},
+		{"mask count", [][]int{{1}}, [][]int{{1}, {1}}, -1, "masks for"},
+		{"index", [][]int{{1}}, nil, 4, "out of range"},
+		{"index low", [][]int{{1}}, nil, -5, "out of range"},
+	} {
+		_, err := m.HiddenState(dev, tc.ids, tc.mask, tc.index)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := ConfigFromWeights(src, "nope.", nil); err == nil || !strings.Contains(err.Error(), "not a Qwen") {
+		t.Errorf("wrong prefix: %v", err)
+	}
+}
+
+// TestFixtureSensitivity shows the comparison can fail: a RoPE base of
+// 1e4 instead of 1e6, or no q/k norms, is far outside the tolerance.
+func TestFixtureSensitivity(t *testing.T) {
+	fx := readFixture(t)
+	src, c := openTiny(t, "qwen3")
+	dev := cpu.New()
+	ref := readStates(t, "qwen3_out.safetensors")
+	cs := fx.Cases[1]
+	for _, tc := range []struct {
+		name   string
+		change func(*Model)
+	}{
+		{"theta 1e4", func(m *Model) { m.Config.Theta = 1e4 }},
+		{"no q/k norm", func(m *Model) {
+			for i := range m.layers {
+				m.layers[i].qNorm, m.layers[i].kNorm = nil, nil
+			}
+		}},
+	} {
+		m := Load(weights.NewBuilder(src, dev), c)
+		tc.change(m)
+		x, err := m.HiddenState(dev, cs.IDs, cs.Mask, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := dev.Download(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := testref.RelErr(v, ref["c1/last"]); !(e > 1e-2) {
+			t.Errorf("%s: relative error %.3g, want > 1e-2", tc.name, e)
+		}
+	}
+}

@@ -1,15 +1,22 @@
 package qwenllm
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/backend/cuda"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
@@ -100,86 +107,10 @@ func valid(x []float32, mask [][]int, T, W int) []float32 {
 func TestAgainstTransformers(t *testing.T) {
 	fx := readFixture(t)
 	dev := cpu.New()
-	for _, tc := range []struct {
-		name string
-		arch Arch
-		cfg  json.RawMessage // nil: from shapes alone
-	}{
-		{"qwen3", Qwen3, nil},
-		{"qwen25vl", Qwen25VL, fx.Qwen25VL.Config},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			src, err := safetensors.Open(filepath.Join("testdata", tc.name+".safetensors"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
-			c, err := ConfigFromWeights(src, "", tc.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := Config{Arch: tc.arch, Vocab: 512, Width: 64, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16, FF: 96,
-				Eps: 1e-6, Theta: 1e6, Stack: "model."}
-			if c != want {
-				t.Fatalf("config %+v, want %+v", c, want)
-			}
-			b := weights.NewBuilder(src, dev)
-			m := Load(b, c)
-			if err := b.Err(); err != nil {
-				t.Fatal(err)
-			}
-			if u := b.Unused(""); len(u) > 0 {
-				t.Fatalf("unused tensors %v", u)
-			}
-			ref := readStates(t, tc.name+"_out.safetensors")
-			worst := 0.0
-			for i, cs := range fx.Cases {
-				B, T, W := len(cs.IDs), len(cs.IDs[0]), c.Width
-				check := func(what string, got []float32, key string) {
-					t.Helper()
-					w, ok := ref[fmt.Sprintf("c%d/%s", i, key)]
-					if !ok {
-						t.Fatalf("fixture has no c%d/%s", i, key)
-					}
-					if len(got) != B*T*W || len(w) != B*T*W {
-						t.Fatalf("case %d %s: %d values, fixture %d, want %d", i, what, len(got), len(w), B*T*W)
-					}
-					e := testref.RelErr(valid(got, cs.Mask, T, W), valid(w, cs.Mask, T, W))
-					worst = max(worst, e)
-					if !(e <= 1e-4) {
-						t.Errorf("case %d %s: relative error %.3g vs transformers %s", i, what, e, key)
-					}
-				}
-				run := func(layers int, norm bool) []float32 {
-					t.Helper()
-					x, err := m.Forward(dev, cs.IDs, cs.Mask, layers, norm)
-					if err != nil {
-						t.Fatal(err)
-					}
-					v, err := dev.Download(x)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return v
-				}
-				for j := 1; j <= c.Layers; j++ {
-					check(fmt.Sprintf("layer %d output", j), run(j, false), fmt.Sprintf("layer%d", j))
-				}
-				for k := -(c.Layers + 1); k <= c.Layers; k++ {
-					x, err := m.HiddenState(dev, cs.IDs, cs.Mask, k)
-					if err != nil {
-						t.Fatal(err)
-					}
-					v, err := dev.Download(x)
-					if err != nil {
-						t.Fatal(err)
-					}
-					kk := (k + c.Layers + 1) % (c.Layers + 1)
-					check(fmt.Sprintf("hidden_states[%d]", k), v, fmt.Sprintf("hs%d", kk))
-				}
-				check("last_hidden_state", run(c.Layers, true), "last")
-			}
-			t.Logf("%s (transformers %s): worst relative error %.3g over %d cases", tc.name, fx.Versions["transformers"], worst, len(fx.Cases))
+	for _, a := range archs(fx) {
+		t.Run(a.name, func(t *testing.T) {
+			worst := compare(t, dev, fx, a, 1e-4)
+			t.Logf("%s (transformers %s): worst relative error %.3g over %d cases", a.name, fx.Versions["transformers"], worst, len(fx.Cases))
 		})
 	}
 	// The full Qwen2_5_VLForConditionalGeneration (its own multimodal
@@ -190,6 +121,160 @@ func TestAgainstTransformers(t *testing.T) {
 			t.Errorf("case %d: transformers' full Qwen2.5-VL and its text model differ by %g", i, d)
 		}
 	}
+}
+
+// TestCUDA runs the same comparison on the GPU: float32 within the CPU
+// tolerance, float16 ≤ 1e-2 and bfloat16 ≤ 5e-2 relative (storage
+// rounding of every activation; float32 accumulation).
+func TestCUDA(t *testing.T) {
+	fx := readFixture(t)
+	for _, p := range []struct {
+		prec tensor.DType
+		tol  float64
+	}{{tensor.F32, 1e-4}, {tensor.F16, 1e-2}, {tensor.BF16, 5e-2}} {
+		t.Run(p.prec.String(), func(t *testing.T) {
+			dev, err := cuda.Open(cuda.Options{Precision: p.prec})
+			if errors.Is(err, cuda.ErrNoDevice) {
+				t.Skipf("skipping: no GPU (%v)", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dev.Close()
+			for _, a := range archs(fx) {
+				worst := compare(t, dev, fx, a, p.tol)
+				t.Logf("%s %v on %s: worst relative error %.3g", a.name, p.prec, dev.Name(), worst)
+			}
+		})
+	}
+}
+
+// arch is one fixture model.
+type arch struct {
+	name string
+	arch Arch
+	cfg  json.RawMessage // nil: from shapes alone
+}
+
+func archs(fx fixture) []arch {
+	return []arch{{"qwen3", Qwen3, nil}, {"qwen25vl", Qwen25VL, fx.Qwen25VL.Config}}
+}
+
+// compare loads a fixture model on dev and checks every case's layer
+// outputs and hidden states against transformers within tol, returning the
+// worst relative error.
+func compare(t *testing.T, dev backend.Device, fx fixture, a arch, tol float64) float64 {
+	t.Helper()
+	src, err := safetensors.Open(filepath.Join("testdata", a.name+".safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	c, err := ConfigFromWeights(src, "", a.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Arch: a.arch, Vocab: 512, Width: 64, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16, FF: 96,
+		Eps: 1e-6, Theta: 1e6, Stack: "model."}
+	if c != want {
+		t.Fatalf("config %+v, want %+v", c, want)
+	}
+	b := weights.NewBuilder(src, dev)
+	m := Load(b, c)
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if u := b.Unused(""); len(u) > 0 {
+		t.Fatalf("unused tensors %v", u)
+	}
+	ref := readStates(t, a.name+"_out.safetensors")
+	worst := 0.0
+	for i, cs := range fx.Cases {
+		B, T, W := len(cs.IDs), len(cs.IDs[0]), c.Width
+		check := func(what string, x *backend.Tensor, err error, key string) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := dev.Download(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev.Free(x)
+			w, ok := ref[fmt.Sprintf("c%d/%s", i, key)]
+			if !ok {
+				t.Fatalf("fixture has no c%d/%s", i, key)
+			}
+			if len(got) != B*T*W || len(w) != B*T*W {
+				t.Fatalf("case %d %s: %d values, fixture %d, want %d", i, what, len(got), len(w), B*T*W)
+			}
+			e := testref.RelErr(valid(got, cs.Mask, T, W), valid(w, cs.Mask, T, W))
+			worst = max(worst, e)
+			if !(e <= tol) {
+				t.Errorf("%s case %d %s: relative error %.3g vs transformers %s, want ≤ %g", a.name, i, what, e, key, tol)
+			}
+		}
+		for j := 1; j <= c.Layers; j++ {
+			x, err := m.Forward(dev, cs.IDs, cs.Mask, j, false)
+			check(fmt.Sprintf("layer %d output", j), x, err, fmt.Sprintf("layer%d", j))
+		}
+		for k := -(c.Layers + 1); k <= c.Layers; k++ {
+			x, err := m.HiddenState(dev, cs.IDs, cs.Mask, k)
+			check(fmt.Sprintf("hidden_states[%d]", k), x, err, fmt.Sprintf("hs%d", (k+c.Layers+1)%(c.Layers+1)))
+		}
+		x, err := m.Forward(dev, cs.IDs, cs.Mask, c.Layers, true)
+		check("last_hidden_state", x, err, "last")
+	}
+	return worst
+}
+
+// TestBenchQwen3_4B times Z-Image's encoding (hidden_states[-2]) of a
+// 512-token prompt by a Qwen3-4B of random weights in bfloat16 on the GPU
+// (QWENLLM_BENCH=1; no comparison: the states are only checked finite).
+func TestBenchQwen3_4B(t *testing.T) {
+	if os.Getenv("QWENLLM_BENCH") == "" {
+		t.Skip("set QWENLLM_BENCH=1 to time Qwen3-4B on the GPU")
+	}
+	dev, err := cuda.Open(cuda.Options{Precision: tensor.BF16})
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	defer dev.Close()
+	c := Config{Arch: Qwen3, Vocab: 151936, Width: 2560, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FF: 9728,
+		Eps: 1e-6, Theta: 1e6, Stack: "model."}
+	start := time.Now()
+	m := Load(weights.NewRandomBuilder(dev, 7), c)
+	if err := dev.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("loaded %v in %v", c, time.Since(start))
+	ids := [][]int{make([]int, 512)}
+	for i := range ids[0] {
+		ids[0][i] = (i*7919 + 13) % c.Vocab
+	}
+	var times []time.Duration
+	for range 4 {
+		start := time.Now()
+		x, err := m.HiddenState(dev, ids, nil, -2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, time.Since(start))
+		v, err := dev.Download(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev.Free(x)
+		for _, f := range v {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				t.Fatal("non-finite hidden state")
+			}
+		}
+	}
+	t.Logf("Qwen3-4B, 512 tokens, bf16, hidden_states[-2]: %v (first includes warm-up)", times)
 }
 
 func TestRealKeyLists(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/nn"
@@ -101,7 +102,7 @@ func (c Config) qkvBias() bool { return c.Arch == Qwen25VL }
 // language-model head (lm_head.weight: only hidden states are used, never
 // next-token logits).
 func Ignored(name string) bool {
-	return name == "lm_head.weight" || len(name) > 7 && name[:7] == "visual."
+	return name == "lm_head.weight" || strings.HasPrefix(name, "visual.")
 }
 
 // ConfigFromWeights infers the configuration from tensor shapes under
@@ -232,7 +233,8 @@ type Model struct {
 }
 
 // Load builds the model from b, prefixed at the root ConfigFromWeights was
-// given, reading every tensor of the language model. The vision tower and
+// given (b.Sub of that prefix, without its dot), reading every tensor of
+// the language model. The vision tower and
 // lm_head a file may hold are left unread (see Ignored).
 func Load(b *weights.Builder, c Config) *Model {
 	s := b.Sub(c.Stack[:max(len(c.Stack)-1, 0)])

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,14 +194,7 @@ func compare(t *testing.T, dev backend.Device, fx fixture, a arch, tol float64) 
 		B, T, W := len(cs.IDs), len(cs.IDs[0]), c.Width
 		check := func(what string, x *backend.Tensor, err error, key string) {
 			t.Helper()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := dev.Download(x)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dev.Free(x)
+			got := download(t, dev, x, err)
 			w, ok := ref[fmt.Sprintf("c%d/%s", i, key)]
 			if !ok {
 				t.Fatalf("fixture has no c%d/%s", i, key)
@@ -394,16 +388,89 @@ func TestFixtureSensitivity(t *testing.T) {
 	} {
 		m := Load(weights.NewBuilder(src, dev), c)
 		tc.change(m)
-		x, err := m.HiddenState(dev, cs.IDs, cs.Mask, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := dev.Download(x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e := testref.RelErr(v, ref["c1/last"]); !(e > 1e-2) {
+		if e := testref.RelErr(hidden(t, dev, m, cs.IDs, cs.Mask, -1), ref["c1/last"]); !(e > 1e-2) {
 			t.Errorf("%s: relative error %.3g, want > 1e-2", tc.name, e)
+		}
+	}
+}
+
+// hidden returns HiddenState(index) on the host.
+func hidden(t *testing.T, dev backend.Device, m *Model, ids, mask [][]int, index int) []float32 {
+	t.Helper()
+	x, err := m.HiddenState(dev, ids, mask, index)
+	return download(t, dev, x, err)
+}
+
+// download copies a forward pass's result (failing on its error) to the
+// host and frees it.
+func download(t *testing.T, dev backend.Device, x *backend.Tensor, err error) []float32 {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := dev.Download(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Free(x)
+	return v
+}
+
+// renamed serves a Source under names mapped by to (and back by from).
+type renamed struct {
+	weights.Source
+	to, from func(string) string
+}
+
+func (r renamed) Names() []string {
+	var out []string
+	for _, n := range r.Source.Names() {
+		out = append(out, r.to(n))
+	}
+	slices.Sort(out)
+	return out
+}
+func (r renamed) Info(n string) (weights.TensorInfo, bool) { return r.Source.Info(r.from(n)) }
+func (r renamed) Raw(n string) ([]byte, error)             { return r.Source.Raw(r.from(n)) }
+func (r renamed) Float32(n string) ([]float32, error)      { return r.Source.Float32(r.from(n)) }
+
+// TestLayouts loads the Qwen3 fixture as a bare stack (no "model.") and
+// under a root prefix, and checks the states are unchanged.
+func TestLayouts(t *testing.T) {
+	fx := readFixture(t)
+	src, c := openTiny(t, "qwen3")
+	dev := cpu.New()
+	ref := readStates(t, "qwen3_out.safetensors")
+	cs := fx.Cases[0]
+	for _, tc := range []struct {
+		name, prefix, stack string
+		src                 weights.Source
+	}{
+		{"bare stack", "", "", renamed{src, func(n string) string { return strings.TrimPrefix(n, "model.") },
+			func(n string) string { return "model." + n }}},
+		{"root prefix", "text_encoders.qwen3_4b.transformer.", "model.", renamed{src,
+			func(n string) string { return "text_encoders.qwen3_4b.transformer." + n },
+			func(n string) string { return strings.TrimPrefix(n, "text_encoders.qwen3_4b.transformer.") }}},
+	} {
+		got, err := ConfigFromWeights(tc.src, tc.prefix, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		want := c
+		want.Stack = tc.stack
+		if got != want {
+			t.Fatalf("%s: config %+v, want %+v", tc.name, got, want)
+		}
+		b := weights.NewBuilder(tc.src, dev)
+		m := Load(b.Sub(strings.TrimSuffix(tc.prefix, ".")), got)
+		if err := b.Err(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if u := b.Unused(""); len(u) > 0 {
+			t.Fatalf("%s: unused %v", tc.name, u)
+		}
+		if e := testref.RelErr(hidden(t, dev, m, cs.IDs, cs.Mask, -2), ref["c0/hs2"]); !(e <= 1e-4) {
+			t.Errorf("%s: relative error %.3g", tc.name, e)
 		}
 	}
 }

@@ -271,18 +271,26 @@ func TestBenchQwen3_4B(t *testing.T) {
 	t.Logf("Qwen3-4B, 512 tokens, bf16, hidden_states[-2]: %v (first includes warm-up)", times)
 }
 
+// TestRealKeyLists loads the released files' key lists (ComfyUI's split
+// text encoders and the diffusers folders' text_encoder/) through
+// ConfigFromWeights and Load: no missing tensor, none unused but the
+// vision tower and lm_head.
 func TestRealKeyLists(t *testing.T) {
+	qwen3 := Config{Arch: Qwen3, Vocab: 151936, Width: 2560, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FF: 9728,
+		Eps: 1e-6, Theta: 1e6, Stack: "model."}
+	qwen25 := Config{Arch: Qwen25VL, Vocab: 152064, Width: 3584, Layers: 28, Heads: 28, KVHeads: 4, HeadDim: 128, FF: 18944,
+		Eps: 1e-6, Theta: 1e6, Stack: "model."}
 	for _, tc := range []struct {
-		file string
-		want Config
+		file, prefix string
+		want         Config
 	}{
-		{"qwen3-4b", Config{Arch: Qwen3, Vocab: 151936, Width: 2560, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FF: 9728,
-			Eps: 1e-6, Theta: 1e6, Stack: "model."}},
-		{"qwen25-vl-7b", Config{Arch: Qwen25VL, Vocab: 152064, Width: 3584, Layers: 28, Heads: 28, KVHeads: 4, HeadDim: 128, FF: 18944,
-			Eps: 1e-6, Theta: 1e6, Stack: "model."}},
+		{"qwen3-4b.component", "", qwen3},
+		{"qwen25-vl-7b.component", "", qwen25},
+		{"zimage-turbo.diffusers", "text_encoder.", qwen3},
+		{"qwen-image.diffusers", "text_encoder.", qwen25},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			kl, err := weights.ReadKeyList(filepath.Join("..", "..", "..", "testdata", "keyshapes", tc.file+".component.json.gz"))
+			kl, err := weights.ReadKeyList(filepath.Join("..", "..", "..", "testdata", "keyshapes", tc.file+".json.gz"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -290,7 +298,7 @@ func TestRealKeyLists(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := ConfigFromWeights(src, "", nil)
+			c, err := ConfigFromWeights(src, tc.prefix, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,13 +306,13 @@ func TestRealKeyLists(t *testing.T) {
 				t.Fatalf("config %v, want %v", c, tc.want)
 			}
 			b := weights.NewBuilder(src, testref.ShapeDevice{})
-			Load(b, c)
+			Load(b.Sub(strings.TrimSuffix(tc.prefix, ".")), c)
 			if err := b.Err(); err != nil {
 				t.Fatal(err)
 			}
 			var unused, ignored []string
-			for _, n := range b.Unused("") {
-				if Ignored(n) {
+			for _, n := range b.Unused(tc.prefix) {
+				if Ignored(strings.TrimPrefix(n, tc.prefix)) {
 					ignored = append(ignored, n)
 				} else {
 					unused = append(unused, n)

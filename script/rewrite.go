@@ -139,22 +139,29 @@ func (r *rewriter) deferStmt(st *ast.DeferStmt) {
 
 func (r *rewriter) goStmt(st *ast.GoStmt) {
 	r.goStmts = true
+	// The session counts the goroutine before it starts (goStart) and
+	// uncounts it when its recover has run, so that RunFile can wait for a
+	// goroutine whose panic is unwinding when main returns.
+	p := r.off(st.Pos())
 	if lit, ok := ast.Unparen(st.Call.Fun).(*ast.FuncLit); ok {
-		p := r.off(lit.Body.Lbrace) + 1
-		r.edits = append(r.edits, edit{p, p, " defer " + recoverName + "();"})
+		b := r.off(lit.Body.Lbrace) + 1
+		r.edits = append(r.edits, edit{p, p, goStart}, edit{b, b, " defer " + recoverName + "();"})
 		return
 	}
 	defs := r.copies(st.Call, "G")
-	p, s, e := r.off(st.Pos()), r.off(st.Call.Pos()), r.off(st.Call.End())
+	s, e := r.off(st.Call.Pos()), r.off(st.Call.End())
 	wrap := "func() { defer " + recoverName + "(); "
 	if defs == "" {
-		r.edits = append(r.edits, edit{s, s, wrap}, edit{e, e, " }()"})
+		r.edits = append(r.edits, edit{p, p, goStart}, edit{s, s, wrap}, edit{e, e, " }()"})
 		return
 	}
 	// A closure shares the variables of a loop body in Yaegi: the copies
 	// are made in a call of their own.
-	r.edits = append(r.edits, edit{p, s, "func() { " + defs + "go " + wrap}, edit{e, e, " }() }()"})
+	r.edits = append(r.edits, edit{p, s, goStart + "func() { " + defs + "go " + wrap}, edit{e, e, " }() }()"})
 }
+
+// goStart counts a goroutine about to start (see goStmt).
+const goStart = "_darkroomrt.GoStart(); "
 
 // needsCopy reports whether a deferred call's argument must be evaluated
 // before the defer statement (see the comment at the top).
@@ -219,7 +226,7 @@ func rewriteSegment(src string, next func() uint64) (string, bool) {
 const rtPath = "github.com/darkroom-ai/darkroom/script/rt"
 
 // recoverDecl defines recoverName; it needs rtPath imported as _darkroomrt.
-const recoverDecl = "func " + recoverName + "() { if p := recover(); p != nil { _darkroomrt.GoPanic(p) } }"
+const recoverDecl = "func " + recoverName + "() { defer _darkroomrt.GoEnd(); if p := recover(); p != nil { _darkroomrt.GoPanic(p) } }"
 
 // rewriteFile rewrites a Go source file (a recipe). When go statements
 // were rewritten, it imports the helpers and defines recoverName after the

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ExitError reports a script that called os.Exit with a non-zero code.
@@ -20,6 +21,11 @@ type ExitError struct{ Code int }
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 var osExitPanic = regexp.MustCompile(`^panic: os\.Exit\((-?\d+)\)$`)
+
+// goroutineGrace is how long RunFile waits for a recipe's goroutines
+// after main returns (a Go program would end them; this only lets a
+// panicking one report).
+const goroutineGrace = 250 * time.Millisecond
 
 // RunFile runs the script at path with args (returned by dr.Args()) and
 // returns the first error. A script is either a Go main package (a recipe:
@@ -45,7 +51,9 @@ func RunFile(ctx context.Context, path string, args []string, opts Options) erro
 		_, err = it.Eval(ctx, string(src))
 	}
 	if err == nil {
-		// A goroutine's panic stops a Go program; the recipe fails.
+		// A goroutine's panic stops a Go program; the recipe fails. One
+		// that panicked before main returned may still be unwinding.
+		it.WaitGoroutines(goroutineGrace)
 		if err = it.GoroutinePanic(); err == nil {
 			return nil
 		}

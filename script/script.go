@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/traefik/yaegi/interp"
 	"github.com/traefik/yaegi/stdlib"
@@ -81,6 +82,8 @@ type Interpreter struct {
 	// goErr is the first panic of a goroutine, recovered by the wrapper of
 	// rewritten go statements.
 	goErr atomic.Pointer[error]
+	// goLive counts the scripts' goroutines still running.
+	goLive atomic.Int64
 }
 
 // New creates an interpreter. It fails only if the symbol tables cannot be
@@ -141,6 +144,8 @@ func (it *Interpreter) sessionSymbols() interp.Exports {
 		}),
 	}, rtPath + "/rt": {
 		"GoPanic": reflect.ValueOf(it.goPanic),
+		"GoStart": reflect.ValueOf(it.goStart),
+		"GoEnd":   reflect.ValueOf(it.goEnd),
 		"Clear":   reflect.ValueOf(clearValue),
 	}}
 }
@@ -151,6 +156,26 @@ func (it *Interpreter) goPanic(p any) {
 	err := cleanError(interp.Panic{Value: p})
 	fmt.Fprintf(it.stderr, "error: a goroutine stopped: %v (the session continues)\n", err)
 	it.goErr.CompareAndSwap(nil, &err)
+}
+
+// goStart and goEnd count the goroutines scripts started that have not
+// yet finished (their deferred recover ran).
+func (it *Interpreter) goStart() { it.goLive.Add(1) }
+func (it *Interpreter) goEnd()   { it.goLive.Add(-1) }
+
+// WaitGoroutines waits until every goroutine the scripts started has
+// finished, or timeout passes, and reports whether they all finished: a
+// goroutine whose panic is still unwinding when main returns (its own
+// deferred calls run before its recover reports) is then reported.
+func (it *Interpreter) WaitGoroutines(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for it.goLive.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }
 
 // GoroutinePanic returns the first panic of a goroutine the scripts

@@ -233,3 +233,79 @@ func (v codecVAE) EncodeSample(ctx context.Context, dev backend.Device, img *bac
 	}
 	return s.EncodeSample(ctx, dev, img, eps)
 }
+
+// RowGroup is a run of consecutive conditioning rows [From, To) whose text
+// states have one length, stacked for one transformer call: Context
+// [n, T, D] and Pooled [n, P].
+type RowGroup struct {
+	From, To        int
+	Context, Pooled *backend.Tensor
+}
+
+// GroupByLength stacks each run of consecutive rows whose contexts have
+// the same length: a prompt and a negative prompt of different lengths
+// become two groups, as ComfyUI runs conditions it cannot concatenate
+// (the DiT families, whose text states are part of the joint sequence).
+// Every row needs a context and a pooled vector; what names the model in
+// errors.
+func GroupByLength(dev backend.Device, rows []*Cond, what string) ([]*RowGroup, error) {
+	var groups []*RowGroup
+	for i, r := range rows {
+		if r == nil || r.Context == nil || r.Pooled == nil {
+			return nil, fmt.Errorf("%s: row %d has no text states or pooled vector", what, i)
+		}
+		if n := len(groups); n > 0 && rows[groups[n-1].From].Context.Shape[1] == r.Context.Shape[1] {
+			groups[n-1].To = i + 1
+			continue
+		}
+		groups = append(groups, &RowGroup{From: i, To: i + 1})
+	}
+	for _, g := range groups {
+		ctx, pooled := make([]*backend.Tensor, 0, g.To-g.From), make([]*backend.Tensor, 0, g.To-g.From)
+		for _, r := range rows[g.From:g.To] {
+			ctx, pooled = append(ctx, r.Context), append(pooled, r.Pooled)
+		}
+		g.Context, g.Pooled = concat(dev, ctx), concat(dev, pooled)
+	}
+	return groups, nil
+}
+
+// concat joins tensors along axis 0.
+func concat(dev backend.Device, ts []*backend.Tensor) *backend.Tensor {
+	shape := ts[0].Shape.Clone()
+	shape[0] = 0
+	for _, t := range ts {
+		shape[0] += t.Shape[0]
+	}
+	out := dev.Alloc(shape...)
+	dev.Concat(out, 0, ts...)
+	return out
+}
+
+// RunGroups runs run on each group's slice of x (rows along axis 0; the
+// whole x for a single group) and joins the outputs along axis 0.
+func RunGroups(dev backend.Device, groups []*RowGroup, x *backend.Tensor, run func(g *RowGroup, x *backend.Tensor) (*backend.Tensor, error)) (*backend.Tensor, error) {
+	if len(groups) == 1 {
+		return run(groups[0], x)
+	}
+	outs := make([]*backend.Tensor, 0, len(groups))
+	free := func() {
+		for _, o := range outs {
+			dev.Free(o)
+		}
+	}
+	for _, g := range groups {
+		part := dev.Alloc(append([]int{g.To - g.From}, x.Shape[1:]...)...)
+		dev.Slice(part, x, 0, g.From)
+		out, err := run(g, part)
+		dev.Free(part)
+		if err != nil {
+			free()
+			return nil, err
+		}
+		outs = append(outs, out)
+	}
+	all := concat(dev, outs)
+	free()
+	return all, nil
+}

@@ -13,6 +13,8 @@ func init() {
 	Symbols["github.com/darkroom-ai/darkroom/engine/engine"] = map[string]reflect.Value{
 		// function, constant and variable definitions
 		"A1111Parameters":            reflect.ValueOf(engine.A1111Parameters),
+		"A1111SamplerName":           reflect.ValueOf(engine.A1111SamplerName),
+		"A1111SchedulerName":         reflect.ValueOf(engine.A1111SchedulerName),
 		"BenchFluxStep":              reflect.ValueOf(engine.BenchFluxStep),
 		"BenchSD3Step":               reflect.ValueOf(engine.BenchSD3Step),
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
@@ -45,6 +47,7 @@ func init() {
 		"ErrNoGPU":                   reflect.ValueOf(&engine.ErrNoGPU).Elem(),
 		"ErrNotSupported":            reflect.ValueOf(&engine.ErrNotSupported).Elem(),
 		"ExtractLoRATags":            reflect.ValueOf(engine.ExtractLoRATags),
+		"Families":                   reflect.ValueOf(engine.Families),
 		"FieldByName":                reflect.ValueOf(engine.FieldByName),
 		"FindTAESD":                  reflect.ValueOf(engine.FindTAESD),
 		"FitImage":                   reflect.ValueOf(engine.FitImage),

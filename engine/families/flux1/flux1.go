@@ -437,18 +437,16 @@ func (d *Denoiser) Prediction() sampling.Prediction { return sampling.Velocity }
 func (d *Denoiser) Reset() {}
 
 // group is a run of consecutive rows with text states of one length, run
-// through the transformer together.
+// through the transformer together, with its guidance values and text ids.
 type group struct {
-	from, to int
-	txt      *backend.Tensor // [n, T, D]
-	pooled   *backend.Tensor // [n, P]
+	*family.RowGroup
 	guidance []float32
 	txtIDs   [][3]float32
 }
 
 // Bind stacks each run of rows whose T5 states have the same length (a
 // prompt and a negative prompt of different lengths run as two batches,
-// as ComfyUI runs conditions it cannot concatenate).
+// family.GroupByLength).
 func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs) (family.Step, error) {
 	if in.Concat != nil || in.Control != nil {
 		return nil, errors.New("this Flux transformer takes no concatenated latents or control residuals")
@@ -458,45 +456,30 @@ func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs
 	if c.Guidance && guidance == 0 {
 		guidance = DefaultGuidance
 	}
-	var groups []*group
-	for i, r := range rows {
-		if r == nil || r.Context == nil || r.Pooled == nil {
-			return nil, fmt.Errorf("flux: row %d has no text states or pooled vector", i)
-		}
-		if n := len(groups); n > 0 && groups[n-1].txt.Shape[1] == r.Context.Shape[1] {
-			groups[n-1].to = i + 1
-			continue
-		}
-		groups = append(groups, &group{from: i, to: i + 1, txt: r.Context})
+	rgs, err := family.GroupByLength(d.Dev, rows, "flux")
+	if err != nil {
+		return nil, err
 	}
-	for _, g := range groups {
-		n := g.to - g.from
-		txt, pooled := make([]*backend.Tensor, n), make([]*backend.Tensor, n)
-		for j := range n {
-			txt[j], pooled[j] = rows[g.from+j].Context, rows[g.from+j].Pooled
-		}
-		T := g.txt.Shape[1]
-		g.txt = d.Dev.Alloc(n, T, g.txt.Shape[2])
-		d.Dev.Concat(g.txt, 0, txt...)
-		g.pooled = d.Dev.Alloc(n, pooled[0].Shape[1])
-		d.Dev.Concat(g.pooled, 0, pooled...)
+	groups := map[*family.RowGroup]*group{}
+	for _, rg := range rgs {
+		g := &group{RowGroup: rg, txtIDs: flux.TextIDs(rg.Context.Shape[1])}
 		if c.Guidance {
-			g.guidance = make([]float32, n)
+			g.guidance = make([]float32, rg.To-rg.From)
 			for j := range g.guidance {
 				g.guidance[j] = guidance
 			}
 		}
-		g.txtIDs = flux.TextIDs(T)
+		groups[rg] = g
 	}
 	return func(ctx context.Context, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
-		return d.step(ctx, groups, len(rows), x, ts)
+		return d.step(ctx, rgs, groups, len(rows), x, ts)
 	}, nil
 }
 
 // step pads an odd-sized latent to whole 2×2 patches (circularly, as
 // ComfyUI's pad_to_patch_size), runs each group and crops the prediction
 // back.
-func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
+func (d *Denoiser) step(ctx context.Context, rgs []*family.RowGroup, groups map[*family.RowGroup]*group, rows int, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
 	dev := d.Dev
 	if len(x.Shape) != 4 || x.Shape[0] != rows || len(ts) != rows {
 		return nil, fmt.Errorf("flux: latent %v with %d timesteps for %d bound rows", x.Shape, len(ts), rows)
@@ -513,38 +496,14 @@ func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backe
 	}
 	defer dev.Free(tokens)
 	imgIDs := flux.ImageIDs(hp, wp)
-	outs := make([]*backend.Tensor, len(groups))
-	defer func() {
-		for _, o := range outs {
-			if o != nil {
-				dev.Free(o)
-			}
-		}
-	}()
-	for i, g := range groups {
-		img := tokens
-		if len(groups) > 1 {
-			img = dev.Alloc(g.to-g.from, tokens.Shape[1], tokens.Shape[2])
-			dev.Slice(img, tokens, 0, g.from)
-		}
-		out, err := d.Net.Forward(ctx, dev, img, g.txt, g.pooled, ts[g.from:g.to], g.guidance, imgIDs, g.txtIDs)
-		if img != tokens {
-			dev.Free(img)
-		}
-		if err != nil {
-			return nil, err
-		}
-		outs[i] = out
+	all, err := family.RunGroups(dev, rgs, tokens, func(rg *family.RowGroup, img *backend.Tensor) (*backend.Tensor, error) {
+		g := groups[rg]
+		return d.Net.Forward(ctx, dev, img, g.Context, g.Pooled, ts[g.From:g.To], g.guidance, imgIDs, g.txtIDs)
+	})
+	if err != nil {
+		return nil, err
 	}
-	all := outs[0]
-	if len(outs) > 1 {
-		all = dev.Alloc(rows, tokens.Shape[1], outs[0].Shape[2])
-		dev.Concat(all, 0, outs...)
-		defer dev.Free(all)
-	} else {
-		outs[0] = nil
-		defer dev.Free(all)
-	}
+	defer dev.Free(all)
 	v, err := flux.Unpack(dev, all, hp, wp)
 	if err != nil {
 		return nil, err

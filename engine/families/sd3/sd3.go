@@ -514,41 +514,17 @@ func (d *Denoiser) Reset() {}
 // Blocks is the number of joint blocks (family.LayerSkipper).
 func (d *Denoiser) Blocks() int { return d.Net.Config.Layers }
 
-// group is a run of consecutive rows with text states of one length, run
-// through the transformer together.
-type group struct {
-	from, to int
-	ctx      *backend.Tensor // [n, T, D]
-	pooled   *backend.Tensor // [n, P]
-}
-
 // Bind stacks each run of rows whose text states have the same length (a
 // prompt and a negative prompt of different window counts run as two
-// batches, as ComfyUI runs conditions it cannot concatenate); in.SkipLayers
-// leaves those blocks out (Skip-Layer Guidance).
+// batches, family.GroupByLength); in.SkipLayers leaves those blocks out
+// (Skip-Layer Guidance).
 func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs) (family.Step, error) {
 	if in.Concat != nil || in.Control != nil {
 		return nil, errors.New("this SD3 transformer takes no concatenated latents or control residuals")
 	}
-	var groups []*group
-	for i, r := range rows {
-		if r == nil || r.Context == nil || r.Pooled == nil {
-			return nil, fmt.Errorf("sd3: row %d has no text states or pooled vector", i)
-		}
-		if n := len(groups); n > 0 && groups[n-1].ctx.Shape[1] == r.Context.Shape[1] {
-			groups[n-1].to = i + 1
-			continue
-		}
-		groups = append(groups, &group{from: i, to: i + 1, ctx: r.Context})
-	}
-	for _, g := range groups {
-		n := g.to - g.from
-		ctx, pooled := make([]*backend.Tensor, n), make([]*backend.Tensor, n)
-		for j := range n {
-			ctx[j], pooled[j] = rows[g.from+j].Context, rows[g.from+j].Pooled
-		}
-		g.ctx = nn.Concat(d.Dev, 0, ctx...)
-		g.pooled = nn.Concat(d.Dev, 0, pooled...)
+	groups, err := family.GroupByLength(d.Dev, rows, "sd3")
+	if err != nil {
+		return nil, err
 	}
 	opt := mmdit.ForwardOptions{Skip: in.SkipLayers}
 	return func(ctx context.Context, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
@@ -558,7 +534,7 @@ func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs
 
 // step pads a latent to whole patches (circularly, as ComfyUI's
 // pad_to_patch_size), runs each group and crops the prediction back.
-func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backend.Tensor, ts []float32, opt mmdit.ForwardOptions) (*backend.Tensor, error) {
+func (d *Denoiser) step(ctx context.Context, groups []*family.RowGroup, rows int, x *backend.Tensor, ts []float32, opt mmdit.ForwardOptions) (*backend.Tensor, error) {
 	dev := d.Dev
 	if len(x.Shape) != 4 || x.Shape[0] != rows || len(ts) != rows {
 		return nil, fmt.Errorf("sd3: latent %v with %d timesteps for %d bound rows", x.Shape, len(ts), rows)
@@ -570,28 +546,11 @@ func (d *Denoiser) step(ctx context.Context, groups []*group, rows int, x *backe
 			dev.Free(xp)
 		}
 	}()
-	outs := make([]*backend.Tensor, len(groups))
-	defer func() { nn.FreeAll(dev, outs...) }()
-	for i, g := range groups {
-		img := xp
-		if len(groups) > 1 {
-			img = dev.Alloc(append([]int{g.to - g.from}, xp.Shape[1:]...)...)
-			dev.Slice(img, xp, 0, g.from)
-		}
-		out, err := d.Net.Forward(ctx, dev, img, g.ctx, g.pooled, ts[g.from:g.to], opt)
-		if img != xp {
-			dev.Free(img)
-		}
-		if err != nil {
-			return nil, err
-		}
-		outs[i] = out
+	out, err := family.RunGroups(dev, groups, xp, func(g *family.RowGroup, img *backend.Tensor) (*backend.Tensor, error) {
+		return d.Net.Forward(ctx, dev, img, g.Context, g.Pooled, ts[g.From:g.To], opt)
+	})
+	if err != nil {
+		return nil, err
 	}
-	all := outs[0]
-	if len(outs) > 1 {
-		all = nn.Concat(dev, 0, outs...)
-	} else {
-		outs[0] = nil
-	}
-	return nn.CropTo(dev, all, h, w), nil
+	return nn.CropTo(dev, out, h, w), nil
 }

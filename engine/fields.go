@@ -181,7 +181,7 @@ var requestFields = []RequestField{
 		}).
 		a1111("Distilled CFG Scale", func(v float64) (string, bool) { return formatFloat(v), v != 0 }, nil).done(),
 	intField("max_sequence_length", 0, func(r *Request) *int { return &r.MaxSequenceLength }).
-		flag("max-sequence-length", "", "T5 tokens a prompt is truncated and padded to (diffusers' name; 0: ComfyUI pads to at least 256 and never truncates, diffusers uses 512 for Flux dev and 256 for schnell)").
+		flag("max-sequence-length", "", "T5 tokens a prompt is truncated and padded to (diffusers' name; 0: ComfyUI pads to at least 256 (Flux) or 77 (SD3) and never truncates, diffusers uses 512 for Flux dev and 256 for schnell and SD3)").
 		valid(func(v int) string {
 			if v < 0 || v > MaxSequenceLength {
 				return fmt.Sprintf("must be between 1 and %d (0: the default)", MaxSequenceLength)

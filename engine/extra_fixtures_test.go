@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/rng"
 )
@@ -181,6 +182,38 @@ func TestClipSkip2(t *testing.T) {
 	}
 	got, _ := c.Values(m.dev)
 	check(t, "clip skip 2 embeddings", got, testref.Tensors(t, "extra_cases.safetensors")["clip_skip_2/prompt_embeds"], 1e-4)
+}
+
+// TestNegativeIgnoresClipSkipUnderDiffusers: diffusers' pipelines encode
+// the negative prompt at the default layer whatever clip_skip says
+// (StableDiffusionPipeline.encode_prompt: text_encoder(...)[0]), so under
+// that convention a negative prompt with clip skip 2 equals it at clip
+// skip 1; ComfyUI's CLIPSetLastLayer applies to both, so there it differs.
+func TestNegativeIgnoresClipSkipUnderDiffusers(t *testing.T) {
+	m, err := Load(context.Background(), layouts[0].path, cpu.New())
+	if err != nil {
+		t.Skip(err)
+	}
+	enc := func(opt family.PromptOptions) []float32 {
+		c, err := m.encodePrompt(context.Background(), "blurry, low quality", opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := c.Values(m.dev)
+		return v
+	}
+	for _, conv := range []Convention{ConventionDiffusers, ConventionComfy} {
+		last := enc(family.PromptOptions{Convention: conv, ClipSkip: 1, Negative: true})
+		skip2 := enc(family.PromptOptions{Convention: conv, ClipSkip: 2, Negative: true})
+		prompt2 := enc(family.PromptOptions{Convention: conv, ClipSkip: 2})
+		same := testref.RelErr(skip2, last) == 0
+		if want := conv == ConventionDiffusers; same != want {
+			t.Errorf("%v: negative at clip skip 2 equals clip skip 1: %v, want %v", conv, same, want)
+		}
+		if testref.RelErr(prompt2, last) == 0 {
+			t.Errorf("%v: the prompt at clip skip 2 equals clip skip 1", conv)
+		}
+	}
 }
 
 // TestVAEEncode compares the encoder (latent distribution mean × scaling

@@ -173,9 +173,9 @@ type PromptOptions struct {
 	// MaxSequenceLength truncates and pads T5 prompts to this many tokens;
 	// 0 is the convention's default (see Defaults.MaxSequenceLength).
 	MaxSequenceLength int
-	// Negative marks the negative prompt: diffusers' SDXL and SD3
+	// Negative marks the negative prompt: diffusers' SD, SDXL and SD3
 	// pipelines encode it at their default CLIP layer whatever the clip
-	// skip, which their conditioners reproduce under its convention.
+	// skip, which the conditioners reproduce under its convention.
 	Negative bool
 }
 

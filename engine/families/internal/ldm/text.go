@@ -46,13 +46,19 @@ func (m SkipMap) Check(req, layers int) error {
 // Encode encodes a prompt into the UNet's context [1, 77·k, width]: under
 // ComfyUI's convention with its weighting syntax and 75-token windows;
 // under diffusers' literally, truncated to one 77-token window, as a
-// diffusers pipeline encodes it.
+// diffusers pipeline encodes it (the negative prompt at the default layer).
 func (c *CLIPText) Encode(ctx context.Context, text string, opt family.PromptOptions) (*family.Cond, error) {
 	encode := c.Enc.Encode
 	if opt.Convention != family.ConventionComfy {
 		encode = c.Enc.EncodeLiteral
 	}
-	e, err := encode(ctx, c.Dev, text, c.Layers.Skip(opt.ClipSkip))
+	skip := c.Layers.Skip(opt.ClipSkip)
+	if opt.Negative && opt.Convention != family.ConventionComfy {
+		// diffusers' StableDiffusionPipeline encodes the negative prompt
+		// at the last layer whatever clip_skip says.
+		skip = c.Layers.Skip(0)
+	}
+	e, err := encode(ctx, c.Dev, text, skip)
 	if err != nil {
 		return nil, err
 	}

@@ -489,6 +489,25 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSam
 	return den, nil
 }
 
+// batchStep presents a network step as a sampling.BatchFunc: the host
+// latents of some rows (each of shape[1:]) are uploaded and run at one
+// timestep per row, and the raw output comes back to the host.
+func batchStep(dev backend.Device, step family.Step, shape []int) sampling.BatchFunc {
+	per := tensor.Shape(shape).NumElements() / shape[0]
+	return func(ctx context.Context, xIn []float32, t float32) ([]float32, error) {
+		rows := len(xIn) / per
+		ts := make([]float32, rows)
+		for i := range ts {
+			ts[i] = t
+		}
+		raw, err := step(ctx, dev.Upload(xIn, append([]int{rows}, shape[1:]...)...), ts)
+		if err != nil {
+			return nil, err
+		}
+		return dev.Download(raw)
+	}
+}
+
 // guided wraps a network step as a denoiser D(x, σ) with classifier-free
 // guidance, by sampling.GuidedWith with the engine's order
 // (sampling.EngineGuidance): the latent is fed as x·c_in (c_in =
@@ -498,20 +517,7 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSam
 // denoised estimates as ComfyUI's cfg_function does.
 func guided(dev backend.Device, step family.Step, pred sampling.Prediction, ms family.ModelSampling, conv Convention, cfg float32, shape []int, useUncond bool,
 	post func(context.Context, []float32, float32, []float32, []float32) error) (sampling.Denoiser, error) {
-	per := tensor.Shape(shape).NumElements() / shape[0]
-	net := func(ctx context.Context, xIn []float32, t float32) ([]float32, error) {
-		rows := len(xIn) / per
-		ts := make([]float32, rows)
-		for i := range ts {
-			ts[i] = t
-		}
-		xt := dev.Upload(xIn, append([]int{rows}, shape[1:]...)...)
-		raw, err := step(ctx, xt, ts)
-		if err != nil {
-			return nil, err
-		}
-		return dev.Download(raw)
-	}
+	net := batchStep(dev, step, shape)
 	timestep := func(sigma float32) float32 { return ms.Timestep(conv, sigma) }
 	opts := sampling.EngineGuidance(pred)
 	opts.Post = post

@@ -8,7 +8,6 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
-	"github.com/darkroom-ai/darkroom/engine/tensor"
 )
 
 // Skip-Layer Guidance (SLG), as ComfyUI's SkipLayerGuidanceSD3 node and
@@ -79,18 +78,7 @@ func (m *Model) slgPost(ctx context.Context, p SampleParams, ms family.ModelSamp
 	if err != nil {
 		return nil, fmt.Errorf("sample: skip-layer guidance: %w", err)
 	}
-	per := tensor.Shape(p.Shape).NumElements() / p.Shape[0]
-	net := func(ctx context.Context, xIn []float32, t float32) ([]float32, error) {
-		ts := make([]float32, len(xIn)/per)
-		for i := range ts {
-			ts[i] = t
-		}
-		raw, err := step(ctx, m.dev.Upload(xIn, append([]int{len(ts)}, p.Shape[1:]...)...), ts)
-		if err != nil {
-			return nil, err
-		}
-		return m.dev.Download(raw)
-	}
+	net := batchStep(m.dev, step, p.Shape)
 	var active func(float32) bool
 	if p.Convention == ConventionComfy {
 		hi, lo := float32(1), float32(0)

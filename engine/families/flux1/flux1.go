@@ -336,14 +336,8 @@ func strayTextEncoder(src *family.Source, p parts) error {
 			return fmt.Errorf("%s holds an OpenCLIP text encoder (%q); Flux uses CLIP-L and T5-XXL only", where, name)
 		}
 	}
-	for _, r := range ldm.ExtraRoots(k) {
-		if r == p.t5 {
-			continue
-		}
-		if name := k.First(r); name != "" {
-			info, _ := src.Info(name)
-			return fmt.Errorf("--text-encoder %s: Flux uses CLIP-L and T5-XXL text encoders, and this file is neither (or a second T5)", info.File)
-		}
+	if f := ldm.StrayTextEncoder(src, p.t5); f != "" {
+		return fmt.Errorf("--text-encoder %s: Flux uses CLIP-L and T5-XXL text encoders, and this file is neither (or a second T5)", f)
 	}
 	return nil
 }

@@ -88,9 +88,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 			return nil, fmt.Errorf("no %s weights (nothing under %q); give a separate file with %s", c.what, c.prefix, c.flag)
 		}
 	}
-	if name := k.First(weights.ExtraTextEncoderPrefix); name != "" {
-		info, _ := src.Info(name)
-		return nil, fmt.Errorf("--text-encoder %s: SD1.x uses one CLIP-L text encoder, and this file is not one", info.File)
+	if f := ldm.StrayTextEncoder(src, ""); f != "" {
+		return nil, fmt.Errorf("--text-encoder %s: SD1.x uses one CLIP-L text encoder, and this file is not one", f)
 	}
 	uc, err := unet.ConfigFromWeights(src, PrefixUNet)
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
-	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 )
 
@@ -109,9 +108,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if te == "" {
 		return nil, fmt.Errorf("no text encoder weights (OpenCLIP ViT-H under %q or %q); give a separate file with --text-encoder", PrefixOpenCLIP, PrefixHFCLIP)
 	}
-	if name := src.Keys().First(weights.ExtraTextEncoderPrefix); name != "" {
-		info, _ := src.Info(name)
-		return nil, fmt.Errorf("--text-encoder %s: SD2.x uses one OpenCLIP ViT-H text encoder, and this file is not one", info.File)
+	if f := ldm.StrayTextEncoder(src, ""); f != "" {
+		return nil, fmt.Errorf("--text-encoder %s: SD2.x uses one OpenCLIP ViT-H text encoder, and this file is not one", f)
 	}
 	uc, err := unet.ConfigFromWeights(src, PrefixUNet)
 	if err != nil {

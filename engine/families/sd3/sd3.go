@@ -352,14 +352,8 @@ func strayTextEncoder(src *family.Source, p parts) error {
 	if name := k.First(keymap.OpenCLIPHPrefix); name != "" {
 		return fmt.Errorf("the model holds an OpenCLIP ViT-H text encoder (%q); SD3 uses CLIP-L, CLIP-G and T5-XXL", name)
 	}
-	for _, r := range ldm.ExtraRoots(k) {
-		if r == p.t5 {
-			continue
-		}
-		if name := k.First(r); name != "" {
-			info, _ := src.Info(name)
-			return fmt.Errorf("--text-encoder %s: SD3 uses CLIP-L, CLIP-G and T5-XXL text encoders, and this file is none of them (or a second T5)", info.File)
-		}
+	if f := ldm.StrayTextEncoder(src, p.t5); f != "" {
+		return fmt.Errorf("--text-encoder %s: SD3 uses CLIP-L, CLIP-G and T5-XXL text encoders, and this file is none of them (or a second T5)", f)
 	}
 	return nil
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
-	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/keymap"
 )
 
@@ -150,9 +149,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if !k.Has(PrefixVAE) {
 		return nil, fmt.Errorf("no VAE weights (nothing under %q); give a separate file with --vae (ComfyUI's vae/ folder: sdxl_vae.safetensors)", PrefixVAE)
 	}
-	if name := k.First(weights.ExtraTextEncoderPrefix); name != "" {
-		info, _ := src.Info(name)
-		return nil, fmt.Errorf("--text-encoder %s: SDXL uses CLIP-L and OpenCLIP bigG text encoders, and this file is neither", info.File)
+	if f := ldm.StrayTextEncoder(src, ""); f != "" {
+		return nil, fmt.Errorf("--text-encoder %s: SDXL uses CLIP-L and OpenCLIP bigG text encoders, and this file is neither", f)
 	}
 	uc, err := unet.ConfigFromWeights(src, PrefixUNet)
 	if err != nil {

@@ -30,6 +30,24 @@ func ExtraRoots(k *family.Keys) []string {
 	return out
 }
 
+// StrayTextEncoder returns the file of the first separate text-encoder
+// file that fills no canonical slot (weights.ExtraTextEncoderPrefix) and
+// is not the one under keep (a family's T5; "" keeps none), or "": the
+// file a family refuses with a line naming what it uses instead.
+func StrayTextEncoder(src *family.Source, keep string) string {
+	k := src.Keys()
+	for _, r := range ExtraRoots(k) {
+		if r == keep {
+			continue
+		}
+		if name := k.First(r); name != "" {
+			info, _ := src.Info(name)
+			return info.File
+		}
+	}
+	return ""
+}
+
 // FirstRoot returns the first of roots under which the tensor name exists,
 // or "".
 func FirstRoot(k *family.Keys, roots []string, name string) string {

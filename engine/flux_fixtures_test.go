@@ -495,16 +495,15 @@ func runComfyCase(t *testing.T, m *Model, name string, req Request, sigmas []flo
 	}
 }
 
-// TestFluxImg2ImgRuns runs img2img and inpainting on the tiny Flux model:
-// finite latents, and at a small denoise the image stays near the init
-// image (the peer fixture, tools/reference/gen_flux_img2img_fixtures.py,
-// is still to be made).
+// TestFluxImg2ImgRuns runs img2img and inpainting on the tiny Flux model
+// (checkImg2ImgPaths): the final latent moves away from the encoded init
+// image as the denoise grows, and inpainting the right half keeps the left
+// pixels (the peer test is TestFluxImg2ImgDiffusers).
 func TestFluxImg2ImgRuns(t *testing.T) {
 	if !testref.Exists("flux-pipe", "cases.json") {
 		t.Skip("no flux-pipe fixtures")
 	}
-	ctx := context.Background()
-	m, err := Load(ctx, fluxFolder(t, "dev"), cpu.New())
+	m, err := Load(context.Background(), fluxFolder(t, "dev"), cpu.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,13 +511,30 @@ func TestFluxImg2ImgRuns(t *testing.T) {
 	base := DefaultRequest()
 	base.Model, base.Prompt, base.Seed, base.Steps, base.Width, base.Height = "flux-tiny", "a red fox", 3, 4, 64, 48
 	base.CFG, base.Sampler, base.Scheduler = 1, "euler", "simple"
+	mask := image.NewGray(image.Rect(0, 0, 64, 48))
+	for y := 0; y < 48; y++ {
+		for x := 32; x < 64; x++ {
+			mask.Pix[y*64+x] = 255
+		}
+	}
+	checkImg2ImgPaths(t, m, base, mask, 0.8, base.Seed, func(x, _ int) bool { return x < 24 })
+}
+
+// checkImg2ImgPaths runs a model's img2img and inpaint paths from an image
+// it made with base: the final latent's distance from the encoded init
+// image grows with the denoise (0.2, 0.5, 0.9, seed 11), and an inpaint
+// over mask at the given denoise and seed leaves every pixel where keep
+// holds as it was. It returns the init image and the inpainted one.
+func checkImg2ImgPaths(t *testing.T, m *Model, base Request, mask image.Image, denoise float64, seed uint64, keep func(x, y int) bool) (init, out *image.NRGBA) {
+	t.Helper()
+	ctx := context.Background()
 	first, err := m.Generate(ctx, base, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	init := filepath.Join(dir, "init.png")
-	if err := WritePNG(init, first.Images[0], nil); err != nil {
+	initPath := filepath.Join(dir, "init.png")
+	if err := WritePNG(initPath, first.Images[0], nil); err != nil {
 		t.Fatal(err)
 	}
 	z, err := m.EncodeImage(ctx, first.Images[0])
@@ -526,42 +542,38 @@ func TestFluxImg2ImgRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	var prev float64
-	for _, denoise := range []float64{0.2, 0.5, 0.9} {
+	for _, d := range []float64{0.2, 0.5, 0.9} {
 		req := base
-		req.InitImage, req.Denoise, req.Seed = init, denoise, 11
+		req.InitImage, req.Denoise, req.Seed = initPath, d, 11
 		res, err := m.Generate(ctx, req, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := testref.RelErr(res.Latents, z)
-		t.Logf("img2img denoise %g: final latent %.3g from the encoded init image", denoise, d)
-		if math.IsNaN(d) || d <= prev {
-			t.Errorf("denoise %g: distance %.3g from the init latent, not above the last (%.3g)", denoise, d, prev)
+		dist := testref.RelErr(res.Latents, z)
+		t.Logf("img2img denoise %g: final latent %.3g from the encoded init image", d, dist)
+		if math.IsNaN(dist) || dist <= prev {
+			t.Errorf("denoise %g: distance %.3g from the init latent, not above the last (%.3g)", d, dist, prev)
 		}
-		prev = d
-	}
-	// Inpainting keeps the unmasked pixels.
-	mask := image.NewGray(image.Rect(0, 0, 64, 48))
-	for y := 0; y < 48; y++ {
-		for x := 32; x < 64; x++ {
-			mask.Pix[y*64+x] = 255
-		}
+		prev = dist
 	}
 	mp := filepath.Join(dir, "mask.png")
 	if err := WritePNG(mp, mask, nil); err != nil {
 		t.Fatal(err)
 	}
 	req := base
-	req.InitImage, req.Mask, req.Denoise = init, mp, 0.8
+	req.InitImage, req.Mask, req.Denoise, req.Seed = initPath, mp, denoise, seed
 	res, err := m.Generate(ctx, req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for y := 0; y < 48; y++ {
-		for x := 0; x < 24; x++ {
-			if res.Images[0].NRGBAAt(x, y) != first.Images[0].NRGBAAt(x, y) {
-				t.Fatalf("inpaint changed the unmasked pixel (%d, %d)", x, y)
+	init, out = first.Images[0], res.Images[0]
+	b := init.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			if keep(x, y) && out.NRGBAAt(x, y) != init.NRGBAAt(x, y) {
+				t.Fatalf("inpaint changed the unmasked pixel (%d, %d): %v, was %v", x, y, out.NRGBAAt(x, y), init.NRGBAAt(x, y))
 			}
 		}
 	}
+	return init, out
 }

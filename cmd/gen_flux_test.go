@@ -73,17 +73,8 @@ func TestGenFlux(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("gen failed: %s", stderr)
 	}
-	f, err := safetensors.Open(filepath.Join(fluxPipe, "cases.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	want, err := f.Float32("dev_default/image")
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := readPNG(t, out)
-	if p := psnrFloat(got, want); p < 45 {
+	if p := psnrFloat(got, fixtureImage(t, filepath.Join(fluxPipe, "cases.safetensors"), "dev_default/image")); p < 45 {
 		t.Errorf("PSNR %.1f dB against diffusers' image, want ≥ 45", p)
 	}
 	pr, err := engine.ReadPNGRequest(out)
@@ -94,18 +85,46 @@ func TestGenFlux(t *testing.T) {
 	if meta.Guidance != 3.5 || meta.MaxSequenceLength != 512 || meta.CFG != 1 {
 		t.Errorf("stored request: guidance %g, max_sequence_length %d, cfg %g", meta.Guidance, meta.MaxSequenceLength, meta.CFG)
 	}
-	pf, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := engine.ReadPNGText(pf)
-	pf.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := text["parameters"]; !strings.Contains(p, "Distilled CFG Scale: 3.5") || !strings.Contains(p, "CFG scale: 1") {
+	if p := pngParameters(t, out); !strings.Contains(p, "Distilled CFG Scale: 3.5") || !strings.Contains(p, "CFG scale: 1") {
 		t.Errorf("A1111 parameters lack Forge's distilled guidance: %q", p)
 	}
+	checkFromRepeats(t, out, model, got)
+}
+
+// fixtureImage reads a float image [H, W, 3] from a fixture file.
+func fixtureImage(t *testing.T, file, key string) []float32 {
+	t.Helper()
+	f, err := safetensors.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	v, err := f.Float32(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// pngParameters returns a PNG's A1111 "parameters" text.
+func pngParameters(t *testing.T, path string) string {
+	t.Helper()
+	pf, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	text, err := engine.ReadPNGText(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text["parameters"]
+}
+
+// checkFromRepeats runs gen --from out with model and wants the image got
+// again, bit for bit.
+func checkFromRepeats(t *testing.T, out, model string, got image.Image) {
+	t.Helper()
 	again := filepath.Join(t.TempDir(), "again.png")
 	if _, stderr, code := runCmd(t, "gen", "--from", out, "-m", model, "-o", again); code != 0 {
 		t.Fatalf("gen --from failed: %s", stderr)

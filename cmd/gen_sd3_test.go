@@ -1,14 +1,10 @@
 package cmd
 
 import (
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/darkroom-ai/darkroom/engine"
-	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
 )
 
 var sd3Ref = filepath.Join("..", "testdata", "reference", "sd3")
@@ -41,38 +37,14 @@ func TestGenSD3(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("gen failed: %s", stderr)
 	}
-	f, err := safetensors.Open(filepath.Join(sd3Ref, "cases.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	want, err := f.Float32("a_slg/image")
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := readPNG(t, out)
-	if p := psnrFloat(got, want); p < 45 {
+	if p := psnrFloat(got, fixtureImage(t, filepath.Join(sd3Ref, "cases.safetensors"), "a_slg/image")); p < 45 {
 		t.Errorf("PSNR %.1f dB against diffusers' image, want ≥ 45", p)
 	}
-	pf, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := engine.ReadPNGText(pf)
-	pf.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := text["parameters"]; !strings.Contains(p, "SLG layers: 1, SLG scale: 2.8, SLG start: 0.01, SLG end: 0.8") {
+	if p := pngParameters(t, out); !strings.Contains(p, "SLG layers: 1, SLG scale: 2.8, SLG start: 0.01, SLG end: 0.8") {
 		t.Errorf("A1111 parameters lack the SLG settings: %q", p)
 	}
-	again := filepath.Join(t.TempDir(), "again.png")
-	if _, stderr, code := runCmd(t, "gen", "--from", out, "-m", model, "-o", again); code != 0 {
-		t.Fatalf("gen --from failed: %s", stderr)
-	}
-	if p := psnr8(readPNG(t, again), got); !math.IsInf(p, 1) {
-		t.Errorf("gen --from: PSNR %.1f dB, want the same image", p)
-	}
+	checkFromRepeats(t, out, model, got)
 	// SLG on a model whose blocks cannot be skipped, and a block the model lacks.
 	for _, c := range []struct {
 		args []string

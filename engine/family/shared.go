@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/nn"
 	"github.com/darkroom-ai/darkroom/engine/sampling"
 )
 
@@ -265,21 +266,9 @@ func GroupByLength(dev backend.Device, rows []*Cond, what string) ([]*RowGroup, 
 		for _, r := range rows[g.From:g.To] {
 			ctx, pooled = append(ctx, r.Context), append(pooled, r.Pooled)
 		}
-		g.Context, g.Pooled = concat(dev, ctx), concat(dev, pooled)
+		g.Context, g.Pooled = nn.Concat(dev, 0, ctx...), nn.Concat(dev, 0, pooled...)
 	}
 	return groups, nil
-}
-
-// concat joins tensors along axis 0.
-func concat(dev backend.Device, ts []*backend.Tensor) *backend.Tensor {
-	shape := ts[0].Shape.Clone()
-	shape[0] = 0
-	for _, t := range ts {
-		shape[0] += t.Shape[0]
-	}
-	out := dev.Alloc(shape...)
-	dev.Concat(out, 0, ts...)
-	return out
 }
 
 // RunGroups runs run on each group's slice of x (rows along axis 0; the
@@ -305,7 +294,7 @@ func RunGroups(dev backend.Device, groups []*RowGroup, x *backend.Tensor, run fu
 		}
 		outs = append(outs, out)
 	}
-	all := concat(dev, outs)
+	all := nn.Concat(dev, 0, outs...)
 	free()
 	return all, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/models/flux"
 	"github.com/darkroom-ai/darkroom/engine/models/mmdit"
+	"github.com/darkroom-ai/darkroom/engine/models/nextdit"
 	"github.com/darkroom-ai/darkroom/engine/models/unet"
 	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -255,4 +256,37 @@ func BenchFluxStep(ctx context.Context, dev backend.Device, width, height, textT
 		return res, err
 	}
 	return res, nil
+}
+
+// ZImageTurboConfig is the Z-Image Turbo transformer configuration (6.2 B
+// parameters: width 3840, 30 layers, 2 + 2 refiners), for benchmarks.
+func ZImageTurboConfig() nextdit.Config {
+	return nextdit.Config{InChannels: 16, Patch: 2, Width: 3840, Heads: 30, HeadDim: 128, Layers: 30, Refiners: 2, FF: 10240,
+		CapDim: 2560, AdaDim: 256, TimeMid: 1024, AxesDim: append([]int(nil), nextdit.DefaultAxesDim...), Theta: nextdit.DefaultTheta,
+		TimeScale: nextdit.DefaultTimeScale, Eps: nextdit.DefaultEps, QKNorm: true}
+}
+
+// BenchZImageStep times one Z-Image Turbo transformer step with random
+// weights on dev for a width × height image, batch rows (1: Turbo runs
+// without CFG) and textTokens Qwen3 states, runs times after one warm-up
+// run; it checks the output is finite.
+func BenchZImageStep(ctx context.Context, dev backend.Device, width, height, batch, textTokens, runs int) (BenchResult, error) {
+	cfg := ZImageTurboConfig()
+	m, err := nextdit.Load(weights.NewRandomBuilder(dev, 1), dev, cfg)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	h, w := height/8, width/8
+	x := dev.Upload(randomValues(r, batch*16*h*w), batch, 16, h, w)
+	txt := dev.Upload(randomValues(r, batch*textTokens*cfg.CapDim), batch, textTokens, cfg.CapDim)
+	ts := make([]float32, batch)
+	for i := range ts {
+		ts[i] = 0.5
+	}
+	res := BenchResult{Name: fmt.Sprintf("Z-Image Turbo step %dx%d b%d + %d text tokens", width, height, batch, textTokens)}
+	_, err = timeSteps(ctx, dev, &res, runs, "Z-Image", func() (*backend.Tensor, error) {
+		return m.Forward(ctx, dev, x, txt, ts)
+	})
+	return res, err
 }

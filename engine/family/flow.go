@@ -282,19 +282,36 @@ func (s *FluxSampling) Flow() *sampling.Flow { return s.def.F }
 // default, the shift of their scheduler_config.json).
 const SD3Shift = 3.0
 
-// SD3Sampling is the model sampling of SD3 and SD3.5: ComfyUI's
-// ModelSamplingDiscreteFlow with multiplier 1000 (timestep = σ·1000) and
-// diffusers' FlowMatchEulerDiscreteScheduler, both with one fixed shift. A
-// request's shift replaces it (ComfyUI's ModelSamplingSD3 node), through
-// ForImage.
-type SD3Sampling struct {
+// ShiftedFlow is the model sampling of flow models with one fixed shift
+// s·t/(1+(s−1)·t): ComfyUI's ModelSamplingDiscreteFlow (the model's
+// timestep σ·Multiplier) and diffusers' non-dynamic
+// FlowMatchEulerDiscreteScheduler, fed its own sigmas (SD3,
+// SchedulerSigmas) or the pipeline's linspace (Z-Image, PipelineSigmas).
+// A request's shift replaces the model's (ComfyUI's ModelSamplingSD3 and
+// ModelSamplingAuraFlow nodes), through ForImage.
+type ShiftedFlow struct {
 	Shift float64
-	def   FlowMatching
+	// Multiplier scales σ into the model's timestep (SD3 1000, Z-Image 1).
+	Multiplier float64
+	// Pipeline selects the diffusers pipeline's own sigmas
+	// (np.linspace(1, 1/steps, steps), shifted) over the scheduler's.
+	Pipeline bool
+	def      FlowMatching
 }
 
-// NewSD3Sampling returns SD3's model sampling with the given shift.
-func NewSD3Sampling(shift float64) (*SD3Sampling, error) {
-	s := &SD3Sampling{Shift: shift}
+// NewSD3Sampling returns SD3's model sampling with the given shift:
+// multiplier 1000, the scheduler's own sigmas.
+func NewSD3Sampling(shift float64) (*ShiftedFlow, error) {
+	return NewShiftedFlow(shift, 1000, false)
+}
+
+// ZImageShift is Z-Image's flow shift (ComfyUI's ZImage model sampling,
+// Z-Image-Turbo's scheduler_config.json).
+const ZImageShift = 3.0
+
+// NewShiftedFlow returns a fixed-shift flow sampling (see ShiftedFlow).
+func NewShiftedFlow(shift, multiplier float64, pipeline bool) (*ShiftedFlow, error) {
+	s := &ShiftedFlow{Shift: shift, Multiplier: multiplier, Pipeline: pipeline}
 	def, err := s.ForImage(1024, 1024, 0)
 	if err != nil {
 		return nil, err
@@ -304,22 +321,26 @@ func NewSD3Sampling(shift float64) (*SD3Sampling, error) {
 }
 
 // ReadDiffusersScheduler takes the shift of a diffusers folder's
-// scheduler/scheduler_config.json; the resolution-dependent shift is not
-// what SD3's scheduler does and is refused.
-func (s *SD3Sampling) ReadDiffusersScheduler(config []byte) error {
+// scheduler/scheduler_config.json; a resolution-dependent shift is not
+// this model's scheduler and is refused.
+func (s *ShiftedFlow) ReadDiffusersScheduler(config []byte) error {
 	var c struct {
-		Shift   *float64 `json:"shift"`
-		Dynamic *bool    `json:"use_dynamic_shifting"`
-		Steps   *int     `json:"num_train_timesteps"`
+		Shift         *float64 `json:"shift"`
+		Dynamic       *bool    `json:"use_dynamic_shifting"`
+		Steps         *int     `json:"num_train_timesteps"`
+		ShiftTerminal *float64 `json:"shift_terminal"`
 	}
 	if err := json.Unmarshal(config, &c); err != nil {
 		return fmt.Errorf("scheduler config: %w", err)
 	}
 	if c.Dynamic != nil && *c.Dynamic {
-		return errors.New("scheduler config: use_dynamic_shifting is not SD3's scheduler (a fixed shift)")
+		return errors.New("scheduler config: use_dynamic_shifting is not this model's scheduler (a fixed shift)")
 	}
 	if c.Steps != nil && *c.Steps != 1000 {
 		return fmt.Errorf("scheduler config: num_train_timesteps %d, want 1000", *c.Steps)
+	}
+	if c.ShiftTerminal != nil && *c.ShiftTerminal != 0 {
+		return fmt.Errorf("scheduler config: shift_terminal %g is not supported", *c.ShiftTerminal)
 	}
 	if c.Shift != nil {
 		s.Shift = *c.Shift
@@ -334,28 +355,32 @@ func (s *SD3Sampling) ReadDiffusersScheduler(config []byte) error {
 
 // ForImage implements SizedSampling: the schedule does not depend on the
 // image; shift > 0 replaces the model's.
-func (s *SD3Sampling) ForImage(width, height int, shift float64) (ModelSampling, error) {
+func (s *ShiftedFlow) ForImage(width, height int, shift float64) (ModelSampling, error) {
 	if width <= 0 || height <= 0 {
-		return nil, fmt.Errorf("sd3 sampling: image %d×%d", width, height)
+		return nil, fmt.Errorf("flow sampling: image %d×%d", width, height)
 	}
 	if shift <= 0 {
 		shift = s.Shift
 	}
-	f, err := sampling.NewFlowSD3(shift, 1000)
+	f, err := sampling.NewFlowSD3(shift, s.Multiplier)
 	if err != nil {
 		return nil, err
 	}
-	return FlowMatching{F: f, Diffusers: SchedulerSigmas(shift)}, nil
+	sig := SchedulerSigmas(shift)
+	if s.Pipeline {
+		sig = PipelineSigmas(linearShift(shift))
+	}
+	return FlowMatching{F: f, Diffusers: sig}, nil
 }
 
 // Schedule is the model's schedule.
-func (s *SD3Sampling) Schedule(c Convention) sampling.Schedule { return s.def.Schedule(c) }
+func (s *ShiftedFlow) Schedule(c Convention) sampling.Schedule { return s.def.Schedule(c) }
 
-// Timestep is σ·1000.
-func (s *SD3Sampling) Timestep(c Convention, sigma float32) float32 { return s.def.Timestep(c, sigma) }
+// Timestep is σ·Multiplier.
+func (s *ShiftedFlow) Timestep(c Convention, sigma float32) float32 { return s.def.Timestep(c, sigma) }
 
 // NoiseScale is 1.
-func (s *SD3Sampling) NoiseScale(Convention, float32, bool) float32 { return 1 }
+func (s *ShiftedFlow) NoiseScale(Convention, float32, bool) float32 { return 1 }
 
 // Flow returns the flow schedule.
-func (s *SD3Sampling) Flow() *sampling.Flow { return s.def.F }
+func (s *ShiftedFlow) Flow() *sampling.Flow { return s.def.F }

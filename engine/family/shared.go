@@ -247,13 +247,17 @@ type RowGroup struct {
 // the same length: a prompt and a negative prompt of different lengths
 // become two groups, as ComfyUI runs conditions it cannot concatenate
 // (the DiT families, whose text states are part of the joint sequence).
-// Every row needs a context and a pooled vector; what names the model in
+// Every row needs a context, and all rows a pooled vector or none (the
+// group's Pooled is nil then: Z-Image has none); what names the model in
 // errors.
 func GroupByLength(dev backend.Device, rows []*Cond, what string) ([]*RowGroup, error) {
 	var groups []*RowGroup
 	for i, r := range rows {
-		if r == nil || r.Context == nil || r.Pooled == nil {
-			return nil, fmt.Errorf("%s: row %d has no text states or pooled vector", what, i)
+		if r == nil || r.Context == nil {
+			return nil, fmt.Errorf("%s: row %d has no text states", what, i)
+		}
+		if (r.Pooled == nil) != (rows[0].Pooled == nil) {
+			return nil, fmt.Errorf("%s: row %d has a pooled vector and row 0 not, or the other way round", what, i)
 		}
 		if n := len(groups); n > 0 && rows[groups[n-1].From].Context.Shape[1] == r.Context.Shape[1] {
 			groups[n-1].To = i + 1
@@ -266,7 +270,10 @@ func GroupByLength(dev backend.Device, rows []*Cond, what string) ([]*RowGroup, 
 		for _, r := range rows[g.From:g.To] {
 			ctx, pooled = append(ctx, r.Context), append(pooled, r.Pooled)
 		}
-		g.Context, g.Pooled = nn.Concat(dev, 0, ctx...), nn.Concat(dev, 0, pooled...)
+		g.Context = nn.Concat(dev, 0, ctx...)
+		if rows[0].Pooled != nil {
+			g.Pooled = nn.Concat(dev, 0, pooled...)
+		}
 	}
 	return groups, nil
 }

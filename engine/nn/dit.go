@@ -129,3 +129,27 @@ func CropTo(dev backend.Device, v *backend.Tensor, h, w int) *backend.Tensor {
 	}
 	return v
 }
+
+// RotatePairs applies a rotary position embedding to x [B, L, H, hd] in
+// place, rotating each interleaved pair (x₀, x₁) of a head as the complex
+// number x₀ + i·x₁ times e^{iθ}: (x₀·cos − x₁·sin, x₁·cos + x₀·sin), as
+// diffusers' apply_rotary_emb with use_real_unbind_dim=-1 (Flux) and
+// torch.view_as_complex rotations (Z-Image) do. cos and sin [1, L, 1, hd]
+// hold each pair's value twice.
+func RotatePairs(dev backend.Device, x, cos, sin *backend.Tensor) {
+	B, L, H, hd := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	pairs := x.Reshape(B, L, H, hd/2, 2)
+	re, im := dev.Alloc(B, L, H, hd/2, 1), dev.Alloc(B, L, H, hd/2, 1)
+	dev.Slice(re, pairs, 4, 0)
+	dev.Slice(im, pairs, 4, 1)
+	dev.Unary(backend.Neg, im, im)
+	rot := dev.Alloc(B, L, H, hd/2, 2)
+	dev.Concat(rot, 4, im, re)
+	dev.Free(re)
+	dev.Free(im)
+	rot = rot.Reshape(B, L, H, hd)
+	dev.Binary(backend.Mul, rot, rot, sin)
+	dev.Binary(backend.Mul, x, x, cos)
+	dev.Binary(backend.Add, x, x, rot)
+	dev.Free(rot)
+}

@@ -134,3 +134,11 @@ func ComfyQwenImageDrop(ids []int) int {
 	}
 	return end
 }
+
+// ComfyZImage returns the text ComfyUI's Z-Image tokenizer tokenizes for
+// prompt: ZImageTemplate applied to it (ComfyUI writes the same template by
+// hand) and, weights being disabled, only the escaped parentheses \( and \)
+// made plain ones; it tokenizes that without padding or truncation.
+func ComfyZImage(prompt string) string {
+	return unescapeParens(escapeParens(ZImageTemplate.Apply(prompt)))
+}

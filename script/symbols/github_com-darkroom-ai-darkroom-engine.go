@@ -20,6 +20,7 @@ func init() {
 		"BenchUNetStep":              reflect.ValueOf(engine.BenchUNetStep),
 		"BenchUNets":                 reflect.ValueOf(&engine.BenchUNets).Elem(),
 		"BenchVAEDecode":             reflect.ValueOf(engine.BenchVAEDecode),
+		"BenchZImageStep":            reflect.ValueOf(engine.BenchZImageStep),
 		"CPUKernel":                  reflect.ValueOf(engine.CPUKernel),
 		"CanonicalSampler":           reflect.ValueOf(engine.CanonicalSampler),
 		"CanonicalScheduler":         reflect.ValueOf(engine.CanonicalScheduler),
@@ -110,6 +111,7 @@ func init() {
 		"UpscaleLatentNearest":       reflect.ValueOf(constant.MakeFromLiteral("\"latent-nearest\"", token.STRING, 0)),
 		"UpscalerExts":               reflect.ValueOf(&engine.UpscalerExts).Elem(),
 		"WritePNG":                   reflect.ValueOf(engine.WritePNG),
+		"ZImageTurboConfig":          reflect.ValueOf(engine.ZImageTurboConfig),
 
 		// type definitions
 		"BenchResult":    reflect.ValueOf((*engine.BenchResult)(nil)),

@@ -15,6 +15,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/families/sd2"
 	"github.com/darkroom-ai/darkroom/engine/families/sd3"
 	"github.com/darkroom-ai/darkroom/engine/families/sdxl"
+	"github.com/darkroom-ai/darkroom/engine/families/zimage"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
@@ -160,11 +161,11 @@ func (shapeDevice) Free(*backend.Tensor)                            {}
 
 // transformerOnly are the real lists of a diffusion model without its VAE
 // and text encoders: loading one alone must name the files it needs.
-var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true, "sd35-large.single": true, "sd35-medium.single": true}
+var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true, "sd35-large.single": true, "sd35-medium.single": true, "zimage-turbo.single": true}
 
 // latentFormats are the latent spaces of the runnable families: channels,
 // scale and shift.
-var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}, sd3.Name: {16, 1.5305, 0.0609}}
+var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}, sd3.Name: {16, 1.5305, 0.0609}, zimage.Name: {16, 0.3611, 0.1159}}
 
 // TestLoadRealKeyLists loads the real lists of the runnable families
 // (single files and diffusers folders) with no missing or unused tensor,
@@ -344,6 +345,65 @@ func TestSD3SplitFiles(t *testing.T) {
 				t.Errorf("without CLIP-G: %v, want one line starting %q", err, want)
 			}
 		})
+	}
+}
+
+// TestZImageSplitFiles loads ComfyUI's z_image_turbo_bf16.safetensors with
+// qwen_3_4b.safetensors and ae.safetensors given as separate files, with
+// no missing or unused tensor, also as ComfyUI saves the model
+// (model.diffusion_model. and its unused norm_final.weight); alone, or
+// with a CLIP-L instead of Qwen3, it says what it needs in one line.
+func TestZImageSplitFiles(t *testing.T) {
+	const ks = "../../../testdata/keyshapes/"
+	ae, qwen, clipL := ks+"flux-ae.component.json.gz", ks+"qwen3-4b.component.json.gz", ks+"clip_l.component.json.gz"
+	main := ks + "zimage-turbo.single.json.gz"
+	kl, err := weights.ReadKeyList(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := weights.KeyList{Name: "zimage-comfy-saved", Family: kl.Family, Layout: kl.Layout, Files: map[string]weights.KeyListFile{}}
+	for name, f := range kl.Files {
+		g := weights.KeyListFile{Tensors: map[string][2]json.RawMessage{}}
+		for n, v := range f.Tensors {
+			g.Tensors["model.diffusion_model."+n] = v
+		}
+		g.Tensors["model.diffusion_model.norm_final.weight"] = [2]json.RawMessage{json.RawMessage(`"BF16"`), json.RawMessage(`[3840]`)}
+		saved.Files[name] = g
+	}
+	b, err := json.Marshal(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedPath := filepath.Join(t.TempDir(), "zimage-saved.json")
+	if err := os.WriteFile(savedPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{main, savedPath} {
+		c, err := loadSplit(t, m, ae, qwen)
+		if err != nil {
+			t.Fatalf("%s: load: %v", m, err)
+		}
+		if got := c.VAE.Format(); got.Channels != 16 || got.Scale != 0.3611 || got.Shift != 0.1159 {
+			t.Errorf("latent format %+v", got)
+		}
+		if c.Defaults.Steps != 8 || c.Defaults.CFG != 1 {
+			t.Errorf("defaults %+v, want Turbo's 8 steps at CFG 1", c.Defaults)
+		}
+	}
+	for _, e := range []struct {
+		vae  string
+		tes  []string
+		want string
+	}{
+		{"", nil, "this Z-Image model has no VAE, Qwen3 text encoder: also give --vae ae.safetensors --text-encoder qwen_3_4b.safetensors"},
+		{ae, nil, "this Z-Image model has no Qwen3 text encoder: also give --text-encoder qwen_3_4b.safetensors"},
+		{ae, []string{clipL}, "holds a CLIP text encoder"},
+		{ae, []string{qwen, clipL}, "holds a CLIP text encoder"},
+	} {
+		_, err := loadSplit(t, main, e.vae, e.tes...)
+		if err == nil || !strings.Contains(err.Error(), e.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("vae %q, text encoders %v: %v, want one line containing %q", e.vae, e.tes, err, e.want)
+		}
 	}
 }
 

@@ -88,21 +88,8 @@ var (
 	t5Roots          = []string{"text_encoder_2.", "text_encoders.t5xxl.transformer."}
 )
 
-// LatentFormat is Flux's latent space: 16 channels, factor 8, scale 0.3611
-// and shift 0.1159, ComfyUI's latent→RGB factors for Flux and TAEF1.
-func LatentFormat() family.LatentFormat {
-	return family.LatentFormat{
-		Channels: 16, Factor: 8, Scale: 0.3611, Shift: 0.1159,
-		RGB: [][3]float32{
-			{-0.0346, 0.0244, 0.0681}, {0.0034, 0.0210, 0.0687}, {0.0275, -0.0668, -0.0433}, {-0.0174, 0.0160, 0.0617},
-			{0.0859, 0.0721, 0.0329}, {0.0004, 0.0383, 0.0115}, {0.0405, 0.0861, 0.0915}, {-0.0236, -0.0185, -0.0259},
-			{-0.0245, 0.0250, 0.1180}, {0.1008, 0.0755, -0.0421}, {-0.0515, 0.0201, 0.0011}, {0.0428, -0.0012, -0.0036},
-			{0.0817, 0.0765, 0.0749}, {-0.1264, -0.0522, -0.1103}, {-0.0280, -0.0881, -0.0499}, {-0.1262, -0.0982, -0.0778},
-		},
-		RGBBias: [3]float32{-0.0329, -0.0718, -0.0851},
-		TAESD:   "taef1_decoder.safetensors",
-	}
-}
+// LatentFormat is Flux's latent space (ldm.FluxLatentFormat).
+func LatentFormat() family.LatentFormat { return ldm.FluxLatentFormat() }
 
 // Defaults of the two variants: dev as ComfyUI's Flux dev workflow (20
 // steps, euler / simple, guidance 3.5, no negative pass) with diffusers'
@@ -326,15 +313,8 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 // strayTextEncoder refuses a separate text-encoder file that is neither
 // the CLIP-L nor the T5 the model uses.
 func strayTextEncoder(src *family.Source, p parts) error {
-	k := src.Keys()
-	for _, r := range []string{keymap.CLIPGPrefix, keymap.OpenCLIPGPrefix, keymap.OpenCLIPHPrefix} {
-		if name := k.First(r); name != "" {
-			where := "the model"
-			if info, ok := src.Info(name); ok && info.File != "" {
-				where = info.File
-			}
-			return fmt.Errorf("%s holds an OpenCLIP text encoder (%q); Flux uses CLIP-L and T5-XXL only", where, name)
-		}
+	if name, where := ldm.FoundUnder(src, []string{keymap.CLIPGPrefix, keymap.OpenCLIPGPrefix, keymap.OpenCLIPHPrefix}); name != "" {
+		return fmt.Errorf("%s holds an OpenCLIP text encoder (%q); Flux uses CLIP-L and T5-XXL only", where, name)
 	}
 	if f := ldm.StrayTextEncoder(src, p.t5); f != "" {
 		return fmt.Errorf("--text-encoder %s: Flux uses CLIP-L and T5-XXL text encoders, and this file is neither (or a second T5)", f)
@@ -347,9 +327,7 @@ func (Family) Describe(src *family.Source) []family.Part {
 	p := locate(src)
 	out := []family.Part{ldm.Part("transformer (Flux)", p.root, p.fc, p.ferr)}
 	if p.vae != "" {
-		vc, err := vae.ConfigFromWeights(src, p.vae)
-		vc.ScalingFactor, vc.ShiftFactor = LatentFormat().Scale, LatentFormat().Shift
-		out = append(out, ldm.Part("VAE", p.vae, vc, err))
+		out = append(out, ldm.VAEPart(src, p.vae, LatentFormat()))
 	}
 	if p.clip != "" {
 		c, err := clip.ConfigFromWeights(src, p.clip)

@@ -375,25 +375,8 @@ func (r *run) qk(l *nn.Linear, norm, x *backend.Tensor) *backend.Tensor {
 }
 
 // rope rotates x [B, L, H, hd] in place as apply_rotary_emb with
-// use_real_unbind_dim=-1: pairs (x₀, x₁) → (x₀·cos − x₁·sin, x₁·cos + x₀·sin).
-func (r *run) rope(x *backend.Tensor) {
-	dev := r.dev
-	B, L, H, hd := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	pairs := x.Reshape(B, L, H, hd/2, 2)
-	re, im := dev.Alloc(B, L, H, hd/2, 1), dev.Alloc(B, L, H, hd/2, 1)
-	dev.Slice(re, pairs, 4, 0)
-	dev.Slice(im, pairs, 4, 1)
-	dev.Unary(backend.Neg, im, im)
-	rot := dev.Alloc(B, L, H, hd/2, 2)
-	dev.Concat(rot, 4, im, re)
-	dev.Free(re)
-	dev.Free(im)
-	rot = rot.Reshape(B, L, H, hd)
-	dev.Binary(backend.Mul, rot, rot, r.sin)
-	dev.Binary(backend.Mul, x, x, r.cos)
-	dev.Binary(backend.Add, x, x, rot)
-	dev.Free(rot)
-}
+// use_real_unbind_dim=-1 (nn.RotatePairs).
+func (r *run) rope(x *backend.Tensor) { nn.RotatePairs(r.dev, x, r.cos, r.sin) }
 
 // attend runs softmax(q·kᵀ/√hd)·v of q, k, v [B, L, H, hd] into [B, L, H·hd].
 func (r *run) attend(q, k, v *backend.Tensor) *backend.Tensor {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/models/clip"
+	"github.com/darkroom-ai/darkroom/engine/models/vae"
 	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
@@ -109,4 +110,29 @@ func LoadTokenizers(src *family.Source) (first, second *tokenizer.CLIP, err erro
 		}
 	}
 	return first, second, nil
+}
+
+// FoundUnder returns the first tensor name under any of roots and where it
+// is (its file, or "the model" for a single source), or "", "": a text
+// encoder the family has no use for, which it refuses naming the file.
+func FoundUnder(src *family.Source, roots []string) (name, where string) {
+	k := src.Keys()
+	for _, r := range roots {
+		if name := k.First(r); name != "" {
+			where := "the model"
+			if info, ok := src.Info(name); ok && info.File != "" {
+				where = info.File
+			}
+			return name, where
+		}
+	}
+	return "", ""
+}
+
+// VAEPart describes the VAE under root with the latent format's scale and
+// shift.
+func VAEPart(src *family.Source, root string, f family.LatentFormat) family.Part {
+	vc, err := vae.ConfigFromWeights(src, root)
+	vc.ScalingFactor, vc.ShiftFactor = f.Scale, f.Shift
+	return Part("VAE", root, vc, err)
 }

@@ -46,7 +46,7 @@ func loadBFL(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 		xEmbed:    lin("img_in", c.InChannels, D),
 		ctxEmbed:  lin("txt_in", c.JointDim, D),
 		timeEmbed: nn.MLP2{lin("time_in.in_layer", c.TimeDim, D), lin("time_in.out_layer", D, D)},
-		textEmbed: nn.MLP2{lin("vector_in.in_layer", c.PooledDim, D), lin("vector_in.out_layer", D, D)},
+		textEmbed: &nn.MLP2{lin("vector_in.in_layer", c.PooledDim, D), lin("vector_in.out_layer", D, D)},
 		projOut:   lin("final_layer.linear", D, c.OutChannels),
 	}
 	if c.Guidance {

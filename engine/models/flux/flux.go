@@ -67,6 +67,11 @@ type Config struct {
 	// double_blocks.N.img_attn.qkv, single_blocks.N.linear1, final_layer…)
 	// instead of diffusers' names.
 	BFL bool
+	// Qwen is Qwen-Image's transformer (diffusers'
+	// QwenImageTransformer2DModel, see qwen.go): double-stream blocks only,
+	// an RMS norm of the text states before txt_in, no pooled or guidance
+	// embedding, and rotary tables in float32.
+	Qwen bool
 }
 
 // String is a one-line summary.
@@ -118,6 +123,9 @@ func ConfigFromWeights(src weights.Source, prefix string) (Config, error) {
 			return nil
 		}
 		return info.Shape
+	}
+	if shape("txt_norm.weight") != nil && shape(fmt.Sprintf(qwenNames.double, 0)) != nil {
+		return qwenConfig(shape, prefix)
 	}
 	n := diffusersNames
 	if shape(n.x) == nil && shape(bflNames.x) != nil {
@@ -236,7 +244,8 @@ type Model struct {
 	ctxEmbed   *nn.Linear
 	timeEmbed  nn.MLP2
 	guideEmbed *nn.MLP2 // nil without guidance embeds
-	textEmbed  nn.MLP2
+	textEmbed  *nn.MLP2        // nil for Qwen-Image
+	txtNorm    *backend.Tensor // Qwen-Image's txt_norm, or nil
 	double     []doubleBlock
 	single     []singleBlock
 	normOut    *nn.Linear // D -> 2D (scale, shift)
@@ -254,6 +263,9 @@ func Load(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 	if c.BFL {
 		return loadBFL(b, dev, c)
 	}
+	if c.Qwen {
+		return loadQwen(b, c)
+	}
 	D := c.Width
 	lin := func(name string, in, out int) *nn.Linear { return nn.LoadLinear(b.Sub(name), in, out, true) }
 	m := &Model{
@@ -262,7 +274,7 @@ func Load(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 		ctxEmbed: lin("context_embedder", c.JointDim, D),
 		timeEmbed: nn.MLP2{lin("time_text_embed.timestep_embedder.linear_1", c.TimeDim, D),
 			lin("time_text_embed.timestep_embedder.linear_2", D, D)},
-		textEmbed: nn.MLP2{lin("time_text_embed.text_embedder.linear_1", c.PooledDim, D),
+		textEmbed: &nn.MLP2{lin("time_text_embed.text_embedder.linear_1", c.PooledDim, D),
 			lin("time_text_embed.text_embedder.linear_2", D, D)},
 		normOut: lin("norm_out.linear", D, 2*D),
 		projOut: lin("proj_out", D, c.OutChannels),
@@ -521,7 +533,7 @@ func (r *run) embedSteps(m *nn.MLP2, ts []float32) *backend.Tensor {
 func (m *Model) Forward(ctx context.Context, dev backend.Device, img, txt, pooled *backend.Tensor,
 	timestep, guidance []float32, imgIDs, txtIDs [][3]float32) (*backend.Tensor, error) {
 	c := m.Config
-	if img == nil || txt == nil || pooled == nil {
+	if img == nil || txt == nil {
 		return nil, errors.New("flux: nil input tensor")
 	}
 	if len(img.Shape) != 3 || img.Shape[2] != c.InChannels || img.Shape[0] <= 0 || img.Shape[1] <= 0 {
@@ -532,8 +544,11 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, img, txt, poole
 		return nil, fmt.Errorf("flux: text states have shape %v, want [%d, T, %d]", txt.Shape, B, c.JointDim)
 	}
 	T := txt.Shape[1]
-	if len(pooled.Shape) != 2 || pooled.Shape[0] != B || pooled.Shape[1] != c.PooledDim {
-		return nil, fmt.Errorf("flux: pooled vector has shape %v, want [%d, %d]", pooled.Shape, B, c.PooledDim)
+	switch {
+	case c.PooledDim == 0 && pooled != nil:
+		return nil, errors.New("flux: this transformer takes no pooled vector: pass nil")
+	case c.PooledDim > 0 && (pooled == nil || len(pooled.Shape) != 2 || pooled.Shape[0] != B || pooled.Shape[1] != c.PooledDim):
+		return nil, fmt.Errorf("flux: pooled vector %v, want [%d, %d]", pooled, B, c.PooledDim)
 	}
 	if len(timestep) != B {
 		return nil, fmt.Errorf("flux: %d timesteps for a batch of %d", len(timestep), B)
@@ -555,7 +570,11 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, img, txt, poole
 	}
 	D, L := c.Width, T+N
 	r := &run{dev: dev, c: c, B: B, half: precision(dev) == tensor.F16}
-	cos, sin := Rope(append(append([][3]float32{}, txtIDs...), imgIDs...), c.AxesDim)
+	rope := Rope
+	if c.Qwen {
+		rope = RopeF32
+	}
+	cos, sin := rope(append(append([][3]float32{}, txtIDs...), imgIDs...), c.AxesDim)
 	r.cos, r.sin = dev.Upload(cos, 1, L, 1, c.HeadDim), dev.Upload(sin, 1, L, 1, c.HeadDim)
 	defer func() {
 		dev.Free(r.cos)
@@ -568,14 +587,22 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, img, txt, poole
 		dev.Binary(backend.Add, temb, temb, g)
 		dev.Free(g)
 	}
-	p := m.textEmbed.Forward(dev, pooled)
-	dev.Binary(backend.Add, temb, temb, p)
-	dev.Free(p)
+	if m.textEmbed != nil {
+		p := m.textEmbed.Forward(dev, pooled)
+		dev.Binary(backend.Add, temb, temb, p)
+		dev.Free(p)
+	}
 	stemb := r.silu(temb) // every modulation reads SiLU(temb)
 	dev.Free(temb)
 	defer dev.Free(stemb)
 
 	x := m.xEmbed.Forward(dev, img)
+	if m.txtNorm != nil {
+		n := dev.Alloc(txt.Shape...)
+		dev.RMSNorm(n, txt, m.txtNorm, Eps)
+		txt = n
+		defer dev.Free(n)
+	}
 	e := m.ctxEmbed.Forward(dev, txt)
 	for i := range m.double {
 		if err := ctx.Err(); err != nil {

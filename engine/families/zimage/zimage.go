@@ -288,12 +288,12 @@ type Conditioner struct {
 	MaxLen int
 }
 
-// ids returns the token ids the text encoder reads for text: under
+// IDs returns the token ids the text encoder reads for text: under
 // ComfyUI's convention the whole templated prompt; under diffusers' the
 // templated prompt truncated to max_sequence_length (the pipeline pads it
 // there, but keeps only the valid tokens' states, which a causal encoder
 // computes the same without the padding).
-func (c *Conditioner) ids(text string, opt family.PromptOptions) []int {
+func (c *Conditioner) IDs(text string, opt family.PromptOptions) []int {
 	if opt.Convention == family.ConventionComfy {
 		return c.Tok.IDs(tokenizer.ComfyZImage(text))
 	}
@@ -311,7 +311,7 @@ func (c *Conditioner) Encode(ctx context.Context, text string, opt family.Prompt
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ids := c.ids(text, opt)
+	ids := c.IDs(text, opt)
 	h, err := c.Model.HiddenState(c.Dev, [][]int{ids}, nil, HiddenLayer)
 	if err != nil {
 		return nil, fmt.Errorf("encode prompt: %w", err)

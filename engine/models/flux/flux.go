@@ -243,7 +243,7 @@ type Model struct {
 	xEmbed     *nn.Linear
 	ctxEmbed   *nn.Linear
 	timeEmbed  nn.MLP2
-	guideEmbed *nn.MLP2 // nil without guidance embeds
+	guideEmbed *nn.MLP2        // nil without guidance embeds
 	textEmbed  *nn.MLP2        // nil for Qwen-Image
 	txtNorm    *backend.Tensor // Qwen-Image's txt_norm, or nil
 	double     []doubleBlock

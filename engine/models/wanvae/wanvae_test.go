@@ -169,6 +169,12 @@ func load(t *testing.T, src weights.Source, prefix string, dev backend.Device) *
 // device that stores nothing: no tensor missing, misshaped or unused.
 func TestLoadRealKeyList(t *testing.T) {
 	kl := readKeyList(t, "../../../testdata/keyshapes/qwen-image.diffusers.json.gz", "vae/diffusion_pytorch_model.safetensors")
+	decoderOnly := keyList{}
+	for n, info := range kl {
+		if !strings.HasPrefix(n, "encoder.") && !strings.HasPrefix(n, "quant_conv.") {
+			decoderOnly[n] = info
+		}
+	}
 	const want = "base 96 × [1 2 4 4], 2 res blocks/level, 16 latent channels, factor 8, temporal downsample [false true true], "
 	for _, tc := range []struct {
 		name   string
@@ -179,6 +185,7 @@ func TestLoadRealKeyList(t *testing.T) {
 		{"diffusers", kl, "", "diffusers names"},
 		{"wan", rename(kl, func(n string) string { return wanName(n, 2) }), "", "Wan names"},
 		{"wan prefixed", rename(kl, func(n string) string { return "vae." + wanName(n, 2) }), "vae.", "Wan names"},
+		{"diffusers decoder only", decoderOnly, "", "diffusers names, decoder only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := load(t, tc.src, tc.prefix, testref.ShapeDevice{})
@@ -186,5 +193,28 @@ func TestLoadRealKeyList(t *testing.T) {
 				t.Errorf("config\n got %s\nwant %s", got, want+tc.layout)
 			}
 		})
+	}
+}
+
+// TestConfigErrors: a file that is not this VAE is refused with a message
+// naming what is missing; a decoder-only model refuses to encode.
+func TestConfigErrors(t *testing.T) {
+	kl := readKeyList(t, "../../../testdata/keyshapes/qwen-image.diffusers.json.gz", "vae/diffusion_pytorch_model.safetensors")
+	if _, err := wanvae.ConfigFromWeights(kl, "vae."); err == nil || !strings.Contains(err.Error(), "vae.decoder.conv_in.weight") {
+		t.Errorf("wrong prefix: %v", err)
+	}
+	dec := keyList{}
+	for n, info := range kl {
+		if !strings.HasPrefix(n, "encoder.") {
+			dec[n] = info
+		}
+	}
+	c, err := wanvae.ConfigFromWeights(dec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := wanvae.Load(weights.NewBuilder(dec, testref.ShapeDevice{}), c)
+	if _, err := m.Encode(t.Context(), testref.ShapeDevice{}, &backend.Tensor{Shape: []int{1, 3, 64, 64}}); err == nil || !strings.Contains(err.Error(), "no encoder") {
+		t.Errorf("decoder-only encode: %v", err)
 	}
 }

@@ -369,3 +369,56 @@ func (b *Builder) Claim(name string) {
 		b.st.used[b.prefix+name] = true
 	}
 }
+
+// Select uploads one index along axis of the named tensor, stored with
+// shape: the result has shape with that axis removed. It is cut from the
+// stored bytes before upload, so only the selected part reaches the
+// device (the last temporal slice of a causal 3-D convolution kernel,
+// which is all that touches a single frame).
+func (b *Builder) Select(name string, axis, index int, shape ...int) *backend.Tensor {
+	full := b.prefix + name
+	if axis < 0 || axis >= len(shape) || index < 0 || index >= shape[axis] {
+		panic(fmt.Sprintf("weights: select index %d of axis %d of %v", index, axis, shape))
+	}
+	out := slices.Delete(slices.Clone(shape), axis, axis+1)
+	if b.st.random != nil {
+		b.st.used[full] = true
+		return b.st.synthesise(full, out)
+	}
+	info, ok := b.st.src.Info(full)
+	if !ok {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("missing %q", full))
+		return nil
+	}
+	b.st.used[full] = true
+	if !info.Shape.Equal(tensor.Shape(shape)) {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: shape %v, want %v", full, info.Shape, tensor.Shape(shape)))
+		return nil
+	}
+	raw, dt, err := b.st.read(full, info)
+	if err != nil {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+		return nil
+	}
+	var part []byte
+	if raw != nil { // nil: a key list, shapes only
+		es := dt.Size()
+		if es == 0 || len(raw) != es*info.Shape.NumElements() {
+			b.st.problems = append(b.st.problems, fmt.Sprintf("%q: cannot select from %v data", full, dt))
+			return nil
+		}
+		outer := tensor.Shape(shape[:axis]).NumElements()
+		inner := tensor.Shape(shape[axis+1:]).NumElements() * es
+		part = make([]byte, 0, outer*inner)
+		for o := range outer {
+			at := (o*shape[axis] + index) * inner
+			part = append(part, raw[at:at+inner]...)
+		}
+	}
+	t, err := b.st.dev.UploadRaw(part, dt, out...)
+	if err != nil {
+		b.st.problems = append(b.st.problems, fmt.Sprintf("%q: %v", full, err))
+		return nil
+	}
+	return t
+}

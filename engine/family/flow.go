@@ -147,7 +147,11 @@ type FluxSampling struct {
 	Dynamic        bool
 	Shift          FluxShiftParams
 	DiffusersShift float64
-	def            FlowMatching
+	// ShiftTerminal, when not 0, stretches diffusers' shifted sigmas so
+	// that the last one is ShiftTerminal (the scheduler's shift_terminal:
+	// Qwen-Image's 0.02); ComfyUI has no such step.
+	ShiftTerminal float64
+	def           FlowMatching
 }
 
 // SizedSampling is implemented by model samplings whose schedule depends on
@@ -202,8 +206,11 @@ func (s *FluxSampling) ReadDiffusersScheduler(config []byte) error {
 	set(&s.Shift.Max, c.MaxShift)
 	set(&s.Shift.BaseTokens, c.BaseSeqLen)
 	set(&s.Shift.MaxTokens, c.MaxSeqLen)
-	if c.ShiftTerminal != nil && *c.ShiftTerminal != 0 {
-		return fmt.Errorf("scheduler config: shift_terminal %g is not supported", *c.ShiftTerminal)
+	if c.ShiftTerminal != nil {
+		if *c.ShiftTerminal < 0 || *c.ShiftTerminal >= 1 {
+			return fmt.Errorf("scheduler config: shift_terminal %g, want 0 (none) or in (0, 1)", *c.ShiftTerminal)
+		}
+		s.ShiftTerminal = *c.ShiftTerminal
 	}
 	if s.Shift.MaxTokens == s.Shift.BaseTokens {
 		return fmt.Errorf("scheduler config: base_image_seq_len and max_image_seq_len are both %g", s.Shift.MaxTokens)
@@ -244,7 +251,29 @@ func (s *FluxSampling) ForImage(width, height int, shift float64) (ModelSampling
 	if err != nil {
 		return nil, err
 	}
-	return FlowMatching{F: f, Diffusers: PipelineSigmas(diffusers)}, nil
+	sig := PipelineSigmas(diffusers)
+	if s.ShiftTerminal != 0 {
+		sig = StretchToTerminal(sig, s.ShiftTerminal)
+	}
+	return FlowMatching{F: f, Diffusers: sig}, nil
+}
+
+// StretchToTerminal is FlowMatchEulerDiscreteScheduler's
+// stretch_shift_to_terminal over sigmas: 1 − (1 − σ)/k with k = (1 −
+// σ_last)/(1 − terminal), in numpy's float32 arithmetic, so that the last
+// sigma becomes terminal.
+func StretchToTerminal(sigmas func(steps int) []float32, terminal float64) func(steps int) []float32 {
+	return func(steps int) []float32 {
+		out := sigmas(steps)
+		if len(out) == 0 {
+			return out
+		}
+		k := (1 - out[len(out)-1]) / float32(1-terminal)
+		for i, v := range out {
+			out[i] = 1 - (1-v)/k
+		}
+		return out
+	}
 }
 
 // expShift is diffusers' time_shift(mu, 1, t) = e^μ/(e^μ + (1/t − 1)) in

@@ -61,6 +61,14 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 			return fmt.Errorf("%s %s: holds no tensors", flag, path)
 		}
 		renames, slot, err := keymap.ComponentFile(kind, f.Names(), shapesOf(f))
+		if err != nil && kind == keymap.ComponentVAE && isVideoVAE(f) {
+			// A causal 3-D VAE (Wan, Qwen-Image) keeps its stored names
+			// under VideoVAEPrefix, for the family that uses it to claim.
+			renames, slot, err = make([]keymap.Rename, len(f.Names())), keymap.Slot{}, nil
+			for i, n := range f.Names() {
+				renames[i] = keymap.Rename{From: n, To: VideoVAEPrefix + n}
+			}
+		}
 		if err != nil {
 			k, _ := keymap.DetectComponent(f.Names())
 			if kind != keymap.ComponentTextEncoder || (k != keymap.ComponentUnknown && !errors.Is(err, keymap.ErrNoSlot)) {
@@ -116,6 +124,24 @@ func OpenFiles(main, vae string, textEncoders []string) (*Model, error) {
 	}
 	v.finish()
 	return m, nil
+}
+
+// VideoVAEPrefix is the root OpenFiles gives a separate causal 3-D VAE
+// file (--vae qwen_image_vae.safetensors, a Wan VAE): its names as stored.
+const VideoVAEPrefix = "video_vae."
+
+// isVideoVAE reports whether a file holds a VAE with 3-D (5-dimensional)
+// convolution kernels in its decoder: Wan's and Qwen-Image's causal VAEs,
+// in their own or diffusers' names.
+func isVideoVAE(f tensorFile) bool {
+	for _, n := range f.Names() {
+		if strings.HasPrefix(n, "decoder.") {
+			if info, ok := f.Info(n); ok && len(info.Shape) == 5 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // openExtraFile opens a separate component file: a safetensors or GGUF

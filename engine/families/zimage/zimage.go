@@ -51,28 +51,17 @@ func (Family) Probe(k *family.Keys) (family.Detection, bool) {
 	return d, ok
 }
 
-// qwen3Width is the hidden size of Qwen3-4B, the caption embedder's input
-// (Lumina 2.0, the same architecture with Gemma-2 2B, has 2304).
-const qwen3Width = 2560
-
-// Probe claims noise and context refiners beside a caption embedder whose
-// input is Qwen3-4B's width, in ComfyUI's (NextDiT) or diffusers' names.
+// Probe claims noise and context refiners beside a caption embedder and
+// the learned image pad token of Z-Image's S3-DiT, in ComfyUI's (NextDiT)
+// or diffusers' names; Lumina 2.0, ComfyUI's NextDiT without Z-Image's
+// modulation, has no pad tokens.
 func Probe(k *family.Keys) (family.Detection, bool) {
 	roots := append(append([]string{}, family.NativeRoots...), family.DiffusersRoots...)
 	root, key, ok := k.FindUnder(roots, "noise_refiner.", "context_refiner.", "cap_embedder.")
-	if !ok {
+	if !ok || !k.Has(root+"x_pad_token") {
 		return family.Detection{}, false
 	}
-	w := -1
-	for _, n := range []string{"cap_embedder.1.weight", "cap_embedder.0.weight"} {
-		if d := k.Dim(root+n, 1); d > 0 && w < 0 {
-			w = d
-		}
-	}
-	if w != qwen3Width {
-		return family.Detection{}, false
-	}
-	d := family.Detection{Evidence: []string{k.Key(key), fmt.Sprintf("caption width %d", w)}}
+	d := family.Detection{Evidence: []string{k.Key(key), fmt.Sprintf("caption width %d", k.Dim(root+"cap_embedder.0.weight", 0))}}
 	return d, true
 }
 

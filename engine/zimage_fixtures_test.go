@@ -1,0 +1,272 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/families/zimage"
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
+)
+
+// zimageCase is one entry of testdata/reference/zimage/cases.json (made by
+// tools/reference/gen_zimage_fixtures.py with diffusers' ZImagePipeline).
+type zimageCase struct {
+	Name     string  `json:"name"`
+	Prompt   string  `json:"prompt"`
+	Negative *string `json:"negative_prompt"`
+	Width    int     `json:"width"`
+	Height   int     `json:"height"`
+	Steps    int     `json:"steps"`
+	Guidance float64 `json:"cfg"` // diffusers' guidance_scale
+	Seed     uint64  `json:"seed"`
+	N        int     `json:"n"`
+	MSL      int     `json:"msl"`
+	Sigmas   []float64
+	TokenIDs struct {
+		Prompt   []int `json:"prompt"`
+		Negative []int `json:"negative_prompt"`
+	} `json:"token_ids"`
+}
+
+func zimageCases(t *testing.T) []zimageCase {
+	t.Helper()
+	if !testref.Exists("zimage", "cases.json") {
+		t.Skip("no zimage fixtures")
+	}
+	b, err := os.ReadFile(testref.Path("zimage", "cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases    []zimageCase `json:"cases"`
+		Failures []string     `json:"failures"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Cases) == 0 || len(doc.Failures) > 0 {
+		t.Fatalf("zimage/cases.json: %d cases, failures %v", len(doc.Cases), doc.Failures)
+	}
+	return doc.Cases
+}
+
+// zimageTextEncoder writes the tiny Qwen3 text encoder with its full
+// 151936-row token table into dir (model.safetensors): the fixture keeps
+// only the rows its prompts use (embed.safetensors); the rest are zeros,
+// as they were when diffusers ran.
+func zimageTextEncoder(t *testing.T, dir string) string {
+	t.Helper()
+	f, err := safetensors.Open(testref.Path("zimage", "turbo", "text_encoder", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]safetensors.Tensor{}
+	for _, n := range f.Names() {
+		raw, err := f.Raw(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := f.Info(n)
+		out[n] = safetensors.Tensor{DType: info.DType, Shape: info.Shape, Data: raw}
+	}
+	emb, err := safetensors.Open(testref.Path("zimage", "embed.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ids, err := emb.Float32("ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := emb.Float32("rows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const vocab = 151936
+	width := len(rows) / len(ids)
+	table := make([]float32, vocab*width)
+	for i, id := range ids {
+		copy(table[int(id)*width:], rows[i*width:(i+1)*width])
+	}
+	out["model.embed_tokens.weight"] = safetensors.Tensor{DType: tensor.F32, Shape: tensor.Shape{vocab, width}, Data: f32Bytes(table)}
+	path := filepath.Join(dir, "model.safetensors")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := safetensors.Write(path, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// zimageFolder assembles the tiny ZImagePipeline folder: turbo/ with the
+// text encoder's full token table (zimageTextEncoder) and the tiny Flux
+// VAE of flux-pipe; the tokenizer is the bundled Qwen3 one.
+func zimageFolder(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "z-image-turbo-tiny")
+	linkTree(t, testref.Path("zimage", "turbo"), dir)
+	if err := os.Remove(filepath.Join(dir, "text_encoder", "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	zimageTextEncoder(t, filepath.Join(dir, "text_encoder"))
+	linkTree(t, testref.Path("flux-pipe", "dev", "vae"), filepath.Join(dir, "vae"))
+	return dir
+}
+
+// zimageSplit loads ComfyUI's split files: the transformer in ComfyUI's
+// names, ae.safetensors and the Qwen3 file; the tiny transformer's rope
+// axes come from the folder's config (ComfyUI assumes the released
+// model's).
+func zimageSplit(t *testing.T) *Model {
+	t.Helper()
+	te := zimageTextEncoder(t, t.TempDir())
+	src, err := weights.OpenFiles(testref.Path("zimage", "comfy", "z_image_tiny.safetensors"), testref.Path("flux-pipe", "bfl", "ae.safetensors"), []string{te})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(testref.Path("zimage", "turbo", "transformer", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.JSON = map[string][]byte{"transformer/config.json": b}
+	m, err := loadFrom(context.Background(), src, cpu.New(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// TestZImageDiffusersCases runs the tiny Z-Image Turbo pipeline through
+// the generic pipeline under diffusers' convention and compares with
+// diffusers' ZImagePipeline: the Qwen3 token ids (exact), the text states
+// of prompt and negative prompt (1e-4), the sigmas (1e-6), the latent after
+// every step (1e-4) and the image (≥ 45 dB), from the diffusers folder and
+// from ComfyUI's split files. diffusers' guidance_scale g is CFG g+1 (its
+// pos + g·(pos − neg)); g = 0 runs no negative pass, as CFG 1.
+func TestZImageDiffusersCases(t *testing.T) {
+	cases := zimageCases(t)
+	fx := testref.Tensors(t, filepath.Join("zimage", "cases.safetensors"))
+	ctx := context.Background()
+	folder, err := LoadFiles(ctx, ModelFiles{Model: zimageFolder(t)}, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer folder.Close()
+	layouts := map[string]*Model{"diffusers": folder, "comfy": zimageSplit(t)}
+	for _, c := range cases {
+		for layout, m := range layouts {
+			t.Run(c.Name+"/"+layout, func(t *testing.T) {
+				psnr := runZImageCase(t, m, c, fx, 1e-4)
+				if psnr < 45 {
+					t.Errorf("image PSNR %.1f dB < 45", psnr)
+				} else {
+					t.Logf("image PSNR %.1f dB", psnr)
+				}
+			})
+		}
+	}
+}
+
+// runZImageCase runs one ZImagePipeline case on m under diffusers'
+// convention, checking the token ids, the text states, the sigmas and the
+// latent after every step (relative error ≤ tol), and returns the image's
+// PSNR against diffusers'.
+func runZImageCase(t *testing.T, m *Model, c zimageCase, fx map[string][]float32, tol float64) float64 {
+	t.Helper()
+	ctx := context.Background()
+	req := DefaultRequest()
+	req.Model, req.Prompt, req.Seed, req.Steps = "z-image-tiny", c.Prompt, c.Seed, c.Steps
+	req.Width, req.Height, req.Batch, req.Convention = c.Width, c.Height, c.N, "diffusers"
+	req.Sampler, req.Scheduler, req.CFG = "euler", "simple", c.Guidance+1
+	req.MaxSequenceLength = c.MSL
+	if c.Negative != nil {
+		req.Negative = *c.Negative
+	}
+	text := m.c.Text.(*zimage.Conditioner)
+	opt := family.PromptOptions{Convention: ConventionDiffusers, MaxSequenceLength: c.MSL}
+	type encoded struct {
+		text, key string
+		ids       []int
+	}
+	prompts := []encoded{{req.Prompt, "prompt_embeds", c.TokenIDs.Prompt}}
+	if c.Guidance > 0 {
+		prompts = append(prompts, encoded{req.Negative, "negative_prompt_embeds", c.TokenIDs.Negative})
+	}
+	for _, p := range prompts {
+		if len(p.ids) == 0 {
+			t.Fatalf("%s: no token ids in the fixture", p.key)
+		}
+		opt.Negative = p.key != "prompt_embeds"
+		if got := text.IDs(p.text, opt); fmt.Sprint(got) != fmt.Sprint(p.ids) {
+			t.Errorf("%s ids %v, want %v", p.key, got, p.ids)
+		}
+		cond, err := m.encodePrompt(ctx, p.text, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := cond.Values(m.dev)
+		check(t, p.key, got, fx[fmt.Sprintf("%s/%s_0", c.Name, p.key)], tol)
+	}
+	checkSamplerSigmas(t, m, SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"}, req, c.Sigmas)
+	var steps [][]float32
+	res, err := m.Generate(ctx, req, func(ev Event) {
+		if ev.Phase == PhaseSample {
+			steps = append(steps, ev.Latent)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != c.Steps {
+		t.Fatalf("%d steps, want %d", len(steps), c.Steps)
+	}
+	for i, s := range steps {
+		check(t, fmt.Sprintf("latents_%d", i), s, fx[fmt.Sprintf("%s/latents_%d", c.Name, i)], tol)
+	}
+	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+}
+
+// TestGPUZImageCases runs the ZImagePipeline cases from the diffusers
+// folder on the GPU: in float32 (TF32 off) with the CPU's tolerances, and
+// in bf16 with the image ≥ 30 dB from diffusers' float32 one.
+func TestGPUZImageCases(t *testing.T) {
+	cases := zimageCases(t)
+	fx := testref.Tensors(t, filepath.Join("zimage", "cases.safetensors"))
+	for _, prec := range []struct {
+		dt       tensor.DType
+		tol, min float64
+	}{{tensor.F32, 1e-4, 45}, {tensor.BF16, 1, 30}} {
+		t.Run(prec.dt.String(), func(t *testing.T) {
+			m, err := Load(context.Background(), zimageFolder(t), openGPUIn(t, prec.dt))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			for _, c := range cases {
+				t.Run(c.Name, func(t *testing.T) {
+					p := runZImageCase(t, m, c, fx, prec.tol)
+					t.Logf("%v image PSNR %.1f dB", prec.dt, p)
+					if p < prec.min {
+						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, p, prec.min)
+					}
+				})
+			}
+		})
+	}
+}

@@ -290,3 +290,37 @@ func BenchZImageStep(ctx context.Context, dev backend.Device, width, height, bat
 	})
 	return res, err
 }
+
+// QwenImageConfig is the Qwen-Image transformer configuration (20 B
+// parameters: 60 double-stream blocks at width 3072), for benchmarks.
+func QwenImageConfig() flux.Config {
+	return flux.Config{Qwen: true, InChannels: 64, OutChannels: 64, Width: 3072, Heads: 24, HeadDim: 128, JointDim: 3584, TimeDim: 256,
+		MLP: 12288, Layers: 60, AxesDim: append([]int(nil), flux.QwenAxesDim...)}
+}
+
+// BenchQwenImageStep times one Qwen-Image transformer step with random
+// weights on dev for a width × height image, batch rows (2: true CFG runs
+// the prompt and the negative prompt together) and textTokens Qwen2.5-VL
+// states, runs times after one warm-up run; it checks the output is
+// finite.
+func BenchQwenImageStep(ctx context.Context, dev backend.Device, width, height, batch, textTokens, runs int) (BenchResult, error) {
+	cfg := QwenImageConfig()
+	m, err := flux.Load(weights.NewRandomBuilder(dev, 1), dev, cfg)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	h, w := height/16, width/16
+	img := dev.Upload(randomValues(r, batch*h*w*cfg.InChannels), batch, h*w, cfg.InChannels)
+	txt := dev.Upload(randomValues(r, batch*textTokens*cfg.JointDim), batch, textTokens, cfg.JointDim)
+	imgIDs, txtIDs := flux.QwenIDs(h, w, textTokens)
+	ts := make([]float32, batch)
+	for i := range ts {
+		ts[i] = 0.5
+	}
+	res := BenchResult{Name: fmt.Sprintf("Qwen-Image step %dx%d b%d + %d text tokens", width, height, batch, textTokens)}
+	_, err = timeSteps(ctx, dev, &res, runs, "Qwen-Image", func() (*backend.Tensor, error) {
+		return m.Forward(ctx, dev, img, txt, nil, ts, nil, imgIDs, txtIDs)
+	})
+	return res, err
+}

@@ -1,8 +1,8 @@
 // Command ditstep times one diffusion-transformer step with random weights
 // of a released model's configuration on a device — FLUX.1-dev (12 B
-// parameters), SD3.5 Large / Medium or Z-Image Turbo (6.2 B) — the
-// benchmarks of the Flux, SD3 and Z-Image issues, small enough to carry to
-// a GPU machine:
+// parameters), SD3.5 Large / Medium, Z-Image Turbo (6.2 B) or Qwen-Image
+// (20 B) — the benchmarks of the Flux, SD3, Z-Image and Qwen-Image issues,
+// small enough to carry to a GPU machine:
 //
 //	CGO_ENABLED=0 go build -tags "nodemo nokernels" -ldflags "-s -w" -o bin/ditstep ./tools/bench/ditstep
 //	DARKROOM_CUDA_KERNELS=$PWD/kernels bin/ditstep -model flux-dev -precision bf16
@@ -19,13 +19,13 @@ import (
 )
 
 func main() {
-	model := flag.String("model", "flux-dev", "flux-dev, sd35-large, sd35-medium or zimage-turbo")
+	model := flag.String("model", "flux-dev", "flux-dev, sd35-large, sd35-medium, zimage-turbo or qwen-image")
 	device := flag.String("device", "cuda", "device: cpu or cuda")
 	precision := flag.String("precision", "bf16", "GPU precision: fp16, bf16 or fp32")
 	width := flag.Int("W", 1024, "image width")
 	height := flag.Int("H", 1024, "image height")
-	text := flag.Int("text", 0, "text tokens (0: 512 T5 tokens for Flux, 77 CLIP + 256 T5 for SD3.5, 128 Qwen3 tokens for Z-Image)")
-	batch := flag.Int("batch", 0, "batch rows (0: 1 for Flux and Z-Image Turbo, 2 (CFG) for SD3.5)")
+	text := flag.Int("text", 0, "text tokens (0: 512 T5 tokens for Flux, 77 CLIP + 256 T5 for SD3.5, 128 Qwen tokens for Z-Image and Qwen-Image)")
+	batch := flag.Int("batch", 0, "batch rows (0: 1 for Flux and Z-Image Turbo, 2 (CFG) for SD3.5 and Qwen-Image)")
 	runs := flag.Int("runs", 10, "timed runs")
 	profile := flag.Bool("profile", false, "time every GPU kernel and GEMM with CUDA events and print where the time goes")
 	flag.Parse()
@@ -50,8 +50,10 @@ func main() {
 		r, err = engine.BenchSD3Step(ctx, eng.Device(), (*model)[len("sd35-"):], *width, *height, or(*batch, 2), or(*text, 77+256), *runs)
 	case "zimage-turbo":
 		r, err = engine.BenchZImageStep(ctx, eng.Device(), *width, *height, or(*batch, 1), or(*text, 128), *runs)
+	case "qwen-image":
+		r, err = engine.BenchQwenImageStep(ctx, eng.Device(), *width, *height, or(*batch, 2), or(*text, 128), *runs)
 	default:
-		err = fmt.Errorf("-model %q: want flux-dev, sd35-large, sd35-medium or zimage-turbo", *model)
+		err = fmt.Errorf("-model %q: want flux-dev, sd35-large, sd35-medium, zimage-turbo or qwen-image", *model)
 	}
 	if err != nil {
 		fail(err)

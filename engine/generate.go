@@ -482,6 +482,12 @@ func (m *Model) denoiser(ctx context.Context, p SampleParams, ms family.ModelSam
 	if err != nil {
 		return nil, err
 	}
+	if r, ok := m.c.Denoiser.(family.NormRescaler); ok && useUncond && p.Convention != ConventionComfy {
+		if post != nil {
+			return nil, &FieldError{Field: "slg_layers", Value: p.SLGLayers, Msg: "skip-layer guidance does not combine with this model's rescaled CFG"}
+		}
+		post = normRescale(p.Shape, r.RescalePatch())
+	}
 	den, err := guided(m.dev, step, pred, ms, p.Convention, float32(p.CFG), p.Shape, useUncond, post)
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)

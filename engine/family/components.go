@@ -243,6 +243,16 @@ type LayerSkipper interface {
 	Blocks() int
 }
 
+// NormRescaler is a Denoiser whose diffusers pipeline rescales the guided
+// velocity to the conditional one's norm, per token of Patch × Patch
+// latent cells (all channels): QwenImagePipeline's true CFG,
+// comb·‖cond‖/‖comb‖. ComfyUI's plain CFG does not, so the engine applies
+// it under the diffusers convention only.
+type NormRescaler interface {
+	// RescalePatch is the token's size in latent cells (2).
+	RescalePatch() int
+}
+
 // SizeConditioning is the size and crop micro-conditioning of SDXL-style
 // UNets (diffusers' original_size / crops_coords_top_left / target_size /
 // aesthetic_score, ComfyUI's CLIPTextEncodeSDXL fields). Zero values mean

@@ -151,7 +151,12 @@ type FluxSampling struct {
 	// that the last one is ShiftTerminal (the scheduler's shift_terminal:
 	// Qwen-Image's 0.02); ComfyUI has no such step.
 	ShiftTerminal float64
-	def           FlowMatching
+	// ComfyShift, when not 0, is ComfyUI's side for a model it samples
+	// with a fixed linear shift (ModelSamplingAuraFlow, multiplier 1:
+	// Qwen-Image) whatever the image size, instead of Flux's rule; a
+	// request's shift replaces it there (and is μ under diffusers').
+	ComfyShift float64
+	def        FlowMatching
 }
 
 // SizedSampling is implemented by model samplings whose schedule depends on
@@ -161,6 +166,21 @@ type SizedSampling interface {
 	// ForImage returns the model sampling for an image of width × height
 	// pixels; shift > 0 replaces the family's rule (Flux: μ).
 	ForImage(width, height int, shift float64) (ModelSampling, error)
+}
+
+// NewQwenImageSampling returns Qwen-Image's model sampling: ComfyUI's
+// fixed shift comfyShift (multiplier 1) and diffusers' resolution-dependent
+// exponential shift (μ from 0.5 at 256 to 0.9 at 8192 tokens) stretched to
+// a last sigma of 0.02, as Qwen-Image's scheduler_config.json says.
+func NewQwenImageSampling(comfyShift float64) (*FluxSampling, error) {
+	s := &FluxSampling{Dynamic: true, Shift: FluxShiftParams{Base: 0.5, Max: 0.9, BaseTokens: 256, MaxTokens: 8192},
+		DiffusersShift: 1, ShiftTerminal: 0.02, ComfyShift: comfyShift}
+	def, err := s.ForImage(1024, 1024, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.def = def.(FlowMatching)
+	return s, nil
 }
 
 // NewFluxSampling returns Flux's model sampling: dev's
@@ -238,6 +258,22 @@ func (s *FluxSampling) ForImage(width, height int, shift float64) (ModelSampling
 	var err error
 	var diffusers func(float32) float32
 	switch {
+	case s.ComfyShift > 0:
+		comfy := s.ComfyShift
+		if shift > 0 {
+			comfy = shift
+		}
+		if f, err = sampling.NewFlowSD3(comfy, 1); err != nil {
+			return nil, err
+		}
+		switch {
+		case shift > 0:
+			diffusers = expShift(shift)
+		case s.Dynamic:
+			diffusers = expShift(s.Shift.Mu(float64((height / 16) * (width / 16))))
+		default:
+			diffusers = linearShift(s.DiffusersShift)
+		}
 	case shift > 0:
 		f, err = sampling.NewFlowFlux(shift)
 		diffusers = expShift(shift)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/families/flux1"
+	"github.com/darkroom-ai/darkroom/engine/families/qwenimage"
 	"github.com/darkroom-ai/darkroom/engine/families/sd1"
 	"github.com/darkroom-ai/darkroom/engine/families/sd2"
 	"github.com/darkroom-ai/darkroom/engine/families/sd3"
@@ -161,11 +162,11 @@ func (shapeDevice) Free(*backend.Tensor)                            {}
 
 // transformerOnly are the real lists of a diffusion model without its VAE
 // and text encoders: loading one alone must name the files it needs.
-var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true, "sd35-large.single": true, "sd35-medium.single": true, "zimage-turbo.single": true}
+var transformerOnly = map[string]bool{"flux1-dev.single": true, "flux1-schnell.single": true, "sd35-large.single": true, "sd35-medium.single": true, "zimage-turbo.single": true, "qwen-image.single": true}
 
 // latentFormats are the latent spaces of the runnable families: channels,
 // scale and shift.
-var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}, sd3.Name: {16, 1.5305, 0.0609}, zimage.Name: {16, 0.3611, 0.1159}}
+var latentFormats = map[string][3]float32{sd1.Name: {4, 0.18215, 0}, sd2.Name: {4, 0.18215, 0}, sdxl.Name: {4, 0.13025, 0}, flux1.Name: {16, 0.3611, 0.1159}, sd3.Name: {16, 1.5305, 0.0609}, zimage.Name: {16, 0.3611, 0.1159}, qwenimage.Name: {16, 1, 0}}
 
 // TestLoadRealKeyLists loads the real lists of the runnable families
 // (single files and diffusers folders) with no missing or unused tensor,
@@ -404,6 +405,51 @@ func TestZImageSplitFiles(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), e.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("vae %q, text encoders %v: %v, want one line containing %q", e.vae, e.tes, err, e.want)
 		}
+	}
+}
+
+// TestQwenImageSplitFiles loads ComfyUI's qwen_image_bf16.safetensors with
+// the Qwen2.5-VL-7B file and a separate Qwen-Image VAE file (the folder's
+// vae/ weights, a causal 3-D VAE that --vae keeps under its own names),
+// with no missing or unused tensor; without them it names both in one line.
+func TestQwenImageSplitFiles(t *testing.T) {
+	const ks = "../../../testdata/keyshapes/"
+	kl, err := weights.ReadKeyList(ks + "qwen-image.diffusers.json.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vae := weights.KeyListFile{Tensors: map[string][2]json.RawMessage{}}
+	for name, f := range kl.Files {
+		if strings.HasPrefix(name, "vae/") {
+			vae = f
+		}
+	}
+	if len(vae.Tensors) == 0 {
+		t.Fatal("no vae/ file in the Qwen-Image folder's key list")
+	}
+	b, err := json.Marshal(weights.KeyList{Name: "qwen-image-vae", Family: "component", Layout: "component", Files: map[string]weights.KeyListFile{"qwen_image_vae.safetensors": vae}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vaePath := filepath.Join(t.TempDir(), "qwen_image_vae.json")
+	if err := os.WriteFile(vaePath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	main, qwen := ks+"qwen-image.single.json.gz", ks+"qwen25-vl-7b.component.json.gz"
+	c, err := loadSplit(t, main, vaePath, qwen)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if got := c.VAE.Format(); got.Channels != 16 || got.Scale != 1 || got.Shift != 0 {
+		t.Errorf("latent format %+v", got)
+	}
+	_, err = loadSplit(t, main, "")
+	want := "this Qwen-Image model has no VAE, Qwen2.5-VL text encoder: also give --vae qwen_image_vae.safetensors --text-encoder qwen_2.5_vl_7b.safetensors"
+	if err == nil || err.Error() != want {
+		t.Errorf("alone: %v, want %q", err, want)
+	}
+	if _, err := loadSplit(t, main, vaePath, ks+"qwen3-4b.component.json.gz"); err == nil || !strings.Contains(err.Error(), "Qwen-Image reads Qwen2.5-VL-7B") {
+		t.Errorf("with Qwen3-4B: %v", err)
 	}
 }
 

@@ -1,14 +1,56 @@
-// Package qwenimage is the Qwen-Image family: a dual-stream MMDiT
-// conditioned by Qwen2.5-VL-7B, with a Wan-style VAE. Recognised; not
-// runnable yet.
+// Package qwenimage is the Qwen-Image family: the 60-block double-stream
+// MMDiT (engine/models/flux's Qwen-Image layout) conditioned by the last
+// hidden state of Qwen2.5-VL-7B's language model (engine/models/qwenllm)
+// over Qwen-Image's prompt template, with its Wan-style VAE
+// (engine/models/wanvae: 16 channels, per-channel latent mean and std) and
+// flow matching — ComfyUI's fixed shift, diffusers' resolution-dependent
+// one with shift_terminal. Under diffusers' convention CFG is the
+// pipeline's true CFG with its norm-preserving rescale. It registers
+// itself; import it for its side effect (engine/families/all does).
+//
+// Files are read as users have them: ComfyUI's split files
+// (qwen_image_bf16.safetensors or qwen_image_fp8_e4m3fn.safetensors with
+// --text-encoder qwen_2.5_vl_7b.safetensors and --vae
+// qwen_image_vae.safetensors) and the diffusers QwenImagePipeline folder.
 package qwenimage
 
-import "github.com/darkroom-ai/darkroom/engine/family"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/darkroom-ai/darkroom/engine/backend"
+	"github.com/darkroom-ai/darkroom/engine/families/internal/ldm"
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/models/flux"
+	"github.com/darkroom-ai/darkroom/engine/models/qwenllm"
+	"github.com/darkroom-ai/darkroom/engine/models/wanvae"
+	"github.com/darkroom-ai/darkroom/engine/nn"
+	"github.com/darkroom-ai/darkroom/engine/sampling"
+	"github.com/darkroom-ai/darkroom/engine/tokenizer"
+	"github.com/darkroom-ai/darkroom/engine/weights"
+)
 
 // Name is the family's name.
 const Name = "Qwen-Image"
 
-func init() { family.Register(family.Recognised{FamilyName: Name, Match: Probe}) }
+func init() { family.Register(Family{}) }
+
+// Family is the Qwen-Image family.
+type Family struct{}
+
+// Name returns "Qwen-Image".
+func (Family) Name() string { return Name }
+
+// Probe claims Qwen-Image transformers (see Probe) and marks them runnable.
+func (Family) Probe(k *family.Keys) (family.Detection, bool) {
+	d, ok := Probe(k)
+	d.Runnable = ok
+	return d, ok
+}
 
 // Probe claims transformer blocks with image and text modulation
 // (img_mod, txt_mod) and a text RMS norm (txt_norm), bare, under
@@ -20,4 +62,323 @@ func Probe(k *family.Keys) (family.Detection, bool) {
 		return d, true
 	}
 	return family.Detection{}, false
+}
+
+// Where each component's tensors live in the layouts users have.
+var (
+	transformerRoots = []string{"", "model.diffusion_model.", "transformer."}
+	vaeRoots         = []string{"vae.", weights.VideoVAEPrefix}
+	textRoots        = []string{"text_encoder.", "text_encoders.qwen25_7b.transformer.", "text_encoders.qwen25_7b."}
+)
+
+// ComfyShift is the shift of ComfyUI's Qwen-Image template
+// (ModelSamplingAuraFlow 3.1, multiplier 1).
+const ComfyShift = 3.1
+
+// Defaults: ComfyUI's Qwen-Image template (20 steps, CFG 2.5, euler /
+// simple); diffusers' 512 text tokens.
+var Defaults = family.Defaults{Width: 1328, Height: 1328, Steps: 20, CFG: 2.5, Sampler: "euler", Scheduler: "simple", MaxSequenceLength: 512}
+
+// LatentFormat is Qwen-Image's latent space: 16 channels, factor 8; the
+// VAE codec applies the per-channel mean and std itself (scale 1, shift
+// 0 here). No latent→RGB preview factors.
+func LatentFormat() family.LatentFormat {
+	return family.LatentFormat{Channels: 16, Factor: 8, Scale: 1}
+}
+
+// parts locates the components of a source.
+type parts struct {
+	root, vae, text string
+	fc              flux.Config
+	ferr            error
+}
+
+func locate(src *family.Source) parts {
+	k := src.Keys()
+	var p parts
+	p.root = "-"
+	for _, r := range transformerRoots {
+		if k.Has(r+"txt_norm.weight") && k.Has(r+"img_in.weight") {
+			p.root = r
+			break
+		}
+	}
+	if p.root == "-" {
+		p.root, p.ferr = "", errors.New("no Qwen-Image transformer weights")
+	} else if p.fc, p.ferr = flux.ConfigFromWeights(src, p.root); p.ferr == nil && !p.fc.Qwen {
+		p.ferr = errors.New("the transformer is not in Qwen-Image's layout")
+	}
+	for _, r := range vaeRoots {
+		if k.Has(r+"decoder.") && (k.Has(r+"decoder.conv_in.weight") || k.Has(r+"decoder.conv1.weight")) {
+			p.vae = r
+			break
+		}
+	}
+	for _, r := range append(slices.Clone(textRoots), ldm.ExtraRoots(k)...) {
+		if k.Has(r+"model.layers.0.self_attn.q_proj.weight") || k.Has(r+"layers.0.self_attn.q_proj.weight") {
+			p.text = r
+			break
+		}
+	}
+	return p
+}
+
+// missing names the files a transformer-only model still needs, or "".
+func (p parts) missing() string {
+	var lack, need []string
+	if p.vae == "" {
+		lack, need = append(lack, "VAE"), append(need, "--vae qwen_image_vae.safetensors")
+	}
+	if p.text == "" {
+		lack, need = append(lack, "Qwen2.5-VL text encoder"), append(need, "--text-encoder qwen_2.5_vl_7b.safetensors")
+	}
+	if len(need) == 0 {
+		return ""
+	}
+	return "this Qwen-Image model has no " + strings.Join(lack, ", ") + ": also give " + strings.Join(need, " ")
+}
+
+// Load builds the Qwen-Image components.
+func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*family.Components, error) {
+	p := locate(src)
+	if p.ferr != nil {
+		return nil, p.ferr
+	}
+	if name, where := ldm.FoundUnder(src, []string{"cond_stage_model.", "text_encoders.clip_l.", "text_encoders.t5xxl."}); name != "" {
+		return nil, fmt.Errorf("%s holds a CLIP or T5 text encoder (%q); Qwen-Image uses Qwen2.5-VL-7B only", where, name)
+	}
+	if f := ldm.StrayTextEncoder(src, p.text); f != "" {
+		return nil, fmt.Errorf("--text-encoder %s: Qwen-Image uses the Qwen2.5-VL-7B text encoder, and this file is not it (or a second one)", f)
+	}
+	if msg := p.missing(); msg != "" {
+		return nil, errors.New(msg)
+	}
+	fc := p.fc
+	vc, err := wanvae.ConfigFromWeights(src, p.vae)
+	if err != nil {
+		return nil, err
+	}
+	if vc.ZChannels != 16 || fc.InChannels != 4*vc.ZChannels || fc.OutChannels != 4*vc.ZChannels {
+		return nil, fmt.Errorf("the VAE has %d latent channels and the transformer takes %d values a token; Qwen-Image needs its 16-channel VAE (qwen_image_vae.safetensors) and 2×2 patches of 64 values", vc.ZChannels, fc.InChannels)
+	}
+	tc, err := qwenllm.ConfigFromWeights(src, p.text, src.JSON["text_encoder/config.json"])
+	if err != nil {
+		return nil, err
+	}
+	if tc.Arch != qwenllm.Qwen25VL {
+		return nil, fmt.Errorf("the text encoder is %s; Qwen-Image reads Qwen2.5-VL-7B (qwen_2.5_vl_7b.safetensors)", tc.Arch)
+	}
+	if tc.Width != fc.JointDim {
+		return nil, fmt.Errorf("the Qwen2.5-VL text encoder is %d wide; this transformer reads %d-wide text states (Qwen2.5-VL-7B)", tc.Width, fc.JointDim)
+	}
+	var dir string
+	if src.Layout == weights.Diffusers {
+		dir = src.Path
+	}
+	tok, err := tokenizer.FindQwen(dir, tokenizer.Qwen25)
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() > tc.Vocab {
+		return nil, fmt.Errorf("the tokenizer has %d tokens, the Qwen2.5-VL text encoder's table only %d rows", tok.VocabSize(), tc.Vocab)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dev := env.Device
+	b := weights.NewBuilder(src, dev)
+	codec := wanvae.Load(b.Sub(strings.TrimSuffix(p.vae, ".")), vc)
+	llm := qwenllm.Load(b.Sub(strings.TrimSuffix(p.text, ".")), tc)
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	net, err := flux.Load(b.Sub(strings.TrimSuffix(p.root, ".")), dev, fc)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range src.Keys().Names() {
+		if rest, ok := strings.CutPrefix(n, p.text); ok && qwenllm.Ignored(rest) {
+			b.Claim(n)
+		}
+	}
+	if err := ldm.CheckUnused(b, "Qwen-Image", p.vae, p.text, p.root); err != nil {
+		return nil, err
+	}
+	ms, err := family.NewQwenImageSampling(ComfyShift)
+	if err != nil {
+		return nil, err
+	}
+	if cfg, ok := src.JSON["scheduler/scheduler_config.json"]; ok {
+		if err := ms.ReadDiffusersScheduler(cfg); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(src.Path, "scheduler", "scheduler_config.json"), err)
+		}
+	}
+	f := LatentFormat()
+	vaeOn := func(d backend.Device) (family.VAE, error) {
+		b := weights.NewBuilder(src, d)
+		m := wanvae.Load(b.Sub(strings.TrimSuffix(p.vae, ".")), vc)
+		if err := b.Err(); err != nil {
+			return nil, fmt.Errorf("vae: %w", err)
+		}
+		return family.NewVAE(m, f), nil
+	}
+	return &family.Components{
+		Text:     &Conditioner{Tok: tok, Model: llm, Dev: dev, MaxLen: Defaults.MaxSequenceLength},
+		Denoiser: &Denoiser{Net: net, Dev: dev},
+		VAE:      family.NewVAE(codec, f),
+		VAEOn:    vaeOn,
+		Sampling: ms,
+		Defaults: Defaults,
+		Parts:    Family{}.Describe(src),
+	}, nil
+}
+
+// Describe infers the component configurations from shapes.
+func (Family) Describe(src *family.Source) []family.Part {
+	p := locate(src)
+	out := []family.Part{ldm.Part("transformer (Qwen-Image MMDiT)", p.root, p.fc, p.ferr)}
+	if p.vae != "" {
+		c, err := wanvae.ConfigFromWeights(src, p.vae)
+		out = append(out, ldm.Part("VAE (Wan-style)", p.vae, c, err))
+	}
+	if p.text != "" {
+		c, err := qwenllm.ConfigFromWeights(src, p.text, src.JSON["text_encoder/config.json"])
+		out = append(out, ldm.Part("text encoder (Qwen2.5-VL)", p.text, c, err))
+	}
+	return out
+}
+
+// Conditioner encodes prompts into Qwen2.5-VL's last hidden states over
+// Qwen-Image's template, the template's leading tokens dropped, as
+// diffusers' QwenImagePipeline.encode_prompt and ComfyUI's Qwen-Image
+// text encoder do.
+type Conditioner struct {
+	Tok   *tokenizer.Qwen
+	Model *qwenllm.Model
+	Dev   backend.Device
+	// MaxLen is diffusers' max_sequence_length default (512).
+	MaxLen int
+}
+
+// IDs returns the token ids the encoder reads for text and how many
+// leading states are dropped: under ComfyUI's convention the whole
+// templated prompt (ComfyQwenImage) and ComfyUI's template end; under
+// diffusers' the templated prompt truncated to 1024+34 tokens and the
+// template's 34.
+func (c *Conditioner) IDs(text string, opt family.PromptOptions) (ids []int, drop int) {
+	if opt.Convention == family.ConventionComfy {
+		ids = c.Tok.IDs(tokenizer.ComfyQwenImage(text))
+		return ids, tokenizer.ComfyQwenImageDrop(ids)
+	}
+	ids, _ = c.Tok.EncodeTemplate(tokenizer.QwenImageTemplate, text)
+	return ids, tokenizer.QwenImageTemplate.Drop
+}
+
+// Encode encodes text (prompt weights are not read: neither peer weighs
+// an LLM's tokens). Under diffusers' convention at most
+// max_sequence_length states are kept.
+func (c *Conditioner) Encode(ctx context.Context, text string, opt family.PromptOptions) (*family.Cond, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ids, drop := c.IDs(text, opt)
+	h, err := c.Model.HiddenState(c.Dev, [][]int{ids}, nil, -1)
+	if err != nil {
+		return nil, fmt.Errorf("encode prompt: %w", err)
+	}
+	from, to := min(drop, len(ids)), len(ids)
+	if opt.Convention != family.ConventionComfy {
+		n := opt.MaxSequenceLength
+		if n == 0 {
+			n = c.MaxLen
+		}
+		to = min(to, from+n)
+	}
+	if to <= from {
+		c.Dev.Free(h)
+		return nil, fmt.Errorf("encode prompt: the prompt leaves no text states after the template's %d tokens", drop)
+	}
+	kept := c.Dev.Alloc(1, to-from, h.Shape[2])
+	c.Dev.Slice(kept, h, 1, from)
+	c.Dev.Free(h)
+	return &family.Cond{Prompt: text, Tokens: to - from, Chunks: 1, Context: kept}, nil
+}
+
+// Tokenize returns the ids of the templated prompt.
+func (c *Conditioner) Tokenize(text string) []int {
+	ids, _ := c.IDs(text, family.PromptOptions{Convention: family.ConventionDiffusers})
+	return ids
+}
+
+// Check refuses a clip skip: Qwen-Image has no CLIP.
+func (c *Conditioner) Check(opt family.PromptOptions) error {
+	if opt.ClipSkip > 1 {
+		return &family.FieldError{Field: "clip_skip", Value: opt.ClipSkip, Msg: "Qwen-Image reads its Qwen2.5-VL encoder's last layer and has no CLIP: clip skip has no effect"}
+	}
+	return nil
+}
+
+// Denoiser runs the Qwen-Image transformer on 2×2-packed latents.
+type Denoiser struct {
+	Net *flux.Model
+	Dev backend.Device
+}
+
+// Prediction is a flow velocity.
+func (d *Denoiser) Prediction() sampling.Prediction { return sampling.Velocity }
+
+// Reset has nothing to drop.
+func (d *Denoiser) Reset() {}
+
+// RescalePatch is the packed token's size: diffusers' true CFG rescales
+// each 2×2 patch (family.NormRescaler).
+func (d *Denoiser) RescalePatch() int { return 2 }
+
+// Bind stacks each run of rows whose text states have the same length
+// (family.GroupByLength).
+func (d *Denoiser) Bind(_ context.Context, rows []*family.Cond, in family.Inputs) (family.Step, error) {
+	if in.Concat != nil || in.Control != nil {
+		return nil, errors.New("this Qwen-Image transformer takes no concatenated latents or control residuals")
+	}
+	groups, err := family.GroupByLength(d.Dev, rows, "qwen-image")
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
+		return d.step(ctx, groups, len(rows), x, ts)
+	}, nil
+}
+
+// step pads an odd-sized latent to whole 2×2 patches (circularly, as
+// ComfyUI's pad_to_patch_size), packs it, runs each group with the MSRoPE
+// positions of its text length and unpacks and crops the prediction.
+func (d *Denoiser) step(ctx context.Context, groups []*family.RowGroup, rows int, x *backend.Tensor, ts []float32) (*backend.Tensor, error) {
+	dev := d.Dev
+	if len(x.Shape) != 4 || x.Shape[0] != rows || len(ts) != rows {
+		return nil, fmt.Errorf("qwen-image: latent %v with %d timesteps for %d bound rows", x.Shape, len(ts), rows)
+	}
+	h, w := x.Shape[2], x.Shape[3]
+	xp := nn.PadCircular(dev, x, 2)
+	hp, wp := xp.Shape[2], xp.Shape[3]
+	tokens, err := flux.Pack(dev, xp)
+	if xp != x {
+		dev.Free(xp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Free(tokens)
+	all, err := family.RunGroups(dev, groups, tokens, func(g *family.RowGroup, img *backend.Tensor) (*backend.Tensor, error) {
+		imgIDs, txtIDs := flux.QwenIDs(hp/2, wp/2, g.Context.Shape[1])
+		return d.Net.Forward(ctx, dev, img, g.Context, nil, ts[g.From:g.To], nil, imgIDs, txtIDs)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Free(all)
+	v, err := flux.Unpack(dev, all, hp, wp)
+	if err != nil {
+		return nil, err
+	}
+	return nn.CropTo(dev, v, h, w), nil
 }

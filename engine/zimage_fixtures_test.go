@@ -14,7 +14,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
-	"github.com/darkroom-ai/darkroom/engine/weights/safetensors"
+	"github.com/darkroom-ai/darkroom/engine/weights/weightstest"
 )
 
 // zimageCase is one entry of testdata/reference/zimage/cases.json (made by
@@ -65,45 +65,10 @@ func zimageCases(t *testing.T) []zimageCase {
 // as they were when diffusers ran.
 func zimageTextEncoder(t *testing.T, dir string) string {
 	t.Helper()
-	f, err := safetensors.Open(testref.Path("zimage", "turbo", "text_encoder", "model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string]safetensors.Tensor{}
-	for _, n := range f.Names() {
-		raw, err := f.Raw(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, _ := f.Info(n)
-		out[n] = safetensors.Tensor{DType: info.DType, Shape: info.Shape, Data: raw}
-	}
-	emb, err := safetensors.Open(testref.Path("zimage", "embed.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
-	ids, err := emb.Float32("ids")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := emb.Float32("rows")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const vocab = 151936
-	width := len(rows) / len(ids)
-	table := make([]float32, vocab*width)
-	for i, id := range ids {
-		copy(table[int(id)*width:], rows[i*width:(i+1)*width])
-	}
-	out["model.embed_tokens.weight"] = safetensors.Tensor{DType: tensor.F32, Shape: tensor.Shape{vocab, width}, Data: f32Bytes(table)}
 	path := filepath.Join(dir, "model.safetensors")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := safetensors.Write(path, out, nil); err != nil {
+	err := weightstest.ExpandEmbedding(testref.Path("zimage", "turbo", "text_encoder", "model.safetensors"), testref.Path("zimage", "embed.safetensors"),
+		"model.embed_tokens.weight", 151936, path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -125,9 +90,7 @@ func zimageFolder(t *testing.T) string {
 }
 
 // zimageSplit loads ComfyUI's split files: the transformer in ComfyUI's
-// names, ae.safetensors and the Qwen3 file; the tiny transformer's rope
-// axes come from the folder's config (ComfyUI assumes the released
-// model's).
+// names, ae.safetensors and the Qwen3 file.
 func zimageSplit(t *testing.T) *Model {
 	t.Helper()
 	te := zimageTextEncoder(t, t.TempDir())
@@ -135,11 +98,6 @@ func zimageSplit(t *testing.T) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(testref.Path("zimage", "turbo", "transformer", "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.JSON = map[string][]byte{"transformer/config.json": b}
 	m, err := loadFrom(context.Background(), src, cpu.New(), nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ engine/tensor
 engine/backend
 engine/backend/cpu/gemm, engine/backend/cpu, engine/backend/cuda, kernels, engine/backend/backendtest
 engine/rng, engine/hub/...
-engine/weights/internal/mapfile, engine/weights/safetensors, engine/weights/pth, engine/weights/gguf, engine/weights/keymap, engine/weights, engine/weights/lora
+engine/weights/internal/mapfile, engine/weights/safetensors, engine/weights/pth, engine/weights/gguf, engine/weights/keymap, engine/weights, engine/weights/lora, engine/weights/weightstest
 engine/nn
 engine/tokenizer/...
 engine/internal/...
@@ -66,7 +66,7 @@ cmd
 var frontends = []string{"tui/...", "repl/...", "script/...", "cmd/...", "termimg/...", "server/..."}
 
 // testOnly are helper packages that only _test.go files may import.
-var testOnly = []string{"engine/internal/testref", "engine/hub/hubtest"}
+var testOnly = []string{"engine/internal/testref", "engine/hub/hubtest", "engine/weights/weightstest"}
 
 // familyHelpers are the packages under engine/families/ that every family
 // may import (shared helpers, once there are any), as patterns, e.g.

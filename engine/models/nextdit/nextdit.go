@@ -80,6 +80,8 @@ type Config struct {
 	// Comfy is ComfyUI's naming (x_embedder, attention.qkv, final_layer)
 	// instead of diffusers'.
 	Comfy bool
+	// axesSet: AxesDim came from a config.json.
+	axesSet bool
 }
 
 // String is a one-line summary.
@@ -197,6 +199,14 @@ func ConfigFromWeights(src weights.Source, prefix string, configJSON []byte) (Co
 	if c.HeadDim == 0 {
 		c.HeadDim = 128
 	}
+	if configJSON == nil || !c.axesSet {
+		// Z-Image's split of the head between the axes, a quarter for the
+		// sequence and three eighths for each image axis ([32, 48, 48] at
+		// 128), as files without a config need.
+		if c.HeadDim%8 == 0 {
+			c.AxesDim = []int{c.HeadDim / 4, 3 * c.HeadDim / 8, 3 * c.HeadDim / 8}
+		}
+	}
 	if c.HeadDim <= 0 || c.Width%c.HeadDim != 0 {
 		return Config{}, fmt.Errorf("nextdit: width %d is not a whole number of %d-wide heads", c.Width, c.HeadDim)
 	}
@@ -227,7 +237,7 @@ func (c *Config) applyJSON(data []byte) error {
 		return fmt.Errorf("transformer/config.json: %w", err)
 	}
 	if j.AxesDims != nil {
-		c.AxesDim = j.AxesDims
+		c.AxesDim, c.axesSet = j.AxesDims, true
 	}
 	if j.Theta != nil {
 		c.Theta = *j.Theta

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
 	"os"
 	"path/filepath"
 	"testing"
@@ -227,4 +228,32 @@ func TestGPUZImageCases(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestZImageImg2ImgInpaint runs the tiny Z-Image through the generic
+// img2img and inpaint paths (checkImg2ImgPaths): the final latent moves
+// away from the encoded init image as the denoise grows, and an inpaint
+// leaves every unmasked pixel as it was.
+func TestZImageImg2ImgInpaint(t *testing.T) {
+	if !testref.Exists("zimage", "cases.json") {
+		t.Skip("no zimage fixtures")
+	}
+	m, err := Load(context.Background(), zimageFolder(t), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := DefaultRequest()
+	base.Model, base.Prompt, base.Seed, base.Steps, base.Width, base.Height = "z-image-tiny", "a red fox", 3, 4, 64, 64
+	base.CFG, base.Sampler, base.Scheduler = 1, "euler", "simple"
+	inside := func(x, y int) bool { return x >= 16 && x < 48 && y >= 16 && y < 48 }
+	mask := image.NewGray(image.Rect(0, 0, 64, 64))
+	for y := range 64 {
+		for x := range 64 {
+			if inside(x, y) {
+				mask.Pix[y*64+x] = 255
+			}
+		}
+	}
+	checkImg2ImgPaths(t, m, base, mask, 0.9, 5, func(x, y int) bool { return !inside(x, y) })
 }

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -114,12 +113,7 @@ func locate(src *family.Source) parts {
 			break
 		}
 	}
-	for _, r := range append(slices.Clone(textRoots), ldm.ExtraRoots(k)...) {
-		if k.Has(r+"model.layers.0.self_attn.q_proj.weight") || k.Has(r+"layers.0.self_attn.q_proj.weight") {
-			p.text = r
-			break
-		}
-	}
+	p.text = ldm.QwenRoot(k, textRoots)
 	return p
 }
 
@@ -161,26 +155,10 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if vc.ZChannels != 16 || fc.InChannels != 4*vc.ZChannels || fc.OutChannels != 4*vc.ZChannels {
 		return nil, fmt.Errorf("the VAE has %d latent channels and the transformer takes %d values a token; Qwen-Image needs its 16-channel VAE (qwen_image_vae.safetensors) and 2×2 patches of 64 values", vc.ZChannels, fc.InChannels)
 	}
-	tc, err := qwenllm.ConfigFromWeights(src, p.text, src.JSON["text_encoder/config.json"])
+	tc, tok, err := ldm.QwenEncoder(src, p.text, ldm.QwenSpec{Family: "Qwen-Image", Arch: qwenllm.Qwen25VL,
+		Model: "Qwen2.5-VL-7B (qwen_2.5_vl_7b.safetensors)", Width: fc.JointDim, Vocab: tokenizer.Qwen25})
 	if err != nil {
 		return nil, err
-	}
-	if tc.Arch != qwenllm.Qwen25VL {
-		return nil, fmt.Errorf("the text encoder is %s; Qwen-Image reads Qwen2.5-VL-7B (qwen_2.5_vl_7b.safetensors)", tc.Arch)
-	}
-	if tc.Width != fc.JointDim {
-		return nil, fmt.Errorf("the Qwen2.5-VL text encoder is %d wide; this transformer reads %d-wide text states (Qwen2.5-VL-7B)", tc.Width, fc.JointDim)
-	}
-	var dir string
-	if src.Layout == weights.Diffusers {
-		dir = src.Path
-	}
-	tok, err := tokenizer.FindQwen(dir, tokenizer.Qwen25)
-	if err != nil {
-		return nil, err
-	}
-	if tok.VocabSize() > tc.Vocab {
-		return nil, fmt.Errorf("the tokenizer has %d tokens, the Qwen2.5-VL text encoder's table only %d rows", tok.VocabSize(), tc.Vocab)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -196,11 +174,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range src.Keys().Names() {
-		if rest, ok := strings.CutPrefix(n, p.text); ok && qwenllm.Ignored(rest) {
-			b.Claim(n)
-		}
-	}
+	ldm.ClaimIgnored(b, src, p.text)
 	if err := ldm.CheckUnused(b, "Qwen-Image", p.vae, p.text, p.root); err != nil {
 		return nil, err
 	}

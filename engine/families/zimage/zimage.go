@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
@@ -108,12 +107,7 @@ func locate(src *family.Source) parts {
 		p.nc, p.nerr = nextdit.ConfigFromWeights(src, p.root, src.JSON["transformer/config.json"])
 	}
 	p.vae = ldm.FirstRoot(k, vaeRoots, "decoder.conv_in.weight")
-	for _, r := range append(slices.Clone(textRoots), ldm.ExtraRoots(k)...) {
-		if k.Has(r+"model.layers.0.self_attn.q_proj.weight") || k.Has(r+"layers.0.self_attn.q_proj.weight") {
-			p.text = r
-			break
-		}
-	}
+	p.text = ldm.QwenRoot(k, textRoots)
 	return p
 }
 
@@ -159,29 +153,13 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if vc.InChannels != 3 {
 		return nil, fmt.Errorf("the VAE decodes %d image channels; only RGB (3) is supported", vc.InChannels)
 	}
-	tc, err := qwenllm.ConfigFromWeights(src, p.text, src.JSON["text_encoder/config.json"])
+	tc, tok, err := ldm.QwenEncoder(src, p.text, ldm.QwenSpec{Family: "Z-Image", Arch: qwenllm.Qwen3,
+		Model: "Qwen3-4B (qwen_3_4b.safetensors)", Width: nc.CapDim, Vocab: tokenizer.Qwen3})
 	if err != nil {
 		return nil, err
-	}
-	if tc.Arch != qwenllm.Qwen3 {
-		return nil, fmt.Errorf("the text encoder is %s; Z-Image reads Qwen3-4B (qwen_3_4b.safetensors)", tc.Arch)
-	}
-	if tc.Width != nc.CapDim {
-		return nil, fmt.Errorf("the Qwen3 text encoder is %d wide; this Z-Image transformer reads %d-wide text states (Qwen3-4B: qwen_3_4b.safetensors)", tc.Width, nc.CapDim)
 	}
 	if tc.Layers < 2 {
 		return nil, fmt.Errorf("the Qwen3 text encoder has %d layer; Z-Image reads its second-to-last hidden state", tc.Layers)
-	}
-	var dir string
-	if src.Layout == weights.Diffusers {
-		dir = src.Path
-	}
-	tok, err := tokenizer.FindQwen(dir, tokenizer.Qwen3)
-	if err != nil {
-		return nil, err
-	}
-	if tok.VocabSize() > tc.Vocab {
-		return nil, fmt.Errorf("the tokenizer has %d tokens, the Qwen3 text encoder's table only %d rows", tok.VocabSize(), tc.Vocab)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -198,11 +176,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range src.Keys().Names() {
-		if rest, ok := strings.CutPrefix(n, p.text); ok && qwenllm.Ignored(rest) {
-			b.Claim(n)
-		}
-	}
+	ldm.ClaimIgnored(b, src, p.text)
 	if err := ldm.CheckUnused(b, "Z-Image", p.vae, p.text, p.root); err != nil {
 		return nil, err
 	}

@@ -443,6 +443,15 @@ func TestQwenImageSplitFiles(t *testing.T) {
 	if got := c.VAE.Format(); got.Channels != 16 || got.Scale != 1 || got.Shift != 0 {
 		t.Errorf("latent format %+v", got)
 	}
+	// The fp8 releases: qwen_image_fp8_e4m3fn.safetensors and the scaled
+	// qwen_2.5_vl_7b_fp8_scaled.safetensors.
+	blocks := func(n string) bool { return strings.HasPrefix(n, "transformer_blocks.") }
+	layers := func(n string) bool { return strings.HasPrefix(n, "model.layers.") }
+	fp8Main := fp8Variant(t, main, "qwen_image_fp8_e4m3fn.safetensors", false, blocks)
+	fp8Text := fp8Variant(t, qwen, "qwen_2.5_vl_7b_fp8_scaled.safetensors", true, layers)
+	if _, err := loadSplit(t, fp8Main, vaePath, fp8Text); err != nil {
+		t.Fatalf("fp8 files: %v", err)
+	}
 	_, err = loadSplit(t, main, "")
 	want := "this Qwen-Image model has no VAE, Qwen2.5-VL text encoder: also give --vae qwen_image_vae.safetensors --text-encoder qwen_2.5_vl_7b.safetensors"
 	if err == nil || err.Error() != want {
@@ -495,4 +504,46 @@ func TestFluxBadComponents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fp8Variant writes a copy of a one-file key list whose matrices chosen by
+// pick are float8 e4m3 — with ComfyUI's scaled-fp8 scale_weight beside
+// each, and its scaled_fp8 marker, when scaled — as the fp8 releases store
+// them, and returns its path.
+func fp8Variant(t *testing.T, path, name string, scaled bool, pick func(name string) bool) string {
+	t.Helper()
+	kl, err := weights.ReadKeyList(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := weights.KeyList{Name: kl.Name + "-fp8", Family: kl.Family, Layout: kl.Layout, Files: map[string]weights.KeyListFile{}}
+	for _, f := range kl.Files {
+		g := weights.KeyListFile{Tensors: map[string][2]json.RawMessage{}}
+		for n, v := range f.Tensors {
+			var shape []int
+			if err := json.Unmarshal(v[1], &shape); err != nil {
+				t.Fatal(err)
+			}
+			if len(shape) == 2 && strings.HasSuffix(n, ".weight") && pick(n) {
+				v[0] = json.RawMessage(`"F8_E4M3"`)
+				if scaled {
+					g.Tensors[strings.TrimSuffix(n, ".weight")+".scale_weight"] = [2]json.RawMessage{json.RawMessage(`"F32"`), json.RawMessage(`[]`)}
+				}
+			}
+			g.Tensors[n] = v
+		}
+		if scaled {
+			g.Tensors["scaled_fp8"] = [2]json.RawMessage{json.RawMessage(`"F8_E4M3"`), json.RawMessage(`[0]`)}
+		}
+		out.Files[name] = g
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), name+".json")
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }

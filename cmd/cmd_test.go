@@ -328,7 +328,8 @@ func TestInfoRealKeyLists(t *testing.T) {
 			if !strings.HasPrefix(line, want) || !strings.Contains(line, "(found key \"") {
 				t.Errorf("family line %q, want %s with its deciding key", line, want)
 			}
-			runnable := strings.HasPrefix(line, "SD1.x") || strings.HasPrefix(line, "SD2.x") || strings.HasPrefix(line, "SDXL") || strings.HasPrefix(line, "Flux.1") || strings.HasPrefix(line, "SD3")
+			runnable := strings.HasPrefix(line, "SD1.x") || strings.HasPrefix(line, "SD2.x") || strings.HasPrefix(line, "SDXL") || strings.HasPrefix(line, "Flux.1") || strings.HasPrefix(line, "SD3") ||
+				strings.HasPrefix(line, "Z-Image") || strings.HasPrefix(line, "Qwen-Image")
 			if runnable == strings.HasSuffix(line, "; not supported yet") {
 				t.Errorf("family line %q: runnable families say nothing, others \"not supported yet\"", line)
 			}

@@ -1,0 +1,172 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
+	"github.com/darkroom-ai/darkroom/engine/families/qwenimage"
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/weights/weightstest"
+)
+
+// qwenImageCase is one entry of testdata/reference/qwenimage/cases.json
+// (made by tools/reference/gen_qwenimage_fixtures.py with diffusers'
+// QwenImagePipeline).
+type qwenImageCase struct {
+	Name     string  `json:"name"`
+	Prompt   string  `json:"prompt"`
+	Negative *string `json:"negative_prompt"`
+	Width    int     `json:"width"`
+	Height   int     `json:"height"`
+	Steps    int     `json:"steps"`
+	TrueCFG  float64 `json:"true_cfg_scale"`
+	CFGRan   bool    `json:"cfg_ran"`
+	Seed     uint64  `json:"seed"`
+	N        int     `json:"n"`
+	MSL      int     `json:"msl"`
+	Sigmas   []float64
+	TokenIDs struct {
+		Prompt   []int `json:"prompt"`
+		Negative []int `json:"negative_prompt"`
+	} `json:"token_ids"`
+}
+
+func qwenImageCases(t *testing.T) []qwenImageCase {
+	t.Helper()
+	if !testref.Exists("qwenimage", "cases.json") {
+		t.Skip("no qwenimage fixtures")
+	}
+	b, err := os.ReadFile(testref.Path("qwenimage", "cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases    []qwenImageCase `json:"cases"`
+		Failures []string        `json:"failures"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Cases) == 0 || len(doc.Failures) > 0 {
+		t.Fatalf("qwenimage/cases.json: %d cases, failures %v", len(doc.Cases), doc.Failures)
+	}
+	return doc.Cases
+}
+
+// qwenImageFolder assembles the tiny QwenImagePipeline folder: pipe/ with
+// the text encoder's full 152064-row token table (the fixture keeps the
+// rows its prompts use) and the tiny VAE of qwenimage-vae; the tokenizer
+// is the bundled Qwen2.5 one.
+func qwenImageFolder(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "qwen-image-tiny")
+	linkTree(t, testref.Path("qwenimage", "pipe"), dir)
+	te := filepath.Join(dir, "text_encoder", "model.safetensors")
+	if err := os.Remove(te); err != nil {
+		t.Fatal(err)
+	}
+	err := weightstest.ExpandEmbedding(testref.Path("qwenimage", "pipe", "text_encoder", "model.safetensors"), testref.Path("qwenimage", "embed.safetensors"),
+		"model.embed_tokens.weight", 152064, te)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := linkFile(testref.Path("qwenimage-vae", "vae.safetensors"), filepath.Join(dir, "vae", "diffusion_pytorch_model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestQwenImageDiffusersCases runs the tiny Qwen-Image pipeline through the
+// generic pipeline under diffusers' convention and compares with diffusers'
+// QwenImagePipeline: the templated token ids (exact), the text states after
+// the template's 34 tokens (1e-4), the sigmas of the resolution-dependent
+// shift with shift_terminal (1e-6), the latent after every step — with
+// true CFG and its norm rescale where the case has a negative prompt — (1e-4)
+// and the image (≥ 45 dB).
+func TestQwenImageDiffusersCases(t *testing.T) {
+	cases := qwenImageCases(t)
+	fx := testref.Tensors(t, filepath.Join("qwenimage", "cases.safetensors"))
+	m, err := LoadFiles(context.Background(), ModelFiles{Model: qwenImageFolder(t)}, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			psnr := runQwenImageCase(t, m, c, fx, 1e-4)
+			if psnr < 45 {
+				t.Errorf("image PSNR %.1f dB < 45", psnr)
+			} else {
+				t.Logf("image PSNR %.1f dB", psnr)
+			}
+		})
+	}
+}
+
+// runQwenImageCase runs one QwenImagePipeline case on m under diffusers'
+// convention (relative error ≤ tol) and returns the image's PSNR.
+func runQwenImageCase(t *testing.T, m *Model, c qwenImageCase, fx map[string][]float32, tol float64) float64 {
+	t.Helper()
+	ctx := context.Background()
+	req := DefaultRequest()
+	req.Model, req.Prompt, req.Seed, req.Steps = "qwen-image-tiny", c.Prompt, c.Seed, c.Steps
+	req.Width, req.Height, req.Batch, req.Convention = c.Width, c.Height, c.N, "diffusers"
+	req.Sampler, req.Scheduler, req.CFG = "euler", "simple", 1
+	req.MaxSequenceLength = c.MSL
+	if c.CFGRan {
+		req.CFG, req.Negative = c.TrueCFG, *c.Negative
+	}
+	text := m.c.Text.(*qwenimage.Conditioner)
+	opt := family.PromptOptions{Convention: ConventionDiffusers, MaxSequenceLength: c.MSL}
+	type encoded struct {
+		text, key string
+		ids       []int
+	}
+	prompts := []encoded{{req.Prompt, "prompt_embeds", c.TokenIDs.Prompt}}
+	if c.CFGRan {
+		prompts = append(prompts, encoded{req.Negative, "negative_prompt_embeds", c.TokenIDs.Negative})
+	}
+	for _, p := range prompts {
+		if ids, _ := text.IDs(p.text, opt); fmt.Sprint(ids) != fmt.Sprint(p.ids) {
+			t.Errorf("%s ids %v, want %v", p.key, ids, p.ids)
+		}
+		opt.Negative = p.key != "prompt_embeds"
+		cond, err := m.encodePrompt(ctx, p.text, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := cond.Values(m.dev)
+		want := fx[c.Name+"/"+p.key]
+		if len(want) > len(got) {
+			want = want[:len(got)] // the pipeline repeats the states for each image
+		}
+		check(t, p.key, got, want, tol)
+	}
+	checkSamplerSigmas(t, m, SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"}, req, c.Sigmas)
+	var steps [][]float32
+	res, err := m.Generate(ctx, req, func(ev Event) {
+		if ev.Phase == PhaseSample {
+			steps = append(steps, ev.Latent)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != c.Steps {
+		t.Fatalf("%d steps, want %d", len(steps), c.Steps)
+	}
+	for i, s := range steps {
+		check(t, fmt.Sprintf("latents_%d", i), s, fx[fmt.Sprintf("%s/latents_unpacked_%d", c.Name, i)], tol)
+	}
+	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+}

@@ -203,14 +203,15 @@ func runZImageCase(t *testing.T, m *Model, c zimageCase, fx map[string][]float32
 
 // TestGPUZImageCases runs the ZImagePipeline cases from the diffusers
 // folder on the GPU: in float32 (TF32 off) with the CPU's tolerances, and
-// in bf16 with the image ≥ 30 dB from diffusers' float32 one.
+// in bf16 and fp16 (darkroom's default, with ComfyUI's clamps) with the
+// image ≥ 30 dB from diffusers' float32 one.
 func TestGPUZImageCases(t *testing.T) {
 	cases := zimageCases(t)
 	fx := testref.Tensors(t, filepath.Join("zimage", "cases.safetensors"))
 	for _, prec := range []struct {
 		dt       tensor.DType
 		tol, min float64
-	}{{tensor.F32, 1e-4, 45}, {tensor.BF16, 1, 30}} {
+	}{{tensor.F32, 1e-4, 45}, {tensor.BF16, 1, 30}, {tensor.F16, 1, 30}} {
 		t.Run(prec.dt.String(), func(t *testing.T) {
 			m, err := Load(context.Background(), zimageFolder(t), openGPUIn(t, prec.dt))
 			if err != nil {

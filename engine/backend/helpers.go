@@ -58,3 +58,11 @@ func TimestepTable(ts []float32, p TimestepParams) []float32 {
 	}
 	return out
 }
+
+// IsHalf reports whether dev stores tensors in float16 (devices that do
+// not say store float32): the models that outgrow float16's range clamp
+// their activations there, as their peers do.
+func IsHalf(dev Device) bool {
+	p, ok := dev.(interface{ Precision() tensor.DType })
+	return ok && p.Precision() == tensor.F16
+}

@@ -29,7 +29,6 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/nn"
-	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
 
@@ -320,15 +319,6 @@ func Load(b *weights.Builder, dev backend.Device, c Config) (*Model, error) {
 	return m, nil
 }
 
-// precision reports the storage type of a device's tensors (float32 for
-// devices that do not say).
-func precision(dev backend.Device) tensor.DType {
-	if p, ok := dev.(interface{ Precision() tensor.DType }); ok {
-		return p.Precision()
-	}
-	return tensor.F32
-}
-
 // Rope returns the rotary tables cos, sin [N, HeadDim] of ids as diffusers'
 // FluxPosEmbed computes them: per axis i of width d, frequencies
 // 1/θ^(2j/d) in float64, angles id·freq, each cos/sin repeated twice
@@ -569,7 +559,7 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, img, txt, poole
 		return nil, err
 	}
 	D, L := c.Width, T+N
-	r := &run{dev: dev, c: c, B: B, half: precision(dev) == tensor.F16}
+	r := &run{dev: dev, c: c, B: B, half: backend.IsHalf(dev)}
 	rope := Rope
 	if c.Qwen {
 		rope = RopeF32

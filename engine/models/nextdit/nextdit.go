@@ -427,10 +427,23 @@ func Positions(ht, wt, textLen int) [][3]int {
 	return pos
 }
 
+// Half16Limit bounds the attention and feed-forward outputs on float16
+// devices, as ComfyUI's NextDiT does (clamp_fp16: ±65504): Z-Image's
+// activations outgrow float16 otherwise.
+const Half16Limit = 65504
+
 // run holds the per-call state of a forward pass.
 type run struct {
-	dev backend.Device
-	c   Config
+	dev  backend.Device
+	c    Config
+	half bool // a float16 device: clamp as ComfyUI does
+}
+
+// clamp bounds x to ±Half16Limit on float16 devices.
+func (r *run) clamp(x *backend.Tensor) {
+	if r.half {
+		r.dev.Clamp(x, x, -Half16Limit, Half16Limit)
+	}
 }
 
 // Forward runs the transformer on latents x [B, InChannels, H, W] (H and W
@@ -459,7 +472,7 @@ func (m *Model) Forward(ctx context.Context, dev backend.Device, x, txt *backend
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	r := &run{dev: dev, c: c}
+	r := &run{dev: dev, c: c, half: backend.IsHalf(dev)}
 	D, T := c.Width, txt.Shape[1]
 	ht, wt := H/p, W/p
 	N := ht * wt
@@ -611,6 +624,7 @@ func (r *run) block(bl *block, x, temb, cos, sin *backend.Tensor) {
 	}
 	a := r.attention(bl, h, cos, sin)
 	dev.Free(h)
+	r.clamp(a)
 	r.residual(x, a, bl.norm2, mods, 1)
 
 	h = r.rmsNorm(x, bl.ffn1)
@@ -623,8 +637,12 @@ func (r *run) block(bl *block, x, temb, cos, sin *backend.Tensor) {
 	dev.Unary(backend.SiLU, g, g)
 	dev.Binary(backend.Mul, g, g, u)
 	dev.Free(u)
+	r.clamp(g)
 	f := bl.w2.Forward(dev, g)
 	dev.Free(g)
+	if mods != nil {
+		r.clamp(f) // ComfyUI leaves the context refiner's feed-forward output as it is
+	}
 	r.residual(x, f, bl.ffn2, mods, 3)
 }
 

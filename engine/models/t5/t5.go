@@ -21,7 +21,6 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/nn"
-	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 )
 
@@ -206,15 +205,6 @@ func Bucket(rel, buckets, maxDistance int) int {
 	return b + min(exact+int(v), half-1)
 }
 
-// precision reports the storage type of a device's tensors (float32 for
-// devices that do not say).
-func precision(dev backend.Device) tensor.DType {
-	if p, ok := dev.(interface{ Precision() tensor.DType }); ok {
-		return p.Precision()
-	}
-	return tensor.F32
-}
-
 // Forward encodes token ids [B][T] and returns the last hidden states
 // [B, T, Width] after the final norm (T5EncoderModel's last_hidden_state).
 //
@@ -274,7 +264,7 @@ func (m *Encoder) Forward(dev backend.Device, ids [][]int, mask [][]int) (*backe
 		dev.Free(pos)
 		bias = full
 	}
-	half := precision(dev) == tensor.F16
+	half := backend.IsHalf(dev)
 	clamp := func() {
 		if half {
 			dev.Clamp(x, x, -Half16Limit, Half16Limit)

@@ -14,7 +14,6 @@ package flux1
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -131,45 +130,13 @@ func locate(src *family.Source) parts {
 	} else {
 		p.fc, p.ferr = flux.ConfigFromWeights(src, p.root)
 		if p.ferr == nil {
-			p.ferr = readAxes(src, &p.fc)
+			p.ferr = ldm.ReadRopeAxes(src, &p.fc)
 		}
 	}
 	p.vae = ldm.FirstRoot(k, vaeRoots, "decoder.conv_in.weight")
 	p.clip = ldm.FirstRoot(k, clipRoots, "text_model.embeddings.token_embedding.weight")
 	p.t5 = ldm.T5Root(k, t5Roots)
 	return p
-}
-
-// readAxes takes the RoPE axes from a diffusers folder's
-// transformer/config.json (axes_dims_rope): shapes cannot tell them, and
-// single files only come with the released models' head dim 128, whose
-// axes (16, 56, 56) ConfigFromWeights sets.
-func readAxes(src *family.Source, c *flux.Config) error {
-	b, ok := src.JSON["transformer/config.json"]
-	if !ok {
-		return nil
-	}
-	var cfg struct {
-		Axes []int `json:"axes_dims_rope"`
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("transformer/config.json: %w", err)
-	}
-	if cfg.Axes == nil {
-		return nil
-	}
-	sum := 0
-	for _, a := range cfg.Axes {
-		if a <= 0 || a%2 != 0 {
-			return fmt.Errorf("transformer/config.json: axes_dims_rope %v: each must be even and positive", cfg.Axes)
-		}
-		sum += a
-	}
-	if len(cfg.Axes) != 3 || sum != c.HeadDim {
-		return fmt.Errorf("transformer/config.json: axes_dims_rope %v: want 3 axes summing to the head dim %d", cfg.Axes, c.HeadDim)
-	}
-	c.AxesDim = cfg.Axes
-	return nil
 }
 
 // missing names the files a transformer-only model still needs, or "".

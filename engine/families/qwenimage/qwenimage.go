@@ -106,6 +106,8 @@ func locate(src *family.Source) parts {
 		p.root, p.ferr = "", errors.New("no Qwen-Image transformer weights")
 	} else if p.fc, p.ferr = flux.ConfigFromWeights(src, p.root); p.ferr == nil && !p.fc.Qwen {
 		p.ferr = errors.New("the transformer is not in Qwen-Image's layout")
+	} else if p.ferr == nil {
+		p.ferr = ldm.ReadRopeAxes(src, &p.fc)
 	}
 	for _, r := range vaeRoots {
 		if k.Has(r+"decoder.") && (k.Has(r+"decoder.conv_in.weight") || k.Has(r+"decoder.conv1.weight")) {

@@ -1,6 +1,12 @@
 package ldm
 
-import "github.com/darkroom-ai/darkroom/engine/family"
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/darkroom-ai/darkroom/engine/family"
+	"github.com/darkroom-ai/darkroom/engine/models/flux"
+)
 
 // FluxLatentFormat is the latent space of the Flux autoencoder (Flux.1,
 // Z-Image, Chroma): 16 channels, factor 8, scale 0.3611
@@ -17,4 +23,36 @@ func FluxLatentFormat() family.LatentFormat {
 		RGBBias: [3]float32{-0.0329, -0.0718, -0.0851},
 		TAESD:   "taef1_decoder.safetensors",
 	}
+}
+
+// ReadRopeAxes takes a Flux-stack transformer's RoPE axes from a diffusers
+// folder's transformer/config.json (axes_dims_rope; Flux.1, Qwen-Image):
+// shapes cannot tell them, and single files only come with the released
+// models' head dim 128, whose axes flux.ConfigFromWeights sets.
+func ReadRopeAxes(src *family.Source, c *flux.Config) error {
+	b, ok := src.JSON["transformer/config.json"]
+	if !ok {
+		return nil
+	}
+	var cfg struct {
+		Axes []int `json:"axes_dims_rope"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("transformer/config.json: %w", err)
+	}
+	if cfg.Axes == nil {
+		return nil
+	}
+	sum := 0
+	for _, a := range cfg.Axes {
+		if a <= 0 || a%2 != 0 {
+			return fmt.Errorf("transformer/config.json: axes_dims_rope %v: each must be even and positive", cfg.Axes)
+		}
+		sum += a
+	}
+	if len(cfg.Axes) != 3 || sum != c.HeadDim {
+		return fmt.Errorf("transformer/config.json: axes_dims_rope %v: want 3 axes summing to the head dim %d", cfg.Axes, c.HeadDim)
+	}
+	c.AxesDim = cfg.Axes
+	return nil
 }

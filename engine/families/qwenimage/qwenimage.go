@@ -80,9 +80,19 @@ var Defaults = family.Defaults{Width: 1328, Height: 1328, Steps: 20, CFG: 2.5, S
 
 // LatentFormat is Qwen-Image's latent space: 16 channels, factor 8; the
 // VAE codec applies the per-channel mean and std itself (scale 1, shift
-// 0 here). No latent→RGB preview factors.
+// 0 here); ComfyUI's latent→RGB factors of the Wan 2.1 latent space, which
+// Qwen-Image's VAE shares.
 func LatentFormat() family.LatentFormat {
-	return family.LatentFormat{Channels: 16, Factor: 8, Scale: 1}
+	return family.LatentFormat{
+		Channels: 16, Factor: 8, Scale: 1,
+		RGB: [][3]float32{
+			{-0.1299, -0.1692, 0.2932}, {0.0671, 0.0406, 0.0442}, {0.3568, 0.2548, 0.1747}, {0.0372, 0.2344, 0.1420},
+			{0.0313, 0.0189, -0.0328}, {0.0296, -0.0956, -0.0665}, {-0.3477, -0.4059, -0.2925}, {0.0166, 0.1902, 0.1975},
+			{-0.0412, 0.0267, -0.1364}, {-0.1293, 0.0740, 0.1636}, {0.0680, 0.3019, 0.1128}, {0.0032, 0.0581, 0.0639},
+			{-0.1251, 0.0927, 0.1699}, {0.0060, -0.0633, 0.0005}, {0.3477, 0.2275, 0.2950}, {0.1984, 0.0913, 0.1861},
+		},
+		RGBBias: [3]float32{-0.1835, -0.0868, -0.3360},
+	}
 }
 
 // parts locates the components of a source.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
 	"os"
 	"path/filepath"
 	"testing"
@@ -202,4 +203,29 @@ func runQwenImageCase(t *testing.T, m *Model, c qwenImageCase, fx map[string][]f
 		t.Fatal(err)
 	}
 	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+}
+
+// TestQwenImageImg2ImgInpaint runs the tiny Qwen-Image through the generic
+// img2img and inpaint paths (checkImg2ImgPaths) with its Wan-style VAE's
+// encoder: the final latent moves away from the encoded init image as the
+// denoise grows, and an inpaint leaves every unmasked pixel as it was.
+func TestQwenImageImg2ImgInpaint(t *testing.T) {
+	if !testref.Exists("qwenimage", "cases.json") {
+		t.Skip("no qwenimage fixtures")
+	}
+	m, err := Load(context.Background(), qwenImageFolder(t), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := DefaultRequest()
+	base.Model, base.Prompt, base.Seed, base.Steps, base.Width, base.Height = "qwen-image-tiny", "a lighthouse", 3, 4, 64, 64
+	base.CFG, base.Sampler, base.Scheduler = 1, "euler", "simple"
+	mask := image.NewGray(image.Rect(0, 0, 64, 64))
+	for y := range 64 {
+		for x := 32; x < 64; x++ {
+			mask.Pix[y*64+x] = 255
+		}
+	}
+	checkImg2ImgPaths(t, m, base, mask, 0.9, 5, func(x, _ int) bool { return x < 32 })
 }

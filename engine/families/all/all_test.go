@@ -452,6 +452,18 @@ func TestQwenImageSplitFiles(t *testing.T) {
 	if _, err := loadSplit(t, fp8Main, vaePath, fp8Text); err != nil {
 		t.Fatalf("fp8 files: %v", err)
 	}
+	// Qwen-Image-Edit has the same tensors: told by its name, refused.
+	raw, err := os.ReadFile(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	editPath := filepath.Join(t.TempDir(), "qwen_image_edit_2509_bf16.json.gz")
+	if err := os.WriteFile(editPath, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadSplit(t, editPath, vaePath, qwen); err == nil || !strings.Contains(err.Error(), "Qwen-Image-Edit") {
+		t.Errorf("an Edit model: %v, want it refused by name", err)
+	}
 	_, err = loadSplit(t, main, "")
 	want := "this Qwen-Image model has no VAE, Qwen2.5-VL text encoder: also give --vae qwen_image_vae.safetensors --text-encoder qwen_2.5_vl_7b.safetensors"
 	if err == nil || err.Error() != want {

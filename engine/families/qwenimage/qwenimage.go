@@ -150,6 +150,9 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if p.ferr != nil {
 		return nil, p.ferr
 	}
+	if edit(src) {
+		return nil, errors.New("this is Qwen-Image-Edit by its name: image editing (a reference image through Qwen2.5-VL's vision tower) is not supported yet; text-to-image Qwen-Image is")
+	}
 	if name, where := ldm.FoundUnder(src, []string{"cond_stage_model.", "text_encoders.clip_l.", "text_encoders.t5xxl."}); name != "" {
 		return nil, fmt.Errorf("%s holds a CLIP or T5 text encoder (%q); Qwen-Image uses Qwen2.5-VL-7B only", where, name)
 	}
@@ -217,6 +220,14 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		Defaults: Defaults,
 		Parts:    Family{}.Describe(src),
 	}, nil
+}
+
+// edit tells Qwen-Image-Edit by its file or folder name or modelspec
+// title: its transformer has Qwen-Image's tensors, but it is conditioned
+// on a reference image the text-to-image pipeline does not give it.
+func edit(src *family.Source) bool {
+	name := strings.ToLower(filepath.Base(src.Path) + " " + src.Metadata["modelspec.title"])
+	return strings.Contains(name, "edit")
 }
 
 // Describe infers the component configurations from shapes.

@@ -204,6 +204,7 @@ func newIndex(src weights.Source) *index {
 	}
 	x.addT5()
 	x.addFlux()
+	x.addZImage()
 	return x
 }
 

@@ -120,7 +120,7 @@ func TestQwenImageDiffusersCases(t *testing.T) {
 // with --vae and the text encoder with --text-encoder; the tiny models'
 // rope axes and head width come from the folder's configs (split files
 // carry none, and only the released models' are known).
-func qwenImageSplit(t *testing.T, folder string) *Model {
+func qwenImageSplit(t *testing.T, folder string, loras ...LoRA) *Model {
 	t.Helper()
 	src, err := weights.OpenFiles(filepath.Join(folder, "transformer", "diffusion_pytorch_model.safetensors"),
 		filepath.Join(folder, "vae", "diffusion_pytorch_model.safetensors"), []string{filepath.Join(folder, "text_encoder", "model.safetensors")})
@@ -135,7 +135,7 @@ func qwenImageSplit(t *testing.T, folder string) *Model {
 		}
 		src.JSON[f] = b
 	}
-	m, err := loadFrom(context.Background(), src, cpu.New(), nil, nil)
+	m, err := loadFrom(context.Background(), src, cpu.New(), loras, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,4 +228,57 @@ func TestQwenImageImg2ImgInpaint(t *testing.T) {
 		}
 	}
 	checkImg2ImgPaths(t, m, base, mask, 0.9, 5, func(x, _ int) bool { return x < 32 })
+}
+
+// TestQwenImageLoRALayouts applies random rank-4 LoRAs to the tiny
+// Qwen-Image from the folder and as split files — one in ComfyUI's /
+// lightx2v's diffusion_model.… names with kohya's down/up, one in diffusers'
+// transformer.… peft names — and checks the two layouts' latents agree
+// (1e-5) and move away from the LoRA-free one. (No peer fixture yet.)
+func TestQwenImageLoRALayouts(t *testing.T) {
+	if testing.Short() || !testref.Exists("qwenimage", "cases.json") {
+		t.Skip("no qwenimage fixtures, or -short")
+	}
+	folder := qwenImageFolder(t)
+	latent := func(m *Model) []float32 {
+		req := DefaultRequest()
+		req.Model, req.Prompt, req.Seed, req.Steps = "qwen-image-tiny", "a lighthouse", 7, 2
+		req.Width, req.Height, req.Convention = 32, 32, "diffusers"
+		req.Sampler, req.Scheduler, req.CFG = "euler", "simple", 1
+		for _, l := range m.LoRAs() {
+			req.LoRAs = append(req.LoRAs, l.String())
+		}
+		res, err := m.Generate(context.Background(), req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Latents
+	}
+	load := func(loras []LoRA) map[string]*Model {
+		m, err := LoadFiles(context.Background(), ModelFiles{Model: folder, LoRAs: loras}, cpu.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return map[string]*Model{"diffusers": m, "split": qwenImageSplit(t, folder, loras...)}
+	}
+	base := latent(load(nil)["diffusers"])
+	for name, mods := range map[string][]fluxLoRAModule{
+		"comfyui": {{"lora_unet_transformer_blocks_0_attn_to_q", 32, 32}, {"lora_unet_transformer_blocks_1_img_mlp_net_0_proj", 128, 32},
+			{"lora_unet_transformer_blocks_0_txt_mod_1", 192, 32}, {"lora_unet_img_in", 32, 64}},
+		"diffusers": {{"transformer.transformer_blocks.1.attn.add_k_proj", 32, 32}, {"transformer.transformer_blocks.0.attn.to_out.0", 32, 32},
+			{"transformer.txt_in", 32, 32}, {"transformer.proj_out", 64, 32}},
+	} {
+		path := writeFluxLoRA(t, "qwen-"+name, mods)
+		t.Run(name, func(t *testing.T) {
+			ms := load([]LoRA{{Path: path, Strength: 0.8}})
+			d, s := latent(ms["diffusers"]), latent(ms["split"])
+			check(t, "split against diffusers", s, d, 1e-5)
+			if e := testref.RelErr(d, base); e < 1e-3 {
+				t.Errorf("the LoRA moves the latent by only %.3g", e)
+			} else {
+				t.Logf("the LoRA moves the latent by %.3g (relative)", e)
+			}
+		})
+	}
 }

@@ -135,6 +135,9 @@ func (x *index) addFlux() {
 	has := func(n string) bool { _, ok := x.src.Info(n); return ok }
 	root, found, bfl := "", false, false
 	for _, r := range []string{"", "model.diffusion_model.", "transformer."} {
+		if has(r + "txt_norm.weight") {
+			return // Qwen-Image's img_in is not BFL's (addQwenImage)
+		}
 		if has(r + "img_in.weight") {
 			root, found, bfl = r, true, true
 			break

@@ -205,6 +205,7 @@ func newIndex(src weights.Source) *index {
 	x.addT5()
 	x.addFlux()
 	x.addZImage()
+	x.addQwenImage()
 	return x
 }
 

@@ -116,3 +116,43 @@ func isZImageModule(module string) bool {
 	}
 	return false
 }
+
+// addQwenImage registers a Qwen-Image transformer's layers, when src has
+// one: its names are diffusers' in every layout (ComfyUI keeps them), so
+// each module maps name for name, under every trainer's prefixes.
+func (x *index) addQwenImage() {
+	has := func(n string) bool { _, ok := x.src.Info(n); return ok }
+	for _, root := range []string{"", "model.diffusion_model.", "transformer."} {
+		if !has(root+"txt_norm.weight") || !has(root+"img_in.weight") {
+			continue
+		}
+		for _, n := range x.src.Names() {
+			rest, ok := strings.CutPrefix(n, root)
+			if !ok {
+				continue
+			}
+			module, ok := strings.CutSuffix(rest, ".weight")
+			info, _ := x.src.Info(n)
+			if !ok || len(info.Shape) != 2 || !isQwenImageModule(module) {
+				continue
+			}
+			t := target{weight: n}
+			if b := root + module + ".bias"; has(b) {
+				t.bias = b
+			}
+			x.add(t, append(bflAliases(module), diffusersAliases(module)...)...)
+		}
+		return
+	}
+}
+
+// isQwenImageModule reports whether module is a Qwen-Image transformer
+// name.
+func isQwenImageModule(module string) bool {
+	for _, t := range []string{"transformer_blocks.", "img_in.", "txt_in.", "time_text_embed.", "norm_out.", "proj_out."} {
+		if strings.HasPrefix(module+".", t) {
+			return true
+		}
+	}
+	return false
+}

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"os"
@@ -39,27 +38,7 @@ type qwenImageCase struct {
 	} `json:"token_ids"`
 }
 
-func qwenImageCases(t *testing.T) []qwenImageCase {
-	t.Helper()
-	if !testref.Exists("qwenimage", "cases.json") {
-		t.Skip("no qwenimage fixtures")
-	}
-	b, err := os.ReadFile(testref.Path("qwenimage", "cases.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Cases    []qwenImageCase `json:"cases"`
-		Failures []string        `json:"failures"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if len(doc.Cases) == 0 || len(doc.Failures) > 0 {
-		t.Fatalf("qwenimage/cases.json: %d cases, failures %v", len(doc.Cases), doc.Failures)
-	}
-	return doc.Cases
-}
+func qwenImageCases(t *testing.T) []qwenImageCase { return fixtureCases[qwenImageCase](t, "qwenimage") }
 
 // qwenImageFolder assembles the tiny QwenImagePipeline folder: pipe/ with
 // the text encoder's full 152064-row token table (the fixture keeps the
@@ -183,26 +162,7 @@ func runQwenImageCase(t *testing.T, m *Model, c qwenImageCase, fx map[string][]f
 		check(t, p.key, got, want, tol)
 	}
 	checkSamplerSigmas(t, m, SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"}, req, c.Sigmas)
-	var steps [][]float32
-	res, err := m.Generate(ctx, req, func(ev Event) {
-		if ev.Phase == PhaseSample {
-			steps = append(steps, ev.Latent)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(steps) != c.Steps {
-		t.Fatalf("%d steps, want %d", len(steps), c.Steps)
-	}
-	for i, s := range steps {
-		check(t, fmt.Sprintf("latents_%d", i), s, fx[fmt.Sprintf("%s/latents_unpacked_%d", c.Name, i)], tol)
-	}
-	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+	return checkStepsAndImage(t, m, req, fx, func(i int) string { return fmt.Sprintf("%s/latents_unpacked_%d", c.Name, i) }, c.Name+"/image", tol)
 }
 
 // TestQwenImageImg2ImgInpaint runs the tiny Qwen-Image through the generic

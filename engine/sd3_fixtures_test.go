@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"os"
@@ -45,27 +44,7 @@ type sd3Case struct {
 	TokenIDs map[string][]int `json:"token_ids"`
 }
 
-func sd3Cases(t *testing.T) []sd3Case {
-	t.Helper()
-	if !testref.Exists("sd3", "cases.json") {
-		t.Skip("no sd3 fixtures")
-	}
-	b, err := os.ReadFile(testref.Path("sd3", "cases.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Cases    []sd3Case `json:"cases"`
-		Failures []string  `json:"failures"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if len(doc.Cases) == 0 || len(doc.Failures) > 0 {
-		t.Fatalf("sd3/cases.json: %d cases, failures %v", len(doc.Cases), doc.Failures)
-	}
-	return doc.Cases
-}
+func sd3Cases(t *testing.T) []sd3Case { return fixtureCases[sd3Case](t, "sd3") }
 
 // sd3Folder assembles a tiny StableDiffusion3Pipeline folder: sd35/ whole
 // but for the T5 weights (the tiny T5 of t5-tiny; none with noT5) and its
@@ -186,7 +165,6 @@ func TestSD3DiffusersCases(t *testing.T) {
 // tol), and returns the image's PSNR against diffusers'.
 func runSD3Case(t *testing.T, m *Model, c sd3Case, fx map[string][]float32, tol float64) float64 {
 	t.Helper()
-	ctx := context.Background()
 	req := DefaultRequest()
 	req.Model, req.Prompt, req.Seed, req.Steps = "sd3-tiny", c.Prompt, c.Seed, c.Steps
 	req.Width, req.Height, req.Batch, req.Convention = c.Width, c.Height, c.N, "diffusers"
@@ -224,26 +202,7 @@ func runSD3Case(t *testing.T, m *Model, c sd3Case, fx map[string][]float32, tol 
 	opt := family.PromptOptions{Convention: ConventionDiffusers, MaxSequenceLength: c.MSL, ClipSkip: req.ClipSkip}
 	checkConds(t, m, opt, req, fx, c.Name+"/", "prompt_embeds", "pooled_prompt_embeds", tol)
 	checkSamplerSigmas(t, m, SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"}, req, c.Sigmas)
-	var steps [][]float32
-	res, err := m.Generate(ctx, req, func(ev Event) {
-		if ev.Phase == PhaseSample {
-			steps = append(steps, ev.Latent)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(steps) != c.Steps {
-		t.Fatalf("%d steps, want %d", len(steps), c.Steps)
-	}
-	for i, s := range steps {
-		check(t, fmt.Sprintf("latents_%d", i), s, fx[fmt.Sprintf("%s/latents_%d", c.Name, i)], tol)
-	}
-	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+	return checkStepsAndImage(t, m, req, fx, func(i int) string { return fmt.Sprintf("%s/latents_%d", c.Name, i) }, c.Name+"/image", tol)
 }
 
 // TestGPUSD3Cases runs the StableDiffusion3Pipeline cases from the

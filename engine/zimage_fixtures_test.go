@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"os"
@@ -38,27 +37,7 @@ type zimageCase struct {
 	} `json:"token_ids"`
 }
 
-func zimageCases(t *testing.T) []zimageCase {
-	t.Helper()
-	if !testref.Exists("zimage", "cases.json") {
-		t.Skip("no zimage fixtures")
-	}
-	b, err := os.ReadFile(testref.Path("zimage", "cases.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Cases    []zimageCase `json:"cases"`
-		Failures []string     `json:"failures"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if len(doc.Cases) == 0 || len(doc.Failures) > 0 {
-		t.Fatalf("zimage/cases.json: %d cases, failures %v", len(doc.Cases), doc.Failures)
-	}
-	return doc.Cases
-}
+func zimageCases(t *testing.T) []zimageCase { return fixtureCases[zimageCase](t, "zimage") }
 
 // zimageTextEncoder writes the tiny Qwen3 text encoder with its full
 // 151936-row token table into dir (model.safetensors): the fixture keeps
@@ -179,26 +158,7 @@ func runZImageCase(t *testing.T, m *Model, c zimageCase, fx map[string][]float32
 		check(t, p.key, got, fx[fmt.Sprintf("%s/%s_0", c.Name, p.key)], tol)
 	}
 	checkSamplerSigmas(t, m, SampleParams{Width: c.Width, Height: c.Height, Convention: ConventionDiffusers, Scheduler: "simple"}, req, c.Sigmas)
-	var steps [][]float32
-	res, err := m.Generate(ctx, req, func(ev Event) {
-		if ev.Phase == PhaseSample {
-			steps = append(steps, ev.Latent)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(steps) != c.Steps {
-		t.Fatalf("%d steps, want %d", len(steps), c.Steps)
-	}
-	for i, s := range steps {
-		check(t, fmt.Sprintf("latents_%d", i), s, fx[fmt.Sprintf("%s/latents_%d", c.Name, i)], tol)
-	}
-	pix, err := m.Decode(ctx, res.Latents, res.LatentShape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testref.PSNR(batchToHWC(pix, c.N, c.Height, c.Width), fx[c.Name+"/image"])
+	return checkStepsAndImage(t, m, req, fx, func(i int) string { return fmt.Sprintf("%s/latents_%d", c.Name, i) }, c.Name+"/image", tol)
 }
 
 // TestGPUZImageCases runs the ZImagePipeline cases from the diffusers

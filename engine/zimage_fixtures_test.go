@@ -6,6 +6,7 @@ import (
 	"image"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/darkroom-ai/darkroom/engine/backend/cpu"
@@ -13,6 +14,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
 	"github.com/darkroom-ai/darkroom/engine/tensor"
+	"github.com/darkroom-ai/darkroom/engine/tokenizer"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/weightstest"
 )
@@ -294,5 +296,42 @@ func TestZImageLoRALayouts(t *testing.T) {
 				t.Logf("the LoRA moves the latent by %.3g (relative)", e)
 			}
 		})
+	}
+}
+
+// TestZImageComfyTokens: under ComfyUI's convention the prompt is tokenized
+// as ComfyUI's Z-Image text encoder does, with its qwen25_tokenizer (where
+// <think> is plain text) and without truncation; under diffusers' with
+// Qwen3's tokenizer (<think> one added token) truncated at
+// max_sequence_length.
+func TestZImageComfyTokens(t *testing.T) {
+	if !testref.Exists("zimage", "cases.json") {
+		t.Skip("no zimage fixtures")
+	}
+	m, err := Load(context.Background(), zimageFolder(t), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c := m.c.Text.(*zimage.Conditioner)
+	const prompt = `a <think> cat \(tabby\)`
+	comfy := c.IDs(prompt, family.PromptOptions{Convention: ConventionComfy})
+	q25, err := tokenizer.NewQwen25()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := q25.IDs("<|im_start|>user\na <think> cat (tabby)<|im_end|>\n<|im_start|>assistant\n"); fmt.Sprint(comfy) != fmt.Sprint(want) {
+		t.Errorf("ComfyUI ids %v, want %v", comfy, want)
+	}
+	diff := c.IDs(prompt, family.PromptOptions{Convention: ConventionDiffusers})
+	if len(diff) >= len(comfy) {
+		t.Errorf("diffusers' ids (%d) should hold <think> as one token, fewer than ComfyUI's %d", len(diff), len(comfy))
+	}
+	long := strings.Repeat("word ", 600)
+	if n := len(c.IDs(long, family.PromptOptions{Convention: ConventionDiffusers})); n != 512 {
+		t.Errorf("diffusers: %d ids, want truncation at 512", n)
+	}
+	if n := len(c.IDs(long, family.PromptOptions{Convention: ConventionComfy})); n <= 600 {
+		t.Errorf("ComfyUI: %d ids, want the whole prompt", n)
 	}
 }

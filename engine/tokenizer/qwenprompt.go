@@ -54,13 +54,12 @@ func Qwen3Chat(prompt string, thinking bool) string {
 // template with enable_thinking=True (Qwen3Chat(prompt, true)), tokenized
 // with padding="max_length", max_length=512 and truncation, nothing
 // dropped (the padding is left out by the attention mask). ComfyUI's
-// Z-Image text encoder writes the same template by hand and tokenizes it
-// without padding or truncation; its code is not in the ComfyUI snapshot
-// this was checked against (a125cd8), and it is reported to load the same
-// qwen25_tokenizer folder as Qwen-Image, which NewQwen25 reproduces: that
-// differs from Qwen3's tokenizer (NewQwen3, diffusers') only on prompts
-// holding <tool_response>, </tool_response>, <think> or </think>, plain
-// text there.
+// Z-Image text encoder (comfy/text_encoders/z_image.py) writes the same
+// template by hand, tokenizes it without padding or truncation, and loads
+// the same qwen25_tokenizer folder as Qwen-Image, which NewQwen25
+// reproduces: that differs from Qwen3's tokenizer (NewQwen3, diffusers')
+// only on prompts holding <tool_response>, </tool_response>, <think> or
+// </think>, plain text there (ComfyZImage).
 var ZImageTemplate = PromptTemplate{
 	Prefix:    "<|im_start|>user\n",
 	Suffix:    "<|im_end|>\n<|im_start|>assistant\n",

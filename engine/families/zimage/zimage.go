@@ -161,6 +161,10 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 	if tc.Layers < 2 {
 		return nil, fmt.Errorf("the Qwen3 text encoder has %d layer; Z-Image reads its second-to-last hidden state", tc.Layers)
 	}
+	comfyTok, err := tokenizer.NewQwen25()
+	if err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -194,7 +198,7 @@ func (Family) Load(ctx context.Context, src *family.Source, env family.Env) (*fa
 		defaults = BaseDefaults
 	}
 	return &family.Components{
-		Text:     &Conditioner{Tok: tok, Model: llm, Dev: dev, MaxLen: defaults.MaxSequenceLength},
+		Text:     &Conditioner{Tok: tok, ComfyTok: comfyTok, Model: llm, Dev: dev, MaxLen: defaults.MaxSequenceLength},
 		Denoiser: &Denoiser{Net: net, Dev: dev},
 		VAE:      family.NewVAE(autoencoder, f),
 		VAEOn:    ldm.VAEOnAt(src, p.vae, vc, f),
@@ -244,9 +248,14 @@ func (Family) Describe(src *family.Source) []family.Part {
 // over the chat template, as diffusers' ZImagePipeline.encode_prompt and
 // ComfyUI's Z-Image text encoder do.
 type Conditioner struct {
-	Tok   *tokenizer.Qwen
-	Model *qwenllm.Model
-	Dev   backend.Device
+	Tok *tokenizer.Qwen
+	// ComfyTok is the tokenizer under ComfyUI's convention: ComfyUI's
+	// Z-Image text encoder loads its qwen25_tokenizer folder, where
+	// <think>, </think>, <tool_response> and </tool_response> are plain
+	// text rather than Qwen3's added tokens (NewQwen25).
+	ComfyTok *tokenizer.Qwen
+	Model    *qwenllm.Model
+	Dev      backend.Device
 	// MaxLen is diffusers' max_sequence_length default (512).
 	MaxLen int
 }
@@ -258,7 +267,7 @@ type Conditioner struct {
 // computes the same without the padding).
 func (c *Conditioner) IDs(text string, opt family.PromptOptions) []int {
 	if opt.Convention == family.ConventionComfy {
-		return c.Tok.IDs(tokenizer.ComfyZImage(text))
+		return c.ComfyTok.IDs(tokenizer.ComfyZImage(text))
 	}
 	n := opt.MaxSequenceLength
 	if n == 0 {

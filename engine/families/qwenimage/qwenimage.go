@@ -120,7 +120,7 @@ func locate(src *family.Source) parts {
 		p.ferr = ldm.ReadRopeAxes(src, &p.fc)
 	}
 	for _, r := range vaeRoots {
-		if k.Has(r+"decoder.") && (k.Has(r+"decoder.conv_in.weight") || k.Has(r+"decoder.conv1.weight")) {
+		if k.Has(r+"decoder.conv_in.weight") || k.Has(r+"decoder.conv1.weight") {
 			p.vae = r
 			break
 		}
@@ -131,17 +131,8 @@ func locate(src *family.Source) parts {
 
 // missing names the files a transformer-only model still needs, or "".
 func (p parts) missing() string {
-	var lack, need []string
-	if p.vae == "" {
-		lack, need = append(lack, "VAE"), append(need, "--vae qwen_image_vae.safetensors")
-	}
-	if p.text == "" {
-		lack, need = append(lack, "Qwen2.5-VL text encoder"), append(need, "--text-encoder qwen_2.5_vl_7b.safetensors")
-	}
-	if len(need) == 0 {
-		return ""
-	}
-	return "this Qwen-Image model has no " + strings.Join(lack, ", ") + ": also give " + strings.Join(need, " ")
+	return ldm.Missing("Qwen-Image", ldm.Need{What: "VAE", Flag: "--vae qwen_image_vae.safetensors", Have: p.vae != ""},
+		ldm.Need{What: "Qwen2.5-VL text encoder", Flag: "--text-encoder qwen_2.5_vl_7b.safetensors", Have: p.text != ""})
 }
 
 // Load builds the Qwen-Image components.

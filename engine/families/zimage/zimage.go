@@ -113,17 +113,8 @@ func locate(src *family.Source) parts {
 
 // missing names the files a transformer-only model still needs, or "".
 func (p parts) missing() string {
-	var lack, need []string
-	if p.vae == "" {
-		lack, need = append(lack, "VAE"), append(need, "--vae ae.safetensors")
-	}
-	if p.text == "" {
-		lack, need = append(lack, "Qwen3 text encoder"), append(need, "--text-encoder qwen_3_4b.safetensors")
-	}
-	if len(need) == 0 {
-		return ""
-	}
-	return "this Z-Image model has no " + strings.Join(lack, ", ") + ": also give " + strings.Join(need, " ")
+	return ldm.Missing("Z-Image", ldm.Need{What: "VAE", Flag: "--vae ae.safetensors", Have: p.vae != ""},
+		ldm.Need{What: "Qwen3 text encoder", Flag: "--text-encoder qwen_3_4b.safetensors", Have: p.text != ""})
 }
 
 // Load builds the Z-Image components.

@@ -136,3 +136,25 @@ func VAEPart(src *family.Source, root string, f family.LatentFormat) family.Part
 	vc.ScalingFactor, vc.ShiftFactor = f.Scale, f.Shift
 	return Part("VAE", root, vc, err)
 }
+
+// Need is a component a model needs, whether the source has it, and the
+// flag that supplies it ("VAE", "--vae ae.safetensors").
+type Need struct {
+	What, Flag string
+	Have       bool
+}
+
+// Missing returns the one-line message naming what a model of family
+// lacks and the flags that supply it, or "" when it lacks nothing.
+func Missing(family string, needs ...Need) string {
+	var lack, flags []string
+	for _, n := range needs {
+		if !n.Have {
+			lack, flags = append(lack, n.What), append(flags, n.Flag)
+		}
+	}
+	if len(flags) == 0 {
+		return ""
+	}
+	return "this " + family + " model has no " + strings.Join(lack, ", ") + ": also give " + strings.Join(flags, " ")
+}

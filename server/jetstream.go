@@ -1,13 +1,20 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,12 +25,26 @@ import (
 
 // The JetStream names the server and its workers share.
 const (
-	// jobStream is the durable work queue of tasks (subject jobSubject):
-	// each message goes to one worker of jobConsumer and leaves the stream
-	// once acknowledged.
-	jobStream   = "DARKROOM_JOBS"
-	jobSubject  = "darkroom.jobs"
-	jobConsumer = "darkroom-workers"
+	// jobStream is the durable work queue of tasks: a task for model M
+	// is a message on jobSubject.<modelToken(M)>, taken by one worker of
+	// that subject's consumer (consumerPrefix + token), and it leaves
+	// the stream once acknowledged. One subject per model lets a worker
+	// ask for the jobs of the models it has loaded first.
+	jobStream      = "DARKROOM_JOBS"
+	jobSubject     = "darkroom.jobs"
+	consumerPrefix = "darkroom-m-"
+	// legacyConsumer is the one unfiltered consumer of darkroom 0.x
+	// before the per-model subjects; it is removed when found.
+	legacyConsumer = "darkroom-workers"
+	// pendingStream keeps the tasks a server has accepted but not yet
+	// handed to the work queue (they wait in its fair queue), on
+	// pendingPrefix + the server's origin token: a restarted server
+	// queues them again, so no accepted job is lost.
+	pendingStream = "DARKROOM_PENDING"
+	pendingPrefix = "darkroom.pending."
+	// queuedSubject (core NATS) wakes idle workers when a task is
+	// published.
+	queuedSubject = "darkroom.queued"
 	// resultBucket (a key-value bucket) holds "result.ID" once a task's
 	// outcome is stored, "cancel.ID" for a cancelled task; blobBucket (an
 	// object store) holds the outcomes ("result.ID", images included) and
@@ -40,9 +61,21 @@ const (
 	resultTTL       = 24 * time.Hour
 	// maxDeliveriesAdvisory is JetStream's notice that the workers'
 	// consumer gave up on a message.
-	maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + jobStream + "." + jobConsumer
+	maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + jobStream + ".*"
 	heartbeatEvery        = 2 * time.Second
+	// idlePoll is how often an idle worker looks at the queue when no
+	// notice wakes it (a redelivery after AckWait sends none).
+	idlePoll = time.Second
+	// consumerIdle removes a model's consumer unused this long.
+	consumerIdle = 24 * time.Hour
 )
+
+// modelToken is the subject token of a task's model: its name as workers
+// report it loaded (engine.Engine.Loaded), hashed to a NATS-safe token.
+func modelToken(model string) string {
+	h := sha256.Sum256([]byte(modelKey(model)))
+	return hex.EncodeToString(h[:8])
+}
 
 // JetStreamOptions configure the JetStream queue.
 type JetStreamOptions struct {
@@ -57,6 +90,10 @@ type JetStreamOptions struct {
 	// (default 5): a task that kills every worker that takes it (out of
 	// memory) fails instead of going round for ever.
 	MaxDeliver int
+	// Origin names the server among the servers of one NATS cluster
+	// (default: the host name): a restarted server takes back the jobs
+	// it had accepted, and only those.
+	Origin string
 	// Log receives the worker's job lines (nil: none).
 	Log *slog.Logger
 	// stored, when set, is called with a task's id each time a worker has
@@ -77,6 +114,9 @@ func (o *JetStreamOptions) setDefaults() {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Origin == "" {
+		o.Origin, _ = os.Hostname()
+	}
 }
 
 // queue is the JetStream side both the server and the workers open.
@@ -86,6 +126,9 @@ type queue struct {
 	kv    jetstream.KeyValue
 	blobs jetstream.ObjectStore
 	opts  JetStreamOptions
+
+	mu   sync.Mutex
+	cons map[string]jetstream.Consumer // by model token
 }
 
 // openQueue creates (or updates) the stream, the consumer and the buckets.
@@ -96,16 +139,21 @@ func openQueue(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*queu
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: jobStream, Subjects: []string{jobSubject}, Retention: jetstream.WorkQueuePolicy,
+		Name: jobStream, Subjects: []string{jobSubject + ".*"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute,
 	}); err != nil {
 		return nil, fmt.Errorf("jetstream stream %s: %w", jobStream, err)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, jobStream, jetstream.ConsumerConfig{
-		Durable: jobConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: opts.AckWait,
-		MaxDeliver: opts.MaxDeliver, MaxAckPending: 1024,
+	// An unfiltered consumer would overlap the per-model ones, which a
+	// work queue refuses.
+	if err := js.DeleteConsumer(ctx, jobStream, legacyConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("jetstream consumer %s: %w", legacyConsumer, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: pendingStream, Subjects: []string{pendingPrefix + "*"}, Storage: jetstream.FileStorage,
+		Duplicates: 10 * time.Minute,
 	}); err != nil {
-		return nil, fmt.Errorf("jetstream consumer %s: %w", jobConsumer, err)
+		return nil, fmt.Errorf("jetstream stream %s: %w", pendingStream, err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: resultBucket, TTL: resultTTL, Storage: jetstream.FileStorage})
 	if err != nil {
@@ -115,7 +163,101 @@ func openQueue(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*queu
 	if err != nil {
 		return nil, fmt.Errorf("jetstream object store %s: %w", blobBucket, err)
 	}
-	return &queue{nc: nc, js: js, kv: kv, blobs: blobs, opts: opts}, nil
+	return &queue{nc: nc, js: js, kv: kv, blobs: blobs, opts: opts, cons: map[string]jetstream.Consumer{}}, nil
+}
+
+// consumer returns the durable consumer of the tasks for model token,
+// creating it when needed.
+func (q *queue) consumer(ctx context.Context, token string) (jetstream.Consumer, error) {
+	q.mu.Lock()
+	c := q.cons[token]
+	q.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	c, err := q.js.CreateOrUpdateConsumer(ctx, jobStream, jetstream.ConsumerConfig{
+		Durable: consumerPrefix + token, FilterSubject: jobSubject + "." + token,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: q.opts.AckWait, MaxDeliver: q.opts.MaxDeliver,
+		MaxAckPending: 1024, InactiveThreshold: consumerIdle,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jetstream consumer %s: %w", consumerPrefix+token, err)
+	}
+	q.mu.Lock()
+	q.cons[token] = c
+	q.mu.Unlock()
+	return c, nil
+}
+
+// forget drops a cached consumer that failed (removed while idle): the
+// next use creates it again.
+func (q *queue) forget(token string) {
+	q.mu.Lock()
+	delete(q.cons, token)
+	q.mu.Unlock()
+}
+
+// take fetches the next task message a worker with models loaded should
+// run, or nil when no task is free. Among the models with tasks waiting,
+// the loaded ones come first, then the one whose oldest task is oldest,
+// so that the server's fair order holds between models.
+func (q *queue) take(ctx context.Context, loaded []string) (jetstream.Msg, error) {
+	st, err := q.js.Stream(ctx, jobStream)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream stream %s: %w", jobStream, err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(jobSubject+".*"))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream stream %s: %w", jobStream, err)
+	}
+	mine := map[string]bool{}
+	for _, m := range loaded {
+		mine[modelToken(m)] = true
+	}
+	type candidate struct {
+		token  string
+		loaded bool
+		first  uint64
+	}
+	var cands []candidate
+	for subj, n := range info.State.Subjects {
+		if n == 0 {
+			continue
+		}
+		c := candidate{token: strings.TrimPrefix(subj, jobSubject+"."), first: math.MaxUint64}
+		c.loaded = mine[c.token]
+		if m, err := st.GetMsg(ctx, info.State.FirstSeq, jetstream.WithGetMsgSubject(subj)); err == nil {
+			c.first = m.Sequence
+		}
+		cands = append(cands, c)
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		if a.loaded != b.loaded {
+			if a.loaded {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.first, b.first)
+	})
+	for _, c := range cands {
+		cons, err := q.consumer(ctx, c.token)
+		if err != nil {
+			return nil, err
+		}
+		batch, err := cons.FetchNoWait(1)
+		if err != nil {
+			q.forget(c.token)
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		for msg := range batch.Messages() {
+			return msg, nil
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			q.forget(c.token)
+		}
+	}
+	return nil, nil
 }
 
 // taskStub is a job message whose task is in the object store.
@@ -131,8 +273,9 @@ type JetStream struct {
 	q *queue
 
 	mu       sync.Mutex
-	inflight map[string]bool // tasks handed to JetStream, not yet finished
-	room     chan struct{}   // signalled when a task finishes
+	inflight map[string]bool   // tasks handed to JetStream, not yet finished
+	held     map[string]uint64 // accepted tasks still in the fair queue: their pending stream sequence
+	room     chan struct{}     // signalled when a task finishes
 	workers  map[string]workerSeen
 }
 
@@ -147,7 +290,118 @@ func NewJetStream(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*J
 	if err != nil {
 		return nil, err
 	}
-	return &JetStream{q: q, inflight: map[string]bool{}, room: make(chan struct{}, 1), workers: map[string]workerSeen{}}, nil
+	return &JetStream{q: q, inflight: map[string]bool{}, held: map[string]uint64{}, room: make(chan struct{}, 1), workers: map[string]workerSeen{}}, nil
+}
+
+// pendingSubject is the subject of the tasks this server holds.
+func (b *JetStream) pendingSubject() string {
+	h := sha256.Sum256([]byte(b.q.opts.Origin))
+	return pendingPrefix + hex.EncodeToString(h[:8])
+}
+
+// Hold stores a task the server accepts in the pending stream, before
+// the server answers for it: until it is handed to the work queue it
+// survives a restart of the server.
+func (b *JetStream) Hold(ctx context.Context, t Task) error {
+	t.Origin = b.q.opts.Origin
+	data, err := b.q.encode(ctx, t)
+	if err != nil {
+		return err
+	}
+	ack, err := b.q.js.Publish(ctx, b.pendingSubject(), data, jetstream.WithMsgID("pending."+t.ID))
+	if err != nil {
+		return fmt.Errorf("keep the job in JetStream: %w", err)
+	}
+	b.mu.Lock()
+	b.held[t.ID] = ack.Sequence
+	b.mu.Unlock()
+	return nil
+}
+
+// Release forgets a held task: it is on the work queue now, or was
+// cancelled while it waited.
+func (b *JetStream) Release(id string) {
+	b.mu.Lock()
+	seq, ok := b.held[id]
+	delete(b.held, id)
+	b.mu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := b.q.js.Stream(ctx, pendingStream); err == nil {
+		st.DeleteMsg(ctx, seq)
+	}
+}
+
+// Held returns the tasks this server (its Origin) had accepted when it
+// stopped: those still waiting for the work queue, in the order they
+// came, and those on the work queue without an outcome yet. The server
+// calls it once, before Serve.
+func (b *JetStream) Held(ctx context.Context) (waiting, handed []Task, err error) {
+	read := func(stream, subject string, f func(seq uint64, t Task)) error {
+		st, err := b.q.js.Stream(ctx, stream)
+		if err != nil {
+			return fmt.Errorf("jetstream stream %s: %w", stream, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("jetstream stream %s: %w", stream, err)
+		}
+		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue // acknowledged or released
+			}
+			if err != nil {
+				return fmt.Errorf("jetstream stream %s: message %d: %w", stream, seq, err)
+			}
+			if subject != "" && m.Subject != subject {
+				continue
+			}
+			t, err := b.q.task(ctx, m.Data)
+			if err != nil {
+				b.q.opts.Log.Error("held job unreadable, skipped", "stream", stream, "seq", seq, "error", err)
+				continue
+			}
+			f(seq, t)
+		}
+		return nil
+	}
+	origin := b.q.opts.Origin
+	seen := map[string]bool{}
+	if err := read(jobStream, "", func(_ uint64, t Task) {
+		if t.Origin == origin && !seen[t.ID] {
+			seen[t.ID] = true
+			handed = append(handed, t)
+		}
+	}); err != nil {
+		return nil, nil, err
+	}
+	if err := read(pendingStream, b.pendingSubject(), func(seq uint64, t Task) {
+		if seen[t.ID] {
+			// Handed out just before the server stopped, not yet
+			// released: the work queue has it.
+			if st, err := b.q.js.Stream(ctx, pendingStream); err == nil {
+				st.DeleteMsg(ctx, seq)
+			}
+			return
+		}
+		seen[t.ID] = true
+		b.mu.Lock()
+		b.held[t.ID] = seq
+		b.mu.Unlock()
+		waiting = append(waiting, t)
+	}); err != nil {
+		return nil, nil, err
+	}
+	b.mu.Lock()
+	for _, t := range handed {
+		b.inflight[t.ID] = true
+	}
+	b.mu.Unlock()
+	return waiting, handed, nil
 }
 
 // Serve hands the server's jobs to JetStream, at most Window ahead, and
@@ -195,6 +449,20 @@ func (b *JetStream) Serve(ctx context.Context, s *Server) error {
 		return fmt.Errorf("watch %s: %w", resultBucket, err)
 	}
 	defer watch.Stop()
+	// Outcomes stored before the watch began (tasks handed out before a
+	// restart) come from the store.
+	b.mu.Lock()
+	var before []string
+	for id := range b.inflight {
+		before = append(before, id)
+	}
+	b.mu.Unlock()
+	for _, id := range before {
+		if o, ok := b.Stored(ctx, id); ok {
+			s.Finished(o)
+			b.done(id)
+		}
+	}
 	go func() {
 		for e := range watch.Updates() {
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
@@ -223,10 +491,15 @@ func (b *JetStream) Serve(ctx context.Context, s *Server) error {
 		b.mu.Lock()
 		b.inflight[t.ID] = true
 		b.mu.Unlock()
+		t.Origin = b.q.opts.Origin
 		if err := b.q.publish(ctx, t); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // held: the next server hands it out
+			}
 			s.Finished(Outcome{ID: t.ID, Error: err.Error(), Request: t.Request})
 			b.done(t.ID)
 		}
+		b.Release(t.ID)
 	}
 }
 
@@ -260,20 +533,37 @@ func (b *JetStream) done(id string) {
 // publish puts a task on the work queue (large ones through the object
 // store), deduplicated by its id.
 func (q *queue) publish(ctx context.Context, t Task) error {
+	data, err := q.encode(ctx, t)
+	if err != nil {
+		return err
+	}
+	token := modelToken(t.Request.Model)
+	// The consumer exists before the task does, so that a worker that
+	// sees the subject can fetch from it.
+	if _, err := q.consumer(ctx, token); err != nil {
+		return err
+	}
+	if _, err := q.js.Publish(ctx, jobSubject+"."+token, data, jetstream.WithMsgID(t.ID)); err != nil {
+		return fmt.Errorf("publish task: %w", err)
+	}
+	q.nc.Publish(queuedSubject, nil)
+	return nil
+}
+
+// encode is a task as a message: its JSON, or a stub naming the object
+// store entry of a task too large for a message.
+func (q *queue) encode(ctx context.Context, t Task) ([]byte, error) {
 	data, err := json.Marshal(t)
 	if err != nil {
-		return fmt.Errorf("encode task: %w", err)
+		return nil, fmt.Errorf("encode task: %w", err)
 	}
 	if len(data) > inlineTaskLimit {
 		if _, err := q.blobs.PutBytes(ctx, "task."+t.ID, data); err != nil {
-			return fmt.Errorf("store task: %w", err)
+			return nil, fmt.Errorf("store task: %w", err)
 		}
 		data, _ = json.Marshal(taskStub{ID: t.ID, Stored: true})
 	}
-	if _, err := q.js.Publish(ctx, jobSubject, data, jetstream.WithMsgID(t.ID)); err != nil {
-		return fmt.Errorf("publish task: %w", err)
-	}
-	return nil
+	return data, nil
 }
 
 // giveUp stores a failed outcome for the task at stream sequence seq,
@@ -373,10 +663,17 @@ func RunWorker(ctx context.Context, nc *nats.Conn, r *Runner, opts JetStreamOpti
 		return err
 	}
 	opts = q.opts
-	cons, err := q.js.Consumer(ctx, jobStream, jobConsumer)
+	wake := make(chan struct{}, 1)
+	queued, err := nc.Subscribe(queuedSubject, func(*nats.Msg) {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
 	if err != nil {
-		return fmt.Errorf("jetstream consumer %s: %w", jobConsumer, err)
+		return fmt.Errorf("nats subscribe: %w", err)
 	}
+	defer queued.Unsubscribe()
 	var mu sync.Mutex
 	running, stop := "", context.CancelFunc(nil)
 	cancels, err := nc.Subscribe(cancelSubject, func(m *nats.Msg) {
@@ -415,34 +712,35 @@ func RunWorker(ctx context.Context, nc *nats.Conn, r *Runner, opts JetStreamOpti
 		}
 	}()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
+		msg, err := q.take(ctx, r.Engine.Loaded())
+		if err != nil && ctx.Err() == nil {
 			opts.Log.Warn("fetch", "error", err)
-			time.Sleep(time.Second)
+		}
+		if msg == nil {
+			select {
+			case <-wake:
+			case <-time.After(idlePoll):
+			case <-ctx.Done():
+			}
 			continue
 		}
-		for msg := range batch.Messages() {
-			t, err := q.task(ctx, msg.Data())
-			if err != nil {
-				opts.Log.Error("bad task, dropped", "error", err)
-				msg.Term()
-				continue
-			}
-			jctx, cancel := context.WithCancel(ctx)
-			mu.Lock()
-			running, stop = t.ID, cancel
-			mu.Unlock()
-			beat()
-			q.handle(jctx, ctx, msg, t, r)
-			cancel()
-			mu.Lock()
-			running, stop = "", nil
-			mu.Unlock()
-			beat()
+		t, err := q.task(ctx, msg.Data())
+		if err != nil {
+			opts.Log.Error("bad task, dropped", "error", err)
+			msg.Term()
+			continue
 		}
+		jctx, cancel := context.WithCancel(ctx)
+		mu.Lock()
+		running, stop = t.ID, cancel
+		mu.Unlock()
+		beat()
+		q.handle(jctx, ctx, msg, t, r)
+		cancel()
+		mu.Lock()
+		running, stop = "", nil
+		mu.Unlock()
+		beat()
 	}
 	return ctx.Err()
 }

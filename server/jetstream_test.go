@@ -3,13 +3,14 @@ package server
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -232,10 +233,12 @@ func newEnvBackend(t *testing.T, opts Options, back Backend) *testEnv {
 	return env
 }
 
-// TestJetStreamRestart: jobs handed to JetStream while no worker runs
-// survive a restart of the server and of its embedded nats-server (same
-// store folder); a worker that joins afterwards runs them, and the new
-// server answers for them.
+// TestJetStreamRestart: jobs queued while no worker runs survive a
+// restart of the server and of its embedded nats-server (same store
+// folder), both those handed to the work queue and those still waiting
+// in the server's fair queue (the window is 2 of 5); a worker that joins
+// afterwards runs them all, each once, in the order they came, and the
+// new server answers for them.
 func TestJetStreamRestart(t *testing.T) {
 	store := t.TempDir()
 	ctx := context.Background()
@@ -247,7 +250,7 @@ func TestJetStreamRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := NewJetStream(ctx, nc, JetStreamOptions{Window: 10})
+	back, err := NewJetStream(ctx, nc, JetStreamOptions{Window: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,14 +271,18 @@ func TestJetStreamRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 5 {
+		if info.State.Msgs == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d jobs in the stream, want 5", info.State.Msgs)
+			t.Fatalf("%d jobs in the stream, want 2 (the window)", info.State.Msgs)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// A job cancelled while it waits is not taken back.
+	var gone jobView
+	first.want(202, call{method: "POST", path: "/v1/jobs", client: "alice", body: `{"prompt": "a 9", "steps": 3}`}, &gone)
+	first.want(200, call{method: "DELETE", path: "/v1/jobs/" + gone.ID, client: "alice"}, nil)
 	first.http.Close()
 	first.srv.Close()
 	nc.Close()
@@ -292,34 +299,129 @@ func TestJetStreamRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	back, err = NewJetStream(ctx, nc, JetStreamOptions{})
+	back, err = NewJetStream(ctx, nc, JetStreamOptions{Window: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	second := newEnvBackend(t, Options{}, back)
+	// Before any worker runs, the new server knows every job: queued,
+	// in the order they came.
+	for i, id := range ids {
+		var v jobView
+		second.want(200, call{method: "GET", path: "/v1/jobs/" + id, client: "alice"}, &v)
+		if v.State != StateQueued || v.Client != "local/alice" || v.Request.Prompt != fmt.Sprintf("a %d", i) {
+			t.Fatalf("job %d after the restart: %s of %q, prompt %q", i, v.State, v.Client, v.Request.Prompt)
+		}
+	}
+	if status, b := second.do(call{method: "GET", path: "/v1/jobs/" + gone.ID, client: "alice"}); status != 404 {
+		t.Errorf("the job cancelled before the restart: %d %s, want 404", status, b)
+	}
+	var order []string
+	var mu sync.Mutex
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- RunWorker(wctx, nc, &Runner{Engine: sharedEngine(t), Name: "late"}, JetStreamOptions{})
+		done <- RunWorker(wctx, nc, &Runner{Engine: sharedEngine(t), Name: "late"}, JetStreamOptions{stored: func(id string) {
+			mu.Lock()
+			order = append(order, id)
+			mu.Unlock()
+		}})
 	}()
 	defer func() { stop(); <-done }()
 	for _, id := range ids {
-		for deadline := time.Now().Add(60 * time.Second); ; {
-			status, b := second.do(call{method: "GET", path: "/v1/jobs/" + id, client: "alice"})
-			if status == 200 {
-				var v jobView
-				json.Unmarshal(b, &v)
-				// The job keeps its client, which ownership checks use.
-				if v.State != StateDone || len(v.Images) != 1 || v.Worker != "late" || v.Client != "local/alice" {
-					t.Fatalf("job %s after the restart: %s %q on %q", id, v.State, v.Error, v.Worker)
-				}
-				break
-			}
-			if status != 404 || time.Now().After(deadline) {
-				t.Fatalf("job %s after the restart: %d %s", id, status, b)
-			}
-			time.Sleep(20 * time.Millisecond)
+		// The job keeps its client, which ownership checks use.
+		if v := second.wait(id, "", "alice"); v.State != StateDone || len(v.Images) != 1 || v.Worker != "late" || v.Client != "local/alice" {
+			t.Fatalf("job %s after the restart: %s %q on %q", id, v.State, v.Error, v.Worker)
 		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, ids) {
+		t.Errorf("the jobs ran in the order %v, want %v (each once, as they came)", order, ids)
+	}
+	js, _ = jetstream.New(nc)
+	st, err := js.Stream(ctx, pendingStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Errorf("the pending stream still holds jobs (%+v, %v), want none", info, err)
+	}
+}
+
+// TestJetStreamPrefersLoaded: a JetStream worker takes the jobs of a
+// model it has loaded before older jobs of another model, and the rest in
+// the order they came. Six jobs alternate the built-in model and digits2;
+// the worker has digits2 loaded, so it runs digits2's three, then the
+// built-in model's three.
+func TestJetStreamPrefersLoaded(t *testing.T) {
+	_, nc := embeddedNATS(t)
+	ctx := context.Background()
+	back, err := NewJetStream(ctx, nc, JetStreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnvBackend(t, Options{}, back)
+	var ids, builtin, digits2 []string
+	for i := range 6 {
+		model := ""
+		if i%2 == 1 {
+			model = "digits2"
+		}
+		var v jobView
+		env.want(202, call{method: "POST", path: "/v1/jobs", body: fmt.Sprintf(`{"prompt": "a %d", "seed": %d, "steps": 2, "width": 32, "height": 32, "model": %q}`, i, i, model)}, &v)
+		ids = append(ids, v.ID)
+		if model == "" {
+			builtin = append(builtin, v.ID)
+		} else {
+			digits2 = append(digits2, v.ID)
+		}
+	}
+	js, _ := jetstream.New(nc)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, _ := js.Stream(ctx, jobStream)
+		if info, err := st.Info(ctx); err == nil && info.State.Msgs == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the 6 jobs did not reach the work queue")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: []string{env.dir}, NamesOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	warm := engine.DefaultRequest()
+	warm.Model, warm.Steps, warm.Width, warm.Height = "digits2", 1, 32, 32
+	if _, err := e.Generate(ctx, warm, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Loaded(); !slices.Equal(got, []string{"digits2"}) {
+		t.Fatalf("loaded %v, want [digits2]", got)
+	}
+	var order []string
+	var mu sync.Mutex
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunWorker(wctx, nc, &Runner{Engine: e, Name: "w"}, JetStreamOptions{stored: func(id string) {
+			mu.Lock()
+			order = append(order, id)
+			mu.Unlock()
+		}})
+	}()
+	defer func() { stop(); <-done }()
+	for _, id := range ids {
+		if v := env.wait(id, "", ""); v.State != StateDone || len(v.Images) != 1 {
+			t.Fatalf("job %s: %s %q", id, v.State, v.Error)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := append(slices.Clone(digits2), builtin...); !slices.Equal(order, want) {
+		t.Errorf("the worker ran %v, want %v (its loaded model's jobs first, each model's in order)", order, want)
 	}
 }
 
@@ -404,9 +506,12 @@ func TestJetStreamMaxDeliver(t *testing.T) {
 	env.want(202, call{method: "POST", path: "/v1/jobs", body: `{"prompt": "a 0", "steps": 2}`}, &v)
 	// A "worker" that takes the task and dies each time: it never acks.
 	js, _ := jetstream.New(nc)
-	cons, err := js.Consumer(ctx, jobStream, jobConsumer)
-	if err != nil {
-		t.Fatal(err)
+	// The server creates the model's consumer when it hands the task out.
+	var cons jetstream.Consumer
+	for deadline := time.Now().Add(10 * time.Second); cons == nil; time.Sleep(5 * time.Millisecond) {
+		if cons, err = js.Consumer(ctx, jobStream, consumerPrefix+modelToken("")); err != nil && time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	// It keeps asking for work, as workers do: JetStream gives up on a
 	// message when it would deliver it once more.

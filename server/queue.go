@@ -35,6 +35,20 @@ func (q *fairQueue) push(j *job) error {
 	if q.n >= q.max {
 		return errQueueFull
 	}
+	q.add(j)
+	return nil
+}
+
+// pushAlways appends j even beyond the bound (jobs accepted before a
+// restart are never dropped).
+func (q *fairQueue) pushAlways(j *job) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.add(j)
+}
+
+// add appends j; call with q.mu held.
+func (q *fairQueue) add(j *job) {
 	if len(q.waiting[j.Client]) == 0 {
 		// A new client joins the round just before the one served next,
 		// so it is served after every client already waiting.
@@ -48,7 +62,6 @@ func (q *fairQueue) push(j *job) error {
 	q.n++
 	close(q.wake)
 	q.wake = make(chan struct{})
-	return nil
 }
 
 // len returns the number of waiting jobs.

@@ -146,6 +146,21 @@ type Backend interface {
 	Unload() int
 }
 
+// durableQueue is a backend that keeps the jobs the server has accepted
+// beyond its memory (JetStream), including those still waiting in its
+// fair queue: a restarted server finds every job it took again.
+type durableQueue interface {
+	// Hold stores a task the server accepts, before it answers for it.
+	Hold(ctx context.Context, t Task) error
+	// Release forgets a held task: it was cancelled while it waited (the
+	// backend releases the tasks it takes from the queue itself).
+	Release(id string)
+	// Held returns the tasks held when the server last stopped: those
+	// that waited, in the order they came, and those handed to the
+	// workers that have no outcome yet. New calls it before Serve.
+	Held(ctx context.Context) (waiting, handed []Task, err error)
+}
+
 // resultStore is a backend that keeps outcomes beyond the server's memory
 // (JetStream): a job taken before a restart is found there.
 type resultStore interface {
@@ -201,8 +216,45 @@ func New(opts Options, back Backend) (*Server, error) {
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.routes()
+	if d, ok := back.(durableQueue); ok {
+		if err := s.restore(d); err != nil {
+			cat.Close()
+			return nil, err
+		}
+	}
 	go func() { s.served <- back.Serve(s.ctx, s) }()
 	return s, nil
+}
+
+// restore takes back the jobs a durable backend held when the server
+// last stopped: the waiting ones join the fair queue in the order they
+// came (beyond its bound, if need be: none is dropped), the handed-out
+// ones wait for their outcome.
+func (s *Server) restore(d durableQueue) error {
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	waiting, handed, err := d.Held(ctx)
+	if err != nil {
+		return fmt.Errorf("the jobs queued before the restart: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	add := func(t Task) *job {
+		j := &job{ID: t.ID, Client: t.Client, Task: t, created: time.Now(), state: StateQueued,
+			changed: make(chan struct{}), done: make(chan struct{})}
+		s.jobs[j.ID] = j
+		return j
+	}
+	for _, t := range handed {
+		add(t)
+	}
+	for _, t := range waiting {
+		s.queue.pushAlways(add(t))
+	}
+	if n := len(waiting) + len(handed); n > 0 {
+		s.opts.Log.Info("jobs taken back after a restart", "waiting", len(waiting), "running", len(handed))
+	}
+	return nil
 }
 
 // Close stops the backend and cancels the jobs that wait or run.
@@ -334,10 +386,30 @@ func (s *Server) submit(client string, t Task) (*job, error) {
 	t.ID, t.Client = newID(), client
 	j := &job{ID: t.ID, Client: client, Task: t, created: time.Now(), state: StateQueued,
 		changed: make(chan struct{}), done: make(chan struct{})}
+	full := func() error {
+		return &httpError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v: %d jobs wait; try again later", errQueueFull, s.opts.QueueSize)}
+	}
+	d, durable := s.back.(durableQueue)
+	if durable {
+		// Kept before it is answered for: an accepted job survives a
+		// restart. A full queue is refused before it is kept.
+		if s.queue.len() >= s.opts.QueueSize {
+			return nil, full()
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		err := d.Hold(ctx, t)
+		cancel()
+		if err != nil {
+			return nil, &httpError{status: http.StatusServiceUnavailable, msg: err.Error()}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.queue.push(j); err != nil {
-		return nil, &httpError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v: %d jobs wait; try again later", err, s.opts.QueueSize)}
+		if durable {
+			go d.Release(j.ID)
+		}
+		return nil, full()
 	}
 	s.jobs[j.ID] = j
 	s.opts.Log.Info("job queued", "id", j.ID, "client", client, "model", t.Request.Model)
@@ -424,19 +496,23 @@ func checkPixels(req engine.Request, maxPixels int) error {
 func (s *Server) Next(ctx context.Context, loaded []string) (Task, error) {
 	var prefer func(*job) bool
 	if len(loaded) > 0 {
-		prefer = func(j *job) bool {
-			m := j.Task.Request.Model
-			if m == "" {
-				m = engine.DefaultModel
-			}
-			return slices.Contains(loaded, strings.TrimSuffix(m, ".safetensors"))
-		}
+		prefer = func(j *job) bool { return slices.Contains(loaded, modelKey(j.Task.Request.Model)) }
 	}
 	j, err := s.queue.pop(ctx, prefer)
 	if err != nil {
 		return Task{}, err
 	}
 	return j.Task, nil
+}
+
+// modelKey is a request's model as workers name the models they have
+// loaded (engine.Engine.Loaded): the default model's name for "", no
+// .safetensors extension.
+func modelKey(model string) string {
+	if model == "" {
+		model = engine.DefaultModel
+	}
+	return strings.TrimSuffix(model, ".safetensors")
 }
 
 // Started marks job id as running on worker; cancel, when not nil, stops
@@ -537,6 +613,9 @@ func (s *Server) cancelJob(c caller, j *job) error {
 	cancel := j.cancel
 	s.mu.Unlock()
 	if queued {
+		if d, ok := s.back.(durableQueue); ok {
+			d.Release(j.ID)
+		}
 		s.Finished(Outcome{ID: j.ID, Cancelled: true, Error: "cancelled before it ran", Request: j.Task.Request})
 		return nil
 	}

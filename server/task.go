@@ -36,6 +36,9 @@ type Task struct {
 	// MaxPixels bounds the image size once the model's defaults apply (0:
 	// no bound).
 	MaxPixels int `json:"max_pixels,omitempty"`
+	// Origin names the server that accepted the task (JetStreamOptions'
+	// Origin): after a restart it takes back its own tasks only.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Outcome is what a worker reports for a task.

@@ -1,11 +1,17 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,9 +20,10 @@ import (
 
 // a1111Body is the body of A1111's /sdapi/v1/txt2img and img2img
 // (StableDiffusionProcessingTxt2Img / Img2Img): the keys darkroom maps.
-// Pointers tell a key the client sent from one it left out. Other keys
-// (restore_faces, tiling, styles, script_args, alwayson_scripts, ...) are
-// accepted and ignored.
+// Pointers tell a key the client sent from one it left out. Every other
+// key of A1111's bodies is either harmless to ignore or refused when set
+// (a1111Refused lists them with the reason); keys A1111 does not know are
+// ignored, as A1111 ignores them.
 type a1111Body struct {
 	Prompt            string   `json:"prompt"`
 	NegativePrompt    string   `json:"negative_prompt"`
@@ -32,13 +39,19 @@ type a1111Body struct {
 	NIter             *int     `json:"n_iter"`
 	Steps             *int     `json:"steps"`
 	CFGScale          *float64 `json:"cfg_scale"`
+	DistilledCFG      *float64 `json:"distilled_cfg_scale"` // Forge's Flux guidance
 	Width             *int     `json:"width"`
 	Height            *int     `json:"height"`
 	DenoisingStrength *float64 `json:"denoising_strength"`
+	Eta               *float64 `json:"eta"`
 	EnableHR          bool     `json:"enable_hr"`
 	HRScale           *float64 `json:"hr_scale"`
+	HRResizeX         *int     `json:"hr_resize_x"`
+	HRResizeY         *int     `json:"hr_resize_y"`
 	HRUpscaler        string   `json:"hr_upscaler"`
 	HRSecondPassSteps *int     `json:"hr_second_pass_steps"`
+	HRPrompt          string   `json:"hr_prompt"`
+	HRNegativePrompt  string   `json:"hr_negative_prompt"`
 	RefinerCheckpoint string   `json:"refiner_checkpoint"`
 	RefinerSwitchAt   *float64 `json:"refiner_switch_at"`
 	OverrideSettings  struct {
@@ -47,16 +60,197 @@ type a1111Body struct {
 		VAE      string `json:"sd_vae"`
 	} `json:"override_settings"`
 	// img2img
-	InitImages []string `json:"init_images"`
-	ResizeMode *int     `json:"resize_mode"`
-	Mask       string   `json:"mask"`
-	MaskBlur   *int     `json:"mask_blur"`
+	InitImages        []string  `json:"init_images"`
+	ResizeMode        *int      `json:"resize_mode"`
+	Mask              string    `json:"mask"`
+	MaskBlur          *int      `json:"mask_blur"`
+	MaskBlurX         *int      `json:"mask_blur_x"`
+	MaskBlurY         *int      `json:"mask_blur_y"`
+	InpaintingFill    *int      `json:"inpainting_fill"`
+	InpaintFullRes    a1111Flag `json:"inpaint_full_res"`
+	MaskInvert        a1111Flag `json:"inpainting_mask_invert"`
+	IncludeInitImages a1111Flag `json:"include_init_images"`
 	// SendImages false leaves the images out of the answer.
 	SendImages *bool `json:"send_images"`
 }
 
-// a1111Task maps an A1111 body onto a task for client c.
-func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
+// a1111Flag is an A1111 switch that clients send as a JSON boolean or as
+// a number (Krita plugins send inpaint_full_res and
+// inpainting_mask_invert as 0/1, webuiapi as booleans); null is false.
+type a1111Flag struct {
+	set, on bool
+}
+
+// UnmarshalJSON reads true/false, a number (non-zero is on) or null.
+func (f *a1111Flag) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case nil:
+	case bool:
+		f.set, f.on = true, v
+	case float64:
+		f.set, f.on = true, v != 0
+	default:
+		return fmt.Errorf("want true/false or 0/1, got %s", b)
+	}
+	return nil
+}
+
+// MaxNIter bounds n_iter, the number of batches of one A1111 request (the
+// largest batch count A1111's UI offers).
+const MaxNIter = 100
+
+// a1111Refusal is an A1111 body key darkroom has no counterpart for: a
+// value other than its defaults is refused with instead, which says what
+// darkroom does and what to send.
+type a1111Refusal struct {
+	key, instead string
+	// ok accepts a value beyond the empty ones (null, false, 0, "", [],
+	// {}), when set.
+	ok func(v any) bool
+	// onlyNull: of the empty values only null passes (0 means something).
+	onlyNull bool
+}
+
+// a1111Refused lists the keys of A1111's txt2img and img2img bodies that
+// darkroom refuses when set. The other keys are mapped (a1111Body) or
+// harmless to ignore:
+//
+//   - do_not_save_samples, do_not_save_grid, save_images: darkroom serve
+//     writes no files; the images are in the answer (and there is no grid).
+//   - override_settings_restore_afterwards: override_settings apply to the
+//     one request; nothing outlives it.
+//   - firstphase_width, firstphase_height: A1111 itself ignores them since
+//     hr_resize_x/y replaced them.
+//   - s_tmin, s_tmax: they bound s_churn, which must be 0.
+//   - inpaint_full_res_padding: used only with inpaint_full_res, refused.
+//   - image_cfg_scale: used only by instruct-pix2pix models, which
+//     darkroom does not load.
+//   - force_task_id: A1111's id for its progress route; darkroom's
+//     /sdapi/v1/progress follows the caller's jobs.
+//   - comments: shown by A1111's UI, not part of the image.
+//   - override_settings keys other than sd_model_checkpoint, sd_vae and
+//     CLIP_stop_at_last_layers, as POST /sdapi/v1/options ignores them
+//     (img2img_color_correction included: darkroom applies no colour
+//     correction; docs/serve.md lists it under "Not yet").
+//   - mask_round: darkroom keeps the latent mask soft.
+//   - the inpainting keys without a mask.
+var a1111Refused = []a1111Refusal{
+	{key: "restore_faces", instead: "darkroom has no face restoration; send false"},
+	{key: "tiling", instead: "darkroom does not make tileable images; send false"},
+	{key: "styles", instead: "darkroom has no prompt styles; write the style into the prompt and send []"},
+	{key: "script_name", instead: "darkroom runs no A1111 scripts; send null", ok: func(v any) bool { s, _ := v.(string); return strings.EqualFold(s, "none") }},
+	{key: "script_args", instead: "darkroom runs no A1111 scripts; send []"},
+	{key: "alwayson_scripts", instead: "darkroom runs no A1111 extensions (ControlNet, ADetailer, Soft Inpainting, ...); send {}", ok: noScriptArgs},
+	{key: "s_churn", instead: "darkroom's samplers add no churn; send 0"},
+	{key: "s_noise", instead: "darkroom's samplers draw noise at scale 1; send 1", ok: isNumber(1)}, // 0: A1111's default too
+
+	{key: "s_min_uncond", instead: "darkroom always runs the negative prompt; send 0"},
+	{key: "initial_noise_multiplier", instead: "darkroom does not scale img2img's initial noise; send 1", ok: isNumber(1), onlyNull: true},
+	{key: "disable_extra_networks", instead: "darkroom always applies <lora:...> tags; send false"},
+	{key: "firstpass_image", instead: "darkroom's hires fix makes its own first pass; send null"},
+	{key: "hr_checkpoint_name", instead: "darkroom's hires pass uses the request's model; send \"Use same checkpoint\"", ok: isString("Use same checkpoint")},
+	{key: "hr_sampler_name", instead: "darkroom's hires pass uses the request's sampler; send \"Use same sampler\"", ok: isString("Use same sampler")},
+	{key: "hr_scheduler", instead: "darkroom's hires pass uses the request's scheduler; send \"Use same scheduler\"", ok: isString("Use same scheduler")},
+	{key: "latent_mask", instead: "darkroom blends the latent with the mask itself; send null"},
+	{key: "infotext", instead: "darkroom does not read infotexts; send the parameters as keys"},
+}
+
+// isNumber accepts the number n.
+func isNumber(n float64) func(any) bool {
+	return func(v any) bool { f, ok := v.(float64); return ok && f == n }
+}
+
+// isString accepts the string s (any case).
+func isString(s string) func(any) bool {
+	return func(v any) bool { t, ok := v.(string); return ok && strings.EqualFold(t, s) }
+}
+
+// noScriptArgs accepts alwayson_scripts whose every script has no args
+// (clients list their extensions switched off so).
+func noScriptArgs(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	for _, s := range m {
+		args, _ := s.(map[string]any)
+		if args == nil || !isEmpty(args["args"]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isEmpty is a JSON value clients send for "not set": null, false, 0,
+// "", [] or {}.
+func isEmpty(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case bool:
+		return !v
+	case float64:
+		return v == 0
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
+}
+
+// a1111Refuse answers the first key of an A1111 body that asks for
+// something darkroom does not do, with a 400 naming it.
+func a1111Refuse(keys map[string]json.RawMessage) error {
+	for _, r := range a1111Refused {
+		raw, ok := keys[r.key]
+		if !ok {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("%s: %v", r.key, err)}
+		}
+		if (isEmpty(v) && (!r.onlyNull || v == nil)) || (r.ok != nil && r.ok(v)) {
+			continue
+		}
+		return &httpError{status: http.StatusBadRequest, field: r.key, msg: fmt.Sprintf("%s %s: %s", r.key, raw, r.instead)}
+	}
+	return nil
+}
+
+// a1111Eta checks eta against the sampler: darkroom's ancestral and SDE
+// samplers run at eta 1 (A1111's default eta_ancestral), the others have
+// no eta but DDIM, whose A1111 eta is 0.
+func a1111Eta(eta *float64, sampler string) error {
+	if eta == nil {
+		return nil
+	}
+	want, has := 0.0, false
+	switch {
+	case strings.Contains(sampler, "ancestral") || strings.Contains(sampler, "sde"):
+		want, has = 1, true
+	case sampler == "ddim":
+		want, has = 0, true
+	}
+	if !has || *eta == want {
+		return nil
+	}
+	return &httpError{status: http.StatusBadRequest, field: "eta", msg: fmt.Sprintf("eta %g: darkroom's %s runs at eta %g; send %g or null", *eta, engine.A1111SamplerName(sampler), want, want)}
+}
+
+// a1111Task maps an A1111 body onto a task for client c: the first of
+// its n_iter batches (a1111Batches makes the others).
+func (s *Server) a1111Task(c caller, b a1111Body, keys map[string]json.RawMessage, img2img bool) (Task, error) {
+	if err := a1111Refuse(keys); err != nil {
+		return Task{}, err
+	}
 	req := engine.DefaultRequest()
 	var given []string
 	set := func(name string, ok bool) {
@@ -98,7 +292,7 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 	if sampler != "" {
 		sm, sched, ok := engine.CanonicalSampler(sampler)
 		if !ok {
-			return Task{}, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("sampler_name %q: unknown sampler (GET /sdapi/v1/samplers lists them)", sampler)}
+			return Task{}, &httpError{status: http.StatusBadRequest, field: "sampler_name", msg: fmt.Sprintf("sampler_name %q: unknown sampler (GET /sdapi/v1/samplers lists them)", sampler)}
 		}
 		req.Sampler = sm
 		set("sampler", true)
@@ -107,17 +301,15 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 			set("scheduler", true)
 		}
 	}
+	if err := a1111Eta(b.Eta, req.Sampler); err != nil {
+		return Task{}, err
+	}
 	if b.Scheduler != "" && !strings.EqualFold(b.Scheduler, "automatic") {
 		req.Scheduler = b.Scheduler
 		set("scheduler", true)
 	}
 	if b.BatchSize != nil {
 		req.Batch = max(*b.BatchSize, 1)
-	}
-	if b.NIter != nil && *b.NIter > 1 {
-		// darkroom runs one batch a request: n_iter batches are one
-		// batch of all the images.
-		req.Batch *= *b.NIter
 	}
 	if b.Steps != nil {
 		req.Steps = *b.Steps
@@ -127,6 +319,9 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 		req.CFG = *b.CFGScale
 	}
 	set("cfg", b.CFGScale != nil)
+	if b.DistilledCFG != nil {
+		req.Guidance = *b.DistilledCFG
+	}
 	if b.Width != nil {
 		req.Width = *b.Width
 	}
@@ -143,59 +338,164 @@ func (s *Server) a1111Task(c caller, b a1111Body, img2img bool) (Task, error) {
 	}
 	t := Task{Request: req}
 	if img2img {
-		if len(b.InitImages) == 0 {
-			return Task{}, &httpError{status: http.StatusBadRequest, msg: "init_images: img2img needs an image"}
-		}
-		var err error
-		if t.InitImage, err = decodeImage("init_images[0]", b.InitImages[0]); err != nil {
+		if err := a1111Img2Img(&t, b); err != nil {
 			return Task{}, err
 		}
-		if b.Mask != "" {
-			if t.Mask, err = decodeImage("mask", b.Mask); err != nil {
-				return Task{}, err
-			}
-			if b.MaskBlur != nil {
-				t.Request.MaskBlur = *b.MaskBlur
-			}
-		}
-		t.Request.Denoise = 0.75 // A1111's default strength
-		if b.DenoisingStrength != nil {
-			t.Request.Denoise = *b.DenoisingStrength
-		}
-		t.Request.DenoiseSteps = engine.DenoiseStepsA1111
-		if b.ResizeMode != nil {
-			switch *b.ResizeMode {
-			case 0:
-				t.Request.Resize = engine.ResizeStretch
-			case 1:
-				t.Request.Resize = engine.ResizeCrop
-			case 2:
-				t.Request.Resize = engine.ResizeFill
-			default:
-				return Task{}, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("resize_mode %d: darkroom resizes with 0 (just resize), 1 (crop and resize) or 2 (resize and fill)", *b.ResizeMode)}
-			}
-		}
 	} else if b.EnableHR {
-		t.Request.Hires = 2
-		if b.HRScale != nil {
-			t.Request.Hires = *b.HRScale
-		}
-		t.Request.HiresDenoise = 0.7 // A1111's default
-		if b.DenoisingStrength != nil {
-			t.Request.HiresDenoise = *b.DenoisingStrength
-		}
-		if b.HRSecondPassSteps != nil {
-			t.Request.HiresSteps = *b.HRSecondPassSteps
-		}
-		if u := b.HRUpscaler; u != "" {
-			f, _ := engine.FieldByName("hires_upscaler")
-			if err := f.Set(&t.Request, a1111Upscaler(u)); err != nil {
-				return Task{}, badField(err)
-			}
+		if err := a1111Hires(&t.Request, b); err != nil {
+			return Task{}, err
 		}
 	}
 	t.Given = append(given, "prompt", "negative", "seed", "batch")
 	return t, nil
+}
+
+// a1111Img2Img maps the img2img keys: the init image, strength, resize
+// mode and the inpainting keys.
+func a1111Img2Img(t *Task, b a1111Body) error {
+	if len(b.InitImages) == 0 {
+		return &httpError{status: http.StatusBadRequest, field: "init_images", msg: "init_images: img2img needs an image"}
+	}
+	var err error
+	if t.InitImage, err = decodeImage("init_images[0]", b.InitImages[0]); err != nil {
+		return err
+	}
+	if b.Mask != "" {
+		if err := a1111Mask(t, b); err != nil {
+			return err
+		}
+	}
+	t.Request.Denoise = 0.75 // A1111's default strength
+	if b.DenoisingStrength != nil {
+		t.Request.Denoise = *b.DenoisingStrength
+	}
+	t.Request.DenoiseSteps = engine.DenoiseStepsA1111
+	t.Request.Resize = engine.ResizeStretch // A1111's default, 0: just resize
+	if b.ResizeMode != nil {
+		switch *b.ResizeMode {
+		case 0:
+		case 1:
+			t.Request.Resize = engine.ResizeCrop
+		case 2:
+			t.Request.Resize = engine.ResizeFill
+		default:
+			return &httpError{status: http.StatusBadRequest, field: "resize_mode", msg: fmt.Sprintf("resize_mode %d: darkroom resizes with 0 (just resize), 1 (crop and resize) or 2 (resize and fill)", *b.ResizeMode)}
+		}
+	}
+	return nil
+}
+
+// a1111Mask maps an inpainting request: the mask (inverted for
+// inpainting_mask_invert), its blur (A1111's default 4) and the
+// inpainting modes darkroom has.
+func a1111Mask(t *Task, b a1111Body) error {
+	var err error
+	if t.Mask, err = decodeImage("mask", b.Mask); err != nil {
+		return err
+	}
+	if b.InpaintingFill != nil && *b.InpaintingFill != 1 {
+		return &httpError{status: http.StatusBadRequest, field: "inpainting_fill", msg: fmt.Sprintf("inpainting_fill %d: darkroom starts the masked area from the init image (1, original); fill (0), latent noise (2) and latent nothing (3) are not implemented; send 1", *b.InpaintingFill)}
+	}
+	if b.InpaintFullRes.on {
+		return &httpError{status: http.StatusBadRequest, field: "inpaint_full_res", msg: "inpaint_full_res: darkroom inpaints the whole picture, not an enlarged crop around the mask (only masked); send false (0, whole picture)"}
+	}
+	blur := 4
+	if b.MaskBlurX != nil || b.MaskBlurY != nil {
+		x, y := 4, 4
+		if b.MaskBlurX != nil {
+			x = *b.MaskBlurX
+		}
+		if b.MaskBlurY != nil {
+			y = *b.MaskBlurY
+		}
+		if x != y && b.MaskBlur == nil {
+			return &httpError{status: http.StatusBadRequest, field: "mask_blur_x", msg: fmt.Sprintf("mask_blur_x %d, mask_blur_y %d: darkroom blurs the mask alike in x and y; send one mask_blur", x, y)}
+		}
+		blur = x
+	}
+	if b.MaskBlur != nil {
+		blur = *b.MaskBlur // A1111: mask_blur sets both
+	}
+	t.Request.MaskBlur = blur
+	if b.MaskInvert.on {
+		if t.Mask, err = invertMask(t.Mask); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// invertMask returns the mask image with its colours inverted (white
+// keeps, black repaints, as A1111's "inpaint not masked"), as a PNG.
+func invertMask(b []byte) ([]byte, error) {
+	img, _, err := image.Decode(bytes.NewReader(b))
+	if err != nil {
+		return nil, &httpError{status: http.StatusBadRequest, field: "mask", msg: fmt.Sprintf("mask: %v", err)}
+	}
+	r := img.Bounds()
+	out := image.NewNRGBA(image.Rect(0, 0, r.Dx(), r.Dy()))
+	for y := range r.Dy() {
+		for x := range r.Dx() {
+			c := color.NRGBAModel.Convert(img.At(r.Min.X+x, r.Min.Y+y)).(color.NRGBA)
+			out.SetNRGBA(x, y, color.NRGBA{255 - c.R, 255 - c.G, 255 - c.B, c.A})
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, out); err != nil {
+		return nil, fmt.Errorf("encoding the inverted mask: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// a1111Hires maps the hires fix of a txt2img body: hr_scale, or
+// hr_resize_x/y when the client gives the target size (one factor of the
+// first pass's size, as darkroom's hires fix scales).
+func a1111Hires(req *engine.Request, b a1111Body) error {
+	req.Hires = 2
+	if b.HRScale != nil {
+		req.Hires = *b.HRScale
+	}
+	x, y := 0, 0
+	if b.HRResizeX != nil {
+		x = *b.HRResizeX
+	}
+	if b.HRResizeY != nil {
+		y = *b.HRResizeY
+	}
+	if x > 0 || y > 0 {
+		if req.Width <= 0 || req.Height <= 0 {
+			return &httpError{status: http.StatusBadRequest, field: "hr_resize_x", msg: "hr_resize_x/hr_resize_y: give width and height too"}
+		}
+		f := float64(x) / float64(req.Width)
+		if x <= 0 {
+			f = float64(y) / float64(req.Height)
+		}
+		r := func(v int) int { return max(8, int(math.Round(float64(v)*f/8))*8) }
+		if (x > 0 && r(req.Width) != x) || (y > 0 && r(req.Height) != y) {
+			return &httpError{status: http.StatusBadRequest, field: "hr_resize_x", msg: fmt.Sprintf("hr_resize_x %d, hr_resize_y %d: darkroom's hires fix scales %dx%d by one factor to multiples of 8 (%dx%d at %.4g); send that size or hr_scale", x, y, req.Width, req.Height, r(req.Width), r(req.Height), f)}
+		}
+		req.Hires = f
+	}
+	req.HiresDenoise = 0.7 // A1111's default
+	if b.DenoisingStrength != nil {
+		req.HiresDenoise = *b.DenoisingStrength
+	}
+	if b.HRSecondPassSteps != nil {
+		req.HiresSteps = *b.HRSecondPassSteps
+	}
+	if u := b.HRUpscaler; u != "" {
+		f, _ := engine.FieldByName("hires_upscaler")
+		if err := f.Set(req, a1111Upscaler(u)); err != nil {
+			return badField(err)
+		}
+	}
+	if b.HRPrompt != "" && b.HRPrompt != b.Prompt {
+		return &httpError{status: http.StatusBadRequest, field: "hr_prompt", msg: "hr_prompt: darkroom's hires pass uses the request's prompt; send \"\" or the prompt"}
+	}
+	if b.HRNegativePrompt != "" && b.HRNegativePrompt != b.NegativePrompt {
+		return &httpError{status: http.StatusBadRequest, field: "hr_negative_prompt", msg: "hr_negative_prompt: darkroom's hires pass uses the request's negative prompt; send \"\" or the negative prompt"}
+	}
+	return nil
 }
 
 // a1111Upscaler maps A1111's upscaler names onto darkroom's methods:
@@ -244,9 +544,39 @@ func (s *Server) a1111Img2Img(w http.ResponseWriter, r *http.Request, c caller) 
 	s.a1111Generate(w, r, c, true)
 }
 
+// a1111Batches makes the n_iter jobs of an A1111 request: batch k of
+// batch_size images is seeded seed + k·batch_size (A1111 advances its
+// seeds, and its subseeds, per image; darkroom draws one noise tensor a
+// batch from the batch's seed).
+func a1111Batches(t Task, nIter *int) ([]Task, error) {
+	n := 1
+	if nIter != nil {
+		n = *nIter
+	}
+	if n < 1 || n > MaxNIter {
+		return nil, &httpError{status: http.StatusBadRequest, field: "n_iter", msg: fmt.Sprintf("n_iter %d: darkroom runs 1 to %d batches a request", n, MaxNIter)}
+	}
+	tasks := make([]Task, n)
+	for k := range tasks {
+		tk := t
+		tk.Given = slices.Clone(t.Given)
+		step := uint64(k) * uint64(t.Request.Batch)
+		tk.Request.Seed += step
+		if tk.Request.VariationStrength > 0 {
+			tk.Request.VariationSeed += step
+		}
+		tasks[k] = tk
+	}
+	return tasks, nil
+}
+
 // a1111Generate runs an A1111 request to its end and answers as A1111
 // does: {"images": [base64 PNG], "parameters": the body, "info": JSON
-// text}. A client that hangs up cancels its job.
+// text}. Its n_iter batches are jobs submitted one after another (each
+// through the queue's limits and fairness); a queue that fills midway
+// cancels those already queued and answers 429, a client that hangs up
+// cancels them all, and an interrupted batch ends the request with the
+// images made so far.
 func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, c caller, img2img bool) {
 	var b a1111Body
 	keys, err := s.decodeBody(w, r, &b, false)
@@ -254,51 +584,74 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, c caller,
 		s.failErr(w, r, err)
 		return
 	}
-	t, err := s.a1111Task(c, b, img2img)
+	t, err := s.a1111Task(c, b, keys, img2img)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	j, err := s.submit(c.name, t)
+	tasks, err := a1111Batches(t, b.NIter)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	select {
-	case <-j.done:
-	case <-r.Context().Done():
-		s.cancelJob(c, j)
-		return
-	case <-s.ctx.Done():
-		s.fail(w, r, http.StatusServiceUnavailable, "the server is shutting down")
-		return
+	jobs := make([]*job, 0, len(tasks))
+	cancelAll := func() {
+		for _, j := range jobs {
+			s.cancelJob(c, j)
+		}
 	}
-	s.mu.Lock()
-	o := *j.out
-	s.mu.Unlock()
-	if o.Error != "" {
-		status := http.StatusInternalServerError
-		if o.Field != "" {
-			status = http.StatusBadRequest
+	for _, tk := range tasks {
+		j, err := s.submit(c.name, tk)
+		if err != nil {
+			cancelAll()
+			s.failErr(w, r, err)
+			return
 		}
-		if o.Cancelled {
-			status = http.StatusOK // A1111 answers an interrupted job with what it has
+		jobs = append(jobs, j)
+	}
+	var outs []Outcome
+	for _, j := range jobs {
+		select {
+		case <-j.done:
+		case <-r.Context().Done():
+			cancelAll()
+			return
+		case <-s.ctx.Done():
+			s.fail(w, r, http.StatusServiceUnavailable, "the server is shutting down")
+			return
 		}
-		if !o.Cancelled {
+		s.mu.Lock()
+		o := *j.out
+		s.mu.Unlock()
+		if o.Error != "" && !o.Cancelled {
+			cancelAll()
+			status := http.StatusInternalServerError
+			if o.Field != "" {
+				status = http.StatusBadRequest
+			}
 			writeJSON(w, status, errorBody{Error: o.Error, Detail: o.Error, Field: o.Field})
 			return
+		}
+		outs = append(outs, o)
+		if o.Cancelled {
+			// A1111 answers an interrupted request with what it has and
+			// runs no further batch.
+			cancelAll()
+			break
 		}
 	}
 	images := []string{}
 	if b.SendImages == nil || *b.SendImages {
-		for _, img := range o.Images {
-			images = append(images, encodeB64(img))
+		for _, o := range outs {
+			for _, img := range o.Images {
+				images = append(images, encodeB64(img))
+			}
 		}
 	}
-	info, _ := json.Marshal(a1111Info(o, j.created))
+	info, _ := json.Marshal(a1111Info(outs, jobs[0].created))
 	params := map[string]json.RawMessage{}
 	for k, v := range keys {
-		if k != "init_images" && k != "mask" {
+		if b.IncludeInitImages.on || (k != "init_images" && k != "mask") {
 			params[k] = v
 		}
 	}
@@ -306,29 +659,39 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, c caller,
 }
 
 // a1111Info is the "info" object of an A1111 answer (as a JSON text in
-// the answer): the request as run, per image seeds and infotexts.
-func a1111Info(o Outcome, created time.Time) map[string]any {
-	req := o.Request
-	n := len(o.Images)
-	seeds := make([]uint64, n)
-	prompts := make([]string, n)
-	negs := make([]string, n)
-	for i := range n {
-		seeds[i], prompts[i], negs[i] = req.Seed, req.Prompt, req.Negative
+// the answer): the request as run, each image's seed (its batch's) and
+// infotext, over the outcomes of the request's batches.
+func a1111Info(outs []Outcome, created time.Time) map[string]any {
+	req := outs[0].Request
+	var seeds, subseeds []uint64
+	var prompts, negs, texts []string
+	cancelled := false
+	for _, o := range outs {
+		for range o.Images {
+			seeds = append(seeds, o.Request.Seed)
+			subseeds = append(subseeds, o.Request.VariationSeed)
+			prompts = append(prompts, o.Request.Prompt)
+			negs = append(negs, o.Request.Negative)
+		}
+		texts = append(texts, o.Infotexts...)
+		cancelled = cancelled || o.Cancelled
+	}
+	if seeds == nil {
+		seeds, subseeds, prompts, negs, texts = []uint64{}, []uint64{}, []string{}, []string{}, []string{}
 	}
 	clip := max(req.ClipSkip, 1)
 	info := map[string]any{
 		"prompt": req.Prompt, "all_prompts": prompts, "negative_prompt": req.Negative, "all_negative_prompts": negs,
-		"seed": req.Seed, "all_seeds": seeds, "subseed": req.VariationSeed, "all_subseeds": seeds,
+		"seed": req.Seed, "all_seeds": seeds, "subseed": req.VariationSeed, "all_subseeds": subseeds,
 		"subseed_strength": req.VariationStrength, "width": req.Width, "height": req.Height,
 		"sampler_name": engine.A1111SamplerName(req.Sampler), "scheduler": engine.A1111SchedulerName(req.Scheduler),
 		"cfg_scale": req.CFG, "steps": req.Steps, "batch_size": req.Batch, "restore_faces": false,
-		"sd_model_name": o.ModelName, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+		"sd_model_name": outs[0].ModelName, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
 		"denoising_strength": req.Denoise, "extra_generation_params": map[string]any{}, "index_of_first_image": 0,
-		"infotexts": o.Infotexts, "styles": []string{}, "job_timestamp": created.Format("20060102150405"),
+		"infotexts": texts, "styles": []string{}, "job_timestamp": created.Format("20060102150405"),
 		"clip_skip": clip, "is_using_inpainting_conditioning": false, "version": "darkroom",
 	}
-	if o.Cancelled {
+	if cancelled {
 		info["interrupted"] = true
 	}
 	return info

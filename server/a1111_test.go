@@ -91,8 +91,17 @@ func TestA1111Clients(t *testing.T) {
 		t.Errorf("img2img info denoising_strength %v", d)
 	}
 
-	// The docs' example: random seed, DPM++ 2M Karras, batch of 2.
-	env.want(200, call{method: "POST", path: "/sdapi/v1/txt2img", body: fixture(t, "openapi_txt2img.json")}, &ans)
+	// The docs' example: random seed, DPM++ 2M Karras, batch of 2. Its
+	// placeholder style "string" is refused (darkroom has no styles);
+	// without it the body runs.
+	docs := fixture(t, "openapi_txt2img.json")
+	var refused errorBody
+	env.want(400, call{method: "POST", path: "/sdapi/v1/txt2img", body: docs}, &refused)
+	if refused.Field != "styles" || !strings.Contains(refused.Detail, "styles") {
+		t.Errorf("the docs' example with a style: %+v", refused)
+	}
+	docs = strings.Replace(docs, `"styles": ["string"]`, `"styles": []`, 1)
+	env.want(200, call{method: "POST", path: "/sdapi/v1/txt2img", body: docs}, &ans)
 	info = ans.info(t)
 	if len(ans.Images) != 2 || info["sampler_name"] != "DPM++ 2M" || info["scheduler"] != "Karras" || info["negative_prompt"] != "string" {
 		t.Fatalf("docs example: %d images, info %v", len(ans.Images), info)

@@ -109,25 +109,27 @@ __device__ __forceinline__ void attention_impl(const T* __restrict__ q, const T*
 FOR_EACH_TYPE(ATTENTION_VARIANTS)
 
 // ---------------------------------------------------------------------------
-// flash_<t>_d<DP>: the tensor-core kernel for 16-bit storage (FlashAttention-2
-// structure on mma.sync.m16n8k16 with float32 accumulators). A block of
-// FA_WARPS warps owns FA_BQ query rows (16 per warp, kept as A fragments in
-// registers); it streams keys in tiles of FA_BK through shared memory, two
-// stages deep: while the warps compute on one tile, cp.async copies the next
-// one (16-byte copies; when D is not a multiple of 8 or a pointer is not
-// 16-byte aligned, `vec` is 0 and the tiles are copied with 4-byte loads).
-// K and V tiles are row-major with padded rows (conflict-free fragment
-// reads); V's B fragments come from ldmatrix.trans, so V is never
-// transposed. Each warp computes its 16 x FA_BK score tile in registers,
-// updates the running row maxima and sums (online softmax, base 2), turns
-// the scores into the A fragments of P·V without leaving registers and
-// accumulates O in registers. DP is the head dimension padded to a multiple
-// of 16 (padding reads as zeros); D must be even. The tiles take
-// flash_smem_bytes(DP) of dynamic shared memory.
+// flash<W>_<t>_d<DP>: the tensor-core kernel for 16-bit storage
+// (FlashAttention-2 structure on mma.sync.m16n8k16 with float32
+// accumulators). A block of W warps owns 16·W query rows (16 per warp, kept
+// as A fragments in registers); it streams keys in tiles of FA_BK through
+// shared memory, two stages deep: while the warps compute on one tile,
+// cp.async copies the next one (16-byte copies; when D is not a multiple of
+// 8 or a pointer is not 16-byte aligned, `vec` is 0 and the tiles are copied
+// with 4-byte loads). K and V tiles are row-major with padded rows
+// (conflict-free ldmatrix reads); K's B fragments come from ldmatrix, V's
+// from ldmatrix.trans, so neither is transposed. Each warp computes its
+// 16 x FA_BK score tile in registers, updates the running row maxima and
+// sums (online softmax, base 2, the scale folded into the exponent's FMA;
+// masks only on the tiles that need them), turns the scores into the A
+// fragments of P·V without leaving registers and accumulates O in
+// registers. DP is the head dimension padded to a multiple of 16 (padding
+// reads as zeros); D must be even. W is 4 (flash_) or 8 (flash8_): eight
+// warps share each K/V tile between twice the rows, which wins where the
+// tiles' loads bound the kernel. The tiles take flash_smem_bytes(DP) of
+// dynamic shared memory.
 
-#define FA_BQ 64
 #define FA_BK 64
-#define FA_WARPS 4
 
 __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1, __half) {
     asm volatile(
@@ -167,6 +169,22 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned* r, const void* p) {
                  : "memory");
 }
 
+// ldsm_x4 loads four 8x8 16-bit matrices: lane l gives the address of row
+// l%8 of matrix l/8, and r[i] gets matrix i's elements (g, 2t) and
+// (g, 2t+1). ldsm_x2 loads two (lanes 0-15 give the addresses).
+__device__ __forceinline__ void ldsm_x4(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+__device__ __forceinline__ void ldsm_x2(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
 // cp_async16 copies 16 bytes from global to shared memory asynchronously,
 // or writes 16 zero bytes when !valid (src is then not read).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
@@ -179,12 +197,12 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 
 // flash_tile_load copies keys k0.. k0+FA_BK of K and V (head h) into one
 // stage of the shared tiles; missing keys and padded columns read as zero.
-template <typename T, int DP>
+template <typename T, int DP, int W>
 __device__ __forceinline__ void flash_tile_load(T* Ks, T* Vs, const T* kb, const T* vb, int k0, int Nk, int D,
                                                 size_t HD, int vec) {
     constexpr int ST = DP + 8;
     if (vec) {
-        for (int idx = threadIdx.x; idx < FA_BK * (DP / 8); idx += FA_WARPS * 32) {
+        for (int idx = threadIdx.x; idx < FA_BK * (DP / 8); idx += W * 32) {
             const int j = idx / (DP / 8), c = (idx - j * (DP / 8)) * 8;
             const int kj = k0 + j;
             const bool ok = kj < Nk && c < D;
@@ -193,7 +211,7 @@ __device__ __forceinline__ void flash_tile_load(T* Ks, T* Vs, const T* kb, const
             cp_async16(Vs + j * ST + c, vb + off, ok);
         }
     } else {
-        for (int idx = threadIdx.x; idx < FA_BK * (DP / 2); idx += FA_WARPS * 32) {
+        for (int idx = threadIdx.x; idx < FA_BK * (DP / 2); idx += W * 32) {
             const int j = idx / (DP / 2), c = (idx - j * (DP / 2)) * 2;
             const int kj = k0 + j;
             unsigned kv = 0, vv = 0;
@@ -207,19 +225,20 @@ __device__ __forceinline__ void flash_tile_load(T* Ks, T* Vs, const T* kb, const
     }
 }
 
-template <typename T, int DP>
+template <typename T, int DP, int W>
 __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                            T* __restrict__ o, int Nq, int Nk, int H, int D, float scale, int causal,
                                            int vec) {
-    constexpr int ST = DP + 8;  // tile row stride (elements): conflict-free fragment reads, 16-byte rows
+    constexpr int ST = DP + 8;  // tile row stride (elements): conflict-free ldmatrix rows, 16-byte aligned
     constexpr int TILE = FA_BK * ST;
+    constexpr int BQ = 16 * W;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     T* Ks = reinterpret_cast<T*>(fa_smem);  // [2][FA_BK][ST]
     T* Vs = Ks + 2 * TILE;                  // [2][FA_BK][ST]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y;
-    const int q0 = blockIdx.x * FA_BQ + warp * 16;
+    const int q0 = blockIdx.x * BQ + warp * 16;
     const size_t HD = (size_t)H * D;
     const T* qb = q + (size_t)b * Nq * HD + (size_t)h * D;
     const T* kb = k + (size_t)b * Nk * HD + (size_t)h * D;
@@ -228,9 +247,9 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
     const T tag = from_f<T>(0.f);
 
     int kend = Nk;
-    if (causal) kend = min(Nk, (int)(blockIdx.x + 1) * FA_BQ);
+    if (causal) kend = min(Nk, (int)(blockIdx.x + 1) * BQ);
     const int tiles = (kend + FA_BK - 1) / FA_BK;
-    if (tiles > 0) flash_tile_load<T, DP>(Ks, Vs, kb, vb, 0, Nk, D, HD, vec);
+    if (tiles > 0) flash_tile_load<T, DP, W>(Ks, Vs, kb, vb, 0, Nk, D, HD, vec);
     cp_async_commit();
 
     // A fragments of this warp's 16 query rows.
@@ -249,17 +268,20 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
     float acc[DP / 8][4];
 #pragma unroll
     for (int i = 0; i < DP / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    // Running maxima in base-2 units (scale applied), and sums.
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-    // ldmatrix row of this lane: matrix lane/8 is (keys +8 when odd, columns
-    // +8 from the second pair), row lane%8.
+    // ldmatrix row of this lane: matrix lane/8, row lane%8. For V (trans):
+    // matrix lane/8 is keys +8 when odd, columns +8 from the second pair.
+    // For K: keys lane%8 of the 8-key group, columns +8 per matrix.
     const int lm = lane >> 3, lr = lane & 7;
     const int vrow = (lm & 1) * 8 + lr, vcol = (lm >> 1) * 8;
+    const int kcol = lm * 8;
 
     for (int tile = 0; tile < tiles; tile++) {
         const int k0 = tile * FA_BK;
         if (tile + 1 < tiles) {
             const int nx = (tile + 1) & 1;
-            flash_tile_load<T, DP>(Ks + nx * TILE, Vs + nx * TILE, kb, vb, k0 + FA_BK, Nk, D, HD, vec);
+            flash_tile_load<T, DP, W>(Ks + nx * TILE, Vs + nx * TILE, kb, vb, k0 + FA_BK, Nk, D, HD, vec);
         }
         cp_async_commit();
         cp_async_wait<1>();  // this tile's copies are done (the next may be in flight)
@@ -271,23 +293,36 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
 #pragma unroll
             for (int nt = 0; nt < FA_BK / 8; nt++) {
                 s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+                const T* kr = Kt + (nt * 8 + lr) * ST + kcol;
 #pragma unroll
-                for (int kk = 0; kk < DP / 16; kk++) {
-                    const T* kr = Kt + (nt * 8 + g) * ST + kk * 16 + 2 * t;
-                    mma16816(s[nt], qa[kk], *reinterpret_cast<const unsigned*>(kr), *reinterpret_cast<const unsigned*>(kr + 8), tag);
+                for (int kk = 0; kk + 1 < DP / 16; kk += 2) {
+                    unsigned kf[4];
+                    ldsm_x4(kf, kr + kk * 16);
+                    mma16816(s[nt], qa[kk], kf[0], kf[1], tag);
+                    mma16816(s[nt], qa[kk + 1], kf[2], kf[3], tag);
+                }
+                if constexpr ((DP / 16) % 2 == 1) {
+                    unsigned kf[2];
+                    ldsm_x2(kf, Kt + (nt * 8 + lr) * ST + (DP - 16) + (lm & 1) * 8);
+                    mma16816(s[nt], qa[DP / 16 - 1], kf[0], kf[1], tag);
+                }
+            }
+            // Masks: keys past Nk, and the causal diagonal; only tiles
+            // that reach either pay for them (warp-uniform test).
+            if (k0 + FA_BK > Nk || (causal && k0 + FA_BK - 1 > q0)) {
+#pragma unroll
+                for (int nt = 0; nt < FA_BK / 8; nt++) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const int key = k0 + nt * 8 + 2 * t + (i & 1);
+                        const int row = q0 + g + 8 * (i >> 1);
+                        if (key >= Nk || (causal && key > row)) s[nt][i] = -INFINITY;
+                    }
                 }
             }
             float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
             for (int nt = 0; nt < FA_BK / 8; nt++) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int key = k0 + nt * 8 + 2 * t + (i & 1);
-                    const int row = q0 + g + 8 * (i >> 1);
-                    float x = s[nt][i] * sl2;
-                    if (key >= Nk || (causal && key > row)) x = -INFINITY;
-                    s[nt][i] = x;
-                }
                 mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
                 mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
             }
@@ -295,7 +330,9 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            // The scale is positive, so the maximum of the raw scores
+            // scaled is the maximum of the scaled scores.
+            const float mn0 = fmaxf(m0, mx0 * sl2), mn1 = fmaxf(m1, mx1 * sl2);
             // A row with no valid key so far keeps a zero reference so that
             // exp2(-inf - ref) is 0, never NaN.
             const float r0 = mn0 == -INFINITY ? 0.f : mn0, r1 = mn1 == -INFINITY ? 0.f : mn1;
@@ -305,10 +342,10 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
             float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
             for (int nt = 0; nt < FA_BK / 8; nt++) {
-                s[nt][0] = exp2f(s[nt][0] - r0);
-                s[nt][1] = exp2f(s[nt][1] - r0);
-                s[nt][2] = exp2f(s[nt][2] - r1);
-                s[nt][3] = exp2f(s[nt][3] - r1);
+                s[nt][0] = exp2f(fmaf(s[nt][0], sl2, -r0));
+                s[nt][1] = exp2f(fmaf(s[nt][1], sl2, -r0));
+                s[nt][2] = exp2f(fmaf(s[nt][2], sl2, -r1));
+                s[nt][3] = exp2f(fmaf(s[nt][3], sl2, -r1));
                 ps0 += s[nt][0] + s[nt][1];
                 ps1 += s[nt][2] + s[nt][3];
             }
@@ -358,15 +395,17 @@ __device__ __forceinline__ void flash_impl(const T* __restrict__ q, const T* __r
     }
 }
 
-#define FLASH_VARIANT(S, T, DP)                                                                            \
-    extern "C" __global__ void __launch_bounds__(FA_WARPS * 32)                                            \
-        flash_##S##_d##DP(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D,          \
-                          float scale, int causal, int vec) {                                              \
-        flash_impl<T, DP>(q, k, v, o, Nq, Nk, H, D, scale, causal, vec);                                   \
+#define FLASH_VARIANT(P, W, S, T, DP)                                                                      \
+    extern "C" __global__ void __launch_bounds__(W * 32)                                                   \
+        P##_##S##_d##DP(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D,            \
+                        float scale, int causal, int vec) {                                                \
+        flash_impl<T, DP, W>(q, k, v, o, Nq, Nk, H, D, scale, causal, vec);                                \
     }
-#define FLASH_VARIANTS(S, T)                                                                               \
-    FLASH_VARIANT(S, T, 32) FLASH_VARIANT(S, T, 48) FLASH_VARIANT(S, T, 64) FLASH_VARIANT(S, T, 80)        \
-    FLASH_VARIANT(S, T, 96) FLASH_VARIANT(S, T, 128) FLASH_VARIANT(S, T, 160)
+#define FLASH_WIDTHS(P, W, S, T)                                                                           \
+    FLASH_VARIANT(P, W, S, T, 32) FLASH_VARIANT(P, W, S, T, 48) FLASH_VARIANT(P, W, S, T, 64)              \
+    FLASH_VARIANT(P, W, S, T, 80) FLASH_VARIANT(P, W, S, T, 96) FLASH_VARIANT(P, W, S, T, 128)             \
+    FLASH_VARIANT(P, W, S, T, 160)
+#define FLASH_VARIANTS(S, T) FLASH_WIDTHS(flash, 4, S, T) FLASH_WIDTHS(flash8, 8, S, T)
 
 FLASH_VARIANTS(f16, __half)
 FLASH_VARIANTS(bf16, __nv_bfloat16)

@@ -329,8 +329,10 @@ func (d *Device) setup(mods []kernels.Module) error {
 	// So do the wider tensor-core variants' two-stage tiles.
 	if d.dtype != tensor.F32 {
 		for _, w := range flashWidths {
-			if f, err := d.function(fmt.Sprintf("flash_%s_d%d", d.sfx, w)); err == nil {
-				drv.cuFuncSetAttribute(f, funcAttrMaxDynamicSMB, int32(flashSharedBytes(w)))
+			for _, warps := range []int{4, 8} {
+				if f, err := d.function(d.flashPlanFor(w, warps).name); err == nil {
+					drv.cuFuncSetAttribute(f, funcAttrMaxDynamicSMB, int32(flashSharedBytes(w)))
+				}
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/darkroom-ai/darkroom/engine/backend"
 	"github.com/darkroom-ai/darkroom/engine/backend/backendtest"
@@ -82,8 +83,9 @@ func roundTo(dt tensor.DType, v []float32) []float32 {
 // against the CPU backend on the same (rounded) inputs: the head widths of
 // SD1.x/SDXL (40, 64, 80, 160) and odd ones, sequence lengths that are not
 // multiples of the tiles, cross-attention (77 keys) and causal masking.
-// What remains is rounding P to 16 bits for the tensor cores and the
-// output to the storage type: at most 4e-3 (F16) and 3e-2 (BF16) scaled.
+// Both block sizes (4 and 8 warps) run every case. What remains is
+// rounding P to 16 bits for the tensor cores and the output to the
+// storage type: at most 4e-3 (F16) and 3e-2 (BF16) scaled.
 func TestFlashAttentionMatchesCPU(t *testing.T) {
 	tol := map[tensor.DType]float64{tensor.F16: 4e-3, tensor.BF16: 3e-2}
 	cases := []struct {
@@ -97,6 +99,8 @@ func TestFlashAttentionMatchesCPU(t *testing.T) {
 		{1, 100, 33, 3, 18, false},
 		{2, 65, 130, 2, 128, false},
 		{1, 1, 1, 1, 2, false},
+		{1, 300, 300, 2, 48, true},
+		{1, 200, 64, 2, 96, false},
 	}
 	for _, dt := range []tensor.DType{tensor.F16, tensor.BF16} {
 		g := halfGPU(t, dt)
@@ -105,7 +109,8 @@ func TestFlashAttentionMatchesCPU(t *testing.T) {
 			name := fmt.Sprintf("%v_b%d_q%d_k%d_h%d_d%d_causal%v", dt, s.b, s.nq, s.nk, s.heads, s.dh, s.causal)
 			t.Run(name, func(t *testing.T) {
 				hd := s.heads * s.dh
-				if _, _, ok := g.flashKernel(s.dh); !ok {
+				plan, ok := g.flashKernel(s.dh)
+				if !ok {
 					t.Fatalf("no tensor-core kernel for head dim %d", s.dh)
 				}
 				rng := rand.New(rand.NewPCG(uint64(s.nq), uint64(s.dh)))
@@ -118,21 +123,82 @@ func TestFlashAttentionMatchesCPU(t *testing.T) {
 				vg, vc := up(s.b*s.nk*hd, s.b, s.nk, hd)
 				p := backend.AttentionParams{Heads: s.heads, Scale: float32(1 / math.Sqrt(float64(s.dh))), Causal: s.causal}
 				og, oc := g.Alloc(s.b, s.nq, hd), c.Alloc(s.b, s.nq, hd)
-				g.Attention(og, qg, kg, vg, p)
 				c.Attention(oc, qc, kc, vc, p)
-				got, err := g.Download(og)
-				if err != nil {
-					t.Fatal(err)
-				}
-				rel, worst := relErr(got, cpu.Data(oc))
-				t.Logf("rel err %.2e, max scaled err %.2e", rel, worst)
-				if !(worst <= tol[dt]) {
-					t.Errorf("max scaled error %.3g > %g", worst, tol[dt])
+				for _, warps := range []int{4, 8} {
+					g.flashAttention(og, qg, kg, vg, p, g.flashPlanFor(plan.dp, warps))
+					got, err := g.Download(og)
+					if err != nil {
+						t.Fatal(err)
+					}
+					rel, worst := relErr(got, cpu.Data(oc))
+					t.Logf("%d warps: rel err %.2e, max scaled err %.2e", warps, rel, worst)
+					if !(worst <= tol[dt]) {
+						t.Errorf("%d warps: max scaled error %.3g > %g", warps, worst, tol[dt])
+					}
 				}
 				for _, x := range []*backend.Tensor{qg, kg, vg, og} {
 					g.Free(x)
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkFlashAttention times the tensor-core attention kernel at the
+// self-attention shapes of the families (both block sizes) and reports
+// TFLOP/s (4·Nq·Nk·D per head): SD1.5 and SDXL at their largest maps, SD3.5
+// Large's and Flux's joint sequences, Z-Image's at 1024².
+func BenchmarkFlashAttention(b *testing.B) {
+	shapes := []struct {
+		name                 string
+		b, nq, nk, heads, dh int
+	}{
+		{"sd15_4096_d40", 2, 4096, 4096, 8, 40},
+		{"sdxl_4096_d64", 2, 4096, 4096, 10, 64},
+		{"sd35l_4429_d64", 2, 4429, 4429, 38, 64},
+		{"zimage_4224_d128", 1, 4224, 4224, 30, 128},
+		{"flux_4608_d128", 1, 4608, 4608, 24, 128},
+	}
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+		d, err := halfDevices[dt]()
+		if err != nil {
+			b.Skipf("no GPU: %v", err)
+		}
+		for _, s := range shapes {
+			hd := s.heads * s.dh
+			rng := rand.New(rand.NewPCG(1, 2))
+			q := d.Upload(randVec(rng, s.b*s.nq*hd), s.b, s.nq, hd)
+			k := d.Upload(randVec(rng, s.b*s.nk*hd), s.b, s.nk, hd)
+			v := d.Upload(randVec(rng, s.b*s.nk*hd), s.b, s.nk, hd)
+			o := d.Alloc(s.b, s.nq, hd)
+			p := backend.AttentionParams{Heads: s.heads, Scale: float32(1 / math.Sqrt(float64(s.dh)))}
+			plan, _ := d.flashKernel(s.dh)
+			for _, warps := range []int{4, 8} {
+				b.Run(fmt.Sprintf("%v/%s/w%d", dt, s.name, warps), func(b *testing.B) {
+					pl := d.flashPlanFor(plan.dp, warps)
+					for range 3 {
+						d.flashAttention(o, q, k, v, p, pl)
+					}
+					if err := d.Sync(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					// Launches are queued: the time runs until the queue is done.
+					b.ResetTimer()
+					start := time.Now()
+					for range b.N {
+						d.flashAttention(o, q, k, v, p, pl)
+					}
+					if err := d.Sync(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					sec := time.Since(start).Seconds() / float64(b.N)
+					b.ReportMetric(4*float64(s.b*s.heads)*float64(s.nq)*float64(s.nk)*float64(s.dh)/sec/1e12, "TFLOP/s")
+					b.ReportMetric(sec*1e3, "ms/op")
+				})
+			}
+			for _, x := range []*backend.Tensor{q, k, v, o} {
+				d.Free(x)
+			}
 		}
 	}
 }

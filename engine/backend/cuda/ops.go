@@ -349,38 +349,67 @@ func (d *Device) attentionKernel(dh int) (string, bool) {
 }
 
 // flashWidths are the padded head dimensions of the tensor-core kernels
-// (FLASH_VARIANTS in kernels/attention.cu); flashRows mirrors FA_BQ,
-// flashKeys FA_BK and flashThreads FA_WARPS·32.
+// (FLASH_VARIANTS in kernels/attention.cu); flashKeys mirrors FA_BK.
 var flashWidths = []int{32, 48, 64, 80, 96, 128, 160}
 
-const (
-	flashRows    = 64
-	flashKeys    = 64 // FA_BK
-	flashThreads = 128
-)
+const flashKeys = 64 // FA_BK
 
-// flashKernel picks the tensor-core variant for head dimension dh on a
-// 16-bit device and returns its padded width: dh must be even and at most
-// 160, and the tensors' element offsets even (the kernel moves pairs of
-// elements).
-func (d *Device) flashKernel(dh int, ts ...*backend.Tensor) (string, int, bool) {
+// flashPlan is one tensor-core attention kernel: its name, the padded head
+// width and the warps of a block (16 query rows each).
+type flashPlan struct {
+	name      string
+	dp, warps int
+}
+
+// rows is the query rows of a block.
+func (f flashPlan) rows() int { return 16 * f.warps }
+
+// flashWarps is the block size (warps) of the tensor-core kernel for
+// padded width dp, as measured on an H200 (BenchmarkFlashAttention,
+// docs/performance.md): eight warps, which share each K/V tile between 128
+// query rows, win only for the narrow heads (SD1.5's 40, padded to 48:
+// 165 against 158 TFLOP/s); from 64 up four warps keep more blocks
+// resident and win by 11–20 %.
+func flashWarps(dp int) int {
+	if dp <= flashWarps8Max {
+		return 8
+	}
+	return 4
+}
+
+// flashWarps8Max is the widest padded head that runs with eight warps.
+const flashWarps8Max = 48
+
+// flashPlanFor returns the kernel of padded width dp with warps warps.
+func (d *Device) flashPlanFor(dp, warps int) flashPlan {
+	prefix := "flash"
+	if warps == 8 {
+		prefix = "flash8"
+	}
+	return flashPlan{name: fmt.Sprintf("%s_%s_d%d", prefix, d.sfx, dp), dp: dp, warps: warps}
+}
+
+// flashKernel picks the tensor-core kernel for head dimension dh on a
+// 16-bit device: dh must be even and at most 160, and the tensors' element
+// offsets even (the kernel moves pairs of elements).
+func (d *Device) flashKernel(dh int, ts ...*backend.Tensor) (flashPlan, bool) {
 	if d.dtype == tensor.F32 || dh%2 != 0 {
-		return "", 0, false
+		return flashPlan{}, false
 	}
 	for _, t := range ts {
 		if t.Offset%2 != 0 {
-			return "", 0, false
+			return flashPlan{}, false
 		}
 	}
 	for _, w := range flashWidths {
 		if dh <= w {
-			return fmt.Sprintf("flash_%s_d%d", d.sfx, w), w, true
+			return d.flashPlanFor(w, flashWarps(w)), true
 		}
 	}
-	return "", 0, false
+	return flashPlan{}, false
 }
 
-// flashSharedBytes is the dynamic shared memory of flash_*_d<dp>: two
+// flashSharedBytes is the dynamic shared memory of flash*_*_d<dp>: two
 // stages of a K and a V tile of FA_BK rows of dp+8 16-bit elements.
 func flashSharedBytes(dp int) int { return 2 * 2 * flashKeys * (dp + 8) * 2 }
 
@@ -393,21 +422,11 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 		panic(fmt.Sprintf("cuda attention: q %v k %v v %v dst %v heads %d", q.Shape, k.Shape, v.Shape, dst.Shape, p.Heads))
 	}
 	dh := hd / p.Heads
-	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
-	if name, dp, ok := d.flashKernel(dh, q, k, v, dst); ok {
-		// 16-byte asynchronous copies of K and V need rows of whole 16-byte
-		// chunks and aligned pointers.
-		vec := dh%8 == 0 && kp%16 == 0 && vp%16 == 0
-		d.enqueue(func() {
-			if nq == 0 || b == 0 {
-				return
-			}
-			d.launch(name, [3]int{(nq + flashRows - 1) / flashRows, p.Heads, b}, flashThreads, flashSharedBytes(dp),
-				ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal),
-				boolArg(vec))
-		}, dst, q, k, v)
+	if plan, ok := d.flashKernel(dh, q, k, v, dst); ok {
+		d.flashAttention(dst, q, k, v, p, plan)
 		return
 	}
+	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
 	name, ok := d.attentionKernel(dh)
 	if !ok {
 		d.attentionComposed(dst, q, k, v, p)
@@ -419,6 +438,26 @@ func (d *Device) Attention(dst, q, k, v *backend.Tensor, p backend.AttentionPara
 		}
 		d.launch(name, [3]int{(nq + attentionRows - 1) / attentionRows, p.Heads, b}, attentionRows*32, attentionSharedBytes(dh),
 			ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal))
+	}, dst, q, k, v)
+}
+
+// flashAttention runs the tensor-core kernel plan (Attention checked the
+// shapes and picked it).
+func (d *Device) flashAttention(dst, q, k, v *backend.Tensor, p backend.AttentionParams, plan flashPlan) {
+	b, nq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
+	nk := k.Shape[1]
+	dh := hd / p.Heads
+	qp, kp, vp, op := d.ptr(q), d.ptr(k), d.ptr(v), d.ptr(dst)
+	// 16-byte asynchronous copies of K and V need rows of whole 16-byte
+	// chunks and aligned pointers.
+	vec := dh%8 == 0 && kp%16 == 0 && vp%16 == 0
+	d.enqueue(func() {
+		if nq == 0 || b == 0 {
+			return
+		}
+		d.launch(plan.name, [3]int{(nq + plan.rows() - 1) / plan.rows(), p.Heads, b}, plan.warps*32, flashSharedBytes(plan.dp),
+			ptrArg(qp), ptrArg(kp), ptrArg(vp), ptrArg(op), i32(nq), i32(nk), i32(p.Heads), i32(dh), f32(p.Scale), boolArg(p.Causal),
+			boolArg(vec))
 	}, dst, q, k, v)
 }
 

@@ -59,11 +59,14 @@ type modelsMsg struct {
 
 // appConfig is what New needs besides the pipeline.
 type appConfig struct {
-	Model  string
-	Mode   termimg.Mode // resolved; ModeHalfblock may be upgraded by DA1
-	Auto   bool         // graphics were auto-detected
-	Tmux   bool
-	GPU    GPUStatsProvider
+	Model string
+	Mode  termimg.Mode // resolved; ModeHalfblock may be upgraded by DA1
+	Auto  bool         // graphics were auto-detected
+	Tmux  bool
+	GPU   GPUStatsProvider
+	// Remote is the server's queue when the jobs run on a server (nil
+	// otherwise).
+	Remote RemoteQueue
 	Notice string
 	// CellW and CellH are the cell size in pixels if known (0 otherwise).
 	CellW, CellH int
@@ -100,6 +103,12 @@ type App struct {
 	models       []engine.ModelEntry
 	modelDirs    []string
 	modelsLoaded bool
+
+	// remote is the server's queue, without the TUI's own jobs, as last
+	// read (remoteValid), or why it could not be.
+	remote      []RemoteJob
+	remoteErr   error
+	remoteValid bool
 
 	jobs      []*Job // queue order, finished jobs included
 	done      []*Job // finished images, newest first
@@ -147,11 +156,15 @@ func newApp(ctx context.Context, p Pipeline, submit func(workItem) tea.Cmd, cfg 
 	return a
 }
 
-// Init lists the models, starts the devices sampler and asks the terminal
+// Init lists the models, starts the devices sampler (and, attached to a
+// server, the reading of its queue) and asks the terminal
 // for its background colour (and, for auto graphics, its device
 // attributes, to find sixel).
 func (a *App) Init() tea.Cmd {
 	cmds := []tea.Cmd{a.listModels(), sampleDevices(a.host, a.cfg.GPU, 0), tea.RequestBackgroundColor}
+	if a.cfg.Remote != nil {
+		cmds = append(cmds, pollRemote(a.cfg.Remote, 0))
+	}
 	if a.cfg.Auto && a.cfg.Mode == termimg.ModeHalfblock && !a.cfg.Tmux {
 		cmds = append(cmds, tea.Raw(termimg.RequestDA1))
 	}
@@ -208,6 +221,9 @@ func (a *App) update(msg tea.Msg) tea.Cmd {
 	case devicesMsg:
 		a.devices.Set(msg)
 		return sampleDevices(a.host, a.cfg.GPU, devicesInterval)
+	case remoteMsg:
+		a.remote, a.remoteErr, a.remoteValid = msg.Jobs, msg.Err, true
+		return pollRemote(a.cfg.Remote, remoteInterval)
 	case jobProgressMsg:
 		a.onProgress(msg)
 	case jobDoneMsg:

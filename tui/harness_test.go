@@ -106,6 +106,10 @@ type harnessOpts struct {
 	model string
 	gpu   GPUStatsProvider
 	eng   *engine.Engine // the scripts' eng (the jobs still run on the fake)
+	// pipeline, when set, runs the jobs instead of the fake (a server's
+	// client); remote is the server's queue.
+	pipeline Pipeline
+	remote   RemoteQueue
 }
 
 func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
@@ -115,11 +119,15 @@ func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, fake: fake, out: t.TempDir(), msgs: make(chan tea.Msg, 256), done: make(chan struct{})}
-	h.w = newWorker(fake, h.out, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var p Pipeline = fake
+	if o.pipeline != nil {
+		p = o.pipeline
+	}
+	h.w = newWorker(p, h.out, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.w.now = func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
 	var seed uint64
-	h.app = newApp(ctx, fake, h.w.submit, appConfig{
-		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng,
+	h.app = newApp(ctx, p, h.w.submit, appConfig{
+		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng, Remote: o.remote,
 		RandSeed: func() uint64 { seed++; return seed },
 	})
 	h.app.host.root = "testdata/proc"

@@ -41,6 +41,10 @@ type Options struct {
 	// GPUStats feeds the devices pane's GPU gauges (nil: host CPU and
 	// memory only).
 	GPUStats GPUStatsProvider
+	// Queue is the queue of the server the Engine stands for (`darkroom
+	// --server`): the queue pane lists its other jobs below the TUI's
+	// own (nil: none).
+	Queue RemoteQueue
 	// Previewer draws the live previews (engine.TAESD when its weights are
 	// present); nil leaves them to the Engine's own Previewer, if it has
 	// one, and otherwise to engine.LatentPreview, which is also the
@@ -116,7 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	cfg := appConfig{
 		Model: opts.Model, Mode: mode, Auto: auto, Tmux: termimg.InTmux(getenv),
-		GPU: opts.GPUStats, Notice: notice, Engine: eng,
+		GPU: opts.GPUStats, Remote: opts.Queue, Notice: notice, Engine: eng,
 	}
 	if opts.Output == nil {
 		cfg.CellW, cfg.CellH = ttyCellSize(os.Stdout)

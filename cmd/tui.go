@@ -46,13 +46,9 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		return cmd.Help()
 	}
 	if f.server != "" {
-		token := f.token
-		if token == "" {
-			token = os.Getenv("DARKROOM_TOKEN")
-		}
-		c := server.NewClient(f.server, token)
-		if c.ListModels() == nil {
-			return fmt.Errorf("--server %s: no answer from GET /v1/models (is darkroom serve running there, is the token right?)", f.server)
+		c, err := connectServer("--server", f.server, f.token)
+		if err != nil {
+			return err
 		}
 		// The jobs, their models and previews, the GPU gauges and the
 		// queue are the server's.

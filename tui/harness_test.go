@@ -194,7 +194,13 @@ func (h *harness) send(msg tea.Msg) {
 // waitFor applies queued messages until cond holds, failing after 5 s.
 func (h *harness) waitFor(what string, cond func(*App) bool) {
 	h.t.Helper()
-	deadline := time.After(5 * time.Second)
+	h.waitWithin(5*time.Second, what, cond)
+}
+
+// waitWithin is waitFor failing after d.
+func (h *harness) waitWithin(d time.Duration, what string, cond func(*App) bool) {
+	h.t.Helper()
+	deadline := time.After(d)
 	for !cond(h.app) {
 		select {
 		case m := <-h.msgs:

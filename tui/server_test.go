@@ -115,7 +115,8 @@ func TestServerQueuePane(t *testing.T) {
 
 	close(gate)
 	sawPreview := false
-	h.waitFor("the TUI's job done", func(a *App) bool {
+	// The built-in model loads and runs slowly under the race detector.
+	h.waitWithin(2*time.Minute, "the TUI's job done", func(a *App) bool {
 		j := a.jobs[0]
 		sawPreview = sawPreview || j.Preview != nil
 		return j.State == JobDone || j.State == JobFailed
@@ -126,5 +127,5 @@ func TestServerQueuePane(t *testing.T) {
 	if !sawPreview {
 		t.Error("the TUI's job showed no live preview from the server")
 	}
-	h.waitFor("an empty server queue", func(a *App) bool { return strings.Contains(h.screen(), "server queue: no other jobs") })
+	h.waitWithin(time.Minute, "an empty server queue", func(a *App) bool { return strings.Contains(h.screen(), "server queue: no other jobs") })
 }

@@ -53,7 +53,7 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		// The jobs, their models and previews, the GPU gauges and the
 		// queue are the server's.
 		return tui.Run(cmd.Context(), tui.Options{Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
-			Engine: c, GPUStats: serverStats{c}, Queue: serverQueue{c}})
+			Engine: c, GPUStats: serverStats{c}, Queue: serverQueue{c}, Connect: connectScript})
 	}
 	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device, Precision: f.precision})
 	if err != nil {
@@ -62,7 +62,7 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 	defer eng.Close()
 	opts := tui.Options{
 		ModelDirs: f.models, Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
-		Engine: eng, GPUStats: nvmlStats{},
+		Engine: eng, GPUStats: nvmlStats{}, Connect: connectScript,
 	}
 	// Live previews: TAESD (SD1/SD2), TAESDXL, TAESD3 and TAEF1 when their
 	// decoders are in the model directories, the linear latent

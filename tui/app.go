@@ -13,6 +13,7 @@ import (
 	uv "github.com/charmbracelet/ultraviolet"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/script/dr"
 	"github.com/darkroom-ai/darkroom/termimg"
 )
 
@@ -75,6 +76,8 @@ type appConfig struct {
 	// Engine is the engine behind the pipeline, if it is one: the `:`
 	// command line's scripts get it as eng.
 	Engine *engine.Engine
+	// Connect is dr.Server for the `:` command line (nil: it fails).
+	Connect func(url, token string) (dr.Remote, error)
 }
 
 // App is the root model: it owns focus, layout, the job list and the

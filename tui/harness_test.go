@@ -19,6 +19,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/script/dr"
 	"github.com/darkroom-ai/darkroom/termimg"
 )
 
@@ -110,6 +111,7 @@ type harnessOpts struct {
 	// client); remote is the server's queue.
 	pipeline Pipeline
 	remote   RemoteQueue
+	connect  func(url, token string) (dr.Remote, error) // dr.Server
 }
 
 func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
@@ -127,7 +129,7 @@ func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
 	h.w.now = func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
 	var seed uint64
 	h.app = newApp(ctx, p, h.w.submit, appConfig{
-		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng, Remote: o.remote,
+		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng, Remote: o.remote, Connect: o.connect,
 		RandSeed: func() uint64 { seed++; return seed },
 	})
 	h.app.host.root = "testdata/proc"

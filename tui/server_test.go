@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/script/dr"
 	"github.com/darkroom-ai/darkroom/server"
 )
 
@@ -83,7 +84,8 @@ func TestServerQueuePane(t *testing.T) {
 	}
 
 	c := server.NewClient(hs.URL, "tui-secret")
-	h := newHarness(t, tinyModels(), harnessOpts{w: 100, h: 30, pipeline: c, remote: serverJobs{c}, model: engine.DefaultModel})
+	connect := func(url, token string) (dr.Remote, error) { return server.NewClient(url, token), nil }
+	h := newHarness(t, tinyModels(), harnessOpts{w: 100, h: 30, pipeline: c, remote: serverJobs{c}, model: engine.DefaultModel, connect: connect})
 	h.waitFor("bob's job in the queue pane", func(a *App) bool { return strings.Contains(h.screen(), "@bob") })
 	if len(h.app.remote) != 1 || h.app.remote[0].ID != bobID || h.app.remote[0].Mine || h.app.remote[0].Prompt != "" {
 		t.Fatalf("the server's queue: %+v", h.app.remote)
@@ -128,4 +130,11 @@ func TestServerQueuePane(t *testing.T) {
 		t.Error("the TUI's job showed no live preview from the server")
 	}
 	h.waitWithin(time.Minute, "an empty server queue", func(a *App) bool { return strings.Contains(h.screen(), "server queue: no other jobs") })
+
+	// dr.Server on the : line connects a script to the server.
+	h.openScript()
+	h.eval(`srv, err := dr.Server("` + hs.URL + `", "bob-secret"); check(err); len(srv.ListModels()) > 0`)
+	if got := h.lastLine(); got != "true" {
+		t.Errorf("dr.Server on the : line: %q", got)
+	}
 }

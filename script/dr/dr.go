@@ -86,10 +86,10 @@ type Remote interface {
 
 // Server connects to the darkroom server at url ("http://gpu-box:7860")
 // with a bearer token ("": DARKROOM_TOKEN, or none for a loopback server
-// without tokens), checking that it answers. Under `darkroom run` and
-// `darkroom repl` it returns the server's client; a recipe built with the
-// go tool has no server client here (it can import package server and
-// use server.NewClient).
+// without tokens), checking that it answers. Under `darkroom run`,
+// `darkroom repl` and the TUI's `:` line it returns the server's client;
+// a recipe built with the go tool has no server client here (it can
+// import package server and use server.NewClient).
 func Server(url, token string) (Remote, error) {
 	return nil, fmt.Errorf("dr.Server %s: connecting to a server needs darkroom run or darkroom repl", url)
 }

@@ -141,12 +141,12 @@ DARKROOM_TOKEN) is its bearer token. Models the recipe loads itself
 			if len(args) == 0 {
 				return errors.New("darkroom run needs a recipe file (a .go file), e.g. darkroom run recipes/seed_sweep.go")
 			}
-			if args[0] == "-h" || args[0] == "--help" {
-				return cmd.Help()
-			}
 			url, token, args, err := runServerFlags(args)
 			if err != nil {
 				return err
+			}
+			if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+				return cmd.Help()
 			}
 			if len(args) == 0 {
 				return errors.New("darkroom run needs a recipe file (a .go file) after its flags, e.g. darkroom run --server URL recipes/seed_sweep.go")

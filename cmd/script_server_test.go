@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"image"
 	"image/draw"
 	"image/png"
@@ -13,20 +14,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/server"
 )
 
 // startServer runs a darkroom server on loopback with one CPU worker and
-// a token for the client "repl".
+// tokens for the clients "repl" and "bob".
 func startServer(t *testing.T) string {
 	t.Helper()
 	eng, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: []string{t.TempDir()}, NamesOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Options{Tokens: []server.Token{{Name: "repl", Secret: "repl-secret"}}},
+	srv, err := server.New(server.Options{Tokens: []server.Token{{Name: "repl", Secret: "repl-secret"}, {Name: "bob", Secret: "bob-secret"}}},
 		server.NewLocal(&server.Runner{Engine: eng, Name: "cpu-0", Scratch: t.TempDir()}))
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +191,60 @@ func TestRunServer(t *testing.T) {
 		_, stderr, code := run(t, tc.args...)
 		if code != 1 || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
 			t.Errorf("darkroom %s: exit %d, stderr %q, want %q", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
+	}
+}
+
+// TestServerQueueSource: the TUI's queue source (serverQueue) lists
+// another client's job without its prompt, and never the jobs the TUI's
+// own client runs there (Here).
+func TestServerQueueSource(t *testing.T) {
+	url := startServer(t)
+	long := serverRequest()
+	long.Steps, long.Prompt = 150, "bob's private digit"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bobDone := make(chan error, 1)
+	go func() { _, err := server.NewClient(url, "bob-secret").Generate(ctx, long, nil); bobDone <- err }()
+	c := server.NewClient(url, "repl-secret")
+	own := long
+	own.Prompt = "the TUI's digit"
+	ownDone := make(chan error, 1)
+	go func() { _, err := c.Generate(ctx, own, nil); ownDone <- err }()
+	hereID, sawBob := "", false
+	for deadline := time.Now().Add(30 * time.Second); hereID == "" || !sawBob; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("did not see both jobs: here %q, bob's %v", hereID, sawBob)
+		}
+		q, err := c.Queue(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range q {
+			if j.Here {
+				hereID = j.ID
+			}
+		}
+		jobs, err := serverQueue{c}.RemoteJobs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			switch {
+			case j.ID == hereID || j.Mine:
+				t.Fatalf("the TUI's own job is listed as the server's: %+v", j)
+			case j.Client == "bob":
+				sawBob = true
+				if j.Prompt != "" || j.Steps != 150 || j.Model != engine.DefaultModel {
+					t.Errorf("bob's job: %+v", j)
+				}
+			}
+		}
+	}
+	cancel() // both jobs stop between steps
+	for _, ch := range []chan error{bobDone, ownDone} {
+		if err := <-ch; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
 		}
 	}
 }

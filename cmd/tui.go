@@ -116,7 +116,7 @@ func (q serverQueue) RemoteJobs() ([]tui.RemoteJob, error) {
 			continue // the TUI's own job, in its own rows
 		}
 		r := tui.RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, State: tui.JobQueued, Position: j.Position,
-			Worker: j.Worker, Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
+			Worker: j.Worker, Phase: j.Phase, Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
 		if j.State == server.StateRunning {
 			r.State = tui.JobRunning
 		}

@@ -79,9 +79,10 @@ type RemoteJob struct {
 	// before a queued one (0: next).
 	State    JobState
 	Position int
-	// Worker is the server's worker that runs it; Step and Total its
-	// progress.
+	// Worker is the server's worker that runs it; Phase, Step and Total
+	// its progress.
 	Worker      string
+	Phase       string
 	Step, Total int
 	// Model names the job's model; Width, Height and Steps are 0 where the
 	// model's defaults apply.

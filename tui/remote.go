@@ -96,8 +96,8 @@ func (a *App) remoteRow(j RemoteJob, iw int) string {
 	rest := iw - lipgloss.Width(head)
 	if j.State == JobRunning {
 		info := fmt.Sprintf(" %d/%d %s", j.Step, j.Total, j.Worker)
-		if j.Total == 0 {
-			info = " " + j.Worker
+		if j.Total == 0 { // loading the model, encoding the prompt
+			info = strings.TrimRight(" "+j.Phase+" "+j.Worker, " ")
 		}
 		if barW := rest - lipgloss.Width(info); barW >= 4 && j.Total > 0 {
 			return head + a.c.Gauge(float64(j.Step)/float64(j.Total), barW, false) + s.Muted.Render(ansiTrunc(info, rest-barW))

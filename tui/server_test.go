@@ -43,7 +43,7 @@ func (q serverJobs) RemoteJobs() ([]RemoteJob, error) {
 			continue
 		}
 		r := RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, State: JobQueued, Position: j.Position, Worker: j.Worker,
-			Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
+			Phase: j.Phase, Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
 		if j.State == server.StateRunning {
 			r.State = JobRunning
 		}

@@ -196,8 +196,8 @@ func TestRunServer(t *testing.T) {
 }
 
 // TestServerQueueSource: the TUI's queue source (serverQueue) lists
-// another client's job without its prompt, and never the jobs the TUI's
-// own client runs there (Here).
+// another client's job without its prompt, and marks Here the job the
+// TUI's own client runs there.
 func TestServerQueueSource(t *testing.T) {
 	url := startServer(t)
 	long := serverRequest()
@@ -232,7 +232,9 @@ func TestServerQueueSource(t *testing.T) {
 		for _, j := range jobs {
 			switch {
 			case j.ID == hereID || j.Mine:
-				t.Fatalf("the TUI's own job is listed as the server's: %+v", j)
+				if !j.Here || !j.Mine || j.Prompt != own.Prompt {
+					t.Fatalf("the TUI's own job: %+v", j)
+				}
 			case j.Client == "bob":
 				sawBob = true
 				if j.Prompt != "" || j.Steps != 150 || j.Model != engine.DefaultModel {

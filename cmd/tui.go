@@ -99,7 +99,7 @@ func (s serverStats) GPUStats() ([]tui.GPUStat, error) {
 }
 
 // serverQueue feeds the TUI's queue pane with a server's queue
-// (GET /v1/queue), less the jobs the TUI runs there itself.
+// (GET /v1/queue); the job the TUI runs there itself is marked Here.
 type serverQueue struct{ c *server.Client }
 
 // RemoteJobs lists the server's running and waiting jobs.
@@ -112,10 +112,7 @@ func (q serverQueue) RemoteJobs() ([]tui.RemoteJob, error) {
 	}
 	var out []tui.RemoteJob
 	for _, j := range jobs {
-		if j.Here {
-			continue // the TUI's own job, in its own rows
-		}
-		r := tui.RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, State: tui.JobQueued, Position: j.Position,
+		r := tui.RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, Here: j.Here, State: tui.JobQueued, Position: j.Position,
 			Worker: j.Worker, Phase: j.Phase, Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
 		if j.State == server.StateRunning {
 			r.State = tui.JobRunning

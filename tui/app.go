@@ -107,7 +107,7 @@ type App struct {
 	modelDirs    []string
 	modelsLoaded bool
 
-	// remote is the server's queue, without the TUI's own jobs, as last
+	// remote is the server's queue, without the TUI's own job, as last
 	// read (remoteValid), or why it could not be.
 	remote      []RemoteJob
 	remoteErr   error
@@ -225,7 +225,7 @@ func (a *App) update(msg tea.Msg) tea.Cmd {
 		a.devices.Set(msg)
 		return sampleDevices(a.host, a.cfg.GPU, devicesInterval)
 	case remoteMsg:
-		a.remote, a.remoteErr, a.remoteValid = msg.Jobs, msg.Err, true
+		a.setRemote(msg)
 		return pollRemote(a.cfg.Remote, remoteInterval)
 	case jobProgressMsg:
 		a.onProgress(msg)

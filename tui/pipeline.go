@@ -75,6 +75,10 @@ type RemoteJob struct {
 	// submitted (a REPL, a script); only those carry their Prompt.
 	Mine   bool
 	Prompt string
+	// Here marks the TUI's own running job (its pipeline's): it is not
+	// listed with the others; while it waits on the server, its row says
+	// how many jobs are ahead.
+	Here bool
 	// State is JobQueued or JobRunning. Position counts the waiting jobs
 	// before a queued one (0: next).
 	State    JobState
@@ -91,9 +95,8 @@ type RemoteJob struct {
 }
 
 // RemoteQueue lists the running and waiting jobs of the server the TUI
-// runs its jobs on, in queue order, without the jobs the TUI itself runs
-// there. The queue pane polls it every remoteInterval, off the UI
-// goroutine.
+// runs its jobs on, in queue order, the TUI's own marked Here. The queue
+// pane polls it every remoteInterval, off the UI goroutine.
 type RemoteQueue interface {
 	RemoteJobs() ([]RemoteJob, error)
 }

@@ -26,6 +26,26 @@ func pollRemote(q RemoteQueue, delay time.Duration) tea.Cmd {
 	})
 }
 
+// setRemote stores a sample of the server's queue: the other jobs for
+// the list, and whether the TUI's running job (Here) still waits there.
+func (a *App) setRemote(m remoteMsg) {
+	a.remote, a.remoteErr, a.remoteValid = nil, m.Err, true
+	var here *RemoteJob
+	for i, j := range m.Jobs {
+		if j.Here {
+			here = &m.Jobs[i]
+			continue
+		}
+		a.remote = append(a.remote, j)
+	}
+	if r := a.running; r != nil && m.Err == nil {
+		r.Waiting = here != nil && here.State == JobQueued
+		if r.Waiting {
+			r.Ahead = here.Position
+		}
+	}
+}
+
 // queueSplit divides the queue pane's n rows between the TUI's own jobs
 // and the server's queue (a heading row and its jobs, or the error that
 // hides them): the server's part gets what the own jobs leave, and at

@@ -29,7 +29,7 @@ func (g gatedBackend) Serve(ctx context.Context, s *server.Server) error {
 }
 
 // serverJobs reads a server's queue for the queue pane, as cmd does for
-// `darkroom --server`: the TUI's own jobs (Here) are left out.
+// `darkroom --server`.
 type serverJobs struct{ c *server.Client }
 
 func (q serverJobs) RemoteJobs() ([]RemoteJob, error) {
@@ -39,10 +39,7 @@ func (q serverJobs) RemoteJobs() ([]RemoteJob, error) {
 	}
 	var out []RemoteJob
 	for _, j := range jobs {
-		if j.Here {
-			continue
-		}
-		r := RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, State: JobQueued, Position: j.Position, Worker: j.Worker,
+		r := RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, Here: j.Here, State: JobQueued, Position: j.Position, Worker: j.Worker,
 			Phase: j.Phase, Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
 		if j.State == server.StateRunning {
 			r.State = JobRunning
@@ -58,8 +55,8 @@ func (q serverJobs) RemoteJobs() ([]RemoteJob, error) {
 // TestServerQueuePane attaches the TUI to a real server (the built-in
 // model on a CPU worker): another client's waiting job shows in the queue
 // pane, marked @bob and without its prompt; the TUI's own job, run on the
-// server, is not listed twice, gets the server's live previews and ends
-// done; then the server's queue is empty again.
+// server, is not listed twice, says it waits there, gets the server's
+// live previews and ends done; then the server's queue is empty again.
 func TestServerQueuePane(t *testing.T) {
 	eng, err := engine.Open(engine.Options{Device: "cpu", ModelDirs: []string{t.TempDir()}, NamesOnly: true})
 	if err != nil {
@@ -101,7 +98,7 @@ func TestServerQueuePane(t *testing.T) {
 	}
 
 	// The TUI's own job waits on the server behind bob's; it is listed
-	// once, in the TUI's own rows.
+	// once, in the TUI's own rows, saying so.
 	h.fill("a handwritten digit 7")
 	h.setField(fieldSize, "32x32")
 	h.keys("ctrl+g")
@@ -113,6 +110,9 @@ func TestServerQueuePane(t *testing.T) {
 	h.settle()
 	if len(h.app.remote) != 1 || h.app.remote[0].ID != bobID {
 		t.Errorf("with the TUI's job queued, the pane's server jobs are %+v, want bob's only", h.app.remote)
+	}
+	if scr := h.screen(); !strings.Contains(scr, "#1  running waiting on the server, 1 ahead") || strings.Count(scr, "server queue: 1 other job") != 1 {
+		t.Errorf("the queue pane with the TUI's job waiting on the server:\n%s", scr)
 	}
 
 	close(gate)

@@ -46,17 +46,14 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 		return cmd.Help()
 	}
 	if f.server != "" {
-		token := f.token
-		if token == "" {
-			token = os.Getenv("DARKROOM_TOKEN")
+		c, err := connectServer("--server", f.server, f.token)
+		if err != nil {
+			return err
 		}
-		c := server.NewClient(f.server, token)
-		if c.ListModels() == nil {
-			return fmt.Errorf("--server %s: no answer from GET /v1/models (is darkroom serve running there, is the token right?)", f.server)
-		}
-		// The jobs, their models and the GPU gauges are the server's;
-		// previews are not streamed yet.
-		return tui.Run(cmd.Context(), tui.Options{Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir, Engine: c, GPUStats: serverStats{c}})
+		// The jobs, their models and previews, the GPU gauges and the
+		// queue are the server's.
+		return tui.Run(cmd.Context(), tui.Options{Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
+			Engine: c, GPUStats: serverStats{c}, Queue: serverQueue{c}, Connect: connectScript})
 	}
 	eng, err := engine.Open(engine.Options{ModelDirs: f.models, Device: f.device, Precision: f.precision})
 	if err != nil {
@@ -65,7 +62,7 @@ func runTUI(cmd *cobra.Command, f *tuiFlags) error {
 	defer eng.Close()
 	opts := tui.Options{
 		ModelDirs: f.models, Model: f.model, Graphics: f.graphics, OutputDir: f.outputDir,
-		Engine: eng, GPUStats: nvmlStats{},
+		Engine: eng, GPUStats: nvmlStats{}, Connect: connectScript,
 	}
 	// Live previews: TAESD (SD1/SD2), TAESDXL, TAESD3 and TAEF1 when their
 	// decoders are in the model directories, the linear latent
@@ -97,6 +94,33 @@ func (s serverStats) GPUStats() ([]tui.GPUStat, error) {
 		if d.Kind == "cuda" {
 			out = append(out, tui.GPUStat{Index: len(out), Name: d.Name, MemUsed: d.MemoryTotal - d.MemoryFree, MemTotal: d.MemoryTotal})
 		}
+	}
+	return out, nil
+}
+
+// serverQueue feeds the TUI's queue pane with a server's queue
+// (GET /v1/queue); the job the TUI runs there itself is marked Here.
+type serverQueue struct{ c *server.Client }
+
+// RemoteJobs lists the server's running and waiting jobs.
+func (q serverQueue) RemoteJobs() ([]tui.RemoteJob, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	jobs, err := q.c.Queue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []tui.RemoteJob
+	for _, j := range jobs {
+		r := tui.RemoteJob{ID: j.ID, Client: j.Client, Mine: j.Mine, Here: j.Here, State: tui.JobQueued, Position: j.Position,
+			Worker: j.Worker, Phase: j.Phase, Step: j.Step, Total: j.Total, Model: j.Model, Width: j.Width, Height: j.Height, Steps: j.Steps}
+		if j.State == server.StateRunning {
+			r.State = tui.JobRunning
+		}
+		if j.Request != nil {
+			r.Prompt = j.Request.Prompt
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }

@@ -43,6 +43,10 @@ type Event struct {
 	LatentShape []int
 	// Format is the model's latent format (for LatentPreview and TAESD).
 	Format LatentFormat
+	// Preview is a ready preview image of the first batch item, set by
+	// remote runs (server.Client passes on the server's latent preview,
+	// which carries no latents); nil otherwise.
+	Preview *image.NRGBA
 }
 
 // Result is a finished generation.

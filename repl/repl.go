@@ -21,6 +21,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/script"
+	"github.com/darkroom-ai/darkroom/script/dr"
 )
 
 // Options configure Run. The zero value reads os.Stdin, writes os.Stdout
@@ -46,6 +47,13 @@ type Options struct {
 	ImageCols, ImageRows int
 	// Load is a script to :load before the first prompt, if set.
 	Load string
+	// Generate, when set, runs the jobs of generate and dr.Generate
+	// (`darkroom repl --server`: on a server); nil runs them on the
+	// engine. eng stays the engine.
+	Generate func(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error)
+	// Connect opens a server's client for dr.Server (nil: dr.Server
+	// fails).
+	Connect func(url, token string) (dr.Remote, error)
 
 	// cellContext makes the context of one cell; nil uses
 	// signal.NotifyContext(parent, os.Interrupt). Tests replace it.
@@ -100,7 +108,7 @@ func Run(ctx context.Context, opts Options) error {
 	it, err := script.New(script.Options{
 		Stdout: opts.Stdout, Stderr: opts.Stderr,
 		Engine: opts.Engine, EngineOptions: opts.EngineOptions,
-		Show: s.show,
+		Show: s.show, Generate: opts.Generate, Connect: opts.Connect,
 	})
 	if err != nil {
 		return err
@@ -243,7 +251,9 @@ Ready in every session:
   show(img)                   draw an image inline
   progress                    per-step printer: m.Generate(ctx, req, progress)
   check(err)                  stop the cell if err is not nil
-  generate(ctx, req, onEvent) run a request as a job of the session (eng.Generate)
+  generate(ctx, req, onEvent) run a request as a job of the session (eng.Generate;
+                              on the server with darkroom repl --server)
+  dr.Server(url, token)       a darkroom server's client: srv.Generate(ctx, req, progress)
   packages: context fmt image math os strings time engine grid rng sampling dr
 
 Commands:

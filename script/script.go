@@ -51,6 +51,10 @@ type Options struct {
 	// (the TUI routes them through its queue, with previews); nil runs
 	// them on the session's engine.
 	Generate func(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error)
+	// Connect opens a darkroom server's client for dr.Server (cmd gives
+	// server.NewClient's; this package does not import the server). With
+	// none, dr.Server fails.
+	Connect func(url, token string) (dr.Remote, error)
 }
 
 // Interpreter is one Yaegi session with darkroom's packages. Its state
@@ -136,6 +140,12 @@ func (it *Interpreter) sessionSymbols() interp.Exports {
 				return nil, err
 			}
 			return e.Generate(ctx, req, onEvent)
+		}),
+		"Server": reflect.ValueOf(func(url, token string) (dr.Remote, error) {
+			if it.opts.Connect == nil {
+				return nil, fmt.Errorf("dr.Server %s: this session cannot connect to servers", url)
+			}
+			return it.opts.Connect(url, token)
 		}),
 		"Progress": reflect.ValueOf(func(ev engine.Event) {
 			if line := dr.ProgressLine(ev); line != "" {

@@ -334,3 +334,16 @@ func TestGenerateHook(t *testing.T) {
 		t.Errorf("hook got %+v", got)
 	}
 }
+
+// TestServerUnset: without Options.Connect, dr.Server fails with a line
+// naming it and the URL (it does not panic the session).
+func TestServerUnset(t *testing.T) {
+	it, _, _ := newTest(t)
+	v, err := it.Eval(context.Background(), "srv, err := dr.Server(\"http://gpu-box:7860\", \"\")\nfmt.Sprint(srv == nil, err)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != "true dr.Server http://gpu-box:7860: this session cannot connect to servers" {
+		t.Errorf("value %q", v)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/darkroom-ai/darkroom/engine"
@@ -31,6 +32,10 @@ type Client struct {
 	Token string
 	// HTTP is the HTTP client (nil: http.DefaultClient).
 	HTTP *http.Client
+
+	mu sync.Mutex
+	// following are the ids of the jobs Generate calls follow now.
+	following map[string]bool
 }
 
 // NewClient returns a client of the server at url.
@@ -153,13 +158,17 @@ func (c *Client) Submit(ctx context.Context, req engine.Request) (string, error)
 }
 
 // Generate runs req on the server: it submits the job, reports its steps
-// through onEvent (Phase, Step and Total; the latents stay on the
-// server) and returns its images. Cancelling ctx cancels the job.
+// through onEvent (Phase, Step and Total, and with each new latent
+// preview the server sends, Preview: the decoded image; the latents
+// themselves stay on the server) and returns its images. Cancelling ctx
+// cancels the job.
 func (c *Client) Generate(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error) {
 	id, err := c.Submit(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	c.follow(id, true)
+	defer c.follow(id, false)
 	defer func() {
 		if ctx.Err() != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -178,6 +187,7 @@ func (c *Client) Generate(ctx context.Context, req engine.Request, onEvent func(
 	sc.Buffer(nil, 256<<20)
 	start := time.Now()
 	lastStep, lastPhase := 0, ""
+	var lastPreview []byte
 	for sc.Scan() {
 		data, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -187,9 +197,21 @@ func (c *Client) Generate(ctx context.Context, req engine.Request, onEvent func(
 		if err := json.Unmarshal([]byte(data), &v); err != nil {
 			return nil, fmt.Errorf("server %s: job %s: %w", c.URL, id, err)
 		}
-		if onEvent != nil && v.Step != lastStep {
+		// A new step, or a new preview of the same step (the stream sends
+		// the job's state, so close changes may arrive as one).
+		newPreview := v.Preview != nil && !bytes.Equal(v.Preview, lastPreview)
+		if onEvent != nil && (v.Step != lastStep || newPreview) && v.Total > 0 {
 			lastStep = v.Step
-			onEvent(engine.Event{Phase: engine.PhaseSample, Step: v.Step, Total: v.Total, Elapsed: time.Since(start)})
+			ev := engine.Event{Phase: engine.PhaseSample, Step: v.Step, Total: v.Total, Elapsed: time.Since(start)}
+			if newPreview {
+				lastPreview = v.Preview
+				// A preview that does not decode is left out: the job
+				// goes on, and so does its next preview.
+				if img, err := png.Decode(bytes.NewReader(v.Preview)); err == nil {
+					ev.Preview = toNRGBA(img)
+				}
+			}
+			onEvent(ev)
 		}
 		if onEvent != nil && v.Phase != lastPhase && v.Phase != "" && v.Phase != string(engine.PhaseSample) {
 			lastPhase = v.Phase
@@ -219,6 +241,43 @@ func (c *Client) Generate(ctx context.Context, req engine.Request, onEvent func(
 	return nil, fmt.Errorf("server %s: job %s: the event stream ended early", c.URL, id)
 }
 
+// follow records that a Generate call follows job id (on), or no longer
+// does.
+func (c *Client) follow(id string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.following == nil {
+		c.following = map[string]bool{}
+	}
+	if on {
+		c.following[id] = true
+	} else {
+		delete(c.following, id)
+	}
+}
+
+// Queue returns the server's queue (GET /v1/queue): the running jobs,
+// then the waiting ones in the order the workers get them, of every
+// client. Other clients' jobs come without their requests. Jobs this
+// Client's Generate calls follow are marked Here.
+func (c *Client) Queue(ctx context.Context) ([]QueueJob, error) {
+	resp, err := c.do(ctx, "GET", "/v1/queue", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var q struct{ Jobs []QueueJob }
+	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil {
+		return nil, fmt.Errorf("server %s: the answer to GET /v1/queue: %w", c.URL, err)
+	}
+	c.mu.Lock()
+	for i := range q.Jobs {
+		q.Jobs[i].Here = c.following[q.Jobs[i].ID]
+	}
+	c.mu.Unlock()
+	return q.Jobs, nil
+}
+
 // result decodes a finished job's images.
 func (c *Client) result(v jobView) (*engine.Result, error) {
 	res := &engine.Result{}
@@ -230,15 +289,21 @@ func (c *Client) result(v jobView) (*engine.Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server %s: job %s: image %d: %w", c.URL, v.ID, i, err)
 		}
-		n, ok := img.(*image.NRGBA)
-		if !ok {
-			n = image.NewNRGBA(img.Bounds())
-			draw.Draw(n, n.Bounds(), img, img.Bounds().Min, draw.Src)
-		}
-		res.Images = append(res.Images, n)
+		res.Images = append(res.Images, toNRGBA(img))
 	}
 	if len(res.Images) == 0 {
 		return nil, errors.New("server " + c.URL + ": job " + v.ID + ": no images")
 	}
 	return res, nil
+}
+
+// toNRGBA returns img as an *image.NRGBA, converting it if it is another
+// kind of image.
+func toNRGBA(img image.Image) *image.NRGBA {
+	if n, ok := img.(*image.NRGBA); ok {
+		return n
+	}
+	n := image.NewNRGBA(img.Bounds())
+	draw.Draw(n, n.Bounds(), img, img.Bounds().Min, draw.Src)
+	return n
 }

@@ -164,6 +164,7 @@ func (s *Server) routes() {
 	handle("POST /v1/admin/unload", true, s.adminUnload)
 	handle("GET /v1/admin/families", true, s.adminFamilies)
 	handle("GET /v1/admin/queue", true, s.adminQueue)
+	handle("GET /v1/queue", false, s.getQueue)
 
 	handle("POST /sdapi/v1/txt2img", false, s.a1111Txt2Img)
 	handle("POST /sdapi/v1/img2img", false, s.a1111Img2Img)
@@ -542,4 +543,105 @@ func (s *Server) adminQueue(w http.ResponseWriter, r *http.Request, c caller) {
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b jobView) int { return a.Created.Compare(b.Created) })
 	writeJSON(w, http.StatusOK, map[string]any{"jobs": out, "workers": s.back.Workers()})
+}
+
+// QueueJob is a waiting or running job as GET /v1/queue shows it to any
+// client: who it belongs to, where it is and what size of job it is. The
+// prompt and the rest of the request are shown only to the job's own
+// client (a token's owner sees its sub-clients' too).
+type QueueJob struct {
+	ID     string `json:"id"`
+	Client string `json:"client"`
+	// Mine is true for the caller's own jobs (and its sub-clients').
+	Mine  bool   `json:"mine"`
+	State string `json:"state"` // queued or running
+	// Position counts the waiting jobs before this one (0: next); it is
+	// 0 for running jobs.
+	Position int    `json:"position"`
+	Worker   string `json:"worker,omitempty"`
+	Phase    string `json:"phase,omitempty"`
+	Step     int    `json:"step,omitempty"`
+	Total    int    `json:"total,omitempty"`
+	Model    string `json:"model"`
+	// Width, Height and Steps are 0 where the client left them to the
+	// model's defaults (known once a worker loads the model; Total then
+	// gives the steps).
+	Width  int `json:"width"`
+	Height int `json:"height"`
+	Steps  int `json:"steps"`
+	// Request is the whole request, for the caller's own jobs only.
+	Request *engine.Request `json:"request,omitempty"`
+	Created time.Time       `json:"created"`
+	// Here marks, in Client.Queue's answer, a job that this Client's
+	// Generate submitted and follows; the server does not send it.
+	Here bool `json:"-"`
+}
+
+// getQueue answers GET /v1/queue: every running job (oldest first), then
+// every waiting job in the order the workers get them.
+func (s *Server) getQueue(w http.ResponseWriter, r *http.Request, c caller) {
+	type entry struct {
+		v       QueueJob
+		started time.Time
+		rank    int // 0 running, 1 handed to JetStream, 2 in the fair queue
+		pos     int
+	}
+	var es []entry
+	s.mu.Lock()
+	for _, j := range s.jobs {
+		if j.state != StateQueued && j.state != StateRunning {
+			continue
+		}
+		req := j.Task.Request
+		mine := j.Client == c.name || strings.HasPrefix(j.Client, c.name+"/")
+		model := req.Model
+		if model == "" {
+			model = engine.DefaultModel
+		}
+		e := entry{v: QueueJob{ID: j.ID, Client: j.Client, Mine: mine, State: j.state, Worker: j.worker, Phase: j.phase,
+			Step: j.step, Total: j.total, Model: model, Created: j.created}, started: j.started}
+		given := func(f string, v int) int {
+			if slices.Contains(j.Task.Given, f) {
+				return v
+			}
+			return 0
+		}
+		e.v.Width, e.v.Height, e.v.Steps = given("width", req.Width), given("height", req.Height), given("steps", req.Steps)
+		if mine {
+			e.v.Request = &req
+		}
+		if j.state == StateQueued {
+			// A job handed to the JetStream queue has left the fair
+			// queue (position -1): it is next, as far as this server
+			// knows.
+			e.rank, e.pos = 2, s.queue.position(j)
+			if e.pos < 0 {
+				e.rank = 1
+			}
+		}
+		es = append(es, e)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(es, func(a, b entry) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
+		}
+		if a.rank == 0 {
+			return a.started.Compare(b.started)
+		}
+		if a.pos != b.pos {
+			return a.pos - b.pos
+		}
+		return a.v.Created.Compare(b.v.Created)
+	})
+	out := make([]QueueJob, 0, len(es))
+	waiting := 0
+	for _, e := range es {
+		if e.v.State == StateQueued {
+			e.v.Position = waiting
+			waiting++
+		}
+		out = append(out, e.v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": out, "queued": waiting})
 }

@@ -13,6 +13,7 @@ import (
 	uv "github.com/charmbracelet/ultraviolet"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/script/dr"
 	"github.com/darkroom-ai/darkroom/termimg"
 )
 
@@ -59,11 +60,14 @@ type modelsMsg struct {
 
 // appConfig is what New needs besides the pipeline.
 type appConfig struct {
-	Model  string
-	Mode   termimg.Mode // resolved; ModeHalfblock may be upgraded by DA1
-	Auto   bool         // graphics were auto-detected
-	Tmux   bool
-	GPU    GPUStatsProvider
+	Model string
+	Mode  termimg.Mode // resolved; ModeHalfblock may be upgraded by DA1
+	Auto  bool         // graphics were auto-detected
+	Tmux  bool
+	GPU   GPUStatsProvider
+	// Remote is the server's queue when the jobs run on a server (nil
+	// otherwise).
+	Remote RemoteQueue
 	Notice string
 	// CellW and CellH are the cell size in pixels if known (0 otherwise).
 	CellW, CellH int
@@ -72,6 +76,8 @@ type appConfig struct {
 	// Engine is the engine behind the pipeline, if it is one: the `:`
 	// command line's scripts get it as eng.
 	Engine *engine.Engine
+	// Connect is dr.Server for the `:` command line (nil: it fails).
+	Connect func(url, token string) (dr.Remote, error)
 }
 
 // App is the root model: it owns focus, layout, the job list and the
@@ -100,6 +106,12 @@ type App struct {
 	models       []engine.ModelEntry
 	modelDirs    []string
 	modelsLoaded bool
+
+	// remote is the server's queue, without the TUI's own job, as last
+	// read (remoteValid), or why it could not be.
+	remote      []RemoteJob
+	remoteErr   error
+	remoteValid bool
 
 	jobs      []*Job // queue order, finished jobs included
 	done      []*Job // finished images, newest first
@@ -147,11 +159,15 @@ func newApp(ctx context.Context, p Pipeline, submit func(workItem) tea.Cmd, cfg 
 	return a
 }
 
-// Init lists the models, starts the devices sampler and asks the terminal
+// Init lists the models, starts the devices sampler (and, attached to a
+// server, the reading of its queue) and asks the terminal
 // for its background colour (and, for auto graphics, its device
 // attributes, to find sixel).
 func (a *App) Init() tea.Cmd {
 	cmds := []tea.Cmd{a.listModels(), sampleDevices(a.host, a.cfg.GPU, 0), tea.RequestBackgroundColor}
+	if a.cfg.Remote != nil {
+		cmds = append(cmds, pollRemote(a.cfg.Remote, 0))
+	}
 	if a.cfg.Auto && a.cfg.Mode == termimg.ModeHalfblock && !a.cfg.Tmux {
 		cmds = append(cmds, tea.Raw(termimg.RequestDA1))
 	}
@@ -208,6 +224,9 @@ func (a *App) update(msg tea.Msg) tea.Cmd {
 	case devicesMsg:
 		a.devices.Set(msg)
 		return sampleDevices(a.host, a.cfg.GPU, devicesInterval)
+	case remoteMsg:
+		a.setRemote(msg)
+		return pollRemote(a.cfg.Remote, remoteInterval)
 	case jobProgressMsg:
 		a.onProgress(msg)
 	case jobDoneMsg:

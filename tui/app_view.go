@@ -189,7 +189,10 @@ func (a *App) listBox(w, h int) string {
 		rows = a.history.Rows(a.done, iw, n, a.focus == paneHistory)
 	} else {
 		title = s.TitleFocused.Render(qt) + " · " + s.Title.Render(ht)
-		rows = a.queue.Rows(a.jobs, iw, n, a.focus == paneQueue)
+		own, remote := a.queueSplit(n)
+		rows = a.queue.Rows(a.jobs, iw, own, a.focus == paneQueue)
+		// The server's queue follows the own jobs' rows.
+		rows = append(rows, a.remoteRows(iw, remote)...)
 	}
 	return a.c.Box(title, strings.Join(rows, "\n"), w, h, a.focus == paneQueue || a.focus == paneHistory)
 }

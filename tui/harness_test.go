@@ -19,6 +19,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/script/dr"
 	"github.com/darkroom-ai/darkroom/termimg"
 )
 
@@ -106,6 +107,11 @@ type harnessOpts struct {
 	model string
 	gpu   GPUStatsProvider
 	eng   *engine.Engine // the scripts' eng (the jobs still run on the fake)
+	// pipeline, when set, runs the jobs instead of the fake (a server's
+	// client); remote is the server's queue.
+	pipeline Pipeline
+	remote   RemoteQueue
+	connect  func(url, token string) (dr.Remote, error) // dr.Server
 }
 
 func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
@@ -115,11 +121,15 @@ func newHarness(t *testing.T, fake *fakePipeline, o harnessOpts) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, fake: fake, out: t.TempDir(), msgs: make(chan tea.Msg, 256), done: make(chan struct{})}
-	h.w = newWorker(fake, h.out, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var p Pipeline = fake
+	if o.pipeline != nil {
+		p = o.pipeline
+	}
+	h.w = newWorker(p, h.out, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.w.now = func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
 	var seed uint64
-	h.app = newApp(ctx, fake, h.w.submit, appConfig{
-		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng,
+	h.app = newApp(ctx, p, h.w.submit, appConfig{
+		Model: o.model, Mode: o.mode, Auto: o.auto, GPU: o.gpu, Engine: o.eng, Remote: o.remote, Connect: o.connect,
 		RandSeed: func() uint64 { seed++; return seed },
 	})
 	h.app.host.root = "testdata/proc"
@@ -186,7 +196,13 @@ func (h *harness) send(msg tea.Msg) {
 // waitFor applies queued messages until cond holds, failing after 5 s.
 func (h *harness) waitFor(what string, cond func(*App) bool) {
 	h.t.Helper()
-	deadline := time.After(5 * time.Second)
+	h.waitWithin(5*time.Second, what, cond)
+}
+
+// waitWithin is waitFor failing after d.
+func (h *harness) waitWithin(d time.Duration, what string, cond func(*App) bool) {
+	h.t.Helper()
+	deadline := time.After(d)
 	for !cond(h.app) {
 		select {
 		case m := <-h.msgs:

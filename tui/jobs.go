@@ -52,6 +52,10 @@ type Job struct {
 	Cancelling bool
 	// Script marks a job submitted by a script of the `:` command line.
 	Script bool
+	// Waiting is set while a running job waits in a server's queue
+	// (`darkroom --server`), Ahead jobs before it.
+	Waiting bool
+	Ahead   int
 
 	firstStep    int
 	firstElapsed time.Duration

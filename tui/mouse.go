@@ -55,8 +55,9 @@ func (a *App) handleMouse(m tea.Mouse, wheel bool) tea.Cmd {
 			a.history.sel = i
 		}
 	} else {
+		n, _ = a.queueSplit(n)
 		first := max(0, min(a.queue.sel-n+1, len(a.jobs)-n))
-		if i := first + row; i < len(a.jobs) {
+		if i := first + row; row < n && i < len(a.jobs) {
 			a.queue.Select(i, len(a.jobs))
 		}
 	}

@@ -63,3 +63,40 @@ type GPUStat struct {
 type GPUStatsProvider interface {
 	GPUStats() ([]GPUStat, error)
 }
+
+// RemoteJob is a job of the server the TUI runs its jobs on (`darkroom
+// --server`): the queue pane lists the server's queue below the TUI's
+// own jobs.
+type RemoteJob struct {
+	// ID is the server's job id; Client the client it belongs to (its
+	// token's name, "alice" or "alice/bot").
+	ID, Client string
+	// Mine is true for a job of the TUI's own token that something else
+	// submitted (a REPL, a script); only those carry their Prompt.
+	Mine   bool
+	Prompt string
+	// Here marks the TUI's own running job (its pipeline's): it is not
+	// listed with the others; while it waits on the server, its row says
+	// how many jobs are ahead.
+	Here bool
+	// State is JobQueued or JobRunning. Position counts the waiting jobs
+	// before a queued one (0: next).
+	State    JobState
+	Position int
+	// Worker is the server's worker that runs it; Phase, Step and Total
+	// its progress.
+	Worker      string
+	Phase       string
+	Step, Total int
+	// Model names the job's model; Width, Height and Steps are 0 where the
+	// model's defaults apply.
+	Model                string
+	Width, Height, Steps int
+}
+
+// RemoteQueue lists the running and waiting jobs of the server the TUI
+// runs its jobs on, in queue order, the TUI's own marked Here. The queue
+// pane polls it every remoteInterval, off the UI goroutine.
+type RemoteQueue interface {
+	RemoteJobs() ([]RemoteJob, error)
+}

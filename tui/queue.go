@@ -80,6 +80,10 @@ func (q *QueuePane) row(j *Job, iw int) string {
 		return head + s.Failed.Render(ansiTrunc(j.Err, rest))
 	case JobCancelled:
 		return head + s.Muted.Render(ansiTrunc(fmt.Sprintf("at step %d/%d", j.Step, j.Total), rest))
+	case JobRunning:
+		if j.Waiting && j.Step == 0 {
+			return head + s.Muted.Render(ansiTrunc(fmt.Sprintf("waiting on the server, %d ahead", j.Ahead), rest))
+		}
 	}
 	// running or done: bar, steps, rate, ETA / total time
 	steps := fmt.Sprintf("%d/%d", j.Step, j.Total)

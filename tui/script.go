@@ -13,6 +13,7 @@ import (
 
 	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/script"
+	"github.com/darkroom-ai/darkroom/script/dr"
 )
 
 // scriptOutMsg says the script printed something; Update drains it, so
@@ -79,7 +80,9 @@ const scriptOutLimit = 64 << 10
 type scriptSession struct {
 	eng       *engine.Engine
 	modelDirs []string
-	done      <-chan struct{} // the app's context
+	// connect opens a server's client for dr.Server (nil: it fails).
+	connect func(url, token string) (dr.Remote, error)
+	done    <-chan struct{} // the app's context
 
 	events chan tea.Msg  // job requests and images, in order
 	wake   chan struct{} // capacity 1: output is waiting
@@ -115,6 +118,7 @@ func (s *scriptSession) interpreter() (*script.Interpreter, error) {
 		EngineOptions: engine.Options{ModelDirs: s.modelDirs},
 		Show:          s.show,
 		Generate:      s.generate,
+		Connect:       s.connect,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start interpreter: %w", err)

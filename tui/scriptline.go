@@ -213,6 +213,7 @@ func (a *App) evalScript() tea.Cmd {
 	var cmds []tea.Cmd
 	if a.sess == nil {
 		a.sess = newScriptSession(a.ctx, a.cfg.Engine, a.modelDirs)
+		a.sess.connect = a.cfg.Connect
 		cmds = append(cmds, a.sess.listen())
 	}
 	cmds = append(cmds, a.sess.eval(ctx, s.seq, src))

@@ -21,6 +21,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/darkroom-ai/darkroom/engine"
+	"github.com/darkroom-ai/darkroom/script/dr"
 	"github.com/darkroom-ai/darkroom/termimg"
 )
 
@@ -41,6 +42,13 @@ type Options struct {
 	// GPUStats feeds the devices pane's GPU gauges (nil: host CPU and
 	// memory only).
 	GPUStats GPUStatsProvider
+	// Queue is the queue of the server the Engine stands for (`darkroom
+	// --server`): the queue pane lists its other jobs below the TUI's
+	// own (nil: none).
+	Queue RemoteQueue
+	// Connect opens a darkroom server's client for dr.Server on the `:`
+	// command line (cmd gives server.NewClient's; nil: dr.Server fails).
+	Connect func(url, token string) (dr.Remote, error)
 	// Previewer draws the live previews (engine.TAESD when its weights are
 	// present); nil leaves them to the Engine's own Previewer, if it has
 	// one, and otherwise to engine.LatentPreview, which is also the
@@ -116,7 +124,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	cfg := appConfig{
 		Model: opts.Model, Mode: mode, Auto: auto, Tmux: termimg.InTmux(getenv),
-		GPU: opts.GPUStats, Notice: notice, Engine: eng,
+		GPU: opts.GPUStats, Remote: opts.Queue, Notice: notice, Engine: eng, Connect: opts.Connect,
 	}
 	if opts.Output == nil {
 		cfg.CellW, cfg.CellH = ttyCellSize(os.Stdout)

@@ -16,10 +16,11 @@ import (
 )
 
 // jobProgressMsg reports a step of the running job. Preview is the latent
-// preview of the first image (nil outside the sampling phase).
+// preview of the first image (nil outside the sampling phase): drawn from
+// the event's latents, or the event's ready Preview (a remote run's).
 type jobProgressMsg struct {
 	ID      int
-	Event   engine.Event // Denoised is dropped
+	Event   engine.Event // Denoised and Preview are dropped
 	Preview *image.NRGBA
 	At      time.Time
 }
@@ -121,7 +122,11 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 	jobStart := time.Now()
 	res, err := w.p.Generate(it.Ctx, it.Req, func(ev engine.Event) {
 		msg := jobProgressMsg{ID: it.ID, Event: ev, At: w.now()}
-		if ev.Denoised != nil {
+		switch {
+		case ev.Preview != nil:
+			// A remote run (darkroom --server) sends the server's preview.
+			msg.Preview = ev.Preview
+		case ev.Denoised != nil:
 			if pv, ok := w.p.(Previewer); ok && (lastCost < cheapPreview || previewSpent <= time.Duration(previewShare*float64(time.Since(jobStart)))) {
 				t0 := time.Now()
 				msg.Preview = pv.Preview(ev.Format, ev.Denoised, ev.LatentShape, 0)
@@ -132,7 +137,7 @@ func (w *worker) do(it workItem) (done jobDoneMsg) {
 				msg.Preview = engine.LatentPreview(ev.Format, ev.Denoised, ev.LatentShape, 0)
 			}
 		}
-		msg.Event.Denoised = nil
+		msg.Event.Denoised, msg.Event.Preview = nil, nil
 		if ev.Phase == engine.PhaseSample {
 			select { // a slow UI drops intermediate steps, never the end
 			case w.out <- msg:

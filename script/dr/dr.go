@@ -1,6 +1,6 @@
 // Package dr holds the helpers darkroom scripts and recipes share: the
 // engine, a context that Ctrl-C cancels, the script's arguments, inline
-// image display and a progress printer.
+// image display, a progress printer and a darkroom server's client.
 //
 // Under `darkroom run` and `darkroom repl` these functions are bound to the
 // running session (its engine, its per-cell context, its terminal). The
@@ -65,9 +65,33 @@ func Show(img image.Image) {
 // Generate runs a text-to-image request on the session's engine (loading
 // req.Model on first use) and returns the result; onEvent (may be nil)
 // gets per-step progress. In the TUI, jobs submitted this way go through
-// its queue and show their previews there.
+// its queue and show their previews there; under `darkroom repl --server`
+// and `darkroom run --server` they run on the server.
 func Generate(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error) {
 	return Engine().Generate(ctx, req, onEvent)
+}
+
+// Remote is a darkroom server (`darkroom serve`) that runs the jobs a
+// script submits to it; Server returns one.
+type Remote interface {
+	// Generate runs req as a job on the server and returns its images;
+	// onEvent (may be nil) gets its steps, and the server's latent
+	// previews as ready images (Event.Preview). Cancelling ctx cancels the
+	// job.
+	Generate(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error)
+	// ListModels lists the server's models by name (Path is the name,
+	// which requests take).
+	ListModels() []engine.ModelEntry
+}
+
+// Server connects to the darkroom server at url ("http://gpu-box:7860")
+// with a bearer token ("": DARKROOM_TOKEN, or none for a loopback server
+// without tokens), checking that it answers. Under `darkroom run`,
+// `darkroom repl` and the TUI's `:` line it returns the server's client;
+// a recipe built with the go tool has no server client here (it can
+// import package server and use server.NewClient).
+func Server(url, token string) (Remote, error) {
+	return nil, fmt.Errorf("dr.Server %s: connecting to a server needs darkroom run or darkroom repl", url)
 }
 
 // Progress is a ready-made event callback for Generate and Sample: it prints

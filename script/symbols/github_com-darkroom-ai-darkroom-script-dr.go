@@ -3,6 +3,8 @@
 package symbols
 
 import (
+	"context"
+	"github.com/darkroom-ai/darkroom/engine"
 	"github.com/darkroom-ai/darkroom/script/dr"
 	"reflect"
 )
@@ -17,9 +19,28 @@ func init() {
 		"Generate":     reflect.ValueOf(dr.Generate),
 		"Progress":     reflect.ValueOf(dr.Progress),
 		"ProgressLine": reflect.ValueOf(dr.ProgressLine),
+		"Server":       reflect.ValueOf(dr.Server),
 		"Show":         reflect.ValueOf(dr.Show),
 
 		// type definitions
+		"Remote":      reflect.ValueOf((*dr.Remote)(nil)),
 		"ScriptError": reflect.ValueOf((*dr.ScriptError)(nil)),
+
+		// interface wrapper definitions
+		"_Remote": reflect.ValueOf((*_github_com_darkroom_ai_darkroom_script_dr_Remote)(nil)),
 	}
+}
+
+// _github_com_darkroom_ai_darkroom_script_dr_Remote is an interface wrapper for Remote type
+type _github_com_darkroom_ai_darkroom_script_dr_Remote struct {
+	IValue      interface{}
+	WGenerate   func(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error)
+	WListModels func() []engine.ModelEntry
+}
+
+func (W _github_com_darkroom_ai_darkroom_script_dr_Remote) Generate(ctx context.Context, req engine.Request, onEvent func(engine.Event)) (*engine.Result, error) {
+	return W.WGenerate(ctx, req, onEvent)
+}
+func (W _github_com_darkroom_ai_darkroom_script_dr_Remote) ListModels() []engine.ModelEntry {
+	return W.WListModels()
 }

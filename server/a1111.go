@@ -245,6 +245,16 @@ func a1111Eta(eta *float64, sampler string) error {
 	return &httpError{status: http.StatusBadRequest, field: "eta", msg: fmt.Sprintf("eta %g: darkroom's %s runs at eta %g; send %g or null", *eta, engine.A1111SamplerName(sampler), want, want)}
 }
 
+// a1111AutomaticScheduler is the schedule A1111 (1.9 and later, and
+// Forge) gives a sampler whose scheduler is "Automatic" (the "scheduler"
+// option of its entry in sd_samplers_kdiffusion); samplers not listed run
+// the model's own schedule there, as they do here.
+var a1111AutomaticScheduler = map[string]string{
+	"dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras",
+	"dpm_2": "karras", "dpm_2_ancestral": "karras",
+	"dpmpp_2m_sde": "exponential", "dpmpp_2m_sde_heun": "exponential", "dpmpp_3m_sde": "exponential",
+}
+
 // a1111Task maps an A1111 body onto a task for client c: the first of
 // its n_iter batches (a1111Batches makes the others).
 func (s *Server) a1111Task(c caller, b a1111Body, keys map[string]json.RawMessage, img2img bool) (Task, error) {
@@ -306,6 +316,11 @@ func (s *Server) a1111Task(c caller, b a1111Body, keys map[string]json.RawMessag
 	}
 	if b.Scheduler != "" && !strings.EqualFold(b.Scheduler, "automatic") {
 		req.Scheduler = b.Scheduler
+		set("scheduler", true)
+	} else if sched, ok := a1111AutomaticScheduler[req.Sampler]; ok && sampler != "" && !slices.Contains(given, "scheduler") {
+		// A1111 1.9+ runs "Automatic" as the sampler's own schedule:
+		// "DPM++ 2M" is DPM++ 2M Karras there.
+		req.Scheduler = sched
 		set("scheduler", true)
 	}
 	if b.BatchSize != nil {

@@ -78,7 +78,8 @@ func TestA1111Krita(t *testing.T) {
 		t.Fatalf("txt2img: %d images, parameters %v", len(ans.Images), ans.Parameters)
 	}
 	req := base
-	req.Prompt, req.Seed, req.Sampler = "a handwritten digit 3", uint64(seed), "dpmpp_2m"
+	// "DPM++ 2M" with no scheduler is DPM++ 2M Karras in A1111 1.9+.
+	req.Prompt, req.Seed, req.Sampler, req.Scheduler = "a handwritten digit 3", uint64(seed), "dpmpp_2m", "karras"
 	img, _ := decodeB64PNG(t, ans.Images[0])
 	samePixels(t, "krita txt2img", img, direct(t, req))
 	if s, _ := info["all_seeds"].([]any); len(s) != 1 || s[0] != seed || info["sampler_name"] != "DPM++ 2M" {

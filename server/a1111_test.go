@@ -237,3 +237,34 @@ func TestA1111Routes(t *testing.T) {
 		t.Errorf("interrupted job: %d images, info %v", len(long.Images), long.Info)
 	}
 }
+
+// TestA1111AutomaticScheduler: a sampler named without a schedule, with
+// the scheduler left out or "Automatic", runs A1111's own choice for it
+// (1.9 and later): DPM++ 2M is Karras, DPM++ 2M SDE exponential, Euler the
+// model's; a named scheduler or one in the sampler's name wins.
+func TestA1111AutomaticScheduler(t *testing.T) {
+	env := newEnv(t, Options{}, 0, false)
+	for _, c := range []struct{ body, sampler, scheduler string }{
+		{`{"sampler_name": "DPM++ 2M"}`, "dpmpp_2m", "karras"},
+		{`{"sampler_name": "DPM++ 2M", "scheduler": "Automatic"}`, "dpmpp_2m", "karras"},
+		{`{"sampler_index": "DPM++ 2M SDE"}`, "dpmpp_2m_sde", "exponential"},
+		{`{"sampler_name": "DPM2 a"}`, "dpm_2_ancestral", "karras"},
+		{`{"sampler_name": "DPM++ 2M", "scheduler": "Uniform"}`, "dpmpp_2m", "Uniform"},
+		{`{"sampler_name": "DPM++ 2M Exponential"}`, "dpmpp_2m", "exponential"},
+		{`{"sampler_name": "Euler a"}`, "euler_ancestral", engine.DefaultRequest().Scheduler},
+	} {
+		var b a1111Body
+		var keys map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(c.body), &b); err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal([]byte(c.body), &keys)
+		task, err := env.srv.a1111Task(caller{name: "local", admin: true}, b, keys, false)
+		if err != nil {
+			t.Fatalf("%s: %v", c.body, err)
+		}
+		if task.Request.Sampler != c.sampler || task.Request.Scheduler != c.scheduler {
+			t.Errorf("%s: sampler %q scheduler %q, want %q %q", c.body, task.Request.Sampler, task.Request.Scheduler, c.sampler, c.scheduler)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/darkroom-ai/darkroom/engine/families/qwenimage"
 	"github.com/darkroom-ai/darkroom/engine/family"
 	"github.com/darkroom-ai/darkroom/engine/internal/testref"
+	"github.com/darkroom-ai/darkroom/engine/tensor"
 	"github.com/darkroom-ai/darkroom/engine/weights"
 	"github.com/darkroom-ai/darkroom/engine/weights/weightstest"
 )
@@ -120,6 +121,34 @@ func qwenImageSplit(t *testing.T, folder string, loras ...LoRA) *Model {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// TestGPUQwenImageCases runs the diffusers cases on the GPU: float32 with
+// the CPU's tolerances, bf16 and fp16 by image PSNR (≥ 30 dB).
+func TestGPUQwenImageCases(t *testing.T) {
+	cases := qwenImageCases(t)
+	fx := testref.Tensors(t, filepath.Join("qwenimage", "cases.safetensors"))
+	for _, prec := range []struct {
+		dt       tensor.DType
+		tol, min float64
+	}{{tensor.F32, 1e-4, 45}, {tensor.BF16, 1, 30}, {tensor.F16, 1, 30}} {
+		t.Run(prec.dt.String(), func(t *testing.T) {
+			m, err := Load(context.Background(), qwenImageFolder(t), openGPUIn(t, prec.dt))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			for _, c := range cases {
+				t.Run(c.Name, func(t *testing.T) {
+					p := runQwenImageCase(t, m, c, fx, prec.tol)
+					t.Logf("%v image PSNR %.1f dB", prec.dt, p)
+					if p < prec.min {
+						t.Errorf("%v image PSNR %.1f dB < %.0f", prec.dt, p, prec.min)
+					}
+				})
+			}
+		})
+	}
 }
 
 // runQwenImageCase runs one QwenImagePipeline case on m under diffusers'

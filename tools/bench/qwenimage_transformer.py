@@ -66,6 +66,16 @@ def main():
     with torch.device("meta"):
         model = QwenImageTransformer2DModel(**CONFIG)
     model = model.to_empty(device="cuda").to(dt).eval()
+    # Tables computed at construction (the RoPE frequencies, plain tensor
+    # attributes and buffers) are empty after to_empty: take them from a
+    # one-block model built on the CPU.
+    small = QwenImageTransformer2DModel(**{**CONFIG, "num_layers": 1})
+    for name, buf in small.named_buffers():
+        model.get_buffer(name).copy_(buf)
+    for k, v in vars(small.pos_embed).items():
+        if isinstance(v, torch.Tensor):
+            setattr(model.pos_embed, k, v)
+    del small
     g = torch.Generator("cuda").manual_seed(0)
     for name, prm in model.named_parameters():
         if prm.ndim >= 2:

@@ -200,15 +200,7 @@ var (
 // of the server's images.
 func direct(t *testing.T, req engine.Request) *image.NRGBA {
 	t.Helper()
-	directOnce.Do(func() { directEngine, directErr = engine.Open(engine.Options{Device: "cpu"}) })
-	if directErr != nil {
-		t.Fatal(directErr)
-	}
-	res, err := directEngine.Generate(context.Background(), req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.Images[0]
+	return directBatch(t, req)[0]
 }
 
 func decodePNG(t *testing.T, b []byte) (*image.NRGBA, map[string]string) {

@@ -2,11 +2,15 @@
 engine/backend/cuda's BenchmarkFlashAttention, for a same-call comparison:
 each backend torch has (flash, cuDNN, efficient), bf16 and fp16, CUDA-event
 medians after a warm-up. Prints one line per shape and backend."""
-import statistics
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cuda_timing import time_ms  # noqa: E402
 
 SHAPES = [
     ("sd15_4096_d40", 2, 4096, 4096, 8, 40),
@@ -16,21 +20,6 @@ SHAPES = [
     ("flux_4608_d128", 1, 4608, 4608, 24, 128),
 ]
 BACKENDS = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)]
-
-
-def time_ms(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
 
 
 def main():
@@ -45,7 +34,7 @@ def main():
             for bname, be in BACKENDS:
                 try:
                     with sdpa_kernel(be):
-                        ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v))
+                        ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, 20)
                     print(f"torch {str(dt)[6:]} {name} {bname}: {ms:.3f} ms {flops / ms / 1e9:.0f} TFLOP/s")
                 except RuntimeError as e:
                     print(f"torch {str(dt)[6:]} {name} {bname}: unavailable ({str(e).splitlines()[0][:80]})")

@@ -8,10 +8,11 @@ CUDA events, 5 warm-up runs, median of 20. Prints one line per result:
 
 Usage: PYTHONPATH=<diffusers>/src python3 tools/bench/diffusers_baseline.py
 """
-import statistics
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from cuda_timing import time_ms  # noqa: F401 (the other scripts import it from here)
 
 UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280),
@@ -21,21 +22,6 @@ UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
            block_out_channels=(128, 256, 512, 512),
            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-
-
-def time_ms(fn, warm=5, runs=20):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
 
 
 @torch.no_grad()

@@ -70,12 +70,16 @@ const (
 	consumerIdle = 24 * time.Hour
 )
 
-// modelToken is the subject token of a task's model: its name as workers
-// report it loaded (engine.Engine.Loaded), hashed to a NATS-safe token.
-func modelToken(model string) string {
-	h := sha256.Sum256([]byte(modelKey(model)))
+// subjectToken hashes a name (a model's, a server's) to a NATS-safe
+// subject token.
+func subjectToken(name string) string {
+	h := sha256.Sum256([]byte(name))
 	return hex.EncodeToString(h[:8])
 }
+
+// modelToken is the subject token of a task's model: its name as workers
+// report it loaded (engine.Engine.Loaded).
+func modelToken(model string) string { return subjectToken(modelKey(model)) }
 
 // JetStreamOptions configure the JetStream queue.
 type JetStreamOptions struct {
@@ -126,6 +130,9 @@ type queue struct {
 	kv    jetstream.KeyValue
 	blobs jetstream.ObjectStore
 	opts  JetStreamOptions
+	// jobs and pending are the two streams (handles, not snapshots: each
+	// call asks the server).
+	jobs, pending jetstream.Stream
 
 	mu   sync.Mutex
 	cons map[string]jetstream.Consumer // by model token
@@ -138,10 +145,11 @@ func openQueue(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*queu
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	jobs, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: jobStream, Subjects: []string{jobSubject + ".*"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("jetstream stream %s: %w", jobStream, err)
 	}
 	// An unfiltered consumer would overlap the per-model ones, which a
@@ -149,10 +157,11 @@ func openQueue(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*queu
 	if err := js.DeleteConsumer(ctx, jobStream, legacyConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("jetstream consumer %s: %w", legacyConsumer, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	pending, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: pendingStream, Subjects: []string{pendingPrefix + "*"}, Storage: jetstream.FileStorage,
 		Duplicates: 10 * time.Minute,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("jetstream stream %s: %w", pendingStream, err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: resultBucket, TTL: resultTTL, Storage: jetstream.FileStorage})
@@ -163,7 +172,7 @@ func openQueue(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*queu
 	if err != nil {
 		return nil, fmt.Errorf("jetstream object store %s: %w", blobBucket, err)
 	}
-	return &queue{nc: nc, js: js, kv: kv, blobs: blobs, opts: opts, cons: map[string]jetstream.Consumer{}}, nil
+	return &queue{nc: nc, js: js, kv: kv, blobs: blobs, opts: opts, jobs: jobs, pending: pending, cons: map[string]jetstream.Consumer{}}, nil
 }
 
 // consumer returns the durable consumer of the tasks for model token,
@@ -202,10 +211,7 @@ func (q *queue) forget(token string) {
 // the loaded ones come first, then the one whose oldest task is oldest,
 // so that the server's fair order holds between models.
 func (q *queue) take(ctx context.Context, loaded []string) (jetstream.Msg, error) {
-	st, err := q.js.Stream(ctx, jobStream)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream stream %s: %w", jobStream, err)
-	}
+	st := q.jobs
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(jobSubject+".*"))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream stream %s: %w", jobStream, err)
@@ -294,10 +300,7 @@ func NewJetStream(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*J
 }
 
 // pendingSubject is the subject of the tasks this server holds.
-func (b *JetStream) pendingSubject() string {
-	h := sha256.Sum256([]byte(b.q.opts.Origin))
-	return pendingPrefix + hex.EncodeToString(h[:8])
-}
+func (b *JetStream) pendingSubject() string { return pendingPrefix + subjectToken(b.q.opts.Origin) }
 
 // Hold stores a task the server accepts in the pending stream, before
 // the server answers for it: until it is handed to the work queue it
@@ -330,9 +333,7 @@ func (b *JetStream) Release(id string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if st, err := b.q.js.Stream(ctx, pendingStream); err == nil {
-		st.DeleteMsg(ctx, seq)
-	}
+	b.q.pending.DeleteMsg(ctx, seq)
 }
 
 // Held returns the tasks this server (its Origin) had accepted when it
@@ -340,11 +341,8 @@ func (b *JetStream) Release(id string) {
 // came, and those on the work queue without an outcome yet. The server
 // calls it once, before Serve.
 func (b *JetStream) Held(ctx context.Context) (waiting, handed []Task, err error) {
-	read := func(stream, subject string, f func(seq uint64, t Task)) error {
-		st, err := b.q.js.Stream(ctx, stream)
-		if err != nil {
-			return fmt.Errorf("jetstream stream %s: %w", stream, err)
-		}
+	read := func(st jetstream.Stream, subject string, f func(seq uint64, t Task)) error {
+		stream := st.CachedInfo().Config.Name
 		info, err := st.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("jetstream stream %s: %w", stream, err)
@@ -371,7 +369,7 @@ func (b *JetStream) Held(ctx context.Context) (waiting, handed []Task, err error
 	}
 	origin := b.q.opts.Origin
 	seen := map[string]bool{}
-	if err := read(jobStream, "", func(_ uint64, t Task) {
+	if err := read(b.q.jobs, "", func(_ uint64, t Task) {
 		if t.Origin == origin && !seen[t.ID] {
 			seen[t.ID] = true
 			handed = append(handed, t)
@@ -379,13 +377,11 @@ func (b *JetStream) Held(ctx context.Context) (waiting, handed []Task, err error
 	}); err != nil {
 		return nil, nil, err
 	}
-	if err := read(pendingStream, b.pendingSubject(), func(seq uint64, t Task) {
+	if err := read(b.q.pending, b.pendingSubject(), func(seq uint64, t Task) {
 		if seen[t.ID] {
 			// Handed out just before the server stopped, not yet
 			// released: the work queue has it.
-			if st, err := b.q.js.Stream(ctx, pendingStream); err == nil {
-				st.DeleteMsg(ctx, seq)
-			}
+			b.q.pending.DeleteMsg(ctx, seq)
 			return
 		}
 		seen[t.ID] = true
@@ -570,10 +566,7 @@ func (q *queue) encode(ctx context.Context, t Task) ([]byte, error) {
 // which JetStream delivered MaxDeliver times without an acknowledgement,
 // and removes it from the stream.
 func (q *queue) giveUp(ctx context.Context, seq uint64) {
-	st, err := q.js.Stream(ctx, jobStream)
-	if err != nil {
-		return
-	}
+	st := q.jobs
 	m, err := st.GetMsg(ctx, seq)
 	if err != nil {
 		return

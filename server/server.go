@@ -240,8 +240,7 @@ func (s *Server) restore(d durableQueue) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	add := func(t Task) *job {
-		j := &job{ID: t.ID, Client: t.Client, Task: t, created: time.Now(), state: StateQueued,
-			changed: make(chan struct{}), done: make(chan struct{})}
+		j := newJob(t)
 		s.jobs[j.ID] = j
 		return j
 	}
@@ -377,6 +376,12 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// newJob is a queued job of task t (its ID and Client set).
+func newJob(t Task) *job {
+	return &job{ID: t.ID, Client: t.Client, Task: t, created: time.Now(), state: StateQueued,
+		changed: make(chan struct{}), done: make(chan struct{})}
+}
+
 // submit validates a task and queues it as a job of client; the error is
 // an *httpError.
 func (s *Server) submit(client string, t Task) (*job, error) {
@@ -384,8 +389,7 @@ func (s *Server) submit(client string, t Task) (*job, error) {
 		return nil, err
 	}
 	t.ID, t.Client = newID(), client
-	j := &job{ID: t.ID, Client: client, Task: t, created: time.Now(), state: StateQueued,
-		changed: make(chan struct{}), done: make(chan struct{})}
+	j := newJob(t)
 	full := func() error {
 		return &httpError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v: %d jobs wait; try again later", errQueueFull, s.opts.QueueSize)}
 	}
